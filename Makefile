@@ -1,0 +1,28 @@
+# Two entry points from a fresh clone; each does its own idempotent set-up first.
+#   make demo   - the main job: build the dataset from the real sample clips in ../shared/data
+#   make test   - the test suite
+PY ?= python3.11
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint bench
+
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	# facenet-pytorch's metadata pins torch<2.3; it works with 2.14 and ships its MTCNN weights
+	$(VENV)/bin/python -m pip install --quiet --no-deps facenet-pytorch==2.6.0
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/vdv demo --shared ../shared/data --work out/demo
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .

@@ -1,0 +1,65 @@
+"""The ``vdv`` command line: one thin subcommand per stage.
+
+Each module in ``COMMANDS`` defines ``register(subparsers)``, which adds its subcommand(s) and
+sets ``func`` on the parser; ``func(args)`` returns the process exit code. Heavy libraries
+(torch, mediapipe) are imported inside the functions so that ``vdv --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+COMMANDS: tuple[str, ...] = (
+    # one line per command module; keep the order in which a user meets them
+)
+
+EPILOG = """\
+A run keeps its tables under a work directory (--work, default ./work):
+  clips/ rejections/ screening/ scores/ score_scale/ features/<modality>/
+See README.md for the raw layout, the tables and the configuration file.
+"""
+
+
+def common_options() -> argparse.ArgumentParser:
+    """Options every subcommand accepts (added as a parent parser)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--work", default="work", metavar="DIR", help="work directory holding the tables (default: %(default)s)")
+    parent.add_argument("--config", metavar="TOML", help="configuration file with one [section] per stage (see data/demo/config.toml)")
+    parent.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vdv",
+        description="Rebuild the VDV viral dance video dataset from raw clips and train virality models on it.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parent = common_options()
+    for name in COMMANDS:
+        importlib.import_module(name).register(sub, parent)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose + 1, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    from pipeline.config import ConfigError
+    from pipeline.errors import WeightsError
+
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, WeightsError, FileNotFoundError) as err:
+        print(f"vdv {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Typed errors and the reason codes recorded in the ``rejections`` and ``screening`` tables."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Why a clip (or a metadata record) left the pipeline. Values are stored in tables."""
+
+    # ingest: the file
+    NOT_A_VIDEO = "not_a_video"  # no video stream / not a media container
+    UNREADABLE = "unreadable_video"  # container opens but frames cannot be decoded
+    ZERO_FRAMES = "zero_frames"
+    TRUNCATED = "truncated"  # decodable duration < 90 % of the container's claim
+    DECODE_TIMEOUT = "decode_timeout"  # exceeded the per-clip decoding budget
+    DUPLICATE_CONTENT = "duplicate_content"  # same bytes as an earlier upload
+    # ingest: the metadata
+    NO_METADATA = "no_metadata"  # a clip with no metadata record
+    NO_CLIP = "no_clip"  # a metadata record with no clip file
+    BAD_METADATA = "bad_metadata"  # unparsable record or field
+    MISSING_COUNTS = "missing_counts"
+    NEGATIVE_COUNTS = "negative_counts"
+    NO_CRAWL_TIME = "no_crawl_time"
+    CREATE_AFTER_CRAWL = "create_after_crawl"
+    NO_CHALLENGE = "no_challenge"
+    # screening (SPEC section 2)
+    TOO_MANY_FOLLOWERS = "too_many_followers"
+    TOO_SHORT = "too_short"
+    TOO_LONG = "too_long"
+    NO_DANCER = "no_dancer"
+    MULTIPLE_PEOPLE = "multiple_people"
+    UPPER_BODY_NOT_VISIBLE = "upper_body_not_visible"
+    CAMERA_MOTION = "camera_motion"
+    SHOT_CUT = "shot_cut"
+    OVERRIDE_REJECT = "override_reject"
+    # extraction
+    EXTRACT_FAILED = "extract_failed"
+
+
+class ClipError(Exception):
+    """A clip cannot go on: carries the clip id and a :class:`Reason` so callers can record it."""
+
+    def __init__(self, clip_id: str | None, reason: Reason, message: str):
+        super().__init__(f"{clip_id or '<no id>'}: {reason.value}: {message}")
+        self.clip_id = clip_id
+        self.reason = reason
+        self.message = message
+
+
+class WeightsError(RuntimeError):
+    """Model weights are missing, corrupt or of an unexpected format; the message names the fix."""

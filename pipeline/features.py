@@ -1,0 +1,153 @@
+"""What every feature extractor shares: identity, provenance, the shard it writes, skipping.
+
+A modality module (``pose``, ``holistic``, ``facial``, ``scenic``) subclasses
+:class:`FeatureExtractor` and implements :meth:`compute`, which takes a clip path and returns a
+:class:`FeatureSequence` on the shared time grid. This base class turns that into a row of
+``feature_spec(modality)`` with full provenance, writes it atomically as one shard per clip and
+knows whether a clip's current shard is still valid (same identity), so re-runs skip work.
+
+Feature shard of a clip: ``<work>/features/<modality>/<modality>.<clip_id[:16]>.<identity[:12]>.parquet``.
+When a clip's identity changes the new shard is written first, then the stale one removed, so a
+crash in between leaves at worst an extra stale file that :func:`current_shards` ignores.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline import tables
+from pipeline.provenance import feature_identity
+
+UNTRAINED = "untrained"
+
+
+@dataclass
+class FeatureSequence:
+    """A clip's samples: ``features`` (T, D) float32, ``valid`` (T,) bool, ``timestamps`` (T,) s."""
+
+    timestamps: np.ndarray
+    valid: np.ndarray
+    features: np.ndarray
+    fps: float
+    source_fps: float | None = None
+    frame_width: int | None = None
+    frame_height: int | None = None
+
+    def __post_init__(self):
+        t = len(self.timestamps)
+        if self.features.ndim != 2 or len(self.features) != t or len(self.valid) != t:
+            raise ValueError(
+                f"inconsistent sequence: timestamps {len(self.timestamps)}, valid {len(self.valid)}, "
+                f"features {self.features.shape}"
+            )
+
+
+class FeatureExtractor:
+    """Base of the four modality extractors. Subclasses set the class attributes and ``compute``."""
+
+    modality: str = ""
+    name: str = ""  # extractor name recorded in provenance, e.g. "mediapipe-blazepose-full"
+    dim: int = 0
+
+    # set by subclasses (usually in __init__)
+    version: str = ""  # code_version(...) of the modules that compute the features
+    weights_sha256: str = UNTRAINED
+    precision: str = "float32"
+    device: str = "cpu"
+
+    @property
+    def untrained(self) -> bool:
+        return self.weights_sha256 == UNTRAINED
+
+    def params(self) -> dict:
+        """Every parameter that changes the output (decode fps, resize, crop, thresholds...)."""
+        raise NotImplementedError
+
+    def compute(self, path: str | Path, clip_id: str) -> FeatureSequence:
+        """Decode ``path`` and compute its features. Raise ``ClipError`` for a bad clip."""
+        raise NotImplementedError
+
+    # -- shared machinery --------------------------------------------------------------------
+
+    def identity(self, clip_id: str) -> str:
+        return feature_identity(
+            clip_id=clip_id,
+            modality=self.modality,
+            extractor=self.name,
+            extractor_version=self.version,
+            weights_sha256=self.weights_sha256,
+            params=self.params(),
+            precision=self.precision,
+        )
+
+    def spec(self) -> tables.TableSpec:
+        return tables.feature_spec(self.modality, self.dim)
+
+    def row(self, clip_id: str, seq: FeatureSequence) -> dict:
+        return {
+            "clip_id": clip_id,
+            "modality": self.modality,
+            "fps": float(seq.fps),
+            "source_fps": None if seq.source_fps is None else float(seq.source_fps),
+            "frame_width": seq.frame_width,
+            "frame_height": seq.frame_height,
+            "timestamps": np.asarray(seq.timestamps, dtype=np.float32).tolist(),
+            "valid": np.asarray(seq.valid, dtype=bool).tolist(),
+            "features": list(np.asarray(seq.features, dtype=np.float32)),
+            "extractor": self.name,
+            "extractor_version": self.version,
+            "weights_sha256": self.weights_sha256,
+            "untrained": self.untrained,
+            "params": json.dumps(self.params(), sort_keys=True),
+            "precision": self.precision,
+            "device": self.device,
+            "identity": self.identity(clip_id),
+        }
+
+    def table(self, clip_id: str, seq: FeatureSequence) -> pa.Table:
+        row = self.row(clip_id, seq)
+        features = pa.FixedSizeListArray.from_arrays(
+            pa.array(np.asarray(seq.features, dtype=np.float32).reshape(-1)), self.dim
+        )
+        row["features"] = pa.ListArray.from_arrays(pa.array([0, len(seq.features)], pa.int32()), features)
+        columns = {k: (v if isinstance(v, pa.Array) else [v]) for k, v in row.items()}
+        return tables.to_table(pa.table(columns), self.spec(), where=f"{self.modality}:{clip_id}")
+
+    def shard_path(self, work: str | Path, clip_id: str) -> Path:
+        return tables.shard_path(work, f"features/{self.modality}", f"{clip_id[:16]}.{self.identity(clip_id)[:12]}")
+
+    def is_current(self, work: str | Path, clip_id: str) -> bool:
+        return self.shard_path(work, clip_id).exists()
+
+    def extract_to(self, work: str | Path, path: str | Path, clip_id: str, *, force: bool = False) -> tuple[Path, bool]:
+        """Compute and write the clip's shard unless a current one exists. Returns (shard, computed)."""
+        target = self.shard_path(work, clip_id)
+        if target.exists() and not force:
+            return target, False
+        seq = self.compute(path, clip_id)
+        table = self.table(clip_id, seq)
+        tables.atomic_write(target, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+        for stale in Path(target.parent).glob(f"{self.modality}.{clip_id[:16]}.*.parquet"):
+            if stale != target:
+                stale.unlink(missing_ok=True)
+        return target, True
+
+
+def current_shards(work: str | Path, modality: str) -> dict[str, Path]:
+    """clip_id prefix -> newest shard of each clip for ``modality`` (stale leftovers ignored)."""
+    found: dict[str, Path] = {}
+    for path in tables.table_files(work, f"features/{modality}"):
+        key = path.name.split(".")[1]
+        if key not in found or path.stat().st_mtime > found[key].stat().st_mtime:
+            found[key] = path
+    return found
+
+
+def read_features(path: str | Path, modality: str, dim: int | None = None) -> pa.Table:
+    return tables.read_file(path, tables.feature_spec(modality, dim))

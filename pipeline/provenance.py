@@ -1,0 +1,114 @@
+"""Provenance: code-derived extractor versions, feature identities and run lineage (SPEC section 4).
+
+An extractor's version is a hash of the source of the modules that compute it, so it changes
+whenever the code does; nobody has to remember to bump a string.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import json
+import platform
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+
+@cache
+def code_version(*modules: str) -> str:
+    """Short sha256 over the source text of ``modules`` (dotted names), in the order given."""
+    digest = hashlib.sha256()
+    for name in modules:
+        source = inspect.getsource(importlib.import_module(name))
+        digest.update(name.encode() + b"\0" + source.encode() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def feature_identity(
+    *,
+    clip_id: str,
+    modality: str,
+    extractor: str,
+    extractor_version: str,
+    weights_sha256: str,
+    params: dict,
+    precision: str,
+) -> str:
+    """Everything that decides a feature row's content; equal identity means nothing to redo.
+
+    The device is provenance, not identity: CPU and GPU runs of the same code, weights and
+    precision are taken to be the same features.
+    """
+    payload = canonical_json(
+        {
+            "clip_id": clip_id,
+            "modality": modality,
+            "extractor": extractor,
+            "extractor_version": extractor_version,
+            "weights_sha256": weights_sha256,
+            "params": params,
+            "precision": precision,
+        }
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _git_commit() -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        return out + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _version(module: str) -> str | None:
+    try:
+        mod = importlib.import_module(module)
+    except Exception:  # noqa: BLE001 - an absent optional library is recorded as absent
+        return None
+    return getattr(mod, "__version__", "unknown")
+
+
+def run_lineage(device: str | None = None, precision: str | None = None) -> dict:
+    """Code commit, library versions (torch, mediapipe, FFmpeg, ...), device and dtype of a run."""
+    import av
+
+    lineage = {
+        "code_commit": _git_commit(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "libraries": {
+            name: _version(name)
+            for name in ("numpy", "pyarrow", "torch", "torchvision", "mediapipe", "cv2", "av", "facenet_pytorch", "prefect")
+        },
+        "ffmpeg": {k: ".".join(map(str, v)) if isinstance(v, tuple) else str(v) for k, v in av.library_versions.items()},
+    }
+    if device is not None:
+        lineage["device"] = device
+    if precision is not None:
+        lineage["precision"] = precision
+    return lineage

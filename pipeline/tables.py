@@ -1,0 +1,284 @@
+"""Arrow schemas for every table vdv writes, and the one reader/writer pair that touches Parquet.
+
+Shard naming (one scheme for all tables)
+----------------------------------------
+A table is a directory ``<root>/<table>/`` holding Parquet files named
+``<table>.<part>.parquet``. ``<part>`` is a zero-padded six-digit index for tables written in
+batches (``clips.000000.parquet``) or a key for per-item shards (a feature shard is
+``pose.<clip_id[:16]>.<identity[:12]>.parquet``). A file is written to a hidden temporary name
+in the same directory and renamed into place, so a reader never sees a half-written shard;
+readers ignore hidden files.
+
+Every schema carries its name and version in the Parquet key-value metadata
+(``vdv.table``, ``vdv.schema_version``). Readers refuse a file whose table or version differs
+and name the file in the error.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+class SchemaMismatch(ValueError):
+    """A batch or file does not match the declared schema of its table."""
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    version: int
+    schema: pa.Schema
+
+    def with_metadata(self) -> pa.Schema:
+        return self.schema.with_metadata(
+            {b"vdv.table": self.name.encode(), b"vdv.schema_version": str(self.version).encode()}
+        )
+
+
+def _spec(name: str, version: int, fields: Sequence[pa.Field]) -> TableSpec:
+    return TableSpec(name, version, pa.schema(list(fields)))
+
+
+# -- tables of the rule stages ------------------------------------------------------------------
+
+CLIPS = _spec(
+    "clips",
+    1,
+    [
+        pa.field("clip_id", pa.string(), nullable=False),  # sha256 of the file's bytes
+        pa.field("video_id", pa.string(), nullable=False),  # platform id (TikTok video id)
+        pa.field("path", pa.string(), nullable=False),  # as given in the raw layout
+        pa.field("challenge", pa.string()),
+        pa.field("uploader_id", pa.string()),
+        pa.field("uploader_followers", pa.int64()),
+        pa.field("likes", pa.int64()),
+        pa.field("comments", pa.int64()),
+        pa.field("reposts", pa.int64()),
+        pa.field("plays", pa.int64()),
+        pa.field("create_time", pa.timestamp("s", tz="UTC")),
+        pa.field("crawl_time", pa.timestamp("s", tz="UTC")),
+        pa.field("crawl_time_source", pa.string()),  # column | option | file_name
+        pa.field("metadata_source", pa.string()),  # metadata file the record came from
+        pa.field("duration_s", pa.float64()),  # decodable duration
+        pa.field("container_duration_s", pa.float64()),
+        pa.field("frame_count", pa.int64()),
+        pa.field("avg_fps", pa.float64()),
+        pa.field("width", pa.int32()),  # coded size, before rotation
+        pa.field("height", pa.int32()),
+        pa.field("rotation", pa.int32()),  # degrees clockwise to make the frame upright
+        pa.field("video_codec", pa.string()),
+        pa.field("has_audio", pa.bool_()),
+        pa.field("audio_codec", pa.string()),
+        pa.field("size_bytes", pa.int64()),
+    ],
+)
+
+REJECTIONS = _spec(
+    "rejections",
+    1,
+    [
+        pa.field("stage", pa.string(), nullable=False),  # ingest | screen | extract:<modality>
+        pa.field("clip_id", pa.string()),  # null when the file never got an id
+        pa.field("video_id", pa.string()),
+        pa.field("path", pa.string()),
+        pa.field("reason", pa.string(), nullable=False),  # a ReasonCode value
+        pa.field("message", pa.string(), nullable=False),
+    ],
+)
+
+SCREENING = _spec(
+    "screening",
+    1,
+    [
+        pa.field("clip_id", pa.string(), nullable=False),
+        pa.field("video_id", pa.string()),
+        pa.field("kept", pa.bool_(), nullable=False),
+        pa.field("automatic_kept", pa.bool_(), nullable=False),  # before any override
+        pa.field("reasons", pa.list_(pa.string()), nullable=False),  # every failing rule
+        pa.field("rules_evaluated", pa.list_(pa.string()), nullable=False),
+        pa.field("override", pa.string()),  # keep | reject | null
+        pa.field("override_note", pa.string()),
+        pa.field("details", pa.string()),  # JSON: what each rule measured
+    ],
+)
+
+SCORES = _spec(
+    "scores",
+    1,
+    [
+        pa.field("clip_id", pa.string(), nullable=False),
+        pa.field("video_id", pa.string()),
+        pa.field("challenge", pa.string(), nullable=False),
+        pa.field("existing_days", pa.float64(), nullable=False),  # before clipping
+        pa.field("raw_score", pa.float64(), nullable=False),  # paper eq. 1
+        pa.field("score", pa.float64(), nullable=False),  # paper eq. 2, in [0, 1]
+        pa.field("out_of_scale", pa.bool_(), nullable=False),  # clipped to [0, 1]
+        pa.field("degenerate_challenge", pa.bool_(), nullable=False),
+    ],
+)
+
+SCORE_SCALE = _spec(
+    "score_scale",
+    1,
+    [
+        pa.field("challenge", pa.string(), nullable=False),
+        pa.field("raw_min", pa.float64(), nullable=False),
+        pa.field("raw_max", pa.float64(), nullable=False),
+        pa.field("n_clips", pa.int64(), nullable=False),
+        pa.field("params", pa.string(), nullable=False),  # JSON of the score configuration
+    ],
+)
+
+# -- feature shards -----------------------------------------------------------------------------
+
+FEATURE_DIMS = {"pose": 48, "holistic": 2048, "facial": 512, "scenic": 512}
+"""Per-sample vector length of each modality. Pose is 16 MPII joints x (x, y, confidence),
+joint-major; facial is 512 (InceptionResnetV1) or 2048 (ResNet-50 VGGFace2)."""
+
+FEATURE_SCHEMA_VERSION = 1
+
+
+def feature_spec(modality: str, dim: int | None = None) -> TableSpec:
+    """Schema of a feature shard: one row per clip, each sample a fixed-size vector.
+
+    One row per clip (not per frame) keeps a clip's sequence contiguous and written in one
+    atomic file, which makes incremental re-extraction and crash safety per clip trivial, and a
+    training dataset reads one row to get a (T, D) array.
+    """
+    d = dim if dim is not None else FEATURE_DIMS[modality]
+    return _spec(
+        f"features/{modality}",
+        FEATURE_SCHEMA_VERSION,
+        [
+            pa.field("clip_id", pa.string(), nullable=False),
+            pa.field("modality", pa.string(), nullable=False),
+            pa.field("fps", pa.float64(), nullable=False),  # rate of the shared time grid
+            pa.field("source_fps", pa.float64()),
+            pa.field("frame_width", pa.int32()),  # upright frame, pixels
+            pa.field("frame_height", pa.int32()),
+            pa.field("timestamps", pa.list_(pa.float32()), nullable=False),  # seconds
+            pa.field("valid", pa.list_(pa.bool_()), nullable=False),  # person / face found
+            pa.field("features", pa.list_(pa.list_(pa.float32(), d)), nullable=False),
+            # provenance: enough to tell what a re-extraction would change
+            pa.field("extractor", pa.string(), nullable=False),
+            pa.field("extractor_version", pa.string(), nullable=False),  # hash of its code
+            pa.field("weights_sha256", pa.string(), nullable=False),  # or "untrained"
+            pa.field("untrained", pa.bool_(), nullable=False),
+            pa.field("params", pa.string(), nullable=False),  # JSON: fps, resize, crop, ...
+            pa.field("precision", pa.string(), nullable=False),  # float32 | bfloat16
+            pa.field("device", pa.string(), nullable=False),
+            pa.field("identity", pa.string(), nullable=False),  # sha256 of all of the above
+        ],
+    )
+
+
+# -- writer and reader --------------------------------------------------------------------------
+
+
+def to_table(rows: Iterable[Mapping[str, Any]] | pa.Table, spec: TableSpec, *, where: str = "") -> pa.Table:
+    """Cast rows (or a table) to ``spec``; raise :class:`SchemaMismatch` naming ``where``."""
+    schema = spec.with_metadata()
+    try:
+        if isinstance(rows, pa.Table):
+            missing = set(schema.names) - set(rows.column_names)
+            extra = set(rows.column_names) - set(schema.names)
+            if missing or extra:
+                raise SchemaMismatch(f"missing columns {sorted(missing)}, unexpected {sorted(extra)}")
+            table = rows.select(schema.names).cast(schema)
+        else:
+            rows = list(rows)
+            for i, row in enumerate(rows):
+                extra = set(row) - set(schema.names)
+                if extra:
+                    raise SchemaMismatch(f"row {i} has unexpected columns {sorted(extra)}")
+            table = pa.Table.from_pylist(rows, schema=schema)
+        table.validate(full=True)
+        for field in schema:
+            if not field.nullable and table.column(field.name).null_count:
+                raise SchemaMismatch(f"column {field.name!r} is not nullable but has nulls")
+    except SchemaMismatch as err:
+        raise SchemaMismatch(f"{spec.name} v{spec.version} ({where or 'in memory'}): {err}") from None
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError) as err:
+        raise SchemaMismatch(f"{spec.name} v{spec.version} ({where or 'in memory'}): {err}") from err
+    return table
+
+
+def atomic_write(path: str | os.PathLike, write) -> Path:
+    """Call ``write(tmp_path)`` then rename the temporary file onto ``path``.
+
+    The temporary file is hidden and lives in the destination directory, so the rename is
+    atomic on POSIX file systems and a crash leaves no visible partial file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_table(rows: Iterable[Mapping[str, Any]] | pa.Table, spec: TableSpec, path: str | os.PathLike) -> Path:
+    """Validate ``rows`` against ``spec`` and write them atomically to ``path``."""
+    table = to_table(rows, spec, where=str(path))
+    return atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+
+
+def shard_path(root: str | os.PathLike, table: str, part: int | str) -> Path:
+    """``<root>/<table>/<leaf>.<part>.parquet`` with the documented naming scheme."""
+    leaf = table.rsplit("/", 1)[-1]
+    part = f"{part:06d}" if isinstance(part, int) else part
+    return Path(root) / table / f"{leaf}.{part}.parquet"
+
+
+def read_file(path: str | os.PathLike, spec: TableSpec) -> pa.Table:
+    """Read one Parquet file, checking its table name, version and schema."""
+    path = Path(path)
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowInvalid) as err:
+        raise SchemaMismatch(f"{path}: not a readable Parquet file ({err})") from err
+    name = meta.get(b"vdv.table", b"?").decode()
+    version = meta.get(b"vdv.schema_version", b"?").decode()
+    if name != spec.name or version != str(spec.version):
+        raise SchemaMismatch(f"{path}: holds table {name!r} v{version}, expected {spec.name!r} v{spec.version}")
+    return to_table(pq.read_table(path), spec, where=str(path))
+
+
+def table_files(root: str | os.PathLike, table: str) -> list[Path]:
+    directory = Path(root) / table
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.glob("*.parquet") if not p.name.startswith("."))
+
+
+def read_table(root: str | os.PathLike, spec: TableSpec, table: str | None = None) -> pa.Table:
+    """Read every shard of a table directory (an empty table when there is none)."""
+    files = table_files(root, table or spec.name)
+    if not files:
+        return spec.with_metadata().empty_table()
+    return pa.concat_tables([read_file(p, spec) for p in files])
+
+
+def replace_table(rows, spec: TableSpec, root: str | os.PathLike, table: str | None = None) -> Path:
+    """Write a batch table as its single shard ``<table>.000000.parquet``, dropping stale parts."""
+    name = table or spec.name
+    target = write_table(rows, spec, shard_path(root, name, 0))
+    for stale in table_files(root, name):
+        if stale != target:
+            stale.unlink()
+    return target
