@@ -26,6 +26,7 @@ class Reason(StrEnum):
     NO_CHALLENGE = "no_challenge"
     # screening (SPEC section 2)
     TOO_MANY_FOLLOWERS = "too_many_followers"
+    UNKNOWN_FOLLOWERS = "unknown_followers"  # the follower rule is on but the count is absent
     TOO_SHORT = "too_short"
     TOO_LONG = "too_long"
     NO_DANCER = "no_dancer"
@@ -34,6 +35,8 @@ class Reason(StrEnum):
     CAMERA_MOTION = "camera_motion"
     SHOT_CUT = "shot_cut"
     OVERRIDE_REJECT = "override_reject"
+    # scoring
+    NO_SCALE = "no_scale"  # scored on a stored scale that lacks the clip's challenge
     # extraction
     EXTRACT_FAILED = "extract_failed"
 

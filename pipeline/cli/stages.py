@@ -1,0 +1,266 @@
+"""``vdv ingest | screen | score | summary``: the rule stages, one thin subcommand each."""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from pipeline import tables
+from pipeline.config import ConfigError, load_config, stage_config
+
+
+def _config(cls, args, section: str, **overrides):
+    """The stage's config from ``--config``; a bad value is a ConfigError naming the section."""
+    try:
+        return stage_config(cls, load_config(args.config), section, **overrides)
+    except (TypeError, ValueError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"{args.config or 'defaults'}: [{section}]: {err}") from err
+
+
+def _require(work: str, spec: tables.TableSpec, command: str) -> list[dict]:
+    if not tables.table_files(work, spec.name):
+        raise FileNotFoundError(f"no {spec.name} table under {work}; run `vdv {command}` first")
+    return tables.read_table(work, spec).to_pylist()
+
+
+def _counts(rows: list[dict]) -> str:
+    counts = Counter(row["reason"] for row in rows)
+    return ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items())) or "none"
+
+
+# -- ingest ---------------------------------------------------------------------------------------
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from pipeline.ingest import IngestConfig, prepare_clips, read_pairing
+    from pipeline.metadata import parse_time
+
+    overrides = {"probe_budget_s": args.probe_budget, "challenge_rule": args.challenge_rule}
+    if args.challenge_hashtag:
+        overrides["challenge_hashtags"] = tuple(args.challenge_hashtag)
+    config = _config(IngestConfig, args, "ingest", **overrides)
+    try:
+        pairing = read_pairing(args.pairing) if args.pairing else None
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    try:
+        crawl_time = parse_time(args.crawl_time if args.crawl_time is not None else config.crawl_time)
+    except ValueError as err:
+        raise ConfigError(f"crawl time: {err}") from err
+    result = prepare_clips(args.raw_dir, config=config, pairing=pairing, crawl_time=crawl_time, output_dir=args.work)
+    print(
+        f"ingest: {len(result.clips)} clip(s) in the manifest, {len(result.rejections)} rejection(s): {_counts(result.rejections)}"
+    )
+    print(f"  tables: {Path(args.work) / 'clips'}  {tables.shard_path(args.work, 'rejections', 'ingest')}")
+    return 0
+
+
+# -- screen ---------------------------------------------------------------------------------------
+
+
+def cmd_screen(args: argparse.Namespace) -> int:
+    from pipeline.screen import ScreenConfig, read_overrides, screen_clips, visual_screener
+
+    config = _config(
+        ScreenConfig, args, "screen", max_followers=args.max_followers, visual=False if args.no_visual else None
+    )
+    clips = _require(args.work, tables.CLIPS, "ingest")
+    try:
+        overrides = read_overrides(args.overrides) if args.overrides else None
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    visual = None
+    if config.visual:
+        try:
+            visual = visual_screener(load_config(args.config))
+        except ImportError as err:
+            raise ConfigError(
+                f"pixel rules unavailable ({err}); pass --no-visual or set [screen] visual = false"
+            ) from err
+    result = screen_clips(clips, config, overrides=overrides, visual=visual, output_dir=args.work)
+    for note in result.notes:
+        print(f"screen: NOTE: {note}")
+    print(f"screen: {len(result.kept)} of {len(result.rows)} clip(s) kept; rejected: {_counts(result.rejections)}")
+    return 0
+
+
+# -- score ----------------------------------------------------------------------------------------
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from pipeline.virality import ScoreConfig, read_scale, score_clips
+
+    config = _config(ScoreConfig, args, "score")
+    clips = _require(args.work, tables.CLIPS, "ingest")
+    screening = _require(args.work, tables.SCREENING, "screen")
+    kept = [row["clip_id"] for row in screening if row["kept"]]
+    scale = read_scale(args.scale, config) if args.scale else None
+    result = score_clips(clips, config, kept=kept, scale=scale, output_dir=args.work)
+    for warning in result.warnings:
+        print(f"score: WARNING: {warning}")
+    source = f"stored scale {args.scale}" if args.scale else "scale fitted on the kept clips"
+    print(f"score: {len(result.rows)} clip(s) scored on the {source}; rejected: {_counts(result.rejections)}")
+    return 0
+
+
+# -- summary --------------------------------------------------------------------------------------
+
+
+def summary_lines(work: str | Path) -> list[str]:
+    """What a run produced: clips kept, rejections by stage and reason, score range per challenge."""
+    clips = tables.read_table(work, tables.CLIPS)
+    rejections = tables.read_table(work, tables.REJECTIONS).to_pylist()
+    screening = tables.read_table(work, tables.SCREENING).to_pylist()
+    scores = tables.read_table(work, tables.SCORES).to_pylist()
+    scale = {row["challenge"]: row for row in tables.read_table(work, tables.SCORE_SCALE).to_pylist()}
+    lines = [f"work directory: {work}", f"clips in the manifest: {clips.num_rows}"]
+    if screening:
+        kept = sum(row["kept"] for row in screening)
+        overridden = sum(row["override"] is not None for row in screening)
+        lines.append(f"clips kept after screening: {kept} of {len(screening)} ({overridden} by reviewer override)")
+        evaluated = {rule for row in screening for rule in row["rules_evaluated"]}
+        lines.append(f"screening rules evaluated: {', '.join(sorted(evaluated)) or 'none'}")
+        if "followers" not in evaluated:
+            lines.append("  NOTE: the follower rule was disabled in this run (max_followers = 0)")
+    by_stage: dict[str, Counter] = defaultdict(Counter)
+    for row in rejections:
+        by_stage[row["stage"]][row["reason"]] += 1
+    lines.append(f"rejected: {len(rejections)}")
+    for stage in sorted(by_stage):
+        for reason, n in sorted(by_stage[stage].items()):
+            lines.append(f"  {stage:<8} {reason:<24} {n:>5}")
+    if scores:
+        lines.append("score range per challenge:")
+        per: dict[str, list[dict]] = defaultdict(list)
+        for row in scores:
+            per[row["challenge"]].append(row)
+        for challenge in sorted({c for c in clips.column("challenge").to_pylist() if c} | set(per)):
+            rows = per.get(challenge)
+            if not rows:
+                lines.append(f"  {challenge:<24}    0 clip(s)  none kept by screening: no scale")
+                continue
+            values = [row["score"] for row in rows]
+            raw = [row["raw_score"] for row in rows]
+            flags = []
+            if any(row["degenerate_challenge"] for row in rows):
+                flags.append("degenerate: all raw scores equal")
+            if any(row["out_of_scale"] for row in rows):
+                flags.append(f"{sum(row['out_of_scale'] for row in rows)} out of scale")
+            n_scale = scale.get(challenge, {}).get("n_clips")
+            lines.append(
+                f"  {challenge:<24} {len(rows):>4} clip(s)  score {min(values):.3f}-{max(values):.3f}  "
+                f"raw {min(raw):.3f}-{max(raw):.3f}  (scale of {n_scale} clip(s))"
+                + (f"  [{'; '.join(flags)}]" if flags else "")
+            )
+    return lines
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    if not Path(args.work).is_dir():
+        raise FileNotFoundError(f"work directory {args.work} does not exist; run `vdv ingest` first")
+    print("\n".join(summary_lines(args.work)))
+    return 0
+
+
+# -- registration ---------------------------------------------------------------------------------
+
+
+def register(sub, parent: argparse.ArgumentParser) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser(
+        "ingest",
+        parents=[parent],
+        formatter_class=fmt,
+        help="build the clip manifest (clips table) from raw clips and metadata",
+        description=(
+            "Probe every clip under RAW_DIR/clips/, match it to its metadata record from\n"
+            "RAW_DIR/metadata/ (tiktok-scraper .json, or .csv/.jsonl with the columns video_id,\n"
+            "challenge, likes, comments, reposts, create_time, crawl_time, followers), and write\n"
+            "the clips table and the ingest rejections (every bad file or record, with a reason)."
+        ),
+    )
+    p.add_argument("raw_dir", metavar="RAW_DIR", help="directory holding clips/ and metadata/")
+    p.add_argument(
+        "--pairing",
+        metavar="CSV",
+        help="CSV with columns file,video_id[,challenge] mapping clip file names to metadata records "
+        "(default: a file's stem is its video id), e.g. data/demo/pairing.csv",
+    )
+    p.add_argument(
+        "--crawl-time",
+        metavar="ISO",
+        help="crawl time (ISO 8601, e.g. 2021-01-06T15:51:49Z) for records without a crawl_time column; "
+        "wins over [ingest] crawl_time and the crawler file-name stamp <name>_<ms>.json",
+    )
+    p.add_argument(
+        "--probe-budget",
+        type=float,
+        metavar="SECONDS",
+        help="wall-clock budget per clip probe (default 60; [ingest] probe_budget_s)",
+    )
+    p.add_argument(
+        "--challenge-rule",
+        choices=("none", "music_id", "hashtag"),
+        help="how a record without an explicit challenge gets one (default none; [ingest] challenge_rule)",
+    )
+    p.add_argument(
+        "--challenge-hashtag",
+        action="append",
+        metavar="TAG",
+        help="a hashtag that names a challenge for --challenge-rule hashtag (repeatable; generic tags such as #fyp never count)",
+    )
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser(
+        "screen",
+        parents=[parent],
+        formatter_class=fmt,
+        help="apply the screening rules (SPEC section 2) to the ingested clips",
+        description=(
+            "Cheap rules first (uploader followers, duration), then the pixel rules (one dancer,\n"
+            "upper body visible, camera motion) on the clips that passed them. A reviewer override\n"
+            "file wins over the rules. Writes the screening table and the screen rejections."
+        ),
+    )
+    p.add_argument(
+        "--overrides",
+        metavar="CSV",
+        help="reviewer overrides: columns id (clip id or video id), decision (keep|reject), note; see data/overrides.example.csv",
+    )
+    p.add_argument("--no-visual", action="store_true", help="skip the pixel rules (same as [screen] visual = false)")
+    p.add_argument(
+        "--max-followers",
+        type=int,
+        metavar="N",
+        help="most uploader followers a kept clip may have (default 1000; 0 disables the rule)",
+    )
+    p.set_defaults(func=cmd_screen)
+
+    p = sub.add_parser(
+        "score",
+        parents=[parent],
+        formatter_class=fmt,
+        help="compute virality scores (SPEC section 3) of the clips kept by screening",
+        description=(
+            "s_raw = ln((L + C + R + 1) / clip(T, 1, 7 days)), then per-challenge min-max over the\n"
+            "kept clips. Writes the scores table and the scale used (score_scale table)."
+        ),
+    )
+    p.add_argument(
+        "--scale",
+        metavar="PATH",
+        help="score on a stored scale (a score_scale Parquet file or a work directory) instead of fitting one; "
+        "clips outside it are clipped to [0, 1] and flagged out_of_scale",
+    )
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser(
+        "summary",
+        parents=[parent],
+        help="print clips kept, rejections by stage and reason, and the score range per challenge",
+        description="Print what the run in --work produced: clips kept, rejected by reason (per stage), score range per challenge.",
+    )
+    p.set_defaults(func=cmd_summary)

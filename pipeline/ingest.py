@@ -1,0 +1,326 @@
+"""Ingest: raw clips + metadata -> the ``clips`` manifest and ``rejections`` (SPEC sections 1-2).
+
+Raw layout
+----------
+::
+
+    RAW_DIR/clips/<video_id>.mp4        one file per clip (.mp4 .mov .m4v .webm .mkv .avi)
+    RAW_DIR/metadata/*.json|*.jsonl|*.csv  records (see pipeline.metadata for the columns)
+
+A clip file's stem is its platform video id, unless a pairing file (CSV with columns ``file,
+video_id[, challenge]``; ``file`` is the name inside ``clips/``) maps file names to records and,
+optionally, assigns the challenge (SPEC section 3: a demo pairing real clips with real records
+assigns challenges in its pairing file).
+
+Every clip ends as either one ``clips`` row or one ``rejections`` row (stage ``ingest``), and
+so does every metadata record: a record no clip points at is rejected as ``NO_CLIP``. The clip
+id is the sha256 of the file's bytes; among clips with the same bytes the earliest upload
+(create time) survives and the others are ``DUPLICATE_CONTENT``.
+
+:func:`prepare_clips` computes the records and writes nothing unless given ``output_dir``.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+
+from pipeline import tables
+from pipeline.errors import ClipError, Reason
+from pipeline.metadata import (
+    CHALLENGE_RULES,
+    MetadataRecord,
+    check_record,
+    derive_challenge,
+    metadata_files,
+    parse_time,
+    read_metadata_file,
+)
+from pipeline.probe import MIN_DECODABLE_RATIO, ProbeResult, ProbeWorker
+from pipeline.provenance import sha256_file
+
+log = logging.getLogger(__name__)
+
+STAGE = "ingest"
+VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".webm", ".mkv", ".avi")
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """``[ingest]`` section of the configuration file."""
+
+    # wall-clock seconds one clip's probe may take before it is killed (DECODE_TIMEOUT)
+    probe_budget_s: float = 60.0
+    # decodable / claimed duration under this is a clip cut mid-stream (SPEC section 2)
+    min_decodable_ratio: float = MIN_DECODABLE_RATIO
+    # crawl time for records without one (ISO 8601); the --crawl-time option overrides it
+    crawl_time: str | None = None
+    # how a record without an explicit challenge gets one: none | music_id | hashtag
+    challenge_rule: str = "none"
+    # hashtags that name challenges for challenge_rule = "hashtag" (generic ones never count)
+    challenge_hashtags: tuple[str, ...] = ()
+    # file suffixes taken as clips; other files in clips/ are rejected as NOT_A_VIDEO
+    video_suffixes: tuple[str, ...] = VIDEO_SUFFIXES
+
+    def __post_init__(self):
+        if self.challenge_rule not in CHALLENGE_RULES:
+            raise ValueError(f"[ingest] challenge_rule must be one of {CHALLENGE_RULES}, not {self.challenge_rule!r}")
+        if self.probe_budget_s <= 0:
+            raise ValueError("[ingest] probe_budget_s must be positive")
+
+
+@dataclass(frozen=True)
+class Pairing:
+    video_id: str
+    challenge: str | None = None
+
+
+@dataclass
+class IngestResult:
+    clips: list[dict] = field(default_factory=list)  # rows of tables.CLIPS
+    rejections: list[dict] = field(default_factory=list)  # rows of tables.REJECTIONS
+
+    def reasons(self) -> dict[str, int]:
+        counts: dict[str, int] = defaultdict(int)
+        for row in self.rejections:
+            counts[row["reason"]] += 1
+        return dict(sorted(counts.items()))
+
+
+def read_pairing(path: str | Path) -> dict[str, Pairing]:
+    """File name -> :class:`Pairing` from a CSV with columns ``file, video_id[, challenge]``."""
+    path = Path(path)
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(line for line in fh if not line.lstrip().startswith("#"))
+        missing = {"file", "video_id"} - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(f"{path}: pairing file lacks columns {sorted(missing)}")
+        pairing: dict[str, Pairing] = {}
+        for i, row in enumerate(reader, start=2):
+            name = (row.get("file") or "").strip()
+            video_id = (row.get("video_id") or "").strip()
+            if not name or not video_id:
+                raise ValueError(f"{path}:{i}: empty file or video_id")
+            if name in pairing:
+                raise ValueError(f"{path}:{i}: {name} is paired twice")
+            pairing[name] = Pairing(video_id, (row.get("challenge") or "").strip() or None)
+    return pairing
+
+
+def _rejection(reason: Reason, message: str, *, clip_id=None, video_id=None, path=None) -> dict:
+    return {
+        "stage": STAGE,
+        "clip_id": clip_id,
+        "video_id": video_id,
+        "path": path,
+        "reason": reason.value,
+        "message": message,
+    }
+
+
+def _seconds(value: datetime | None) -> datetime | None:
+    return None if value is None else value.replace(microsecond=0)
+
+
+def _crawl_key(record: MetadataRecord) -> float:
+    return record.crawl_time.timestamp() if record.crawl_time else float("-inf")
+
+
+def load_records(raw_dir: str | Path, crawl_time: datetime | None) -> tuple[dict[str, MetadataRecord], list[dict]]:
+    """Every record under ``RAW_DIR/metadata`` by video id, and the rejections of unreadable ones.
+
+    A video id seen in several files keeps the record crawled last (its counts are the latest).
+    """
+    records: dict[str, MetadataRecord] = {}
+    rejections: list[dict] = []
+    files = metadata_files(raw_dir)
+    if not files:
+        log.warning("no metadata files under %s", Path(raw_dir) / "metadata")
+    for path in files:
+        found, problems = read_metadata_file(path, crawl_time)
+        for problem in problems:
+            rejections.append(
+                _rejection(Reason.BAD_METADATA, problem.message, video_id=problem.video_id, path=problem.source)
+            )
+        for record in found:
+            old = records.get(record.video_id)
+            if old is not None:
+                log.info(
+                    "video %s appears in %s and %s; keeping the later crawl", record.video_id, old.source, record.source
+                )
+                if _crawl_key(record) <= _crawl_key(old):
+                    continue
+            records[record.video_id] = record
+    return records, rejections
+
+
+def _clip_row(path: Path, clip_id: str, record: MetadataRecord, probe: ProbeResult) -> dict:
+    return {
+        "clip_id": clip_id,
+        "video_id": record.video_id,
+        "path": str(path),
+        "challenge": record.challenge,
+        "uploader_id": record.uploader_id,
+        "uploader_followers": record.followers,
+        "likes": record.likes,
+        "comments": record.comments,
+        "reposts": record.reposts,
+        "plays": record.plays,
+        "create_time": _seconds(record.create_time),
+        "crawl_time": _seconds(record.crawl_time),
+        "crawl_time_source": record.crawl_time_source,
+        "metadata_source": Path(record.source).name,
+        "duration_s": probe.duration_s,
+        "container_duration_s": probe.container_duration_s,
+        "frame_count": probe.frame_count,
+        "avg_fps": probe.avg_fps,
+        "width": probe.width,
+        "height": probe.height,
+        "rotation": probe.rotation,
+        "video_codec": probe.video_codec,
+        "has_audio": probe.has_audio,
+        "audio_codec": probe.audio_codec,
+        "size_bytes": path.stat().st_size,
+    }
+
+
+def prepare_clips(
+    raw_dir: str | Path,
+    *,
+    config: IngestConfig = IngestConfig(),
+    pairing: dict[str, Pairing] | None = None,
+    crawl_time: datetime | str | None = None,
+    output_dir: str | Path | None = None,
+) -> IngestResult:
+    """Build the clip manifest of ``raw_dir``; write the tables only when ``output_dir`` is given.
+
+    ``crawl_time`` (the ``--crawl-time`` option) wins over ``config.crawl_time``; both apply only
+    to records without their own crawl time column.
+    """
+    raw_dir = Path(raw_dir).resolve()
+    clips_dir = raw_dir / "clips"
+    if not clips_dir.is_dir():
+        raise FileNotFoundError(f"{clips_dir} does not exist (expected RAW_DIR/clips/ and RAW_DIR/metadata/)")
+    crawl = parse_time(crawl_time if crawl_time is not None else config.crawl_time)
+    pairing = pairing or {}
+    records, rejections = load_records(raw_dir, crawl)
+    result = IngestResult(rejections=rejections)
+
+    files = sorted(p for p in clips_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+    for name in sorted(set(pairing) - {p.name for p in files}):
+        log.warning("pairing names %s, which is not in %s", name, clips_dir)
+    suffixes = {s.lower() for s in config.video_suffixes}
+    used: dict[str, str] = {}  # video id -> file name that claimed its record
+    candidates: list[tuple[Path, str, MetadataRecord, ProbeResult]] = []
+    probed: dict[str, ProbeResult | ClipError] = {}  # same bytes are probed once
+    with ProbeWorker(config.probe_budget_s, config.min_decodable_ratio) as worker:
+        for i, path in enumerate(files, start=1):
+            outcome = _ingest_one(path, suffixes, pairing, records, used, probed, worker, config)
+            if isinstance(outcome, dict):
+                result.rejections.append(outcome)
+                log.info(
+                    "[%d/%d] %s: rejected (%s) %s", i, len(files), path.name, outcome["reason"], outcome["message"]
+                )
+            else:
+                candidates.append(outcome)
+                probe = outcome[3]
+                log.info(
+                    "[%d/%d] %s: %.1f s %dx%d %s",
+                    i,
+                    len(files),
+                    path.name,
+                    probe.duration_s,
+                    probe.width,
+                    probe.height,
+                    probe.video_codec,
+                )
+
+    # duplicate content: the earliest upload survives (SPEC section 2)
+    by_content: dict[str, list] = defaultdict(list)
+    for candidate in candidates:
+        by_content[candidate[1]].append(candidate)
+    for clip_id, group in by_content.items():
+        group.sort(key=lambda c: (c[2].create_time, c[2].video_id))
+        path, _, record, probe = group[0]
+        result.clips.append(_clip_row(path, clip_id, record, probe))
+        for dup_path, _, dup, _ in group[1:]:
+            result.rejections.append(
+                _rejection(
+                    Reason.DUPLICATE_CONTENT,
+                    f"same bytes as video {record.video_id} ({path.name}), uploaded earlier",
+                    clip_id=clip_id,
+                    video_id=dup.video_id,
+                    path=str(dup_path),
+                )
+            )
+    result.clips.sort(key=lambda row: row["path"])
+
+    for video_id, record in sorted(records.items()):
+        if video_id not in used:
+            result.rejections.append(
+                _rejection(Reason.NO_CLIP, f"no clip file for video {video_id}", video_id=video_id, path=record.source)
+            )
+
+    if output_dir is not None:
+        write_ingest(result, output_dir)
+    return result
+
+
+def _ingest_one(path, suffixes, pairing, records, used, probed, worker, config):
+    """One clip file -> (path, clip_id, record, probe) or a rejection row."""
+    if path.suffix.lower() not in suffixes:
+        return _rejection(
+            Reason.NOT_A_VIDEO, f"{path.name}: suffix {path.suffix or '(none)'} is not a video suffix", path=str(path)
+        )
+    paired = pairing.get(path.name)
+    video_id = paired.video_id if paired else path.stem
+    try:
+        clip_id = sha256_file(path)
+    except OSError as err:
+        return _rejection(Reason.UNREADABLE, f"cannot read {path.name}: {err}", video_id=video_id, path=str(path))
+    record = records.get(video_id)
+    if record is None:
+        return _rejection(
+            Reason.NO_METADATA,
+            f"no metadata record for video {video_id}",
+            clip_id=clip_id,
+            video_id=video_id,
+            path=str(path),
+        )
+    if video_id in used:
+        return _rejection(
+            Reason.BAD_METADATA,
+            f"video {video_id} is already paired with {used[video_id]}",
+            clip_id=clip_id,
+            video_id=video_id,
+            path=str(path),
+        )
+    used[video_id] = path.name
+    if paired and paired.challenge:
+        record = replace(record, challenge=paired.challenge, challenge_source="pairing")
+    challenge, source = derive_challenge(record, config.challenge_rule, config.challenge_hashtags)
+    record = replace(record, challenge=challenge, challenge_source=source)
+    try:
+        check_record(record)
+    except ClipError as err:
+        return _rejection(err.reason, err.message, clip_id=clip_id, video_id=video_id, path=str(path))
+    if clip_id not in probed:
+        try:
+            probed[clip_id] = worker.probe(path, clip_id)
+        except ClipError as err:
+            probed[clip_id] = err
+    outcome = probed[clip_id]
+    if isinstance(outcome, ClipError):
+        return _rejection(outcome.reason, outcome.message, clip_id=clip_id, video_id=video_id, path=str(path))
+    return path, clip_id, record, outcome
+
+
+def write_ingest(result: IngestResult, work: str | Path) -> tuple[Path, Path]:
+    """Write ``clips`` and the ingest shard of ``rejections`` (replacing a previous ingest)."""
+    clips = tables.replace_table(result.clips, tables.CLIPS, work)
+    rejected = tables.write_table(result.rejections, tables.REJECTIONS, tables.shard_path(work, "rejections", STAGE))
+    return clips, rejected

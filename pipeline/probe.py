@@ -1,0 +1,250 @@
+"""Probing a clip with PyAV: what it holds and whether it is whole (SPEC section 2).
+
+:func:`probe` reads the stream parameters (duration, frame count, average rate, coded size,
+rotation, codecs, audio) and measures the *decodable* duration: it demuxes every video packet
+and decodes the first frame and the last group of pictures (from the last keyframe to the end).
+A clip whose decodable duration is under ``min_decodable_ratio`` (90 %) of what the container
+claims was cut mid-stream and is rejected as ``TRUNCATED``.
+
+Every probe runs under a wall-clock budget enforced for real: :class:`ProbeWorker` runs probes
+in a separate process and kills it when a clip overruns, so a pathological file (a decoder that
+spins, a file that blocks on read) is rejected as ``DECODE_TIMEOUT`` and the run goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import av
+
+from pipeline.decode import clockwise_rotation
+from pipeline.errors import ClipError, Reason
+
+log = logging.getLogger(__name__)
+
+MIN_DECODABLE_RATIO = 0.9  # SPEC section 2: under 90 % of the claimed duration is truncated
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    duration_s: float  # decodable: first frame to the end of the last decodable frame
+    container_duration_s: float | None  # what the container claims
+    frame_count: int  # video packets demuxed (one frame each)
+    avg_fps: float
+    width: int  # coded size, before rotation
+    height: int
+    rotation: int  # degrees clockwise that make the frame upright
+    video_codec: str
+    has_audio: bool
+    audio_codec: str | None
+
+    def as_row(self) -> dict:
+        return asdict(self)
+
+
+def _claimed_duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000  # av.time_base
+    return None
+
+
+def _looks_like_mp4(path: str | Path) -> bool:
+    """True when the file starts with an ISO-BMFF ``ftyp`` box (MP4, MOV, 3GP)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+    except OSError:
+        return False
+    return len(head) >= 8 and head[4:8] == b"ftyp"
+
+
+def _decode(codec, packet) -> list:
+    """Frames out of one packet; a corrupt packet yields nothing rather than ending the probe."""
+    try:
+        return list(codec.decode(packet))
+    except av.error.FFmpegError:
+        return []
+
+
+def probe(
+    path: str | Path, *, min_decodable_ratio: float = MIN_DECODABLE_RATIO, clip_id: str | None = None
+) -> ProbeResult:
+    """Probe ``path``; raise :class:`ClipError` for a file that is not a whole, decodable video."""
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as err:
+        if _looks_like_mp4(path):
+            # an MP4 header but no usable index: typically a file cut before its trailing 'moov'
+            raise ClipError(
+                clip_id, Reason.UNREADABLE, f"cannot open {path} (MP4 header, no usable index): {err}"
+            ) from err
+        raise ClipError(clip_id, Reason.NOT_A_VIDEO, f"cannot open {path}: {err}") from err
+    with container:
+        if not container.streams.video:
+            raise ClipError(clip_id, Reason.NOT_A_VIDEO, f"{path} has no video stream")
+        stream = container.streams.video[0]
+        codec = stream.codec_context
+        claimed = _claimed_duration(container, stream)
+        audio = container.streams.audio
+        first = None
+        gop: list = []  # packets from the latest keyframe on: enough to decode the last frames
+        packets = 0
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0:
+                    continue  # the demuxer's final flush packet
+                packets += 1
+                if packet.is_keyframe or not gop:
+                    gop = [packet]
+                else:
+                    gop.append(packet)
+                if first is None:
+                    frames = _decode(codec, packet)
+                    first = frames[0] if frames else None
+        except av.error.FFmpegError as err:
+            # a cut file ends in a short read: what was demuxed so far is judged below
+            log.debug("%s: demuxing stopped: %s", path, err)
+        if packets == 0:
+            raise ClipError(clip_id, Reason.ZERO_FRAMES, f"{path} holds no video frame")
+        if first is None:
+            frames = _decode(codec, None)  # drain: a decoder may hold its first frames back
+            first = frames[0] if frames else None
+        if first is None:
+            raise ClipError(clip_id, Reason.UNREADABLE, f"{path}: {packets} video packets but none decodes")
+        codec.flush_buffers()
+        last_t = None
+        for packet in [*gop, None]:
+            for frame in _decode(codec, packet):
+                if frame.time is not None and (last_t is None or frame.time > last_t):
+                    last_t = frame.time
+        rate = float(stream.average_rate) if stream.average_rate else 0.0
+        t0 = first.time or 0.0
+        if last_t is None:
+            last_t = t0  # the last group did not decode: only the first frame is known good
+        frame_dt = 1.0 / rate if rate > 0 else 0.0
+        duration = max(0.0, last_t - t0) + frame_dt
+        if rate <= 0.0:
+            rate = packets / duration if duration > 0 else 0.0
+        if claimed and duration < min_decodable_ratio * claimed:
+            raise ClipError(
+                clip_id,
+                Reason.TRUNCATED,
+                f"{path}: decodable {duration:.2f} s of {claimed:.2f} s claimed ({duration / claimed:.0%} < {min_decodable_ratio:.0%})",
+            )
+        return ProbeResult(
+            duration_s=round(duration, 6),
+            container_duration_s=None if claimed is None else round(claimed, 6),
+            frame_count=packets,
+            avg_fps=rate,
+            width=codec.width,
+            height=codec.height,
+            rotation=clockwise_rotation(first),
+            video_codec=codec.name,
+            has_audio=bool(audio),
+            audio_codec=audio[0].codec_context.name if audio else None,
+        )
+
+
+# -- the time budget ------------------------------------------------------------------------------
+
+
+def _serve(conn) -> None:
+    """Worker loop: probe each request; reply ("ok", result) or ("error", reason, message)."""
+    while True:
+        try:
+            request = conn.recv()
+        except EOFError:
+            return
+        if request is None:
+            return
+        if request == "ping":
+            conn.send("pong")
+            continue
+        path, ratio = request
+        try:
+            conn.send(("ok", probe(path, min_decodable_ratio=ratio)))
+        except ClipError as err:
+            conn.send(("error", err.reason.value, err.message))
+        except Exception as err:  # noqa: BLE001 - any decoder failure is this clip's, not the run's
+            conn.send(("error", Reason.UNREADABLE.value, f"{path}: {type(err).__name__}: {err}"))
+
+
+class ProbeWorker:
+    """Probes clips in a child process that is killed when one overruns its budget.
+
+    Use as a context manager; one worker serves many clips and is restarted after a kill.
+    The child is spawned (not forked) so it never inherits the parent's threads or locks.
+    """
+
+    def __init__(self, budget_s: float = 60.0, min_decodable_ratio: float = MIN_DECODABLE_RATIO):
+        self.budget_s = budget_s
+        self.min_decodable_ratio = min_decodable_ratio
+        self._ctx = multiprocessing.get_context("spawn")
+        self._process = None
+        self._conn = None
+        self._warned = False
+
+    def __enter__(self) -> ProbeWorker:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _start(self) -> None:
+        parent, child = self._ctx.Pipe()
+        self._process = self._ctx.Process(target=_serve, args=(child,), daemon=True, name="vdv-probe")
+        self._process.start()
+        child.close()
+        self._conn = parent
+        # the start-up (interpreter, imports) is not charged to the first clip's budget
+        self._conn.send("ping")
+        if not self._conn.poll(120) or self._conn.recv() != "pong":
+            self._kill()
+            raise RuntimeError("the probe worker process did not start")
+
+    def _kill(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.join(10)
+        if self._conn is not None:
+            self._conn.close()
+        self._process = self._conn = None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.send(None)
+            except OSError:
+                pass
+            if self._process is not None:
+                self._process.join(5)
+        self._kill()
+
+    def probe(self, path: str | Path, clip_id: str | None = None, budget_s: float | None = None) -> ProbeResult:
+        """Probe ``path`` within the budget; raise :class:`ClipError` (DECODE_TIMEOUT on overrun)."""
+        budget = self.budget_s if budget_s is None else budget_s
+        if multiprocessing.current_process().daemon:
+            # a daemonic process (e.g. a process-pool worker) may not start children: probe here
+            if not self._warned:
+                log.warning("probing in a daemonic process: the %g s budget per clip cannot be enforced", budget)
+                self._warned = True
+            return probe(path, min_decodable_ratio=self.min_decodable_ratio, clip_id=clip_id)
+        if self._process is None or not self._process.is_alive():
+            self._start()
+        self._conn.send((str(path), self.min_decodable_ratio))
+        if not self._conn.poll(budget):
+            self._kill()
+            raise ClipError(clip_id, Reason.DECODE_TIMEOUT, f"{path}: probing exceeded its {budget:g} s budget")
+        try:
+            reply = self._conn.recv()
+        except EOFError:
+            self._kill()
+            raise ClipError(clip_id, Reason.UNREADABLE, f"{path}: the decoder process died") from None
+        if reply[0] == "ok":
+            return reply[1]
+        raise ClipError(clip_id, Reason(reply[1]), reply[2])

@@ -1,0 +1,260 @@
+"""Screening: which ingested clips enter the dataset (SPEC section 2, paper section 3).
+
+Rules run cheapest first. The cheap rules need only the ``clips`` table (metadata and probe):
+uploader followers (at most ``max_followers``, default 1,000, so that virality depends on the
+content and not on the uploader's reach) and duration bounds (5 to 60 s). The pixel rules (one
+dancer, upper body visible, camera motion) live in ``pipeline.visual`` and run only on clips
+that passed every cheap rule. Every rule reports every reason it fails for, and the
+``screening`` table records which rules were evaluated and what each measured.
+
+A reviewer's override file (CSV ``id, decision, note``; ``id`` is a clip id or a platform video
+id, ``decision`` is ``keep`` or ``reject``) wins over the automatic decision; both are stored.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline import tables
+from pipeline.errors import ClipError, Reason
+from pipeline.rules import RuleResult
+
+log = logging.getLogger(__name__)
+
+STAGE = "screen"
+
+VisualScreen = Callable[[str, str], list[RuleResult]]
+"""``(path, clip_id) -> rule results`` of the pixel rules (``pipeline.visual.screen_visual``)."""
+
+
+@dataclass(frozen=True)
+class ScreenConfig:
+    """``[screen]`` section of the configuration file."""
+
+    # most uploader followers a kept clip may have (SPEC section 2); 0 disables the rule
+    max_followers: int | None = 1000
+    # duration bounds in seconds (SPEC section 2: at least 5 s; choice: at most 60 s); 0 disables max
+    min_duration_s: float = 5.0
+    max_duration_s: float | None = 60.0
+    # run the pixel rules of pipeline.visual on clips that pass the cheap rules
+    visual: bool = True
+
+    @property
+    def follower_rule_on(self) -> bool:
+        return bool(self.max_followers)
+
+
+@dataclass(frozen=True)
+class Override:
+    decision: str  # keep | reject
+    note: str | None
+
+
+@dataclass
+class ScreenResult:
+    rows: list[dict] = field(default_factory=list)  # rows of tables.SCREENING
+    rejections: list[dict] = field(default_factory=list)  # rows of tables.REJECTIONS, stage "screen"
+    notes: list[str] = field(default_factory=list)  # what the run wants its user to know
+
+    @property
+    def kept(self) -> list[str]:
+        return [row["clip_id"] for row in self.rows if row["kept"]]
+
+
+# -- cheap rules ----------------------------------------------------------------------------------
+
+
+def followers_rule(clip: Mapping[str, Any], config: ScreenConfig) -> RuleResult | None:
+    """Uploader has at most ``max_followers`` followers; None when the rule is disabled."""
+    if not config.follower_rule_on:
+        return None
+    followers = clip.get("uploader_followers")
+    details = {"followers": followers, "max_followers": config.max_followers}
+    if followers is None:
+        return RuleResult("followers", False, [Reason.UNKNOWN_FOLLOWERS], details)
+    if followers > config.max_followers:
+        return RuleResult("followers", False, [Reason.TOO_MANY_FOLLOWERS], details)
+    return RuleResult("followers", True, [], details)
+
+
+def duration_rule(clip: Mapping[str, Any], config: ScreenConfig) -> RuleResult:
+    """Decodable duration within [min_duration_s, max_duration_s]."""
+    duration = clip.get("duration_s")
+    details = {"duration_s": duration, "min_s": config.min_duration_s, "max_s": config.max_duration_s or None}
+    reasons = []
+    if duration is None or duration < config.min_duration_s:
+        reasons.append(Reason.TOO_SHORT)
+    elif config.max_duration_s and duration > config.max_duration_s:
+        reasons.append(Reason.TOO_LONG)
+    return RuleResult("duration", not reasons, reasons, details)
+
+
+CHEAP_RULES: tuple[Callable[[Mapping[str, Any], ScreenConfig], RuleResult | None], ...] = (
+    followers_rule,
+    duration_rule,
+)
+"""Rules that need no pixels, in evaluation order. A rule returns None when disabled."""
+
+
+# -- overrides ------------------------------------------------------------------------------------
+
+
+def read_overrides(path: str | Path) -> dict[str, Override]:
+    """Clip id or video id -> :class:`Override` from a CSV with columns ``id, decision[, note]``.
+
+    ``clip_id`` or ``video_id`` are accepted as the name of the id column.
+    """
+    path = Path(path)
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        names = set(reader.fieldnames or ())
+        id_column = next((c for c in ("id", "clip_id", "video_id") if c in names), None)
+        if id_column is None or "decision" not in names:
+            raise ValueError(f"{path}: an override file needs columns 'id' (or clip_id/video_id) and 'decision'")
+        overrides: dict[str, Override] = {}
+        for i, row in enumerate(reader, start=2):
+            key = (row.get(id_column) or "").strip()
+            decision = (row.get("decision") or "").strip().lower()
+            if not key:
+                raise ValueError(f"{path}:{i}: empty id")
+            if decision not in ("keep", "reject"):
+                raise ValueError(f"{path}:{i}: decision must be keep or reject, not {decision!r}")
+            if key in overrides:
+                raise ValueError(f"{path}:{i}: {key} has two overrides")
+            overrides[key] = Override(decision, (row.get("note") or "").strip() or None)
+    return overrides
+
+
+# -- the stage ------------------------------------------------------------------------------------
+
+
+def visual_screener(config: Mapping[str, Any] | None = None) -> VisualScreen:
+    """The pixel rules of ``pipeline.visual`` with their ``[visual]`` configuration.
+
+    Imported here, not at module level: the pixel rules load pose models that a run without
+    them should not pay for.
+    """
+    from pipeline import visual
+    from pipeline.config import stage_config
+
+    visual_config = stage_config(visual.VisualConfig, dict(config or {}), "visual")
+
+    def screen(path: str, clip_id: str) -> list[RuleResult]:
+        return visual.screen_visual(path, clip_id, visual_config)
+
+    return screen
+
+
+def _run_visual(visual: VisualScreen, clip: Mapping[str, Any]) -> list[RuleResult]:
+    try:
+        return list(visual(clip["path"], clip["clip_id"]))
+    except ClipError as err:
+        return [RuleResult("visual", False, [err.reason], {"error": err.message})]
+    except Exception as err:  # noqa: BLE001 - one clip's failure is recorded, the run goes on
+        log.exception("pixel rules failed on %s", clip["path"])
+        return [RuleResult("visual", False, [Reason.EXTRACT_FAILED], {"error": f"{type(err).__name__}: {err}"})]
+
+
+def screen_clip(
+    clip: Mapping[str, Any],
+    config: ScreenConfig,
+    *,
+    override: Override | None = None,
+    visual: VisualScreen | None = None,
+) -> dict:
+    """One ``screening`` row: every rule's verdict, the automatic decision and the override."""
+    results = [r for r in (rule(clip, config) for rule in CHEAP_RULES) if r is not None]
+    if visual is not None and all(r.passed for r in results):
+        results.extend(_run_visual(visual, clip))
+    reasons = [reason.value for r in results for reason in r.reasons]
+    automatic = all(r.passed for r in results)
+    kept = automatic
+    if override is not None:
+        kept = override.decision == "keep"
+        if not kept:
+            reasons.append(Reason.OVERRIDE_REJECT.value)
+    details = {r.rule: {"passed": r.passed, **r.details} for r in results}
+    return {
+        "clip_id": clip["clip_id"],
+        "video_id": clip.get("video_id"),
+        "kept": kept,
+        "automatic_kept": automatic,
+        "reasons": reasons,
+        "rules_evaluated": [r.rule for r in results],
+        "override": None if override is None else override.decision,
+        "override_note": None if override is None else override.note,
+        "details": json.dumps(details, sort_keys=True, default=str),
+    }
+
+
+def screen_clips(
+    clips: Iterable[Mapping[str, Any]],
+    config: ScreenConfig = ScreenConfig(),
+    *,
+    overrides: Mapping[str, Override] | None = None,
+    visual: VisualScreen | None = None,
+    output_dir: str | Path | None = None,
+) -> ScreenResult:
+    """Screen every clip; write ``screening`` and the screen rejections only given ``output_dir``.
+
+    ``visual`` runs the pixel rules (see :func:`visual_screener`); None when ``config.visual``
+    is off or for a run that tests the cheap rules alone.
+    """
+    clips = list(clips)
+    overrides = dict(overrides or {})
+    result = ScreenResult()
+    if not config.follower_rule_on:
+        result.notes.append(
+            "follower rule DISABLED (max_followers = 0): clips are kept whatever their uploader's reach"
+        )
+    if visual is None:
+        result.notes.append("pixel rules (one dancer, upper body, camera motion) NOT evaluated")
+    used: set[str] = set()
+    for i, clip in enumerate(clips, start=1):
+        key = clip["clip_id"] if clip["clip_id"] in overrides else clip.get("video_id")
+        override = overrides.get(key) if key is not None else None
+        if override is not None:
+            used.add(key)
+        row = screen_clip(clip, config, override=override, visual=visual)
+        result.rows.append(row)
+        verdict = "kept" if row["kept"] else "rejected " + ",".join(row["reasons"])
+        log.info(
+            "[%d/%d] %s: %s%s",
+            i,
+            len(clips),
+            Path(clip["path"]).name,
+            verdict,
+            f" (override {override.decision})" if override else "",
+        )
+        if not row["kept"]:
+            result.rejections.append(
+                {
+                    "stage": STAGE,
+                    "clip_id": row["clip_id"],
+                    "video_id": row["video_id"],
+                    "path": clip["path"],
+                    # the first failing rule is the row's reason; the message lists every one
+                    "reason": row["reasons"][0],
+                    "message": "; ".join(row["reasons"])
+                    + (f" (override note: {override.note})" if override and override.note else ""),
+                }
+            )
+    unused = sorted(set(overrides) - used)
+    if unused:
+        result.notes.append(f"{len(unused)} override(s) match no clip: {', '.join(unused)}")
+        log.warning("overrides that match no clip: %s", unused)
+    if output_dir is not None:
+        write_screening(result, output_dir)
+    return result
+
+
+def write_screening(result: ScreenResult, work: str | Path) -> tuple[Path, Path]:
+    screening = tables.replace_table(result.rows, tables.SCREENING, work)
+    rejected = tables.write_table(result.rejections, tables.REJECTIONS, tables.shard_path(work, "rejections", STAGE))
+    return screening, rejected

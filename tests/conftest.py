@@ -1,0 +1,71 @@
+"""Shared fixtures: the real data in ../shared/data (used in place) and a raw-layout builder."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+SHARED_CLIPS = SHARED / "clips"
+SCRAPER_SAMPLE = SHARED / "metadata" / "tiktok_scraper_sample.json"
+# the sample's original crawler file name was thebigbradwolf_1609948309033.json (SOURCES.md)
+SAMPLE_CRAWL_TIME = datetime.fromtimestamp(1609948309.033, tz=UTC)
+SAMPLE_FOLLOWERS = 398_700  # the sample's only creator
+DEMO = ROOT / "data" / "demo"
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    """``../shared/data`` beside the repository (clips/, keypoints/, metadata/)."""
+    if not SHARED_CLIPS.is_dir():
+        pytest.fail(f"the real test data is missing: {SHARED}")
+    return SHARED
+
+
+@pytest.fixture
+def make_raw(tmp_path):
+    """Build ``RAW_DIR/{clips,metadata}`` in tmp: ``make_raw(clips, metadata)``.
+
+    ``clips`` maps a file name to a real clip (Path, linked, never copied into the repo) or to
+    bytes (written). ``metadata`` maps a file name to rows: a list of dicts written as CSV
+    (``.csv``), JSON lines (``.jsonl``) or JSON (``.json``), or to raw text/bytes.
+    """
+
+    def build(
+        clips: Mapping[str, Path | bytes], metadata: Mapping[str, object] | None = None, name: str = "raw"
+    ) -> Path:
+        raw = tmp_path / name
+        (raw / "clips").mkdir(parents=True)
+        (raw / "metadata").mkdir()
+        for file_name, source in clips.items():
+            target = raw / "clips" / file_name
+            if isinstance(source, bytes):
+                target.write_bytes(source)
+            else:
+                os.symlink(Path(source).resolve(), target)
+        for file_name, rows in (metadata or {}).items():
+            target = raw / "metadata" / file_name
+            if isinstance(rows, bytes):
+                target.write_bytes(rows)
+            elif isinstance(rows, str):
+                target.write_text(rows)
+            elif file_name.endswith(".csv"):
+                columns = sorted({k for row in rows for k in row})
+                with open(target, "w", newline="") as fh:
+                    writer = csv.DictWriter(fh, columns)
+                    writer.writeheader()
+                    writer.writerows(rows)
+            elif file_name.endswith(".jsonl"):
+                target.write_text("".join(json.dumps(row) + "\n" for row in rows))
+            else:
+                target.write_text(json.dumps(rows))
+        return raw
+
+    return build
