@@ -1,0 +1,482 @@
+"""Datasets that feed the virality models from feature shards or from a dataset release.
+
+Sources
+-------
+- a work directory: ``<work>/features/<modality>/<modality>.<clip_id[:16]>.<identity[:12]>.parquet``
+  (one row per clip, see :mod:`pipeline.features`) and the scores in ``<work>/scores``
+  (:data:`pipeline.tables.SCORES`);
+- a release directory: ``<release>/data/<config>/{train,test}-*.parquet`` (same row layout,
+  one Hugging Face config per modality) and its scores table under ``<release>/scores``.
+
+Modalities are named by stream: ``skeletal`` (shards of ``pose``), ``holistic``, ``facial``,
+``scenic`` (SPEC section 4).
+
+Temporal sampling (documented choice)
+-------------------------------------
+Every stream is brought to a fixed length ``T`` of its own (:class:`DataConfig`). A clip with at
+least ``T`` samples is sampled uniformly: sample ``i`` is source index ``floor((i + 0.5) * L / T)``,
+i.e. the centre of the i-th of ``T`` equal segments, so the whole clip is covered with an even
+stride. A shorter clip keeps all of its samples in order and is padded at the end with zeros.
+The frame mask is true where a sample is real *and* valid (a person or a face was found); padded
+and invalid samples are zero and masked out.
+
+Stream presence
+---------------
+A stream is absent for a clip when the clip has no shard of that modality or when no sample is
+valid (e.g. no face found in the whole clip, SPEC section 5: "streams can be missing"). An absent
+stream is all zeros with an all-false frame mask, and ``stream_mask`` says so for the fusion.
+
+Skeleton normalisation (documented choice)
+------------------------------------------
+Per clip, from the valid frames only: coordinates are centred on the clip's mean pelvis position
+(MPII joint 6), so the dancer's travel across the frame is kept, and divided by the clip's median
+torso length (pelvis to thorax, joints 6 to 7), so that clips of any resolution, distance to the
+camera or portrait/landscape layout share one scale. Where the torso is degenerate (length under
+1e-6, e.g. a collapsed detection) the median bounding-box height divided by 3 is used instead.
+The confidence is kept, untouched, as the third channel. Output layout ``(C=3, T, V=16)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline import tables
+from pipeline.features import FeatureExtractor, FeatureSequence, current_shards
+
+log = logging.getLogger(__name__)
+
+MODALITIES: tuple[str, ...] = ("skeletal", "holistic", "facial", "scenic")
+APPEARANCE: tuple[str, ...] = ("holistic", "facial", "scenic")
+# stream name -> modality name of the feature shards (pipeline.features)
+SHARD_MODALITY = {"skeletal": "pose", "holistic": "holistic", "facial": "facial", "scenic": "scenic"}
+NUM_JOINTS = 16
+PELVIS, THORAX = 6, 7  # MPII joint order, SPEC section 4
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How clips become fixed-size tensors. Config section ``[data]``."""
+
+    # samples per stream; at 25 fps 256 samples cover 10.2 s, the middle of VDV's usual 5-15 s
+    skeletal_frames: int = 256
+    holistic_frames: int = 256
+    facial_frames: int = 32  # 3 fps: 10.7 s
+    scenic_frames: int = 32  # one background per 12 frames at 25 fps: 15.4 s
+    normalize_skeleton: bool = True  # see the module docstring
+    min_torso: float = 1e-6  # below this the torso is degenerate and the box height is used
+
+    def frames(self, modality: str) -> int:
+        return int(getattr(self, f"{modality}_frames"))
+
+
+# -- pure functions -------------------------------------------------------------------------------
+
+
+def sample_indices(length: int, frames: int) -> np.ndarray:
+    """Source indices of ``frames`` uniform samples of a sequence of ``length`` (shorter: all)."""
+    if length >= frames:
+        return np.floor((np.arange(frames) + 0.5) * length / frames).astype(np.int64)
+    return np.arange(length, dtype=np.int64)
+
+
+def fix_length(features: np.ndarray, valid: np.ndarray, frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Uniformly sample or zero-pad ``features`` (L, ...) to ``frames``; return (features, mask)."""
+    idx = sample_indices(len(features), frames)
+    out = np.zeros((frames, *features.shape[1:]), dtype=np.float32)
+    mask = np.zeros(frames, dtype=bool)
+    out[: len(idx)] = features[idx]
+    mask[: len(idx)] = valid[idx]
+    out[~mask] = 0.0
+    return out, mask
+
+
+def normalize_skeleton(joints: np.ndarray, valid: np.ndarray, min_torso: float = 1e-6) -> np.ndarray:
+    """Centre and scale a clip's skeleton (see the module docstring). ``joints`` is (T, 16, 3)."""
+    out = np.array(joints, dtype=np.float32, copy=True)
+    if not valid.any():
+        return np.zeros_like(out)
+    xy = out[valid, :, :2]
+    centre = xy[:, PELVIS].mean(axis=0)
+    torso = np.linalg.norm(xy[:, THORAX] - xy[:, PELVIS], axis=-1)
+    scale = float(np.median(torso))
+    if not np.isfinite(scale) or scale < min_torso:
+        scale = float(np.median(xy[..., 1].max(axis=1) - xy[..., 1].min(axis=1))) / 3.0
+    if not np.isfinite(scale) or scale < min_torso:
+        scale = 1.0
+    out[..., :2] = (out[..., :2] - centre) / scale
+    out[~valid] = 0.0
+    return out
+
+
+def skeleton_tensor(
+    features: np.ndarray, valid: np.ndarray, frames: int, *, normalize: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pose rows (L, 48) joint-major -> ``(3, frames, 16)`` and its frame mask ``(frames,)``."""
+    joints = np.asarray(features, dtype=np.float32).reshape(len(features), NUM_JOINTS, 3)
+    valid = np.asarray(valid, dtype=bool)
+    if normalize:
+        joints = normalize_skeleton(joints, valid)
+    sampled, mask = fix_length(joints, valid, frames)
+    return np.ascontiguousarray(sampled.transpose(2, 0, 1)), mask
+
+
+class ArrayShardWriter(FeatureExtractor):
+    """Writes arrays computed elsewhere (an imported release, the sports loader, test fixtures)
+    as feature shards through the pipeline's own writer, with provenance naming their origin."""
+
+    def __init__(
+        self, modality: str, dim: int, *, name: str, params: dict | None = None, weights_sha256: str = "untrained"
+    ):
+        self.modality = modality
+        self.dim = dim
+        self.name = name
+        self.version = "arrays"
+        self.weights_sha256 = weights_sha256
+        self._params = dict(params or {})
+
+    def params(self) -> dict:
+        return self._params
+
+    def write(self, work: str | Path, clip_id: str, seq: FeatureSequence) -> Path:
+        target = self.shard_path(work, clip_id)
+        table = self.table(clip_id, seq)
+        tables.atomic_write(target, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+        return target
+
+
+def write_stream(
+    work: str | Path,
+    stream: str,
+    clip_id: str,
+    features: np.ndarray,
+    valid: np.ndarray | None = None,
+    *,
+    fps: float = 25.0,
+    name: str = "arrays",
+    params: dict | None = None,
+) -> Path:
+    """Write ``features`` (T, D) of ``stream`` (skeletal, holistic, ...) as the clip's shard."""
+    features = np.asarray(features, dtype=np.float32)
+    valid = np.ones(len(features), bool) if valid is None else np.asarray(valid, bool)
+    seq = FeatureSequence(timestamps=np.arange(len(features)) / fps, valid=valid, features=features, fps=fps)
+    return ArrayShardWriter(SHARD_MODALITY[stream], features.shape[1], name=name, params=params).write(
+        work, clip_id, seq
+    )
+
+
+# -- sources --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClipRecord:
+    clip_id: str
+    challenge: str
+    score: float
+    uploader: str | None = None
+
+
+def _feature_dim(schema: pa.Schema) -> int:
+    return schema.field("features").type.value_type.list_size
+
+
+def _row_arrays(table: pa.Table, i: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(features (L, D) float32, valid (L,) bool) of row ``i`` without Python lists."""
+    row = table.column("features")[i].values  # FixedSizeListArray of the row's samples
+    dim = row.type.list_size
+    arr = row.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, dim)
+    valid = np.asarray(table.column("valid")[i].values.to_numpy(zero_copy_only=False), dtype=bool)
+    return arr, valid
+
+
+class WorkDirSource:
+    """Feature shards and scores of a pipeline work directory."""
+
+    def __init__(self, work: str | Path):
+        self.work = Path(work)
+        self._shards = {m: current_shards(self.work, SHARD_MODALITY[m]) for m in MODALITIES}
+
+    def records(self) -> list[ClipRecord]:
+        scores = tables.read_table(self.work, tables.SCORES)
+        uploaders: dict[str, str | None] = {}
+        clips = tables.read_table(self.work, tables.CLIPS)
+        for cid, up in zip(clips.column("clip_id").to_pylist(), clips.column("uploader_id").to_pylist(), strict=True):
+            uploaders[cid] = up
+        return [
+            ClipRecord(cid, ch, float(s), uploaders.get(cid))
+            for cid, ch, s in zip(
+                scores.column("clip_id").to_pylist(),
+                scores.column("challenge").to_pylist(),
+                scores.column("score").to_pylist(),
+                strict=True,
+            )
+        ]
+
+    def has(self, modality: str, clip_id: str) -> bool:
+        return clip_id[:16] in self._shards[modality]
+
+    def load(self, modality: str, clip_id: str) -> tuple[np.ndarray, np.ndarray] | None:
+        path = self._shards[modality].get(clip_id[:16])
+        if path is None:
+            return None
+        spec = tables.feature_spec(SHARD_MODALITY[modality], _feature_dim(pq.read_schema(path)))
+        table = tables.read_file(path, spec)
+        ids = table.column("clip_id").to_pylist()
+        if clip_id not in ids:
+            return None  # a 16-character prefix collision: not this clip's shard
+        return _row_arrays(table, ids.index(clip_id))
+
+
+class ReleaseSource:
+    """A dataset release: ``data/<config>/*.parquet`` per modality plus ``scores``.
+
+    The per-modality files hold many clips each, so an index of (file, row group, row) per clip is
+    built from the ``clip_id`` column alone and row groups are read on demand (a few cached).
+    """
+
+    # names a release may give each stream's config (the stream name, or the shard modality)
+    CONFIG_NAMES = {m: (m, SHARD_MODALITY[m]) for m in MODALITIES}
+
+    def __init__(self, release: str | Path):
+        self.release = Path(release)
+        self._index: dict[str, dict[str, tuple[Path, int, int]]] = {}
+        for modality in MODALITIES:
+            index: dict[str, tuple[Path, int, int]] = {}
+            for name in self.CONFIG_NAMES[modality]:
+                for path in sorted((self.release / "data" / name).glob("*.parquet")):
+                    meta = pq.ParquetFile(path)
+                    for rg in range(meta.num_row_groups):
+                        ids = meta.read_row_group(rg, columns=["clip_id"]).column("clip_id").to_pylist()
+                        for row, cid in enumerate(ids):
+                            index[cid] = (path, rg, row)
+            self._index[modality] = index
+
+    def records(self) -> list[ClipRecord]:
+        files = sorted((self.release / "scores").glob("*.parquet")) or sorted(self.release.glob("scores*.parquet"))
+        if not files:
+            raise FileNotFoundError(f"{self.release}: no scores table (scores/*.parquet)")
+        table = pa.concat_tables([pq.read_table(p) for p in files])
+        uploaders = (
+            table.column("uploader").to_pylist() if "uploader" in table.column_names else [None] * table.num_rows
+        )
+        return [
+            ClipRecord(cid, ch, float(s), up)
+            for cid, ch, s, up in zip(
+                table.column("clip_id").to_pylist(),
+                table.column("challenge").to_pylist(),
+                table.column("score").to_pylist(),
+                uploaders,
+                strict=True,
+            )
+        ]
+
+    def has(self, modality: str, clip_id: str) -> bool:
+        return clip_id in self._index[modality]
+
+    @staticmethod
+    @functools.lru_cache(maxsize=4)
+    def _row_group(path: Path, rg: int) -> pa.Table:
+        return pq.ParquetFile(path).read_row_group(rg, columns=["clip_id", "valid", "features"])
+
+    def load(self, modality: str, clip_id: str) -> tuple[np.ndarray, np.ndarray] | None:
+        where = self._index[modality].get(clip_id)
+        if where is None:
+            return None
+        path, rg, row = where
+        return _row_arrays(self._row_group(path, rg), row)
+
+
+def open_source(path: str | Path) -> WorkDirSource | ReleaseSource:
+    """A release when ``path/data`` exists, else a work directory."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    return ReleaseSource(path) if (path / "data").is_dir() else WorkDirSource(path)
+
+
+# -- the dataset ----------------------------------------------------------------------------------
+
+
+class ViralityDataset:
+    """Clips with their streams as fixed-size arrays and their virality score (a torch Dataset).
+
+    Item: ``{"clip_id", "challenge", "score" (float32), "stream_mask" (M,) bool,
+    "<modality>" array, "<modality>_mask" (T_m,) bool}`` for each modality in ``modalities``:
+    skeletal ``(3, T, 16)``, appearance ``(T, D)``. ``default_collate`` batches it.
+
+    Clips without any present stream are left out and listed in :attr:`skipped` with the reason,
+    so nothing is dropped silently.
+    """
+
+    def __init__(
+        self,
+        source: WorkDirSource | ReleaseSource,
+        modalities: Sequence[str] = MODALITIES,
+        *,
+        clip_ids: Sequence[str] | None = None,
+        config: DataConfig = DataConfig(),
+        dims: dict[str, int] | None = None,
+    ):
+        unknown = sorted(set(modalities) - set(MODALITIES))
+        if unknown:
+            raise ValueError(f"unknown modalities {unknown}; known: {list(MODALITIES)}")
+        self.source = source
+        self.modalities = tuple(modalities)
+        self.config = config
+        records = {r.clip_id: r for r in source.records()}
+        wanted = list(records) if clip_ids is None else list(clip_ids)
+        self.skipped: dict[str, str] = {}
+        self.records: list[ClipRecord] = []
+        for cid in wanted:
+            if cid not in records:
+                self.skipped[cid] = "no score"
+            elif not any(source.has(m, cid) for m in self.modalities):
+                self.skipped[cid] = f"no features of {list(self.modalities)}"
+            else:
+                self.records.append(records[cid])
+        if self.skipped:
+            log.warning("%d clip(s) left out of the dataset: %s", len(self.skipped), self.skipped)
+        self.dims = dict(dims or {})
+        for m in self.modalities:
+            if m == "skeletal":
+                self.dims[m] = NUM_JOINTS * 3
+            elif m not in self.dims:
+                self.dims[m] = self._probe_dim(m)
+
+    def _probe_dim(self, modality: str) -> int:
+        for r in self.records:
+            loaded = self.source.load(modality, r.clip_id)
+            if loaded is not None:
+                return int(loaded[0].shape[1])
+        return tables.FEATURE_DIMS[SHARD_MODALITY[modality]]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def clip_ids(self) -> list[str]:
+        return [r.clip_id for r in self.records]
+
+    @property
+    def scores(self) -> np.ndarray:
+        return np.array([r.score for r in self.records], dtype=np.float32)
+
+    def stream(self, modality: str, clip_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """One stream of one clip as (array, frame mask); zeros and a false mask when absent."""
+        frames = self.config.frames(modality)
+        loaded = self.source.load(modality, clip_id)
+        if modality == "skeletal":
+            if loaded is None:
+                return np.zeros((3, frames, NUM_JOINTS), np.float32), np.zeros(frames, bool)
+            return skeleton_tensor(*loaded, frames, normalize=self.config.normalize_skeleton)
+        dim = self.dims[modality]
+        if loaded is None or loaded[0].shape[1] != dim:
+            if loaded is not None:
+                log.warning(
+                    "%s: %s features have dim %d, expected %d; stream treated as absent",
+                    clip_id,
+                    modality,
+                    loaded[0].shape[1],
+                    dim,
+                )
+            return np.zeros((frames, dim), np.float32), np.zeros(frames, bool)
+        return fix_length(*loaded, frames)
+
+    def __getitem__(self, i: int) -> dict:
+        rec = self.records[i]
+        item: dict = {"clip_id": rec.clip_id, "challenge": rec.challenge, "score": np.float32(rec.score)}
+        present = []
+        for m in self.modalities:
+            arr, mask = self.stream(m, rec.clip_id)
+            item[m] = arr
+            item[f"{m}_mask"] = mask
+            present.append(bool(mask.any()))
+        item["stream_mask"] = np.array(present, dtype=bool)
+        return item
+
+
+def SkeletalDataset(source, **kwargs) -> ViralityDataset:  # noqa: N802 - reads as a class
+    """The skeleton stream alone: items carry ``skeletal`` ``(3, T, 16)``."""
+    return ViralityDataset(source, ("skeletal",), **kwargs)
+
+
+def AppearanceDataset(source, modality: str, **kwargs) -> ViralityDataset:  # noqa: N802
+    """One appearance stream (holistic, facial or scenic): items carry ``(T, D)``."""
+    if modality not in APPEARANCE:
+        raise ValueError(f"{modality!r} is not an appearance modality {list(APPEARANCE)}")
+    return ViralityDataset(source, (modality,), **kwargs)
+
+
+# -- real keypoint files as MPII skeletons (tests and benchmarks) ----------------------------------
+
+# COCO-17 joint names in COCO order (MoveNet, tfjs pose-detection); BlazePose-33 indices of them
+COCO17 = (
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+    "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip",
+    "left_knee", "right_knee", "left_ankle", "right_ankle",
+)  # fmt: skip
+BLAZEPOSE_OF_COCO = (0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
+
+
+def coco17_to_mpii(xy: np.ndarray, conf: np.ndarray | None = None) -> np.ndarray:
+    """COCO-17 keypoints ``(T, 17, 2)`` -> MPII-16 rows ``(T, 48)`` (x, y, confidence), joint-major.
+
+    Mapping (SPEC section 4 asks for a documented one): limbs map one to one; pelvis = mean of
+    the hips; thorax = mean of the shoulders; COCO has no neck or head top, so with head centre =
+    mean of the ears, upper neck = midpoint of thorax and head centre and head top = head centre
+    + (head centre - upper neck). Derived joints take the lowest confidence of their sources
+    (SPEC section 2: no borrowed confidence).
+    """
+    xy = np.asarray(xy, dtype=np.float32)
+    conf = np.ones(xy.shape[:2], np.float32) if conf is None else np.asarray(conf, np.float32)
+    c = {name: i for i, name in enumerate(COCO17)}
+
+    def mean(*names):
+        idx = [c[n] for n in names]
+        return xy[:, idx].mean(axis=1), conf[:, idx].min(axis=1)
+
+    pelvis = mean("left_hip", "right_hip")
+    thorax = mean("left_shoulder", "right_shoulder")
+    head, head_c = mean("left_ear", "right_ear")
+    neck = ((thorax[0] + head) / 2, np.minimum(thorax[1], head_c))
+    top = (head + (head - neck[0]), neck[1])
+
+    def j(name):
+        return xy[:, c[name]], conf[:, c[name]]
+
+    order = [
+        j("right_ankle"), j("right_knee"), j("right_hip"), j("left_hip"), j("left_knee"), j("left_ankle"),
+        pelvis, thorax, neck, top,
+        j("right_wrist"), j("right_elbow"), j("right_shoulder"), j("left_shoulder"), j("left_elbow"), j("left_wrist"),
+    ]  # fmt: skip
+    joints = np.stack([np.concatenate([p, cf[:, None]], axis=1) for p, cf in order], axis=1)
+    return joints.reshape(len(xy), NUM_JOINTS * 3).astype(np.float32)
+
+
+def load_keypoint_file(path: str | Path) -> np.ndarray:
+    """A tfjs pose-detection test file as MPII rows ``(T, 48)``.
+
+    Two layouts are read: a list of frames each a dict of COCO-17 names -> ``{x, y[, score]}``
+    (``tfjs_pose_1.json``), and a list of frames of 33 BlazePose landmarks ``[x, y, z]``
+    (``tfjs_pose_squats.full.json``). Files without scores get confidence 1.
+    """
+    import json
+
+    frames = json.loads(Path(path).read_text())
+    if not frames:
+        raise ValueError(f"{path}: no frames")
+    if isinstance(frames[0], dict):
+        xy = np.array([[[f[n]["x"], f[n]["y"]] for n in COCO17] for f in frames], np.float32)
+        conf = np.array([[f[n].get("score", 1.0) for n in COCO17] for f in frames], np.float32)
+        return coco17_to_mpii(xy, conf)
+    arr = np.asarray(frames, dtype=np.float32)
+    if arr.ndim != 3 or arr.shape[1] != 33:
+        raise ValueError(f"{path}: expected frames of 33 BlazePose landmarks, got shape {arr.shape}")
+    return coco17_to_mpii(arr[:, BLAZEPOSE_OF_COCO, :2])

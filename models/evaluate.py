@@ -1,0 +1,206 @@
+"""Evaluation: Spearman rank correlation per track, and the paper's ablations (SPEC section 6).
+
+Tracks: ``all`` (every clip) and one ``challenge-<name>`` track per challenge, each a fixed 80/20
+split (:mod:`pipeline.splits`; a release's stored splits win). The paper's protocol trains one
+model per track on its train side and reports SRC between predicted and true scores on its test
+side (paper section 5.1). :func:`run_protocol` does that for every requested ablation and writes
+``results.json`` and ``results.md`` (a Markdown table, one row per ablation, one column per
+track); :func:`evaluate_checkpoint` scores one trained model on the test side of its track.
+
+Ablation switches (paper Table 5, SPEC section 6): ``no_downsampling`` (PSGCN without graph
+down-sampling), ``no_relational_pooling`` (RTCN without relational pooling), ``average_fusion``
+(no modality attention), ``no_<stream>`` for each appearance stream, ``no_mse``, ``no_ranking``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from models.data import DataConfig, ReleaseSource, ViralityDataset
+from models.train import TrainConfig, fit, predict
+from pipeline import splits as split_rule
+
+log = logging.getLogger(__name__)
+
+ABLATIONS: dict[str, dict] = {
+    "full": {},
+    "no_downsampling": {"downsample": False},
+    "no_relational_pooling": {"relational_pooling": False},
+    "average_fusion": {"fusion": "average"},
+    "no_holistic": {"drop": "holistic"},
+    "no_facial": {"drop": "facial"},
+    "no_scenic": {"drop": "scenic"},
+    "no_mse": {"mse": False},
+    "no_ranking": {"ranking": False},
+}
+
+
+def ablation_config(base: TrainConfig, name: str) -> TrainConfig:
+    """``base`` with ablation ``name`` switched on (see :data:`ABLATIONS`)."""
+    if name not in ABLATIONS:
+        raise ValueError(f"unknown ablation {name!r}; known: {list(ABLATIONS)}")
+    change = dict(ABLATIONS[name])
+    drop = change.pop("drop", None)
+    if drop is not None:
+        if drop not in base.modalities:
+            raise ValueError(f"ablation {name}: {drop} is not among the modalities {base.modalities}")
+        change["modalities"] = tuple(m for m in base.modalities if m != drop)
+    return dataclasses.replace(base, **change)
+
+
+def spearman(pred: Sequence[float], true: Sequence[float]) -> float | None:
+    """Spearman rank correlation (SRC, paper section 5.1); None when undefined (<2 clips or a constant side)."""
+    from scipy.stats import spearmanr
+
+    pred, true = np.asarray(pred, float), np.asarray(true, float)
+    if len(pred) < 2 or np.all(pred == pred[0]) or np.all(true == true[0]):
+        return None
+    value = float(spearmanr(pred, true).statistic)
+    return None if math.isnan(value) else value
+
+
+def track_splits(source) -> dict[str, dict[str, str]]:
+    """Track name -> (clip id -> train/test): a release's stored splits, else the SPEC rule."""
+    if isinstance(source, ReleaseSource) and (source.release / "splits").is_dir():
+        import pyarrow.parquet as pq
+
+        stored = {}
+        for path in sorted((source.release / "splits").glob("*.parquet")):
+            table = pq.read_table(path, columns=["clip_id", "split"])
+            stored[path.stem] = dict(
+                zip(table.column("clip_id").to_pylist(), table.column("split").to_pylist(), strict=True)
+            )
+        if stored:
+            return stored
+    records = source.records()
+    return split_rule.all_tracks({r.clip_id: r.challenge for r in records}, {r.clip_id: r.uploader for r in records})
+
+
+def score_track(model, config: TrainConfig, ds: ViralityDataset) -> dict:
+    """SRC of ``model`` on ``ds`` overall and per challenge, plus the predictions."""
+    pred = predict(model, ds, config)["final"]
+    true = ds.scores
+    challenges = [r.challenge for r in ds.records]
+    per = {}
+    for ch in sorted(set(challenges)):
+        idx = [i for i, c in enumerate(challenges) if c == ch]
+        per[ch] = {"src": spearman(pred[idx], true[idx]), "n": len(idx)}
+    return {
+        "src": spearman(pred, true),
+        "n_test": len(ds),
+        "per_challenge": per,
+        "predictions": {cid: float(p) for cid, p in zip(ds.clip_ids, pred, strict=True)},
+    }
+
+
+def run_protocol(
+    source,
+    out_dir: str | Path,
+    base: TrainConfig | None = None,
+    data_config: DataConfig | None = None,
+    *,
+    tracks: Sequence[str] | None = None,
+    ablations: Sequence[str] = ("full",),
+) -> dict:
+    """Train and test one model per (ablation, track); write ``results.json`` and ``results.md``."""
+    base = base or TrainConfig()
+    data_config = data_config or DataConfig()
+    out = Path(out_dir)
+    splits = track_splits(source)
+    tracks = list(tracks) if tracks else list(splits)
+    unknown = sorted(set(tracks) - set(splits))
+    if unknown:
+        raise ValueError(f"unknown tracks {unknown}; tracks: {sorted(splits)}")
+    results: dict = {
+        "tracks": tracks,
+        "ablations": {},
+        "train_config": base.as_dict(),
+        "data_config": dataclasses.asdict(data_config),
+    }
+    for name in ablations:
+        config = ablation_config(base, name)
+        results["ablations"][name] = {}
+        for track in tracks:
+            train_ids = [c for c, s in splits[track].items() if s == "train"]
+            test_ids = [c for c, s in splits[track].items() if s == "test"]
+            train_ds = ViralityDataset(source, config.modalities, clip_ids=train_ids, config=data_config)
+            test_ds = ViralityDataset(
+                source, config.modalities, clip_ids=test_ids, config=data_config, dims=train_ds.dims
+            )
+            if len(train_ds) < 2 or len(test_ds) < 2:
+                log.warning(
+                    "%s/%s: %d train and %d test clips; SRC undefined", name, track, len(train_ds), len(test_ds)
+                )
+                results["ablations"][name][track] = {
+                    "src": None,
+                    "n_train": len(train_ds),
+                    "n_test": len(test_ds),
+                    "skipped": "fewer than two clips on a side",
+                }
+                continue
+            trained = fit(train_ds, config, out_dir=out / "runs" / name / track, data_config=data_config)
+            scored = score_track(trained.model, config, test_ds)
+            scored["n_train"] = len(train_ds)
+            scored["final_loss"] = trained.history[-1]["loss"] if trained.history else None
+            results["ablations"][name][track] = scored
+            log.info("%s / %s: SRC %s on %d test clips", name, track, scored["src"], scored["n_test"])
+    write_results(results, out)
+    return results
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path, source, out_dir: str | Path, *, track: str = split_rule.ALL_TRACK, device: str = "auto"
+) -> dict:
+    """SRC of a trained checkpoint on the test side of ``track``, overall and per challenge."""
+    from models.train import load_checkpoint
+
+    model, config, data_config, dims = load_checkpoint(checkpoint, device)
+    splits = track_splits(source)
+    if track not in splits:
+        raise ValueError(f"unknown track {track!r}; tracks: {sorted(splits)}")
+    test_ids = [c for c, s in splits[track].items() if s == "test"]
+    ds = ViralityDataset(source, config.modalities, clip_ids=test_ids, config=data_config, dims=dims)
+    scored = score_track(model, config, ds)
+    results = {
+        "tracks": [track],
+        "ablations": {"checkpoint": {track: scored}},
+        "checkpoint": str(checkpoint),
+        "train_config": config.as_dict(),
+    }
+    write_results(results, Path(out_dir))
+    return results
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def markdown_table(results: dict) -> str:
+    """One row per ablation, one column per track: SRC (test clips)."""
+    tracks = results["tracks"]
+    lines = ["| model | " + " | ".join(tracks) + " |", "|---|" + "---|" * len(tracks)]
+    for name, per_track in results["ablations"].items():
+        cells = []
+        for t in tracks:
+            r = per_track.get(t, {})
+            cells.append(f"{_fmt(r.get('src'))} (n={r.get('n_test', 0)})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return (
+        "\n".join(lines)
+        + "\n\nSRC: Spearman rank correlation between predicted and true scores on the test side of each track.\n"
+    )
+
+
+def write_results(results: dict, out: Path) -> None:
+    from pipeline.tables import atomic_write
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "results.json", lambda tmp: tmp.write_text(json.dumps(results, indent=2, sort_keys=True)))
+    atomic_write(out / "results.md", lambda tmp: tmp.write_text(markdown_table(results)))

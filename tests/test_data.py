@@ -1,0 +1,158 @@
+"""Datasets over feature shards written by the pipeline's own writers, and over a release layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from models import data
+from pipeline import tables
+from pipeline.features import current_shards, read_features
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+KEYPOINTS = SHARED / "keypoints"
+
+
+def _scores(work: Path, rows: list[tuple[str, str, float]]) -> None:
+    tables.replace_table(
+        [
+            {
+                "clip_id": cid,
+                "video_id": cid[:8],
+                "challenge": ch,
+                "existing_days": 3.0,
+                "raw_score": s,
+                "score": s,
+                "out_of_scale": False,
+                "degenerate_challenge": False,
+            }
+            for cid, ch, s in rows
+        ],
+        tables.SCORES,
+        work,
+    )
+
+
+@pytest.fixture()
+def work(tmp_path: Path) -> Path:
+    """Two clips: real skeletons (tfjs keypoints), holistic everywhere, a face only in one."""
+    rng = np.random.default_rng(0)
+    dance = data.load_keypoint_file(KEYPOINTS / "tfjs_pose_1.json")  # 120 frames
+    squats = data.load_keypoint_file(KEYPOINTS / "tfjs_pose_squats.full.json")  # 65 frames
+    a, b = "a" * 64, "b" * 64
+    valid = np.ones(len(dance), bool)
+    valid[10:20] = False  # no person found in these frames
+    data.write_stream(tmp_path, "skeletal", a, dance, valid)
+    data.write_stream(tmp_path, "skeletal", b, squats)
+    data.write_stream(tmp_path, "holistic", a, rng.normal(size=(120, 2048)))
+    data.write_stream(tmp_path, "holistic", b, rng.normal(size=(65, 2048)))
+    data.write_stream(tmp_path, "facial", a, rng.normal(size=(12, 512)), fps=3.0)
+    data.write_stream(tmp_path, "facial", b, np.zeros((7, 512)), np.zeros(7, bool), fps=3.0)  # never a face
+    _scores(tmp_path, [(a, "c1", 0.25), (b, "c2", 0.75), ("c" * 64, "c1", 0.5)])
+    return tmp_path
+
+
+def test_written_shards_read_back_with_the_pipeline_reader(work: Path) -> None:
+    shards = current_shards(work, "pose")
+    assert set(shards) == {"a" * 16, "b" * 16}
+    table = read_features(shards["a" * 16], "pose")
+    assert table.column("features").type.value_type.list_size == 48
+    assert table.column("extractor").to_pylist() == ["arrays"]
+
+
+def test_uniform_sampling_and_padding() -> None:
+    assert data.sample_indices(10, 5).tolist() == [1, 3, 5, 7, 9]
+    assert data.sample_indices(3, 5).tolist() == [0, 1, 2]
+    feats = np.arange(6, dtype=np.float32)[:, None]
+    out, mask = data.fix_length(feats, np.array([1, 1, 0, 1, 1, 1], bool), 8)
+    assert mask.tolist() == [True, True, False, True, True, True, False, False]
+    assert out[:, 0].tolist() == [0, 1, 0, 3, 4, 5, 0, 0]  # invalid and padded samples are zero
+
+
+def test_skeleton_normalisation_on_real_keypoints() -> None:
+    rows = data.load_keypoint_file(KEYPOINTS / "tfjs_pose_squats.full.json")
+    valid = np.ones(len(rows), bool)
+    x, mask = data.skeleton_tensor(rows, valid, 32)
+    assert x.shape == (3, 32, 16) and mask.all()
+    # centred on the clip's mean pelvis, scaled by the median torso length
+    assert np.allclose(x[:2, :, data.PELVIS].mean(axis=1), 0.0, atol=0.15)
+    torso = np.linalg.norm(x[:2, :, data.THORAX] - x[:2, :, data.PELVIS], axis=0)
+    assert np.median(torso) == pytest.approx(1.0, abs=0.1)
+    assert np.all(x[2] == 1.0)  # confidence channel kept as is
+    # the scale does not depend on the resolution: a 3x larger image gives the same tensor
+    big = rows.reshape(-1, 16, 3).copy()
+    big[..., :2] *= 3.0
+    x3, _ = data.skeleton_tensor(big.reshape(-1, 48), valid, 32)
+    assert np.allclose(x, x3, atol=1e-4)
+
+
+def test_coco_mapping_derives_joints_with_lowest_confidence() -> None:
+    xy = np.zeros((1, 17, 2), np.float32)
+    xy[0, 5] = (10, 0)  # left shoulder
+    xy[0, 6] = (0, 0)  # right shoulder
+    conf = np.ones((1, 17), np.float32)
+    conf[0, 6] = 0.2
+    rows = data.coco17_to_mpii(xy, conf).reshape(16, 3)
+    assert rows[data.THORAX].tolist() == pytest.approx([5.0, 0.0, 0.2])
+    assert rows[12].tolist() == pytest.approx([0.0, 0.0, 0.2])  # r-shoulder
+
+
+def test_dataset_items_masks_and_absent_streams(work: Path) -> None:
+    cfg = data.DataConfig(skeletal_frames=64, holistic_frames=100, facial_frames=8)
+    ds = data.ViralityDataset(data.open_source(work), ("skeletal", "holistic", "facial"), config=cfg)
+    # the third clip has a score but no features: left out, with its reason recorded
+    assert len(ds) == 2 and ds.skipped == {"c" * 64: "no features of ['skeletal', 'holistic', 'facial']"}
+    a = ds[ds.clip_ids.index("a" * 64)]
+    b = ds[ds.clip_ids.index("b" * 64)]
+    assert a["skeletal"].shape == (3, 64, 16) and a["holistic"].shape == (100, 2048) and a["facial"].shape == (8, 512)
+    # 120 frames sampled to 64 uniformly: the 10 frames without a person are masked (about 5)
+    assert 3 <= (~a["skeletal_mask"]).sum() <= 7
+    # 65 holistic frames padded to 100
+    assert b["holistic_mask"].sum() == 65 and not b["holistic"][65:].any()
+    # clip b never had a face: the facial stream is absent
+    assert a["stream_mask"].tolist() == [True, True, True]
+    assert b["stream_mask"].tolist() == [True, True, False]
+    assert a["score"] == pytest.approx(0.25) and b["challenge"] == "c2"
+
+
+def test_dataset_batches_with_default_collate(work: Path) -> None:
+    import torch
+    from torch.utils.data import DataLoader
+
+    cfg = data.DataConfig(skeletal_frames=16, facial_frames=4, holistic_frames=8, scenic_frames=4)
+    ds = data.ViralityDataset(data.open_source(work), config=cfg)
+    assert ds.dims == {"skeletal": 48, "holistic": 2048, "facial": 512, "scenic": 512}
+    batch = next(iter(DataLoader(ds, batch_size=2)))
+    assert batch["skeletal"].shape == (2, 3, 16, 16) and batch["skeletal"].dtype == torch.float32
+    assert batch["stream_mask"].shape == (2, 4)
+    assert not batch["stream_mask"][:, 3].any()  # no scenic shards at all
+
+
+def test_release_layout(work: Path, tmp_path_factory) -> None:
+    """A release: many clips per Parquet file under data/<config>/, scores beside them."""
+    release = tmp_path_factory.mktemp("release")
+    for stream, modality in (("skeletal", "pose"), ("holistic", "holistic")):
+        shards = current_shards(work, modality)
+        rows = pa.concat_tables([read_features(p, modality) for p in shards.values()])
+        out = release / "data" / stream
+        out.mkdir(parents=True)
+        # one clip per row group, to exercise the row-group index
+        pq.write_table(rows, out / "train-00000-of-00001.parquet", row_group_size=1)
+    (release / "scores").mkdir()
+    pq.write_table(tables.read_table(work, tables.SCORES), release / "scores" / "scores.parquet")
+    cfg = data.DataConfig(skeletal_frames=32, holistic_frames=32)
+    rel = data.ViralityDataset(data.open_source(release), ("skeletal", "holistic"), config=cfg)
+    wrk = data.ViralityDataset(data.open_source(work), ("skeletal", "holistic"), config=cfg)
+    assert isinstance(rel.source, data.ReleaseSource) and sorted(rel.clip_ids) == sorted(wrk.clip_ids)
+    for cid in wrk.clip_ids:
+        x, y = rel[rel.clip_ids.index(cid)], wrk[wrk.clip_ids.index(cid)]
+        assert np.array_equal(x["skeletal"], y["skeletal"]) and np.array_equal(x["holistic_mask"], y["holistic_mask"])
+
+
+def test_unknown_modality_is_an_error(work: Path) -> None:
+    with pytest.raises(ValueError, match="unknown modalities"):
+        data.ViralityDataset(data.open_source(work), ("audio",))

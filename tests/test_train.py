@@ -1,0 +1,143 @@
+"""Training loop: loss weights logged per step, checkpoints that rebuild the model, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models import data, train
+from pipeline import tables
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+KEYPOINTS = SHARED / "keypoints"
+
+
+def make_work(root: Path, n: int = 12, *, facial_every: int = 3, seed: int = 0) -> Path:
+    """``n`` clips: windows of the real tfjs skeletons, random appearance features, some faceless.
+
+    Scores follow the skeleton window's vertical extent so they are not noise, but the tests
+    here check the training machinery, not how well it learns.
+    """
+    rng = np.random.default_rng(seed)
+    seqs = [
+        data.load_keypoint_file(KEYPOINTS / "tfjs_pose_1.json"),
+        data.load_keypoint_file(KEYPOINTS / "tfjs_pose_squats.full.json"),
+    ]
+    rows = []
+    for i in range(n):
+        cid = f"{i:02d}" * 32
+        seq = seqs[i % 2]
+        start = int(rng.integers(0, len(seq) - 40))
+        data.write_stream(root, "skeletal", cid, seq[start : start + 40])
+        data.write_stream(root, "holistic", cid, rng.normal(size=(40, 64)))
+        has_face = i % facial_every != 0
+        data.write_stream(root, "facial", cid, rng.normal(size=(5, 32)) * has_face, np.full(5, has_face), fps=3.0)
+        rows.append(
+            {
+                "clip_id": cid,
+                "video_id": str(i),
+                "challenge": f"c{i % 2}",
+                "existing_days": 2.0,
+                "raw_score": float(i),
+                "score": i / (n - 1),
+                "out_of_scale": False,
+                "degenerate_challenge": False,
+            }
+        )
+    tables.replace_table(rows, tables.SCORES, root)
+    return root
+
+
+SMALL = data.DataConfig(skeletal_frames=16, holistic_frames=16, facial_frames=4, scenic_frames=4)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return make_work(tmp_path_factory.mktemp("work"))
+
+
+def test_psgcn_trains_logs_weights_and_checkpoints(work: Path, tmp_path: Path) -> None:
+    ds = data.SkeletalDataset(data.open_source(work), config=SMALL)
+    cfg = train.TrainConfig(model="psgcn", modalities=("skeletal",), epochs=2, device="cpu")
+    result = train.fit(ds, cfg, out_dir=tmp_path)
+    lines = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert len(lines) == 4  # 12 clips, batch 8 -> 2 steps per epoch, 2 epochs
+    assert lines[0]["lr"] == pytest.approx(1e-4)
+    assert set(lines[0]["weights"]) == {"a", "b", "c"}
+    assert all(np.isfinite(x["loss"]) for x in lines)
+    # the checkpoint carries its config and rebuilds the same model
+    model, cfg2, dcfg, dims = train.load_checkpoint(result.checkpoint, "cpu")
+    assert cfg2 == cfg and dcfg == SMALL and dims == {"skeletal": 48}
+    p1 = train.predict(result.model, ds, cfg)["final"]
+    p2 = train.predict(model, ds, cfg2)["final"]
+    assert np.allclose(p1, p2, atol=1e-6)
+
+
+def test_step_lr_halves_every_ten_epochs(work: Path, tmp_path: Path) -> None:
+    ds = data.SkeletalDataset(data.open_source(work), clip_ids=None, config=data.DataConfig(skeletal_frames=8))
+    cfg = train.TrainConfig(model="psgcn", modalities=("skeletal",), epochs=2, lr_step_epochs=1, device="cpu")
+    train.fit(ds, cfg, out_dir=tmp_path)
+    lrs = [json.loads(x)["lr"] for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[-1] == pytest.approx(5e-5)
+
+
+def test_resume_continues_from_the_checkpoint(work: Path, tmp_path: Path) -> None:
+    ds = data.SkeletalDataset(data.open_source(work), config=data.DataConfig(skeletal_frames=8))
+    cfg = train.TrainConfig(model="psgcn", modalities=("skeletal",), epochs=1, device="cpu")
+    train.fit(ds, cfg, out_dir=tmp_path)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 1
+    longer = train.TrainConfig(model="psgcn", modalities=("skeletal",), epochs=2, device="cpu")
+    result = train.fit(ds, longer, out_dir=tmp_path, resume=True)
+    assert [h["epoch"] for h in result.history] == [1]  # only the missing epoch ran
+    steps = [json.loads(x)["step"] for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_multimodal_with_a_missing_face_stream(work: Path, tmp_path: Path) -> None:
+    src = data.open_source(work)
+    ds = data.ViralityDataset(src, ("skeletal", "holistic", "facial"), config=SMALL)
+    assert not all(ds[i]["stream_mask"][2] for i in range(len(ds)))  # some clips have no face
+    cfg = train.TrainConfig(modalities=("skeletal", "holistic", "facial"), epochs=1, device="cpu")
+    result = train.fit(ds, cfg, out_dir=tmp_path)
+    out = train.predict(result.model, ds, cfg)
+    assert out["final"].shape == (12,) and out["streams"].shape == (12, 3)
+    # a faceless clip gives the facial stream no weight; the rest sum to one
+    w = out["weights"]
+    faceless = [i for i in range(len(ds)) if not ds[i]["stream_mask"][2]]
+    assert np.allclose(w[faceless, 2], 0.0) and np.allclose(w.sum(axis=1), 1.0, atol=1e-5)
+    log = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert all("w_mse" in x and "gradnorm_loss" in x for x in log)
+
+
+def test_gradnorm_weights_move_when_gradient_scales_differ(work: Path, tmp_path: Path) -> None:
+    """With scores scaled to [0, 1] the MSE gradient is far smaller than the ranking terms':
+    GradNorm must move (a, b, c) away from (1, 1, 1), and the log must show it per step."""
+    src = data.open_source(work)
+    ds = data.ViralityDataset(src, ("skeletal", "holistic"), config=SMALL)
+    cfg = train.TrainConfig(modalities=("skeletal", "holistic"), epochs=3, device="cpu", gradnorm_lr=0.05)
+    train.fit(ds, cfg, out_dir=tmp_path)
+    log = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    first, last = log[0]["weights"], log[-1]["weights"]
+    assert sum(last.values()) == pytest.approx(3.0, abs=1e-4)
+    assert max(abs(last[k] - 1.0) for k in "abc") > 0.05
+    assert first != last
+
+
+def test_loss_ablation_no_mse_fixes_its_weight_at_zero(work: Path, tmp_path: Path) -> None:
+    ds = data.SkeletalDataset(data.open_source(work), config=data.DataConfig(skeletal_frames=8))
+    cfg = train.TrainConfig(model="psgcn", modalities=("skeletal",), epochs=1, mse=False, device="cpu")
+    train.fit(ds, cfg, out_dir=tmp_path)
+    log = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert all(x["weights"]["a"] == 0.0 for x in log)
+    with pytest.raises(ValueError, match="disabled"):
+        train.fit(ds, train.TrainConfig(model="psgcn", modalities=("skeletal",), mse=False, ranking=False))
+
+
+def test_wrong_modalities_for_a_model_are_an_error(work: Path) -> None:
+    with pytest.raises(ValueError, match="skeleton model"):
+        train.build(train.TrainConfig(model="psgcn"), {})
