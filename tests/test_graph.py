@@ -1,0 +1,114 @@
+"""The MPII skeleton graph, its K = 3 spatial partition, normalisation and pyramid (models/graph.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models import graph as G
+
+
+def test_joint_order_is_the_spec_order_and_the_pose_rows_order():
+    # SPEC section 4: 0 r-ankle ... 6 pelvis, 7 thorax, 8 upper-neck, 9 head-top ... 15 l-wrist
+    assert G.JOINTS[0] == "r_ankle" and G.JOINTS[6] == "pelvis" and G.JOINTS[7] == "thorax"
+    assert G.JOINTS[9] == "head_top" and G.JOINTS[12] == "r_shoulder" and G.JOINTS[15] == "l_wrist"
+    from pipeline.pose import MPII_JOINTS
+
+    assert MPII_JOINTS == G.JOINTS  # the pose feature rows and the graph speak of the same joints
+
+
+def test_skeleton_is_a_tree_of_mpii_limbs():
+    g = G.mpii_graph()
+    assert g.num_vertices == 16 and len(g.edges) == 15  # connected with V - 1 edges: a tree
+    a = g.binary(self_loops=False)
+    assert (a == a.T).all()
+    # limbs of the MPII definition
+    name = dict(enumerate(G.JOINTS))
+    limbs = {frozenset((name[i], name[j])) for i, j in g.edges}
+    for limb in [("r_wrist", "r_elbow"), ("l_shoulder", "thorax"), ("pelvis", "thorax"), ("l_knee", "l_ankle")]:
+        assert frozenset(limb) in limbs
+    assert frozenset(("r_shoulder", "l_shoulder")) not in limbs
+
+
+def test_partition_follows_hop_distance_to_the_centre():
+    g = G.mpii_graph("thorax")
+    hop = g.hops()
+    assert hop[G.JOINTS.index("thorax")] == 0 and hop[G.JOINTS.index("r_wrist")] == 3
+    parts = g.partition()
+    assert parts.shape == (3, 16, 16)
+    np.testing.assert_array_equal(parts.sum(axis=0), g.binary(self_loops=True))  # subsets tile the neighbourhoods
+    np.testing.assert_array_equal(np.diag(parts[0]), np.ones(16))  # each vertex is its own root
+    np.testing.assert_array_equal(parts[1], parts[2].T)  # i centripetal to j <=> j centrifugal to i
+    i, j = np.nonzero(parts[1])
+    assert (hop[j] < hop[i]).all()
+    elbow, shoulder, wrist = (G.JOINTS.index(n) for n in ("r_elbow", "r_shoulder", "r_wrist"))
+    assert parts[1, elbow, shoulder] == 1 and parts[2, elbow, wrist] == 1 and parts[0, elbow, elbow] == 1
+
+
+def test_centre_choice_changes_the_partition():
+    thorax, pelvis = G.mpii_graph("thorax"), G.mpii_graph("pelvis")
+    assert thorax.center == 7 and pelvis.center == 6
+    # the spine edge pelvis-thorax points inward from opposite ends
+    assert thorax.partition()[1, 6, 7] == 1 and pelvis.partition()[1, 7, 6] == 1
+    with pytest.raises(ValueError, match="centre"):
+        G.mpii_graph("nose")
+
+
+def test_each_subset_is_normalised_on_its_own():
+    g = G.mpii_graph()
+    a = g.adjacency()
+    assert a.shape == (3, 16, 16) and a.dtype == np.float32
+    parts = g.partition()
+    for k in range(3):
+        deg = parts[k].sum(axis=1) + 0.001
+        expected = parts[k] / np.sqrt(deg[:, None] * deg[None, :])
+        np.testing.assert_allclose(a[k], expected.T, rtol=1e-6)
+    head = G.JOINTS.index("head_top")  # a leaf: its root subset holds only itself
+    assert a[0, head, head] == pytest.approx(1 / 1.001)
+    thorax = 7  # four neighbours farther out (neck, shoulders, pelvis) plus none closer
+    assert parts[2, thorax].sum() == 4 and parts[1, thorax].sum() == 0
+
+
+def test_pyramid_coarsens_16_to_7_to_4_with_derived_edges():
+    levels = G.pyramid("thorax")
+    assert [lv.graph.num_vertices for lv in levels] == [16, 7, 4]
+    assert levels[0].pool is None
+    for fine, coarse in zip(levels[:-1], levels[1:], strict=True):
+        p = coarse.pool
+        assert p.shape == (coarse.graph.num_vertices, fine.graph.num_vertices)
+        np.testing.assert_allclose(p.sum(axis=1), 1.0)  # each coarse vertex interpolates its group
+        assert ((p > 0).sum(axis=0) == 1).all()  # each fine vertex belongs to exactly one group
+        # a coarse edge exists exactly when a fine edge crosses the two groups
+        fa = fine.graph.binary(self_loops=False)
+        groups = [np.flatnonzero(row) for row in p]
+        for a in range(len(groups)):
+            for b in range(a + 1, len(groups)):
+                crosses = fa[np.ix_(groups[a], groups[b])].any()
+                assert crosses == ((a, b) in coarse.graph.edges)
+        # the centre follows the group that holds it
+        assert p[coarse.graph.center, fine.graph.center] > 0
+    assert levels[1].graph.names[levels[1].graph.center] == "chest"
+    assert levels[2].graph.names == ("lower_body", "trunk", "r_arm", "l_arm")
+    assert set(levels[2].graph.edges) == {(0, 1), (1, 2), (1, 3)}
+    assert G.pyramid("pelvis")[1].graph.names[G.pyramid("pelvis")[1].graph.center] == "hips"
+
+
+def test_downsample_operator_is_gather_then_interpolate():
+    fine, coarse = G.pyramid()[:2]
+    d = G.downsample_adjacency(fine.graph, coarse.pool)
+    assert d.shape == (3, 16, 7)
+    a = fine.graph.adjacency()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 16))  # 5 channels on 16 joints
+    for k in range(3):
+        gathered = x @ a[k]  # fine graph convolution of subset k
+        np.testing.assert_allclose(x @ d[k], gathered @ coarse.pool.T, rtol=1e-5, atol=1e-6)
+
+
+def test_invalid_graphs_are_refused():
+    with pytest.raises(ValueError, match="connected"):
+        G.Graph(("a", "b", "c"), ((0, 1),), 0)
+    with pytest.raises(ValueError, match="edge"):
+        G.Graph(("a", "b"), ((0, 2),), 0)
+    with pytest.raises(ValueError, match="exactly once"):
+        G.pooling_matrix({"x": (0, 1), "y": (1, 2)}, 3)
