@@ -1,0 +1,326 @@
+"""2D pose skeletons on the 16 MPII joints (SPEC section 4, skeletal modality).
+
+Estimator interface
+-------------------
+A :class:`PoseEstimator` takes one upright RGB ``uint8`` image and returns the 33 BlazePose
+landmarks of the most prominent person as a ``(33, 3)`` array of (x, y, confidence) in pixels of
+that image, or ``None`` when it finds nobody. :func:`blazepose_to_mpii` turns those into the 16
+MPII joints. The default (and only) backend is mediapipe 0.10.21's legacy BlazePose
+(``mp.solutions.pose``, ``model_complexity=1``: the "full" landmark model, which ships inside
+the wheel, so extraction works offline). The paper used AlphaPose and the design names mmpose's
+inferencer; mmpose (and its mmcv build) cannot be installed in this environment, so no adapter
+for it exists: a backend returning the same ``(33, 3)`` landmarks, or MPII joints directly, can
+be added beside :class:`BlazePose`.
+
+Confidence is BlazePose's landmark ``visibility``. The legacy solution leaves ``presence`` at 0
+for every landmark, so ``min(visibility, presence)`` would be 0 everywhere.
+
+BlazePose 33 -> MPII 16 (SPEC section 4 joint order)
+----------------------------------------------------
+=====  ============  =====================================================================
+MPII   joint         BlazePose landmarks
+=====  ============  =====================================================================
+0      r-ankle       28 right_ankle
+1      r-knee        26 right_knee
+2      r-hip         24 right_hip
+3      l-hip         23 left_hip
+4      l-knee        25 left_knee
+5      l-ankle       27 left_ankle
+6      pelvis        derived: mean(23, 24)
+7      thorax        derived: mean(11, 12), the shoulders' midpoint
+8      upper-neck    derived: midway between the mouth centre mean(9, 10) and the thorax
+9      head-top      derived: eye centre mean(2, 5) + 2 x (eye centre - mouth centre), i.e.
+                     extended from the mouth through the eyes by twice their distance (the
+                     crown sits about two eye-mouth distances above the eyes)
+10     r-wrist       16 right_wrist
+11     r-elbow       14 right_elbow
+12     r-shoulder    12 right_shoulder
+13     l-shoulder    11 left_shoulder
+14     l-elbow       13 left_elbow
+15     l-wrist       15 left_wrist
+=====  ============  =====================================================================
+
+A derived joint's confidence is the LOWEST confidence of the landmarks it is computed from
+(pelvis: 23, 24; thorax: 11, 12; upper neck: 9, 10, 11, 12; head top: 2, 5, 9, 10), so that the
+upper-body rule of SPEC section 2 cannot be passed on borrowed confidence.
+
+Feature rows
+------------
+One row per clip (``tables.feature_spec("pose")``): a clip's skeleton sequence is what the
+skeleton stream reads as one ``(T, 16, 3)`` tensor, and a per-clip shard is written atomically and
+re-extracted on its own when the code or parameters change. Samples lie on the 25 fps grid of
+:mod:`pipeline.decode`; each sample is 16 x (x, y, confidence), joint-major (48 values), in
+pixels of the upright frame at its native size (``frame_width`` x ``frame_height``) although
+the estimator sees a frame shrunk to ``max_side``; ``valid[t]`` is False where no person was
+found, and the features are zero there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from pipeline.config import stage_config
+from pipeline.decode import DecodeParams, clockwise_rotation, iter_samples
+from pipeline.errors import ClipError, Reason
+from pipeline.features import FeatureExtractor, FeatureSequence
+from pipeline.provenance import code_version, sha256_file
+
+log = logging.getLogger(__name__)
+
+MPII_JOINTS: tuple[str, ...] = (
+    "r_ankle",
+    "r_knee",
+    "r_hip",
+    "l_hip",
+    "l_knee",
+    "l_ankle",
+    "pelvis",
+    "thorax",
+    "upper_neck",
+    "head_top",
+    "r_wrist",
+    "r_elbow",
+    "r_shoulder",
+    "l_shoulder",
+    "l_elbow",
+    "l_wrist",
+)
+MPII_INDEX = {name: i for i, name in enumerate(MPII_JOINTS)}
+
+# MPII joint -> the BlazePose landmark it copies (derived joints are computed below)
+_DIRECT = {0: 28, 1: 26, 2: 24, 3: 23, 4: 25, 5: 27, 10: 16, 11: 14, 12: 12, 13: 11, 14: 13, 15: 15}
+DERIVED_SOURCES: dict[int, tuple[int, ...]] = {6: (23, 24), 7: (11, 12), 8: (9, 10, 11, 12), 9: (2, 5, 9, 10)}
+"""MPII index -> BlazePose landmarks a derived joint is computed from (its confidence is their minimum)."""
+
+N_LANDMARKS = 33
+# the "full" landmark model that model_complexity=1 loads
+_MODEL_FILE = ("modules", "pose_landmark", "pose_landmark_full.tflite")
+
+
+def blazepose_to_mpii(landmarks: np.ndarray) -> np.ndarray:
+    """``(33, 3)`` BlazePose (x, y, confidence) -> ``(16, 3)`` MPII joints (see the module table)."""
+    lm = np.asarray(landmarks, dtype=np.float64)
+    if lm.shape != (N_LANDMARKS, 3):
+        raise ValueError(f"expected (33, 3) landmarks, got {lm.shape}")
+    out = np.zeros((16, 3), dtype=np.float64)
+    for mpii, blaze in _DIRECT.items():
+        out[mpii] = lm[blaze]
+    xy = lm[:, :2]
+    pelvis = xy[[23, 24]].mean(axis=0)
+    thorax = xy[[11, 12]].mean(axis=0)
+    mouth = xy[[9, 10]].mean(axis=0)
+    eyes = xy[[2, 5]].mean(axis=0)
+    out[6, :2] = pelvis
+    out[7, :2] = thorax
+    out[8, :2] = (mouth + thorax) / 2.0
+    out[9, :2] = eyes + 2.0 * (eyes - mouth)
+    for mpii, sources in DERIVED_SOURCES.items():
+        out[mpii, 2] = lm[list(sources), 2].min()
+    return out
+
+
+class PoseEstimator(Protocol):
+    """One image in, the most prominent person's 33 landmarks (pixels, confidence) out."""
+
+    name: str
+
+    def landmarks(self, image: np.ndarray) -> np.ndarray | None: ...
+
+    def close(self) -> None: ...
+
+
+@cache
+def model_path() -> Path:
+    import mediapipe as mp
+
+    return Path(os.path.dirname(mp.__file__)).joinpath(*_MODEL_FILE)
+
+
+@cache
+def model_sha256() -> str:
+    """sha256 of the BlazePose full landmark model inside the installed mediapipe wheel."""
+    return sha256_file(model_path())
+
+
+class BlazePose:
+    """mediapipe's legacy BlazePose (full model) behind the :class:`PoseEstimator` interface.
+
+    ``static=True`` runs the person detector on every image (no tracking between calls), which
+    the people counter needs because it masks people out and calls again on the same frame;
+    ``static=False`` tracks the person across consecutive frames of one clip, which is faster
+    and steadier for extraction. Use one instance per clip in tracking mode.
+    """
+
+    name = "mediapipe-blazepose-full"
+
+    def __init__(
+        self,
+        *,
+        static: bool,
+        model_complexity: int = 1,
+        min_detection_confidence: float = 0.5,
+        min_tracking_confidence: float = 0.5,
+        smooth_landmarks: bool = True,
+    ):
+        import mediapipe as mp
+
+        self._pose = mp.solutions.pose.Pose(
+            static_image_mode=static,
+            model_complexity=model_complexity,
+            smooth_landmarks=smooth_landmarks,
+            enable_segmentation=False,
+            min_detection_confidence=min_detection_confidence,
+            min_tracking_confidence=min_tracking_confidence,
+        )
+
+    def landmarks(self, image: np.ndarray) -> np.ndarray | None:
+        height, width = image.shape[:2]
+        result = self._pose.process(np.ascontiguousarray(image))
+        if result.pose_landmarks is None:
+            return None
+        lm = np.array([(p.x * width, p.y * height, p.visibility) for p in result.pose_landmarks.landmark])
+        return lm
+
+    def close(self) -> None:
+        self._pose.close()
+
+    def __enter__(self) -> BlazePose:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class PoseConfig:
+    """Configuration section ``[pose]``."""
+
+    fps: float = 25.0  # time grid of the skeletal modality (SPEC section 4)
+    max_side: int | None = 640  # the estimator sees frames shrunk to this longer side (it works at 256 px inside)
+    model_complexity: int = 1  # BlazePose full; 0 lite and 2 heavy are not in the wheel
+    min_detection_confidence: float = 0.5
+    min_tracking_confidence: float = 0.5
+    smooth_landmarks: bool = True  # mediapipe's temporal landmark filter in tracking mode
+    time_budget_s: float | None = 600.0  # wall-clock budget per clip; exceeding it rejects the clip
+
+
+def upright_size(path: str | Path, clip_id: str | None = None) -> tuple[int, int]:
+    """(width, height) of the clip's first frame once turned upright, at native resolution."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise ClipError(clip_id, Reason.NOT_A_VIDEO, f"{path} has no video stream")
+            for frame in container.decode(video=0):
+                if clockwise_rotation(frame) in (90, 270):
+                    return frame.height, frame.width
+                return frame.width, frame.height
+    except av.error.FFmpegError as err:
+        raise ClipError(clip_id, Reason.UNREADABLE, f"cannot decode {path}: {err}") from err
+    raise ClipError(clip_id, Reason.ZERO_FRAMES, f"{path} decoded no frame")
+
+
+class PoseExtractor(FeatureExtractor):
+    modality = "pose"
+    name = BlazePose.name
+    dim = 48
+
+    def __init__(self, config: PoseConfig = PoseConfig(), *, device: str | None = None):
+        if config.model_complexity != 1:
+            raise ValueError("only model_complexity=1 (BlazePose full) ships in the mediapipe wheel")
+        self.config = config
+        self.version = code_version("pipeline.pose", "pipeline.decode")
+        self.weights_sha256 = model_sha256()
+        if device not in (None, "cpu"):
+            log.warning("mediapipe BlazePose runs on the CPU; ignoring device %r", device)
+        self.device = "cpu"
+        self.precision = "float32"
+
+    def decode_params(self) -> DecodeParams:
+        return DecodeParams(fps=self.config.fps, max_side=self.config.max_side, time_budget_s=self.config.time_budget_s)
+
+    def params(self) -> dict:
+        c = self.config
+        return {
+            **self.decode_params().as_dict(),
+            "backend": "mediapipe.solutions.pose",
+            "model_complexity": c.model_complexity,
+            "min_detection_confidence": c.min_detection_confidence,
+            "min_tracking_confidence": c.min_tracking_confidence,
+            "smooth_landmarks": c.smooth_landmarks,
+            "tracking": True,
+            "confidence": "visibility",
+            "coordinates": "pixels of the native upright frame",
+        }
+
+    def estimator(self) -> BlazePose:
+        c = self.config
+        return BlazePose(
+            static=False,
+            model_complexity=c.model_complexity,
+            min_detection_confidence=c.min_detection_confidence,
+            min_tracking_confidence=c.min_tracking_confidence,
+            smooth_landmarks=c.smooth_landmarks,
+        )
+
+    def compute(self, path: str | Path, clip_id: str) -> FeatureSequence:
+        width, height = upright_size(path, clip_id)
+        times, valid, feats = [], [], []
+        with self.estimator() as estimator:
+            for sample in iter_samples(path, self.decode_params(), clip_id):
+                h, w = sample.image.shape[:2]
+                lm = estimator.landmarks(sample.image)
+                times.append(sample.t)
+                if lm is None:
+                    valid.append(False)
+                    feats.append(np.zeros(48, dtype=np.float32))
+                    continue
+                joints = blazepose_to_mpii(lm)
+                # back to native pixels: the estimator saw a shrunk frame
+                joints[:, 0] *= width / w
+                joints[:, 1] *= height / h
+                valid.append(True)
+                feats.append(joints.astype(np.float32).reshape(-1))
+        return FeatureSequence(
+            timestamps=np.asarray(times, dtype=np.float64),
+            valid=np.asarray(valid, dtype=bool),
+            features=np.stack(feats) if feats else np.zeros((0, 48), dtype=np.float32),
+            fps=self.config.fps,
+            source_fps=_source_fps(path),
+            frame_width=width,
+            frame_height=height,
+        )
+
+
+def _source_fps(path: str | Path) -> float | None:
+    from pipeline.decode import source_fps
+
+    rate = source_fps(path)
+    return rate or None
+
+
+def build_extractor(
+    config: PoseConfig | Mapping[str, Any] | None = None, *, untrained: bool = False, device: str | None = None
+) -> PoseExtractor:
+    """The pose extractor from the ``[pose]`` section (a mapping) or a :class:`PoseConfig`.
+
+    BlazePose's weights ship inside the mediapipe wheel, so there is no untrained variant:
+    ``untrained`` is accepted for a uniform CLI and the real model is used.
+    """
+    if config is None or isinstance(config, Mapping):
+        config = stage_config(PoseConfig, {"pose": dict(config or {})}, "pose")
+    elif not dataclasses.is_dataclass(config):
+        raise TypeError(f"expected PoseConfig or a mapping, got {type(config).__name__}")
+    if untrained:
+        log.warning("pose: BlazePose weights ship with mediapipe; extracting with the real model")
+    return PoseExtractor(config, device=device)

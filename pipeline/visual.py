@@ -1,0 +1,302 @@
+"""The screening rules that need pixels (SPEC section 2): one dancer, upper body, camera motion.
+
+``screen_visual(path, clip_id, config)`` decodes a few frames of a clip (``fps`` per second,
+at most ``max_frames``: a long clip is sampled more sparsely, so it costs no more than a short
+one), analyses each once and returns one :class:`~pipeline.rules.RuleResult` per rule:
+
+- ``one_dancer`` (:mod:`pipeline.people`): ``no_dancer`` when fewer than ``min_person_share``
+  of the sampled frames show a person; ``multiple_people`` when at least ``multi_person_share``
+  of them show two or more (a second person in a meaningful share of frames, not a passer-by
+  in one frame);
+- ``upper_body_visible``: on each sampled frame, the main person's MPII head top, upper neck,
+  shoulders, elbows and hips (``upper_body_joints``) must all have confidence at least
+  ``joint_confidence`` and lie inside the frame; ``upper_body_not_visible`` when fewer than
+  ``min_upper_body_share`` of the sampled frames qualify (a frame with nobody does not);
+- ``camera_motion`` (:mod:`pipeline.motion`): ``camera_motion`` when more than
+  ``max_moving_share`` of the measured frame pairs move faster than ``max_camera_speed`` (share
+  of the frame diagonal per second); ``shot_cut`` when more than ``max_cuts`` pairs have a
+  colour-histogram distance above ``cut_distance``.
+
+The same rules run on any sequence of frames (:func:`analyse_frames` then :func:`apply_rules`),
+so tests can feed sequences built from real frames. A clip that cannot be decoded, or runs past
+``time_budget_s``, gives one failing ``visual_decode`` result with the decoder's reason instead
+of an exception, so a batch never stops on one clip. Thresholds were set on the real clips of
+``../shared/data`` (see ``tests/test_visual.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.decode import DecodeParams, iter_samples
+from pipeline.errors import ClipError, Reason
+from pipeline.motion import MotionParams, PairMotion, pair_motion, prepare
+from pipeline.people import CountParams, Person, count_people, find_people
+from pipeline.pose import MPII_INDEX, BlazePose, blazepose_to_mpii
+from pipeline.rules import RuleResult
+
+UPPER_BODY = ("head_top", "upper_neck", "r_shoulder", "l_shoulder", "r_elbow", "l_elbow", "r_hip", "l_hip")
+
+
+@dataclass(frozen=True)
+class VisualConfig:
+    """Configuration section ``[visual]``."""
+
+    # sampling: cheap whatever the clip's length
+    fps: float = 3.0  # sampled frames per second
+    max_frames: int = 24  # a longer clip is sampled at max_frames / duration per second instead
+    max_side: int = 640  # frames are shrunk to this longer side before analysis
+    time_budget_s: float | None = 120.0  # decoding budget per clip
+    # people counting (pipeline.people)
+    max_people: int = 4
+    min_landmarks: int = 8  # confident in-frame BlazePose landmarks that make a detection a person
+    landmark_visibility: float = 0.5
+    box_margin: float = 0.1
+    tiles: int = 2  # tile grid searched for small people (0 disables)
+    tile_size: float = 0.6
+    tile_mean_visibility: float = 0.85
+    max_masked_share: float = 0.4
+    min_relative_height: float = 0.4  # shorter people (spectators, far figures) are not counted
+    # one dancer
+    min_person_share: float = 0.5  # share of sampled frames that must show a person
+    multi_person_share: float = 0.25  # share of frames with 2+ people that rejects the clip
+    # upper body visible
+    upper_body_joints: tuple[str, ...] = UPPER_BODY
+    joint_confidence: float = 0.5
+    min_upper_body_share: float = 0.5
+    # camera motion (pipeline.motion)
+    motion_width: int = 160
+    min_points: int = 12
+    max_camera_speed: float = 0.05  # share of the frame diagonal per second
+    max_moving_share: float = 0.3  # share of measured pairs allowed above max_camera_speed
+    cut_distance: float = 0.5  # Bhattacharyya distance of hue-saturation histograms
+    max_cuts: int = 0
+
+    def __post_init__(self):
+        unknown = set(self.upper_body_joints) - set(MPII_INDEX)
+        if unknown:
+            raise ValueError(f"[visual] upper_body_joints: unknown MPII joints {sorted(unknown)}")
+        if self.fps <= 0 or self.max_frames < 2:
+            raise ValueError("[visual] needs fps > 0 and max_frames >= 2")
+
+    def count_params(self) -> CountParams:
+        return CountParams(
+            max_people=self.max_people,
+            min_landmarks=self.min_landmarks,
+            landmark_visibility=self.landmark_visibility,
+            box_margin=self.box_margin,
+            tiles=self.tiles,
+            tile_size=self.tile_size,
+            tile_mean_visibility=self.tile_mean_visibility,
+            max_masked_share=self.max_masked_share,
+            min_relative_height=self.min_relative_height,
+        )
+
+    def motion_params(self) -> MotionParams:
+        return MotionParams(width=self.motion_width, min_points=self.min_points)
+
+
+@dataclass
+class VisualAnalysis:
+    """What was seen on the sampled frames; the rules only read this."""
+
+    times: list[float] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)  # people counted per frame
+    detections: list[int] = field(default_factory=list)  # people found, small ones included
+    tile_counts: list[int] = field(default_factory=list)  # of which found in a tile
+    main: list[np.ndarray | None] = field(default_factory=list)  # (16, 3) MPII of the main person
+    sizes: list[tuple[int, int]] = field(default_factory=list)  # (width, height) analysed
+    pairs: list[PairMotion] = field(default_factory=list)
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.times)
+
+
+def analyse_frames(frames: Iterable[tuple[float, np.ndarray]], config: VisualConfig = VisualConfig()) -> VisualAnalysis:
+    """Count people, locate the main person and measure motion on ``(time, RGB frame)`` pairs."""
+    count_params, motion_params = config.count_params(), config.motion_params()
+    analysis = VisualAnalysis()
+    prev = None  # (time, prepared frame, boxes)
+    with BlazePose(static=True) as estimator:
+        for t, image in frames:
+            people: list[Person] = find_people(image, estimator, count_params)
+            height, width = image.shape[:2]
+            analysis.times.append(float(t))
+            analysis.counts.append(count_people(people, count_params))
+            analysis.detections.append(len(people))
+            analysis.tile_counts.append(sum(p.in_tile for p in people))
+            analysis.main.append(blazepose_to_mpii(people[0].landmarks) if people else None)
+            analysis.sizes.append((width, height))
+            prepared = prepare(image, motion_params)
+            boxes = [p.box for p in people]
+            if prev is not None:
+                analysis.pairs.append(pair_motion(prev[1], prepared, t - prev[0], prev[2] + boxes, motion_params))
+            prev = (t, prepared, boxes)
+    return analysis
+
+
+# -- the rules ---------------------------------------------------------------------------------
+
+
+def rule_one_dancer(analysis: VisualAnalysis, config: VisualConfig = VisualConfig()) -> RuleResult:
+    n = max(analysis.n_frames, 1)
+    counts = np.asarray(analysis.counts, dtype=int)
+    person_share = float((counts >= 1).sum() / n)
+    multi_share = float((counts >= 2).sum() / n)
+    reasons = []
+    if person_share < config.min_person_share:
+        reasons.append(Reason.NO_DANCER)
+    elif multi_share >= config.multi_person_share:
+        reasons.append(Reason.MULTIPLE_PEOPLE)
+    details = {
+        "frames": analysis.n_frames,
+        "people_per_frame": [int(c) for c in counts],
+        "detections_per_frame": [int(c) for c in analysis.detections],
+        "found_in_tiles": [int(c) for c in analysis.tile_counts],
+        "person_share": round(person_share, 3),
+        "multi_person_share": round(multi_share, 3),
+        "max_people": int(counts.max()) if len(counts) else 0,
+    }
+    return RuleResult("one_dancer", not reasons, reasons, details)
+
+
+def upper_body_frames(analysis: VisualAnalysis, config: VisualConfig = VisualConfig()) -> list[bool]:
+    """Per sampled frame: are all ``upper_body_joints`` of the main person confidently in frame?"""
+    idx = [MPII_INDEX[j] for j in config.upper_body_joints]
+    ok = []
+    for joints, (width, height) in zip(analysis.main, analysis.sizes, strict=True):
+        if joints is None:
+            ok.append(False)
+            continue
+        j = joints[idx]
+        inside = (j[:, 0] >= 0) & (j[:, 0] < width) & (j[:, 1] >= 0) & (j[:, 1] < height)
+        ok.append(bool(np.all(inside & (j[:, 2] >= config.joint_confidence))))
+    return ok
+
+
+def rule_upper_body(analysis: VisualAnalysis, config: VisualConfig = VisualConfig()) -> RuleResult:
+    ok = upper_body_frames(analysis, config)
+    share = float(sum(ok) / max(len(ok), 1))
+    idx = [MPII_INDEX[j] for j in config.upper_body_joints]
+    seen = [m[idx, 2] for m in analysis.main if m is not None]
+    median_conf = (
+        {
+            j: round(float(v), 3)
+            for j, v in zip(config.upper_body_joints, np.median(np.stack(seen), axis=0), strict=True)
+        }
+        if seen
+        else {}
+    )
+    passed = share >= config.min_upper_body_share
+    details = {"frames": len(ok), "visible_share": round(share, 3), "median_confidence": median_conf}
+    return RuleResult("upper_body_visible", passed, [] if passed else [Reason.UPPER_BODY_NOT_VISIBLE], details)
+
+
+def rule_camera_motion(analysis: VisualAnalysis, config: VisualConfig = VisualConfig()) -> RuleResult:
+    speeds = [p.speed for p in analysis.pairs if p.speed is not None]
+    moving = sum(s > config.max_camera_speed for s in speeds)
+    moving_share = moving / len(speeds) if speeds else 0.0
+    cuts = [i for i, p in enumerate(analysis.pairs) if p.hist_distance > config.cut_distance]
+    reasons = []
+    if moving_share > config.max_moving_share:
+        reasons.append(Reason.CAMERA_MOTION)
+    if len(cuts) > config.max_cuts:
+        reasons.append(Reason.SHOT_CUT)
+    details = {
+        "pairs": len(analysis.pairs),
+        "measured_pairs": len(speeds),
+        "median_speed": round(float(np.median(speeds)), 4) if speeds else None,
+        "max_speed": round(float(max(speeds)), 4) if speeds else None,
+        "moving_share": round(moving_share, 3),
+        "max_hist_distance": round(max((p.hist_distance for p in analysis.pairs), default=0.0), 3),
+        "cuts_at_s": [round(analysis.times[i + 1], 2) for i in cuts],
+    }
+    return RuleResult("camera_motion", not reasons, reasons, details)
+
+
+RULES = (rule_one_dancer, rule_upper_body, rule_camera_motion)
+
+
+def apply_rules(analysis: VisualAnalysis, config: VisualConfig = VisualConfig()) -> list[RuleResult]:
+    return [rule(analysis, config) for rule in RULES]
+
+
+# -- clips -------------------------------------------------------------------------------------
+
+
+def _duration(path: str | Path) -> float | None:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            if stream.duration is not None and stream.time_base is not None:
+                return float(stream.duration * stream.time_base)
+            if container.duration is not None:
+                return container.duration / 1_000_000
+    except (av.error.FFmpegError, OSError, IndexError):
+        return None  # iter_samples reports why the file is bad
+    return None
+
+
+def sample_params(path: str | Path, config: VisualConfig = VisualConfig()) -> DecodeParams:
+    """The sampled grid: ``fps``, or fewer per second so that at most ``max_frames`` come out."""
+    fps = config.fps
+    duration = _duration(path)
+    if duration and duration * fps > config.max_frames:
+        fps = config.max_frames / duration
+    return DecodeParams(fps=fps, max_side=config.max_side, time_budget_s=config.time_budget_s)
+
+
+def sample_frames(
+    path: str | Path,
+    clip_id: str | None = None,
+    config: VisualConfig = VisualConfig(),
+    params: DecodeParams | None = None,
+):
+    """Yield ``(time, RGB frame)`` of the clip's sampled frames (at most ``max_frames``)."""
+    for sample in iter_samples(path, params or sample_params(path, config), clip_id):
+        if sample.index >= config.max_frames:
+            return
+        yield sample.t, sample.image
+
+
+def screen_visual(path: str | Path, clip_id: str, config: VisualConfig = VisualConfig()) -> list[RuleResult]:
+    """Run every pixel rule on one clip; never raises for a bad clip (see the module docstring)."""
+    params = sample_params(path, config)
+    try:
+        analysis = analyse_frames(sample_frames(path, clip_id, config, params), config)
+    except ClipError as err:
+        return [RuleResult("visual_decode", False, [err.reason], {"message": err.message})]
+    if analysis.n_frames == 0:
+        return [RuleResult("visual_decode", False, [Reason.ZERO_FRAMES], {"message": "no frame sampled"})]
+    results = apply_rules(analysis, config)
+    for result in results:
+        result.details["sampled_fps"] = round(params.fps, 4)
+    return results
+
+
+def visual_config(config: dict | None = None, **overrides) -> VisualConfig:
+    """``VisualConfig`` from a loaded configuration mapping (section ``[visual]``)."""
+    from pipeline.config import stage_config
+
+    return stage_config(VisualConfig, config, "visual", **overrides)
+
+
+__all__ = [
+    "VisualConfig",
+    "VisualAnalysis",
+    "analyse_frames",
+    "apply_rules",
+    "rule_camera_motion",
+    "rule_one_dancer",
+    "rule_upper_body",
+    "sample_frames",
+    "screen_visual",
+    "visual_config",
+]
