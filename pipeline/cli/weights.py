@@ -1,0 +1,108 @@
+"""``vdv weights list | fetch [NAME] | import NAME PATH | verify [NAME]``: the local model zoo."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers, parent: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "weights",
+        help="list, fetch, import and verify pre-trained weights",
+        description=(
+            "Pre-trained weights of the holistic, facial and scenic extractors. The cache "
+            "($VDV_WEIGHTS_DIR, else ~/.cache/vdv/weights) holds tensors only; each file's sha256 is "
+            "recorded at fetch/import time and checked on every load."
+        ),
+    )
+    cache = argparse.ArgumentParser(add_help=False)
+    cache.add_argument("--dir", metavar="DIR", help="weights cache (default: $VDV_WEIGHTS_DIR or ~/.cache/vdv/weights)")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    p = actions.add_parser("list", parents=[parent, cache], help="the registry and the state of each cached file")
+    p.set_defaults(func=_list)
+
+    p = actions.add_parser(
+        "fetch", parents=[parent, cache], help="download published weights (needs internet) and import them"
+    )
+    p.add_argument("name", nargs="?", help="model name (default: every model with a download URL)")
+    p.set_defaults(func=_fetch)
+
+    p = actions.add_parser("import", parents=[parent, cache], help="import a published checkpoint file from disk")
+    p.add_argument("name", help="model name (see `vdv weights list`)")
+    p.add_argument("path", help="the published file, e.g. resnet18_places365.pth.tar")
+    p.add_argument(
+        "--allow-other-source",
+        action="store_true",
+        help="import even when the file's sha256 differs from the published one (e.g. weights converted elsewhere)",
+    )
+    p.set_defaults(func=_import)
+
+    p = actions.add_parser("verify", parents=[parent, cache], help="check cached files against their recorded sha256")
+    p.add_argument("name", nargs="?", help="model name (default: every cached model)")
+    p.set_defaults(func=_verify)
+
+
+def _list(args) -> int:
+    from pipeline import weights
+
+    print(f"weights cache: {weights.weights_dir(args.dir)}")
+    for spec in weights.REGISTRY.values():
+        state = weights.status(spec.name, cache_dir=args.dir)
+        lock = weights.read_lock(spec.name, cache_dir=args.dir) if state != "missing" else None
+        print(f"\n{spec.name}  [{state}]")
+        print(f"  architecture: {spec.architecture}")
+        print(f"  features:     {spec.feature_dim}-d; input {spec.preprocess.as_dict()}")
+        print(f"  source:       {spec.source_file}")
+        print(f"  url:          {spec.url or f'no direct download; get it from {spec.page}'}")
+        print(f"  source sha256 (published): {spec.source_sha256 or 'not published'}")
+        print(f"  license:      {spec.license}")
+        if lock:
+            print(
+                f"  cached sha256: {lock['sha256']} (imported {lock.get('imported_at')} from {lock.get('source_file')})"
+            )
+    return 0
+
+
+def _fetch(args) -> int:
+    from pipeline import weights
+
+    names = [args.name] if args.name else [s.name for s in weights.REGISTRY.values() if s.url]
+    for name in names:
+        lock = weights.fetch_weights(name, cache_dir=args.dir)
+        print(f"{name}: ok, sha256 {lock['sha256']}")
+    return 0
+
+
+def _import(args) -> int:
+    from pipeline import weights
+
+    lock = weights.import_weights(args.name, args.path, cache_dir=args.dir, allow_other_source=args.allow_other_source)
+    print(f"{args.name}: imported {lock['tensors']} tensors (dropped {', '.join(lock['dropped']) or 'nothing'})")
+    print(
+        f"  source sha256 {lock['source_sha256']} ({'matches the published file' if lock['source_verified'] else 'not the published digest'})"
+    )
+    print(f"  cached {weights.cached_file(args.name, args.dir)} sha256 {lock['sha256']}")
+    return 0
+
+
+def _verify(args) -> int:
+    from pipeline import weights
+    from pipeline.errors import WeightsError
+
+    if args.name:
+        names = [args.name]
+    else:
+        names = [n for n in weights.REGISTRY if weights.status(n, cache_dir=args.dir) != "missing"]
+        if not names:
+            print(f"no weights cached in {weights.weights_dir(args.dir)}; see `vdv weights list`")
+            return 1
+    failed = 0
+    for name in names:
+        try:
+            digest = weights.verify_weights(name, cache_dir=args.dir)
+            print(f"{name}: ok, sha256 {digest}")
+        except WeightsError as err:
+            print(f"{name}: FAILED: {err}")
+            failed += 1
+    return 1 if failed else 0
