@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/vdv demo --shared ../shared/data --work out/demo
+	$(VENV)/bin/vdv build ../shared/data --pairing data/demo/pairing.csv --config data/demo/config.toml \
+		--work out/demo/work --release-out out/demo/release --untrained --allow-untrained
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest

@@ -223,6 +223,7 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
     os.close(fd)
     try:
         write(Path(tmp))
+        _pause_for_crash_test(path, Path(tmp))
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -230,6 +231,23 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _pause_for_crash_test(path: Path, tmp: Path) -> None:
+    """Test hook: hold a write open so that a test can kill the process mid-write.
+
+    When ``$VDV_TEST_PAUSE_IN_WRITE`` names a marker file and ``$VDV_TEST_PAUSE_MATCH`` (if set)
+    occurs in the destination path, the temporary file's name is written to the marker and the
+    process sleeps (up to ``$VDV_TEST_PAUSE_SECONDS``, default 120) before the rename. Unset in
+    normal runs, so it costs one environment lookup.
+    """
+    marker = os.environ.get("VDV_TEST_PAUSE_IN_WRITE")
+    if not marker or os.environ.get("VDV_TEST_PAUSE_MATCH", "") not in str(path):
+        return
+    import time
+
+    Path(marker).write_text(str(tmp))
+    time.sleep(float(os.environ.get("VDV_TEST_PAUSE_SECONDS", "120")))
 
 
 def write_table(rows: Iterable[Mapping[str, Any]] | pa.Table, spec: TableSpec, path: str | os.PathLike) -> Path:

@@ -29,7 +29,7 @@ def register(subparsers, parent: argparse.ArgumentParser) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("modality", choices=MODALITIES)
+    p.add_argument("modality", choices=MODALITIES, help="which feature modality to compute: %(choices)s")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--all", action="store_true", help="every clip of the clips table, kept or not")
     which.add_argument(

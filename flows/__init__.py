@@ -1,0 +1,6 @@
+"""Prefect flows over the ``pipeline`` stages: ``build``, ``reextract`` and ``release``.
+
+``flows.tasks`` holds the thin tasks; each flow module is a few lines of wiring. The flows run
+without a server (Prefect's ephemeral mode) from ``vdv build`` / ``vdv reextract`` /
+``vdv release``, or as deployments from ``prefect.yaml`` on a process work pool.
+"""

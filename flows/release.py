@@ -1,0 +1,27 @@
+"""The ``release`` flow: package a work directory as a versioned release and verify it (SPEC section 9)."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows import tasks
+from pipeline.config import load_config
+
+
+@flow(name="release")
+def release(
+    work: str = "work",
+    out: str = "release",
+    config_path: str | None = None,
+    allow_untrained: bool = False,
+    salt: str | None = None,
+) -> dict:
+    """Package ``work`` into ``<out>/<name>-<version>/`` (``[release]`` section) and verify it.
+
+    ``allow_untrained`` lets features from untrained weights in (the card and manifest say so);
+    ``salt`` salts the uploader hashes (else ``$VDV_RELEASE_SALT``, else a random, forgotten salt).
+    """
+    config = load_config(config_path)
+    build_info = tasks.read_state(work, "build_report")
+    info = {k: build_info[k] for k in ("ingest", "screen", "score", "extract") if k in build_info}
+    return tasks.package(work, out, config, allow_untrained, salt, info)

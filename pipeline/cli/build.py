@@ -1,0 +1,234 @@
+"""``vdv build RAW_DIR`` and ``vdv reextract``: the Prefect flows, run without a server.
+
+Both run in Prefect's ephemeral mode (a temporary local API for the run's duration, no server
+to start) unless ``PREFECT_API_URL`` points at one. Progress is logged per stage and per clip;
+at the end the per-stage counts are printed, including how many clip x modality items were
+computed and how many were skipped because their shard was current.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+MODALITIES = ("pose", "holistic", "facial", "scenic")
+
+
+def _flow_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--modalities",
+        nargs="+",
+        choices=MODALITIES,
+        default=list(MODALITIES),
+        metavar="MODALITY",
+        help="extractors to run: pose holistic facial scenic (default: all four)",
+    )
+    parser.add_argument(
+        "--untrained",
+        action="store_true",
+        help="extract with seeded random weights where pre-trained ones are missing (recorded in every row)",
+    )
+    parser.add_argument("--device", metavar="DEV", help="cpu or cuda (default: CUDA when present)")
+    parser.add_argument(
+        "--runner",
+        choices=("thread", "process", "dask"),
+        default="thread",
+        help="task runner: a thread pool (default), a process pool, or Dask (prefect-dask) for many processes or machines",
+    )
+    parser.add_argument(
+        "--dask-address",
+        metavar="ADDR",
+        help="with --runner dask: a running scheduler, e.g. tcp://host:8786 (default: a local cluster)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="pool size or local Dask worker processes (default: 4 threads, 2 processes)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the full report as JSON")
+
+
+# Offline by default: Prefect's ephemeral server would otherwise try to send telemetry and log
+# a failure on every run where there is no network. An explicit setting wins.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def register(subparsers, parent: argparse.ArgumentParser) -> None:
+    p = subparsers.add_parser(
+        "build",
+        parents=[parent],
+        help="the whole pipeline: ingest, screen, score, extract, (train), release",
+        description=(
+            "Run the build flow on RAW_DIR (RAW_DIR/clips and RAW_DIR/metadata): ingest, screen and score "
+            "the clips, extract the chosen modalities of the kept clips in parallel, optionally train, and "
+            "package a verified release. Incremental: clips whose screening or feature shards are current "
+            "are skipped, and the counts say how many."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("raw_dir", metavar="RAW_DIR", help="raw layout: RAW_DIR/clips/ and RAW_DIR/metadata/")
+    p.add_argument(
+        "--pairing", metavar="CSV", help="CSV pairing clip files with metadata records (file,video_id[,challenge])"
+    )
+    p.add_argument(
+        "--overrides", metavar="CSV", help="reviewer override file for screening (clip or video id, keep/reject, note)"
+    )
+    p.add_argument("--crawl-time", metavar="ISO", help="crawl time of records that carry none (SPEC section 1)")
+    _flow_options(p)
+    p.add_argument(
+        "--train", action="store_true", help="run the training stage (models.train) on the all-challenge track"
+    )
+    p.add_argument("--train-dir", metavar="DIR", help="checkpoints of the training stage (default: WORK/train)")
+    p.add_argument(
+        "--release-out", metavar="DIR", help="package a release under DIR and verify it (default: no release)"
+    )
+    p.add_argument(
+        "--allow-untrained",
+        action="store_true",
+        help="let features from untrained weights into the release (marked in card and manifest)",
+    )
+    p.add_argument(
+        "--salt", help="salt of the uploader hashes (default: $VDV_RELEASE_SALT, else a random salt that is not kept)"
+    )
+    p.set_defaults(func=_build)
+
+    p = subparsers.add_parser(
+        "reextract",
+        parents=[parent],
+        help="recompute modalities whose clip or extractor identity changed",
+        description=(
+            "Run the reextract flow: for the kept clips of WORK, recompute the chosen modalities where the "
+            "clip content, extractor code, weights, parameters or precision changed; everything else is "
+            "skipped. With --raw-dir the rule stages run first so that new clips are picked up."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--raw-dir", metavar="DIR", help="re-run ingest, screen and score on this raw directory first")
+    p.add_argument("--pairing", metavar="CSV", help="with --raw-dir: pairing file")
+    p.add_argument("--overrides", metavar="CSV", help="with --raw-dir: screening override file")
+    p.add_argument("--force", action="store_true", help="recompute even current shards")
+    _flow_options(p)
+    p.set_defaults(func=_reextract)
+
+
+def _quiet_http() -> None:
+    """Prefect's client logs every API request at INFO through httpx; keep the run's own log readable."""
+    import logging
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _runner(args):
+    from flows.build import make_task_runner
+
+    _quiet_http()
+
+    return make_task_runner(args.runner, dask_address=args.dask_address, workers=args.workers)
+
+
+def _build(args) -> int:
+    from flows.build import BuildError, build
+
+    flow = build.with_options(task_runner=_runner(args))
+    try:
+        report = flow(
+            raw_dir=args.raw_dir,
+            work=args.work,
+            config_path=args.config,
+            pairing=args.pairing,
+            overrides=args.overrides,
+            crawl_time=args.crawl_time,
+            modalities=list(args.modalities),
+            untrained=args.untrained,
+            device=args.device,
+            train=args.train,
+            train_dir=args.train_dir,
+            release_out=args.release_out,
+            allow_untrained=args.allow_untrained,
+            salt=args.salt,
+        )
+    except BuildError as err:
+        print(f"vdv build: {err}", file=sys.stderr)
+        _print_report(_read_report(args.work, "build_report"), args)
+        return 1
+    _print_report(report, args)
+    return 0
+
+
+def _reextract(args) -> int:
+    from flows.build import BuildError
+    from flows.reextract import reextract
+
+    flow = reextract.with_options(task_runner=_runner(args))
+    try:
+        report = flow(
+            work=args.work,
+            modalities=list(args.modalities),
+            config_path=args.config,
+            raw_dir=args.raw_dir,
+            pairing=args.pairing,
+            overrides=args.overrides,
+            untrained=args.untrained,
+            device=args.device,
+            force=args.force,
+        )
+    except BuildError as err:
+        print(f"vdv reextract: {err}", file=sys.stderr)
+        _print_report(_read_report(args.work, "reextract_report"), args)
+        return 1
+    _print_report(report, args)
+    return 0
+
+
+def _read_report(work: str, name: str) -> dict:
+    from flows.tasks import read_state
+
+    return read_state(work, name)
+
+
+def _print_report(report: dict, args) -> None:
+    if not report:
+        return
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+        return
+    print()
+    if "ingest" in report:
+        i = report["ingest"]
+        print(f"ingest:  {i['clips']} clip(s) accepted, {i['rejected']} rejected {i['reasons'] or ''}")
+    if "screen" in report:
+        s = report["screen"]
+        print(
+            f"screen:  {s['kept']} kept, {s['rejected']} rejected ({s['screened']} screened, {s['skipped']} unchanged and skipped)"
+        )
+        for note in s.get("notes", []):
+            print(f"         note: {note}")
+    if "score" in report:
+        s = report["score"]
+        print(f"score:   {s['scored']} clip(s) scored, {s['rejected']} rejected")
+        for challenge, scale in sorted(s["challenges"].items()):
+            print(
+                f"         {challenge}: raw score {scale['raw_min']:.3f} .. {scale['raw_max']:.3f} over {scale['n_clips']} clip(s)"
+            )
+    print("extract: modality   computed  skipped  failed  seconds")
+    for modality, e in report.get("extract", {}).items():
+        print(f"         {modality:<9} {e['computed']:>9} {e['skipped']:>8} {e['failed']:>7} {e['seconds']:>8.1f}")
+    for modality, err in report.get("failed_modalities", {}).items():
+        print(f"         {modality:<9} FAILED: {err}")
+    if "extract_totals" in report:
+        t = report["extract_totals"]
+        print(f"         total: {t['computed']} computed, {t['skipped']} skipped (shard current), {t['failed']} failed")
+    if "train" in report:
+        print(f"train:   {report['train']}")
+    if "release" in report:
+        r = report["release"]
+        print(f"release: {r['path']} (verified)")
+        for config, counts in r["counts"].items():
+            print(f"         {config:<9} train {counts.get('train', 0)}, test {counts.get('test', 0)}")
+        if r["untrained_modalities"]:
+            print(f"         WARNING: {', '.join(r['untrained_modalities'])} features come from UNTRAINED weights")
+    if "seconds" in report:
+        print(f"done in {report['seconds']:.1f} s (work: {os.path.abspath(report.get('work', args.work))})")

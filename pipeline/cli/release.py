@@ -1,0 +1,109 @@
+"""``vdv release [--out DIR] [--allow-untrained]`` and ``vdv release verify DIR`` (SPEC section 9)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+# Offline by default: Prefect's ephemeral server would otherwise try to send telemetry and log
+# a failure on every run where there is no network. An explicit setting wins.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def register(subparsers, parent: argparse.ArgumentParser) -> None:
+    p = subparsers.add_parser(
+        "release",
+        parents=[parent],
+        help="package the work directory as a versioned dataset release, or verify one",
+        description=(
+            "Package WORK's scores, splits and feature shards as <out>/<name>-<version>/ (names from the "
+            "[release] config section): one Hugging Face config per modality plus scores, split by the "
+            "all-challenge track, single-challenge splits under splits/, a dataset card, SHA256SUMS and "
+            "manifest.json with the provenance of every feature. `vdv release verify DIR` re-checks a release."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("action", nargs="?", choices=("verify",), help="verify DIR instead of packaging")
+    p.add_argument("dir", nargs="?", metavar="DIR", help="with verify: the release directory")
+    p.add_argument("--out", default="release", metavar="DIR", help="parent directory of the release")
+    p.add_argument(
+        "--allow-untrained",
+        action="store_true",
+        help="package features from untrained weights (card and manifest say so)",
+    )
+    p.add_argument(
+        "--salt", help="salt of the uploader hashes (default: $VDV_RELEASE_SALT, else a random salt that is not kept)"
+    )
+    p.add_argument("--no-flow", action="store_true", help="package directly, without a Prefect flow run")
+    p.set_defaults(func=_release)
+
+
+def _release(args) -> int:
+    if args.action == "verify":
+        if not args.dir:
+            print("vdv release verify: give the release directory", file=sys.stderr)
+            return 2
+        return _verify(args.dir)
+    if args.dir:
+        print(
+            f"vdv release: unexpected argument {args.dir!r} (did you mean `vdv release verify {args.dir}`?)",
+            file=sys.stderr,
+        )
+        return 2
+    from pipeline.release import ReleaseError
+
+    try:
+        if args.no_flow:
+            from pipeline import release
+            from pipeline.config import load_config, stage_config
+
+            cfg = stage_config(release.ReleaseConfig, load_config(args.config), "release")
+            summary = release.package_release(
+                args.work, args.out, config=cfg, allow_untrained=args.allow_untrained, salt=args.salt
+            )
+            result = {
+                "path": str(summary.path),
+                "counts": summary.counts,
+                "untrained_modalities": summary.untrained_modalities,
+            }
+            if not release.verify_release(summary.path).ok:
+                return _verify(str(summary.path))
+        else:
+            import logging
+
+            from flows.release import release as release_flow
+
+            logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API request otherwise
+
+            result = release_flow(
+                work=args.work,
+                out=args.out,
+                config_path=args.config,
+                allow_untrained=args.allow_untrained,
+                salt=args.salt,
+            )
+    except ReleaseError as err:
+        print(f"vdv release: {err}", file=sys.stderr)
+        return 1
+    print(f"release: {result['path']} (verified)")
+    for config, counts in result["counts"].items():
+        print(f"  {config:<9} train {counts.get('train', 0)}, test {counts.get('test', 0)}")
+    if result["untrained_modalities"]:
+        print(f"  WARNING: {', '.join(result['untrained_modalities'])} features come from UNTRAINED weights")
+    return 0
+
+
+def _verify(directory: str) -> int:
+    from pipeline.release import verify_release
+
+    result = verify_release(directory)
+    for config, counts in result.counts.items():
+        print(f"  {config:<9} train {counts.get('train', 0)}, test {counts.get('test', 0)}")
+    if result.ok:
+        print(f"{directory}: OK (checksums, schemas, counts, splits)")
+        return 0
+    for problem in result.problems:
+        print(f"  problem: {problem}", file=sys.stderr)
+    print(f"{directory}: {len(result.problems)} problem(s)", file=sys.stderr)
+    return 1

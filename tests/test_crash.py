@@ -1,0 +1,131 @@
+"""Crash safety: SIGKILL the build while a feature shard is being written, then build again.
+
+The build runs as a subprocess (``python -m pipeline build``) in its own process group, so the
+kill takes its temporary Prefect server with it. ``pipeline.tables.atomic_write`` honours
+``VDV_TEST_PAUSE_IN_WRITE``: when the destination matches ``VDV_TEST_PAUSE_MATCH`` it writes the
+temporary file's name to the marker and sleeps before the rename, so the kill lands mid-write.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import release, tables
+from pipeline.provenance import sha256_file
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+CLIPS = {
+    "stgcn_ta_chi.mp4": ("6911379416308305158", "#taichi"),
+    "tfjs_pose_1.mp4": ("6898094572598037766", "#dance"),
+}
+CONFIG = """
+[ingest]
+crawl_time = "2021-01-06T15:51:49Z"
+[screen]
+max_followers = 0  # the sample's only creator has 398,700 followers
+min_duration_s = 3.0
+visual = false  # the pixel rules are not what this test is about
+[pose]
+fps = 5.0
+max_side = 256
+[release]
+group_by_uploader = false
+"""
+
+
+def setup_run(root: Path) -> list[str]:
+    raw = root / "raw"
+    (raw / "clips").mkdir(parents=True)
+    (raw / "metadata").mkdir()
+    for name in CLIPS:
+        os.symlink(SHARED / "clips" / name, raw / "clips" / name)
+    os.symlink(SHARED / "metadata" / "tiktok_scraper_sample.json", raw / "metadata" / "tiktok_scraper_sample.json")
+    (root / "pairing.csv").write_text(
+        "file,video_id,challenge\n" + "".join(f"{f},{v},{c}\n" for f, (v, c) in CLIPS.items())
+    )
+    (root / "config.toml").write_text(CONFIG)
+    return [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "build",
+        str(raw),
+        "--pairing",
+        str(root / "pairing.csv"),
+        "--config",
+        str(root / "config.toml"),
+        "--work",
+        str(root / "work"),
+        "--modalities",
+        "pose",
+        "--release-out",
+        str(root / "release"),
+        "--salt",
+        "crash-test",
+        "--json",
+    ]
+
+
+def env_for(root: Path, **extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(root / "prefect"), PREFECT_LOGGING_LEVEL="WARNING", **extra)
+    return env
+
+
+def test_sigkill_mid_write_then_rebuild(tmp_path):
+    command = setup_run(tmp_path)
+    ids = sorted(sha256_file(SHARED / "clips" / name) for name in CLIPS)
+    marker = tmp_path / "in_write"
+    # pose runs over the clips in clip-id order: let the first shard land, pause in the second
+    env = env_for(
+        tmp_path, VDV_TEST_PAUSE_IN_WRITE=str(marker), VDV_TEST_PAUSE_MATCH=f"features/pose/pose.{ids[1][:16]}"
+    )
+    proc = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert marker.exists(), (
+            f"the build never reached the shard write: {proc.communicate(timeout=30)[0].decode()[-3000:]}"
+        )
+        tmp_file = Path(marker.read_text())
+        assert tmp_file.exists() and tmp_file.name.startswith(".")  # the write is in progress
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the build and its temporary server
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    pose_dir = tmp_path / "work" / "features" / "pose"
+    visible = tables.table_files(tmp_path / "work", "features/pose")
+    assert [p.name.split(".")[1] for p in visible] == [ids[0][:16]]  # the finished shard only
+    assert tmp_file.exists()  # the partial file is hidden, not renamed into place
+    assert not (tmp_path / "release").exists()
+
+    done = subprocess.run(command, cwd=ROOT, env=env_for(tmp_path), capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(done.stdout[done.stdout.index("{") :])
+    pose = report["extract"]["pose"]
+    assert (pose["computed"], pose["skipped"], pose["failed"], pose["partial_removed"]) == (1, 1, 0, 1)
+    assert not list(pose_dir.glob(".*"))  # the leftover was swept
+    shards = tables.table_files(tmp_path / "work", "features/pose")
+    rows = [pq.read_table(p) for p in shards]
+    assert sorted(r.column("clip_id")[0].as_py() for r in rows) == ids  # no duplicate, none missing
+    assert all(r.num_rows == 1 for r in rows)
+    for r in rows:  # no partial rows: every sample of the clip is there
+        assert len(r.column("timestamps")[0]) == len(r.column("features")[0]) == len(r.column("valid")[0]) > 10
+    result = release.verify_release(report["release"]["path"])
+    assert result.ok, result.problems
+    assert result.counts["pose"]["train"] + result.counts["pose"]["test"] == 2

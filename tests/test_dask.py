@@ -1,0 +1,83 @@
+"""The build on a Dask LocalCluster of two worker processes (prefect-dask's DaskTaskRunner).
+
+The build runs as ``vdv build --runner dask`` in a subprocess, as a user would start it; the
+extraction tasks report the process that ran them, which must not be the flow's process, so
+their arguments and results crossed a process boundary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline import release, tables
+from pipeline.features import current_shards
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+CLIPS = {
+    "stgcn_ta_chi.mp4": ("6911379416308305158", "#taichi"),
+    "stgcn_clean_and_jerk.mp4": ("6894714574797393158", "#taichi"),
+    "tfjs_pose_1.mp4": ("6898094572598037766", "#dance"),
+}
+CONFIG = """
+[ingest]
+crawl_time = "2021-01-06T15:51:49Z"
+[screen]
+max_followers = 0  # the sample's only creator has 398,700 followers
+min_duration_s = 3.0
+visual = false
+[pose]
+fps = 5.0
+max_side = 256
+[scenic]
+fps = 5.0
+short_side = 48
+window = 10
+hop = 5
+[release]
+group_by_uploader = false
+"""
+
+
+def test_build_on_a_local_dask_cluster_of_two_processes(tmp_path):
+    raw = tmp_path / "raw"
+    (raw / "clips").mkdir(parents=True)
+    (raw / "metadata").mkdir()
+    for name in CLIPS:
+        os.symlink(SHARED / "clips" / name, raw / "clips" / name)
+    os.symlink(SHARED / "metadata" / "tiktok_scraper_sample.json", raw / "metadata" / "tiktok_scraper_sample.json")
+    (tmp_path / "pairing.csv").write_text(
+        "file,video_id,challenge\n" + "".join(f"{f},{v},{c}\n" for f, (v, c) in CLIPS.items())
+    )
+    (tmp_path / "config.toml").write_text(CONFIG)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_LOGGING_LEVEL="WARNING")
+    command = [
+        sys.executable, "-m", "pipeline", "build", str(raw),
+        "--pairing", str(tmp_path / "pairing.csv"), "--config", str(tmp_path / "config.toml"),
+        "--work", str(tmp_path / "work"), "--modalities", "pose", "scenic", "--untrained",
+        "--runner", "dask", "--workers", "2",
+        "--release-out", str(tmp_path / "release"), "--allow-untrained", "--json",
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=500)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(done.stdout[done.stdout.index("{") :])
+    pids = {m: report["extract"][m]["pid"] for m in ("pose", "scenic")}
+    assert report["pid"] not in pids.values()  # ran on worker processes, not in the flow's
+    for modality in ("pose", "scenic"):
+        e = report["extract"][modality]
+        assert (e["computed"], e["skipped"], e["failed"]) == (3, 0, 0)
+        assert len(current_shards(tmp_path / "work", modality)) == 3
+    scenic = tables.read_file(
+        next(iter(current_shards(tmp_path / "work", "scenic").values())), tables.feature_spec("scenic")
+    )
+    assert scenic.column("untrained")[0].as_py() is True
+    assert release.verify_release(report["release"]["path"]).ok

@@ -1,0 +1,155 @@
+"""Deployments from ``prefect.yaml`` on a real local Prefect server and a process work pool.
+
+Starts ``prefect server start`` on a free port of 127.0.0.1 with its own PREFECT_HOME, creates
+the process pool, runs ``prefect deploy --all`` from the repository root, creates a run of the
+``build`` deployment on two short real clips (pose only, no pixel screening), lets a worker
+execute it (``--run-once``) and waits for Completed. Everything it started is killed in the end
+(process groups), and every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline import release
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+POOL = "vdv-process"
+CLIPS = {
+    "stgcn_ta_chi.mp4": ("6911379416308305158", "#taichi"),
+    "tfjs_pose_1.mp4": ("6898094572598037766", "#dance"),
+}
+CONFIG = """
+[ingest]
+crawl_time = "2021-01-06T15:51:49Z"
+[screen]
+max_followers = 0  # the sample's only creator has 398,700 followers
+min_duration_s = 3.0
+visual = false
+[pose]
+fps = 5.0
+max_side = 256
+[release]
+group_by_uploader = false
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def api(method: str, url: str, body: dict | None = None):
+    import httpx
+
+    response = httpx.request(method, url, json=body, timeout=30)
+    response.raise_for_status()
+    return response.json() if response.content else None
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=15)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=15)
+
+
+def test_deploy_and_run_build_through_a_worker(tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(
+        PREFECT_HOME=str(tmp_path / "prefect"),
+        PREFECT_API_URL=url,
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_LOGGING_LEVEL="WARNING",
+    )
+    raw = tmp_path / "raw"
+    (raw / "clips").mkdir(parents=True)
+    (raw / "metadata").mkdir()
+    for name in CLIPS:
+        os.symlink(SHARED / "clips" / name, raw / "clips" / name)
+    os.symlink(SHARED / "metadata" / "tiktok_scraper_sample.json", raw / "metadata" / "tiktok_scraper_sample.json")
+    (tmp_path / "pairing.csv").write_text(
+        "file,video_id,challenge\n" + "".join(f"{f},{v},{c}\n" for f, (v, c) in CLIPS.items())
+    )
+    (tmp_path / "config.toml").write_text(CONFIG)
+    log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed in finally
+    started: list[subprocess.Popen] = []
+
+    def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        done = subprocess.run([PREFECT, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+        assert done.returncode == 0, f"prefect {' '.join(args)}: {done.stdout[-2000:]} {done.stderr[-2000:]}"
+        return done
+
+    try:
+        server = subprocess.Popen(
+            [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        started.append(server)
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                api("GET", f"{url}/health")
+                break
+            except Exception:  # noqa: BLE001 - not up yet
+                assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "the server did not come up in 180 s"
+                time.sleep(1)
+
+        run("work-pool", "create", POOL, "--type", "process")
+        run("--no-prompt", "deploy", "--all", timeout=240)
+        names = {d["name"] for d in api("POST", f"{url}/deployments/filter", {})}
+        assert names == {"build", "reextract-nightly", "release"}
+        nightly = api("GET", f"{url}/deployments/name/reextract/reextract-nightly")
+        assert nightly["schedules"][0]["schedule"]["cron"] == "0 3 * * *"
+
+        deployment = api("GET", f"{url}/deployments/name/build/build")
+        parameters = {
+            "raw_dir": str(raw),
+            "work": str(tmp_path / "work"),
+            "config_path": str(tmp_path / "config.toml"),
+            "pairing": str(tmp_path / "pairing.csv"),
+            "modalities": ["pose"],
+            "release_out": str(tmp_path / "release"),
+        }
+        flow_run = api("POST", f"{url}/deployments/{deployment['id']}/create_flow_run", {"parameters": parameters})
+
+        worker = subprocess.Popen(
+            [PREFECT, "worker", "start", "--pool", POOL, "--run-once"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        started.append(worker)
+        deadline = time.monotonic() + 360
+        state = None
+        while time.monotonic() < deadline:
+            state = api("GET", f"{url}/flow_runs/{flow_run['id']}")["state"]
+            if state and state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+                break
+            time.sleep(2)
+        assert state and state["type"] == "COMPLETED", f"{state}\n{(tmp_path / 'server.log').read_text()[-4000:]}"
+        report = json.loads((tmp_path / "work" / "flow_state" / "build_report.json").read_text())
+        assert report["extract"]["pose"]["computed"] == 2
+        assert release.verify_release(report["release"]["path"]).ok
+    finally:
+        for proc in reversed(started):
+            kill_group(proc)
+        log.close()
