@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,10 @@ def screen(work: str, config: Mapping[str, Any], overrides: str | None = None) -
         "skipped": len(reused),
         "kept": len(result.kept),
         "rejected": len(result.rows) - len(result.kept),
+        # every failing rule counts, so a clip rejected for two reasons appears under both
+        "reasons": dict(
+            Counter(reason for r in result.rows if not r["kept"] for reason in r["reasons"] or ["override_reject"])
+        ),
         "notes": list(result.notes),
     }
     _log().info(

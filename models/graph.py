@@ -35,27 +35,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.pose import MPII_JOINTS
+
 K_SUBSETS = 3  # root, centripetal, centrifugal
 
-# SPEC section 4, MPII order; the index is the row in a pose feature vector (joint-major).
-JOINTS: tuple[str, ...] = (
-    "r_ankle",
-    "r_knee",
-    "r_hip",
-    "l_hip",
-    "l_knee",
-    "l_ankle",
-    "pelvis",
-    "thorax",
-    "upper_neck",
-    "head_top",
-    "r_wrist",
-    "r_elbow",
-    "r_shoulder",
-    "l_shoulder",
-    "l_elbow",
-    "l_wrist",
-)
+# SPEC section 4, MPII order, defined once with the pose rows it indexes (joint-major).
+JOINTS: tuple[str, ...] = MPII_JOINTS
 NUM_JOINTS = len(JOINTS)
 
 # MPII limbs (paper Fig. 4a): legs to the pelvis, spine to the head, arms to the thorax.

@@ -86,7 +86,9 @@ def _to_rgb(frame: av.VideoFrame, params: DecodeParams) -> np.ndarray:
     return image
 
 
-def iter_samples(path: str | Path, params: DecodeParams = DecodeParams(), clip_id: str | None = None) -> Iterator[Sample]:
+def iter_samples(
+    path: str | Path, params: DecodeParams = DecodeParams(), clip_id: str | None = None
+) -> Iterator[Sample]:
     """Yield the grid samples of ``path`` in order (see the module docstring for the rule).
 
     Raises :class:`ClipError` for a file that cannot be opened or decoded, has no video stream,

@@ -57,9 +57,11 @@ found, and the features are zero there.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -181,10 +183,18 @@ class BlazePose:
             min_detection_confidence=min_detection_confidence,
             min_tracking_confidence=min_tracking_confidence,
         )
+        self._first_call = True
 
     def landmarks(self, image: np.ndarray) -> np.ndarray | None:
         height, width = image.shape[:2]
-        result = self._pose.process(np.ascontiguousarray(image))
+        if self._first_call:
+            # the graph's first run prints native start-up notices (XNNPACK, feedback tensors)
+            # straight to file descriptor 2; they say nothing a user can act on
+            with _native_stderr_silenced():
+                result = self._pose.process(np.ascontiguousarray(image))
+            self._first_call = False
+        else:
+            result = self._pose.process(np.ascontiguousarray(image))
         if result.pose_landmarks is None:
             return None
         lm = np.array([(p.x * width, p.y * height, p.visibility) for p in result.pose_landmarks.landmark])
@@ -198,6 +208,20 @@ class BlazePose:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Point file descriptor 2 at /dev/null for the block (native libraries bypass ``sys.stderr``)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 @dataclass(frozen=True)

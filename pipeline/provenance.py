@@ -103,9 +103,21 @@ def run_lineage(device: str | None = None, precision: str | None = None) -> dict
         "platform": platform.platform(),
         "libraries": {
             name: _version(name)
-            for name in ("numpy", "pyarrow", "torch", "torchvision", "mediapipe", "cv2", "av", "facenet_pytorch", "prefect")
+            for name in (
+                "numpy",
+                "pyarrow",
+                "torch",
+                "torchvision",
+                "mediapipe",
+                "cv2",
+                "av",
+                "facenet_pytorch",
+                "prefect",
+            )
         },
-        "ffmpeg": {k: ".".join(map(str, v)) if isinstance(v, tuple) else str(v) for k, v in av.library_versions.items()},
+        "ffmpeg": {
+            k: ".".join(map(str, v)) if isinstance(v, tuple) else str(v) for k, v in av.library_versions.items()
+        },
     }
     if device is not None:
         lineage["device"] = device

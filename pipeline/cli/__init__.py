@@ -33,8 +33,12 @@ See README.md for the raw layout, the tables and the configuration file.
 def common_options() -> argparse.ArgumentParser:
     """Options every subcommand accepts (added as a parent parser)."""
     parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--work", default="work", metavar="DIR", help="work directory holding the tables (default: %(default)s)")
-    parent.add_argument("--config", metavar="TOML", help="configuration file with one [section] per stage (see data/demo/config.toml)")
+    parent.add_argument(
+        "--work", default="work", metavar="DIR", help="work directory holding the tables (default: %(default)s)"
+    )
+    parent.add_argument(
+        "--config", metavar="TOML", help="configuration file with one [section] per stage (see data/demo/config.toml)"
+    )
     parent.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     return parent
 

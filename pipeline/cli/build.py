@@ -204,6 +204,8 @@ def _print_report(report: dict, args) -> None:
         print(
             f"screen:  {s['kept']} kept, {s['rejected']} rejected ({s['screened']} screened, {s['skipped']} unchanged and skipped)"
         )
+        if s.get("reasons"):
+            print("         rejected by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(s["reasons"].items())))
         for note in s.get("notes", []):
             print(f"         note: {note}")
     if "score" in report:

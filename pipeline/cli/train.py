@@ -1,4 +1,5 @@
-"""``vdv train``, ``vdv evaluate``, ``vdv feedback``: thin wrappers over models.train/evaluate/feedback."""
+"""``vdv train``, ``vdv evaluate``, ``vdv feedback``, ``vdv sports``: thin wrappers over
+models.train/evaluate/feedback/sports."""
 
 from __future__ import annotations
 
@@ -40,6 +41,24 @@ def register(subparsers, parent: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", default="0", help="comma-separated frame indices saved as PNG")
     p.add_argument("--tips", action="store_true", help="also compute dance tips per challenge over every clip")
     p.set_defaults(func=_feedback)
+
+    p = subparsers.add_parser(
+        "sports",
+        parents=[parent],
+        help="AQA-7 sports rating (SPEC section 8): extract, train on Split_4 train, SRC per class on Split_4 test",
+    )
+    p.add_argument("root", metavar="AQA7_ROOT", help="the unpacked AQA-7 tree (Seven/, Split_4/)")
+    p.add_argument("--out", required=True, metavar="DIR", help="results.json, results.md and runs/<model>/")
+    p.add_argument("--model", help="multimodal (default: skeletal + holistic fusion), psgcn, rtcn, tcn, lstm")
+    p.add_argument("--modalities", help="comma-separated streams among skeletal,holistic (default: both)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--device", help="auto (CUDA when present), cpu, cuda")
+    p.add_argument("--per-class", action="store_true", help="one model per class instead of one over all classes")
+    p.add_argument("--skip-extract", action="store_true", help="train on the shards already in --work")
+    p.add_argument(
+        "--untrained", action="store_true", help="holistic features from seeded random weights (explicit only)"
+    )
+    p.set_defaults(func=_sports)
 
 
 def _ablation_names() -> list[str]:
@@ -130,4 +149,35 @@ def _feedback(args) -> int:
         print(
             json.dumps(feedback.save_tips(out, feedback.dance_tips(model, [ds[i] for i in range(len(ds))])), indent=2)
         )
+    return 0
+
+
+def _sports(args) -> int:
+    from models import sports
+    from pipeline.config import load_config, stage_config
+
+    cfg = load_config(args.config)
+    sports_config = stage_config(sports.SportsConfig, cfg, "sports")
+    train, data = _configs(args)
+    if args.modalities is None and train.model == "multimodal":
+        import dataclasses
+
+        train = dataclasses.replace(train, modalities=sports.STREAMS)
+    if not args.skip_extract:
+        from pipeline import holistic, pose
+
+        device = None if args.device in (None, "auto") else args.device
+        extractors = {}
+        if "skeletal" in train.modalities:
+            extractors["skeletal"] = pose.build_extractor(cfg.get("pose", {}), device=device)
+        if "holistic" in train.modalities:
+            extractors["holistic"] = holistic.build_extractor(
+                cfg.get("holistic", {}), untrained=args.untrained, device=device
+            )
+        prep = sports.prepare_aqa7(args.root, args.work, extractors, sports_config)
+        print(f"sports: {len(prep['train'])} train and {len(prep['test'])} test samples; {prep['rejected']} rejected")
+    results = sports.train_sports(
+        args.root, args.work, args.out, train, data, config=sports_config, per_class=args.per_class
+    )
+    print(sports.markdown(results))
     return 0
