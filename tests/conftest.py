@@ -69,3 +69,22 @@ def make_raw(tmp_path):
         return raw
 
     return build
+
+
+def write_sample_run(root: Path, clips: Mapping[str, tuple[str, str]], config: str) -> tuple[Path, Path, Path]:
+    """A build's inputs under ``root``: ``raw/`` with real clips and the real metadata sample
+    linked in place, ``pairing.csv`` (``clips`` maps a file name to (video id, challenge)) and
+    ``config.toml``. Returns (raw dir, pairing file, config file); safe to call twice."""
+    raw = root / "raw"
+    (raw / "clips").mkdir(parents=True, exist_ok=True)
+    (raw / "metadata").mkdir(exist_ok=True)
+    links = {raw / "clips" / name: SHARED_CLIPS / name for name in clips}
+    links[raw / "metadata" / SCRAPER_SAMPLE.name] = SCRAPER_SAMPLE
+    for target, source in links.items():
+        if not target.exists():
+            os.symlink(source, target)
+    pairing = root / "pairing.csv"
+    pairing.write_text("file,video_id,challenge\n" + "".join(f"{f},{v},{c}\n" for f, (v, c) in clips.items()))
+    config_path = root / "config.toml"
+    config_path.write_text(config)
+    return raw, pairing, config_path

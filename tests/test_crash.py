@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import write_sample_run
 
 from pipeline import release, tables
 from pipeline.provenance import sha256_file
@@ -46,16 +47,7 @@ group_by_uploader = false
 
 
 def setup_run(root: Path) -> list[str]:
-    raw = root / "raw"
-    (raw / "clips").mkdir(parents=True)
-    (raw / "metadata").mkdir()
-    for name in CLIPS:
-        os.symlink(SHARED / "clips" / name, raw / "clips" / name)
-    os.symlink(SHARED / "metadata" / "tiktok_scraper_sample.json", raw / "metadata" / "tiktok_scraper_sample.json")
-    (root / "pairing.csv").write_text(
-        "file,video_id,challenge\n" + "".join(f"{f},{v},{c}\n" for f, (v, c) in CLIPS.items())
-    )
-    (root / "config.toml").write_text(CONFIG)
+    raw, pairing, config = write_sample_run(root, CLIPS, CONFIG)
     return [
         sys.executable,
         "-m",
@@ -63,9 +55,9 @@ def setup_run(root: Path) -> list[str]:
         "build",
         str(raw),
         "--pairing",
-        str(root / "pairing.csv"),
+        str(pairing),
         "--config",
-        str(root / "config.toml"),
+        str(config),
         "--work",
         str(root / "work"),
         "--modalities",

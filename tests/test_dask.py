@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import write_sample_run
 
 from pipeline import release, tables
 from pipeline.features import current_shards
@@ -21,7 +22,6 @@ from pipeline.features import current_shards
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
 CLIPS = {
     "stgcn_ta_chi.mp4": ("6911379416308305158", "#taichi"),
     "stgcn_clean_and_jerk.mp4": ("6894714574797393158", "#taichi"),
@@ -48,21 +48,12 @@ group_by_uploader = false
 
 
 def test_build_on_a_local_dask_cluster_of_two_processes(tmp_path):
-    raw = tmp_path / "raw"
-    (raw / "clips").mkdir(parents=True)
-    (raw / "metadata").mkdir()
-    for name in CLIPS:
-        os.symlink(SHARED / "clips" / name, raw / "clips" / name)
-    os.symlink(SHARED / "metadata" / "tiktok_scraper_sample.json", raw / "metadata" / "tiktok_scraper_sample.json")
-    (tmp_path / "pairing.csv").write_text(
-        "file,video_id,challenge\n" + "".join(f"{f},{v},{c}\n" for f, (v, c) in CLIPS.items())
-    )
-    (tmp_path / "config.toml").write_text(CONFIG)
+    raw, pairing, config = write_sample_run(tmp_path, CLIPS, CONFIG)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_LOGGING_LEVEL="WARNING")
     command = [
         sys.executable, "-m", "pipeline", "build", str(raw),
-        "--pairing", str(tmp_path / "pairing.csv"), "--config", str(tmp_path / "config.toml"),
+        "--pairing", str(pairing), "--config", str(config),
         "--work", str(tmp_path / "work"), "--modalities", "pose", "scenic", "--untrained",
         "--runner", "dask", "--workers", "2",
         "--release-out", str(tmp_path / "release"), "--allow-untrained", "--json",

@@ -19,13 +19,13 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import write_sample_run
 
 from pipeline import release
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 POOL = "vdv-process"
 CLIPS = {
@@ -81,16 +81,7 @@ def test_deploy_and_run_build_through_a_worker(tmp_path):
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_LOGGING_LEVEL="WARNING",
     )
-    raw = tmp_path / "raw"
-    (raw / "clips").mkdir(parents=True)
-    (raw / "metadata").mkdir()
-    for name in CLIPS:
-        os.symlink(SHARED / "clips" / name, raw / "clips" / name)
-    os.symlink(SHARED / "metadata" / "tiktok_scraper_sample.json", raw / "metadata" / "tiktok_scraper_sample.json")
-    (tmp_path / "pairing.csv").write_text(
-        "file,video_id,challenge\n" + "".join(f"{f},{v},{c}\n" for f, (v, c) in CLIPS.items())
-    )
-    (tmp_path / "config.toml").write_text(CONFIG)
+    raw, pairing, config = write_sample_run(tmp_path, CLIPS, CONFIG)
     log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed in finally
     started: list[subprocess.Popen] = []
 
@@ -126,8 +117,8 @@ def test_deploy_and_run_build_through_a_worker(tmp_path):
         parameters = {
             "raw_dir": str(raw),
             "work": str(tmp_path / "work"),
-            "config_path": str(tmp_path / "config.toml"),
-            "pairing": str(tmp_path / "pairing.csv"),
+            "config_path": str(config),
+            "pairing": str(pairing),
             "modalities": ["pose"],
             "release_out": str(tmp_path / "release"),
         }

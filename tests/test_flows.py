@@ -17,6 +17,8 @@ os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="vdv-prefect-"))
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.pop("PREFECT_API_URL", None)
 
+from conftest import write_sample_run  # noqa: E402
+
 from flows import tasks  # noqa: E402
 from flows.build import build, make_task_runner  # noqa: E402
 from flows.reextract import reextract  # noqa: E402
@@ -25,7 +27,6 @@ from pipeline.features import current_shards  # noqa: E402
 from pipeline.provenance import sha256_file  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-METADATA = SHARED / "metadata" / "tiktok_scraper_sample.json"
 # three short real clips: two static single-person clips (Kinetics) and the rendered dancer
 CLIPS = {
     "stgcn_ta_chi.mp4": ("6911379416308305158", "#taichi"),
@@ -71,25 +72,8 @@ group_by_uploader = false  # every record has the same uploader
 """
 
 
-def write_raw(root: Path) -> tuple[Path, Path]:
-    """RAW_DIR with the real clips linked in place and the real metadata sample; the pairing CSV."""
-    raw = root / "raw"
-    (raw / "clips").mkdir(parents=True, exist_ok=True)
-    (raw / "metadata").mkdir(exist_ok=True)
-    for name in CLIPS:
-        target = raw / "clips" / name
-        if not target.exists():
-            os.symlink(SHARED / "clips" / name, target)
-    if not (raw / "metadata" / METADATA.name).exists():
-        os.symlink(METADATA, raw / "metadata" / METADATA.name)
-    pairing = root / "pairing.csv"
-    pairing.write_text("file,video_id,challenge\n" + "".join(f"{f},{v},{c}\n" for f, (v, c) in CLIPS.items()))
-    return raw, pairing
-
-
-def write_config(path: Path, *, visual: bool = True, pose_fps: float = 5.0) -> Path:
-    path.write_text(CONFIG.format(visual=str(visual).lower(), pose_fps=pose_fps))
-    return path
+def config_text(*, visual: bool = True, pose_fps: float = 5.0) -> str:
+    return CONFIG.format(visual=str(visual).lower(), pose_fps=pose_fps)
 
 
 @pytest.fixture(scope="session")
@@ -149,8 +133,7 @@ def test_extraction_tasks_carry_the_gpu_tag():
 @pytest.fixture(scope="module")
 def built(prefect_harness, tmp_path_factory):
     root = tmp_path_factory.mktemp("flow")
-    raw, pairing = write_raw(root)
-    config = write_config(root / "config.toml")
+    raw, pairing, config = write_sample_run(root, CLIPS, config_text())
     kwargs = dict(
         raw_dir=str(raw),
         work=str(root / "work"),
@@ -205,7 +188,8 @@ def test_changing_one_parameter_recomputes_that_modality_only(built):
     root, kwargs, _ = built
     work = root / "work"
     old_pose = {p.name for p in (work / "features" / "pose").glob("*.parquet")}
-    config = write_config(root / "config_pose4.toml", pose_fps=4.0)
+    config = root / "config_pose4.toml"
+    config.write_text(config_text(pose_fps=4.0))
     report = reextract(work=str(work), modalities=MODALITIES, config_path=str(config), untrained=True)
     assert report["extract"]["pose"]["computed"] == 3 and report["extract"]["pose"]["skipped"] == 0
     for modality in ("holistic", "facial", "scenic"):
