@@ -74,3 +74,97 @@ def test_prepare_writes_shards_scores_and_rejections(aqa: Path, tmp_path: Path) 
     ds = ViralityDataset(open_source(tmp_path), ("holistic",))
     item = ds[0]
     assert item["holistic"].shape == (256, 3) and item["holistic_mask"].sum() == 11  # 11 frames at 25 fps
+
+
+@pytest.fixture(scope="module")
+def aqa_split4(tmp_path_factory) -> Path:
+    """Two classes with train and test samples; a repeated row and a score above 100."""
+    root = tmp_path_factory.mktemp("AQA-7-split4")
+    frames = [
+        s.image for s in iter_samples(SHARED / "clips" / "stgcn_clean_and_jerk.mp4", DecodeParams(fps=10, end_s=2.0))
+    ]
+    train = [[1, n, 20.0 + 9 * n] for n in (1, 2, 3, 4)] + [[2, n, 95.0 + 3 * n] for n in (1, 2, 3)]
+    train.append([1, 2, 38.0])  # repeated row
+    test = [[1, n, 30.0 + 5 * n] for n in (5, 6, 7)] + [[2, n, 90.0 + 4 * n] for n in (4, 5)]
+    for cls, num, _ in train + test:
+        d = root / "Seven" / f"{sports.AQA7_CLASSES[int(cls) - 1]}-out" / f"{int(num):03d}"
+        d.mkdir(parents=True, exist_ok=True)
+        for i, img in enumerate(frames[int(num) : int(num) + 10], start=1):
+            cv2.imwrite(str(d / f"img_{i:05d}.jpg"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    (root / "Split_4").mkdir()
+    savemat(root / "Split_4" / "split_4_train_list.mat", {"consolidated_train_list": np.array(train, float)})
+    savemat(root / "Split_4" / "split_4_test_list.mat", {"consolidated_test_list": np.array(test, float)})
+    return root
+
+
+@pytest.fixture(scope="module")
+def prepared(aqa_split4: Path, tmp_path_factory) -> tuple[Path, dict]:
+    """The tree's samples through the real pose extractor (BlazePose) and the cheap holistic one."""
+    from pipeline.pose import PoseConfig, build_extractor
+
+    work = tmp_path_factory.mktemp("sports-work")
+    prep = sports.prepare_aqa7(
+        aqa_split4, work, {"skeletal": build_extractor(PoseConfig(max_side=256)), "holistic": MeanColour()}
+    )
+    return work, prep
+
+
+def test_train_sports_reports_src_per_class_on_split4_test(aqa_split4: Path, prepared, tmp_path: Path) -> None:
+    from models.data import DataConfig
+    from models.train import TrainConfig
+
+    work, prep = prepared
+    out = tmp_path / "out"
+    assert len(prep["train"]) == 7 and len(prep["test"]) == 5 and prep["rejected"] == 0
+    assert sports.split_ids(aqa_split4) == {"train": prep["train"], "test": prep["test"]}
+    # the real skeleton: BlazePose found the lifter in the frames of the sample
+    _, valid = open_source(work).load("skeletal", prep["test"][0])
+    assert len(valid) == 10 and valid.sum() >= 8
+
+    config = TrainConfig(model="multimodal", epochs=2, batch_size=4, dropout=0.1)
+    data = DataConfig(skeletal_frames=16, holistic_frames=16)
+    res = sports.train_sports(aqa_split4, work, out, config, data)
+
+    assert tuple(res["train_config"]["modalities"]) == ("skeletal", "holistic")  # SPEC section 8: two streams only
+    assert set(res["classes"]) == {"diving", "gym_vault"}
+    assert res["classes"]["diving"]["n_test"] == 3 and res["classes"]["diving"]["n_train"] == 4
+    assert res["classes"]["gym_vault"]["n_test"] == 2 and res["classes"]["gym_vault"]["n_train"] == 3
+    assert res["all"]["n_test"] == 5 and set(res["predictions"]) == set(prep["test"])
+    for r in res["classes"].values():  # two or three test samples: SRC is a rank correlation in [-1, 1]
+        assert r["src"] is not None and -1.0 <= r["src"] <= 1.0
+    srcs = [r["src"] for r in res["classes"].values()]
+    assert min(srcs) <= res["mean_src_fisher_z"] <= max(srcs)
+    assert (out / "results.json").is_file() and "| diving |" in (out / "results.md").read_text()
+    run = out / "runs" / "all"
+    assert (run / "checkpoint.pt").is_file() and (run / "train_log.jsonl").read_text().count("\n") >= 2
+
+
+def test_train_sports_refuses_streams_outside_spec(aqa_split4: Path, tmp_path: Path) -> None:
+    from models.train import TrainConfig
+
+    with pytest.raises(ValueError, match="skeletal"):
+        sports.train_sports(
+            aqa_split4, tmp_path, tmp_path / "out", TrainConfig(model="multimodal", modalities=("skeletal", "facial"))
+        )
+
+
+def test_fisher_mean() -> None:
+    assert sports.fisher_mean([0.5, None, 0.5]) == pytest.approx(0.5)
+    assert sports.fisher_mean([None]) is None
+    # z-averaging: tanh((atanh 0.2 + atanh 0.6) / 2), above the plain mean 0.4
+    assert sports.fisher_mean([0.2, 0.6]) == pytest.approx(0.4202, abs=1e-4)
+
+
+def test_vdv_sports_cli_per_class_skeleton_model(aqa_split4: Path, prepared, tmp_path: Path, capsys) -> None:
+    from pipeline.cli import main
+
+    work, prep = prepared
+    config = tmp_path / "sports.toml"
+    config.write_text("[data]\nskeletal_frames = 16\n\n[train]\nbatch_size = 4\n")
+    argv = ["sports", str(aqa_split4), "--work", str(work), "--out", str(tmp_path / "out"), "--config", str(config)]
+    rc = main([*argv, "--skip-extract", "--per-class", "--model", "psgcn", "--modalities", "skeletal", "--epochs", "1"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "| diving |" in printed and "| gym_vault |" in printed and "Fisher z" in printed
+    # one model per class, each trained on its own class's Split_4 train samples
+    assert {p.name for p in (tmp_path / "out" / "runs").iterdir()} == {"diving", "gym_vault"}

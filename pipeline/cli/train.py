@@ -14,7 +14,7 @@ def register(subparsers, parent: argparse.ArgumentParser) -> None:
     p.add_argument("--track", default="all", help="all or challenge-<name> (SPEC section 6)")
     p.add_argument("--model", help="multimodal (default), psgcn, stgcn, rtcn, tcn, lstm")
     p.add_argument("--modalities", help="comma-separated streams, e.g. skeletal,holistic")
-    p.add_argument("--epochs", type=int)
+    p.add_argument("--epochs", type=int, help="epochs to train (default: [train] epochs of --config)")
     p.add_argument("--device", help="auto (CUDA when present), cpu, cuda")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
     p.set_defaults(func=_train)
@@ -26,8 +26,10 @@ def register(subparsers, parent: argparse.ArgumentParser) -> None:
     p.add_argument("--tracks", help="comma-separated tracks (default: every track)")
     p.add_argument("--track", default="all", help="track of --checkpoint")
     p.add_argument("--ablations", default="full", help="comma-separated: full," + ",".join(_ablation_names()))
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--device")
+    p.add_argument(
+        "--epochs", type=int, help="epochs per (ablation, track) model (default: [train] epochs of --config)"
+    )
+    p.add_argument("--device", help="auto (CUDA when present), cpu, cuda")
     p.set_defaults(func=_evaluate)
 
     p = subparsers.add_parser(
@@ -35,7 +37,9 @@ def register(subparsers, parent: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--checkpoint", required=True, help="a psgcn checkpoint from vdv train --model psgcn")
     p.add_argument("--source", help="work directory with pose shards (default: --work)")
-    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument(
+        "--out", required=True, metavar="DIR", help="where guidance arrays, PNGs, the MP4 and dance-tip heat maps go"
+    )
     p.add_argument("--clip", help="clip id for action guidance (needs --video)")
     p.add_argument("--video", help="the clip's video file, to draw the arrows on")
     p.add_argument("--frames", default="0", help="comma-separated frame indices saved as PNG")
@@ -51,7 +55,7 @@ def register(subparsers, parent: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="results.json, results.md and runs/<model>/")
     p.add_argument("--model", help="multimodal (default: skeletal + holistic fusion), psgcn, rtcn, tcn, lstm")
     p.add_argument("--modalities", help="comma-separated streams among skeletal,holistic (default: both)")
-    p.add_argument("--epochs", type=int)
+    p.add_argument("--epochs", type=int, help="epochs to train (default: [train] epochs of --config)")
     p.add_argument("--device", help="auto (CUDA when present), cpu, cuda")
     p.add_argument("--per-class", action="store_true", help="one model per class instead of one over all classes")
     p.add_argument("--skip-extract", action="store_true", help="train on the shards already in --work")
