@@ -61,7 +61,7 @@ def test_follower_replays_real_speeds(lc, sources) -> None:
     """Relative to its root, a follower joint moves with the leader's real velocities, only
     later: its speed distribution does not depend on the score (motion energy is blind to it)."""
     seq = sources["tfjs_pose_squats:keypoints"]
-    task = lc.Task()
+    task = lc.Task(levels=8, flip=True)  # the graded, flipped variant
     unison = lc.canon_share(seq, task.lag, 0, task)
     canon = lc.canon_share(seq, task.lag, task.levels, task)
     assert np.abs(canon - unison).max() > 0.05  # the variants do differ
@@ -75,7 +75,7 @@ def test_follower_replays_real_speeds(lc, sources) -> None:
 
 def test_share_score_levels(lc, sources) -> None:
     seq = sources["tfjs_pose_1:keypoints"]
-    task = lc.Task()
+    task = lc.Task(levels=8, flip=True)  # the graded, flipped variant
     x, y = lc.sample_batch([seq], 64, task, np.random.default_rng(0))
     assert x.shape == (64, 3, task.frames, 16) and x.dtype == np.float32
     assert set(np.round(y * task.levels).astype(int)) <= set(range(task.levels + 1)) and y.min() < y.max()
