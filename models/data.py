@@ -48,8 +48,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from models.graph import NUM_JOINTS
 from pipeline import tables
 from pipeline.features import FeatureExtractor, FeatureSequence, current_shards
+from pipeline.pose import MPII_INDEX
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +59,7 @@ MODALITIES: tuple[str, ...] = ("skeletal", "holistic", "facial", "scenic")
 APPEARANCE: tuple[str, ...] = ("holistic", "facial", "scenic")
 # stream name -> modality name of the feature shards (pipeline.features)
 SHARD_MODALITY = {"skeletal": "pose", "holistic": "holistic", "facial": "facial", "scenic": "scenic"}
-NUM_JOINTS = 16
-PELVIS, THORAX = 6, 7  # MPII joint order, SPEC section 4
+PELVIS, THORAX = MPII_INDEX["pelvis"], MPII_INDEX["thorax"]
 
 
 @dataclass(frozen=True)

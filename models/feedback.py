@@ -21,30 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+from models import graph
 from models.data import NUM_JOINTS, normalize_skeleton
 from pipeline.tables import atomic_write
 
-JOINT_NAMES = (
-    "r-ankle", "r-knee", "r-hip", "l-hip", "l-knee", "l-ankle", "pelvis", "thorax",
-    "upper-neck", "head-top", "r-wrist", "r-elbow", "r-shoulder", "l-shoulder", "l-elbow", "l-wrist",
-)  # fmt: skip
-BONES = (
-    (0, 1),
-    (1, 2),
-    (2, 6),
-    (3, 6),
-    (3, 4),
-    (4, 5),
-    (6, 7),
-    (7, 8),
-    (8, 9),
-    (7, 12),
-    (12, 11),
-    (11, 10),
-    (7, 13),
-    (13, 14),
-    (14, 15),
-)
+JOINT_NAMES = tuple(name.replace("_", "-") for name in graph.JOINTS)  # plot labels
+BONES = graph.EDGES
 
 
 def guidance(model, x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:

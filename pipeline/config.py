@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -52,3 +53,12 @@ def stage_config(cls: type[T], config: dict[str, Any] | None, section: str, **ov
         if field.name in values and isinstance(values[field.name], list):
             values[field.name] = tuple(values[field.name])
     return cls(**values)
+
+
+def section_config(cls: type[T], config: T | Mapping[str, Any] | None, section: str) -> T:
+    """A stage's dataclass from its own ``[section]`` (a mapping), an instance, or None (defaults)."""
+    if config is None or isinstance(config, Mapping):
+        return stage_config(cls, {section: dict(config or {})}, section)
+    if not isinstance(config, cls):
+        raise TypeError(f"expected {cls.__name__} or a mapping for [{section}], got {type(config).__name__}")
+    return config

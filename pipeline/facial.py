@@ -34,7 +34,6 @@ A sample without a face has ``valid`` False and a zero vector (ARCHITECTURE.md).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from collections.abc import Mapping
@@ -46,7 +45,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pipeline.config import stage_config
+from pipeline.config import section_config
 from pipeline.decode import DecodeParams, Sample, iter_samples
 from pipeline.errors import ClipError, Reason
 from pipeline.features import FeatureExtractor, FeatureSequence
@@ -300,8 +299,6 @@ class FacialExtractor(FeatureExtractor):
         if not times:
             raise ClipError(clip_id, Reason.ZERO_FRAMES, f"{path} gave no grid sample")
         features = np.concatenate(chunks)
-        if not np.isfinite(features).all():
-            raise ClipError(clip_id, Reason.EXTRACT_FAILED, "facial features are not finite")
         rate = source_fps(path)
         return FeatureSequence(
             timestamps=np.asarray(times, dtype=np.float64),
@@ -323,8 +320,5 @@ def build_extractor(
     network's weights are not in the cache, unless ``untrained`` (explicit only) asks for seeded
     random weights. The MTCNN detector always uses the weights shipped with facenet-pytorch.
     """
-    if config is None or isinstance(config, Mapping):
-        config = stage_config(FacialConfig, {"facial": dict(config or {})}, "facial")
-    elif not dataclasses.is_dataclass(config):
-        raise TypeError(f"expected FacialConfig or a mapping, got {type(config).__name__}")
+    config = section_config(FacialConfig, config, "facial")
     return FacialExtractor(config, untrained=untrained, device=device)

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import tables
+from pipeline.errors import ClipError, Reason
 from pipeline.provenance import feature_identity
 
 UNTRAINED = "untrained"
@@ -131,6 +132,9 @@ class FeatureExtractor:
         if target.exists() and not force:
             return target, False
         seq = self.compute(path, clip_id)
+        if not np.isfinite(seq.features).all():
+            # a numerical failure (e.g. overflow in bf16) must not become a released feature
+            raise ClipError(clip_id, Reason.EXTRACT_FAILED, f"{self.modality} features are not finite")
         table = self.table(clip_id, seq)
         tables.atomic_write(target, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
         for stale in Path(target.parent).glob(f"{self.modality}.{clip_id[:16]}.*.parquet"):

@@ -16,7 +16,6 @@ under bfloat16 autocast (precision ``"bfloat16"``); on the CPU it is float32.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.config import stage_config
+from pipeline.config import section_config
 from pipeline.decode import DecodeParams, Sample, iter_samples
 from pipeline.errors import ClipError, Reason
 from pipeline.features import FeatureExtractor, FeatureSequence
@@ -149,8 +148,6 @@ class HolisticExtractor(FeatureExtractor):
         if not chunks:
             raise ClipError(clip_id, Reason.ZERO_FRAMES, f"{path} gave no grid sample")
         features = np.concatenate(chunks).astype(np.float32)
-        if not np.isfinite(features).all():
-            raise ClipError(clip_id, Reason.EXTRACT_FAILED, "holistic features are not finite")
         from pipeline.decode import source_fps
 
         rate = source_fps(path)
@@ -173,8 +170,5 @@ def build_extractor(
     Raises :class:`~pipeline.errors.WeightsError` naming the fixing command when the TSN weights
     are not in the cache, unless ``untrained`` (explicit only) asks for seeded random weights.
     """
-    if config is None or isinstance(config, Mapping):
-        config = stage_config(HolisticConfig, {"holistic": dict(config or {})}, "holistic")
-    elif not dataclasses.is_dataclass(config):
-        raise TypeError(f"expected HolisticConfig or a mapping, got {type(config).__name__}")
+    config = section_config(HolisticConfig, config, "holistic")
     return HolisticExtractor(config, untrained=untrained, device=device)

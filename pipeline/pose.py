@@ -58,7 +58,6 @@ found, and the features are zero there.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import sys
@@ -70,7 +69,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from pipeline.config import stage_config
+from pipeline.config import section_config
 from pipeline.decode import DecodeParams, clockwise_rotation, iter_samples
 from pipeline.errors import ClipError, Reason
 from pipeline.features import FeatureExtractor, FeatureSequence
@@ -341,10 +340,7 @@ def build_extractor(
     BlazePose's weights ship inside the mediapipe wheel, so there is no untrained variant:
     ``untrained`` is accepted for a uniform CLI and the real model is used.
     """
-    if config is None or isinstance(config, Mapping):
-        config = stage_config(PoseConfig, {"pose": dict(config or {})}, "pose")
-    elif not dataclasses.is_dataclass(config):
-        raise TypeError(f"expected PoseConfig or a mapping, got {type(config).__name__}")
+    config = section_config(PoseConfig, config, "pose")
     if untrained:
         log.warning("pose: BlazePose weights ship with mediapipe; extracting with the real model")
     return PoseExtractor(config, device=device)

@@ -31,7 +31,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pipeline.config import stage_config
+from pipeline.config import section_config
 from pipeline.decode import DecodeParams, iter_samples
 from pipeline.errors import ClipError, Reason
 from pipeline.features import FeatureExtractor, FeatureSequence
@@ -202,8 +202,6 @@ class ScenicExtractor(FeatureExtractor):
         if saved:
             write_backgrounds(saved, self.config.save_backgrounds, clip_id[:16])
         features = np.concatenate(chunks).astype(np.float32)
-        if not np.isfinite(features).all():
-            raise ClipError(clip_id, Reason.EXTRACT_FAILED, "scenic features are not finite")
         rate = source_fps(path)
         return FeatureSequence(
             timestamps=np.asarray(times, dtype=np.float64),
@@ -224,8 +222,5 @@ def build_extractor(
     Raises :class:`~pipeline.errors.WeightsError` naming the fixing command when the Places365
     weights are not in the cache, unless ``untrained`` (explicit only) asks for seeded random weights.
     """
-    if config is None or isinstance(config, Mapping):
-        config = stage_config(ScenicConfig, {"scenic": dict(config or {})}, "scenic")
-    elif not dataclasses.is_dataclass(config):
-        raise TypeError(f"expected ScenicConfig or a mapping, got {type(config).__name__}")
+    config = section_config(ScenicConfig, config, "scenic")
     return ScenicExtractor(config, untrained=untrained, device=device)
