@@ -61,6 +61,7 @@ import contextlib
 import logging
 import os
 import sys
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -209,18 +210,32 @@ class BlazePose:
         self.close()
 
 
+_SILENCE_LOCK = threading.Lock()
+_silenced = {"depth": 0, "saved": -1}
+
+
 @contextlib.contextmanager
 def _native_stderr_silenced():
-    """Point file descriptor 2 at /dev/null for the block (native libraries bypass ``sys.stderr``)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
+    """Point file descriptor 2 at /dev/null for the block (native libraries bypass ``sys.stderr``).
+
+    Reference-counted across threads: the first block to enter redirects, the last to leave
+    restores, so overlapping blocks in extraction threads never restore a redirected descriptor.
+    """
+    with _SILENCE_LOCK:
+        if _silenced["depth"] == 0:
+            sys.stderr.flush()
+            _silenced["saved"] = os.dup(2)
+            with open(os.devnull, "wb") as devnull:
+                os.dup2(devnull.fileno(), 2)
+        _silenced["depth"] += 1
     try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
         yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+        with _SILENCE_LOCK:
+            _silenced["depth"] -= 1
+            if _silenced["depth"] == 0:
+                os.dup2(_silenced["saved"], 2)
+                os.close(_silenced["saved"])
 
 
 @dataclass(frozen=True)

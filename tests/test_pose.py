@@ -254,3 +254,31 @@ def test_rotated_clip_gives_upright_pixels(tmp_path):
     xy_a = a.features.reshape(-1, 16, 3)[:, :, :2]
     xy_b = b.features.reshape(-1, 16, 3)[:, :, :2]
     assert np.median(np.abs(xy_a - xy_b)) < 4.0
+
+
+def test_silencing_native_stderr_restores_it_when_blocks_overlap_across_threads(tmp_path):
+    """Extraction threads start BlazePose graphs concurrently: overlapping quiet blocks must
+    leave file descriptor 2 pointing where it did before, not at /dev/null."""
+    import os
+    import threading
+
+    from pipeline.pose import _native_stderr_silenced
+
+    before = os.fstat(2)
+    inside, release = threading.Barrier(3), threading.Event()
+
+    def quiet():
+        with _native_stderr_silenced():
+            inside.wait(timeout=10)
+            release.wait(timeout=10)
+
+    threads = [threading.Thread(target=quiet) for _ in range(2)]
+    for t in threads:
+        t.start()
+    inside.wait(timeout=10)  # both threads are inside their blocks at once
+    assert os.fstat(2).st_rdev == os.stat(os.devnull).st_rdev
+    release.set()
+    for t in threads:
+        t.join(timeout=10)
+    after = os.fstat(2)
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
