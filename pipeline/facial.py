@@ -45,6 +45,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from pipeline import weights
 from pipeline.config import section_config
 from pipeline.decode import DecodeParams, Sample, iter_samples
 from pipeline.errors import ClipError, Reason
@@ -154,8 +155,6 @@ class FacialExtractor(FeatureExtractor):
         import torch
         from facenet_pytorch import MTCNN
 
-        from pipeline import weights
-
         self.config = config
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.precision = "bfloat16" if self.device.startswith("cuda") else "float32"
@@ -245,13 +244,7 @@ class FacialExtractor(FeatureExtractor):
         import torch
 
         x = self.weights_spec.preprocess.normalise(torch.from_numpy(crops).to(self.device))
-        with torch.inference_mode():
-            if self.precision == "bfloat16":
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    out = self.model(x)
-            else:
-                out = self.model(x)
-        return out.float().cpu().numpy()
+        return weights.infer(self.model, x, self.precision)
 
     def _batch(self, samples: list[Sample], previous: np.ndarray | None, clip_id: str):
         detections = self.detect([s.image for s in samples])

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline import weights
 from pipeline.config import section_config
 from pipeline.decode import DecodeParams, Sample, iter_samples
 from pipeline.errors import ClipError, Reason
@@ -84,8 +85,6 @@ class HolisticExtractor(FeatureExtractor):
     ):
         import torch
 
-        from pipeline import weights
-
         self.config = config
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.precision = "bfloat16" if self.device.startswith("cuda") else "float32"
@@ -124,13 +123,7 @@ class HolisticExtractor(FeatureExtractor):
 
         x = torch.from_numpy(images).to(self.device)
         x = self.model_spec.preprocess.normalise(x)
-        with torch.inference_mode():
-            if self.precision == "bfloat16":
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    out = self.model(x)
-            else:
-                out = self.model(x)
-        return out.float().cpu().numpy()
+        return weights.infer(self.model, x, self.precision)
 
     def compute(self, path: str | Path, clip_id: str) -> FeatureSequence:
         from pipeline.pose import upright_size

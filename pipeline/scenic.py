@@ -31,6 +31,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from pipeline import weights
 from pipeline.config import section_config
 from pipeline.decode import DecodeParams, iter_samples
 from pipeline.errors import ClipError, Reason
@@ -116,8 +117,6 @@ class ScenicExtractor(FeatureExtractor):
     def __init__(self, config: ScenicConfig = ScenicConfig(), *, untrained: bool = False, device: str | None = None):
         import torch
 
-        from pipeline import weights
-
         self.config = config
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.precision = "bfloat16" if self.device.startswith("cuda") else "float32"
@@ -161,13 +160,7 @@ class ScenicExtractor(FeatureExtractor):
         pre = self.weights_spec.preprocess
         crops = np.stack([places_input(im, pre.resize_short or pre.input_size, pre.input_size) for im in images])
         x = pre.normalise(torch.from_numpy(crops).to(self.device))
-        with torch.inference_mode():
-            if self.precision == "bfloat16":
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    out = self.model(x)
-            else:
-                out = self.model(x)
-        return out.float().cpu().numpy()
+        return weights.infer(self.model, x, self.precision)
 
     def compute(self, path: str | Path, clip_id: str) -> FeatureSequence:
         from pipeline.decode import source_fps

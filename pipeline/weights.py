@@ -636,6 +636,20 @@ def load_weights(name: str, *, cache_dir: str | os.PathLike | None = None, untra
     return LoadedWeights(state, digest, False)
 
 
+def infer(model, x, precision: str):
+    """``model(x)`` without autograd, under bfloat16 autocast when ``precision`` says so (CUDA),
+    returned as a float32 numpy array; the one forward pass the appearance extractors share."""
+    import torch
+
+    with torch.inference_mode():
+        if precision == "bfloat16":
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                out = model(x)
+        else:
+            out = model(x)
+    return out.float().cpu().numpy()
+
+
 def load_model(
     name: str,
     *,
