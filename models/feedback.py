@@ -158,9 +158,9 @@ def render(
 
 
 def _native_width(video: str | Path) -> float:
-    from pipeline.pose import upright_size
+    from pipeline.decode import stream_info
 
-    return float(upright_size(video)[0])
+    return float(stream_info(video).width)
 
 
 # -- dance tips -----------------------------------------------------------------------------------

@@ -149,8 +149,32 @@ def grid_times(duration_s: float, fps: float) -> np.ndarray:
     return np.arange(n, dtype=np.float64) / fps
 
 
+@dataclass(frozen=True)
+class StreamInfo:
+    """What every feature row records about its source: upright native size and declared rate."""
+
+    width: int
+    height: int
+    fps: float | None  # the container's average frame rate; None when it declares none
+
+
+def stream_info(path: str | Path, clip_id: str | None = None) -> StreamInfo:
+    """Upright (width, height) of the first frame and the average rate, in one container open."""
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise ClipError(clip_id, Reason.NOT_A_VIDEO, f"{path} has no video stream")
+            stream = container.streams.video[0]
+            fps = float(stream.average_rate) if stream.average_rate else None
+            for frame in container.decode(stream):
+                if clockwise_rotation(frame) in (90, 270):
+                    return StreamInfo(frame.height, frame.width, fps)
+                return StreamInfo(frame.width, frame.height, fps)
+    except (av.error.FFmpegError, OSError) as err:
+        raise ClipError(clip_id, Reason.UNREADABLE, f"cannot decode {path}: {err}") from err
+    raise ClipError(clip_id, Reason.ZERO_FRAMES, f"{path} decoded no frame")
+
+
 def source_fps(path: str | Path) -> float:
     """Average frame rate the container declares (0.0 when unknown)."""
-    with av.open(str(path)) as container:
-        rate = container.streams.video[0].average_rate
-        return float(rate) if rate else 0.0
+    return stream_info(path).fps or 0.0

@@ -47,7 +47,7 @@ import numpy as np
 
 from pipeline import weights
 from pipeline.config import section_config
-from pipeline.decode import DecodeParams, Sample, iter_samples
+from pipeline.decode import DecodeParams, Sample, iter_samples, stream_info
 from pipeline.errors import ClipError, Reason
 from pipeline.features import FeatureExtractor, FeatureSequence
 from pipeline.provenance import code_version, sha256_file
@@ -262,10 +262,7 @@ class FacialExtractor(FeatureExtractor):
         return features, np.array([b is not None for b in boxes]), previous
 
     def compute(self, path: str | Path, clip_id: str) -> FeatureSequence:
-        from pipeline.decode import source_fps
-        from pipeline.pose import upright_size
-
-        width, height = upright_size(path, clip_id)
+        info = stream_info(path, clip_id)  # native upright size, as every modality records it
         times: list[float] = []
         valid: list[np.ndarray] = []
         chunks: list[np.ndarray] = []
@@ -292,15 +289,14 @@ class FacialExtractor(FeatureExtractor):
         if not times:
             raise ClipError(clip_id, Reason.ZERO_FRAMES, f"{path} gave no grid sample")
         features = np.concatenate(chunks)
-        rate = source_fps(path)
         return FeatureSequence(
             timestamps=np.asarray(times, dtype=np.float64),
             valid=np.concatenate(valid),
             features=features,
             fps=self.config.fps,
-            source_fps=rate or None,
-            frame_width=width,
-            frame_height=height,
+            source_fps=info.fps,
+            frame_width=info.width,
+            frame_height=info.height,
         )
 
 

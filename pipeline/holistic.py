@@ -26,7 +26,7 @@ import numpy as np
 
 from pipeline import weights
 from pipeline.config import section_config
-from pipeline.decode import DecodeParams, Sample, iter_samples
+from pipeline.decode import DecodeParams, Sample, iter_samples, stream_info
 from pipeline.errors import ClipError, Reason
 from pipeline.features import FeatureExtractor, FeatureSequence
 from pipeline.provenance import code_version
@@ -126,9 +126,7 @@ class HolisticExtractor(FeatureExtractor):
         return weights.infer(self.model, x, self.precision)
 
     def compute(self, path: str | Path, clip_id: str) -> FeatureSequence:
-        from pipeline.pose import upright_size
-
-        width, height = upright_size(path, clip_id)  # of the native frame, as every modality records it
+        info = stream_info(path, clip_id)  # native upright size, as every modality records it
         times: list[float] = []
         chunks: list[np.ndarray] = []
         samples = iter_samples(path, self.decode_params(), clip_id)
@@ -141,17 +139,14 @@ class HolisticExtractor(FeatureExtractor):
         if not chunks:
             raise ClipError(clip_id, Reason.ZERO_FRAMES, f"{path} gave no grid sample")
         features = np.concatenate(chunks).astype(np.float32)
-        from pipeline.decode import source_fps
-
-        rate = source_fps(path)
         return FeatureSequence(
             timestamps=np.asarray(times, dtype=np.float64),
             valid=np.ones(len(times), dtype=bool),
             features=features,
             fps=self.config.fps,
-            source_fps=rate or None,
-            frame_width=width,
-            frame_height=height,
+            source_fps=info.fps,
+            frame_width=info.width,
+            frame_height=info.height,
         )
 
 

@@ -71,8 +71,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from pipeline.config import section_config
-from pipeline.decode import DecodeParams, clockwise_rotation, iter_samples
-from pipeline.errors import ClipError, Reason
+from pipeline.decode import DecodeParams, iter_samples, stream_info
 from pipeline.features import FeatureExtractor, FeatureSequence
 from pipeline.provenance import code_version, sha256_file
 
@@ -251,23 +250,6 @@ class PoseConfig:
     time_budget_s: float | None = 600.0  # wall-clock budget per clip; exceeding it rejects the clip
 
 
-def upright_size(path: str | Path, clip_id: str | None = None) -> tuple[int, int]:
-    """(width, height) of the clip's first frame once turned upright, at native resolution."""
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise ClipError(clip_id, Reason.NOT_A_VIDEO, f"{path} has no video stream")
-            for frame in container.decode(video=0):
-                if clockwise_rotation(frame) in (90, 270):
-                    return frame.height, frame.width
-                return frame.width, frame.height
-    except av.error.FFmpegError as err:
-        raise ClipError(clip_id, Reason.UNREADABLE, f"cannot decode {path}: {err}") from err
-    raise ClipError(clip_id, Reason.ZERO_FRAMES, f"{path} decoded no frame")
-
-
 class PoseExtractor(FeatureExtractor):
     modality = "pose"
     name = BlazePose.name
@@ -312,7 +294,7 @@ class PoseExtractor(FeatureExtractor):
         )
 
     def compute(self, path: str | Path, clip_id: str) -> FeatureSequence:
-        width, height = upright_size(path, clip_id)
+        info = stream_info(path, clip_id)
         times, valid, feats = [], [], []
         with self.estimator() as estimator:
             for sample in iter_samples(path, self.decode_params(), clip_id):
@@ -325,8 +307,8 @@ class PoseExtractor(FeatureExtractor):
                     continue
                 joints = blazepose_to_mpii(lm)
                 # back to native pixels: the estimator saw a shrunk frame
-                joints[:, 0] *= width / w
-                joints[:, 1] *= height / h
+                joints[:, 0] *= info.width / w
+                joints[:, 1] *= info.height / h
                 valid.append(True)
                 feats.append(joints.astype(np.float32).reshape(-1))
         return FeatureSequence(
@@ -334,17 +316,10 @@ class PoseExtractor(FeatureExtractor):
             valid=np.asarray(valid, dtype=bool),
             features=np.stack(feats) if feats else np.zeros((0, 48), dtype=np.float32),
             fps=self.config.fps,
-            source_fps=_source_fps(path),
-            frame_width=width,
-            frame_height=height,
+            source_fps=info.fps,
+            frame_width=info.width,
+            frame_height=info.height,
         )
-
-
-def _source_fps(path: str | Path) -> float | None:
-    from pipeline.decode import source_fps
-
-    rate = source_fps(path)
-    return rate or None
 
 
 def build_extractor(

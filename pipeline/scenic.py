@@ -33,7 +33,7 @@ import numpy as np
 
 from pipeline import weights
 from pipeline.config import section_config
-from pipeline.decode import DecodeParams, iter_samples
+from pipeline.decode import DecodeParams, iter_samples, stream_info
 from pipeline.errors import ClipError, Reason
 from pipeline.features import FeatureExtractor, FeatureSequence
 from pipeline.provenance import code_version
@@ -163,10 +163,7 @@ class ScenicExtractor(FeatureExtractor):
         return weights.infer(self.model, x, self.precision)
 
     def compute(self, path: str | Path, clip_id: str) -> FeatureSequence:
-        from pipeline.decode import source_fps
-        from pipeline.pose import upright_size
-
-        width, height = upright_size(path, clip_id)
+        info = stream_info(path, clip_id)  # native upright size, as every modality records it
         times: list[float] = []
         chunks: list[np.ndarray] = []
         batch: list[np.ndarray] = []
@@ -195,15 +192,14 @@ class ScenicExtractor(FeatureExtractor):
         if saved:
             write_backgrounds(saved, self.config.save_backgrounds, clip_id[:16])
         features = np.concatenate(chunks).astype(np.float32)
-        rate = source_fps(path)
         return FeatureSequence(
             timestamps=np.asarray(times, dtype=np.float64),
             valid=np.ones(len(times), dtype=bool),
             features=features,
             fps=self.config.fps / self.config.hop,  # one sample per `hop` grid frames
-            source_fps=rate or None,
-            frame_width=width,
-            frame_height=height,
+            source_fps=info.fps,
+            frame_width=info.width,
+            frame_height=info.height,
         )
 
 
