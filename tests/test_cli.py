@@ -6,7 +6,7 @@ import argparse
 import subprocess
 import sys
 
-from pipeline.cli import build_parser
+from cli import build_parser
 
 
 def _subcommands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ("vdv",)):
@@ -37,7 +37,7 @@ def test_the_expected_commands_are_registered():
 def test_console_help_is_fast_and_lists_the_stages():
     # --help must not import torch or mediapipe: it runs in a fresh interpreter
     out = subprocess.run(
-        [sys.executable, "-c", "import sys; from pipeline.cli import main; main(['--help'])"],
+        [sys.executable, "-c", "import sys; from cli import main; main(['--help'])"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -48,7 +48,7 @@ def test_console_help_is_fast_and_lists_the_stages():
         [
             sys.executable,
             "-c",
-            "import sys; from pipeline.cli import build_parser; build_parser(); "
+            "import sys; from cli import build_parser; build_parser(); "
             "print(','.join(m for m in ('torch', 'mediapipe', 'prefect') if m in sys.modules))",
         ],
         capture_output=True,

@@ -8,7 +8,7 @@ import pytest
 from conftest import DEMO, SHARED
 
 from pipeline import tables
-from pipeline.cli import build_parser, main
+from cli import build_parser, main
 
 STAGE_COMMANDS = ("ingest", "screen", "score", "summary")
 

@@ -1,6 +1,6 @@
 """Crash safety: SIGKILL the build while a feature shard is being written, then build again.
 
-The build runs as a subprocess (``python -m pipeline build``) in its own process group, so the
+The build runs as a subprocess (``python -m cli build``) in its own process group, so the
 kill takes its temporary Prefect server with it. ``pipeline.tables.atomic_write`` honours
 ``VDV_TEST_PAUSE_IN_WRITE``: when the destination matches ``VDV_TEST_PAUSE_MATCH`` it writes the
 temporary file's name to the marker and sleeps before the rename, so the kill lands mid-write.
@@ -51,7 +51,7 @@ def setup_run(root: Path) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "pipeline",
+        "cli",
         "build",
         str(raw),
         "--pairing",

@@ -52,7 +52,7 @@ def test_build_on_a_local_dask_cluster_of_two_processes(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_LOGGING_LEVEL="WARNING")
     command = [
-        sys.executable, "-m", "pipeline", "build", str(raw),
+        sys.executable, "-m", "cli", "build", str(raw),
         "--pairing", str(pairing), "--config", str(config),
         "--work", str(tmp_path / "work"), "--modalities", "pose", "scenic", "--untrained",
         "--runner", "dask", "--workers", "2",

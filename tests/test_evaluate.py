@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from models import data, evaluate, train
-from pipeline.cli import main
+from cli import main
 from tests.test_train import make_work
 
 

@@ -394,7 +394,7 @@ def test_svr_baseline_on_pooled_features():
 
 
 def test_vdv_models_prints_every_model_with_its_parameter_count():
-    from pipeline.cli import main
+    from cli import main
 
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
@@ -413,7 +413,7 @@ def test_vdv_models_prints_every_model_with_its_parameter_count():
 
 def test_models_are_configured_from_the_run_configuration(tmp_path):
     from models import build_from_config
-    from pipeline.cli import main
+    from cli import main
     from pipeline.config import ConfigError, load_config
 
     path = tmp_path / "run.toml"

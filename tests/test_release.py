@@ -295,7 +295,7 @@ def test_one_uploader_keeps_all_in_train_unless_grouping_is_off(tmp_path):
 
 
 def test_cli_release_and_verify(work, tmp_path, capsys):
-    from pipeline.cli import main
+    from cli import main
 
     root, _ = work
     out = tmp_path / "cli"

@@ -156,7 +156,7 @@ def test_fisher_mean() -> None:
 
 
 def test_vdv_sports_cli_per_class_skeleton_model(aqa_split4: Path, prepared, tmp_path: Path, capsys) -> None:
-    from pipeline.cli import main
+    from cli import main
 
     work, prep = prepared
     config = tmp_path / "sports.toml"

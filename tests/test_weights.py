@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from pipeline import unpickle, weights
-from pipeline.cli import main as vdv
+from cli import main as vdv
 from pipeline.errors import WeightsError
 
 # -- published layouts ---------------------------------------------------------------------------

@@ -14,13 +14,13 @@ import sys
 
 COMMANDS: tuple[str, ...] = (
     # one line per command module; keep the order in which a user meets them
-    "pipeline.cli.stages",
-    "pipeline.cli.extract",
-    "pipeline.cli.weights",
-    "pipeline.cli.models",
-    "pipeline.cli.train",
-    "pipeline.cli.build",
-    "pipeline.cli.release",
+    "cli.stages",
+    "cli.extract",
+    "cli.weights",
+    "cli.models",
+    "cli.train",
+    "cli.build",
+    "cli.release",
 )
 
 EPILOG = """\
