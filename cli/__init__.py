@@ -64,9 +64,18 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     from pipeline.config import ConfigError
     from pipeline.errors import WeightsError
+    from pipeline.lock import WorkDirLocked, WorkLock
 
     try:
+        # a command that writes the work directory holds its lock (the flows take their own)
+        writes = getattr(args, "writes_work", None)
+        if writes:
+            with WorkLock(args.work, f"vdv {writes}"):
+                return int(args.func(args) or 0)
         return int(args.func(args) or 0)
+    except WorkDirLocked as err:
+        print(f"vdv {args.command}: error: {err}", file=sys.stderr)
+        return 1
     except (ConfigError, WeightsError, FileNotFoundError) as err:
         print(f"vdv {args.command}: error: {err}", file=sys.stderr)
         return 2

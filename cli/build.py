@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-MODALITIES = ("pose", "holistic", "facial", "scenic")
+from pipeline.extraction import MODALITIES
 
 
 def _flow_options(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +23,7 @@ def _flow_options(parser: argparse.ArgumentParser) -> None:
         choices=MODALITIES,
         default=list(MODALITIES),
         metavar="MODALITY",
-        help="extractors to run: pose holistic facial scenic (default: all four)",
+        help="extractors to run, each clip decoded once for all of them: pose holistic facial scenic (default: all four)",
     )
     parser.add_argument(
         "--untrained",
@@ -31,6 +31,12 @@ def _flow_options(parser: argparse.ArgumentParser) -> None:
         help="extract with seeded random weights where pre-trained ones are missing (recorded in every row)",
     )
     parser.add_argument("--device", metavar="DEV", help="cpu or cuda (default: CUDA when present)")
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "bfloat16", "float32"),
+        help="numeric precision of the appearance networks, resolved once for the build; auto is bfloat16 "
+        "where the device supports it natively (default: [extract] precision, else auto)",
+    )
     parser.add_argument(
         "--runner",
         choices=("thread", "process", "dask"),
@@ -46,7 +52,14 @@ def _flow_options(parser: argparse.ArgumentParser) -> None:
         "--workers",
         type=int,
         metavar="N",
-        help="pool size or local Dask worker processes (default: 4 threads, 2 processes)",
+        help="clips processed at once: thread-pool size, process-pool size or local Dask worker processes (default: 2)",
+    )
+    parser.add_argument(
+        "--threads-per-worker",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with a local Dask cluster: clips in flight per worker process, sharing its models (default: 1)",
     )
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
 
@@ -67,7 +80,6 @@ def register(subparsers, parent: argparse.ArgumentParser) -> None:
             "package a verified release. Incremental: clips whose screening or feature shards are current "
             "are skipped, and the counts say how many."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("raw_dir", metavar="RAW_DIR", help="raw layout: RAW_DIR/clips/ and RAW_DIR/metadata/")
     p.add_argument(
@@ -104,7 +116,6 @@ def register(subparsers, parent: argparse.ArgumentParser) -> None:
             "clip content, extractor code, weights, parameters or precision changed; everything else is "
             "skipped. With --raw-dir the rule stages run first so that new clips are picked up."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--raw-dir", metavar="DIR", help="re-run ingest, screen and score on this raw directory first")
     p.add_argument("--pairing", metavar="CSV", help="with --raw-dir: pairing file")
@@ -126,11 +137,18 @@ def _runner(args):
 
     _quiet_http()
 
-    return make_task_runner(args.runner, dask_address=args.dask_address, workers=args.workers)
+    if args.workers is not None and args.workers < 1 or args.threads_per_worker < 1:
+        from pipeline.config import ConfigError
+
+        raise ConfigError("--workers and --threads-per-worker must be at least 1")
+    return make_task_runner(
+        args.runner, dask_address=args.dask_address, workers=args.workers, threads_per_worker=args.threads_per_worker
+    )
 
 
 def _build(args) -> int:
     from flows.build import BuildError, build
+    from pipeline.lock import WorkDirLocked
 
     flow = build.with_options(task_runner=_runner(args))
     try:
@@ -144,6 +162,7 @@ def _build(args) -> int:
             modalities=list(args.modalities),
             untrained=args.untrained,
             device=args.device,
+            precision=args.precision,
             train=args.train,
             train_dir=args.train_dir,
             release_out=args.release_out,
@@ -154,6 +173,9 @@ def _build(args) -> int:
         print(f"vdv build: {err}", file=sys.stderr)
         _print_report(_read_report(args.work, "build_report"), args)
         return 1
+    except WorkDirLocked as err:
+        print(f"vdv build: error: {err}", file=sys.stderr)
+        return 1
     _print_report(report, args)
     return 0
 
@@ -161,6 +183,7 @@ def _build(args) -> int:
 def _reextract(args) -> int:
     from flows.build import BuildError
     from flows.reextract import reextract
+    from pipeline.lock import WorkDirLocked
 
     flow = reextract.with_options(task_runner=_runner(args))
     try:
@@ -173,11 +196,15 @@ def _reextract(args) -> int:
             overrides=args.overrides,
             untrained=args.untrained,
             device=args.device,
+            precision=args.precision,
             force=args.force,
         )
     except BuildError as err:
         print(f"vdv reextract: {err}", file=sys.stderr)
         _print_report(_read_report(args.work, "reextract_report"), args)
+        return 1
+    except WorkDirLocked as err:
+        print(f"vdv reextract: error: {err}", file=sys.stderr)
         return 1
     _print_report(report, args)
     return 0
@@ -201,8 +228,10 @@ def _print_report(report: dict, args) -> None:
         print(f"ingest:  {i['clips']} clip(s) accepted, {i['rejected']} rejected {i['reasons'] or ''}")
     if "screen" in report:
         s = report["screen"]
+        pixels = s.get("pixel_rules", {})
         print(
-            f"screen:  {s['kept']} kept, {s['rejected']} rejected ({s['screened']} screened, {s['skipped']} unchanged and skipped)"
+            f"screen:  {s['kept']} kept, {s['rejected']} rejected of {s['screened']}; pixel rules run on "
+            f"{pixels.get('computed', 0)} clip(s), {pixels.get('reused', 0)} reused (clip and rules unchanged)"
         )
         if s.get("reasons"):
             print("         rejected by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(s["reasons"].items())))
@@ -215,11 +244,14 @@ def _print_report(report: dict, args) -> None:
             print(
                 f"         {challenge}: raw score {scale['raw_min']:.3f} .. {scale['raw_max']:.3f} over {scale['n_clips']} clip(s)"
             )
+    if "precision" in report:
+        workers = report.get("workers") or []
+        print(f"extract: {report['precision']} on {report.get('device')}, {len(workers)} worker process(es) checked")
     print("extract: modality   computed  skipped  failed  seconds")
     for modality, e in report.get("extract", {}).items():
         print(f"         {modality:<9} {e['computed']:>9} {e['skipped']:>8} {e['failed']:>7} {e['seconds']:>8.1f}")
-    for modality, err in report.get("failed_modalities", {}).items():
-        print(f"         {modality:<9} FAILED: {err}")
+    if report.get("failed"):
+        print(f"         FAILED: {report['failed']}")
     if "extract_totals" in report:
         t = report["extract_totals"]
         print(f"         total: {t['computed']} computed, {t['skipped']} skipped (shard current), {t['failed']} failed")

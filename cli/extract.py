@@ -1,22 +1,22 @@
-"""``vdv extract MODALITY``: compute one feature modality for the clips of a work directory.
+"""``vdv extract MODALITY [MODALITY ...]``: compute feature modalities for the clips of a work directory.
 
 Which clips: by default the kept clips (the ``clips`` table joined with ``screening.kept``);
 ``--all`` takes every clip of the ``clips`` table; ``--clips PATH ...`` takes files directly
-(their id is the sha256 of their bytes). A clip whose current shard exists is skipped unless
-``--force``. A clip that fails is recorded in ``rejections/rejections.extract-<modality>.parquet``
-(stage ``extract:<modality>``) and the run goes on; a later run drops the record of a clip
-that then succeeds.
+(their id is the sha256 of their bytes). Each clip is decoded once for all the modalities
+asked for. A modality whose current shard exists is skipped unless ``--force``. A clip that
+fails is recorded in ``rejections/rejections.extract-<modality>.parquet`` (stage
+``extract:<modality>``) and the run goes on; a later run drops the record of a clip that then
+succeeds. This is the same per-clip loop the build flow maps over its workers.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 from pathlib import Path
 
-MODALITIES = ("pose", "holistic", "facial", "scenic")
+from pipeline.extraction import MODALITIES
 
 log = logging.getLogger(__name__)
 
@@ -25,111 +25,95 @@ def register(subparsers, parent: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser(
         "extract",
         parents=[parent],
-        help="compute one feature modality (pose, holistic, facial, scenic) for the kept clips",
+        help="compute feature modalities (pose, holistic, facial, scenic) for the kept clips",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("modality", choices=MODALITIES, help="which feature modality to compute: %(choices)s")
+    p.add_argument("modalities", nargs="+", choices=MODALITIES, metavar="MODALITY", help="one or more of: %(choices)s")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--all", action="store_true", help="every clip of the clips table, kept or not")
     which.add_argument(
         "--clips", nargs="+", metavar="PATH", help="these video files instead of the work directory's clips"
     )
     p.add_argument("--untrained", action="store_true", help="allow randomly initialised weights (marked in every row)")
-    p.add_argument("--device", help="torch device for the network modalities, e.g. cpu or cuda")
+    p.add_argument(
+        "--device", help="torch device for the network modalities, e.g. cpu or cuda (default: CUDA if present)"
+    )
+    p.add_argument(
+        "--precision",
+        choices=("auto", "bfloat16", "float32"),
+        help="numeric precision of the appearance networks; auto is bfloat16 where the device supports it "
+        "(default: [extract] precision, else auto)",
+    )
     p.add_argument("--force", action="store_true", help="recompute shards that are already current")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, writes_work="extract")
 
 
-def select_clips(
-    work: Path, *, every: bool = False, paths: list[str] | None = None
-) -> list[tuple[str, str, str | None]]:
-    """``(clip_id, path, video_id)`` of the clips to extract, in a stable order."""
+def select_clips(work: Path, *, every: bool = False, paths: list[str] | None = None) -> list[dict]:
+    """``clip_id``, ``path``, ``video_id`` of the clips to extract, in a stable order."""
     from pipeline import tables
     from pipeline.provenance import sha256_file
 
     if paths:
-        return [(sha256_file(p), str(p), None) for p in paths]
+        missing = [p for p in paths if not Path(p).is_file()]
+        if missing:
+            from pipeline.config import ConfigError
+
+            raise ConfigError(f"--clips: no such file: {', '.join(missing)}")
+        return [{"clip_id": sha256_file(p), "path": str(p), "video_id": None} for p in paths]
     clips = tables.read_table(work, tables.CLIPS).to_pylist()
     if not every:
         screening = tables.read_table(work, tables.SCREENING).to_pylist()
         kept = {row["clip_id"] for row in screening if row["kept"]}
         clips = [c for c in clips if c["clip_id"] in kept]
-    return sorted(((c["clip_id"], c["path"], c["video_id"]) for c in clips), key=lambda c: c[0])
-
-
-def record_failures(work: Path, modality: str, attempted: set[str], failures: list[dict]) -> Path | None:
-    """Merge this run's failures into the modality's rejection file (clips retried drop old rows)."""
-    from pipeline import tables
-
-    path = Path(work) / "rejections" / f"rejections.extract-{modality}.parquet"
-    old = tables.read_file(path, tables.REJECTIONS).to_pylist() if path.exists() else []
-    rows = [r for r in old if r["clip_id"] not in attempted] + failures
-    if not rows and not path.exists():
-        return None
-    return tables.write_table(rows, tables.REJECTIONS, path)
+    return sorted(clips, key=lambda c: c["clip_id"])
 
 
 def run(args) -> int:
-    from pipeline.config import load_config
-    from pipeline.errors import ClipError, Reason
+    from pipeline import extraction
+    from pipeline.config import ConfigError, load_config
+    from pipeline.runtime import resolve_device, resolve_precision
 
     work = Path(args.work)
     config = load_config(args.config)
+    device = resolve_device(args.device)
     try:
-        module = importlib.import_module(f"pipeline.{args.modality}")
-    except ImportError as err:
-        print(f"vdv extract: error: the {args.modality} extractor cannot be loaded ({err})", file=sys.stderr)
-        return 2
-    extractor = module.build_extractor(config.get(args.modality, {}), untrained=args.untrained, device=args.device)
-    clips = select_clips(work, every=args.all, paths=args.clips)
-    if not clips:
-        print(f"extract {args.modality}: no clips to extract in {work} (run ingest and screen first, or pass --clips)")
-        return 0
-    stage = f"extract:{args.modality}"
-    computed = skipped = 0
-    failures: list[dict] = []
-    progress = _progress(len(clips), args.modality, disabled=args.no_progress)
-    for clip_id, path, video_id in clips:
-        try:
-            if not Path(path).is_file():
-                raise ClipError(clip_id, Reason.NO_CLIP, f"{path} does not exist")
-            if not args.force and extractor.is_current(work, clip_id):
-                skipped += 1
-                continue
-            extractor.extract_to(work, path, clip_id, force=args.force)
-            computed += 1
-        except ClipError as err:
-            failures.append(_failure(stage, clip_id, video_id, path, err.reason.value, err.message))
-        except Exception as err:  # noqa: BLE001 - one clip must not sink the batch; it is recorded
-            log.exception("extract %s failed on %s", args.modality, path)
-            failures.append(
-                _failure(stage, clip_id, video_id, path, Reason.EXTRACT_FAILED.value, f"{type(err).__name__}: {err}")
-            )
-        finally:
-            progress.update(1)
-    progress.close()
-    # a clip of this run that succeeded or is current has no failure left to record
-    written = record_failures(work, args.modality, {c[0] for c in clips}, failures)
-    print(
-        f"extract {args.modality}: {computed} computed, {skipped} skipped (already current), {len(failures)} failed"
-        f" (extractor {extractor.name}, weights {extractor.weights_sha256[:12]})"
+        precision = resolve_precision(args.precision or config.get("extract", {}).get("precision"), device)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    plan = extraction.ExtractionPlan.make(
+        args.modalities, config, untrained=args.untrained, device=device, precision=precision
     )
-    if failures and written:
-        print(f"  failures recorded in {written}")
-    return 1 if failures and not computed and not skipped else 0
-
-
-def _failure(stage: str, clip_id: str, video_id: str | None, path: str, reason: str, message: str) -> dict:
-    return {
-        "stage": stage,
-        "clip_id": clip_id,
-        "video_id": video_id,
-        "path": str(path),
-        "reason": reason,
-        "message": message,
-    }
+    try:
+        extractors = extraction.load_extractors(plan)
+    except ImportError as err:
+        print(f"vdv extract: error: the extractors cannot be loaded ({err})", file=sys.stderr)
+        return 2
+    decode = extraction.decode_config(config)
+    clips = select_clips(work, every=args.all, paths=args.clips)
+    names = " ".join(plan.modalities)
+    if not clips:
+        print(f"extract {names}: no clips to extract in {work} (run ingest and screen first, or pass --clips)")
+        return 0
+    extraction.sweep_partial_files(work)  # under the work directory's lock (cli.main)
+    items: list[extraction.ItemResult] = []
+    progress = _progress(len(clips), names, disabled=args.no_progress)
+    for clip in clips:
+        items.extend(extraction.extract_clip(clip, extractors, work, force=args.force, decode=decode))
+        progress.update(1)
+    progress.close()
+    written = extraction.record_rejections(work, items)
+    for modality, t in extraction.totals(items).items():
+        ex = extractors[modality]
+        print(
+            f"extract {modality}: {t['computed']} computed, {t['skipped']} skipped (already current), "
+            f"{t['failed']} failed (extractor {ex.name}, weights {ex.weights_sha256[:12]}, {ex.precision} on {ex.device})"
+        )
+        if t["failed"] and modality in written:
+            print(f"  failures recorded in {written[modality]}")
+    done = [it for it in items if it.status != extraction.REJECTED]
+    return 1 if items and not done else 0
 
 
 def _progress(total: int, label: str, *, disabled: bool):

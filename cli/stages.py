@@ -75,7 +75,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
     visual = None
     if config.visual:
         try:
-            visual = visual_screener(load_config(args.config))
+            visual = visual_screener(load_config(args.config), args.work)
         except ImportError as err:
             raise ConfigError(
                 f"pixel rules unavailable ({err}); pass --no-visual or set [screen] visual = false"
@@ -84,6 +84,10 @@ def cmd_screen(args: argparse.Namespace) -> int:
     for note in result.notes:
         print(f"screen: NOTE: {note}")
     print(f"screen: {len(result.kept)} of {len(result.rows)} clip(s) kept; rejected: {_counts(result.rejections)}")
+    if visual is not None:
+        print(
+            f"screen: pixel rules run on {visual.computed} clip(s), {visual.reused} reused (clip and rules unchanged)"
+        )
     return 0
 
 
@@ -212,7 +216,7 @@ def register(sub, parent: argparse.ArgumentParser) -> None:
         metavar="TAG",
         help="a hashtag that names a challenge for --challenge-rule hashtag (repeatable; generic tags such as #fyp never count)",
     )
-    p.set_defaults(func=cmd_ingest)
+    p.set_defaults(func=cmd_ingest, writes_work="ingest")
 
     p = sub.add_parser(
         "screen",
@@ -237,7 +241,7 @@ def register(sub, parent: argparse.ArgumentParser) -> None:
         metavar="N",
         help="most uploader followers a kept clip may have (default 1000; 0 disables the rule)",
     )
-    p.set_defaults(func=cmd_screen)
+    p.set_defaults(func=cmd_screen, writes_work="screen")
 
     p = sub.add_parser(
         "score",
@@ -255,7 +259,7 @@ def register(sub, parent: argparse.ArgumentParser) -> None:
         help="score on a stored scale (a score_scale Parquet file or a work directory) instead of fitting one; "
         "clips outside it are clipped to [0, 1] and flagged out_of_scale",
     )
-    p.set_defaults(func=cmd_score)
+    p.set_defaults(func=cmd_score, writes_work="score")
 
     p = sub.add_parser(
         "summary",

@@ -1,14 +1,21 @@
-"""The ``build`` flow: raw clips to a packaged, verified release.
+"""The ``build`` flow: raw clips to a packaged, verified release, mapped over clips.
 
-ingest -> screen -> score -> the four extractors over the kept clips, in parallel -> (optional)
-training -> release. Every stage is incremental: screening reuses rows made by the same
-configuration and code, and an extractor skips a clip whose shard has the same identity (clip
-content hash, extractor code version, weights sha256, parameters, precision), so a second
-build on unchanged input does no extraction work and reports how many items it skipped.
+ingest -> pixel rules mapped over the clips that passed the cheap rules -> screen (assemble) ->
+score -> one extraction task per kept clip (every requested modality from one decode pass) ->
+(optional) training -> release. Every stage is incremental: the pixel rules of a clip are reused
+while its bytes, the ``[visual]`` settings and their code are unchanged (the cheap rules run
+again every time), and a modality is skipped for a clip whose shard has the same identity
+(clip content hash, extractor code version, weights sha256, parameters, precision).
 
-Task runners: a thread pool by default; ``runner="process"`` uses a process pool and
-``runner="dask"`` prefect-dask's ``DaskTaskRunner`` on a local cluster of worker processes
-(or on the scheduler at ``dask_address``) to scale out over processes or machines.
+Work layout (``README.md`` "Scale-out"): the task runner decides where the per-clip tasks run.
+``thread`` (default) runs ``workers`` clips at once in this process, sharing one copy of each
+model; ``process`` a process pool; ``dask`` prefect-dask's ``DaskTaskRunner`` on a local cluster
+of worker processes, or on the scheduler at ``dask_address``. Torch's threads are split so that
+the clips in flight in one process do not oversubscribe its cores.
+
+The flow holds the work directory's lock (:mod:`pipeline.lock`) for its whole run, whether it
+was started by ``vdv`` or by a deployment; the sweep of temporary files left by a killed run
+happens once, under the lock.
 """
 
 from __future__ import annotations
@@ -23,40 +30,95 @@ from typing import Any
 from prefect import flow
 
 from flows import tasks
+from pipeline import extraction
 from pipeline.config import load_config
+from pipeline.lock import WorkLock
 
 RUNNERS = ("thread", "process", "dask")
 
 
 class BuildError(RuntimeError):
-    """A build stage failed as a whole (not one clip); the report names it."""
+    """A build stage failed as a whole (not one clip); ``report`` holds what it did before."""
+
+    def __init__(self, message: str, report: Mapping | None = None):
+        super().__init__(message)
+        self.report = dict(report or {})
 
 
-def make_task_runner(runner: str = "thread", *, dask_address: str | None = None, workers: int | None = None):
+def make_task_runner(
+    runner: str = "thread",
+    *,
+    dask_address: str | None = None,
+    workers: int | None = None,
+    threads_per_worker: int = 1,
+):
     """The Prefect task runner named by ``runner`` (see the module docstring)."""
     if runner == "thread":
         from prefect.task_runners import ThreadPoolTaskRunner
 
-        return ThreadPoolTaskRunner(max_workers=workers or len(tasks.MODALITIES))
+        return ThreadPoolTaskRunner(max_workers=workers or 2)
     if runner == "process":
         from prefect.task_runners import ProcessPoolTaskRunner
 
         return ProcessPoolTaskRunner(max_workers=workers or 2)
     if runner == "dask":
+        import dask
         from prefect_dask import DaskTaskRunner
 
+        # a clip whose worker died is given one more worker, then recorded as rejected
+        dask.config.set({"distributed.scheduler.allowed-failures": 1})
         if dask_address:
             return DaskTaskRunner(address=dask_address)
-        # worker processes, one thread each: every task crosses a process boundary
         return DaskTaskRunner(
             cluster_kwargs={
                 "n_workers": workers or 2,
                 "processes": True,
-                "threads_per_worker": 1,
+                "threads_per_worker": threads_per_worker,
                 "dashboard_address": None,
             }
         )
     raise ValueError(f"unknown runner {runner!r}; choose one of {RUNNERS}")
+
+
+def _runner_layout() -> tuple[Any, int | None]:
+    """(the running flow's task runner, clips in flight per process) for the thread split."""
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    runner = getattr(ctx, "task_runner", None)
+    name = type(runner).__name__
+    if name == "ThreadPoolTaskRunner":
+        return runner, getattr(runner, "_max_workers", None) or 1
+    if name == "DaskTaskRunner":
+        kwargs = getattr(runner, "cluster_kwargs", None) or {}
+        if kwargs.get("n_workers"):
+            # local cluster: its workers share this machine's cores
+            return runner, kwargs["n_workers"] * kwargs.get("threads_per_worker", 1)
+        return runner, None  # a remote cluster: its workers set their own threads
+    if name == "ProcessPoolTaskRunner":
+        return runner, getattr(runner, "_max_workers", None) or 1
+    return runner, 1
+
+
+def check_workers(runner, plan: extraction.ExtractionPlan) -> list[str]:
+    """Build the plan's extractors on every worker before clips are mapped to them.
+
+    On Dask each worker is checked (``client.run``); otherwise this process is, which covers a
+    thread pool and the code, weights and device of a process pool. A failure (missing or corrupt
+    weights, an import, version or device error) raises :class:`BuildError` with one message.
+    """
+    try:
+        if type(runner).__name__ == "DaskTaskRunner":
+            return sorted(runner.client.run(tasks.check_worker, plan).values())
+        return [tasks.check_worker(plan)]
+    except Exception as err:  # noqa: BLE001 - the run's own failure, reported in one line
+        raise BuildError(
+            f"extractors cannot start ({', '.join(plan.modalities)}): {type(err).__name__}: {err}"
+        ) from err
+
+
+def _is_worker_death(err: BaseException) -> bool:
+    return type(err).__name__ in ("KilledWorker", "BrokenProcessPool")
 
 
 def run_extraction(
@@ -67,24 +129,129 @@ def run_extraction(
     *,
     untrained: bool,
     device: str | None,
+    precision: str | None = None,
     force: bool = False,
-) -> tuple[dict, dict]:
-    """Submit one extraction task per modality (they run in parallel); (summaries, failures)."""
-    futures = {m: tasks.extract.submit(m, work, clips, dict(config), untrained, device, force) for m in modalities}
-    summaries, failures = {}, {}
-    for modality, future in futures.items():
+) -> dict:
+    """Map one extraction task per clip and collect every clip x modality item.
+
+    Returns ``{"precision", "workers", "items", "extract" (per-modality totals)}``. Raises
+    :class:`BuildError` when the extractors cannot start or a task fails for a reason that is
+    not the clip's.
+    """
+    from pipeline.runtime import resolve_device, resolve_precision, threads_per_task
+
+    section = dict(config.get("extract", {}))
+    unknown = sorted(set(section) - {"precision"})
+    if unknown:
+        from pipeline.config import ConfigError
+
+        raise ConfigError(f"[extract] has unknown keys {unknown}; known: ['precision']")
+    device = resolve_device(device)
+    try:
+        precision = resolve_precision(precision or section.get("precision"), device)
+    except ValueError as err:
+        raise BuildError(str(err)) from err
+    runner, in_flight = _runner_layout()
+    plan = extraction.ExtractionPlan.make(
+        modalities,
+        config,
+        untrained=untrained,
+        device=device,
+        precision=precision,
+        threads=threads_per_task(in_flight) if in_flight else None,
+    )
+    workers = check_workers(runner, plan) if clips else []
+    decode = dict(config.get("decode", {}))
+    extraction.decode_config(config)  # a bad [decode] section fails here, not in every task
+    futures = [tasks.extract_clip.submit(work, clip, plan, decode, force) for clip in clips]
+    items: list[extraction.ItemResult] = []
+    failures: list[str] = []
+    for clip, future in zip(clips, futures, strict=True):
         try:
-            summary = future.result()
-        except Exception as err:  # noqa: BLE001 - a failed modality is reported; the others are kept
-            failures[modality] = f"{type(err).__name__}: {err}"
+            items.extend(extraction.ItemResult(**d) for d in future.result())
+        except Exception as err:  # noqa: BLE001 - sorted below: a dead worker is the clip's, the rest the run's
+            if not _is_worker_death(err):
+                failures.append(f"{clip['clip_id'][:12]}: {type(err).__name__}: {err}")
+                continue
+            items.extend(
+                extraction.ItemResult(
+                    clip["clip_id"],
+                    m,
+                    extraction.REJECTED,
+                    reason="worker_died",
+                    message=f"the worker process died twice while extracting it ({type(err).__name__})",
+                    video_id=clip.get("video_id"),
+                    path=clip["path"],
+                )
+                for m in plan.modalities
+            )
+    extraction.record_rejections(work, items)
+    result = {
+        "precision": precision,
+        "device": device,
+        "workers": workers,
+        "items": [it.as_dict() for it in items],
+        "extract": {
+            m: extraction.totals(items).get(m, dict(computed=0, skipped=0, failed=0, seconds=0.0))
+            for m in plan.modalities
+        },
+    }
+    if failures:
+        raise BuildError(f"extraction failed on {len(failures)} clip(s), first: {failures[0]}", result)
+    return result
+
+
+def run_rule_stages(
+    raw_dir: str,
+    work: str,
+    config: Mapping[str, Any],
+    pairing: str | None,
+    crawl_time: str | None,
+    overrides: str | None,
+) -> dict:
+    """ingest, the pixel rules mapped over clips, screen, score; the report's entries."""
+    report = {"ingest": tasks.ingest(raw_dir, work, config, pairing, crawl_time)}
+    todo = tasks.pixel_rule_clips(work, config)
+    futures = [tasks.screen_clip.submit(work, clip, dict(config)) for clip in todo]
+    computed = reused = 0
+    for future in futures:
+        try:
+            done = future.result()
+        except Exception as err:  # noqa: BLE001 - the screen task below computes what is missing
+            if not _is_worker_death(err):
+                raise
             continue
-        summaries[modality] = {k: v for k, v in summary.items() if k != "rejections"}
-    return summaries, failures
+        computed += done["computed"]
+        reused += not done["computed"]
+    report["screen"] = tasks.screen(work, config, overrides)
+    report["screen"]["pixel_rules"] = {"computed": computed, "reused": reused}
+    report["score"] = tasks.score(work, config)
+    return report
 
 
 def write_report(work: str, name: str, report: Mapping) -> Path:
     tasks.write_state(work, name, report)
     return Path(work) / tasks.STATE_DIR / f"{name}.json"
+
+
+def _check_modalities(modalities: Sequence[str]) -> None:
+    unknown = sorted(set(modalities) - set(tasks.MODALITIES))
+    if unknown:
+        raise BuildError(f"unknown modalities {unknown}; known: {list(tasks.MODALITIES)}")
+
+
+def extract_stage(report: dict, work: str, config, modalities, **kwargs) -> None:
+    """Run the extraction into ``report`` (also on failure, so the report says what happened)."""
+    try:
+        result = run_extraction(work, tasks.kept_clips(work), config, modalities, **kwargs)
+    except BuildError as err:
+        report.update(err.report)
+        report["failed"] = str(err)
+        raise
+    report.update(result)
+    report["extract_totals"] = {
+        k: sum(s[k] for s in report["extract"].values()) for k in ("computed", "skipped", "failed")
+    }
 
 
 @flow(name="build")
@@ -98,6 +265,7 @@ def build(
     modalities: list[str] = list(tasks.MODALITIES),  # noqa: B006 - Prefect parameters need a JSON default
     untrained: bool = False,
     device: str | None = None,
+    precision: str | None = None,
     train: bool = False,
     train_dir: str | None = None,
     release_out: str | None = None,
@@ -113,40 +281,30 @@ def build(
     (and challenges); overrides: reviewer override CSV for screening; crawl_time: crawl time of
     records that lack one; modalities: extractors to run; untrained: let extractors use seeded
     random weights when theirs are missing (recorded in every row); device: cpu | cuda;
+    precision: auto | bfloat16 | float32 (else ``[extract] precision``, else auto);
     train: run the training stage (``models.train.train_track`` on the all-challenge track);
     release_out: package a release there (skipped when None); allow_untrained: let untrained
     features into the release (marked loudly); salt: uploader hash salt (else ``$VDV_RELEASE_SALT``).
     """
     started = time.monotonic()
     config = load_config(config_path)
-    unknown = sorted(set(modalities) - set(tasks.MODALITIES))
-    if unknown:
-        raise BuildError(f"unknown modalities {unknown}; known: {list(tasks.MODALITIES)}")
-    report: dict[str, Any] = {"raw_dir": raw_dir, "work": work, "pid": os.getpid()}
-    report["ingest"] = tasks.ingest(raw_dir, work, config, pairing, crawl_time)
-    report["screen"] = tasks.screen(work, config, overrides)
-    report["score"] = tasks.score(work, config)
-    clips = tasks.kept_clips(work)
-    report["extract"], failures = run_extraction(work, clips, config, modalities, untrained=untrained, device=device)
-    report["extract_totals"] = {
-        k: sum(s[k] for s in report["extract"].values()) for k in ("computed", "skipped", "failed")
-    }
-    if failures:
-        report["failed_modalities"] = failures
-        write_report(work, "build_report", report)
-        raise BuildError(
-            f"extraction failed for {sorted(failures)}: " + "; ".join(f"{m}: {e}" for m, e in failures.items())
-        )
-    if train:
-        if tasks.training_entry_point() is None:
-            report["train"] = {"skipped": "models.train has no train_track entry point"}
-        else:
+    _check_modalities(modalities)
+    with WorkLock(work, "build"):
+        swept = extraction.sweep_partial_files(work)
+        report: dict[str, Any] = {"raw_dir": raw_dir, "work": work, "pid": os.getpid(), "partial_removed": swept}
+        report.update(run_rule_stages(raw_dir, work, config, pairing, crawl_time, overrides))
+        try:
+            extract_stage(report, work, config, modalities, untrained=untrained, device=device, precision=precision)
+        except BuildError:
+            write_report(work, "build_report", report)
+            raise
+        if train:
             report["train"] = tasks.train(work, train_dir or str(Path(work) / "train"), config)
-    if release_out:
-        info = {k: report[k] for k in ("ingest", "screen", "score", "extract")}
-        report["release"] = tasks.package(
-            work, release_out, config, allow_untrained, salt, json.loads(json.dumps(info, default=str))
-        )
-    report["seconds"] = round(time.monotonic() - started, 1)
-    write_report(work, "build_report", report)
+        if release_out:
+            info = {k: report[k] for k in ("ingest", "screen", "score", "extract", "precision")}
+            report["release"] = tasks.package(
+                work, release_out, config, allow_untrained, salt, json.loads(json.dumps(info, default=str))
+            )
+        report["seconds"] = round(time.monotonic() - started, 1)
+        write_report(work, "build_report", report)
     return report

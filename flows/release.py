@@ -6,6 +6,7 @@ from prefect import flow
 
 from flows import tasks
 from pipeline.config import load_config
+from pipeline.lock import WorkLock
 
 
 @flow(name="release")
@@ -22,6 +23,7 @@ def release(
     ``salt`` salts the uploader hashes (else ``$VDV_RELEASE_SALT``, else a random, forgotten salt).
     """
     config = load_config(config_path)
-    build_info = tasks.read_state(work, "build_report")
-    info = {k: build_info[k] for k in ("ingest", "screen", "score", "extract") if k in build_info}
-    return tasks.package(work, out, config, allow_untrained, salt, info)
+    with WorkLock(work, "release"):  # no build may change the shards while they are packaged
+        build_info = tasks.read_state(work, "build_report")
+        info = {k: build_info[k] for k in ("ingest", "screen", "score", "extract", "precision") if k in build_info}
+        return tasks.package(work, out, config, allow_untrained, salt, info)

@@ -1,40 +1,38 @@
-"""Thin Prefect tasks over the ``pipeline`` stages.
+"""Thin Prefect tasks over the ``pipeline`` stages, mapped over clips where the work is per clip.
 
-Each task calls one stage function and returns a small, picklable summary (a dict) so that it
-can run in a thread, a process or on a Dask worker. Retries are set only where a failure can be
-transient (reading the raw directory, writing the release); a stage that fails on bad data fails
-the same way on a retry. One clip's failure inside a stage is recorded as a rejection and the
-other clips go on (house style: one failing item does not sink the batch).
+Each task calls one ``pipeline`` function and returns a small, picklable summary (a dict) so that
+it can run in a thread, a process or on a Dask worker. The per-clip tasks (:func:`screen_clip`,
+:func:`extract_clip`) are the units a cluster spreads out: a Dask cluster of N workers keeps N
+workers busy, and a worker process loads each model once (``pipeline.extraction.load_extractors``
+caches them per process) and reuses it for every clip it is given.
+
+Retries are set only where a failure can be transient I/O (reading the raw directory, writing
+the release), and only for ``OSError``: a data or configuration error fails the same way on a
+retry and is reported at once. One clip's failure is recorded as a rejection and the other clips
+go on; a failure of the run itself (missing weights, an import or device error) fails the task.
 
 Everything a task needs comes in as arguments (paths as strings, the configuration as a plain
-mapping), never as live objects, so that the Dask runner can ship tasks to other processes.
+mapping, an :class:`~pipeline.extraction.ExtractionPlan`), never as live objects.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.util
 import json
 import logging
-import os
-import threading
-import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from prefect import task
 from prefect.logging import get_run_logger
 
-from pipeline import tables
-from pipeline.errors import ClipError, Reason
-from pipeline.provenance import canonical_json, code_version, sha256_file
+from pipeline import extraction, tables
+from pipeline.extraction import MODALITIES, ExtractionPlan
 
-MODALITIES = ("pose", "holistic", "facial", "scenic")
-EXTRACT_STAGE = "extract:{modality}"
 STATE_DIR = "flow_state"  # <work>/flow_state/: what the flows remember between runs (JSON)
+
+__all__ = ["MODALITIES", "STATE_DIR"]
 
 
 def _log() -> logging.Logger | logging.LoggerAdapter:
@@ -44,17 +42,28 @@ def _log() -> logging.Logger | logging.LoggerAdapter:
         return logging.getLogger(__name__)
 
 
+def transient_io(task, task_run, state) -> bool:
+    """Retry condition: only an ``OSError`` (a full disk, an NFS hiccup) is worth a retry."""
+    try:
+        state.result()
+    except OSError:
+        return True
+    except Exception:  # noqa: BLE001 - any other failure is final
+        return False
+    return False
+
+
 def kept_clips(work: str | Path) -> list[dict]:
-    """(clip_id, path) of the clips that passed screening and got a score, ordered by clip id."""
+    """Rows of the ``clips`` table that passed screening and got a score, ordered by clip id."""
     scored = set(tables.read_table(work, tables.SCORES).column("clip_id").to_pylist())
-    clips = tables.read_table(work, tables.CLIPS).select(["clip_id", "path"]).to_pylist()
+    clips = tables.read_table(work, tables.CLIPS).to_pylist()
     return sorted((c for c in clips if c["clip_id"] in scored), key=lambda c: c["clip_id"])
 
 
 # -- rule stages ----------------------------------------------------------------------------------
 
 
-@task(name="ingest", retries=2, retry_delay_seconds=2)  # reads the raw directory: I/O can be transient
+@task(name="ingest", retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io)
 def ingest(
     raw_dir: str, work: str, config: Mapping[str, Any], pairing: str | None = None, crawl_time: str | None = None
 ) -> dict:
@@ -72,62 +81,42 @@ def ingest(
     return summary
 
 
-def _screen_fingerprint(config: Mapping[str, Any], overrides: str | None) -> str:
-    """What decides a clip's screening row besides the clip: configuration, overrides, code."""
-    payload = {
-        "screen": dict(config.get("screen", {})),
-        "visual": dict(config.get("visual", {})),
-        "overrides": sha256_file(overrides) if overrides else None,
-        "code": code_version(
-            "pipeline.screen",
-            "pipeline.visual",
-            "pipeline.rules",
-            "pipeline.people",
-            "pipeline.motion",
-            "pipeline.pose",
-        ),
-    }
-    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+def pixel_rule_clips(work: str, config: Mapping[str, Any]) -> list[dict]:
+    """Clips whose pixel rules must run: they pass every cheap rule and the rules are on."""
+    from pipeline import screen as stage
+    from pipeline.config import stage_config
+
+    cfg = stage_config(stage.ScreenConfig, dict(config), "screen")
+    if not cfg.visual:
+        return []
+    clips = tables.read_table(work, tables.CLIPS).to_pylist()
+    return [c for c in clips if stage.needs_pixels(c, cfg)]
+
+
+@task(name="pixel-rules", tags=["screen"])
+def screen_clip(work: str, clip: Mapping[str, Any], config: Mapping[str, Any]) -> dict:
+    """The pixel rules of one clip, stored in its ``pixel_rules`` shard (reused while current)."""
+    from pipeline.screen import PixelRules
+
+    results, computed = PixelRules(config, work).run(clip)
+    return {"clip_id": clip["clip_id"], "computed": computed, "passed": all(r.passed for r in results)}
 
 
 @task(name="screen")
 def screen(work: str, config: Mapping[str, Any], overrides: str | None = None) -> dict:
-    """``pipeline.screen.screen_clips`` over the clips table, re-screening only what changed.
-
-    The pixel rules decode every clip, so a clip whose screening row was made by the same
-    configuration, overrides and screening code is not screened again (incremental builds).
-    """
+    """``pipeline.screen.screen_clips`` over the clips table: the cheap rules again, the pixel
+    rules from their per-clip shards (computed here only for a clip whose task did not store them)."""
     from pipeline import screen as stage
     from pipeline.config import stage_config
 
     cfg = stage_config(stage.ScreenConfig, dict(config), "screen")
     clips = tables.read_table(work, tables.CLIPS).to_pylist()
-    fingerprint = _screen_fingerprint(config, overrides)
-    state = read_state(work, "screen")
-    previous_rows, previous_rejections = {}, {}
-    if state.get("fingerprint") == fingerprint:
-        previous_rows = {r["clip_id"]: r for r in tables.read_table(work, tables.SCREENING).to_pylist()}
-        shard = tables.shard_path(work, "rejections", stage.STAGE)
-        if shard.exists():
-            previous_rejections = {r["clip_id"]: r for r in tables.read_file(shard, tables.REJECTIONS).to_pylist()}
-    todo = [c for c in clips if c["clip_id"] not in previous_rows]
-    visual = stage.visual_screener(config) if cfg.visual and todo else None
+    pixels = stage.PixelRules(config, work) if cfg.visual else None
     result = stage.screen_clips(
-        todo, cfg, overrides=stage.read_overrides(overrides) if overrides else None, visual=visual
+        clips, cfg, overrides=stage.read_overrides(overrides) if overrides else None, visual=pixels, output_dir=work
     )
-    if cfg.visual and not todo:
-        # nothing new to screen: the pixel rules did run, on the run that made the reused rows
-        result.notes = [n for n in result.notes if "pixel rules" not in n]
-    reused = [previous_rows[c["clip_id"]] for c in clips if c["clip_id"] in previous_rows]
-    result.rows = sorted(reused + result.rows, key=lambda r: r["clip_id"])
-    result.rejections = [
-        previous_rejections[r["clip_id"]] for r in reused if not r["kept"] and r["clip_id"] in previous_rejections
-    ] + result.rejections
-    stage.write_screening(result, work)
-    write_state(work, "screen", {"fingerprint": fingerprint})
     summary = {
-        "screened": len(todo),
-        "skipped": len(reused),
+        "screened": len(result.rows),
         "kept": len(result.kept),
         "rejected": len(result.rows) - len(result.kept),
         # every failing rule counts, so a clip rejected for two reasons appears under both
@@ -136,13 +125,7 @@ def screen(work: str, config: Mapping[str, Any], overrides: str | None = None) -
         ),
         "notes": list(result.notes),
     }
-    _log().info(
-        "screen: %d kept, %d rejected (%d screened, %d unchanged)",
-        summary["kept"],
-        summary["rejected"],
-        len(todo),
-        len(reused),
-    )
+    _log().info("screen: %d kept, %d rejected", summary["kept"], summary["rejected"])
     for note in result.notes:
         _log().warning("screen: %s", note)
     return summary
@@ -150,7 +133,7 @@ def screen(work: str, config: Mapping[str, Any], overrides: str | None = None) -
 
 @task(name="score")
 def score(work: str, config: Mapping[str, Any]) -> dict:
-    """``pipeline.virality.score_clips`` over the kept clips (scale fitted on them, SPEC section 3)."""
+    """``pipeline.virality.score_clips`` over the kept clips (scale fitted on them)."""
     from pipeline import virality as stage
     from pipeline.config import stage_config
 
@@ -174,175 +157,42 @@ def score(work: str, config: Mapping[str, Any]) -> dict:
 # -- feature extraction ---------------------------------------------------------------------------
 
 
-_BUILD_LOCK = threading.Lock()
+def check_worker(plan: ExtractionPlan) -> str:
+    """Build (and cache) the plan's extractors in this process: the weights load and verify, the
+    libraries import, the device answers. Raises the run's error; returns this worker's name."""
+    extraction.load_extractors(plan)
+    return extraction.worker_name()
 
 
-def build_extractor(modality: str, config: Mapping[str, Any], *, untrained: bool = False, device: str | None = None):
-    """The modality module's ``build_extractor`` (docs/ARCHITECTURE.md) on its config section.
-
-    Built under a lock: the extractors import torch and torchvision lazily, and the first import
-    of torchvision from several threads at once fails half-initialised (thread-pool runner).
-    """
-    if modality not in MODALITIES:
-        raise ValueError(f"unknown modality {modality!r}; known: {list(MODALITIES)}")
-    with _BUILD_LOCK:
-        if importlib.util.find_spec("torchvision") is not None:
-            importlib.import_module("torchvision.models")
-        module = importlib.import_module(f"pipeline.{modality}")
-        return module.build_extractor(dict(config.get(modality, {})), untrained=untrained, device=device)
-
-
-def extract_clips(
-    extractor, work: str | Path, clips: Sequence[Mapping[str, str]], *, force: bool = False, log=None
-) -> dict:
-    """Run one extractor over ``clips``; a failing clip becomes a rejection row, the rest go on.
-
-    Returns the counts (computed, skipped, failed), the rejection rows and the seconds spent.
-    """
-    log = log or logging.getLogger(__name__)
-    modality = extractor.modality
-    stage = EXTRACT_STAGE.format(modality=modality)
-    computed = skipped = 0
-    rejections = []
-    started = time.monotonic()
-    for i, clip in enumerate(clips, start=1):
-        t0 = time.monotonic()
-        try:
-            _, did = extractor.extract_to(work, clip["path"], clip["clip_id"], force=force)
-        except ClipError as err:
-            rejections.append(_rejection(stage, clip, err.reason, err.message))
-            log.warning(
-                "%s [%d/%d] %s: rejected (%s) %s",
-                modality,
-                i,
-                len(clips),
-                clip["clip_id"][:12],
-                err.reason.value,
-                err.message,
-            )
-            continue
-        except Exception as err:  # noqa: BLE001 - one clip's failure is recorded, the others go on
-            rejections.append(_rejection(stage, clip, Reason.EXTRACT_FAILED, f"{type(err).__name__}: {err}"))
-            log.warning(
-                "%s [%d/%d] %s: failed %s: %s", modality, i, len(clips), clip["clip_id"][:12], type(err).__name__, err
-            )
-            continue
-        computed += did
-        skipped += not did
-        log.info(
-            "%s [%d/%d] %s: %s (%.1f s)",
-            modality,
-            i,
-            len(clips),
-            clip["clip_id"][:12],
-            "computed" if did else "current, skipped",
-            time.monotonic() - t0,
-        )
-    return {
-        "modality": modality,
-        "computed": computed,
-        "skipped": skipped,
-        "failed": len(rejections),
-        "rejections": rejections,
-        "seconds": round(time.monotonic() - started, 2),
-        "identity": {
-            "extractor": extractor.name,
-            "version": extractor.version,
-            "weights_sha256": extractor.weights_sha256,
-            "params": extractor.params(),
-        },
-    }
-
-
-def _rejection(stage: str, clip: Mapping[str, str], reason: Reason, message: str) -> dict:
-    return {
-        "stage": stage,
-        "clip_id": clip["clip_id"],
-        "video_id": clip.get("video_id"),
-        "path": clip["path"],
-        "reason": reason.value,
-        "message": message,
-    }
-
-
-def sweep_partial_files(work: str | Path, modality: str) -> int:
-    """Remove hidden temporary files of ``features/<modality>/`` left by a killed run.
-
-    ``tables.atomic_write`` writes ``.<name>.<random>.tmp`` and renames it into place; a process
-    killed in between leaves the temporary file, which readers already ignore. Within a build one
-    task owns a modality's directory, so any such file at its start is a leftover.
-    """
-    directory = Path(work) / "features" / modality
-    removed = 0
-    for path in directory.glob(".*.tmp") if directory.is_dir() else ():
-        path.unlink(missing_ok=True)
-        removed += 1
-    return removed
-
-
-def extraction_rejections_path(work: str | Path, modality: str) -> Path:
-    """``<work>/rejections/rejections.extract-<modality>.parquet`` (stage ``extract:<modality>``)."""
-    return tables.shard_path(work, "rejections", f"extract-{modality}")
-
-
-# Extraction tasks carry the "gpu" tag: `prefect concurrency-limit create gpu 1` (on a server)
-# keeps one of them at a time on a GPU machine. No retries: a failure here is the data or the
-# weights, which a retry does not change.
-@task(name="extract", tags=["gpu", "extract"])
-def extract(
-    modality: str,
-    work: str,
-    clips: Sequence[Mapping[str, str]],
-    config: Mapping[str, Any],
-    untrained: bool = False,
-    device: str | None = None,
-    force: bool = False,
-) -> dict:
-    """Extract one modality for ``clips`` (skipping current shards) and record its rejections."""
+# No retries: a clip's failure is the data, which a retry does not change. A worker that dies
+# is a different matter: the flow's runner gives the clip one more worker (see flows/build.py).
+@task(name="extract-clip", tags=["extract"])
+def extract_clip(
+    work: str, clip: Mapping[str, Any], plan: ExtractionPlan, decode: Mapping[str, Any], force: bool = False
+) -> list[dict]:
+    """Every modality of ``plan`` for one clip, from one decode pass; one item dict per modality."""
+    extractors = extraction.load_extractors(plan)
+    cfg = extraction.decode_config({"decode": dict(decode)})
+    items = extraction.extract_clip(clip, extractors, work, force=force, decode=cfg)
     log = _log()
-    swept = sweep_partial_files(work, modality)
-    if swept:
-        log.warning("%s: removed %d partial file(s) left by an interrupted run", modality, swept)
-    extractor = build_extractor(modality, config, untrained=untrained, device=device)
-    summary = extract_clips(extractor, work, clips, force=force, log=log)
-    summary["partial_removed"] = swept
-    summary["pid"] = os.getpid()  # which process ran it (a Dask worker, a pool process, the flow)
-    tables.write_table(summary["rejections"], tables.REJECTIONS, extraction_rejections_path(work, modality))
-    log.info(
-        "%s: %d computed, %d skipped (current), %d failed in %.1f s",
-        modality,
-        summary["computed"],
-        summary["skipped"],
-        summary["failed"],
-        summary["seconds"],
-    )
-    return summary
+    for it in items:
+        if it.status == extraction.REJECTED:
+            log.warning("%s %s: rejected (%s) %s", it.modality, it.clip_id[:12], it.reason, it.message)
+    return [it.as_dict() for it in items]
 
 
 # -- training and release -------------------------------------------------------------------------
-
-
-def training_entry_point():
-    """``models.train.train_track`` when the training stage provides it, else None."""
-    try:
-        module = importlib.import_module("models.train")
-    except ImportError:
-        return None
-    return getattr(module, "train_track", None)
 
 
 @task(name="train")
 def train(source: str, out_dir: str, config: Mapping[str, Any], track: str = "all") -> dict:
     """The training stage on a release or work directory (``models.train.train_track``)."""
     from models.data import open_source
-    from models.train import TrainConfig
+    from models.train import TrainConfig, train_track
     from pipeline.config import stage_config
 
-    entry = training_entry_point()
-    if entry is None:
-        raise RuntimeError("models.train exposes no train_track entry point")
     cfg = stage_config(TrainConfig, dict(config), "train")
-    result = entry(open_source(source), track, out_dir, cfg)
+    result = train_track(open_source(source), track, out_dir, cfg)
     history = list(getattr(result, "history", []) or [])
     summary = {
         "out_dir": out_dir,
@@ -355,7 +205,8 @@ def train(source: str, out_dir: str, config: Mapping[str, Any], track: str = "al
     return json.loads(json.dumps(summary, default=str))
 
 
-@task(name="release", retries=1, retry_delay_seconds=2)  # writes many files: a full disk or NFS hiccup can pass
+# writes many files: a full disk or an NFS hiccup can pass; nothing else is retried
+@task(name="release", retries=1, retry_delay_seconds=2, retry_condition_fn=transient_io)
 def package(
     work: str,
     out: str,

@@ -1,4 +1,4 @@
-"""Streaming video decoding on a constant time grid (SPEC section 4).
+"""Streaming video decoding on constant time grids, one pass per clip (SPEC section 4).
 
 Sampling rule
 -------------
@@ -9,15 +9,38 @@ A source slower than the target therefore repeats its latest frame; a faster one
 a variable-frame-rate source is handled by its real timestamps. The rule depends only on the
 stream's timestamps, so every run picks the same frames.
 
-Frames are yielded one by one (only the current and previous decoded frame are held), rotated
-upright from the stream's display matrix, converted to RGB ``uint8`` and optionally resized.
+One pass, many grids
+--------------------
+:func:`decode_pass` opens a clip once and serves any number of grids (:class:`DecodeParams`:
+rate, size, time window) from that single decode: each decoded frame is converted, by swscale
+straight from the decoded picture, to the size of every grid that samples it. A grid's samples
+are therefore the same whichever other grids share the pass, which is what keeps every
+modality's features, and so its shard identity, independent of what ran beside it.
+:func:`iter_samples` is the one-grid case. Only the current and previous decoded frame are held
+(plus a short bounded queue of converted samples), so memory does not grow with clip length.
+
+Frames are rotated upright from the stream's display matrix and converted to RGB ``uint8``.
+The pass also reports the clip's upright native size and declared rate
+(:class:`StreamInfo`), taken from the same open.
+
+The decode budget
+-----------------
+Decoding runs in a thread of its own that feeds a bounded queue, so it overlaps with the
+models that consume the samples. ``budget_s`` bounds the time spent *inside the decoder*
+(demuxing, decoding and converting frames), not the consumers' time: a slow model never makes
+a clip time out, while a decoder that stalls or spins is given up on once its own time passes
+the budget, and the clip is rejected ``decode_timeout``. A decoder stuck inside a native call
+cannot be interrupted from Python; its thread is left to finish on its own (it is a daemon
+thread and holds only this clip's file).
 """
 
 from __future__ import annotations
 
 import math
+import queue
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +48,9 @@ import av
 import numpy as np
 
 from pipeline.errors import ClipError, Reason
+
+QUEUE_SIZE = 16  # converted samples the decoder may run ahead of the consumers
+_POLL_S = 0.05  # how often a waiting consumer checks the decoder's clock
 
 
 @dataclass(frozen=True)
@@ -39,17 +65,29 @@ class Sample:
 
 @dataclass(frozen=True)
 class DecodeParams:
-    """How frames are picked and shaped; recorded in every feature row's provenance."""
+    """How a grid's frames are picked and shaped; recorded in every feature row's provenance."""
 
     fps: float = 25.0  # target rate of the time grid
     short_side: int | None = None  # resize so the shorter side has this many pixels
     max_side: int | None = None  # or: shrink so the longer side is at most this (never enlarge)
     start_s: float = 0.0  # first grid time to yield
     end_s: float | None = None  # stop before this grid time
-    time_budget_s: float | None = None  # wall-clock budget; exceeding it raises DECODE_TIMEOUT
+
+    def __post_init__(self):
+        if not self.fps > 0:
+            raise ValueError(f"grid rate must be positive, got fps = {self.fps}")
 
     def as_dict(self) -> dict:
         return {"fps": self.fps, "short_side": self.short_side, "max_side": self.max_side}
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """What every feature row records about its source: upright native size and declared rate."""
+
+    width: int
+    height: int
+    fps: float | None  # the container's average frame rate; None when it declares none
 
 
 def clockwise_rotation(frame: av.VideoFrame) -> int:
@@ -86,61 +124,231 @@ def _to_rgb(frame: av.VideoFrame, params: DecodeParams) -> np.ndarray:
     return image
 
 
-def iter_samples(
-    path: str | Path, params: DecodeParams = DecodeParams(), clip_id: str | None = None
-) -> Iterator[Sample]:
-    """Yield the grid samples of ``path`` in order (see the module docstring for the rule).
+class _Grid:
+    """One grid's position in the pass: which grid time comes next, and whether it is done."""
 
-    Raises :class:`ClipError` for a file that cannot be opened or decoded, has no video stream,
-    yields no frame, or runs past ``params.time_budget_s``.
+    def __init__(self, params: DecodeParams):
+        self.params = params
+        self.period = 1.0 / params.fps
+        self.k = max(0, math.ceil(params.start_s * params.fps - 1e-9))
+        self.done = False
+
+    def due(self, before: float) -> Iterator[float]:
+        """Grid times strictly before ``before`` (s from the first frame) not yet served."""
+        while not self.done and self.k * self.period < before - 1e-9:
+            t = self.k * self.period
+            if self.params.end_s is not None and t >= self.params.end_s:
+                self.done = True
+                return
+            yield t
+            self.k += 1
+
+
+class _Decoder(threading.Thread):
+    """Decodes one clip for several grids into a bounded queue of ``(grid, Sample)`` items.
+
+    ``busy_s()`` is the time spent inside the decoder so far (the budget's clock); it excludes
+    the time spent waiting for the consumers to take samples off the queue.
     """
-    deadline = None if params.time_budget_s is None else time.monotonic() + params.time_budget_s
-    try:
-        container = av.open(str(path), timeout=params.time_budget_s)
-    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as err:
-        raise ClipError(clip_id, Reason.NOT_A_VIDEO, f"cannot open {path}: {err}") from err
-    with container:
-        if not container.streams.video:
-            raise ClipError(clip_id, Reason.NOT_A_VIDEO, f"{path} has no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        period = 1.0 / params.fps
-        k = max(0, math.ceil(params.start_s * params.fps - 1e-9))
-        t0 = None
-        prev = None  # (time, frame) of the latest frame at or before the next grid time
-        frame_dt = 1.0 / float(stream.average_rate) if stream.average_rate else period
+
+    def __init__(self, path: str | Path, grids: Sequence[DecodeParams], clip_id: str | None):
+        super().__init__(name=f"vdv-decode-{Path(path).name}", daemon=True)
+        self.path, self.clip_id = str(path), clip_id
+        self.grids = [_Grid(p) for p in grids]
+        self.items: queue.Queue = queue.Queue(QUEUE_SIZE)
+        self.stop = threading.Event()
+        self.info: StreamInfo | None = None
+        self._busy = 0.0
+        self._since: float | None = None  # start of the decoder call in progress
+        self._lock = threading.Lock()
+
+    def busy_s(self) -> float:
+        with self._lock:
+            running = 0.0 if self._since is None else time.monotonic() - self._since
+            return self._busy + running
+
+    def _enter(self) -> None:
+        with self._lock:
+            self._since = time.monotonic()
+
+    def _leave(self) -> None:
+        with self._lock:
+            if self._since is not None:
+                self._busy += time.monotonic() - self._since
+            self._since = None
+
+    def _put(self, item) -> bool:
+        """Hand ``item`` to the consumers; the wait for room in the queue is not decoder time."""
+        self._leave()
         try:
-            for frame in container.decode(stream):
-                if deadline is not None and time.monotonic() > deadline:
-                    raise ClipError(clip_id, Reason.DECODE_TIMEOUT, f"decoding exceeded {params.time_budget_s} s")
+            while not self.stop.is_set():
+                try:
+                    self.items.put(item, timeout=_POLL_S)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+        finally:
+            self._enter()
+
+    def _emit(self, prev: tuple[float, av.VideoFrame], before: float) -> bool:
+        for i, grid in enumerate(self.grids):
+            for t in grid.due(before):
+                image = _to_rgb(prev[1], grid.params)
+                if not self._put((i, Sample(grid.k, t, prev[0], image))):
+                    return False
+        return not all(g.done for g in self.grids)
+
+    def run(self) -> None:
+        # the clock runs for everything this thread does except waiting to hand samples over
+        self._enter()
+        try:
+            self._decode()
+        except ClipError as err:
+            self._put(err)
+        except Exception as err:  # noqa: BLE001 - handed to the consumer, which owns error policy
+            self._put(err)
+        finally:
+            self._put(None)
+            self._leave()
+
+    def _decode(self) -> None:
+        path, clip_id = self.path, self.clip_id
+        try:
+            container = av.open(path)
+        except (av.error.FFmpegError, OSError, UnicodeDecodeError) as err:
+            raise ClipError(clip_id, Reason.NOT_A_VIDEO, f"cannot open {path}: {err}") from err
+        with container:
+            if not container.streams.video:
+                raise ClipError(clip_id, Reason.NOT_A_VIDEO, f"{path} has no video stream")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            rate = float(stream.average_rate) if stream.average_rate else None
+            frames = container.decode(stream)
+            t0 = None
+            prev = None  # (time, frame) of the latest frame at or before the next grid time
+            frame_dt = 1.0 / rate if rate else 1.0 / max(g.params.fps for g in self.grids)
+            while not self.stop.is_set():
+                try:
+                    frame = next(frames, None)
+                except av.error.FFmpegError as err:
+                    if prev is None:
+                        raise ClipError(clip_id, Reason.UNREADABLE, f"cannot decode {path}: {err}") from err
+                    break  # a corrupt tail: serve what decoded; ingest's truncation rule judges the clip
+                if frame is None:
+                    break
                 if frame.time is None:
                     continue
                 if t0 is None:
                     t0 = frame.time
+                    upright = clockwise_rotation(frame) in (90, 270)
+                    self.info = StreamInfo(
+                        frame.height if upright else frame.width, frame.width if upright else frame.height, rate
+                    )
                 ft = frame.time - t0
                 if prev is not None and ft > prev[0]:
                     frame_dt = ft - prev[0]
                 # every grid time before this frame is served by the previous frame
-                while prev is not None and k * period < ft - 1e-9:
-                    t = k * period
-                    if params.end_s is not None and t >= params.end_s:
-                        return
-                    yield Sample(k, t, prev[0], _to_rgb(prev[1], params))
-                    k += 1
+                if prev is not None and not self._emit(prev, ft):
+                    return
                 prev = (ft, frame)
-        except av.error.FFmpegError as err:
-            if prev is None:
-                raise ClipError(clip_id, Reason.UNREADABLE, f"cannot decode {path}: {err}") from err
-            # a corrupt tail: yield what decoded; ingest's truncation rule judges the clip
-        if prev is None:
-            raise ClipError(clip_id, Reason.ZERO_FRAMES, f"{path} decoded no frame")
-        end = prev[0] + frame_dt
-        while k * period < end - 1e-9:
-            t = k * period
-            if params.end_s is not None and t >= params.end_s:
+            if self.stop.is_set():
                 return
-            yield Sample(k, t, prev[0], _to_rgb(prev[1], params))
-            k += 1
+            if prev is None:
+                raise ClipError(clip_id, Reason.ZERO_FRAMES, f"{path} decoded no frame")
+            self._emit(prev, prev[0] + frame_dt)
+
+
+class DecodePass:
+    """One decode of ``path`` serving ``grids``; iterate for ``(grid index, Sample)`` in order.
+
+    Use as a context manager (or exhaust it): leaving early stops the decoder. Raises
+    :class:`ClipError` for a file that cannot be opened or decoded, has no video stream,
+    yields no frame, or whose decoding takes more than ``budget_s`` seconds of decoder time.
+    ``info`` is the clip's :class:`StreamInfo` once the first frame has decoded.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        grids: Sequence[DecodeParams],
+        clip_id: str | None = None,
+        *,
+        budget_s: float | None = None,
+    ):
+        if not grids:
+            raise ValueError("a decode pass needs at least one grid")
+        self.path, self.clip_id, self.budget_s = path, clip_id, budget_s
+        self._decoder = _Decoder(path, grids, clip_id)
+
+    @property
+    def info(self) -> StreamInfo | None:
+        return self._decoder.info
+
+    def decoder_seconds(self) -> float:
+        """Time spent inside the decoder so far (what the budget counts)."""
+        return self._decoder.busy_s()
+
+    def __enter__(self) -> DecodePass:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._decoder.stop.set()
+
+    def _over_budget(self) -> bool:
+        return self.budget_s is not None and self._decoder.busy_s() > self.budget_s
+
+    def __iter__(self) -> Iterator[tuple[int, Sample]]:
+        decoder = self._decoder
+        decoder.start()
+        try:
+            while True:
+                try:
+                    item = decoder.items.get(timeout=_POLL_S)
+                except queue.Empty:
+                    if self._over_budget():
+                        raise ClipError(
+                            self.clip_id,
+                            Reason.DECODE_TIMEOUT,
+                            f"decoding {self.path} took more than its {self.budget_s:g} s budget",
+                        ) from None
+                    continue
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                if self._over_budget():
+                    raise ClipError(
+                        self.clip_id,
+                        Reason.DECODE_TIMEOUT,
+                        f"decoding {self.path} took more than its {self.budget_s:g} s budget",
+                    )
+                yield item
+        finally:
+            self.close()
+
+
+def decode_pass(
+    path: str | Path, grids: Sequence[DecodeParams], clip_id: str | None = None, *, budget_s: float | None = None
+) -> DecodePass:
+    """One decode of ``path`` for every grid of ``grids`` (see :class:`DecodePass`)."""
+    return DecodePass(path, grids, clip_id, budget_s=budget_s)
+
+
+def iter_samples(
+    path: str | Path,
+    params: DecodeParams = DecodeParams(),
+    clip_id: str | None = None,
+    *,
+    budget_s: float | None = None,
+) -> Iterator[Sample]:
+    """Yield the grid samples of ``path`` in order: a :func:`decode_pass` with one grid."""
+    with decode_pass(path, [params], clip_id, budget_s=budget_s) as one:
+        for _, sample in one:
+            yield sample
 
 
 def grid_times(duration_s: float, fps: float) -> np.ndarray:
@@ -149,32 +357,11 @@ def grid_times(duration_s: float, fps: float) -> np.ndarray:
     return np.arange(n, dtype=np.float64) / fps
 
 
-@dataclass(frozen=True)
-class StreamInfo:
-    """What every feature row records about its source: upright native size and declared rate."""
-
-    width: int
-    height: int
-    fps: float | None  # the container's average frame rate; None when it declares none
-
-
 def stream_info(path: str | Path, clip_id: str | None = None) -> StreamInfo:
-    """Upright (width, height) of the first frame and the average rate, in one container open."""
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise ClipError(clip_id, Reason.NOT_A_VIDEO, f"{path} has no video stream")
-            stream = container.streams.video[0]
-            fps = float(stream.average_rate) if stream.average_rate else None
-            for frame in container.decode(stream):
-                if clockwise_rotation(frame) in (90, 270):
-                    return StreamInfo(frame.height, frame.width, fps)
-                return StreamInfo(frame.width, frame.height, fps)
-    except (av.error.FFmpegError, OSError) as err:
-        raise ClipError(clip_id, Reason.UNREADABLE, f"cannot decode {path}: {err}") from err
-    raise ClipError(clip_id, Reason.ZERO_FRAMES, f"{path} decoded no frame")
-
-
-def source_fps(path: str | Path) -> float:
-    """Average frame rate the container declares (0.0 when unknown)."""
-    return stream_info(path).fps or 0.0
+    """Upright (width, height) of the first frame and the average rate (one open, first frame only)."""
+    with decode_pass(path, [DecodeParams(fps=1.0, max_side=2, end_s=1e-9)], clip_id) as one:
+        for _ in one:
+            pass
+        if one.info is None:
+            raise ClipError(clip_id, Reason.ZERO_FRAMES, f"{path} decoded no frame")
+        return one.info

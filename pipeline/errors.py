@@ -39,6 +39,7 @@ class Reason(StrEnum):
     NO_SCALE = "no_scale"  # scored on a stored scale that lacks the clip's challenge
     # extraction
     EXTRACT_FAILED = "extract_failed"
+    WORKER_DIED = "worker_died"  # the process working on the clip died twice, on two workers
 
 
 class ClipError(Exception):
@@ -53,3 +54,23 @@ class ClipError(Exception):
 
 class WeightsError(RuntimeError):
     """Model weights are missing, corrupt or of an unexpected format; the message names the fix."""
+
+
+def rejection_row(
+    stage: str,
+    reason: Reason,
+    message: str,
+    *,
+    clip_id: str | None = None,
+    video_id: str | None = None,
+    path: str | None = None,
+) -> dict:
+    """One row of ``tables.REJECTIONS``: the only place such a row is built."""
+    return {
+        "stage": stage,
+        "clip_id": clip_id,
+        "video_id": video_id,
+        "path": None if path is None else str(path),
+        "reason": reason.value,
+        "message": message,
+    }

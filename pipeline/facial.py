@@ -26,8 +26,10 @@ Per grid sample (3 fps, :func:`pipeline.decode.iter_samples`):
    ``margin`` of 20 output pixels, resized to 160 x 160, ``(x - 127.5) / 128``); the ResNet-50 as
    the VGGFace2 release does (the box widened by 30 %, made square, resized to 256, centre crop
    224, BGR mean subtraction). Preprocessing constants come from the weights registry.
-4. Embedding in batches; on CUDA under bfloat16 autocast (precision ``"bfloat16"``), else
-   float32. MTCNN itself always runs in float32.
+4. Embedding in batches, channels_last, in float32 whatever the build's precision: in
+   bfloat16 the embedder fails the agreement check of ``tests/test_precision.py`` (per-frame
+   error 0.65 against 1.15 between frames, where a tenth is allowed), while its cost is small
+   next to MTCNN's. MTCNN always runs in float32.
 
 A sample without a face has ``valid`` False and a zero vector (ARCHITECTURE.md).
 """
@@ -47,9 +49,9 @@ import numpy as np
 
 from pipeline import weights
 from pipeline.config import section_config
-from pipeline.decode import DecodeParams, Sample, iter_samples, stream_info
+from pipeline.decode import DecodeParams, Sample, StreamInfo
 from pipeline.errors import ClipError, Reason
-from pipeline.features import FeatureExtractor, FeatureSequence
+from pipeline.features import Batches, FeatureExtractor, FeatureSequence
 from pipeline.provenance import code_version, sha256_file
 
 log = logging.getLogger(__name__)
@@ -74,7 +76,6 @@ class FacialConfig:
     batch_size: int = 16  # frames per MTCNN / embedding batch; does not change the features
     seed: int = 0  # initialisation seed of untrained (--untrained) weights
     weights_dir: str | None = None  # weights cache; None: $VDV_WEIGHTS_DIR or ~/.cache/vdv/weights
-    time_budget_s: float | None = 600.0  # wall-clock decoding budget per clip
     end_s: float | None = None  # only the clip's first end_s seconds (previews, tests); None: all
 
     def __post_init__(self):
@@ -151,14 +152,20 @@ class FacialExtractor(FeatureExtractor):
     modality = "facial"
     name = "mtcnn-vggface2"
 
-    def __init__(self, config: FacialConfig = FacialConfig(), *, untrained: bool = False, device: str | None = None):
-        import torch
+    def __init__(
+        self,
+        config: FacialConfig = FacialConfig(),
+        *,
+        untrained: bool = False,
+        device: str | None = None,
+        precision: str | None = None,
+    ):
         from facenet_pytorch import MTCNN
 
         self.config = config
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.precision = "bfloat16" if self.device.startswith("cuda") else "float32"
-        self.version = code_version("pipeline.facial", "pipeline.decode", "pipeline.weights")
+        self.place(device, precision)
+        self.precision = "float32"  # see step 4 of the module docstring
+        self.version = code_version("pipeline.facial", "pipeline.decode", "pipeline.weights", "pipeline.runtime")
         self.dim = MODELS[config.model]
         self.name = f"mtcnn-{config.model.replace('_', '-')}"
         self.weights_spec = weights.get_spec(config.model)
@@ -176,7 +183,7 @@ class FacialExtractor(FeatureExtractor):
 
     def decode_params(self) -> DecodeParams:
         c = self.config
-        return DecodeParams(fps=c.fps, max_side=c.max_side, end_s=c.end_s, time_budget_s=c.time_budget_s)
+        return DecodeParams(fps=c.fps, max_side=c.max_side, end_s=c.end_s)
 
     def params(self) -> dict:
         c, pre = self.config, self.weights_spec.preprocess
@@ -246,62 +253,63 @@ class FacialExtractor(FeatureExtractor):
         x = self.weights_spec.preprocess.normalise(torch.from_numpy(crops).to(self.device))
         return weights.infer(self.model, x, self.precision)
 
-    def _batch(self, samples: list[Sample], previous: np.ndarray | None, clip_id: str):
-        detections = self.detect([s.image for s in samples])
+    def consumer(self, clip_id: str) -> _FacialClip:
+        return _FacialClip(self, clip_id)
+
+
+class _FacialClip:
+    """One clip: samples batched through detection, face following (in order) and embedding."""
+
+    def __init__(self, extractor: FacialExtractor, clip_id: str):
+        self.extractor = extractor
+        self.times: list[float] = []
+        self.valid: list[bool] = []
+        self.previous: np.ndarray | None = None  # the followed face's last box
+        self.batches = Batches(extractor.config.batch_size, self._batch, clip_id=clip_id, what="facial")
+
+    def _batch(self, samples: list[Sample]) -> np.ndarray:
+        ex = self.extractor
         boxes: list[np.ndarray | None] = []
-        for b, s in detections:
-            pick = follow_face(b, s, previous, self.config)
+        for b, s in ex.detect([s.image for s in samples]):
+            pick = follow_face(b, s, self.previous, ex.config)
             boxes.append(None if pick is None else b[pick])
             if pick is not None:
-                previous = b[pick]
-        features = np.zeros((len(samples), self.dim), dtype=np.float32)
+                self.previous = b[pick]
+        features = np.zeros((len(samples), ex.dim), dtype=np.float32)
         found = [i for i, b in enumerate(boxes) if b is not None]
         if found:
-            crops = np.stack([self.crop(samples[i].image, boxes[i]) for i in found])
-            features[found] = self.embed(crops)
-        return features, np.array([b is not None for b in boxes]), previous
+            features[found] = ex.embed(np.stack([ex.crop(samples[i].image, boxes[i]) for i in found]))
+        self.valid.extend(b is not None for b in boxes)
+        return features
 
-    def compute(self, path: str | Path, clip_id: str) -> FeatureSequence:
-        info = stream_info(path, clip_id)  # native upright size, as every modality records it
-        times: list[float] = []
-        valid: list[np.ndarray] = []
-        chunks: list[np.ndarray] = []
-        previous = None
-        batch: list[Sample] = []
+    def push(self, sample: Sample) -> None:
+        self.times.append(sample.t)
+        self.batches.add(sample)
 
-        def flush():
-            nonlocal previous
-            try:
-                features, found, previous = self._batch(batch, previous, clip_id)
-            except RuntimeError as err:  # e.g. out of device memory: this clip fails, the run goes on
-                raise ClipError(clip_id, Reason.EXTRACT_FAILED, f"facial inference failed: {err}") from err
-            times.extend(s.t for s in batch)
-            chunks.append(features)
-            valid.append(found)
-            batch.clear()
-
-        for sample in iter_samples(path, self.decode_params(), clip_id):
-            batch.append(sample)
-            if len(batch) == self.config.batch_size:
-                flush()
-        if batch:
-            flush()
-        if not times:
-            raise ClipError(clip_id, Reason.ZERO_FRAMES, f"{path} gave no grid sample")
-        features = np.concatenate(chunks)
+    def finish(self, source: StreamInfo) -> FeatureSequence:
+        chunks = self.batches.result()
+        if not chunks:
+            raise ClipError(self.batches.clip_id, Reason.ZERO_FRAMES, "the clip gave no grid sample")
         return FeatureSequence(
-            timestamps=np.asarray(times, dtype=np.float64),
-            valid=np.concatenate(valid),
-            features=features,
-            fps=self.config.fps,
-            source_fps=info.fps,
-            frame_width=info.width,
-            frame_height=info.height,
+            timestamps=np.asarray(self.times, dtype=np.float64),
+            valid=np.asarray(self.valid, dtype=bool),
+            features=np.concatenate(chunks),
+            fps=self.extractor.config.fps,
+            source_fps=source.fps,
+            frame_width=source.width,
+            frame_height=source.height,
         )
+
+    def close(self) -> None:
+        pass
 
 
 def build_extractor(
-    config: FacialConfig | Mapping[str, Any] | None = None, *, untrained: bool = False, device: str | None = None
+    config: FacialConfig | Mapping[str, Any] | None = None,
+    *,
+    untrained: bool = False,
+    device: str | None = None,
+    precision: str | None = None,
 ) -> FacialExtractor:
     """The facial extractor from the ``[facial]`` section (a mapping) or a :class:`FacialConfig`.
 
@@ -310,4 +318,4 @@ def build_extractor(
     random weights. The MTCNN detector always uses the weights shipped with facenet-pytorch.
     """
     config = section_config(FacialConfig, config, "facial")
-    return FacialExtractor(config, untrained=untrained, device=device)
+    return FacialExtractor(config, untrained=untrained, device=device, precision=precision)

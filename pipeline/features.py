@@ -1,10 +1,14 @@
 """What every feature extractor shares: identity, provenance, the shard it writes, skipping.
 
 A modality module (``pose``, ``holistic``, ``facial``, ``scenic``) subclasses
-:class:`FeatureExtractor` and implements :meth:`compute`, which takes a clip path and returns a
-:class:`FeatureSequence` on the shared time grid. This base class turns that into a row of
-``feature_spec(modality)`` with full provenance, writes it atomically as one shard per clip and
-knows whether a clip's current shard is still valid (same identity), so re-runs skip work.
+:class:`FeatureExtractor`: :meth:`~FeatureExtractor.decode_params` names the grid it samples and
+:meth:`~FeatureExtractor.consumer` returns a :class:`ClipConsumer` that takes the clip's samples
+one by one and finally gives a :class:`FeatureSequence`. The extractor never opens the clip
+itself: :mod:`pipeline.extraction` decodes each clip once for every modality it needs
+(:func:`pipeline.decode.decode_pass`) and feeds each consumer its own grid. This base class turns
+a sequence into a row of ``feature_spec(modality)`` with full provenance, writes it atomically as
+one shard per clip and knows whether a clip's current shard is still valid (same identity), so
+re-runs skip work. :meth:`~FeatureExtractor.compute` runs one extractor alone on a file.
 
 Feature shard of a clip: ``<work>/features/<modality>/<modality>.<clip_id[:16]>.<identity[:12]>.parquet``.
 When a clip's identity changes the new shard is written first, then the stale one removed, so a
@@ -16,12 +20,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import tables
+from pipeline.decode import DecodeParams, Sample, StreamInfo, decode_pass
 from pipeline.errors import ClipError, Reason
 from pipeline.provenance import feature_identity
 
@@ -49,8 +55,53 @@ class FeatureSequence:
             )
 
 
+class ClipConsumer(Protocol):
+    """One clip's feature computation: samples in, in grid order; the sequence out at the end."""
+
+    def push(self, sample: Sample) -> None:
+        """Take the next grid sample. Raise ``ClipError`` for a bad clip."""
+
+    def finish(self, source: StreamInfo) -> FeatureSequence:
+        """The clip's features; ``source`` is its upright native size and declared rate."""
+
+    def close(self) -> None:
+        """Release per-clip resources (called whether or not ``finish`` ran)."""
+
+
+class Batches:
+    """Items in, ``fn(batch) -> array`` on every ``size`` of them, outputs kept in order.
+
+    The one batching rule of the extractors: a batch size changes speed and memory, never the
+    features. ``fn``'s ``RuntimeError`` (for example device memory) becomes this clip's
+    ``extract_failed`` rejection, not the run's failure.
+    """
+
+    def __init__(self, size: int, fn, *, clip_id: str, what: str):
+        self.size, self.fn, self.clip_id, self.what = size, fn, clip_id, what
+        self.pending: list = []
+        self.outputs: list[np.ndarray] = []
+
+    def add(self, item) -> None:
+        self.pending.append(item)
+        if len(self.pending) >= self.size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        try:
+            self.outputs.append(self.fn(self.pending))
+        except RuntimeError as err:
+            raise ClipError(self.clip_id, Reason.EXTRACT_FAILED, f"{self.what} inference failed: {err}") from err
+        self.pending = []
+
+    def result(self) -> list[np.ndarray]:
+        self.flush()
+        return self.outputs
+
+
 class FeatureExtractor:
-    """Base of the four modality extractors. Subclasses set the class attributes and ``compute``."""
+    """Base of the four modality extractors. Subclasses set the class attributes, ``params``, ``decode_params`` and ``consumer``."""
 
     modality: str = ""
     name: str = ""  # extractor name recorded in provenance, e.g. "mediapipe-blazepose-full"
@@ -66,13 +117,32 @@ class FeatureExtractor:
     def untrained(self) -> bool:
         return self.weights_sha256 == UNTRAINED
 
+    def place(self, device: str | None, precision: str | None) -> None:
+        """Choose the device (CUDA when present unless given) and resolve the precision there."""
+        from pipeline.runtime import resolve_device, resolve_precision
+
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+
     def params(self) -> dict:
         """Every parameter that changes the output (decode fps, resize, crop, thresholds...)."""
         raise NotImplementedError
 
-    def compute(self, path: str | Path, clip_id: str) -> FeatureSequence:
-        """Decode ``path`` and compute its features. Raise ``ClipError`` for a bad clip."""
+    def decode_params(self) -> DecodeParams:
+        """The grid (rate, size, time window) this extractor samples."""
         raise NotImplementedError
+
+    def consumer(self, clip_id: str) -> ClipConsumer:
+        """A fresh computation for one clip (models are shared, per-clip state is not)."""
+        raise NotImplementedError
+
+    def compute(self, path: str | Path, clip_id: str, *, budget_s: float | None = None) -> FeatureSequence:
+        """Decode ``path`` for this extractor alone and compute its features (``ClipError`` if bad)."""
+        consumer = self.consumer(clip_id)
+        with decode_pass(path, [self.decode_params()], clip_id, budget_s=budget_s) as one:
+            for _, sample in one:
+                consumer.push(sample)
+            return consumer.finish(one.info)
 
     # -- shared machinery --------------------------------------------------------------------
 
@@ -131,7 +201,11 @@ class FeatureExtractor:
         target = self.shard_path(work, clip_id)
         if target.exists() and not force:
             return target, False
-        seq = self.compute(path, clip_id)
+        return self.write(work, clip_id, self.compute(path, clip_id)), True
+
+    def write(self, work: str | Path, clip_id: str, seq: FeatureSequence) -> Path:
+        """Write ``seq`` as the clip's current shard (atomically) and remove its stale shards."""
+        target = self.shard_path(work, clip_id)
         if not np.isfinite(seq.features).all():
             # a numerical failure (e.g. overflow in bf16) must not become a released feature
             raise ClipError(clip_id, Reason.EXTRACT_FAILED, f"{self.modality} features are not finite")
@@ -140,7 +214,7 @@ class FeatureExtractor:
         for stale in Path(target.parent).glob(f"{self.modality}.{clip_id[:16]}.*.parquet"):
             if stale != target:
                 stale.unlink(missing_ok=True)
-        return target, True
+        return target
 
 
 def current_shards(work: str | Path, modality: str) -> dict[str, Path]:

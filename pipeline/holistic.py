@@ -10,25 +10,24 @@ is not used. The backbone loads from an mmaction2 TSN checkpoint through the key
 documented in :func:`pipeline.weights.convert_mmaction2_tsn`.
 
 Frames are resized by the decoder (swscale, to an even size whose short side is 256) so that
-full-resolution frames are never held, and inferred in batches. On CUDA the forward pass runs
-under bfloat16 autocast (precision ``"bfloat16"``); on the CPU it is float32.
+full-resolution frames are never held, and inferred in batches, channels_last, under bfloat16
+autocast when the build's precision is ``"bfloat16"`` (:mod:`pipeline.runtime`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pipeline import weights
 from pipeline.config import section_config
-from pipeline.decode import DecodeParams, Sample, iter_samples, stream_info
+from pipeline.decode import DecodeParams, Sample, StreamInfo
 from pipeline.errors import ClipError, Reason
-from pipeline.features import FeatureExtractor, FeatureSequence
+from pipeline.features import Batches, FeatureExtractor, FeatureSequence
 from pipeline.provenance import code_version
 
 log = logging.getLogger(__name__)
@@ -46,7 +45,6 @@ class HolisticConfig:
     batch_size: int = 32  # frames per forward pass; does not change the features
     seed: int = 0  # initialisation seed of untrained (--untrained) weights
     weights_dir: str | None = None  # weights cache; None: $VDV_WEIGHTS_DIR or ~/.cache/vdv/weights
-    time_budget_s: float | None = 600.0  # wall-clock decoding budget per clip
     max_seconds: float | None = None  # extract only the clip's first seconds (tests, benchmarks); None: all
 
     def __post_init__(self):
@@ -63,16 +61,37 @@ def centre_crop(image: np.ndarray, size: int) -> np.ndarray:
     return image[top : top + size, left : left + size]
 
 
-def _batches(samples: Iterator[Sample], size: int, crop: int) -> Iterator[tuple[list[float], np.ndarray]]:
-    times, images = [], []
-    for sample in samples:
-        times.append(sample.t)
-        images.append(centre_crop(sample.image, crop))
-        if len(images) == size:
-            yield times, np.stack(images)
-            times, images = [], []
-    if images:
-        yield times, np.stack(images)
+class _HolisticClip:
+    """One clip: centre crops batched through the network as the samples arrive."""
+
+    def __init__(self, extractor: HolisticExtractor, clip_id: str):
+        self.extractor, self.clip_id = extractor, clip_id
+        self.times: list[float] = []
+        self.batches = Batches(extractor.config.batch_size, self._embed, clip_id=clip_id, what="holistic")
+
+    def _embed(self, crops: list[np.ndarray]) -> np.ndarray:
+        return self.extractor.embed(np.stack(crops))
+
+    def push(self, sample: Sample) -> None:
+        self.times.append(sample.t)
+        self.batches.add(centre_crop(sample.image, self.extractor.config.crop))
+
+    def finish(self, source: StreamInfo) -> FeatureSequence:
+        chunks = self.batches.result()
+        if not chunks:
+            raise ClipError(self.clip_id, Reason.ZERO_FRAMES, "the clip gave no grid sample")
+        return FeatureSequence(
+            timestamps=np.asarray(self.times, dtype=np.float64),
+            valid=np.ones(len(self.times), dtype=bool),
+            features=np.concatenate(chunks).astype(np.float32),
+            fps=self.extractor.config.fps,
+            source_fps=source.fps,
+            frame_width=source.width,
+            frame_height=source.height,
+        )
+
+    def close(self) -> None:
+        pass
 
 
 class HolisticExtractor(FeatureExtractor):
@@ -81,14 +100,16 @@ class HolisticExtractor(FeatureExtractor):
     dim = 2048
 
     def __init__(
-        self, config: HolisticConfig = HolisticConfig(), *, untrained: bool = False, device: str | None = None
+        self,
+        config: HolisticConfig = HolisticConfig(),
+        *,
+        untrained: bool = False,
+        device: str | None = None,
+        precision: str | None = None,
     ):
-        import torch
-
         self.config = config
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.precision = "bfloat16" if self.device.startswith("cuda") else "float32"
-        self.version = code_version("pipeline.holistic", "pipeline.decode", "pipeline.weights")
+        self.place(device, precision)
+        self.version = code_version("pipeline.holistic", "pipeline.decode", "pipeline.weights", "pipeline.runtime")
         self.model_spec = weights.get_spec(WEIGHTS)
         self.model, loaded = weights.load_model(
             WEIGHTS, cache_dir=config.weights_dir, untrained=untrained, seed=config.seed, device=self.device
@@ -97,7 +118,7 @@ class HolisticExtractor(FeatureExtractor):
 
     def decode_params(self) -> DecodeParams:
         c = self.config
-        return DecodeParams(fps=c.fps, short_side=c.short_side, end_s=c.max_seconds, time_budget_s=c.time_budget_s)
+        return DecodeParams(fps=c.fps, short_side=c.short_side, end_s=c.max_seconds)
 
     def params(self) -> dict:
         pre = self.model_spec.preprocess
@@ -125,33 +146,16 @@ class HolisticExtractor(FeatureExtractor):
         x = self.model_spec.preprocess.normalise(x)
         return weights.infer(self.model, x, self.precision)
 
-    def compute(self, path: str | Path, clip_id: str) -> FeatureSequence:
-        info = stream_info(path, clip_id)  # native upright size, as every modality records it
-        times: list[float] = []
-        chunks: list[np.ndarray] = []
-        samples = iter_samples(path, self.decode_params(), clip_id)
-        for batch_times, images in _batches(samples, self.config.batch_size, self.config.crop):
-            try:
-                chunks.append(self.embed(images))
-            except RuntimeError as err:  # e.g. out of device memory: this clip fails, the run goes on
-                raise ClipError(clip_id, Reason.EXTRACT_FAILED, f"holistic inference failed: {err}") from err
-            times.extend(batch_times)
-        if not chunks:
-            raise ClipError(clip_id, Reason.ZERO_FRAMES, f"{path} gave no grid sample")
-        features = np.concatenate(chunks).astype(np.float32)
-        return FeatureSequence(
-            timestamps=np.asarray(times, dtype=np.float64),
-            valid=np.ones(len(times), dtype=bool),
-            features=features,
-            fps=self.config.fps,
-            source_fps=info.fps,
-            frame_width=info.width,
-            frame_height=info.height,
-        )
+    def consumer(self, clip_id: str) -> _HolisticClip:
+        return _HolisticClip(self, clip_id)
 
 
 def build_extractor(
-    config: HolisticConfig | Mapping[str, Any] | None = None, *, untrained: bool = False, device: str | None = None
+    config: HolisticConfig | Mapping[str, Any] | None = None,
+    *,
+    untrained: bool = False,
+    device: str | None = None,
+    precision: str | None = None,
 ) -> HolisticExtractor:
     """The holistic extractor from the ``[holistic]`` section (a mapping) or a :class:`HolisticConfig`.
 
@@ -159,4 +163,4 @@ def build_extractor(
     are not in the cache, unless ``untrained`` (explicit only) asks for seeded random weights.
     """
     config = section_config(HolisticConfig, config, "holistic")
-    return HolisticExtractor(config, untrained=untrained, device=device)
+    return HolisticExtractor(config, untrained=untrained, device=device, precision=precision)

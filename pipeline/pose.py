@@ -71,7 +71,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from pipeline.config import section_config
-from pipeline.decode import DecodeParams, iter_samples, stream_info
+from pipeline.decode import DecodeParams, Sample, StreamInfo
 from pipeline.features import FeatureExtractor, FeatureSequence
 from pipeline.provenance import code_version, sha256_file
 
@@ -247,7 +247,6 @@ class PoseConfig:
     min_detection_confidence: float = 0.5
     min_tracking_confidence: float = 0.5
     smooth_landmarks: bool = True  # mediapipe's temporal landmark filter in tracking mode
-    time_budget_s: float | None = 600.0  # wall-clock budget per clip; exceeding it rejects the clip
 
 
 class PoseExtractor(FeatureExtractor):
@@ -256,6 +255,7 @@ class PoseExtractor(FeatureExtractor):
     dim = 48
 
     def __init__(self, config: PoseConfig = PoseConfig(), *, device: str | None = None):
+        # BlazePose runs on the CPU in float32 whatever the build's device and precision
         if config.model_complexity != 1:
             raise ValueError("only model_complexity=1 (BlazePose full) ships in the mediapipe wheel")
         self.config = config
@@ -267,7 +267,7 @@ class PoseExtractor(FeatureExtractor):
         self.precision = "float32"
 
     def decode_params(self) -> DecodeParams:
-        return DecodeParams(fps=self.config.fps, max_side=self.config.max_side, time_budget_s=self.config.time_budget_s)
+        return DecodeParams(fps=self.config.fps, max_side=self.config.max_side)
 
     def params(self) -> dict:
         c = self.config
@@ -293,42 +293,65 @@ class PoseExtractor(FeatureExtractor):
             smooth_landmarks=c.smooth_landmarks,
         )
 
-    def compute(self, path: str | Path, clip_id: str) -> FeatureSequence:
-        info = stream_info(path, clip_id)
-        times, valid, feats = [], [], []
-        with self.estimator() as estimator:
-            for sample in iter_samples(path, self.decode_params(), clip_id):
-                h, w = sample.image.shape[:2]
-                lm = estimator.landmarks(sample.image)
-                times.append(sample.t)
-                if lm is None:
-                    valid.append(False)
-                    feats.append(np.zeros(48, dtype=np.float32))
-                    continue
-                joints = blazepose_to_mpii(lm)
-                # back to native pixels: the estimator saw a shrunk frame
-                joints[:, 0] *= info.width / w
-                joints[:, 1] *= info.height / h
-                valid.append(True)
-                feats.append(joints.astype(np.float32).reshape(-1))
+    def consumer(self, clip_id: str) -> _PoseClip:
+        return _PoseClip(self)
+
+
+class _PoseClip:
+    """One clip: a tracking BlazePose of its own, joints kept in the estimator's pixels until the
+    native size is known."""
+
+    def __init__(self, extractor: PoseExtractor):
+        self.config = extractor.config
+        self.estimator = extractor.estimator()
+        self.times: list[float] = []
+        self.joints: list[np.ndarray | None] = []  # (16, 3) in pixels of the estimator's frame
+        self.size: tuple[int, int] | None = None  # (width, height) the estimator saw
+
+    def push(self, sample: Sample) -> None:
+        h, w = sample.image.shape[:2]
+        self.size = (w, h)
+        lm = self.estimator.landmarks(sample.image)
+        self.times.append(sample.t)
+        self.joints.append(None if lm is None else blazepose_to_mpii(lm))
+
+    def finish(self, source: StreamInfo) -> FeatureSequence:
+        feats = np.zeros((len(self.times), 48), dtype=np.float32)
+        valid = np.array([j is not None for j in self.joints], dtype=bool)
+        for t, joints in enumerate(self.joints):
+            if joints is None:
+                continue
+            joints = joints.copy()
+            # back to native pixels: the estimator saw a shrunk frame
+            joints[:, 0] *= source.width / self.size[0]
+            joints[:, 1] *= source.height / self.size[1]
+            feats[t] = joints.astype(np.float32).reshape(-1)
         return FeatureSequence(
-            timestamps=np.asarray(times, dtype=np.float64),
-            valid=np.asarray(valid, dtype=bool),
-            features=np.stack(feats) if feats else np.zeros((0, 48), dtype=np.float32),
+            timestamps=np.asarray(self.times, dtype=np.float64),
+            valid=valid,
+            features=feats,
             fps=self.config.fps,
-            source_fps=info.fps,
-            frame_width=info.width,
-            frame_height=info.height,
+            source_fps=source.fps,
+            frame_width=source.width,
+            frame_height=source.height,
         )
+
+    def close(self) -> None:
+        self.estimator.close()
 
 
 def build_extractor(
-    config: PoseConfig | Mapping[str, Any] | None = None, *, untrained: bool = False, device: str | None = None
+    config: PoseConfig | Mapping[str, Any] | None = None,
+    *,
+    untrained: bool = False,
+    device: str | None = None,
+    precision: str | None = None,
 ) -> PoseExtractor:
     """The pose extractor from the ``[pose]`` section (a mapping) or a :class:`PoseConfig`.
 
     BlazePose's weights ship inside the mediapipe wheel, so there is no untrained variant:
-    ``untrained`` is accepted for a uniform CLI and the real model is used.
+    ``untrained`` is accepted for a uniform CLI and the real model is used; so is ``precision``
+    (BlazePose always runs in float32).
     """
     config = section_config(PoseConfig, config, "pose")
     if untrained:

@@ -13,7 +13,8 @@ descriptor needs no fine detail). Each background image then goes through the Pl
 test-time preprocessing as the registry records it (``pipeline.weights``: short side resized
 to 256, centre crop 224, ImageNet mean and std on RGB in [0, 1]) and the ResNet-18 trunk, whose
 global average pool gives the 512-d vector; the 365-class classifier is not used. Images are
-inferred in batches; on CUDA under bfloat16 autocast (precision ``"bfloat16"``), else float32.
+inferred in batches, channels_last, under bfloat16 autocast when the build's precision is
+``"bfloat16"`` (:mod:`pipeline.runtime`).
 
 ``save_backgrounds`` (a directory) writes every background image as a PNG so that a user can see
 what the scene network was given; it does not change the features.
@@ -33,11 +34,11 @@ import numpy as np
 
 from pipeline import weights
 from pipeline.config import section_config
-from pipeline.decode import DecodeParams, iter_samples, stream_info
+from pipeline.decode import DecodeParams, Sample, StreamInfo, iter_samples
 from pipeline.errors import ClipError, Reason
-from pipeline.features import FeatureExtractor, FeatureSequence
+from pipeline.features import Batches, FeatureExtractor, FeatureSequence
 from pipeline.provenance import code_version
-from pipeline.vibe import ViBeParams, window_backgrounds, write_backgrounds
+from pipeline.vibe import ViBeParams, WindowBackgrounds, write_backgrounds
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,6 @@ class ScenicConfig:
     seed: int = 0  # ViBe's random generator, and the initialisation of untrained weights
     batch_size: int = 32  # background images per forward pass; does not change the features
     weights_dir: str | None = None  # weights cache; None: $VDV_WEIGHTS_DIR or ~/.cache/vdv/weights
-    time_budget_s: float | None = 600.0  # wall-clock decoding budget per clip
     end_s: float | None = None  # only the clip's first end_s seconds (previews, tests); None: all
     save_backgrounds: str | None = None  # directory for PNGs of the background images; None: not saved
 
@@ -75,28 +75,28 @@ class ScenicConfig:
         return ViBeParams(self.n_samples, self.radius, self.min_matches, self.subsampling)
 
 
+def decode_params(config: ScenicConfig) -> DecodeParams:
+    """ViBe's grid: every frame of the 25 fps grid at ViBe's working size."""
+    return DecodeParams(fps=config.fps, short_side=config.short_side, end_s=config.end_s)
+
+
+def window_maker(config: ScenicConfig) -> WindowBackgrounds:
+    return WindowBackgrounds(window=config.window, hop=config.hop, params=config.vibe_params(), seed=config.seed)
+
+
 def backgrounds(
     path: str | Path, config: ScenicConfig = ScenicConfig(), clip_id: str | None = None
 ) -> Iterator[tuple[float, np.ndarray]]:
-    """``(time, background image)`` of every window of the clip, in order (pure of the network).
+    """``(time, background image)`` of every window of a clip decoded alone (pure of the network).
 
     ``time`` is the grid time of the window's last frame; images are (H, W, 3) uint8 RGB at
     ViBe's working size.
     """
-    params = DecodeParams(
-        fps=config.fps, short_side=config.short_side, end_s=config.end_s, time_budget_s=config.time_budget_s
-    )
-    times: list[float] = []
-
-    def frames():
-        for sample in iter_samples(path, params, clip_id):
-            times.append(sample.t)
-            yield sample.image
-
-    for end, image in window_backgrounds(
-        frames(), window=config.window, hop=config.hop, params=config.vibe_params(), seed=config.seed
-    ):
-        yield times[end], image
+    windows = window_maker(config)
+    for sample in iter_samples(path, decode_params(config), clip_id):
+        out = windows.push(sample.image)
+        if out is not None:
+            yield sample.t, out[1]
 
 
 def places_input(image: np.ndarray, resize_short: int, crop: int) -> np.ndarray:
@@ -114,23 +114,32 @@ class ScenicExtractor(FeatureExtractor):
     name = "vibe-resnet18-places365"
     dim = 512
 
-    def __init__(self, config: ScenicConfig = ScenicConfig(), *, untrained: bool = False, device: str | None = None):
-        import torch
-
+    def __init__(
+        self,
+        config: ScenicConfig = ScenicConfig(),
+        *,
+        untrained: bool = False,
+        device: str | None = None,
+        precision: str | None = None,
+    ):
         self.config = config
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.precision = "bfloat16" if self.device.startswith("cuda") else "float32"
-        self.version = code_version("pipeline.scenic", "pipeline.vibe", "pipeline.decode", "pipeline.weights")
+        self.place(device, precision)
+        self.version = code_version(
+            "pipeline.scenic", "pipeline.vibe", "pipeline.decode", "pipeline.weights", "pipeline.runtime"
+        )
         self.weights_spec = weights.get_spec(WEIGHTS)
         self.model, loaded = weights.load_model(
             WEIGHTS, cache_dir=config.weights_dir, untrained=untrained, seed=config.seed, device=self.device
         )
         self.weights_sha256 = loaded.sha256
 
+    def decode_params(self) -> DecodeParams:
+        return decode_params(self.config)
+
     def params(self) -> dict:
         c, pre = self.config, self.weights_spec.preprocess
         params = {
-            **DecodeParams(fps=c.fps, short_side=c.short_side).as_dict(),
+            **self.decode_params().as_dict(),
             "end_s": c.end_s,
             "window": c.window,
             "hop": c.hop,
@@ -162,49 +171,63 @@ class ScenicExtractor(FeatureExtractor):
         x = pre.normalise(torch.from_numpy(crops).to(self.device))
         return weights.infer(self.model, x, self.precision)
 
-    def compute(self, path: str | Path, clip_id: str) -> FeatureSequence:
-        info = stream_info(path, clip_id)  # native upright size, as every modality records it
-        times: list[float] = []
-        chunks: list[np.ndarray] = []
-        batch: list[np.ndarray] = []
-        saved: list[tuple[float, np.ndarray]] = []
+    def consumer(self, clip_id: str) -> _ScenicClip:
+        return _ScenicClip(self, clip_id)
 
-        def flush():
-            try:
-                chunks.append(self.embed(np.stack(batch)))
-            except RuntimeError as err:  # e.g. out of device memory: this clip fails, the run goes on
-                raise ClipError(clip_id, Reason.EXTRACT_FAILED, f"scenic inference failed: {err}") from err
-            batch.clear()
 
-        for t, image in backgrounds(path, self.config, clip_id):
-            times.append(t)
-            batch.append(image)
-            if self.config.save_backgrounds:
-                saved.append((t, image))
-            if len(batch) == self.config.batch_size:
-                flush()
-        if batch:
-            flush()
-        if not times:
-            raise ClipError(
-                clip_id, Reason.TOO_SHORT, f"{path} is shorter than one scenic window of {self.config.hop} frames"
-            )
-        if saved:
-            write_backgrounds(saved, self.config.save_backgrounds, clip_id[:16])
-        features = np.concatenate(chunks).astype(np.float32)
-        return FeatureSequence(
-            timestamps=np.asarray(times, dtype=np.float64),
-            valid=np.ones(len(times), dtype=bool),
-            features=features,
-            fps=self.config.fps / self.config.hop,  # one sample per `hop` grid frames
-            source_fps=info.fps,
-            frame_width=info.width,
-            frame_height=info.height,
+class _ScenicClip:
+    """One clip: ViBe windows over the grid frames, their backgrounds batched through the network."""
+
+    def __init__(self, extractor: ScenicExtractor, clip_id: str):
+        self.extractor, self.clip_id = extractor, clip_id
+        self.windows = window_maker(extractor.config)
+        self.times: list[float] = []
+        self.saved: list[tuple[float, np.ndarray]] = []
+        self.batches = Batches(
+            extractor.config.batch_size,
+            lambda images: extractor.embed(np.stack(images)),
+            clip_id=clip_id,
+            what="scenic",
         )
+
+    def push(self, sample: Sample) -> None:
+        out = self.windows.push(sample.image)
+        if out is None:
+            return
+        self.times.append(sample.t)
+        self.batches.add(out[1])
+        if self.extractor.config.save_backgrounds:
+            self.saved.append((sample.t, out[1]))
+
+    def finish(self, source: StreamInfo) -> FeatureSequence:
+        config = self.extractor.config
+        chunks = self.batches.result()
+        if not self.times:
+            raise ClipError(
+                self.clip_id, Reason.TOO_SHORT, f"the clip is shorter than one scenic window of {config.hop} frames"
+            )
+        if self.saved:
+            write_backgrounds(self.saved, config.save_backgrounds, self.clip_id[:16])
+        return FeatureSequence(
+            timestamps=np.asarray(self.times, dtype=np.float64),
+            valid=np.ones(len(self.times), dtype=bool),
+            features=np.concatenate(chunks).astype(np.float32),
+            fps=config.fps / config.hop,  # one sample per `hop` grid frames
+            source_fps=source.fps,
+            frame_width=source.width,
+            frame_height=source.height,
+        )
+
+    def close(self) -> None:
+        pass
 
 
 def build_extractor(
-    config: ScenicConfig | Mapping[str, Any] | None = None, *, untrained: bool = False, device: str | None = None
+    config: ScenicConfig | Mapping[str, Any] | None = None,
+    *,
+    untrained: bool = False,
+    device: str | None = None,
+    precision: str | None = None,
 ) -> ScenicExtractor:
     """The scenic extractor from the ``[scenic]`` section (a mapping) or a :class:`ScenicConfig`.
 
@@ -212,4 +235,4 @@ def build_extractor(
     weights are not in the cache, unless ``untrained`` (explicit only) asks for seeded random weights.
     """
     config = section_config(ScenicConfig, config, "scenic")
-    return ScenicExtractor(config, untrained=untrained, device=device)
+    return ScenicExtractor(config, untrained=untrained, device=device, precision=precision)

@@ -9,11 +9,21 @@ that passed every cheap rule. Every rule reports every reason it fails for, and 
 
 A reviewer's override file (CSV ``id, decision, note``; ``id`` is a clip id or a platform video
 id, ``decision`` is ``keep`` or ``reject``) wins over the automatic decision; both are stored.
+
+Incremental screening: each rule has its own identity. The cheap rules read only the ``clips``
+table and are evaluated again on every run, so a re-crawl that changes followers or counts is
+followed at once. The pixel rules depend on the clip's bytes (its id), the ``[visual]``
+settings and their code; :class:`PixelRules` keeps each clip's results in its own shard of the
+``pixel_rules`` table, written as soon as the clip is done, and reuses them while that identity
+is unchanged, so a daily re-crawl never decodes 4,292 clips again and a crash loses at most the
+clips in flight. ``vdv screen`` and the build flow use the same cache.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
@@ -22,15 +32,26 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import tables
-from pipeline.errors import ClipError, Reason
+from pipeline.errors import ClipError, Reason, rejection_row
 from pipeline.rules import RuleResult
 
 log = logging.getLogger(__name__)
 
 STAGE = "screen"
 
-VisualScreen = Callable[[str, str], list[RuleResult]]
-"""``(path, clip_id) -> rule results`` of the pixel rules (``pipeline.visual.screen_visual``)."""
+VisualScreen = Callable[[Mapping[str, Any]], list[RuleResult]]
+"""``clip row -> rule results`` of the pixel rules (:class:`PixelRules`)."""
+
+PIXEL_RULE_MODULES = (
+    "pipeline.screen",
+    "pipeline.visual",
+    "pipeline.rules",
+    "pipeline.people",
+    "pipeline.motion",
+    "pipeline.pose",
+    "pipeline.decode",
+)
+"""The code the pixel rules' results depend on (part of their identity)."""
 
 
 @dataclass(frozen=True)
@@ -134,26 +155,106 @@ def read_overrides(path: str | Path) -> dict[str, Override]:
 # -- the stage ------------------------------------------------------------------------------------
 
 
-def visual_screener(config: Mapping[str, Any] | None = None) -> VisualScreen:
-    """The pixel rules of ``pipeline.visual`` with their ``[visual]`` configuration.
+def visual_screener(config: Mapping[str, Any] | None = None, work: str | Path | None = None) -> PixelRules:
+    """The pixel rules of ``pipeline.visual`` with their ``[visual]`` configuration, cached in
+    ``work`` when given (see :class:`PixelRules`)."""
+    return PixelRules(config, work)
 
-    Imported here, not at module level: the pixel rules load pose models that a run without
-    them should not pay for.
+
+def _encode(results: list[RuleResult]) -> str:
+    return json.dumps(
+        [
+            {"rule": r.rule, "passed": r.passed, "reasons": [x.value for x in r.reasons], "details": r.details}
+            for r in results
+        ],
+        sort_keys=True,
+        default=str,
+    )
+
+
+def _decode(text: str) -> list[RuleResult]:
+    return [
+        RuleResult(r["rule"], r["passed"], [Reason(x) for x in r["reasons"]], r["details"]) for r in json.loads(text)
+    ]
+
+
+class PixelRules:
+    """The pixel rules (one dancer, upper body, camera motion) with a per-clip result cache.
+
+    Imported lazily: the pixel rules load pose models that a run without them should not pay
+    for. ``work`` None computes every time (nothing is cached).
     """
-    from pipeline import visual
-    from pipeline.config import stage_config
 
-    visual_config = stage_config(visual.VisualConfig, dict(config or {}), "visual")
+    def __init__(self, config: Mapping[str, Any] | None = None, work: str | Path | None = None):
+        from pipeline import visual
+        from pipeline.config import stage_config
+        from pipeline.provenance import canonical_json, code_version
 
-    def screen(path: str, clip_id: str) -> list[RuleResult]:
-        return visual.screen_visual(path, clip_id, visual_config)
+        self.config = stage_config(visual.VisualConfig, dict(config or {}), "visual")
+        self.work = None if work is None else Path(work)
+        self.computed = self.reused = 0  # this object's cache misses and hits
+        self._fingerprint = canonical_json(
+            {"visual": dataclasses.asdict(self.config), "code": code_version(*PIXEL_RULE_MODULES)}
+        )
 
-    return screen
+    def identity(self, clip_id: str) -> str:
+        return hashlib.sha256(f"{clip_id}\n{self._fingerprint}".encode()).hexdigest()
+
+    def shard_path(self, clip_id: str) -> Path:
+        return tables.shard_path(self.work, "pixel_rules", f"{clip_id[:16]}.{self.identity(clip_id)[:12]}")
+
+    def cached(self, clip_id: str) -> list[RuleResult] | None:
+        """The clip's stored results when they are current, else None."""
+        if self.work is None:
+            return None
+        path = self.shard_path(clip_id)
+        if not path.exists():
+            return None
+        row = tables.read_file(path, tables.PIXEL_RULES).to_pylist()[0]
+        return _decode(row["results"])
+
+    def run(self, clip: Mapping[str, Any]) -> tuple[list[RuleResult], bool]:
+        """``(results, computed)``: the stored results, or the rules run now (and stored)."""
+        import time
+
+        from pipeline import visual
+        from pipeline.extraction import worker_name
+
+        found = self.cached(clip["clip_id"])
+        if found is not None:
+            self.reused += 1
+            return found, False
+        self.computed += 1
+        t0 = time.monotonic()
+        results = _run_visual(
+            lambda c: visual.screen_visual(c["path"], c["clip_id"], self.config, duration_s=c.get("duration_s")), clip
+        )
+        if self.work is not None:
+            row = {
+                "clip_id": clip["clip_id"],
+                "identity": self.identity(clip["clip_id"]),
+                "results": _encode(results),
+                "seconds": round(time.monotonic() - t0, 3),
+                "worker": worker_name(),
+            }
+            target = tables.write_table([row], tables.PIXEL_RULES, self.shard_path(clip["clip_id"]))
+            for stale in target.parent.glob(f"pixel_rules.{clip['clip_id'][:16]}.*.parquet"):
+                if stale != target:
+                    stale.unlink(missing_ok=True)
+        return results, True
+
+    def __call__(self, clip: Mapping[str, Any]) -> list[RuleResult]:
+        return self.run(clip)[0]
+
+
+def needs_pixels(clip: Mapping[str, Any], config: ScreenConfig) -> bool:
+    """True when the clip passes every cheap rule, so its pixel rules decide."""
+    return all(r.passed for r in (rule(clip, config) for rule in CHEAP_RULES) if r is not None)
 
 
 def _run_visual(visual: VisualScreen, clip: Mapping[str, Any]) -> list[RuleResult]:
     try:
-        return list(visual(clip["path"], clip["clip_id"]))
+        return list(visual(clip))
     except ClipError as err:
         return [RuleResult("visual", False, [err.reason], {"error": err.message})]
     except Exception as err:  # noqa: BLE001 - one clip's failure is recorded, the run goes on
@@ -234,16 +335,16 @@ def screen_clips(
         )
         if not row["kept"]:
             result.rejections.append(
-                {
-                    "stage": STAGE,
-                    "clip_id": row["clip_id"],
-                    "video_id": row["video_id"],
-                    "path": clip["path"],
+                rejection_row(
+                    STAGE,
                     # the first failing rule is the row's reason; the message lists every one
-                    "reason": row["reasons"][0],
-                    "message": "; ".join(row["reasons"])
+                    Reason(row["reasons"][0]),
+                    "; ".join(row["reasons"])
                     + (f" (override note: {override.note})" if override and override.note else ""),
-                }
+                    clip_id=row["clip_id"],
+                    video_id=row["video_id"],
+                    path=clip["path"],
+                )
             )
     unused = sorted(set(overrides) - used)
     if unused:

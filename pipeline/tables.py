@@ -110,6 +110,20 @@ SCREENING = _spec(
     ],
 )
 
+PIXEL_RULES = _spec(
+    "pixel_rules",
+    1,
+    [
+        pa.field("clip_id", pa.string(), nullable=False),
+        pa.field("identity", pa.string(), nullable=False),  # clip bytes, [visual] settings, rule code
+        pa.field("results", pa.string(), nullable=False),  # JSON list of {rule, passed, reasons, details}
+        pa.field("seconds", pa.float64(), nullable=False),
+        pa.field("worker", pa.string(), nullable=False),  # host:pid
+    ],
+)
+"""One shard per clip (``<work>/pixel_rules/pixel_rules.<clip_id[:16]>.<identity[:12]>.parquet``),
+written as soon as the clip's pixel rules finish, so a crash loses at most the clips in flight."""
+
 SCORES = _spec(
     "scores",
     1,

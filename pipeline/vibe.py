@@ -133,6 +133,37 @@ def _window_start(end: int, window: int) -> int:
     return max(0, end - window + 1)
 
 
+class WindowBackgrounds:
+    """The windowed backgrounds of one clip, frame by frame: ``push(frame)`` returns
+    ``(end_index, background)`` when the frame closes a window, else None (see module docstring).
+
+    At most ``ceil(window / hop)`` models are held, so memory does not grow with clip length.
+    """
+
+    def __init__(self, *, window: int = 120, hop: int = 12, params: ViBeParams = ViBeParams(), seed: int = 0):
+        if hop < 1 or window < hop:
+            raise ValueError(f"need 1 <= hop <= window, got hop {hop}, window {window}")
+        self.window, self.hop, self.params, self.seed = window, hop, params, seed
+        self.models: dict[int, ViBe] = {}  # start frame -> model
+        self.index = 0
+
+    def push(self, frame: np.ndarray) -> tuple[int, np.ndarray] | None:
+        index, window, hop = self.index, self.window, self.hop
+        self.index += 1
+        # a model starts at frame 0, and at every frame that is the start of a full window
+        if index == 0 or (index + window - hop) % hop == 0:
+            self.models[index] = ViBe(frame, self.params, seed=(self.seed, index))
+        for start, model in self.models.items():
+            if start != index:  # the initialisation frame is not classified again
+                model.apply(frame)
+        out = None
+        if (index + 1) % hop == 0:
+            out = index, self.models[_window_start(index, window)].background()
+        for start in [s for s in self.models if s + window - 1 <= index]:
+            del self.models[start]
+        return out
+
+
 def window_backgrounds(
     frames: Iterable[np.ndarray],
     *,
@@ -141,25 +172,12 @@ def window_backgrounds(
     params: ViBeParams = ViBeParams(),
     seed: int = 0,
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(end_index, background)`` for every window of ``frames`` (see module docstring).
-
-    ``frames`` is consumed once, in order; at most ``ceil(window / hop)`` models are held.
-    """
-    if hop < 1 or window < hop:
-        raise ValueError(f"need 1 <= hop <= window, got hop {hop}, window {window}")
-    models: dict[int, ViBe] = {}  # start frame -> model
-    for index, frame in enumerate(frames):
-        # a model starts at frame 0, and at every frame that is the start of a full window
-        if index == 0 or (index + window - hop) % hop == 0:
-            models[index] = ViBe(frame, params, seed=(seed, index))
-        for start, model in models.items():
-            if start != index:  # the initialisation frame is not classified again
-                model.apply(frame)
-        if (index + 1) % hop == 0:
-            start = _window_start(index, window)
-            yield index, models[start].background()
-        for start in [s for s in models if s + window - 1 <= index]:
-            del models[start]
+    """Yield ``(end_index, background)`` for every window of ``frames`` (:class:`WindowBackgrounds`)."""
+    windows = WindowBackgrounds(window=window, hop=hop, params=params, seed=seed)
+    for frame in frames:
+        out = windows.push(frame)
+        if out is not None:
+            yield out
 
 
 def write_backgrounds(images: Iterable[tuple[float, np.ndarray]], directory: str | Path, stem: str) -> list[Path]:

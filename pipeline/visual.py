@@ -244,13 +244,19 @@ def _duration(path: str | Path) -> float | None:
     return None
 
 
-def sample_params(path: str | Path, config: VisualConfig = VisualConfig()) -> DecodeParams:
-    """The sampled grid: ``fps``, or fewer per second so that at most ``max_frames`` come out."""
+def sample_params(
+    path: str | Path, config: VisualConfig = VisualConfig(), duration_s: float | None = None
+) -> DecodeParams:
+    """The sampled grid: ``fps``, or fewer per second so that at most ``max_frames`` come out.
+
+    ``duration_s`` is the probe's (the ``clips`` table); only without it is the file opened to
+    read the container's claim.
+    """
     fps = config.fps
-    duration = _duration(path)
+    duration = duration_s if duration_s is not None else _duration(path)
     if duration and duration * fps > config.max_frames:
         fps = config.max_frames / duration
-    return DecodeParams(fps=fps, max_side=config.max_side, time_budget_s=config.time_budget_s)
+    return DecodeParams(fps=fps, max_side=config.max_side)
 
 
 def sample_frames(
@@ -260,15 +266,21 @@ def sample_frames(
     params: DecodeParams | None = None,
 ):
     """Yield ``(time, RGB frame)`` of the clip's sampled frames (at most ``max_frames``)."""
-    for sample in iter_samples(path, params or sample_params(path, config), clip_id):
+    params = params or sample_params(path, config)
+    for sample in iter_samples(path, params, clip_id, budget_s=config.time_budget_s):
         if sample.index >= config.max_frames:
             return
         yield sample.t, sample.image
 
 
-def screen_visual(path: str | Path, clip_id: str, config: VisualConfig = VisualConfig()) -> list[RuleResult]:
-    """Run every pixel rule on one clip; never raises for a bad clip (see the module docstring)."""
-    params = sample_params(path, config)
+def screen_visual(
+    path: str | Path, clip_id: str, config: VisualConfig = VisualConfig(), *, duration_s: float | None = None
+) -> list[RuleResult]:
+    """Run every pixel rule on one clip; never raises for a bad clip (see the module docstring).
+
+    ``duration_s`` (the probe's) spares an open of the file to size the sampling grid.
+    """
+    params = sample_params(path, config, duration_s)
     try:
         analysis = analyse_frames(sample_frames(path, clip_id, config, params), config)
     except ClipError as err:

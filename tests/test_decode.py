@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import threading
+import time
 import tracemalloc
+import types
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 
-from pipeline.decode import DecodeParams, grid_times, iter_samples, source_fps
+from pipeline.decode import DecodeParams, decode_pass, grid_times, iter_samples, stream_info
 from pipeline.errors import ClipError, Reason
 
 CLIPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clips"
@@ -33,7 +36,7 @@ def test_grid_rule_on_a_30fps_clip():
 
 def test_slow_source_repeats_its_latest_frame():
     """tfjs_pose_squats is 5 fps: at 25 fps every source frame appears five times."""
-    assert source_fps(CLIPS / "tfjs_pose_squats.mp4") == pytest.approx(5.0)
+    assert stream_info(CLIPS / "tfjs_pose_squats.mp4").fps == pytest.approx(5.0)
     samples = list(iter_samples(CLIPS / "tfjs_pose_squats.mp4", DecodeParams(fps=25, max_side=64)))
     assert len(samples) == 65 * 5
     by_source: dict[float, list] = {}
@@ -140,7 +143,72 @@ def test_not_a_video_is_a_clip_error(tmp_path):
     assert err.value.reason == Reason.NOT_A_VIDEO and err.value.clip_id == "abc"
 
 
-def test_time_budget_stops_decoding():
-    with pytest.raises(ClipError) as err:
-        list(iter_samples(CLIPS / "intel_one-by-one-person-detection.mp4", DecodeParams(fps=1, time_budget_s=0.05)))
-    assert err.value.reason == Reason.DECODE_TIMEOUT
+def test_one_pass_serves_every_grid_as_if_it_were_alone():
+    """Each grid of a shared pass gets exactly the samples (times and pixels) it gets alone, so
+    which modalities share a pass never changes a feature."""
+    path = CLIPS / "tfjs_pose_1.mp4"
+    grids = [
+        DecodeParams(fps=25, max_side=640),  # pose
+        DecodeParams(fps=25, short_side=256),  # holistic
+        DecodeParams(fps=3, max_side=1280),  # facial
+        DecodeParams(fps=25, short_side=160, end_s=2.0),  # scenic, a shorter window
+    ]
+    got: dict[int, list] = {i: [] for i in range(len(grids))}
+    with decode_pass(path, grids) as one:
+        for grid, sample in one:
+            got[grid].append(sample)
+        info = one.info
+    assert (info.width, info.height) == (stream_info(path).width, stream_info(path).height)
+    for i, params in enumerate(grids):
+        alone = list(iter_samples(path, params))
+        assert len(alone) == len(got[i]) > 0
+        for a, b in zip(alone, got[i], strict=True):
+            assert (a.index, a.t, a.source_t) == (b.index, b.t, b.source_t)
+            np.testing.assert_array_equal(a.image, b.image)
+    assert len(got[3]) == 50 and len(got[2]) == 12
+
+
+def test_budget_counts_decoder_time_not_the_consumer():
+    """A consumer far slower than the budget (a model) does not time the clip out."""
+    path = CLIPS / "stgcn_ta_chi.mp4"
+    n = 0
+    started = time.monotonic()
+    with decode_pass(path, [DecodeParams(fps=5, max_side=64)], "slow", budget_s=0.5) as one:
+        for _ in one:
+            time.sleep(0.05)
+            n += 1
+        spent = one.decoder_seconds()
+    assert n == 51  # 10.04 s at 5 fps
+    assert time.monotonic() - started > 2.0 > 0.5  # the consumer's time ran far past the budget
+    assert spent < 0.5
+
+
+class _BlockingContainer:
+    """A container whose decoder never returns a frame (a hung demuxer or codec)."""
+
+    def __init__(self, release: threading.Event):
+        self.release = release
+        self.streams = types.SimpleNamespace(video=[types.SimpleNamespace(thread_type=None, average_rate=25)])
+
+    def decode(self, stream):
+        self.release.wait(60)
+        return iter(())
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_a_decoder_that_blocks_is_given_up_and_the_clip_rejected(monkeypatch):
+    release = threading.Event()
+    monkeypatch.setattr("pipeline.decode.av.open", lambda *a, **k: _BlockingContainer(release))
+    started = time.monotonic()
+    try:
+        with pytest.raises(ClipError) as err:
+            list(iter_samples(CLIPS / "stgcn_ta_chi.mp4", DecodeParams(fps=5), "hung", budget_s=0.3))
+    finally:
+        release.set()
+    assert err.value.reason == Reason.DECODE_TIMEOUT and err.value.clip_id == "hung"
+    assert time.monotonic() - started < 30  # given up, not waited out

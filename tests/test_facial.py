@@ -16,6 +16,7 @@ import pytest
 from pipeline import facial, tables
 from pipeline.config import ConfigError
 from pipeline.features import read_features
+from pipeline.runtime import resolve_precision
 
 CLIPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clips"
 
@@ -46,7 +47,8 @@ def test_faces_found_where_there_are_faces(extractor, clip, least, most):
     assert least <= seq.valid.mean() <= most
     assert (seq.features[~seq.valid] == 0).all()
     # InceptionResnetV1 ends with an L2 normalisation, trained or not
-    np.testing.assert_allclose(np.linalg.norm(seq.features[seq.valid], axis=1), 1.0, atol=1e-4)
+    # unit length (the embedder normalises), to bfloat16 resolution when the CPU runs it in bf16
+    np.testing.assert_allclose(np.linalg.norm(seq.features[seq.valid], axis=1), 1.0, atol=2e-3)
 
 
 def test_shard_provenance_and_skip(tmp_path):
@@ -60,7 +62,7 @@ def test_shard_provenance_and_skip(tmp_path):
     assert row["valid"] == [True] * 5
     assert row["untrained"] is True and row["weights_sha256"] == "untrained"
     assert row["extractor"] == "mtcnn-inception-resnet-v1-vggface2"
-    assert row["precision"] == "float32" and row["fps"] == 3.0
+    assert row["precision"] == resolve_precision(None, "cpu") and row["fps"] == 3.0
     assert (row["frame_width"], row["frame_height"]) == (480, 480)
     params = json.loads(row["params"])
     assert params["fps"] == 3.0 and params["end_s"] == 1.5

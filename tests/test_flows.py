@@ -87,7 +87,9 @@ def prefect_harness():
 # -- tasks through .fn ----------------------------------------------------------------------------
 
 
-def test_extract_task_records_a_bad_clip_and_goes_on(tmp_path):
+def test_extract_clip_task_records_a_bad_clip_and_goes_on(tmp_path):
+    from pipeline.extraction import ExtractionPlan
+
     work = tmp_path / "work"
     bad = tmp_path / "not_a_video.mp4"
     bad.write_text("this is text, not a video")
@@ -96,18 +98,18 @@ def test_extract_task_records_a_bad_clip_and_goes_on(tmp_path):
         {"clip_id": sha256_file(bad), "path": str(bad)},
         {"clip_id": sha256_file(good), "path": str(good)},
     ]
-    config = {"pose": {"fps": 5.0, "max_side": 256}}
-    summary = tasks.extract.fn("pose", str(work), clips, config)
-    assert (summary["computed"], summary["skipped"], summary["failed"]) == (1, 0, 1)
-    rejected = tables.read_file(tasks.extraction_rejections_path(work, "pose"), tables.REJECTIONS).to_pylist()
-    assert [(r["stage"], r["clip_id"]) for r in rejected] == [("extract:pose", clips[0]["clip_id"])]
-    assert rejected[0]["reason"] in ("not_a_video", "unreadable_video", "zero_frames")
+    plan = ExtractionPlan.make(["pose"], {"pose": {"fps": 5.0, "max_side": 256}})
+    items = [it for clip in clips for it in tasks.extract_clip.fn(str(work), clip, plan, {})]
+    assert [(i["clip_id"], i["status"]) for i in items] == [
+        (clips[0]["clip_id"], "rejected"),
+        (clips[1]["clip_id"], "computed"),
+    ]
+    assert items[0]["reason"] in ("not_a_video", "unreadable_video", "zero_frames")
     shard = pq.read_table(current_shards(work, "pose")[clips[1]["clip_id"][:16]])
     assert shard.column("clip_id").to_pylist() == [clips[1]["clip_id"]]
     assert len(shard.column("timestamps")[0]) == 20  # 4 s at 5 fps
-    # a second call on the same clips skips the good one and records the bad one again
-    again = tasks.extract.fn("pose", str(work), clips, config)
-    assert (again["computed"], again["skipped"], again["failed"]) == (0, 1, 1)
+    again = [it for clip in clips for it in tasks.extract_clip.fn(str(work), clip, plan, {})]
+    assert [i["status"] for i in again] == ["rejected", "skipped"]
 
 
 def test_task_runners_by_name():
@@ -121,10 +123,12 @@ def test_task_runners_by_name():
         make_task_runner("cluster")
 
 
-def test_extraction_tasks_carry_the_gpu_tag():
-    assert "gpu" in tasks.extract.tags
+def test_per_clip_tasks_and_retries_only_for_io():
+    # no "gpu" tag: a concurrency limit of 1 on it would serialise a GPU node to one clip at a time
+    assert "extract" in tasks.extract_clip.tags and "gpu" not in tasks.extract_clip.tags
     assert tasks.ingest.retries > 0 and tasks.package.retries > 0  # I/O
-    assert tasks.extract.retries == 0 and tasks.screen.retries == 0 and tasks.score.retries == 0
+    assert tasks.ingest.retry_condition_fn is tasks.transient_io
+    assert tasks.extract_clip.retries == 0 and tasks.screen.retries == 0 and tasks.score.retries == 0
 
 
 # -- end to end -----------------------------------------------------------------------------------
@@ -153,7 +157,14 @@ def test_build_end_to_end(built):
     root, _, report = built
     assert report["ingest"]["clips"] == 3
     assert report["screen"]["kept"] == 3 and report["screen"]["screened"] == 3
+    assert report["screen"]["pixel_rules"] == {"computed": 3, "reused": 0}
     assert report["score"]["scored"] == 3
+    items = report["items"]  # one per clip and modality, with the process that did it
+    assert sorted((i["modality"], i["status"]) for i in items) == sorted(
+        (m, "computed") for m in MODALITIES for _ in range(3)
+    )
+    assert all(i["worker"].count(":") == 1 and i["seconds"] > 0 for i in items)
+    assert report["precision"] in ("float32", "bfloat16") and report["workers"]
     for modality in MODALITIES:
         e = report["extract"][modality]
         assert (e["computed"], e["skipped"], e["failed"]) == (3, 0, 0), (modality, e)
@@ -175,7 +186,7 @@ def test_second_build_does_no_extraction_work(built):
     }
     second = build(**kwargs)
     assert second["extract_totals"] == {"computed": 0, "skipped": 12, "failed": 0}
-    assert second["screen"]["screened"] == 0 and second["screen"]["skipped"] == 3
+    assert second["screen"]["pixel_rules"] == {"computed": 0, "reused": 3}
     after = {
         m: {p.name: p.stat().st_mtime_ns for p in (root / "work" / "features" / m).glob("*.parquet")}
         for m in MODALITIES
@@ -214,16 +225,35 @@ def test_release_flow_packages_the_work_directory(built, tmp_path):
         release_flow(work=kwargs["work"], out=str(tmp_path / "refused"), config_path=kwargs["config_path"])
 
 
-def test_a_modality_without_weights_fails_the_run_with_a_report(built, tmp_path, monkeypatch):
+def test_a_modality_without_weights_fails_the_run_with_one_message(built, tmp_path, monkeypatch):
+    """Missing weights are the run's failure, found before any clip is mapped: no clip is
+    rejected for it, and the message names the command that fixes it."""
     from flows.build import BuildError
 
     root, kwargs, _ = built
+    rejections = Path(kwargs["work"]) / "rejections" / "rejections.extract-holistic.parquet"
+    before = tables.read_file(rejections, tables.REJECTIONS).num_rows if rejections.exists() else 0
     monkeypatch.setenv("VDV_WEIGHTS_DIR", str(tmp_path / "empty-cache"))
-    with pytest.raises(BuildError, match="holistic"):
+    with pytest.raises(BuildError, match="vdv weights"):
         reextract(
             work=kwargs["work"], modalities=["pose", "holistic"], config_path=kwargs["config_path"], untrained=False
         )
     report = tasks.read_state(kwargs["work"], "reextract_report")
-    assert "vdv weights" in report["failed_modalities"]["holistic"]  # the error names the fix
-    pose = report["extract"]["pose"]  # the other modality still ran to the end
-    assert (pose["computed"] + pose["skipped"], pose["failed"]) == (3, 0)
+    assert "holistic" in report["failed"] and "WeightsError" in report["failed"]
+    after = tables.read_file(rejections, tables.REJECTIONS).num_rows if rejections.exists() else 0
+    assert after == before  # not one rejection per clip
+
+
+def test_screening_follows_changed_metadata_without_rerunning_pixel_rules(built, tmp_path):
+    """A re-crawl that raises a clip's followers re-evaluates the cheap rule at once, while the
+    pixel rules of every clip are reused (same bytes, settings and code)."""
+    root, kwargs, _first = built
+    config = root / "config_followers.toml"
+    config.write_text(config_text().replace("max_followers = 0", "max_followers = 1000"))
+    common = dict(work=kwargs["work"], modalities=["pose"], raw_dir=kwargs["raw_dir"], pairing=kwargs["pairing"])
+    report = reextract(config_path=str(config), **common)
+    assert report["screen"]["kept"] == 0  # the sample's creator has 398,700 followers
+    assert report["screen"]["reasons"] == {"too_many_followers": 3}
+    assert report["screen"]["pixel_rules"] == {"computed": 0, "reused": 0}  # not run: a cheap rule failed
+    report = reextract(config_path=kwargs["config_path"], **common)
+    assert report["screen"]["kept"] == 3 and report["screen"]["pixel_rules"] == {"computed": 0, "reused": 3}

@@ -14,6 +14,7 @@ from pipeline import holistic, weights
 from pipeline.decode import grid_times
 from pipeline.errors import ClipError, Reason, WeightsError
 from pipeline.features import read_features
+from pipeline.runtime import resolve_precision
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CLIP = DATA / "clips" / "stgcn_ta_chi.mp4"  # 340x256, 29.97 fps, 10 s
@@ -58,7 +59,11 @@ def test_shard_provenance_says_untrained(untrained, sequence, tmp_path, monkeypa
     assert computed and shard.parent == tmp_path / "features" / "holistic"
     row = read_features(shard, "holistic").to_pylist()[0]
     assert row["untrained"] is True and row["weights_sha256"] == "untrained"
-    assert row["extractor"] == "tsn-r50-kinetics400" and row["precision"] == "float32" and row["device"] == "cpu"
+    assert (
+        row["extractor"] == "tsn-r50-kinetics400"
+        and row["precision"] == resolve_precision(None, "cpu")
+        and row["device"] == "cpu"
+    )
     assert row["extractor_version"] == untrained.version and len(untrained.version) == 16
     params = json.loads(row["params"])
     assert params["fps"] == 25.0 and params["short_side"] == 256 and params["crop"] == 224

@@ -19,6 +19,7 @@ from pipeline.config import ConfigError
 from pipeline.decode import DecodeParams, iter_samples
 from pipeline.errors import ClipError, Reason
 from pipeline.features import read_features
+from pipeline.runtime import resolve_precision
 from pipeline.vibe import write_backgrounds
 
 CLIPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clips"
@@ -76,7 +77,7 @@ def test_shard_has_one_sample_every_12_frames_with_provenance(extractor, tmp_pat
     assert (features >= 0).all() and features.std() > 0  # a ReLU trunk's pooled output
     assert row["untrained"] is True and row["weights_sha256"] == "untrained"
     assert row["extractor"] == "vibe-resnet18-places365" and len(row["extractor_version"]) == 16
-    assert row["precision"] == "float32" and row["device"] == "cpu"
+    assert row["precision"] == resolve_precision(None, "cpu") and row["device"] == "cpu"
     assert row["fps"] == pytest.approx(25 / 12)
     assert (row["frame_width"], row["frame_height"]) == (1084, 1080)
     params = json.loads(row["params"])

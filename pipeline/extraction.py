@@ -1,0 +1,324 @@
+"""The one per-clip extraction loop: every requested modality of a clip from one decode pass.
+
+:func:`extract_clip` is the unit of work that ``vdv extract`` runs in a loop and the flows map
+over clips (one task per clip, on threads, processes or Dask workers):
+
+1. each modality whose current shard exists (same identity) is skipped, unless ``force``;
+2. the clip is decoded once (:func:`pipeline.decode.decode_pass`) for the grids of the
+   modalities left, and every sample goes to its modality's consumer; a modality that fails on
+   this clip (``ClipError``) is dropped from the pass and recorded, the others go on;
+3. each finished sequence is written as that modality's shard (atomically).
+
+Which modalities share a pass never changes a shard: each grid is sampled and resized straight
+from the decoded frames, and a shard's identity depends on its own extractor only.
+
+Only a bad clip (:class:`~pipeline.errors.ClipError`) becomes a rejection. Anything else that
+escapes a consumer is this clip's ``extract_failed``, except the failures of the run itself
+(missing or corrupt weights, an import or device error), which :func:`load_extractors` raises
+before any clip is touched, so that they fail the run with one message instead of rejecting
+every clip a worker gets.
+
+:func:`load_extractors` keeps the extractors of a process in a cache, so a worker loads each
+model once and reuses it for every clip it is given.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline import tables
+from pipeline.config import section_config
+from pipeline.decode import decode_pass
+from pipeline.errors import ClipError, Reason, rejection_row
+from pipeline.features import FeatureExtractor
+from pipeline.runtime import configure_threads
+
+log = logging.getLogger(__name__)
+
+MODALITIES: tuple[str, ...] = ("pose", "holistic", "facial", "scenic")
+"""The feature modalities, in the order they are reported (SPEC section 4)."""
+
+STAGE = "extract:{modality}"
+COMPUTED, SKIPPED, REJECTED = "computed", "skipped", "rejected"
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """Configuration section ``[decode]``."""
+
+    # seconds a clip may spend inside the decoder (demux, decode, resize) in one extraction
+    # pass; model time does not count. A clip over it is rejected decode_timeout.
+    time_budget_s: float | None = 600.0
+
+    def __post_init__(self):
+        if self.time_budget_s is not None and not self.time_budget_s > 0:
+            raise ValueError(f"[decode] time_budget_s must be positive, got {self.time_budget_s}")
+
+
+@dataclass(frozen=True)
+class ExtractionPlan:
+    """What a worker needs to build the extractors: plain values, so it travels to any process."""
+
+    modalities: tuple[str, ...]
+    sections: str  # JSON of {modality: its config section}
+    untrained: bool = False
+    device: str | None = None
+    precision: str = "float32"  # resolved once for the build (pipeline.runtime.resolve_precision)
+    threads: int | None = None  # torch threads of each clip processed at once in a process
+
+    @classmethod
+    def make(
+        cls,
+        modalities: Iterable[str],
+        config: Mapping[str, Any],
+        *,
+        untrained: bool = False,
+        device: str | None = None,
+        precision: str = "float32",
+        threads: int | None = None,
+    ) -> ExtractionPlan:
+        modalities = tuple(m for m in MODALITIES if m in set(modalities))
+        sections = {m: dict(config.get(m, {})) for m in modalities}
+        return cls(modalities, json.dumps(sections, sort_keys=True), untrained, device, precision, threads)
+
+    def section(self, modality: str) -> dict:
+        return json.loads(self.sections)[modality]
+
+
+@dataclass
+class ItemResult:
+    """One clip x modality of a build: computed, skipped (shard current) or rejected."""
+
+    clip_id: str
+    modality: str
+    status: str
+    seconds: float = 0.0  # the modality's own compute time on this clip (its share of the pass)
+    worker: str = ""  # host:pid of the process that did it
+    reason: str | None = None
+    message: str | None = None
+    video_id: str | None = None
+    path: str | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def rejection(self) -> dict:
+        return rejection_row(
+            STAGE.format(modality=self.modality),
+            Reason(self.reason),
+            self.message or "",
+            clip_id=self.clip_id,
+            video_id=self.video_id,
+            path=self.path,
+        )
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+_CACHE: dict[tuple, dict[str, FeatureExtractor]] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def build_extractor(
+    modality: str, section: Mapping[str, Any], *, untrained: bool, device: str | None, precision: str
+) -> FeatureExtractor:
+    """The modality module's ``build_extractor`` on its config section."""
+    import importlib
+
+    if modality not in MODALITIES:
+        raise ValueError(f"unknown modality {modality!r}; known: {list(MODALITIES)}")
+    module = importlib.import_module(f"pipeline.{modality}")
+    return module.build_extractor(dict(section), untrained=untrained, device=device, precision=precision)
+
+
+def load_extractors(plan: ExtractionPlan) -> dict[str, FeatureExtractor]:
+    """The plan's extractors, built once per process and reused (a model is loaded once).
+
+    Built under a lock: the extractors import torch and torchvision lazily, and the first import
+    of torchvision from several threads at once fails half-initialised. Raises the run's errors
+    (``WeightsError``, ``ImportError``, a device error) for the caller to report.
+    """
+    key = (plan.modalities, plan.sections, plan.untrained, plan.device, plan.precision)
+    with _CACHE_LOCK:
+        configure_threads(plan.threads)
+        if key not in _CACHE:
+            import importlib.util
+
+            if importlib.util.find_spec("torchvision") is not None:
+                importlib.import_module("torchvision.models")
+            _CACHE[key] = {
+                m: build_extractor(
+                    m, plan.section(m), untrained=plan.untrained, device=plan.device, precision=plan.precision
+                )
+                for m in plan.modalities
+            }
+        return _CACHE[key]
+
+
+def extract_clip(
+    clip: Mapping[str, Any],
+    extractors: Mapping[str, FeatureExtractor],
+    work: str | Path,
+    *,
+    force: bool = False,
+    decode: DecodeConfig = DecodeConfig(),
+) -> list[ItemResult]:
+    """Every modality of ``extractors`` for one clip (``clip_id``, ``path``[, ``video_id``]).
+
+    Returns one :class:`ItemResult` per modality. Never raises for a bad clip.
+    """
+    clip_id, path = clip["clip_id"], str(clip["path"])
+    me = worker_name()
+
+    def item(modality: str, status: str, seconds: float = 0.0, err: ClipError | None = None) -> ItemResult:
+        return ItemResult(
+            clip_id,
+            modality,
+            status,
+            round(seconds, 3),
+            me,
+            None if err is None else err.reason.value,
+            None if err is None else err.message,
+            clip.get("video_id"),
+            path,
+        )
+
+    results: dict[str, ItemResult] = {}
+    todo: dict[str, FeatureExtractor] = {}
+    for modality, extractor in extractors.items():
+        if not force and extractor.is_current(work, clip_id):
+            results[modality] = item(modality, SKIPPED)
+        else:
+            todo[modality] = extractor
+    if todo and not Path(path).is_file():
+        missing = ClipError(clip_id, Reason.NO_CLIP, f"{path} does not exist")
+        results.update({m: item(m, REJECTED, err=missing) for m in todo})
+        todo = {}
+    if todo:
+        results.update(_one_pass(clip_id, path, todo, work, decode, item))
+    return [results[m] for m in extractors]
+
+
+def _one_pass(clip_id, path, todo, work, decode: DecodeConfig, item) -> dict[str, ItemResult]:
+    grids = []  # distinct grids; modalities with equal grids share their samples
+    grid_of: dict[str, int] = {}
+    for modality, extractor in todo.items():
+        params = extractor.decode_params()
+        if params not in grids:
+            grids.append(params)
+        grid_of[modality] = grids.index(params)
+    consumers = {m: ex.consumer(clip_id) for m, ex in todo.items()}
+    seconds = dict.fromkeys(todo, 0.0)
+    results: dict[str, ItemResult] = {}
+
+    def drop(modality: str, err: ClipError) -> None:
+        results[modality] = item(modality, REJECTED, seconds[modality], err)
+        consumers.pop(modality).close()
+
+    try:
+        with decode_pass(path, grids, clip_id, budget_s=decode.time_budget_s) as one:
+            try:
+                for grid, sample in one:
+                    for modality in [m for m in consumers if grid_of[m] == grid]:
+                        t0 = time.monotonic()
+                        try:
+                            consumers[modality].push(sample)
+                        except ClipError as err:
+                            drop(modality, err)
+                        except Exception as err:  # noqa: BLE001 - this clip's failure; the run goes on
+                            log.exception("%s failed on %s", modality, path)
+                            drop(modality, ClipError(clip_id, Reason.EXTRACT_FAILED, f"{type(err).__name__}: {err}"))
+                        finally:
+                            seconds[modality] += time.monotonic() - t0
+                    if not consumers:
+                        break
+            except ClipError as err:  # the decoder's: every modality still in the pass shares it
+                for modality in list(consumers):
+                    drop(modality, err)
+            info = one.info
+        for modality, consumer in list(consumers.items()):
+            t0 = time.monotonic()
+            try:
+                seq = consumer.finish(info)
+                todo[modality].write(work, clip_id, seq)
+            except ClipError as err:
+                drop(modality, err)
+                continue
+            except Exception as err:  # noqa: BLE001 - this clip's failure; the run goes on
+                log.exception("%s failed on %s", modality, path)
+                drop(modality, ClipError(clip_id, Reason.EXTRACT_FAILED, f"{type(err).__name__}: {err}"))
+                continue
+            seconds[modality] += time.monotonic() - t0
+            results[modality] = item(modality, COMPUTED, seconds[modality])
+            consumers.pop(modality).close()
+    finally:
+        for consumer in consumers.values():
+            consumer.close()
+    return results
+
+
+def rejections_path(work: str | Path, modality: str) -> Path:
+    """``<work>/rejections/rejections.extract-<modality>.parquet`` (stage ``extract:<modality>``)."""
+    return tables.shard_path(work, "rejections", f"extract-{modality}")
+
+
+def record_rejections(work: str | Path, items: Sequence[ItemResult]) -> dict[str, Path]:
+    """Merge these items' rejections into each modality's rejection table.
+
+    A clip attempted now drops its older rows (it succeeded, is current, or failed again and
+    gets a fresh row), so the table always says why each clip is missing *now*.
+    """
+    written = {}
+    by_modality: dict[str, list[ItemResult]] = {}
+    for it in items:
+        by_modality.setdefault(it.modality, []).append(it)
+    for modality, group in by_modality.items():
+        path = rejections_path(work, modality)
+        attempted = {it.clip_id for it in group}
+        old = tables.read_file(path, tables.REJECTIONS).to_pylist() if path.exists() else []
+        rows = [r for r in old if r["clip_id"] not in attempted] + [
+            it.rejection() for it in group if it.status == REJECTED
+        ]
+        if rows or path.exists():
+            written[modality] = tables.write_table(rows, tables.REJECTIONS, path)
+    return written
+
+
+def totals(items: Iterable[ItemResult]) -> dict[str, dict]:
+    """Per modality: computed, skipped, failed counts and the seconds spent computing."""
+    out: dict[str, dict] = {}
+    for it in items:
+        t = out.setdefault(it.modality, {"computed": 0, "skipped": 0, "failed": 0, "seconds": 0.0})
+        t["failed" if it.status == REJECTED else it.status] += 1
+        t["seconds"] = round(t["seconds"] + it.seconds, 2)
+    return out
+
+
+def sweep_partial_files(work: str | Path) -> int:
+    """Remove hidden temporary files under ``features/`` left by a killed run.
+
+    ``tables.atomic_write`` writes ``.<name>.<random>.tmp`` and renames it into place; a process
+    killed in between leaves the temporary file, which readers already ignore. Run it only while
+    holding the work directory's lock (:mod:`pipeline.lock`): then no other writer is in flight.
+    """
+    root = Path(work) / "features"
+    removed = 0
+    for path in root.glob("*/.*.tmp") if root.is_dir() else ():
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def decode_config(config: Mapping[str, Any]) -> DecodeConfig:
+    return section_config(DecodeConfig, dict(config.get("decode", {})), "decode")

@@ -1,0 +1,123 @@
+"""Where and how the networks run: device, numeric precision and thread counts, chosen once.
+
+Precision (``[extract] precision`` or ``--precision``):
+
+- ``"float32"``: every network in float32;
+- ``"bfloat16"``: the appearance networks (TSN ResNet-50, the VGGFace2 embedder, the Places365
+  ResNet-18) run under bfloat16 autocast, on the CPU or on CUDA; fails where the device has no
+  bfloat16 support;
+- ``"auto"`` (default): bfloat16 where the device supports it natively (CUDA with bf16, or a CPU
+  with AVX512-BF16 or AMX), float32 elsewhere.
+
+A build resolves the setting once (:func:`resolve_precision`) and hands the resolved value to
+every extractor; it is part of each shard's identity and recorded in provenance, and whatever
+compares identities later (the release) uses the build's resolved value. On an AMX CPU,
+ResNet-50 at 224 px runs at about 52 frames/s in bf16 + channels_last against 14.5 in fp32
+NCHW (2 threads). MTCNN and BlazePose always run in float32.
+
+Threads: torch's intra-op pool is process-wide. When a process runs several clips at once (a
+thread-pool runner, or a Dask worker with several threads), :func:`configure_threads` gives
+each its share of the cores so that parallel work does not oversubscribe them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from functools import cache
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "bfloat16", "float32")
+
+
+def resolve_device(device: str | None) -> str:
+    """``device`` as given, else ``"cuda"`` when a GPU is present, else ``"cpu"``."""
+    if device:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@cache
+def _cpu_flags() -> frozenset[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU computes bfloat16 natively (AVX512-BF16 or AMX tiles)."""
+    import torch
+
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    cpu = getattr(torch._C, "_cpu", None)
+    for name in probes:
+        fn = getattr(cpu, name, None)
+        if fn is not None and fn():
+            return True
+    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def device_has_bf16(device: str) -> bool:
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device == "cpu":
+        return cpu_has_bf16()
+    return False
+
+
+def resolve_precision(precision: str | None, device: str) -> str:
+    """``"bfloat16"`` or ``"float32"`` for ``device`` (see the module docstring)."""
+    precision = precision or "auto"
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    if precision == "auto":
+        return "bfloat16" if device_has_bf16(device) else "float32"
+    if precision == "bfloat16" and not device_has_bf16(device):
+        raise ValueError(f"precision bfloat16 was asked for, but device {device!r} has no native bfloat16 support")
+    return precision
+
+
+def cores() -> int:
+    """CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def threads_per_task(concurrent: int) -> int:
+    """Torch threads for each of ``concurrent`` clips processed at once in one process."""
+    return max(1, cores() // max(1, concurrent))
+
+
+def configure_threads(threads: int | None) -> None:
+    """Set torch's intra-op threads (process-wide) and OpenCV's; None leaves the defaults."""
+    if not threads:
+        return
+    import cv2
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+
+
+def autocast(device: str, precision: str):
+    """The autocast context of ``precision`` on ``device`` (a no-op context for float32)."""
+    import contextlib
+
+    import torch
+
+    if precision != "bfloat16":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16)
