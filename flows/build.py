@@ -141,11 +141,11 @@ def run_extraction(
     from pipeline.runtime import resolve_device, resolve_precision, threads_per_task
 
     section = dict(config.get("extract", {}))
-    unknown = sorted(set(section) - {"precision"})
+    unknown = sorted(set(section) - {"precision", "threads"})
     if unknown:
         from pipeline.config import ConfigError
 
-        raise ConfigError(f"[extract] has unknown keys {unknown}; known: ['precision']")
+        raise ConfigError(f"[extract] has unknown keys {unknown}; known: ['precision', 'threads']")
     device = resolve_device(device)
     try:
         precision = resolve_precision(precision or section.get("precision"), device)
@@ -158,7 +158,8 @@ def run_extraction(
         untrained=untrained,
         device=device,
         precision=precision,
-        threads=threads_per_task(in_flight) if in_flight else None,
+        # [extract] threads pins torch's threads per clip in flight; else the cores are shared out
+        threads=section.get("threads") or (threads_per_task(in_flight) if in_flight else None),
     )
     workers = check_workers(runner, plan) if clips else []
     decode = dict(config.get("decode", {}))
@@ -210,7 +211,9 @@ def run_rule_stages(
     overrides: str | None,
 ) -> dict:
     """ingest, the pixel rules mapped over clips, screen, score; the report's entries."""
+    t0 = time.monotonic()
     report = {"ingest": tasks.ingest(raw_dir, work, config, pairing, crawl_time)}
+    t1 = time.monotonic()
     todo = tasks.pixel_rule_clips(work, config)
     futures = [tasks.screen_clip.submit(work, clip, dict(config)) for clip in todo]
     computed = reused = 0
@@ -225,7 +228,9 @@ def run_rule_stages(
         reused += not done["computed"]
     report["screen"] = tasks.screen(work, config, overrides)
     report["screen"]["pixel_rules"] = {"computed": computed, "reused": reused}
+    t2 = time.monotonic()
     report["score"] = tasks.score(work, config)
+    report["stage_seconds"] = {"ingest": round(t1 - t0, 2), "screen": round(t2 - t1, 2)}
     return report
 
 
@@ -242,6 +247,7 @@ def _check_modalities(modalities: Sequence[str]) -> None:
 
 def extract_stage(report: dict, work: str, config, modalities, **kwargs) -> None:
     """Run the extraction into ``report`` (also on failure, so the report says what happened)."""
+    t0 = time.monotonic()
     try:
         result = run_extraction(work, tasks.kept_clips(work), config, modalities, **kwargs)
     except BuildError as err:
@@ -249,6 +255,7 @@ def extract_stage(report: dict, work: str, config, modalities, **kwargs) -> None
         report["failed"] = str(err)
         raise
     report.update(result)
+    report.setdefault("stage_seconds", {})["extract"] = round(time.monotonic() - t0, 2)
     report["extract_totals"] = {
         k: sum(s[k] for s in report["extract"].values()) for k in ("computed", "skipped", "failed")
     }

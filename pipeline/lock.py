@@ -12,7 +12,9 @@ holds ``<work>/.vdv.lock`` while it runs:
 - a lock whose heartbeat is older than ``stale_s`` is stale (its owner died or was killed):
   it is taken over, with a warning. Staleness is judged by the heartbeat, not by the pid,
   because a pid cannot be checked from another host (a cluster shares the work directory over
-  a network file system); hosts are assumed to keep their clocks within a few seconds.
+  a network file system); hosts are assumed to keep their clocks within a few seconds. The one
+  shortcut: a lock written on this same host by a process that no longer exists is stale at
+  once, so a build killed a moment ago can be restarted without waiting for its heartbeat to age.
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ class WorkLock:
                 if owner is None:
                     continue  # released in between: try again
                 age = self._age(owner)
-                if age <= self.stale_s:
+                if age <= self.stale_s and not _dead_here(owner):
                     raise WorkDirLocked(describe(self.path.parent, owner, age)) from None
                 log.warning("taking over a stale lock: %s", describe(self.path.parent, owner, age))
                 self._write()
@@ -139,6 +141,19 @@ class WorkLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _dead_here(owner: dict) -> bool:
+    """True when ``owner`` is a process of this host that no longer exists."""
+    if owner.get("host") != socket.gethostname() or not isinstance(owner.get("pid"), int):
+        return False
+    try:
+        os.kill(owner["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, someone else's
+    return False
 
 
 def describe(work: Path, owner: dict, age: float) -> str:

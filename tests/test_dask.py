@@ -1,8 +1,10 @@
 """The build on a Dask LocalCluster of two worker processes (prefect-dask's DaskTaskRunner).
 
-The build runs as ``vdv build --runner dask`` in a subprocess, as a user would start it; the
-extraction tasks report the process that ran them, which must not be the flow's process, so
-their arguments and results crossed a process boundary.
+The build runs as ``vdv build --runner dask`` in a subprocess, as a user would start it. It maps
+one extraction task per clip; every item of the report names the process that computed it, which
+must not be the flow's process (arguments and results crossed a process boundary), and both
+workers must have computed some of one modality's clips (the cluster is kept busy, not one
+worker per modality).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ CLIPS = {
     "stgcn_ta_chi.mp4": ("6911379416308305158", "#taichi"),
     "stgcn_clean_and_jerk.mp4": ("6894714574797393158", "#taichi"),
     "tfjs_pose_1.mp4": ("6898094572598037766", "#dance"),
+    "tokenflow_woman-running.mp4": ("6910708060310883589", "#dance"),
 }
 CONFIG = """
 [ingest]
@@ -61,12 +64,15 @@ def test_build_on_a_local_dask_cluster_of_two_processes(tmp_path):
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=500)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(done.stdout[done.stdout.index("{") :])
-    pids = {m: report["extract"][m]["pid"] for m in ("pose", "scenic")}
-    assert report["pid"] not in pids.values()  # ran on worker processes, not in the flow's
+    workers = {i["worker"] for i in report["items"]}
+    assert str(report["pid"]) not in {w.split(":")[1] for w in workers}  # ran on worker processes
+    assert sorted(report["workers"]) == sorted(workers)  # every worker was checked before mapping
+    pose_workers = {i["worker"] for i in report["items"] if i["modality"] == "pose" and i["status"] == "computed"}
+    assert len(pose_workers) == 2, report["items"]  # both workers computed some of pose's clips
     for modality in ("pose", "scenic"):
         e = report["extract"][modality]
-        assert (e["computed"], e["skipped"], e["failed"]) == (3, 0, 0)
-        assert len(current_shards(tmp_path / "work", modality)) == 3
+        assert (e["computed"], e["skipped"], e["failed"]) == (4, 0, 0)
+        assert len(current_shards(tmp_path / "work", modality)) == 4
     scenic = tables.read_file(
         next(iter(current_shards(tmp_path / "work", "scenic").values())), tables.feature_spec("scenic")
     )

@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections import Counter
 from pathlib import Path
 
+import av
 import pyarrow.parquet as pq
 import pytest
 
@@ -149,7 +151,17 @@ def built(prefect_harness, tmp_path_factory):
         allow_untrained=True,
         salt="flow-test",
     )
-    first = build(**kwargs)
+    opened: list[str] = []  # every container open in this process (the probe's child opens once more)
+    real_open = av.open
+
+    def counting(path, *args, **kw):
+        opened.append(str(path))
+        return real_open(path, *args, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(av, "open", counting)
+        first = build(**kwargs)
+    (root / "opens.json").write_text(json.dumps(opened))
     return root, kwargs, first
 
 
@@ -176,6 +188,24 @@ def test_build_end_to_end(built):
     assert manifest["untrained"] and set(manifest["untrained_modalities"]) == {"holistic", "facial", "scenic"}
     assert manifest["build"]["extract"]["pose"]["computed"] == 3
     assert manifest["configs"]["pose"]["num_rows"] == {"train": 2, "test": 1}
+
+
+def test_a_kept_clip_is_opened_at_most_three_times_in_a_whole_build(built, tmp_path):
+    """probe (in its child process), pixel rules, and one extraction pass for four modalities."""
+    from pipeline.probe import probe
+
+    root, kwargs, report = built
+    opened = Counter(json.loads((root / "opens.json").read_text()))
+    kept = tables.read_table(kwargs["work"], tables.CLIPS).to_pylist()
+    assert len(kept) == 3
+    in_process = {Path(c["path"]).name: opened[c["path"]] for c in kept}
+    assert in_process == dict.fromkeys(in_process, 2), in_process  # screening + extraction
+    with pytest.MonkeyPatch.context() as mp:  # the probe itself: one open
+        probe_opens: list[str] = []
+        real_open = av.open
+        mp.setattr(av, "open", lambda p, *a, **k: probe_opens.append(p) or real_open(p, *a, **k))
+        probe(kept[0]["path"])
+    assert len(probe_opens) == 1
 
 
 def test_second_build_does_no_extraction_work(built):
@@ -257,3 +287,31 @@ def test_screening_follows_changed_metadata_without_rerunning_pixel_rules(built,
     assert report["screen"]["pixel_rules"] == {"computed": 0, "reused": 0}  # not run: a cheap rule failed
     report = reextract(config_path=kwargs["config_path"], **common)
     assert report["screen"]["kept"] == 3 and report["screen"]["pixel_rules"] == {"computed": 0, "reused": 3}
+
+
+def test_two_flows_on_one_work_directory_the_second_fails_fast_naming_the_first(built):
+    import threading
+    import time
+
+    from pipeline.lock import LOCK_NAME, WorkDirLocked
+
+    root, kwargs, _ = built
+    lock = Path(kwargs["work"]) / LOCK_NAME
+    outcome: dict = {}
+
+    def first():
+        outcome["report"] = reextract(
+            work=kwargs["work"], modalities=["pose"], config_path=kwargs["config_path"], force=True
+        )
+
+    runner = threading.Thread(target=first)
+    runner.start()
+    deadline = time.monotonic() + 120
+    while not lock.exists() and runner.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert lock.exists(), "the first flow never took the lock"
+    with pytest.raises(WorkDirLocked, match="'reextract'.*pid"):
+        build(**kwargs)
+    runner.join(300)
+    assert outcome["report"]["extract"]["pose"]["computed"] == 3  # the first run finished undisturbed
+    assert not lock.exists()

@@ -45,3 +45,15 @@ def test_a_fresh_lock_of_another_host_is_respected(tmp_path):
     (tmp_path / LOCK_NAME).write_text(json.dumps(owner))
     with pytest.raises(WorkDirLocked, match="node-17"):
         WorkLock(tmp_path, "build").acquire()
+
+
+def test_a_lock_of_a_dead_process_on_this_host_is_stale_at_once(tmp_path):
+    """A build killed a moment ago (fresh heartbeat, but its pid is gone) does not block a restart."""
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    owner = {"host": socket.gethostname(), "pid": int(gone.stdout), "command": "build", "started": "x"}
+    (tmp_path / LOCK_NAME).write_text(json.dumps({**owner, "heartbeat": time.time(), "token": "killed"}))
+    with WorkLock(tmp_path, "build") as lock:
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["token"] == lock.token

@@ -113,7 +113,8 @@ def test_override_file_errors_and_the_example(tmp_path):
 def test_pixel_rules_plug_in_after_the_cheap_rules():
     calls = []
 
-    def fake_visual(path, clip_id):
+    def fake_visual(clip):
+        clip_id = clip["clip_id"]
         calls.append(clip_id)
         if clip_id.startswith("two"):
             return [
@@ -160,3 +161,27 @@ def test_screening_tables_written(tmp_path):
     ]
     rejected = tables.read_file(tables.shard_path(tmp_path, "rejections", "screen"), tables.REJECTIONS).to_pylist()
     assert [(r["stage"], r["video_id"], r["reason"]) for r in rejected] == [("screen", "b", "too_long")]
+
+
+def test_pixel_rules_are_stored_per_clip_and_reused_while_clip_settings_and_code_are_unchanged(tmp_path):
+    from pathlib import Path
+
+    from pipeline import tables
+    from pipeline.provenance import sha256_file
+    from pipeline.screen import PixelRules
+
+    path = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clips" / "tfjs_pose_1.mp4"
+    clip = {"clip_id": sha256_file(path), "path": str(path), "duration_s": 4.0}
+    config = {"visual": {"max_frames": 6}}
+    results, computed = PixelRules(config, tmp_path).run(clip)
+    assert computed and [r.rule for r in results] == ["one_dancer", "upper_body_visible", "camera_motion"]
+    shards = tables.table_files(tmp_path, "pixel_rules")
+    assert len(shards) == 1 and shards[0].name.startswith(f"pixel_rules.{clip['clip_id'][:16]}.")
+    again, computed = PixelRules(config, tmp_path).run(clip)  # a new process would see the same
+    assert not computed and [(r.rule, r.passed, r.reasons, r.details) for r in again] == [
+        (r.rule, r.passed, r.reasons, r.details) for r in results
+    ]
+    changed = PixelRules({"visual": {"max_frames": 5}}, tmp_path)
+    assert changed.identity(clip["clip_id"]) != PixelRules(config).identity(clip["clip_id"])
+    _, computed = changed.run(clip)
+    assert computed and len(tables.table_files(tmp_path, "pixel_rules")) == 1  # the stale shard replaced
