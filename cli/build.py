@@ -132,27 +132,28 @@ def _quiet_http() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def _runner(args):
-    from flows.build import make_task_runner
-
+def _runner(args) -> dict:
+    """The flow parameters that choose where the per-clip tasks run."""
     _quiet_http()
-
     if args.workers is not None and args.workers < 1 or args.threads_per_worker < 1:
         from pipeline.config import ConfigError
 
         raise ConfigError("--workers and --threads-per-worker must be at least 1")
-    return make_task_runner(
-        args.runner, dask_address=args.dask_address, workers=args.workers, threads_per_worker=args.threads_per_worker
-    )
+    return {
+        "runner": args.runner,
+        "workers": args.workers,
+        "threads_per_worker": args.threads_per_worker,
+        "dask_address": args.dask_address,
+    }
 
 
 def _build(args) -> int:
     from flows.build import BuildError, build
     from pipeline.lock import WorkDirLocked
 
-    flow = build.with_options(task_runner=_runner(args))
     try:
-        report = flow(
+        report = build(
+            **_runner(args),
             raw_dir=args.raw_dir,
             work=args.work,
             config_path=args.config,
@@ -185,9 +186,9 @@ def _reextract(args) -> int:
     from flows.reextract import reextract
     from pipeline.lock import WorkDirLocked
 
-    flow = reextract.with_options(task_runner=_runner(args))
     try:
-        report = flow(
+        report = reextract(
+            **_runner(args),
             work=args.work,
             modalities=list(args.modalities),
             config_path=args.config,

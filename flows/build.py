@@ -7,11 +7,14 @@ while its bytes, the ``[visual]`` settings and their code are unchanged (the che
 again every time), and a modality is skipped for a clip whose shard has the same identity
 (clip content hash, extractor code version, weights sha256, parameters, precision).
 
-Work layout (``README.md`` "Scale-out"): the task runner decides where the per-clip tasks run.
-``thread`` (default) runs ``workers`` clips at once in this process, sharing one copy of each
-model; ``process`` a process pool; ``dask`` prefect-dask's ``DaskTaskRunner`` on a local cluster
-of worker processes, or on the scheduler at ``dask_address``. Torch's threads are split so that
-the clips in flight in one process do not oversubscribe its cores.
+Work layout (``README.md`` "Scale-out"): the flow's ``runner`` parameter decides where the
+per-clip tasks run, so a deployment chooses it per run like any other parameter. ``thread``
+(default) runs ``workers`` clips at once in this process, sharing one copy of each model;
+``process`` a process pool; ``dask`` prefect-dask's ``DaskTaskRunner`` on a local cluster of
+``workers`` processes with ``threads_per_worker`` clips each, or on the scheduler at
+``dask_address``. Torch's threads are split so that the clips in flight in one process do not
+oversubscribe its cores. The stage tasks between the maps (ingest, screen, score, release) run
+in the flow's own process.
 
 The flow holds the work directory's lock (:mod:`pipeline.lock`) for its whole run, whether it
 was started by ``vdv`` or by a deployment; the sweep of temporary files left by a killed run
@@ -80,24 +83,16 @@ def make_task_runner(
     raise ValueError(f"unknown runner {runner!r}; choose one of {RUNNERS}")
 
 
-def _runner_layout() -> tuple[Any, int | None]:
-    """(the running flow's task runner, clips in flight per process) for the thread split."""
-    from prefect.context import FlowRunContext
-
-    ctx = FlowRunContext.get()
-    runner = getattr(ctx, "task_runner", None)
+def clips_in_flight(runner) -> int | None:
+    """Clips processed at once on this machine's cores by ``runner`` (None: a remote cluster)."""
     name = type(runner).__name__
-    if name == "ThreadPoolTaskRunner":
-        return runner, getattr(runner, "_max_workers", None) or 1
     if name == "DaskTaskRunner":
         kwargs = getattr(runner, "cluster_kwargs", None) or {}
         if kwargs.get("n_workers"):
             # local cluster: its workers share this machine's cores
-            return runner, kwargs["n_workers"] * kwargs.get("threads_per_worker", 1)
-        return runner, None  # a remote cluster: its workers set their own threads
-    if name == "ProcessPoolTaskRunner":
-        return runner, getattr(runner, "_max_workers", None) or 1
-    return runner, 1
+            return kwargs["n_workers"] * kwargs.get("threads_per_worker", 1)
+        return None  # a remote cluster: its workers set their own threads
+    return getattr(runner, "_max_workers", None) or 1
 
 
 def check_workers(runner, plan: extraction.ExtractionPlan) -> list[str]:
@@ -122,6 +117,7 @@ def _is_worker_death(err: BaseException) -> bool:
 
 
 def run_extraction(
+    runner,
     work: str,
     clips: list[dict],
     config: Mapping[str, Any],
@@ -151,7 +147,7 @@ def run_extraction(
         precision = resolve_precision(precision or section.get("precision"), device)
     except ValueError as err:
         raise BuildError(str(err)) from err
-    runner, in_flight = _runner_layout()
+    in_flight = clips_in_flight(runner)
     plan = extraction.ExtractionPlan.make(
         modalities,
         config,
@@ -164,7 +160,10 @@ def run_extraction(
     workers = check_workers(runner, plan) if clips else []
     decode = dict(config.get("decode", {}))
     extraction.decode_config(config)  # a bad [decode] section fails here, not in every task
-    futures = [tasks.extract_clip.submit(work, clip, plan, decode, force) for clip in clips]
+    futures = [
+        runner.submit(tasks.extract_clip, {"work": work, "clip": clip, "plan": plan, "decode": decode, "force": force})
+        for clip in clips
+    ]
     items: list[extraction.ItemResult] = []
     failures: list[str] = []
     for clip, future in zip(clips, futures, strict=True):
@@ -203,6 +202,7 @@ def run_extraction(
 
 
 def run_rule_stages(
+    runner,
     raw_dir: str,
     work: str,
     config: Mapping[str, Any],
@@ -215,7 +215,7 @@ def run_rule_stages(
     report = {"ingest": tasks.ingest(raw_dir, work, config, pairing, crawl_time)}
     t1 = time.monotonic()
     todo = tasks.pixel_rule_clips(work, config)
-    futures = [tasks.screen_clip.submit(work, clip, dict(config)) for clip in todo]
+    futures = [runner.submit(tasks.screen_clip, {"work": work, "clip": clip, "config": dict(config)}) for clip in todo]
     computed = reused = 0
     for future in futures:
         try:
@@ -245,11 +245,11 @@ def _check_modalities(modalities: Sequence[str]) -> None:
         raise BuildError(f"unknown modalities {unknown}; known: {list(tasks.MODALITIES)}")
 
 
-def extract_stage(report: dict, work: str, config, modalities, **kwargs) -> None:
+def extract_stage(runner, report: dict, work: str, config, modalities, **kwargs) -> None:
     """Run the extraction into ``report`` (also on failure, so the report says what happened)."""
     t0 = time.monotonic()
     try:
-        result = run_extraction(work, tasks.kept_clips(work), config, modalities, **kwargs)
+        result = run_extraction(runner, work, tasks.kept_clips(work), config, modalities, **kwargs)
     except BuildError as err:
         report.update(err.report)
         report["failed"] = str(err)
@@ -278,6 +278,10 @@ def build(
     release_out: str | None = None,
     allow_untrained: bool = False,
     salt: str | None = None,
+    runner: str = "thread",
+    workers: int | None = None,
+    threads_per_worker: int = 1,
+    dask_address: str | None = None,
 ) -> dict:
     """Build the dataset in ``work`` from ``raw_dir`` (``RAW_DIR/clips`` and ``RAW_DIR/metadata``).
 
@@ -291,17 +295,24 @@ def build(
     precision: auto | bfloat16 | float32 (else ``[extract] precision``, else auto);
     train: run the training stage (``models.train.train_track`` on the all-challenge track);
     release_out: package a release there (skipped when None); allow_untrained: let untrained
-    features into the release (marked loudly); salt: uploader hash salt (else ``$VDV_RELEASE_SALT``).
+    features into the release (marked loudly); salt: uploader hash salt (else ``$VDV_RELEASE_SALT``);
+    runner, workers, threads_per_worker, dask_address: where the per-clip tasks run (module docstring).
     """
     started = time.monotonic()
     config = load_config(config_path)
     _check_modalities(modalities)
-    with WorkLock(work, "build"):
+    clip_runner = make_task_runner(
+        runner, dask_address=dask_address, workers=workers, threads_per_worker=threads_per_worker
+    )
+    with WorkLock(work, "build"), clip_runner:
         swept = extraction.sweep_partial_files(work)
         report: dict[str, Any] = {"raw_dir": raw_dir, "work": work, "pid": os.getpid(), "partial_removed": swept}
-        report.update(run_rule_stages(raw_dir, work, config, pairing, crawl_time, overrides))
+        report["runner"] = {"name": runner, "workers": workers, "dask_address": dask_address}
+        report.update(run_rule_stages(clip_runner, raw_dir, work, config, pairing, crawl_time, overrides))
         try:
-            extract_stage(report, work, config, modalities, untrained=untrained, device=device, precision=precision)
+            extract_stage(
+                clip_runner, report, work, config, modalities, untrained=untrained, device=device, precision=precision
+            )
         except BuildError:
             write_report(work, "build_report", report)
             raise

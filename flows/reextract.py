@@ -16,7 +16,7 @@ from typing import Any
 from prefect import flow
 
 from flows import tasks
-from flows.build import BuildError, _check_modalities, extract_stage, run_rule_stages, write_report
+from flows.build import BuildError, _check_modalities, extract_stage, make_task_runner, run_rule_stages, write_report
 from pipeline import extraction
 from pipeline.config import load_config
 from pipeline.lock import WorkLock
@@ -35,19 +35,38 @@ def reextract(
     device: str | None = None,
     precision: str | None = None,
     force: bool = False,
+    runner: str = "thread",
+    workers: int | None = None,
+    threads_per_worker: int = 1,
+    dask_address: str | None = None,
 ) -> dict:
-    """Re-extract ``modalities`` for the kept clips of ``work``; ``force`` recomputes even current shards."""
+    """Re-extract ``modalities`` for the kept clips of ``work``; ``force`` recomputes even current shards.
+
+    ``runner``, ``workers``, ``threads_per_worker`` and ``dask_address`` choose where the
+    per-clip tasks run, as for the build flow.
+    """
     started = time.monotonic()
     config = load_config(config_path)
     _check_modalities(modalities)
-    with WorkLock(work, "reextract"):
+    clip_runner = make_task_runner(
+        runner, dask_address=dask_address, workers=workers, threads_per_worker=threads_per_worker
+    )
+    with WorkLock(work, "reextract"), clip_runner:
         report: dict[str, Any] = {"work": work, "modalities": list(modalities)}
         report["partial_removed"] = extraction.sweep_partial_files(work)
         if raw_dir:
-            report.update(run_rule_stages(raw_dir, work, config, pairing, crawl_time, overrides))
+            report.update(run_rule_stages(clip_runner, raw_dir, work, config, pairing, crawl_time, overrides))
         try:
             extract_stage(
-                report, work, config, modalities, untrained=untrained, device=device, precision=precision, force=force
+                clip_runner,
+                report,
+                work,
+                config,
+                modalities,
+                untrained=untrained,
+                device=device,
+                precision=precision,
+                force=force,
             )
         except BuildError:
             write_report(work, "reextract_report", report)

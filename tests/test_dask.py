@@ -78,3 +78,47 @@ def test_build_on_a_local_dask_cluster_of_two_processes(tmp_path):
     )
     assert scenic.column("untrained")[0].as_py() is True
     assert release.verify_release(report["release"]["path"]).ok
+
+
+def test_a_clip_whose_worker_dies_is_retried_once_on_another_worker_then_rejected(tmp_path, monkeypatch):
+    """The first worker to take the marked clip dies; the scheduler gives it to a second worker,
+    which dies too; the clip is then recorded as rejected (worker_died) and the others finish."""
+    import dask
+    from distributed import LocalCluster
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.build import build
+
+    clips = dict(CLIPS)
+    raw, pairing, config = write_sample_run(tmp_path, clips, CONFIG)
+    doomed = "die-" + "stgcn_ta_chi.mp4"
+    os.symlink(raw / "clips" / "stgcn_ta_chi.mp4", raw / "clips" / doomed)  # same bytes: a duplicate
+    (raw / "clips" / "stgcn_ta_chi.mp4").unlink()
+    pairing.write_text(pairing.read_text().replace("stgcn_ta_chi.mp4", doomed))
+    preload = str(Path(__file__).parent / "support" / "die_on_marked_clip.py")
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        cluster = LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, preload=[preload]
+        )
+    try:
+        with prefect_test_harness(server_startup_timeout=120):
+            report = build(
+                raw_dir=str(raw),
+                work=str(tmp_path / "work"),
+                config_path=str(config),
+                pairing=str(pairing),
+                modalities=["pose"],
+                untrained=True,
+                runner="dask",
+                dask_address=cluster.scheduler_address,
+            )
+    finally:
+        cluster.close()
+    deaths = (tmp_path / "deaths.txt").read_text().split()
+    assert len(deaths) == 2 and len(set(deaths)) == 2  # tried on two different workers, once each
+    by_clip = {Path(i["path"]).name: i for i in report["items"]}
+    assert by_clip[doomed]["status"] == "rejected" and by_clip[doomed]["reason"] == "worker_died"
+    assert all(i["status"] == "computed" for name, i in by_clip.items() if name != doomed)
+    rejected = tables.read_file(tmp_path / "work" / "rejections" / "rejections.extract-pose.parquet", tables.REJECTIONS)
+    assert rejected.column("reason").to_pylist() == ["worker_died"]

@@ -114,6 +114,9 @@ def test_deploy_and_run_build_through_a_worker(tmp_path):
         assert nightly["schedules"][0]["schedule"]["cron"] == "0 3 * * *"
 
         deployment = api("GET", f"{url}/deployments/name/build/build")
+        assert deployment["global_concurrency_limit"]["limit"] == 1  # one run at a time; more wait in the queue
+        schema = deployment["parameter_openapi_schema"]["properties"]
+        assert {"runner", "workers", "threads_per_worker", "dask_address", "precision"} <= set(schema)
         parameters = {
             "raw_dir": str(raw),
             "work": str(tmp_path / "work"),
@@ -121,6 +124,8 @@ def test_deploy_and_run_build_through_a_worker(tmp_path):
             "pairing": str(pairing),
             "modalities": ["pose"],
             "release_out": str(tmp_path / "release"),
+            "runner": "thread",  # the task runner is a run parameter like any other
+            "workers": 1,
         }
         flow_run = api("POST", f"{url}/deployments/{deployment['id']}/create_flow_run", {"parameters": parameters})
 
@@ -139,6 +144,7 @@ def test_deploy_and_run_build_through_a_worker(tmp_path):
         assert state and state["type"] == "COMPLETED", f"{state}\n{(tmp_path / 'server.log').read_text()[-4000:]}"
         report = json.loads((tmp_path / "work" / "flow_state" / "build_report.json").read_text())
         assert report["extract"]["pose"]["computed"] == 2
+        assert report["runner"] == {"name": "thread", "workers": 1, "dask_address": None}
         assert release.verify_release(report["release"]["path"]).ok
     finally:
         for proc in reversed(started):
