@@ -143,7 +143,7 @@ def _fmt(value: Any) -> str:
             return "nan"
         return f"{value:.4g}"
     if isinstance(value, list | tuple):
-        return ", ".join(_fmt(v) for v in value)
+        return ", ".join(_fmt(v) for v in value) if value else "none"
     if isinstance(value, dict):
         return ", ".join(f"{k} {_fmt(v)}" for k, v in value.items())
     return str(value)
@@ -171,6 +171,7 @@ nav a{margin-right:.8em}nav{margin:.6em 0}
 .sheet{display:flex;flex-wrap:wrap;gap:4px;margin:4px 0}
 .sheet figure{margin:0;font-size:11px;color:#555;text-align:center}
 .sheet img{height:144px;display:block;background:#000}
+details summary{cursor:pointer;color:#236}
 .rules td.fail{color:#c33;font-weight:600}.rules td.pass{color:#2a2}
 code.override{background:#ffe;border:1px solid #dd8;padding:1px 4px;user-select:all}
 .note{color:#666}.warn{color:#a50;font-weight:600}
@@ -228,7 +229,7 @@ def rule_rows(rule: str, d: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
                 f"share of frames with every upper-body joint at confidence >= {_fmt(th.get('joint_confidence'))} "
                 f"and in frame >= {_fmt(th.get('min_upper_body_share'))}",
             ),
-            ("median_confidence", conf, f"per joint; each must reach {_fmt(th.get('joint_confidence'))}"),
+            ("median_confidence", conf, _joint_threshold(conf, th.get("joint_confidence"))),
         ]
     if rule == "camera_motion":
         return [
@@ -248,6 +249,15 @@ def rule_rows(rule: str, d: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
             ("cuts_at_s", d.get("cuts_at_s"), f"at most {_fmt(th.get('max_cuts'))} cut(s)"),
         ]
     return [(k, v, "") for k, v in d.items() if k not in ("passed", "thresholds", "contact_sheet")]
+
+
+def _joint_threshold(conf: Mapping[str, float], threshold: float | None) -> str:
+    text = f"median per joint over the frames with a person; each must reach {_fmt(threshold)}"
+    if threshold is not None:
+        low = [j for j, c in conf.items() if c < threshold]
+        if low:
+            text += "; below: " + ", ".join(low)
+    return text
 
 
 def _value_attr(value: Any) -> str:
@@ -328,6 +338,7 @@ def _histograms(data: WorkTables, report: Path) -> list[tuple[str, str]]:
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     out = []
     for i, (challenge, rows) in enumerate(sorted(by_challenge.items())):
@@ -343,6 +354,7 @@ def _histograms(data: WorkTables, report: Path) -> list[tuple[str, str]]:
         norm_ax.set_title(f"{challenge}: normalised score", fontsize=9)
         norm_ax.set_xlabel("score in [0, 1]", fontsize=8)
         for ax in (raw_ax, norm_ax):
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel("clips", fontsize=8)
             ax.tick_params(labelsize=7)
         fig.tight_layout()
@@ -391,14 +403,15 @@ def _ingest_html(data: WorkTables) -> str:
     counts = Counter(r["reason"] for r in rows)
     out = _table(("reason", "count"), counts.most_common())
     shown = rows[:ROW_LIMIT]
+    out += f"<details><summary>the {len(rows)} rejected record(s) and file(s)</summary>"
     out += _table(
         ("reason", "video id", "file", "message"),
         ((r["reason"], r["video_id"], Path(r["path"]).name if r["path"] else None, r["message"]) for r in shown),
         cls="ingest",
     )
     if len(rows) > len(shown):
-        out += f'<p class="note">{len(rows) - len(shown)} more not shown</p>'
-    return out
+        out += f'<p class="note">{len(rows) - len(shown)} more not shown (see the rejections table)</p>'
+    return out + "</details>"
 
 
 def _scores_html(data: WorkTables, hists: list[tuple[str, str]]) -> str:
@@ -601,7 +614,7 @@ def write_report(
     data = read_work(work, release_dir)
     rows = sorted(
         data.screening,
-        key=lambda r: (r["kept"], Path((data.clips.get(r["clip_id"]) or {}).get("path") or "").name, r["clip_id"]),
+        key=lambda r: (not r["kept"], Path((data.clips.get(r["clip_id"]) or {}).get("path") or "").name, r["clip_id"]),
     )
     cards = {r["clip_id"]: _card_html(r, data, report, work, compute_backgrounds=compute_backgrounds) for r in rows}
 

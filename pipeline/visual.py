@@ -286,14 +286,15 @@ def draw_skeleton(image: np.ndarray, joints: np.ndarray, colour: tuple[int, int,
 class ContactSheet:
     """Thumbnails of a few analysed frames with the detected skeletons drawn.
 
-    :func:`analyse_frames` shows it each analysed frame; it keeps a ``side``-pixel copy of each
+    :func:`analyse_frames` shows it each analysed frame; it keeps a ``height``-pixel copy of each
     (at most ``max_frames`` of them, a few KiB each) and, at :meth:`write`, saves ``count`` frames
     evenly spread over the clip as JPEG. The main person is drawn in :data:`MAIN_COLOUR`, others
     in :data:`OTHER_COLOUR`; joints below ``min_conf`` are not drawn.
     """
 
     count: int = 6
-    side: int = 192  # longer side of a thumbnail in pixels
+    height: int = 144  # thumbnail height in pixels (the report shows them at this height)
+    max_width: int = 256  # a wide frame is shrunk further so that it is at most this wide
     min_conf: float = 0.5
     quality: int = 90
     _frames: list[tuple[float, np.ndarray, float, list[np.ndarray]]] = field(default_factory=list, repr=False)
@@ -302,7 +303,7 @@ class ContactSheet:
         import cv2
 
         height, width = image.shape[:2]
-        scale = min(1.0, self.side / max(height, width))
+        scale = min(1.0, self.height / height, self.max_width / width)
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         small = cv2.resize(image, size, interpolation=cv2.INTER_AREA) if scale < 1.0 else image.copy()
         scaled = [np.column_stack([p[:, :2] * scale, p[:, 2]]) for p in people]
