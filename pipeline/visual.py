@@ -1,4 +1,4 @@
-"""The screening rules that need pixels (SPEC section 2): one dancer, upper body, camera motion.
+"""The screening rules that need pixels (docs/BEHAVIOUR.md section 2): one dancer, upper body, camera motion.
 
 ``screen_visual(path, clip_id, config)`` decodes a few frames of a clip (``fps`` per second,
 at most ``max_frames``: a long clip is sampled more sparsely, so it costs no more than a short

@@ -1,6 +1,6 @@
 """Pre-trained weights handled like a model zoo: a registry, a verified local cache, importers.
 
-The four networks of SPEC section 4 (holistic, facial, scenic) are described as data in
+The four networks of docs/BEHAVIOUR.md section 4 (holistic, facial, scenic) are described as data in
 :data:`REGISTRY`: the architecture builder (classifier head removed, so the model outputs the
 feature vector), the published file and its URL, what is known of its digest, the license,
 the preprocessing and the feature dimension.
