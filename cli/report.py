@@ -28,9 +28,12 @@ def register(subparsers, parent: argparse.ArgumentParser) -> None:
         "--page-size", type=_positive, default=50, metavar="N", help="clip cards per page (default: 50)"
     )
     parser.add_argument(
-        "--no-backgrounds",
-        action="store_true",
-        help="do not compute a scenic background image for kept clips that have no saved one",
+        "--backgrounds-budget",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="time spent computing scenic background images of kept clips that have none yet "
+        "(a few seconds each; kept for the next run; 0: none; default: 300)",
     )
     parser.set_defaults(func=_report)
 
@@ -48,6 +51,8 @@ def _positive(text: str) -> int:
 def _report(args) -> int:
     from pipeline.report import write_report
 
-    index = write_report(args.work, args.release, page_size=args.page_size, compute_backgrounds=not args.no_backgrounds)
+    index = write_report(
+        args.work, args.release, page_size=args.page_size, backgrounds_budget_s=args.backgrounds_budget
+    )
     print(f"report: {index}")
     return 0

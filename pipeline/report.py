@@ -32,6 +32,7 @@ import logging
 import math
 import os
 import re
+import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -290,15 +291,36 @@ def _rules_html(row: Mapping[str, Any]) -> str:
 # -- images -----------------------------------------------------------------------------------------
 
 
+@dataclass
+class _Budget:
+    """Seconds left for computing backgrounds in this run (each takes a few seconds of decoding)."""
+
+    seconds: float
+    skipped: int = 0
+
+    def __post_init__(self):
+        self.deadline = time.monotonic() + max(0.0, self.seconds)
+
+    def left(self) -> bool:
+        return time.monotonic() < self.deadline
+
+
 def _background_for(
-    work: Path, report: Path, clip: Mapping[str, Any] | None, clip_id: str, compute: bool
+    work: Path, report: Path, clip: Mapping[str, Any] | None, clip_id: str, budget: _Budget
 ) -> str | None:
-    """Relative path (from the report) of one scenic background image of a kept clip, or None."""
+    """Relative path (from the report) of one scenic background image of a kept clip, or None.
+
+    A saved one (``backgrounds/<clip_id[:16]>.*.png``) is used as it is; otherwise one is computed
+    from the clip's first whole ViBe window while ``budget`` lasts, and kept for later runs.
+    """
     directory = report / BACKGROUNDS_DIR
     saved = sorted(directory.glob(f"{clip_id[:16]}.*.png")) if directory.is_dir() else []
     if saved:
         return saved[len(saved) // 2].relative_to(report).as_posix()
-    if not compute or clip is None or not clip.get("path") or not Path(clip["path"]).exists():
+    if clip is None or not clip.get("path") or not Path(clip["path"]).exists():
+        return None
+    if not budget.left():
+        budget.skipped += 1
         return None
     import cv2
 
@@ -513,7 +535,7 @@ def _page_name(kind: str, page: int) -> str:
     return f"{kind}-{page:03d}.html"
 
 
-def _card_html(row: Mapping[str, Any], data: WorkTables, report: Path, work: Path, *, compute_backgrounds: bool) -> str:
+def _card_html(row: Mapping[str, Any], data: WorkTables, report: Path, work: Path, *, budget: _Budget) -> str:
     clip_id = row["clip_id"]
     clip = data.clips.get(clip_id) or {}
     kept = row["kept"]
@@ -544,11 +566,13 @@ def _card_html(row: Mapping[str, Any], data: WorkTables, report: Path, work: Pat
             f"<figcaption>{f['t']:.1f} s, {people} found</figcaption></figure>"
         )
     if kept:
-        bg = _background_for(work, report, clip, clip_id, compute_backgrounds)
+        bg = _background_for(work, report, clip, clip_id, budget)
         if bg is not None:
+            stamp = re.search(r"\.(\d+)ms\.png$", bg)
+            when = f" at {int(stamp.group(1)) / 1000:.1f} s" if stamp else ""
             figures.append(
                 f'<figure><img class="background" src="{_e(bg)}" loading="lazy" alt="scenic background">'
-                "<figcaption>scenic background (ViBe)</figcaption></figure>"
+                f"<figcaption>scenic background (ViBe){when}</figcaption></figure>"
             )
     if figures:
         parts.append(f'<div class="sheet">{"".join(figures)}</div>')
@@ -597,13 +621,15 @@ def write_report(
     release_dir: str | os.PathLike | None = None,
     *,
     page_size: int = PAGE_SIZE,
-    compute_backgrounds: bool = True,
+    backgrounds_budget_s: float = 300.0,
 ) -> Path:
     """Write ``<work>/report/`` from the work directory's tables; return the path of ``index.html``.
 
     ``release_dir`` is a release (``<out>/<name>-<version>``, or the ``--release-out`` directory
     holding one); None uses the one recorded in ``flow_state/build_report.json``, if any.
-    ``compute_backgrounds`` computes a scenic background for kept clips that have no saved one.
+    A kept clip without a saved scenic background gets one computed (a few seconds of decoding
+    each) until ``backgrounds_budget_s`` is spent (0: none); computed ones are kept, so the next
+    run goes on where this one stopped, and the page says how many are still missing.
     """
     if page_size < 1:
         raise ValueError("page_size must be at least 1")
@@ -616,7 +642,8 @@ def write_report(
         data.screening,
         key=lambda r: (not r["kept"], Path((data.clips.get(r["clip_id"]) or {}).get("path") or "").name, r["clip_id"]),
     )
-    cards = {r["clip_id"]: _card_html(r, data, report, work, compute_backgrounds=compute_backgrounds) for r in rows}
+    budget = _Budget(backgrounds_budget_s)
+    cards = {r["clip_id"]: _card_html(r, data, report, work, budget=budget) for r in rows}
 
     reasons = Counter(reason for r in rows if not r["kept"] for reason in r["reasons"])
     views: list[tuple[str, str, list[dict]]] = [
@@ -656,6 +683,11 @@ def write_report(
         ("Release", _release_html(data)),
     ]
     body = f'<h1>vdv build report</h1><p class="note">work directory <code>{_e(work.resolve())}</code></p>{nav}'
+    if budget.skipped:
+        body += (
+            f'<p class="note">{budget.skipped} kept clip(s) have no scenic background yet: the time budget of '
+            "this run was spent; `vdv report` computes more</p>"
+        )
     body += "".join(f"<h2>{_e(title)}</h2>{content}" for title, content in sections)
     body += first_page
     index = report / "index.html"

@@ -254,7 +254,7 @@ def test_build_report_items_and_release(tmp_path):
         "notes": [],
     }
     (release / "manifest.json").write_text(json.dumps(manifest))
-    index = report.write_report(work, tmp_path / "release", compute_backgrounds=False)
+    index = report.write_report(work, tmp_path / "release", backgrounds_budget_s=0)
     text = index.read_text()
     # modality, computed, skipped, failed, seconds (totals of the items)
     assert "<tr><td>pose</td><td>1</td><td>1</td><td>0</td><td>12.6</td>" in text
