@@ -555,7 +555,8 @@ def _card_html(row: Mapping[str, Any], data: WorkTables, report: Path, work: Pat
     parts = [title, f'<p class="decision">{_e(decision_line)}</p>']
 
     sheet = (row["details"].get("one_dancer") or {}).get("contact_sheet") or {}
-    frames = sheet.get("frames") or []
+    listed = sheet.get("frames") or []
+    frames = [f for f in listed if (report / THUMBS_DIR / f["file"]).is_file()]
     figures = []
     for f in frames:
         src = f"{THUMBS_DIR}/{f['file']}"
@@ -574,6 +575,11 @@ def _card_html(row: Mapping[str, Any], data: WorkTables, report: Path, work: Pat
                 f'<figure><img class="background" src="{_e(bg)}" loading="lazy" alt="scenic background">'
                 f"<figcaption>scenic background (ViBe){when}</figcaption></figure>"
             )
+    if len(frames) < len(listed):
+        parts.append(
+            f'<p class="warn">{len(listed) - len(frames)} thumbnail(s) recorded by screening are missing '
+            f"from {THUMBS_DIR}/ (screen the clip again to redraw them)</p>"
+        )
     if figures:
         parts.append(f'<div class="sheet">{"".join(figures)}</div>')
     elif "one_dancer" not in row["rules_evaluated"]:

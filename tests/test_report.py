@@ -224,6 +224,18 @@ def test_filters_overrides_histograms_and_regeneration(built, tmp_path, capsys):
     assert index.is_file() and str(index) in capsys.readouterr().out
     assert vdv(["report", "--work", str(tmp_path / "nope")]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    # a thumbnail deleted since screening is not referenced, and the card says so
+    thumbs = sorted((work / "report" / "thumbs").glob("*.jpg"))
+    moved = tmp_path / thumbs[0].name
+    thumbs[0].rename(moved)
+    try:
+        index = report.write_report(work)
+        page = parse(index)
+        assert all(Path(index.parent, img["src"]).is_file() for img in page.imgs)
+        assert "1 thumbnail(s) recorded by screening are missing" in index.read_text()
+    finally:
+        moved.rename(thumbs[0])
+        report.write_report(work)
 
 
 def test_build_report_items_and_release(tmp_path):
