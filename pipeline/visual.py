@@ -272,8 +272,9 @@ def draw_skeleton(image: np.ndarray, joints: np.ndarray, colour: tuple[int, int,
     """
     import cv2
 
-    drawn = joints[:, 2] >= min_conf
-    pts = np.round(joints[:, :2]).astype(int)
+    drawn = np.isfinite(joints).all(axis=1) & (np.nan_to_num(joints[:, 2], nan=-1.0) >= min_conf)
+    bound = 4 * max(image.shape[:2])  # far outside the picture is as good as anywhere outside it
+    pts = np.clip(np.round(np.nan_to_num(joints[:, :2])), -bound, bound).astype(int)
     for a, b in LIMBS:
         i, j = MPII_INDEX[a], MPII_INDEX[b]
         if drawn[i] and drawn[j]:
@@ -452,7 +453,7 @@ def screen_visual(
         target = next(r for r in results if r.rule == "one_dancer")
         try:
             target.details["contact_sheet"] = sheet.write(thumbnails, clip_id)
-        except OSError as err:
+        except Exception as err:  # noqa: BLE001 - a picture for people never changes the decision
             log.warning("%s: contact sheet not written: %s", clip_id[:12], err)
             target.details["contact_sheet_error"] = str(err)
     return results
