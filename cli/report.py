@@ -49,10 +49,17 @@ def _positive(text: str) -> int:
 
 
 def _report(args) -> int:
-    from pipeline.report import write_report
+    import sys
 
-    index = write_report(
-        args.work, args.release, page_size=args.page_size, backgrounds_budget_s=args.backgrounds_budget
-    )
+    from pipeline.report import write_report
+    from pipeline.tables import SchemaMismatch
+
+    try:
+        index = write_report(
+            args.work, args.release, page_size=args.page_size, backgrounds_budget_s=args.backgrounds_budget
+        )
+    except SchemaMismatch as err:  # a table of another version or a damaged file: one line, no traceback
+        print(f"vdv report: error: {err}", file=sys.stderr)
+        return 2
     print(f"report: {index}")
     return 0

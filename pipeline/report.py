@@ -119,10 +119,13 @@ def read_work(work: str | os.PathLike, release_dir: str | os.PathLike | None = N
             # a release output directory holding one <name>-<version>/
             found = sorted(Path(release_dir).glob("*/manifest.json"))
             manifest = found[-1] if found else manifest
-        if manifest.is_file():
-            data.release = json.loads(manifest.read_text())
+        try:
+            data.release = json.loads(manifest.read_text()) if manifest.is_file() else None
             data.release_path = str(manifest.parent)
-        else:
+        except (OSError, ValueError) as err:
+            log.warning("report: %s is unreadable (%s); the release is not shown", manifest, err)
+            data.release = None
+        if data.release is None and not manifest.is_file():
             log.warning("report: no release manifest under %s", release_dir)
     return data
 
@@ -510,14 +513,14 @@ def _release_html(data: WorkTables) -> str:
     out += _table(
         ("config", "train", "test"),
         (
-            (name, c["num_rows"].get("train", 0), c["num_rows"].get("test", 0))
-            for name, c in m.get("configs", {}).items()
+            (name, (c.get("num_rows") or {}).get("train", 0), (c.get("num_rows") or {}).get("test", 0))
+            for name, c in (m.get("configs") or {}).items()
         ),
         cls="release-configs",
     )
     out += _table(
         ("track", "challenge", "train", "test"),
-        ((t, i.get("challenge") or "all", i.get("train"), i.get("test")) for t, i in m.get("tracks", {}).items()),
+        ((t, i.get("challenge") or "all", i.get("train"), i.get("test")) for t, i in (m.get("tracks") or {}).items()),
         cls="release-tracks",
     )
     out += "".join(f'<p class="note">{_e(n)}</p>' for n in m.get("notes") or [])

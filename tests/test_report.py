@@ -275,3 +275,9 @@ def test_build_report_items_and_release(tmp_path):
     assert slowest.index("40") < slowest.index("12.5") < slowest.index(">3<")
     assert "UNTRAINED features: scenic" in text
     assert "<tr><td>scores</td><td>7</td><td>2</td></tr>" in text
+    # a damaged manifest hides the release section; a damaged table is one line and exit 2
+    (release / "manifest.json").write_text("{not json")
+    assert "no release given or recorded" in report.write_report(work, release, backgrounds_budget_s=0).read_text()
+    (work / "screening").mkdir()
+    (work / "screening" / "screening.000000.parquet").write_bytes(b"not parquet")
+    assert vdv(["report", "--work", str(work)]) == 2
