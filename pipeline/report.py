@@ -55,6 +55,16 @@ MODALITIES = ("pose", "holistic", "facial", "scenic")
 ROW_LIMIT = 1000  # rows of a table shown inline; the rest are counted
 
 
+def thumbnails_dir(work: str | os.PathLike) -> Path:
+    """Where screening writes contact-sheet thumbnails: ``screen_visual(..., thumbnails=thumbnails_dir(work))``."""
+    return Path(work) / REPORT_DIR / THUMBS_DIR
+
+
+def backgrounds_dir(work: str | os.PathLike) -> Path:
+    """Where the report looks for saved scenic backgrounds (``<clip_id[:16]>.<ms>ms.png``)."""
+    return Path(work) / REPORT_DIR / BACKGROUNDS_DIR
+
+
 # -- reading the work directory -------------------------------------------------------------------
 
 
@@ -709,4 +719,4 @@ def write_report(
     return index
 
 
-__all__ = ["read_work", "rule_rows", "write_report"]
+__all__ = ["backgrounds_dir", "read_work", "rule_rows", "thumbnails_dir", "write_report"]
