@@ -574,10 +574,12 @@ def _card_html(row: Mapping[str, Any], data: WorkTables, report: Path, work: Pat
     for f in frames:
         src = f"{THUMBS_DIR}/{f['file']}"
         people = f.get("people", 0)
+        counted = f.get("counted", people)
+        found = f"{counted} counted" + (f" ({people} found)" if people != counted else "")
         figures.append(
             f'<figure><img class="thumb" src="{_e(src)}" loading="lazy" alt="frame at {f["t"]:.1f} s" '
             f'data-joints="{_value_attr(f.get("joints"))}" data-min-conf="{_e(sheet.get("min_conf"))}">'
-            f"<figcaption>{f['t']:.1f} s, {people} found</figcaption></figure>"
+            f"<figcaption>{f['t']:.1f} s, {found}</figcaption></figure>"
         )
     if kept:
         bg = _background_for(work, report, clip, clip_id, budget)

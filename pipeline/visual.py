@@ -145,7 +145,7 @@ def analyse_frames(
             analysis.main.append(blazepose_to_mpii(people[0].landmarks) if people else None)
             analysis.sizes.append((width, height))
             if sheet is not None:
-                sheet.add(float(t), image, [blazepose_to_mpii(p.landmarks) for p in people])
+                sheet.add(float(t), image, [blazepose_to_mpii(p.landmarks) for p in people], analysis.counts[-1])
             prepared = prepare(image, motion_params)
             boxes = [p.box for p in people]
             if prev is not None:
@@ -298,9 +298,11 @@ class ContactSheet:
     max_width: int = 256  # a wide frame is shrunk further so that it is at most this wide
     min_conf: float = 0.5
     quality: int = 90
-    _frames: list[tuple[float, np.ndarray, float, list[np.ndarray]]] = field(default_factory=list, repr=False)
+    _frames: list[tuple[float, np.ndarray, float, list[np.ndarray], int]] = field(default_factory=list, repr=False)
 
-    def add(self, t: float, image: np.ndarray, people: list[np.ndarray]) -> None:
+    def add(self, t: float, image: np.ndarray, people: list[np.ndarray], counted: int | None = None) -> None:
+        """Keep a small copy of an analysed frame with the people found on it (``counted``: how
+        many of them the people counter counted; all of them when not given)."""
         import cv2
 
         height, width = image.shape[:2]
@@ -308,13 +310,22 @@ class ContactSheet:
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         small = cv2.resize(image, size, interpolation=cv2.INTER_AREA) if scale < 1.0 else image.copy()
         scaled = [np.column_stack([p[:, :2] * scale, p[:, 2]]) for p in people]
-        self._frames.append((t, small, scale, scaled))
+        self._frames.append((t, small, scale, scaled, len(people) if counted is None else int(counted)))
 
     def chosen(self) -> list[int]:
+        """``count`` frames evenly spread over the clip, one of them swapped for the frame with the
+        most people counted when the spread misses it, so that a clip rejected for a second
+        person shows that person even when the second person is there only briefly."""
         n = len(self._frames)
         if n <= self.count:
             return list(range(n))
-        return sorted({int(round(i)) for i in np.linspace(0, n - 1, self.count)})
+        picks = sorted({int(round(i)) for i in np.linspace(0, n - 1, self.count)})
+        counts = [frame[4] for frame in self._frames]
+        busiest = int(np.argmax(counts))
+        if counts[busiest] > max(counts[i] for i in picks):
+            nearest = min(range(len(picks)), key=lambda k: abs(picks[k] - busiest))
+            picks[nearest] = busiest
+        return sorted(set(picks))
 
     def write(self, directory: str | Path, clip_id: str) -> dict:
         """Write the thumbnails as ``<clip_id[:16]>.f<NN>.jpg`` (atomic writes); return what to record.
@@ -330,7 +341,7 @@ class ContactSheet:
         directory = Path(directory)
         frames = []
         for index in self.chosen():
-            t, small, scale, people = self._frames[index]
+            t, small, scale, people, counted = self._frames[index]
             canvas = np.ascontiguousarray(small)
             for joints in people[1:]:
                 draw_skeleton(canvas, joints, OTHER_COLOUR, self.min_conf)
@@ -350,7 +361,8 @@ class ContactSheet:
                     "index": index,
                     "scale": round(scale, 6),
                     "size": [int(canvas.shape[1]), int(canvas.shape[0])],
-                    "people": len(people),
+                    "people": len(people),  # found, small or distant ones included
+                    "counted": counted,  # counted by the one-dancer rule
                     "joints": [[round(float(x), 1), round(float(y), 1), round(float(c), 3)] for x, y, c in people[0]]
                     if people
                     else None,

@@ -50,3 +50,15 @@ def test_skeleton_drawing_survives_odd_joints():
     visual.draw_skeleton(image, joints, visual.MAIN_COLOUR, 0.5)
     assert tuple(image[20, 10]) == visual.MAIN_COLOUR
     assert tuple(image[30, 30]) == (0, 0, 0)
+
+
+def test_sheet_includes_the_frame_with_most_people():
+    sheet = visual.ContactSheet(count=3)
+    for t, counted in enumerate([1, 1, 2, 1, 1, 1, 1, 1, 1]):
+        sheet.add(float(t), np.zeros((20, 20, 3), np.uint8), [], counted)
+    picks = sheet.chosen()
+    assert len(picks) == 3 and 2 in picks and 8 in picks  # the brief second person, and the clip's end
+    evenly = visual.ContactSheet(count=3)
+    for t in range(9):
+        evenly.add(float(t), np.zeros((20, 20, 3), np.uint8), [], 1)
+    assert evenly.chosen() == [0, 4, 8]

@@ -281,3 +281,18 @@ def test_build_report_items_and_release(tmp_path):
     (work / "screening").mkdir()
     (work / "screening" / "screening.000000.parquet").write_bytes(b"not parquet")
     assert vdv(["report", "--work", str(work)]) == 2
+
+
+@pytest.mark.slow
+def test_contact_sheet_shows_the_frame_that_rejected_a_second_person(built):
+    work, index = built
+    rows = tables.read_table(work, tables.SCREENING).to_pylist()
+    (multi,) = [r for r in rows if "multiple_people" in r["reasons"]]
+    one_dancer = json.loads(multi["details"])["one_dancer"]
+    frames = one_dancer["contact_sheet"]["frames"]
+    per_frame = one_dancer["people_per_frame"]
+    # each thumbnail's count is the rule's count for that sampled frame
+    assert [f["counted"] for f in frames] == [per_frame[f["index"]] for f in frames]
+    assert max(f["counted"] for f in frames) == max(per_frame) >= 2
+    (card,) = [c for c in parse(index).cards if c["clip_id"] == multi["clip_id"]]
+    assert f"{max(per_frame)} counted" in "".join(card["text"])
