@@ -21,6 +21,7 @@ COMMANDS: tuple[str, ...] = (
     "cli.train",
     "cli.build",
     "cli.release",
+    "cli.report",
 )
 
 EPILOG = """\

@@ -222,11 +222,27 @@ def register(sub, parent: argparse.ArgumentParser) -> None:
         "screen",
         parents=[parent],
         formatter_class=fmt,
-        help="apply the screening rules (SPEC section 2) to the ingested clips",
+        help="keep or reject each ingested clip: followers, duration, one dancer, upper body, camera motion",
         description=(
-            "Cheap rules first (uploader followers, duration), then the pixel rules (one dancer,\n"
-            "upper body visible, camera motion) on the clips that passed them. A reviewer override\n"
-            "file wins over the rules. Writes the screening table and the screen rejections."
+            "Cheap rules first, then the pixel rules on the clips that passed them; a clip is kept\n"
+            "only if every rule passes, and every failing rule is recorded with what it measured.\n"
+            "\n"
+            "cheap rules ([screen]):\n"
+            "  followers   the uploader has at most max_followers followers (1000; 0 disables the rule)\n"
+            "  duration    the decodable duration is 5 to 60 s (min_duration_s, max_duration_s)\n"
+            "pixel rules ([visual]; 3 sampled frames per second, at most 24 a clip):\n"
+            "  one_dancer  a person on at least half the sampled frames (min_person_share 0.5) and a\n"
+            "              second person, at least 0.4 as tall, on under a quarter of them\n"
+            "              (multi_person_share 0.25)\n"
+            "  upper_body_visible  head top, upper neck, shoulders, elbows and hips of the main\n"
+            "              person at confidence >= 0.5 and inside the frame on at least half the\n"
+            "              frames (joint_confidence, min_upper_body_share)\n"
+            "  camera_motion  at most 30 % of frame pairs move faster than 0.05 frame diagonals per\n"
+            "              second (pans, zoom, rotation; max_moving_share, max_camera_speed), and\n"
+            "              no shot cut (hue-saturation histogram distance above 0.5; max_cuts 0)\n"
+            "\n"
+            "A reviewer override file wins over the rules (both decisions are stored). Writes the\n"
+            "screening table and the screen rejections; `vdv report` shows each decision."
         ),
     )
     p.add_argument(
@@ -247,10 +263,13 @@ def register(sub, parent: argparse.ArgumentParser) -> None:
         "score",
         parents=[parent],
         formatter_class=fmt,
-        help="compute virality scores (SPEC section 3) of the clips kept by screening",
+        help="virality scores of the kept clips: engagement per day, min-max normalised per challenge",
         description=(
-            "s_raw = ln((L + C + R + 1) / clip(T, 1, 7 days)), then per-challenge min-max over the\n"
-            "kept clips. Writes the scores table and the scale used (score_scale table)."
+            "raw score = ln((likes + comments + reposts + 1) / T), T the days between upload and crawl\n"
+            "clipped to 1..7 (popularity accumulates for about a week); the score is the raw score\n"
+            "min-max normalised to [0, 1] per challenge over the kept clips (a challenge whose raw\n"
+            "scores are all equal gets 0.5 and a warning). Writes the scores table and the scale\n"
+            "used (score_scale table), so that later clips can be scored on it (--scale)."
         ),
     )
     p.add_argument(

@@ -16,16 +16,27 @@ def register(subparsers, parent: argparse.ArgumentParser) -> None:
         ),
     )
     cache = argparse.ArgumentParser(add_help=False)
-    cache.add_argument("--dir", metavar="DIR", help="weights cache (default: $VDV_WEIGHTS_DIR or ~/.cache/vdv/weights)")
+    cache.add_argument(
+        "--dir", metavar="DIR", help="weights cache; without it $VDV_WEIGHTS_DIR, else ~/.cache/vdv/weights"
+    )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     p = actions.add_parser("list", parents=[parent, cache], help="the registry and the state of each cached file")
     p.set_defaults(func=_list)
 
     p = actions.add_parser(
-        "fetch", parents=[parent, cache], help="download published weights (needs internet) and import them"
+        "fetch",
+        parents=[parent, cache],
+        help="download published weights (needs internet) and import them",
+        description=(
+            "Download each published file into <cache>/downloads/ through a hidden temporary file, with a "
+            "progress bar on a terminal; when the publisher states the file's digest (mmaction2's TSN), a "
+            "download that does not match is deleted and nothing is kept. The file is then imported as with "
+            "`vdv weights import`. Without network access the error names the URL to fetch elsewhere and the "
+            "`vdv weights import` command to run on the copied file."
+        ),
     )
-    p.add_argument("name", nargs="?", help="model name (default: every model with a download URL)")
+    p.add_argument("name", nargs="?", help="model name; without it, every model that has a download URL")
     p.set_defaults(func=_fetch)
 
     p = actions.add_parser("import", parents=[parent, cache], help="import a published checkpoint file from disk")
@@ -39,7 +50,7 @@ def register(subparsers, parent: argparse.ArgumentParser) -> None:
     p.set_defaults(func=_import)
 
     p = actions.add_parser("verify", parents=[parent, cache], help="check cached files against their recorded sha256")
-    p.add_argument("name", nargs="?", help="model name (default: every cached model)")
+    p.add_argument("name", nargs="?", help="model name; without it, every cached model")
     p.set_defaults(func=_verify)
 
 

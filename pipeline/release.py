@@ -40,7 +40,7 @@ import os
 import secrets
 import shutil
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -514,7 +514,7 @@ def package_release(
         "config": asdict(config),
     }
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n")
-    (staging / "README.md").write_text(dataset_card(manifest, configs, config))
+    (staging / "README.md").write_text(dataset_card(manifest, configs, config, root=staging))
     files = sorted(p for p in staging.rglob("*") if p.is_file())
     sums = "".join(f"{sha256_file(p)}  {p.relative_to(staging).as_posix()}\n" for p in files)
     (staging / "SHA256SUMS").write_text(sums)
@@ -530,10 +530,91 @@ def package_release(
     return ReleaseSummary(final, counts, untrained, missing, files=len(files) + 1)
 
 
-def dataset_card(manifest: Mapping, configs: Mapping[str, dict], config: ReleaseConfig) -> str:
-    """README.md: YAML header for the Hub (configs, features, splits, counts, license), then prose."""
+LICENSE_NAME = "vdv-research-use"  # license_name of a `license: other` card (Hugging Face card metadata)
+LICENSE_LINK = "README.md#license"  # the card's own License section holds the terms
+BAR = "\u2588"  # a full block: one unit of a text histogram bar
+
+
+def _split_bytes(root: Path | None, files: Sequence[str]) -> int:
+    """Uncompressed size of a split's Parquet data (row-group metadata; the data is not read)."""
+    if root is None:
+        return 0
+    total = 0
+    for name in files:
+        meta = pq.ParquetFile(root / name).metadata
+        total += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    return total
+
+
+def _text_histogram(values: Sequence[float], lo: float, hi: float, bins: int = 10, width: int = 30) -> list[str]:
+    """A histogram as Markdown table rows ``| range | count | bar |`` (renders on the Hub and offline)."""
+    if not values:
+        return []
+    if hi <= lo:
+        return [f"| {lo:.3g} | {len(values)} | {BAR * width} |"]
+    counts = [0] * bins
+    for v in values:
+        counts[min(bins - 1, max(0, int((v - lo) / (hi - lo) * bins)))] += 1
+    top = max(counts)
+    step = (hi - lo) / bins
+    rows = []
+    for i, n in enumerate(counts):
+        bar = BAR * (max(1, round(n / top * width)) if n else 0)
+        closing = "]" if i == bins - 1 else ")"
+        rows.append(f"| [{lo + i * step:.3g}, {lo + (i + 1) * step:.3g}{closing} | {n} | {bar} |")
+    return rows
+
+
+def _score_histograms(root: Path | None, configs: Mapping[str, dict]) -> list[str]:
+    """Per-challenge histograms of the raw and normalised scores of the released clips."""
+    if root is None or SCORES_CONFIG not in configs:
+        return []
+    files = [root / f for fs in configs[SCORES_CONFIG]["files"].values() for f in fs]
+    table = pa.concat_tables([pq.read_table(f, columns=["challenge", "raw_score", "score"]) for f in files])
+    by_challenge: dict[str, list[dict]] = {}
+    for row in table.to_pylist():
+        by_challenge.setdefault(row["challenge"], []).append(row)
+    lines = ["## Score distributions", ""]
+    for challenge, rows in sorted(by_challenge.items()):
+        raw = [r["raw_score"] for r in rows]
+        norm = [r["score"] for r in rows]
+        lines += [f"### {challenge} ({len(rows)} clips)", "", "Raw score `ln((L + C + R + 1) / clip(T, 1, 7))`:", ""]
+        lines += ["| raw score | clips | |", "|---|---|---|", *_text_histogram(raw, min(raw), max(raw)), ""]
+        lines += ["Normalised score:", "", "| score | clips | |", "|---|---|---|", *_text_histogram(norm, 0.0, 1.0), ""]
+    return lines
+
+
+def dataset_card(
+    manifest: Mapping, configs: Mapping[str, dict], config: ReleaseConfig, *, root: Path | None = None
+) -> str:
+    """README.md: YAML header for the Hub (configs, features, splits, counts, license), then prose.
+
+    ``root`` is the directory being packaged: with it, each split's ``num_bytes`` (which the
+    ``datasets`` library requires beside ``name`` and ``num_examples``, else it warns that the
+    splits field is malformed) is the uncompressed size of its Parquet data, ``dataset_size`` their
+    sum, and the card shows per-challenge score histograms read from the released scores.
+    """
+    infos = []
+    for name, c in configs.items():
+        split_infos = [
+            {
+                "name": split,
+                "num_bytes": _split_bytes(root, c["files"][split]),
+                "num_examples": manifest["configs"][name]["num_rows"][split],
+            }
+            for split in c["files"]
+        ]
+        infos.append(
+            {
+                "config_name": name,
+                "features": hf_features(c["schema"]),
+                "splits": split_infos,
+                "dataset_size": sum(s["num_bytes"] for s in split_infos),
+            }
+        )
     header = {
         "license": config.license,
+        **({"license_name": LICENSE_NAME, "license_link": LICENSE_LINK} if config.license == "other" else {}),
         "pretty_name": "VDV: viral dance videos",
         "tags": ["video", "dance", "virality", "pose"] + (["untrained-features"] if manifest["untrained"] else []),
         "configs": [
@@ -544,17 +625,7 @@ def dataset_card(manifest: Mapping, configs: Mapping[str, dict], config: Release
             }
             for name, c in configs.items()
         ],
-        "dataset_info": [
-            {
-                "config_name": name,
-                "features": hf_features(c["schema"]),
-                "splits": [
-                    {"name": split, "num_examples": manifest["configs"][name]["num_rows"][split]}
-                    for split in c["files"]
-                ],
-            }
-            for name, c in configs.items()
-        ],
+        "dataset_info": infos,
     }
     lines = ["---", yaml.safe_dump(header, sort_keys=False).rstrip(), "---", ""]
     lines.append(f"# {config.name} {config.version}")
@@ -590,6 +661,7 @@ def dataset_card(manifest: Mapping, configs: Mapping[str, dict], config: Release
         "Scores are `ln((likes + comments + reposts + 1) / clip(days, 1, 7))` normalised per challenge "
         "to [0, 1]; the per-challenge scale is `score_scale.parquet`.",
         "",
+        *_score_histograms(root, configs),
         "## Provenance and privacy",
         "",
         "`manifest.json` records, for every modality, the extractor, its code-derived version, the "

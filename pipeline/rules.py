@@ -1,4 +1,4 @@
-"""The result type every screening rule returns (SPEC section 2).
+"""The result type every screening rule returns (docs/BEHAVIOUR.md section 2).
 
 Rules are evaluated cheapest first; a rule that needs pixels runs only on clips that passed the
 rules that do not. A rule reports every reason it fails for, and what it measured (``details``,

@@ -1,4 +1,4 @@
-"""The screening rules that need pixels (SPEC section 2): one dancer, upper body, camera motion.
+"""The screening rules that need pixels (docs/BEHAVIOUR.md section 2): one dancer, upper body, camera motion.
 
 ``screen_visual(path, clip_id, config)`` decodes a few frames of a clip (``fps`` per second,
 at most ``max_frames``: a long clip is sampled more sparsely, so it costs no more than a short
@@ -26,6 +26,7 @@ of an exception, so a batch never stops on one clip. Thresholds were set on the 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,8 @@ from pipeline.motion import MotionParams, PairMotion, pair_motion, prepare
 from pipeline.people import CountParams, Person, count_people, find_people
 from pipeline.pose import MPII_INDEX, BlazePose, blazepose_to_mpii
 from pipeline.rules import RuleResult
+
+log = logging.getLogger(__name__)
 
 UPPER_BODY = ("head_top", "upper_neck", "r_shoulder", "l_shoulder", "r_elbow", "l_elbow", "r_hip", "l_hip")
 
@@ -117,8 +120,17 @@ class VisualAnalysis:
         return len(self.times)
 
 
-def analyse_frames(frames: Iterable[tuple[float, np.ndarray]], config: VisualConfig = VisualConfig()) -> VisualAnalysis:
-    """Count people, locate the main person and measure motion on ``(time, RGB frame)`` pairs."""
+def analyse_frames(
+    frames: Iterable[tuple[float, np.ndarray]],
+    config: VisualConfig = VisualConfig(),
+    *,
+    sheet: ContactSheet | None = None,
+) -> VisualAnalysis:
+    """Count people, locate the main person and measure motion on ``(time, RGB frame)`` pairs.
+
+    ``sheet`` (a :class:`ContactSheet`) is shown every analysed frame with the people found on
+    it, so that thumbnails come from the frames already decoded, not from a second decode.
+    """
     count_params, motion_params = config.count_params(), config.motion_params()
     analysis = VisualAnalysis()
     prev = None  # (time, prepared frame, boxes)
@@ -132,6 +144,8 @@ def analyse_frames(frames: Iterable[tuple[float, np.ndarray]], config: VisualCon
             analysis.tile_counts.append(sum(p.in_tile for p in people))
             analysis.main.append(blazepose_to_mpii(people[0].landmarks) if people else None)
             analysis.sizes.append((width, height))
+            if sheet is not None:
+                sheet.add(float(t), image, [blazepose_to_mpii(p.landmarks) for p in people], analysis.counts[-1])
             prepared = prepare(image, motion_params)
             boxes = [p.box for p in people]
             if prev is not None:
@@ -226,6 +240,159 @@ def apply_rules(analysis: VisualAnalysis, config: VisualConfig = VisualConfig())
     return [rule(analysis, config) for rule in RULES]
 
 
+# -- contact sheet -----------------------------------------------------------------------------
+
+# MPII limbs drawn on thumbnails (the same limbs as models.graph.EDGES, by name)
+LIMBS: tuple[tuple[str, str], ...] = (
+    ("r_ankle", "r_knee"),
+    ("r_knee", "r_hip"),
+    ("r_hip", "pelvis"),
+    ("l_hip", "pelvis"),
+    ("l_hip", "l_knee"),
+    ("l_knee", "l_ankle"),
+    ("pelvis", "thorax"),
+    ("thorax", "upper_neck"),
+    ("upper_neck", "head_top"),
+    ("r_wrist", "r_elbow"),
+    ("r_elbow", "r_shoulder"),
+    ("r_shoulder", "thorax"),
+    ("l_shoulder", "thorax"),
+    ("l_shoulder", "l_elbow"),
+    ("l_elbow", "l_wrist"),
+)
+MAIN_COLOUR = (0, 255, 0)  # RGB: the main person (the one the upper-body rule reads)
+OTHER_COLOUR = (255, 0, 255)  # every other person found on the frame
+JOINT_RADIUS = 3
+
+
+def draw_skeleton(image: np.ndarray, joints: np.ndarray, colour: tuple[int, int, int], min_conf: float) -> None:
+    """Draw ``(16, 3)`` MPII joints (pixels of ``image``) in place: limbs, then a dot per joint.
+
+    Only joints with confidence >= ``min_conf`` are drawn, and a limb only between two drawn joints.
+    """
+    import cv2
+
+    drawn = np.isfinite(joints).all(axis=1) & (np.nan_to_num(joints[:, 2], nan=-1.0) >= min_conf)
+    bound = 4 * max(image.shape[:2])  # far outside the picture is as good as anywhere outside it
+    pts = np.clip(np.round(np.nan_to_num(joints[:, :2])), -bound, bound).astype(int)
+    for a, b in LIMBS:
+        i, j = MPII_INDEX[a], MPII_INDEX[b]
+        if drawn[i] and drawn[j]:
+            cv2.line(image, tuple(map(int, pts[i])), tuple(map(int, pts[j])), colour, 1, cv2.LINE_AA)
+    for k in np.flatnonzero(drawn):
+        cv2.circle(image, tuple(map(int, pts[k])), JOINT_RADIUS, colour, -1, cv2.LINE_8)
+
+
+@dataclass
+class ContactSheet:
+    """Thumbnails of a few analysed frames with the detected skeletons drawn.
+
+    :func:`analyse_frames` shows it each analysed frame; it keeps a ``height``-pixel copy of each
+    (at most ``max_frames`` of them, a few KiB each) and, at :meth:`write`, saves ``count`` frames
+    evenly spread over the clip as JPEG. The main person is drawn in :data:`MAIN_COLOUR`, others
+    in :data:`OTHER_COLOUR`; joints below ``min_conf`` are not drawn.
+    """
+
+    count: int = 6
+    height: int = 144  # thumbnail height in pixels (the report shows them at this height)
+    max_width: int = 256  # a wide frame is shrunk further so that it is at most this wide
+    min_conf: float = 0.5
+    quality: int = 90
+    _frames: list[tuple[float, np.ndarray, float, list[np.ndarray], int]] = field(default_factory=list, repr=False)
+
+    def add(self, t: float, image: np.ndarray, people: list[np.ndarray], counted: int | None = None) -> None:
+        """Keep a small copy of an analysed frame with the people found on it (``counted``: how
+        many of them the people counter counted; all of them when not given)."""
+        import cv2
+
+        height, width = image.shape[:2]
+        scale = min(1.0, self.height / height, self.max_width / width)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        small = cv2.resize(image, size, interpolation=cv2.INTER_AREA) if scale < 1.0 else image.copy()
+        scaled = [np.column_stack([p[:, :2] * scale, p[:, 2]]) for p in people]
+        self._frames.append((t, small, scale, scaled, len(people) if counted is None else int(counted)))
+
+    def chosen(self) -> list[int]:
+        """``count`` frames evenly spread over the clip, one of them swapped for the frame with the
+        most people counted when the spread misses it, so that a clip rejected for a second
+        person shows that person even when the second person is there only briefly."""
+        n = len(self._frames)
+        if n <= self.count:
+            return list(range(n))
+        picks = sorted({int(round(i)) for i in np.linspace(0, n - 1, self.count)})
+        counts = [frame[4] for frame in self._frames]
+        busiest = int(np.argmax(counts))
+        if counts[busiest] > max(counts[i] for i in picks):
+            nearest = min(range(len(picks)), key=lambda k: abs(picks[k] - busiest))
+            picks[nearest] = busiest
+        return sorted(set(picks))
+
+    def write(self, directory: str | Path, clip_id: str) -> dict:
+        """Write the thumbnails as ``<clip_id[:16]>.f<NN>.jpg`` (atomic writes); return what to record.
+
+        The record lists, per thumbnail, its file, the frame's time and index among the sampled
+        frames, the scale from the analysed frame, and the main person's joints in thumbnail
+        pixels (``[x, y, confidence]`` per MPII joint, None when nobody was found).
+        """
+        import cv2
+
+        from pipeline.tables import atomic_write
+
+        directory = Path(directory)
+        frames = []
+        for index in self.chosen():
+            t, small, scale, people, counted = self._frames[index]
+            canvas = np.ascontiguousarray(small)
+            for joints in people[1:]:
+                draw_skeleton(canvas, joints, OTHER_COLOUR, self.min_conf)
+            if people:
+                draw_skeleton(canvas, people[0], MAIN_COLOUR, self.min_conf)
+            name = f"{clip_id[:16]}.f{index:02d}.jpg"
+            ok, data = cv2.imencode(
+                ".jpg", cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, self.quality]
+            )
+            if not ok:
+                raise OSError(f"cannot encode thumbnail {name}")
+            atomic_write(directory / name, lambda tmp, data=data: tmp.write_bytes(data.tobytes()))
+            frames.append(
+                {
+                    "file": name,
+                    "t": round(t, 3),
+                    "index": index,
+                    "scale": round(scale, 6),
+                    "size": [int(canvas.shape[1]), int(canvas.shape[0])],
+                    "people": len(people),  # found, small or distant ones included
+                    "counted": counted,  # counted by the one-dancer rule
+                    "joints": [[round(float(x), 1), round(float(y), 1), round(float(c), 3)] for x, y, c in people[0]]
+                    if people
+                    else None,
+                }
+            )
+        return {"joint_order": list(MPII_INDEX), "min_conf": self.min_conf, "frames": frames}
+
+
+def rule_thresholds(config: VisualConfig = VisualConfig()) -> dict[str, dict]:
+    """The configured thresholds each pixel rule compares its measurements with."""
+    return {
+        "one_dancer": {
+            "min_person_share": config.min_person_share,
+            "multi_person_share": config.multi_person_share,
+            "min_relative_height": config.min_relative_height,
+        },
+        "upper_body_visible": {
+            "joints": list(config.upper_body_joints),
+            "joint_confidence": config.joint_confidence,
+            "min_upper_body_share": config.min_upper_body_share,
+        },
+        "camera_motion": {
+            "max_camera_speed": config.max_camera_speed,
+            "max_moving_share": config.max_moving_share,
+            "cut_distance": config.cut_distance,
+            "max_cuts": config.max_cuts,
+        },
+    }
+
+
 # -- clips -------------------------------------------------------------------------------------
 
 
@@ -274,22 +441,42 @@ def sample_frames(
 
 
 def screen_visual(
-    path: str | Path, clip_id: str, config: VisualConfig = VisualConfig(), *, duration_s: float | None = None
+    path: str | Path,
+    clip_id: str,
+    config: VisualConfig = VisualConfig(),
+    *,
+    duration_s: float | None = None,
+    thumbnails: str | Path | None = None,
 ) -> list[RuleResult]:
     """Run every pixel rule on one clip; never raises for a bad clip (see the module docstring).
 
     ``duration_s`` (the probe's) spares an open of the file to size the sampling grid.
+    Each result's details carry the rule's configured ``thresholds`` beside what it measured.
+    ``thumbnails`` (a directory): a :class:`ContactSheet` of the analysed frames is written there
+    and described under ``contact_sheet`` in the ``one_dancer`` details (file names, the main
+    person's joints in thumbnail pixels). A thumbnail that cannot be written is logged and
+    recorded as ``contact_sheet_error``; it never changes the decision.
     """
     params = sample_params(path, config, duration_s)
+    sheet = ContactSheet(min_conf=config.joint_confidence) if thumbnails is not None else None
     try:
-        analysis = analyse_frames(sample_frames(path, clip_id, config, params), config)
+        analysis = analyse_frames(sample_frames(path, clip_id, config, params), config, sheet=sheet)
     except ClipError as err:
         return [RuleResult("visual_decode", False, [err.reason], {"message": err.message})]
     if analysis.n_frames == 0:
         return [RuleResult("visual_decode", False, [Reason.ZERO_FRAMES], {"message": "no frame sampled"})]
     results = apply_rules(analysis, config)
+    thresholds = rule_thresholds(config)
     for result in results:
         result.details["sampled_fps"] = round(params.fps, 4)
+        result.details["thresholds"] = thresholds.get(result.rule, {})
+    if sheet is not None:
+        target = next(r for r in results if r.rule == "one_dancer")
+        try:
+            target.details["contact_sheet"] = sheet.write(thumbnails, clip_id)
+        except Exception as err:  # noqa: BLE001 - a picture for people never changes the decision
+            log.warning("%s: contact sheet not written: %s", clip_id[:12], err)
+            target.details["contact_sheet_error"] = str(err)
     return results
 
 
@@ -301,12 +488,15 @@ def visual_config(config: dict | None = None, **overrides) -> VisualConfig:
 
 
 __all__ = [
+    "ContactSheet",
     "VisualConfig",
     "VisualAnalysis",
     "analyse_frames",
     "apply_rules",
+    "draw_skeleton",
     "rule_camera_motion",
     "rule_one_dancer",
+    "rule_thresholds",
     "rule_upper_body",
     "sample_frames",
     "screen_visual",

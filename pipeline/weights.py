@@ -1,6 +1,6 @@
 """Pre-trained weights handled like a model zoo: a registry, a verified local cache, importers.
 
-The four networks of SPEC section 4 (holistic, facial, scenic) are described as data in
+The four networks of docs/BEHAVIOUR.md section 4 (holistic, facial, scenic) are described as data in
 :data:`REGISTRY`: the architecture builder (classifier head removed, so the model outputs the
 feature vector), the published file and its URL, what is known of its digest, the license,
 the preprocessing and the feature dimension.
@@ -33,6 +33,7 @@ the sha256 ``"untrained"``, which every feature row then records.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -570,38 +571,104 @@ def import_weights(
     return lock
 
 
-def fetch_weights(name: str, *, cache_dir: str | os.PathLike | None = None, timeout_s: float = 60.0) -> dict:
-    """Download the published file into ``<cache>/downloads/`` and import it."""
-    import urllib.error
+class _Mismatch(Exception):
+    pass
+
+
+def download_file(
+    url: str,
+    target: str | os.PathLike,
+    *,
+    sha256_prefix: str | None = None,
+    timeout_s: float = 60.0,
+    progress_enabled: bool | None = None,
+) -> str:
+    """Download ``url`` into a hidden temporary file beside ``target``, check it, then rename.
+
+    The sha256 is computed while the bytes arrive; when ``sha256_prefix`` is given and the digest
+    does not start with it, the temporary file is removed and :class:`WeightsError` raised, so a
+    bad download never appears under ``target``'s name. Returns the file's sha256. A progress bar
+    (bytes, rate, time left) is drawn on a terminal (:mod:`pipeline.progress`).
+    """
+    import hashlib
     import urllib.request
+
+    from pipeline.progress import progress
+
+    target = Path(target)
+    digest = hashlib.sha256()
+
+    def download(tmp: str) -> None:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response, open(tmp, "wb") as out:
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            with progress(total, target.name, unit="B", unit_scale=True, enabled=progress_enabled) as bar:
+                while block := response.read(1 << 20):
+                    out.write(block)
+                    digest.update(block)
+                    bar.update(len(block))
+            if total is not None and out.tell() != total:
+                raise OSError(f"connection closed after {out.tell()} of {total} bytes")
+        if sha256_prefix is not None and not _source_matches(sha256_prefix, digest.hexdigest()):
+            raise _Mismatch(digest.hexdigest())
+
+    try:
+        _atomic_write_bytes(target, download)
+    except _Mismatch as err:
+        raise WeightsError(
+            f"downloaded {url} has sha256 {err}, but the published file's starts with {sha256_prefix}; "
+            "nothing was kept (a truncated or altered download, or the publisher replaced the file)"
+        ) from None
+    return digest.hexdigest()
+
+
+def _remove_if_empty(directory: Path) -> None:
+    """Leave no empty ``downloads/`` behind a failed fetch."""
+    with contextlib.suppress(OSError):
+        directory.rmdir()  # only succeeds when empty
+
+
+def fetch_weights(
+    name: str,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    timeout_s: float = 60.0,
+    progress_enabled: bool | None = None,
+) -> dict:
+    """Download the published file into ``<cache>/downloads/`` (hash checked) and import it.
+
+    Without network access this raises :class:`WeightsError` with one line naming the URL and
+    the ``vdv weights import`` command to run on a file fetched elsewhere.
+    """
+    import urllib.error
 
     spec = get_spec(name)
     if spec.url is None:
         raise WeightsError(
             f"{name} has no direct download: get {spec.source_file} by hand from {spec.page} "
-            f"and run `vdv weights import {name} PATH`"
+            f"and run `vdv weights import {name} {spec.source_file}`"
         )
     target = weights_dir(cache_dir) / "downloads" / spec.source_file
+    if target.exists() and spec.source_sha256 is not None:
+        if not _source_matches(spec.source_sha256, sha256_file(target)):
+            target.unlink()  # a stale or altered earlier download is fetched again
     if not target.exists():
-
-        def download(tmp: str) -> None:
-            with urllib.request.urlopen(spec.url, timeout=timeout_s) as response, open(tmp, "wb") as out:
-                while block := response.read(1 << 20):
-                    out.write(block)
-
         try:
-            _atomic_write_bytes(target, download)
+            download_file(
+                spec.url,
+                target,
+                sha256_prefix=spec.source_sha256,
+                timeout_s=timeout_s,
+                progress_enabled=progress_enabled,
+            )
         except (urllib.error.URLError, OSError, TimeoutError) as err:
+            reason = getattr(err, "reason", None) or err
             raise WeightsError(
-                f"cannot download {spec.url}: {err}; on a machine without internet access, copy "
-                f"{spec.source_file} here and run `vdv weights import {name} PATH`"
+                f"cannot download {spec.url} ({reason}); fetch that URL on a machine with internet access, "
+                f"then run `vdv weights import {name} {spec.source_file}`"
             ) from err
-    digest = sha256_file(target)
-    if spec.source_sha256 is not None and not _source_matches(spec.source_sha256, digest):
-        target.unlink()  # a bad download must not be picked up by the next fetch
-        raise WeightsError(
-            f"downloaded {spec.source_file} has sha256 {digest}, expected {spec.source_sha256}...; try again"
-        )
+        finally:
+            _remove_if_empty(target.parent)
     return import_weights(name, target, cache_dir=cache_dir)
 
 
