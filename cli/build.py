@@ -64,9 +64,15 @@ def _flow_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
 
 
-# Offline by default: Prefect's ephemeral server would otherwise try to send telemetry and log
-# a failure on every run where there is no network. An explicit setting wins.
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+def _prefect_defaults() -> None:
+    """Settings for Prefect's ephemeral mode, before Prefect is imported; an explicit setting wins.
+
+    Offline: the temporary server would otherwise try to send telemetry and log a failure on
+    every run where there is no network. Patient: on a busy machine the temporary server can
+    take longer than Prefect's 20 s to start.
+    """
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 
 def register(subparsers, parent: argparse.ArgumentParser) -> None:
@@ -148,6 +154,7 @@ def _runner(args) -> dict:
 
 
 def _build(args) -> int:
+    _prefect_defaults()
     from flows.build import BuildError, build
     from pipeline.lock import WorkDirLocked
 
@@ -182,6 +189,7 @@ def _build(args) -> int:
 
 
 def _reextract(args) -> int:
+    _prefect_defaults()
     from flows.build import BuildError
     from flows.reextract import reextract
     from pipeline.lock import WorkDirLocked

@@ -73,6 +73,7 @@ def select_clips(work: Path, *, every: bool = False, paths: list[str] | None = N
 def run(args) -> int:
     from pipeline import extraction
     from pipeline.config import ConfigError, load_config
+    from pipeline.progress import progress
     from pipeline.runtime import resolve_device, resolve_precision
 
     work = Path(args.work)
@@ -98,11 +99,10 @@ def run(args) -> int:
         return 0
     extraction.sweep_partial_files(work)  # under the work directory's lock (cli.main)
     items: list[extraction.ItemResult] = []
-    progress = _progress(len(clips), names, disabled=args.no_progress)
-    for clip in clips:
-        items.extend(extraction.extract_clip(clip, extractors, work, force=args.force, decode=decode))
-        progress.update(1)
-    progress.close()
+    with progress(len(clips), f"extract {names}", unit="clip", enabled=False if args.no_progress else None) as bar:
+        for clip in clips:
+            items.extend(extraction.extract_clip(clip, extractors, work, force=args.force, decode=decode))
+            bar.update()
     written = extraction.record_rejections(work, items)
     for modality, t in extraction.totals(items).items():
         ex = extractors[modality]
@@ -114,9 +114,3 @@ def run(args) -> int:
             print(f"  failures recorded in {written[modality]}")
     done = [it for it in items if it.status != extraction.REJECTED]
     return 1 if items and not done else 0
-
-
-def _progress(total: int, label: str, *, disabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=f"extract {label}", unit="clip", file=sys.stderr, disable=disabled)

@@ -32,7 +32,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows import tasks
+from flows import artifacts, tasks
 from pipeline import extraction
 from pipeline.config import load_config
 from pipeline.lock import WorkLock
@@ -160,13 +160,15 @@ def run_extraction(
     workers = check_workers(runner, plan) if clips else []
     decode = dict(config.get("decode", {}))
     extraction.decode_config(config)  # a bad [decode] section fails here, not in every task
-    futures = [
-        runner.submit(tasks.extract_clip, {"work": work, "clip": clip, "plan": plan, "decode": decode, "force": force})
+    futures = {
+        runner.submit(
+            tasks.extract_clip, {"work": work, "clip": clip, "plan": plan, "decode": decode, "force": force}
+        ): clip
         for clip in clips
-    ]
+    }
     items: list[extraction.ItemResult] = []
     failures: list[str] = []
-    for clip, future in zip(clips, futures, strict=True):
+    for future, clip in _as_completed(futures, "extract", unit="clip"):
         try:
             items.extend(extraction.ItemResult(**d) for d in future.result())
         except Exception as err:  # noqa: BLE001 - sorted below: a dead worker is the clip's, the rest the run's
@@ -185,6 +187,8 @@ def run_extraction(
                 )
                 for m in plan.modalities
             )
+    order = {c["clip_id"]: i for i, c in enumerate(clips)}
+    items.sort(key=lambda it: (order[it.clip_id], extraction.MODALITIES.index(it.modality)))
     extraction.record_rejections(work, items)
     result = {
         "precision": precision,
@@ -201,6 +205,18 @@ def run_extraction(
     return result
 
 
+def _as_completed(futures: Mapping, desc: str, *, unit: str):
+    """``(future, value)`` of ``futures`` as they finish, with a progress bar (terminals only)."""
+    from prefect.futures import as_completed
+
+    from pipeline.progress import progress
+
+    with progress(len(futures), desc, unit=unit) as bar:
+        for future in as_completed(list(futures)):
+            yield future, futures[future]
+            bar.update()
+
+
 def run_rule_stages(
     runner,
     raw_dir: str,
@@ -215,9 +231,11 @@ def run_rule_stages(
     report = {"ingest": tasks.ingest(raw_dir, work, config, pairing, crawl_time)}
     t1 = time.monotonic()
     todo = tasks.pixel_rule_clips(work, config)
-    futures = [runner.submit(tasks.screen_clip, {"work": work, "clip": clip, "config": dict(config)}) for clip in todo]
+    futures = {
+        runner.submit(tasks.screen_clip, {"work": work, "clip": clip, "config": dict(config)}): clip for clip in todo
+    }
     computed = reused = 0
-    for future in futures:
+    for future, _clip in _as_completed(futures, "pixel rules", unit="clip"):
         try:
             done = future.result()
         except Exception as err:  # noqa: BLE001 - the screen task below computes what is missing
@@ -237,6 +255,31 @@ def run_rule_stages(
 def write_report(work: str, name: str, report: Mapping) -> Path:
     tasks.write_state(work, name, report)
     return Path(work) / tasks.STATE_DIR / f"{name}.json"
+
+
+def finish_run(work: str, name: str, kind: str, report: dict) -> None:
+    """Write the run's JSON report, the HTML build report and the Prefect artifacts.
+
+    The HTML report and the artifacts are for people; a failure there is logged and recorded,
+    never allowed to fail a run whose tables are written.
+    """
+    import logging
+
+    from pipeline.report import write_report as write_html
+
+    log = logging.getLogger("flows")
+    release = (report.get("release") or {}).get("path")
+    try:
+        # backgrounds come from the scenic extraction; the report decodes nothing itself here
+        report["report"] = str(write_html(work, release, backgrounds_budget_s=0))
+    except Exception as err:  # noqa: BLE001 - see the docstring
+        log.exception("the build report could not be written")
+        report["report_error"] = f"{type(err).__name__}: {err}"
+    write_report(work, name, report)
+    try:
+        artifacts.publish_artifacts(report, kind)
+    except Exception as err:  # noqa: BLE001 - see the docstring
+        log.warning("Prefect artifacts not published: %s", err)
 
 
 def _check_modalities(modalities: Sequence[str]) -> None:
@@ -299,6 +342,7 @@ def build(
     runner, workers, threads_per_worker, dask_address: where the per-clip tasks run (module docstring).
     """
     started = time.monotonic()
+    artifacts.bridge_loggers()
     config = load_config(config_path)
     _check_modalities(modalities)
     clip_runner = make_task_runner(
@@ -314,7 +358,7 @@ def build(
                 clip_runner, report, work, config, modalities, untrained=untrained, device=device, precision=precision
             )
         except BuildError:
-            write_report(work, "build_report", report)
+            finish_run(work, "build_report", "build", report)
             raise
         if train:
             report["train"] = tasks.train(work, train_dir or str(Path(work) / "train"), config)
@@ -324,5 +368,5 @@ def build(
                 work, release_out, config, allow_untrained, salt, json.loads(json.dumps(info, default=str))
             )
         report["seconds"] = round(time.monotonic() - started, 1)
-        write_report(work, "build_report", report)
+        finish_run(work, "build_report", "build", report)
     return report

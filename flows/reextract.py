@@ -15,8 +15,8 @@ from typing import Any
 
 from prefect import flow
 
-from flows import tasks
-from flows.build import BuildError, _check_modalities, extract_stage, make_task_runner, run_rule_stages, write_report
+from flows import artifacts, tasks
+from flows.build import BuildError, _check_modalities, extract_stage, finish_run, make_task_runner, run_rule_stages
 from pipeline import extraction
 from pipeline.config import load_config
 from pipeline.lock import WorkLock
@@ -46,6 +46,7 @@ def reextract(
     per-clip tasks run, as for the build flow.
     """
     started = time.monotonic()
+    artifacts.bridge_loggers()
     config = load_config(config_path)
     _check_modalities(modalities)
     clip_runner = make_task_runner(
@@ -69,8 +70,8 @@ def reextract(
                 force=force,
             )
         except BuildError:
-            write_report(work, "reextract_report", report)
+            finish_run(work, "reextract_report", "reextract", report)
             raise
         report["seconds"] = round(time.monotonic() - started, 1)
-        write_report(work, "reextract_report", report)
+        finish_run(work, "reextract_report", "reextract", report)
     return report

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows import tasks
+from flows import artifacts, tasks
 from pipeline.config import load_config
 from pipeline.lock import WorkLock
 
@@ -22,8 +22,16 @@ def release(
     ``allow_untrained`` lets features from untrained weights in (the card and manifest say so);
     ``salt`` salts the uploader hashes (else ``$VDV_RELEASE_SALT``, else a random, forgotten salt).
     """
+    artifacts.bridge_loggers()
     config = load_config(config_path)
     with WorkLock(work, "release"):  # no build may change the shards while they are packaged
         build_info = tasks.read_state(work, "build_report")
         info = {k: build_info[k] for k in ("ingest", "screen", "score", "extract", "precision") if k in build_info}
-        return tasks.package(work, out, config, allow_untrained, salt, info)
+        summary = tasks.package(work, out, config, allow_untrained, salt, info)
+    try:
+        artifacts.publish_artifacts(summary, "release")
+    except Exception as err:  # noqa: BLE001 - the artifacts are for people; the release is made
+        import logging
+
+        logging.getLogger("flows").warning("Prefect artifacts not published: %s", err)
+    return summary

@@ -98,7 +98,7 @@ def screen_clip(work: str, clip: Mapping[str, Any], config: Mapping[str, Any]) -
     """The pixel rules of one clip, stored in its ``pixel_rules`` shard (reused while current)."""
     from pipeline.screen import PixelRules
 
-    results, computed = PixelRules(config, work).run(clip)
+    results, computed = PixelRules(config, work, thumbnails=True).run(clip)
     return {"clip_id": clip["clip_id"], "computed": computed, "passed": all(r.passed for r in results)}
 
 
@@ -111,7 +111,7 @@ def screen(work: str, config: Mapping[str, Any], overrides: str | None = None) -
 
     cfg = stage_config(stage.ScreenConfig, dict(config), "screen")
     clips = tables.read_table(work, tables.CLIPS).to_pylist()
-    pixels = stage.PixelRules(config, work) if cfg.visual else None
+    pixels = stage.PixelRules(config, work, thumbnails=True) if cfg.visual else None
     result = stage.screen_clips(
         clips, cfg, overrides=stage.read_overrides(overrides) if overrides else None, visual=pixels, output_dir=work
     )

@@ -157,8 +157,8 @@ def read_overrides(path: str | Path) -> dict[str, Override]:
 
 def visual_screener(config: Mapping[str, Any] | None = None, work: str | Path | None = None) -> PixelRules:
     """The pixel rules of ``pipeline.visual`` with their ``[visual]`` configuration, cached in
-    ``work`` when given (see :class:`PixelRules`)."""
-    return PixelRules(config, work)
+    ``work`` when given (see :class:`PixelRules`), with contact-sheet thumbnails for the report."""
+    return PixelRules(config, work, thumbnails=work is not None)
 
 
 def _encode(results: list[RuleResult]) -> str:
@@ -182,10 +182,15 @@ class PixelRules:
     """The pixel rules (one dancer, upper body, camera motion) with a per-clip result cache.
 
     Imported lazily: the pixel rules load pose models that a run without them should not pay
-    for. ``work`` None computes every time (nothing is cached).
+    for. ``work`` None computes every time (nothing is cached). ``thumbnails`` writes the
+    contact sheet of the analysed frames under ``<work>/report/thumbs`` (the build report's
+    pictures, from the frames the rules decode anyway); it is part of the identity, since the
+    stored details then describe the sheet.
     """
 
-    def __init__(self, config: Mapping[str, Any] | None = None, work: str | Path | None = None):
+    def __init__(
+        self, config: Mapping[str, Any] | None = None, work: str | Path | None = None, *, thumbnails: bool = False
+    ):
         from pipeline import visual
         from pipeline.config import stage_config
         from pipeline.provenance import canonical_json, code_version
@@ -193,8 +198,13 @@ class PixelRules:
         self.config = stage_config(visual.VisualConfig, dict(config or {}), "visual")
         self.work = None if work is None else Path(work)
         self.computed = self.reused = 0  # this object's cache misses and hits
+        self.thumbnails = bool(thumbnails and self.work is not None)
         self._fingerprint = canonical_json(
-            {"visual": dataclasses.asdict(self.config), "code": code_version(*PIXEL_RULE_MODULES)}
+            {
+                "visual": dataclasses.asdict(self.config),
+                "code": code_version(*PIXEL_RULE_MODULES),
+                "thumbnails": self.thumbnails,
+            }
         )
 
     def identity(self, clip_id: str) -> str:
@@ -225,9 +235,15 @@ class PixelRules:
             self.reused += 1
             return found, False
         self.computed += 1
+        from pipeline.report import thumbnails_dir
+
         t0 = time.monotonic()
+        thumbs = thumbnails_dir(self.work) if self.thumbnails else None
         results = _run_visual(
-            lambda c: visual.screen_visual(c["path"], c["clip_id"], self.config, duration_s=c.get("duration_s")), clip
+            lambda c: visual.screen_visual(
+                c["path"], c["clip_id"], self.config, duration_s=c.get("duration_s"), thumbnails=thumbs
+            ),
+            clip,
         )
         if self.work is not None:
             row = {

@@ -97,12 +97,13 @@ def test_a_clip_whose_worker_dies_is_retried_once_on_another_worker_then_rejecte
     pairing.write_text(pairing.read_text().replace("stgcn_ta_chi.mp4", doomed))
     preload = str(Path(__file__).parent / "support" / "die_on_marked_clip.py")
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
-        cluster = LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, preload=[preload]
-        )
-    try:
-        with prefect_test_harness(server_startup_timeout=120):
+    # the workers start inside the harness, so that they report to its API
+    with prefect_test_harness(server_startup_timeout=120):
+        with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+            cluster = LocalCluster(
+                n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, preload=[preload]
+            )
+        try:
             report = build(
                 raw_dir=str(raw),
                 work=str(tmp_path / "work"),
@@ -113,8 +114,8 @@ def test_a_clip_whose_worker_dies_is_retried_once_on_another_worker_then_rejecte
                 runner="dask",
                 dask_address=cluster.scheduler_address,
             )
-    finally:
-        cluster.close()
+        finally:
+            cluster.close()
     deaths = (tmp_path / "deaths.txt").read_text().split()
     assert len(deaths) == 2 and len(set(deaths)) == 2  # tried on two different workers, once each
     by_clip = {Path(i["path"]).name: i for i in report["items"]}
