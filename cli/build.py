@@ -94,7 +94,7 @@ def register(subparsers, parent: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--overrides", metavar="CSV", help="reviewer override file for screening (clip or video id, keep/reject, note)"
     )
-    p.add_argument("--crawl-time", metavar="ISO", help="crawl time of records that carry none (SPEC section 1)")
+    p.add_argument("--crawl-time", metavar="ISO", help="crawl time of records that carry none (else a crawler file-name stamp; never the current time)")
     _flow_options(p)
     p.add_argument(
         "--train", action="store_true", help="run the training stage (models.train) on the all-challenge track"

@@ -1,4 +1,4 @@
-"""The ``release`` flow: package a work directory as a versioned release and verify it (SPEC section 9)."""
+"""The ``release`` flow: package a work directory as a versioned release and verify it."""
 
 from __future__ import annotations
 

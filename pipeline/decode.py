@@ -1,4 +1,4 @@
-"""Streaming video decoding on constant time grids, one pass per clip (SPEC section 4).
+"""Streaming video decoding on constant time grids, one pass per clip.
 
 Sampling rule
 -------------

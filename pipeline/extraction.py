@@ -45,7 +45,7 @@ from pipeline.runtime import configure_threads
 log = logging.getLogger(__name__)
 
 MODALITIES: tuple[str, ...] = ("pose", "holistic", "facial", "scenic")
-"""The feature modalities, in the order they are reported (SPEC section 4)."""
+"""The feature modalities, in the order they are reported."""
 
 STAGE = "extract:{modality}"
 COMPUTED, SKIPPED, REJECTED = "computed", "skipped", "rejected"
