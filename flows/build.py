@@ -269,6 +269,7 @@ def finish_run(work: str, name: str, kind: str, report: dict) -> None:
 
     log = logging.getLogger("flows")
     release = (report.get("release") or {}).get("path")
+    write_report(work, name, report)  # the HTML report reads this run's counts from it
     try:
         # backgrounds come from the scenic extraction; the report decodes nothing itself here
         report["report"] = str(write_html(work, release, backgrounds_budget_s=0))

@@ -58,7 +58,8 @@ def test_build_on_a_local_dask_cluster_of_two_processes(tmp_path):
         sys.executable, "-m", "cli", "build", str(raw),
         "--pairing", str(pairing), "--config", str(config),
         "--work", str(tmp_path / "work"), "--modalities", "pose", "scenic", "--untrained",
-        "--runner", "dask", "--workers", "2",
+        # the GPU-node layout on the CPU: two worker processes, two clips in flight in each
+        "--runner", "dask", "--workers", "2", "--threads-per-worker", "2", "--device", "cpu",
         "--release-out", str(tmp_path / "release"), "--allow-untrained", "--json",
     ]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=500)
@@ -80,46 +81,40 @@ def test_build_on_a_local_dask_cluster_of_two_processes(tmp_path):
     assert release.verify_release(report["release"]["path"]).ok
 
 
-def test_a_clip_whose_worker_dies_is_retried_once_on_another_worker_then_rejected(tmp_path, monkeypatch):
-    """The first worker to take the marked clip dies; the scheduler gives it to a second worker,
-    which dies too; the clip is then recorded as rejected (worker_died) and the others finish."""
+def test_a_clip_whose_worker_dies_is_retried_once_on_another_worker_then_rejected(tmp_path):
+    """On an existing cluster (``--dask-address``): the first worker to take the marked clip dies;
+    the scheduler gives it to a second worker, which dies too; the clip is then recorded as
+    rejected (worker_died) and the other clips finish."""
     import dask
     from distributed import LocalCluster
-    from prefect.testing.utilities import prefect_test_harness
 
-    from flows.build import build
-
-    clips = dict(CLIPS)
-    raw, pairing, config = write_sample_run(tmp_path, clips, CONFIG)
-    doomed = "die-" + "stgcn_ta_chi.mp4"
-    os.symlink(raw / "clips" / "stgcn_ta_chi.mp4", raw / "clips" / doomed)  # same bytes: a duplicate
-    (raw / "clips" / "stgcn_ta_chi.mp4").unlink()
+    raw, pairing, config = write_sample_run(tmp_path, CLIPS, CONFIG)
+    doomed = "die-stgcn_ta_chi.mp4"
+    (raw / "clips" / "stgcn_ta_chi.mp4").rename(raw / "clips" / doomed)
     pairing.write_text(pairing.read_text().replace("stgcn_ta_chi.mp4", doomed))
     preload = str(Path(__file__).parent / "support" / "die_on_marked_clip.py")
-    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
-    # the workers start inside the harness, so that they report to its API
-    with prefect_test_harness(server_startup_timeout=120):
-        with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
-            cluster = LocalCluster(
-                n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, preload=[preload]
-            )
-        try:
-            report = build(
-                raw_dir=str(raw),
-                work=str(tmp_path / "work"),
-                config_path=str(config),
-                pairing=str(pairing),
-                modalities=["pose"],
-                untrained=True,
-                runner="dask",
-                dask_address=cluster.scheduler_address,
-            )
-        finally:
-            cluster.close()
-    deaths = (tmp_path / "deaths.txt").read_text().split()
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        cluster = LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, preload=[preload]
+        )
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        env.update(PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_LOGGING_LEVEL="WARNING")
+        command = [
+            sys.executable, "-m", "cli", "build", str(raw),
+            "--pairing", str(pairing), "--config", str(config), "--work", str(tmp_path / "work"),
+            "--modalities", "pose", "--untrained", "--json",
+            "--runner", "dask", "--dask-address", cluster.scheduler_address,
+        ]  # fmt: skip
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=500)
+    finally:
+        cluster.close()
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(done.stdout[done.stdout.index("{") :])
+    deaths = (raw / "deaths.txt").read_text().split()
     assert len(deaths) == 2 and len(set(deaths)) == 2  # tried on two different workers, once each
     by_clip = {Path(i["path"]).name: i for i in report["items"]}
     assert by_clip[doomed]["status"] == "rejected" and by_clip[doomed]["reason"] == "worker_died"
-    assert all(i["status"] == "computed" for name, i in by_clip.items() if name != doomed)
+    assert all(i["status"] == "computed" for name, i in by_clip.items() if name != doomed), by_clip
     rejected = tables.read_file(tmp_path / "work" / "rejections" / "rejections.extract-pose.parquet", tables.REJECTIONS)
     assert rejected.column("reason").to_pylist() == ["worker_died"]
