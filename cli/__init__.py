@@ -62,14 +62,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose + 1, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    from pipeline.config import ConfigError
-    from pipeline.errors import WeightsError
+    from pipeline.config import ConfigError, load_config
+    from pipeline.errors import InputError, WeightsError
 
     try:
+        if getattr(args, "config", None):
+            # the whole file is checked before any work starts, whichever command reads it
+            load_config(args.config)
         return int(args.func(args) or 0)
-    except (ConfigError, WeightsError, FileNotFoundError) as err:
-        print(f"vdv {args.command}: error: {err}", file=sys.stderr)
+    except (ConfigError, InputError, WeightsError, FileNotFoundError) as err:
+        # bad input: one line that names the file, section or value; no traceback
+        print(f"vdv {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())
 
 
 if __name__ == "__main__":

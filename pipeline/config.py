@@ -9,13 +9,19 @@ module). A run's configuration file has one table per stage, named by the stage:
     [score]
     t_max_days = 7.0
 
-``load_config(path)`` returns the parsed mapping; ``stage_config(cls, mapping, "screen")``
-builds the dataclass and rejects unknown keys so that a typo is an error, not a silent default.
+``load_config(path)`` returns the parsed mapping after :func:`check_config` has checked it
+whole: a section no stage reads (``[scren]``) and a value a stage refuses (``[holistic] crop =
+300`` with ``short_side = 256``) are a :class:`ConfigError` naming the file, the section and
+the value before any work starts, whichever command reads the file. ``stage_config(cls, mapping,
+"screen")`` builds the dataclass and rejects unknown keys so that a typo is an error, not a
+silent default.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import importlib
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,17 +34,77 @@ class ConfigError(ValueError):
     """A configuration file or value is wrong; the message names the file and the key."""
 
 
+# section -> "module:dataclass" of the stage that reads it (imported only when the file has it)
+STAGE_SECTIONS: dict[str, str] = {
+    "ingest": "pipeline.ingest:IngestConfig",
+    "screen": "pipeline.screen:ScreenConfig",
+    "visual": "pipeline.visual:VisualConfig",
+    "score": "pipeline.virality:ScoreConfig",
+    "pose": "pipeline.pose:PoseConfig",
+    "holistic": "pipeline.holistic:HolisticConfig",
+    "facial": "pipeline.facial:FacialConfig",
+    "scenic": "pipeline.scenic:ScenicConfig",
+    "release": "pipeline.release:ReleaseConfig",
+    "train": "models.train:TrainConfig",
+    "data": "models.data:DataConfig",
+    "sports": "models.sports:SportsConfig",
+}
+
+
+def _section_class(section: str) -> type | None:
+    """The dataclass that reads ``[section]``: a stage's, or a model's (``[psgcn]``, ``[rtcn]``...)."""
+    target = STAGE_SECTIONS.get(section)
+    if target is not None:
+        module, name = target.split(":")
+        return getattr(importlib.import_module(module), name)
+    # model sections are named by the model registry; torch is imported only for such a file
+    from models import CONFIGS
+
+    return CONFIGS.get(section)
+
+
+def known_sections() -> list[str]:
+    from models import CONFIGS
+
+    return sorted(set(STAGE_SECTIONS) | set(CONFIGS))
+
+
+def check_config(config: Mapping[str, Any], source: str | Path | None = None) -> None:
+    """Refuse a section no stage reads and any value its stage's dataclass refuses."""
+    where = f"{source}: " if source is not None else ""
+    for section, values in config.items():
+        if not isinstance(values, Mapping):
+            raise ConfigError(
+                f"{where}{section} = {values!r} is not a [section]; every setting belongs to a stage's section"
+            )
+        cls = _section_class(section)
+        if cls is None:
+            known = known_sections()
+            close = difflib.get_close_matches(section, known, n=1)
+            hint = f" (did you mean [{close[0]}]?)" if close else ""
+            raise ConfigError(f"{where}unknown section [{section}]{hint}; known sections: {', '.join(known)}")
+        try:
+            stage_config(cls, {section: dict(values)}, section)
+        except ConfigError as err:
+            raise ConfigError(f"{where}{err}") from None
+
+
 def load_config(path: str | Path | None) -> dict[str, Any]:
+    """Parse the TOML file ``path`` (None: every default) and check it whole (:func:`check_config`)."""
     if path is None:
         return {}
     path = Path(path)
     try:
         with open(path, "rb") as fh:
-            return tomllib.load(fh)
+            config = tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"configuration file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"configuration file {path} is a directory") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: {err}") from err
+    check_config(config, path)
+    return config
 
 
 def stage_config(cls: type[T], config: dict[str, Any] | None, section: str, **overrides: Any) -> T:
@@ -52,7 +118,17 @@ def stage_config(cls: type[T], config: dict[str, Any] | None, section: str, **ov
     for field in dataclasses.fields(cls):
         if field.name in values and isinstance(values[field.name], list):
             values[field.name] = tuple(values[field.name])
-    return cls(**values)
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as err:
+        # a stage's own check (``__post_init__``) or a value of the wrong type: one line, no traceback
+        message = str(err)
+        prefix = "" if message.startswith(f"[{section}]") else f"[{section}] "
+        raise ConfigError(f"{prefix}{message} (values {_shown(values)})") from err
+
+
+def _shown(values: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k} = {v!r}" for k, v in sorted(values.items()))
 
 
 def section_config(cls: type[T], config: T | Mapping[str, Any] | None, section: str) -> T:

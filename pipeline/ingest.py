@@ -30,7 +30,7 @@ from datetime import datetime
 from pathlib import Path
 
 from pipeline import tables
-from pipeline.errors import ClipError, Reason
+from pipeline.errors import ClipError, InputError, Reason
 from pipeline.metadata import (
     CHALLENGE_RULES,
     MetadataRecord,
@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 STAGE = "ingest"
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".webm", ".mkv", ".avi")
+PAIRING_COLUMNS = ("file", "video_id")  # required; "challenge" is optional
 
 
 @dataclass(frozen=True)
@@ -92,22 +93,37 @@ class IngestResult:
 
 
 def read_pairing(path: str | Path) -> dict[str, Pairing]:
-    """File name -> :class:`Pairing` from a CSV with columns ``file, video_id[, challenge]``."""
+    """File name -> :class:`Pairing` from a CSV with columns ``file, video_id[, challenge]``.
+
+    A malformed file raises :class:`~pipeline.errors.InputError` naming the file, the line or
+    the missing column.
+    """
     path = Path(path)
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(line for line in fh if not line.lstrip().startswith("#"))
-        missing = {"file", "video_id"} - set(reader.fieldnames or ())
-        if missing:
-            raise ValueError(f"{path}: pairing file lacks columns {sorted(missing)}")
-        pairing: dict[str, Pairing] = {}
-        for i, row in enumerate(reader, start=2):
-            name = (row.get("file") or "").strip()
-            video_id = (row.get("video_id") or "").strip()
-            if not name or not video_id:
-                raise ValueError(f"{path}:{i}: empty file or video_id")
-            if name in pairing:
-                raise ValueError(f"{path}:{i}: {name} is paired twice")
-            pairing[name] = Pairing(video_id, (row.get("challenge") or "").strip() or None)
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(line for line in fh if not line.lstrip().startswith("#"))
+            columns = [c.strip() for c in reader.fieldnames or ()]
+            missing = [c for c in PAIRING_COLUMNS if c not in columns]
+            if missing:
+                raise InputError(
+                    f"{path}: pairing file lacks column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+                    f"(header: {','.join(columns) or 'none'}; expected file,video_id[,challenge])"
+                )
+            reader.fieldnames = columns
+            pairing: dict[str, Pairing] = {}
+            for row in reader:
+                i = reader.line_num
+                name = (row.get("file") or "").strip()
+                video_id = (row.get("video_id") or "").strip()
+                if not name or not video_id:
+                    raise InputError(f"{path}:{i}: empty file or video_id")
+                if name in pairing:
+                    raise InputError(f"{path}:{i}: {name} is paired twice")
+                pairing[name] = Pairing(video_id, (row.get("challenge") or "").strip() or None)
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: pairing file is not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except csv.Error as err:
+        raise InputError(f"{path}: pairing file is not valid CSV ({err})") from None
     return pairing
 
 
