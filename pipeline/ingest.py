@@ -91,6 +91,26 @@ class IngestResult:
             counts[row["reason"]] += 1
         return dict(sorted(counts.items()))
 
+    def metadata_problems(self, limit: int = 10) -> list[str]:
+        """One line per metadata file or record that did not parse (see :func:`metadata_problems`)."""
+        return metadata_problems(self.rejections, limit)
+
+
+def metadata_problems(rejections: list[dict], limit: int = 10) -> list[str]:
+    """Lines naming each metadata file or record that did not parse, and why (for summaries).
+
+    A count of ``bad_metadata`` alone does not tell a data engineer which file to fix; the
+    message of such a rejection names the file and the parser's error (line, column).
+    """
+    rows = [r for r in rejections if r["reason"] == Reason.BAD_METADATA.value and r.get("clip_id") is None]
+    lines = [
+        r["message"] if r.get("path") and r["path"] in r["message"] else f"{r.get('path')}: {r['message']}"
+        for r in rows
+    ]
+    if len(lines) > limit:
+        lines = [*lines[:limit], f"... and {len(lines) - limit} more (rejections table, reason bad_metadata)"]
+    return lines
+
 
 def read_pairing(path: str | Path) -> dict[str, Pairing]:
     """File name -> :class:`Pairing` from a CSV with columns ``file, video_id[, challenge]``.

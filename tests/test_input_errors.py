@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import DEMO, SHARED
+from conftest import DEMO, SCRAPER_SAMPLE, SHARED, SHARED_CLIPS
 
 from cli import main
 from pipeline.config import ConfigError, load_config
@@ -133,3 +133,36 @@ def test_load_config_names_file_section_and_value(text, expected, tmp_path):
 
 def test_the_demo_configuration_is_accepted():
     assert load_config(DEMO / "config.toml")["screen"] == {"max_followers": 0}
+
+
+def test_unparseable_metadata_is_named_in_the_summaries(make_raw, tmp_path, capsys):
+    """The real sample parses; a truncated copy of it and a broken JSON-lines file are named with
+    the parser's line and column in `vdv ingest` and `vdv summary`, and the run goes on."""
+    sample = SCRAPER_SAMPLE.read_text()
+    raw = make_raw(
+        {"stgcn_ta_chi.mp4": SHARED_CLIPS / "stgcn_ta_chi.mp4"},
+        {
+            SCRAPER_SAMPLE.name: sample,
+            "cut_1609948309033.json": sample[: len(sample) // 2],
+            "more.jsonl": '{"video_id": "a", "likes": 1}\n{"video_id": "b", likes: 2}\n',
+        },
+    )
+    work = str(tmp_path / "work")
+    pairing = tmp_path / "pairing.csv"
+    pairing.write_text("file,video_id,challenge\nstgcn_ta_chi.mp4,6911379416308305158,#dance\n")
+    assert (
+        main(["ingest", str(raw), "--pairing", str(pairing), "--crawl-time", "2021-01-06T15:51:49Z", "--work", work])
+        == 0
+    )
+    out = capsys.readouterr().out
+    cut = raw / "metadata" / "cut_1609948309033.json"
+    jsonl = raw / "metadata" / "more.jsonl"
+    assert "1 clip(s) in the manifest" in out
+    lines = [line for line in out.splitlines() if "bad metadata:" in line]
+    assert len(lines) == 2, out
+    assert str(cut) in lines[0] and "cannot parse metadata file" in lines[0] and "line " in lines[0]
+    assert str(jsonl) in lines[1] and "line 2" in lines[1] and "column" in lines[1]
+    assert main(["summary", "--work", work]) == 0
+    summary = capsys.readouterr().out
+    assert f"bad metadata: {lines[0].split('bad metadata: ')[1]}" in summary
+    assert str(jsonl) in summary
