@@ -370,7 +370,7 @@ def package(
 
     cfg = stage_config(stage.ReleaseConfig, dict(config), "release")
     summary = stage.package_release(
-        work, out, config=cfg, allow_untrained=allow_untrained, salt=salt, build_info=build_info
+        work, out, config=cfg, allow_untrained=allow_untrained, salt=salt, build_info=build_info, run_config=config
     )
     checked = stage.verify_release(summary.path)
     if not checked.ok:
