@@ -236,7 +236,12 @@ def probe(
                 f"{path}: decodable {duration:.2f} s of {claimed:.2f} s claimed ({duration / claimed:.0%} < {min_decodable_ratio:.0%})",
             )
         rotation = clockwise_rotation(first)
-        hashes = [frame_hash(frame, rotation) for frame in sampler.frames]
+        try:
+            hashes = [frame_hash(frame, rotation) for frame in sampler.frames]
+        except (av.error.FFmpegError, ValueError) as err:
+            # a frame the hash cannot read leaves the clip without a signature, never rejects it
+            log.warning("%s: no content signature (%s); near-duplicates of it will not be caught", path, err)
+            hashes = []
         return ProbeResult(
             duration_s=round(duration, 6),
             container_duration_s=None if claimed is None else round(claimed, 6),

@@ -191,34 +191,28 @@ def test_small_steady_zoom_within_the_limit_passes(static_frames):
     assert result.details["composed_scale_change"] == pytest.approx(0.1, abs=0.02)
 
 
-# Measured on the real static-camera clips (composed over each clip, default sampling): at most
+# Measured on 14 real static-camera clips (composed over each clip, default sampling): at most
 # 0.018 scale change (liveportrait_d18_face), 1.06 degrees (same) and 0.07 of the diagonal
-# (controlvideo_moonwalk: a dark stage with few corners). Limits: 0.2, 8 degrees, 0.15.
+# (controlvideo_moonwalk: a dark stage with few corners). Limits: 0.2, 8 degrees, 0.15. The
+# clips checked here include those maxima.
 STATIC_CAMERA = [
     "hybrik_taiji",
     "musepose_dance",
     "stgcn_ta_chi",
     "stgcn_clean_and_jerk",
-    "tfjs_pose_1",
-    "tfjs_pose_squats",
     "controlvideo_moonwalk",
     "liveportrait_d18_face",
-    "liveportrait_d19_face",
-    "intel_bottle-detection",
-    "intel_one-by-one-person-detection",
     "sports2d_demo",
-    "pose2sim_singleperson_cam01",
-    "mmhuman3d_multi_person_demo",
+    "intel_bottle-detection",
 ]
 
 
-@pytest.mark.slow
-def test_real_static_cameras_stay_well_inside_the_composed_limits():
+@pytest.mark.parametrize("name", STATIC_CAMERA)
+def test_real_static_cameras_stay_well_inside_the_composed_limits(name):
     from pipeline.visual import sample_frames
 
-    for name in STATIC_CAMERA:
-        analysis = analyse_frames(sample_frames(CLIPS / f"{name}.mp4", name, CONFIG), CONFIG)
-        details = rule_camera_motion(analysis, CONFIG).details
-        assert Reason.CAMERA_MOTION not in rule_camera_motion(analysis, CONFIG).reasons, (name, details)
-        for measure, limit in LIMITS.items():
-            assert details[measure] <= 0.5 * limit, (name, measure, details[measure])
+    analysis = analyse_frames(sample_frames(CLIPS / f"{name}.mp4", name, CONFIG), CONFIG)
+    result = rule_camera_motion(analysis, CONFIG)
+    assert Reason.CAMERA_MOTION not in result.reasons, result.details
+    for measure, limit in LIMITS.items():
+        assert result.details[measure] <= 0.5 * limit, (measure, result.details[measure])
