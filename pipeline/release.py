@@ -296,11 +296,13 @@ def expected_extractors(
     allow_untrained: bool,
     precision: str | None = None,
     device: str | None = None,
+    work: Path | None = None,
 ) -> dict[str, list]:
     """modality -> the extractors the run's configuration builds, whose identities a shard must match.
 
     With real weights in the cache that is the trained extractor; with ``allow_untrained`` the
-    seeded random one counts too (a build run with ``--untrained``). Missing weights without
+    seeded random one counts too (a build run with ``--untrained``; with ``work`` given, only
+    when the weights are missing or ``work`` holds untrained shards). Missing weights without
     ``allow_untrained`` are a :class:`ReleaseError` naming the fix.
     """
     import importlib
@@ -320,7 +322,7 @@ def expected_extractors(
             built.append(module.build_extractor(section, untrained=False, **kwargs))
         except WeightsError as err:
             error = err
-        if allow_untrained:
+        if allow_untrained and (error is not None or work is None or _has_untrained_shards(work, modality)):
             untrained = module.build_extractor(section, untrained=True, **kwargs)
             if all(e.identity("x") != untrained.identity("x") for e in built):
                 built.append(untrained)
@@ -330,6 +332,13 @@ def expected_extractors(
             )
         out[modality] = built
     return out
+
+
+def _has_untrained_shards(work: Path, modality: str) -> bool:
+    for path in tables.table_files(work, f"features/{modality}"):
+        if any(pq.ParquetFile(path).read(columns=["untrained"]).column("untrained").to_pylist()):
+            return True
+    return False
 
 
 def _extract_rejections(work: Path, modality: str) -> dict[str, dict]:
@@ -520,7 +529,7 @@ def package_release(
     present = [m for m in config.modalities if tables.table_files(work, f"features/{m}")]
     if extractors is None:
         expected = expected_extractors(
-            present, run_config, allow_untrained=allow_untrained, precision=precision, device=device
+            present, run_config, allow_untrained=allow_untrained, precision=precision, device=device, work=work
         )
     else:
         expected = {m: list(extractors[m]) for m in present if m in extractors}
