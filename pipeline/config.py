@@ -118,6 +118,11 @@ def stage_config(cls: type[T], config: dict[str, Any] | None, section: str, **ov
     for field in dataclasses.fields(cls):
         if field.name in values and isinstance(values[field.name], list):
             values[field.name] = tuple(values[field.name])
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name, value in values.items():
+        expected = _expected_types(fields[name].type)
+        if expected is not None and not _matches(value, expected):
+            raise ConfigError(f"[{section}] {name} = {value!r} is not {fields[name].type}")
     try:
         return cls(**values)
     except (TypeError, ValueError) as err:
@@ -125,6 +130,55 @@ def stage_config(cls: type[T], config: dict[str, Any] | None, section: str, **ov
         message = str(err)
         prefix = "" if message.startswith(f"[{section}]") else f"[{section}] "
         raise ConfigError(f"{prefix}{message} (values {_shown(values)})") from err
+
+
+_SIMPLE = {"int": int, "float": float, "bool": bool, "str": str, "None": type(None)}
+
+
+def _expected_types(annotation: Any) -> list | None:
+    """Alternatives of a simple field annotation (``int``, ``float | None``, ``tuple[str, ...]``);
+    None for anything else, which is then left to the stage's own checks."""
+    if not isinstance(annotation, str):
+        annotation = getattr(annotation, "__name__", None)
+        if annotation is None:
+            return None
+    out = []
+    for part in (p.strip() for p in annotation.split("|")):
+        if part in _SIMPLE:
+            out.append(_SIMPLE[part])
+        elif part.startswith("tuple[") and part.endswith("]"):
+            inner = [x.strip() for x in part[6:-1].split(",")]
+            if inner[-1] == "..." and inner[0] in _SIMPLE:
+                out.append((tuple, _SIMPLE[inner[0]], None))
+            elif all(x in _SIMPLE for x in inner):
+                out.append((tuple, tuple(_SIMPLE[x] for x in inner)))
+            else:
+                return None
+        else:
+            return None
+    return out
+
+
+def _is(value: Any, kind: type) -> bool:
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _matches(value: Any, expected: list) -> bool:
+    for kind in expected:
+        if isinstance(kind, tuple):
+            if not isinstance(value, tuple):
+                continue
+            if len(kind) == 3 and all(_is(v, kind[1]) for v in value):
+                return True
+            if len(kind) == 2 and len(value) == len(kind[1]) and all(map(_is, value, kind[1])):
+                return True
+        elif _is(value, kind):
+            return True
+    return False
 
 
 def _shown(values: Mapping[str, Any]) -> str:

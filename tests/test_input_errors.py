@@ -121,6 +121,10 @@ def test_bad_value_is_refused_by_every_command(command, tmp_path, capsys):
         ("max_followers = 0\n", "max_followers = 0 is not a [section]"),
         ("[psgcn]\nno_such_field = 1\n", "[psgcn] has unknown keys"),
         ("[screen\n", "bad.toml"),
+        ('[screen]\nmax_followers = "many"\n', "[screen] max_followers = 'many' is not int"),
+        ("[pose]\nmax_side = 1.5\n", "[pose] max_side = 1.5 is not int | None"),
+        ("[ingest]\nchallenge_hashtags = [1, 2]\n", "[ingest] challenge_hashtags = (1, 2) is not tuple[str, ...]"),
+        ("[visual]\nfps = true\n", "[visual] fps = True is not float"),
     ],
 )
 def test_load_config_names_file_section_and_value(text, expected, tmp_path):
