@@ -130,7 +130,8 @@ class _Sampler:
 
     def packet(self, packet) -> None:
         t = None if packet.pts is None or self.tb is None else float(packet.pts * self.tb)
-        if (packet.is_keyframe and self.gop) or not self.gop:
+        # a keyframe without a presentation time cannot bound a group: it stays in the current one
+        if (packet.is_keyframe and self.gop and t is not None) or not self.gop:
             if self.gop:
                 if self._pending(t):
                     self._run(t)
