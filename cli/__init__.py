@@ -64,13 +64,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     from pipeline.config import ConfigError, load_config
     from pipeline.errors import InputError, WeightsError
+    from pipeline.tables import SchemaMismatch
 
     try:
         if getattr(args, "config", None):
             # the whole file is checked before any work starts, whichever command reads it
             load_config(args.config)
         return int(args.func(args) or 0)
-    except (ConfigError, InputError, WeightsError, FileNotFoundError) as err:
+    except (ConfigError, InputError, WeightsError, SchemaMismatch, FileNotFoundError) as err:
+        # SchemaMismatch: a table file of another table or schema version (an older work directory)
         # bad input: one line that names the file, section or value; no traceback
         print(f"vdv {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2

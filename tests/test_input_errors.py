@@ -170,3 +170,21 @@ def test_unparseable_metadata_is_named_in_the_summaries(make_raw, tmp_path, caps
     summary = capsys.readouterr().out
     assert f"bad metadata: {lines[0].split('bad metadata: ')[1]}" in summary
     assert str(jsonl) in summary
+
+
+def test_a_table_of_an_older_schema_version_is_one_line(tmp_path, capsys):
+    """A work directory written before the clips table's v2 (content signatures)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline import tables
+
+    work = tmp_path / "work"
+    old = tables.CLIPS.schema.remove(tables.CLIPS.schema.get_field_index("content_signature"))
+    old = old.with_metadata({b"vdv.table": b"clips", b"vdv.schema_version": b"1"})
+    path = tables.shard_path(work, "clips", 0)
+    path.parent.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist([], schema=old), path)
+    assert main(["screen", "--no-visual", "--work", str(work)]) == 2
+    line = _one_clear_line(capsys.readouterr().err)
+    assert str(path) in line and "v1" in line and "v2" in line
