@@ -75,12 +75,17 @@ def test_ingest_with_a_bad_pairing_file_is_one_line_exit_2(tmp_path, capsys):
 @pytest.mark.slow
 def test_build_with_a_bad_pairing_file_ends_in_the_same_error(tmp_path, capsys):
     """The flow does not wrap the data error: the command line receives InputError, exit 2."""
+    from prefect.testing.utilities import prefect_test_harness
+
     bad = _pairing_missing_video_id(tmp_path)
-    code = main(["build", str(SHARED), "--pairing", str(bad), "--work", str(tmp_path / "w"), "--modalities", "pose"])
+    with prefect_test_harness(server_startup_timeout=120):
+        code = main(
+            ["build", str(SHARED), "--pairing", str(bad), "--work", str(tmp_path / "w"), "--modalities", "pose"]
+        )
     err = capsys.readouterr().err
     assert code == 2
-    last = [line for line in err.splitlines() if line.strip()][-1]
-    assert last.startswith("vdv build: error: ") and str(bad) in last and "video_id" in last
+    ours = [line for line in err.splitlines() if line.startswith("vdv build: error: ")]
+    assert len(ours) == 1 and str(bad) in ours[0] and "video_id" in ours[0], err
 
 
 def test_build_flow_raises_the_pairing_error_type(tmp_path):
