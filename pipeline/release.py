@@ -357,17 +357,16 @@ def _feature_inventory(work: Path, modality: str, clip_ids: list[str], extractor
     Clips without a current shard are ``rejected`` (their extraction failed and was recorded),
     ``stale`` (only shards of another identity) or ``missing`` (none at all).
     """
-    directory = work / "features" / modality
-    if not tables.table_files(work, f"features/{modality}"):
+    files = tables.table_files(work, f"features/{modality}")
+    if not files:
         return None
+    by_clip: dict[str, list[Path]] = {}  # clip id prefix -> its shards, listed once for all clips
+    for path in files:
+        by_clip.setdefault(path.name.split(".")[1], []).append(path)
     rejected_rows = _extract_rejections(work, modality)
     found, missing, stale, stale_untrained, rejected, dims = {}, [], [], [], {}, set()
     for cid in clip_ids:
-        shards = sorted(
-            (p for p in directory.glob(f"{modality}.{cid[:16]}.*.parquet") if not p.name.startswith(".")),
-            key=lambda p: p.stat().st_mtime,
-            reverse=True,
-        )
+        shards = sorted(by_clip.get(cid[:16], []), key=lambda p: p.stat().st_mtime, reverse=True)
         if extractors is None:
             wanted = None
             path = shards[0] if shards else None
