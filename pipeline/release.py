@@ -787,11 +787,24 @@ def _one_line(err: Exception) -> str:
 
 
 def verify_release(directory: str | os.PathLike) -> VerifyResult:
-    """Re-check a release: checksums, schemas, counts, each clip stored once, splits by the rule."""
+    """Re-check a release: checksums, schemas, counts, each clip stored once, splits by the rule.
+
+    Never raises for a damaged release: every defect found is one line of ``problems``.
+    """
     root = Path(directory)
-    problems: list[str] = []
-    counts: dict[str, dict[str, int]] = {}
-    result = VerifyResult(root, problems, counts)
+    if not root.is_dir():
+        return VerifyResult(root, [f"{root} is not a directory"], {})
+    result = VerifyResult(root, [], {})
+    try:
+        _verify(root, result)
+    except (KeyError, TypeError, AttributeError, IndexError) as err:
+        # a manifest that parses but lacks what every release has (hand-edited or truncated)
+        result.problems.append(f"manifest.json is malformed ({type(err).__name__}: {_one_line(err)})")
+    return result
+
+
+def _verify(root: Path, result: VerifyResult) -> VerifyResult:
+    problems, counts = result.problems, result.counts
     sums_path = root / "SHA256SUMS"
     if not sums_path.is_file():
         problems.append("SHA256SUMS is missing")

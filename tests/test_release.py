@@ -436,3 +436,17 @@ def test_verify_reports_a_damaged_parquet_footer(released, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "Traceback" not in err and f"{len(problems)} problem(s)" in err
     assert all("\n" not in p for p in problems)
+
+
+def test_verify_reports_a_malformed_manifest_or_a_missing_directory(released, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(released.path, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    del manifest["configs"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    problems = release.verify_release(copy).problems
+    assert "manifest.json: checksum mismatch" in problems
+    assert any(p.startswith("manifest.json is malformed (KeyError") for p in problems)
+    assert release.verify_release(tmp_path / "nowhere").problems == [f"{tmp_path / 'nowhere'} is not a directory"]
