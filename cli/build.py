@@ -199,6 +199,8 @@ def _print_report(report: dict, args) -> None:
     if "ingest" in report:
         i = report["ingest"]
         print(f"ingest:  {i['clips']} clip(s) accepted, {i['rejected']} rejected {i['reasons'] or ''}")
+        for problem in i.get("metadata_problems", []):
+            print(f"         bad metadata: {problem}")
     if "screen" in report:
         s = report["screen"]
         print(

@@ -66,6 +66,7 @@ def ingest(
     pairs = stage.read_pairing(pairing) if pairing else None
     result = stage.prepare_clips(raw_dir, config=cfg, pairing=pairs, crawl_time=crawl_time, output_dir=work)
     summary = {"clips": len(result.clips), "rejected": len(result.rejections), "reasons": result.reasons()}
+    summary["metadata_problems"] = result.metadata_problems()  # files or records that did not parse
     _log().info(
         "ingest: %d clip(s) accepted, %d rejected %s", summary["clips"], summary["rejected"], summary["reasons"]
     )

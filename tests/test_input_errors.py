@@ -193,3 +193,23 @@ def test_a_table_of_an_older_schema_version_is_one_line(tmp_path, capsys):
     assert main(["screen", "--no-visual", "--work", str(work)]) == 2
     line = _one_clear_line(capsys.readouterr().err)
     assert str(path) in line and "v1" in line and "v2" in line
+
+
+def test_the_build_summary_names_unparseable_metadata(make_raw, tmp_path, capsys):
+    """The ingest task's summary (what `vdv build` prints) carries the file and the parse error."""
+    import argparse
+
+    from cli.build import _print_report
+    from flows import tasks
+
+    raw = make_raw(
+        {"stgcn_ta_chi.mp4": SHARED_CLIPS / "stgcn_ta_chi.mp4"},
+        {SCRAPER_SAMPLE.name: SCRAPER_SAMPLE.read_text(), "broken.json": '[{"id": "1",}]'},
+    )
+    summary = tasks.ingest.fn(str(raw), str(tmp_path / "w"), {}, None, "2021-01-06T15:51:49Z")
+    broken = raw / "metadata" / "broken.json"
+    assert summary["reasons"]["bad_metadata"] == 1
+    assert len(summary["metadata_problems"]) == 1 and str(broken) in summary["metadata_problems"][0]
+    _print_report({"ingest": summary}, argparse.Namespace(json=False, work=str(tmp_path / "w")))
+    out = capsys.readouterr().out
+    assert f"bad metadata: {broken}: cannot parse metadata file: " in out and "line 1 column" in out
