@@ -63,11 +63,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose + 1, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    from pipeline.config import ConfigError
-    from pipeline.errors import WeightsError
+    from pipeline.config import ConfigError, load_config
+    from pipeline.errors import InputError, WeightsError
     from pipeline.lock import WorkDirLocked, WorkLock
+    from pipeline.tables import SchemaMismatch
 
     try:
+        if getattr(args, "config", None):
+            # the whole file is checked before any work starts, whichever command reads it
+            load_config(args.config)
         # a command that writes the work directory holds its lock (the flows take their own)
         writes = getattr(args, "writes_work", None)
         if writes:
@@ -75,11 +79,17 @@ def main(argv: list[str] | None = None) -> int:
                 return int(args.func(args) or 0)
         return int(args.func(args) or 0)
     except WorkDirLocked as err:
-        print(f"vdv {args.command}: error: {err}", file=sys.stderr)
+        print(f"vdv {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 1
-    except (ConfigError, WeightsError, FileNotFoundError) as err:
-        print(f"vdv {args.command}: error: {err}", file=sys.stderr)
+    except (ConfigError, InputError, WeightsError, SchemaMismatch, FileNotFoundError) as err:
+        # SchemaMismatch: a table file of another table or schema version (an older work directory)
+        # bad input: one line that names the file, section or value; no traceback
+        print(f"vdv {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())
 
 
 if __name__ == "__main__":

@@ -94,7 +94,11 @@ def register(subparsers, parent: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--overrides", metavar="CSV", help="reviewer override file for screening (clip or video id, keep/reject, note)"
     )
-    p.add_argument("--crawl-time", metavar="ISO", help="crawl time of records that carry none (else a crawler file-name stamp; never the current time)")
+    p.add_argument(
+        "--crawl-time",
+        metavar="ISO",
+        help="crawl time of records that carry none (else a crawler file-name stamp; never the current time)",
+    )
     _flow_options(p)
     p.add_argument(
         "--train", action="store_true", help="run the training stage (models.train) on the all-challenge track"
@@ -235,6 +239,8 @@ def _print_report(report: dict, args) -> None:
     if "ingest" in report:
         i = report["ingest"]
         print(f"ingest:  {i['clips']} clip(s) accepted, {i['rejected']} rejected {i['reasons'] or ''}")
+        for problem in i.get("metadata_problems", []):
+            print(f"         bad metadata: {problem}")
     if "screen" in report:
         s = report["screen"]
         pixels = s.get("pixel_rules", {})

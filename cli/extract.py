@@ -80,7 +80,7 @@ def run(args) -> int:
     config = load_config(args.config)
     device = resolve_device(args.device)
     try:
-        precision = resolve_precision(args.precision or config.get("extract", {}).get("precision"), device)
+        precision = resolve_precision(args.precision or extraction.extract_config(config).precision, device)
     except ValueError as err:
         raise ConfigError(str(err)) from err
     plan = extraction.ExtractionPlan.make(

@@ -35,6 +35,12 @@ def register(subparsers, parent: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--salt", help="salt of the uploader hashes (default: $VDV_RELEASE_SALT, else a random salt that is not kept)"
     )
+    p.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="release even when kept clips lack current features (stale or missing shards): they are left out "
+        "and listed in the card and manifest (packages directly, without a flow run)",
+    )
     p.add_argument("--no-flow", action="store_true", help="package directly, without a Prefect flow run")
     p.set_defaults(func=_release)
 
@@ -54,13 +60,25 @@ def _release(args) -> int:
     from pipeline.release import ReleaseError
 
     try:
-        if args.no_flow:
+        if args.no_flow or args.allow_missing:
             from pipeline import release
             from pipeline.config import load_config, stage_config
 
-            cfg = stage_config(release.ReleaseConfig, load_config(args.config), "release")
+            from flows.tasks import read_state
+
+            run_config = load_config(args.config)
+            cfg = stage_config(release.ReleaseConfig, run_config, "release")
+            built = read_state(args.work, "build_report")  # the precision the features were made in
             summary = release.package_release(
-                args.work, args.out, config=cfg, allow_untrained=args.allow_untrained, salt=args.salt
+                args.work,
+                args.out,
+                config=cfg,
+                allow_untrained=args.allow_untrained,
+                salt=args.salt,
+                run_config=run_config,
+                allow_missing=args.allow_missing,
+                precision=built.get("precision"),
+                device=built.get("device"),
             )
             result = {
                 "path": str(summary.path),

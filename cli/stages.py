@@ -54,6 +54,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     print(
         f"ingest: {len(result.clips)} clip(s) in the manifest, {len(result.rejections)} rejection(s): {_counts(result.rejections)}"
     )
+    for line in result.metadata_problems():
+        print(f"  bad metadata: {line}")
     print(f"  tables: {Path(args.work) / 'clips'}  {tables.shard_path(args.work, 'rejections', 'ingest')}")
     return 0
 
@@ -136,6 +138,9 @@ def summary_lines(work: str | Path) -> list[str]:
     for stage in sorted(by_stage):
         for reason, n in sorted(by_stage[stage].items()):
             lines.append(f"  {stage:<8} {reason:<24} {n:>5}")
+    from pipeline.ingest import metadata_problems
+
+    lines += [f"  bad metadata: {line}" for line in metadata_problems(rejections)]
     if scores:
         lines.append("score range per challenge:")
         per: dict[str, list[dict]] = defaultdict(list)

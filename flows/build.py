@@ -136,15 +136,10 @@ def run_extraction(
     """
     from pipeline.runtime import resolve_device, resolve_precision, threads_per_task
 
-    section = dict(config.get("extract", {}))
-    unknown = sorted(set(section) - {"precision", "threads"})
-    if unknown:
-        from pipeline.config import ConfigError
-
-        raise ConfigError(f"[extract] has unknown keys {unknown}; known: ['precision', 'threads']")
+    section = extraction.extract_config(config)
     device = resolve_device(device)
     try:
-        precision = resolve_precision(precision or section.get("precision"), device)
+        precision = resolve_precision(precision or section.precision, device)
     except ValueError as err:
         raise BuildError(str(err)) from err
     in_flight = clips_in_flight(runner)
@@ -155,7 +150,7 @@ def run_extraction(
         device=device,
         precision=precision,
         # [extract] threads pins torch's threads per clip in flight; else the cores are shared out
-        threads=section.get("threads") or (threads_per_task(in_flight) if in_flight else None),
+        threads=section.threads or (threads_per_task(in_flight) if in_flight else None),
     )
     workers = check_workers(runner, plan) if clips else []
     decode = dict(config.get("decode", {}))
@@ -364,7 +359,7 @@ def build(
         if train:
             report["train"] = tasks.train(work, train_dir or str(Path(work) / "train"), config)
         if release_out:
-            info = {k: report[k] for k in ("ingest", "screen", "score", "extract", "precision")}
+            info = {k: report[k] for k in ("ingest", "screen", "score", "extract", "precision", "device")}
             report["release"] = tasks.package(
                 work, release_out, config, allow_untrained, salt, json.loads(json.dumps(info, default=str))
             )

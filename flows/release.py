@@ -26,7 +26,9 @@ def release(
     config = load_config(config_path)
     with WorkLock(work, "release"):  # no build may change the shards while they are packaged
         build_info = tasks.read_state(work, "build_report")
-        info = {k: build_info[k] for k in ("ingest", "screen", "score", "extract", "precision") if k in build_info}
+        info = {
+            k: build_info[k] for k in ("ingest", "screen", "score", "extract", "precision", "device") if k in build_info
+        }
         summary = tasks.package(work, out, config, allow_untrained, salt, info)
     try:
         artifacts.publish_artifacts(summary, "release")

@@ -75,6 +75,7 @@ def ingest(
     pairs = stage.read_pairing(pairing) if pairing else None
     result = stage.prepare_clips(raw_dir, config=cfg, pairing=pairs, crawl_time=crawl_time, output_dir=work)
     summary = {"clips": len(result.clips), "rejected": len(result.rejections), "reasons": result.reasons()}
+    summary["metadata_problems"] = result.metadata_problems()  # files or records that did not parse
     _log().info(
         "ingest: %d clip(s) accepted, %d rejected %s", summary["clips"], summary["rejected"], summary["reasons"]
     )
@@ -220,8 +221,18 @@ def package(
     from pipeline.config import stage_config
 
     cfg = stage_config(stage.ReleaseConfig, dict(config), "release")
+    info = dict(build_info or {})
     summary = stage.package_release(
-        work, out, config=cfg, allow_untrained=allow_untrained, salt=salt, build_info=build_info
+        work,
+        out,
+        config=cfg,
+        allow_untrained=allow_untrained,
+        salt=salt,
+        build_info=build_info,
+        run_config=config,
+        # identities are compared with what the build computed: its resolved precision and device
+        precision=info.get("precision"),
+        device=info.get("device"),
     )
     checked = stage.verify_release(summary.path)
     if not checked.ok:

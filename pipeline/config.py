@@ -9,13 +9,19 @@ module). A run's configuration file has one table per stage, named by the stage:
     [score]
     t_max_days = 7.0
 
-``load_config(path)`` returns the parsed mapping; ``stage_config(cls, mapping, "screen")``
-builds the dataclass and rejects unknown keys so that a typo is an error, not a silent default.
+``load_config(path)`` returns the parsed mapping after :func:`check_config` has checked it
+whole: a section no stage reads (``[scren]``) and a value a stage refuses (``[holistic] crop =
+300`` with ``short_side = 256``) are a :class:`ConfigError` naming the file, the section and
+the value before any work starts, whichever command reads the file. ``stage_config(cls, mapping,
+"screen")`` builds the dataclass and rejects unknown keys so that a typo is an error, not a
+silent default.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import importlib
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,17 +34,79 @@ class ConfigError(ValueError):
     """A configuration file or value is wrong; the message names the file and the key."""
 
 
+# section -> "module:dataclass" of the stage that reads it (imported only when the file has it)
+STAGE_SECTIONS: dict[str, str] = {
+    "ingest": "pipeline.ingest:IngestConfig",
+    "screen": "pipeline.screen:ScreenConfig",
+    "visual": "pipeline.visual:VisualConfig",
+    "score": "pipeline.virality:ScoreConfig",
+    "pose": "pipeline.pose:PoseConfig",
+    "holistic": "pipeline.holistic:HolisticConfig",
+    "facial": "pipeline.facial:FacialConfig",
+    "scenic": "pipeline.scenic:ScenicConfig",
+    "decode": "pipeline.extraction:DecodeConfig",
+    "extract": "pipeline.extraction:ExtractConfig",
+    "release": "pipeline.release:ReleaseConfig",
+    "train": "models.train:TrainConfig",
+    "data": "models.data:DataConfig",
+    "sports": "models.sports:SportsConfig",
+}
+
+
+def _section_class(section: str) -> type | None:
+    """The dataclass that reads ``[section]``: a stage's, or a model's (``[psgcn]``, ``[rtcn]``...)."""
+    target = STAGE_SECTIONS.get(section)
+    if target is not None:
+        module, name = target.split(":")
+        return getattr(importlib.import_module(module), name)
+    # model sections are named by the model registry; torch is imported only for such a file
+    from models import CONFIGS
+
+    return CONFIGS.get(section)
+
+
+def known_sections() -> list[str]:
+    from models import CONFIGS
+
+    return sorted(set(STAGE_SECTIONS) | set(CONFIGS))
+
+
+def check_config(config: Mapping[str, Any], source: str | Path | None = None) -> None:
+    """Refuse a section no stage reads and any value its stage's dataclass refuses."""
+    where = f"{source}: " if source is not None else ""
+    for section, values in config.items():
+        if not isinstance(values, Mapping):
+            raise ConfigError(
+                f"{where}{section} = {values!r} is not a [section]; every setting belongs to a stage's section"
+            )
+        cls = _section_class(section)
+        if cls is None:
+            known = known_sections()
+            close = difflib.get_close_matches(section, known, n=1)
+            hint = f" (did you mean [{close[0]}]?)" if close else ""
+            raise ConfigError(f"{where}unknown section [{section}]{hint}; known sections: {', '.join(known)}")
+        try:
+            stage_config(cls, {section: dict(values)}, section)
+        except ConfigError as err:
+            raise ConfigError(f"{where}{err}") from None
+
+
 def load_config(path: str | Path | None) -> dict[str, Any]:
+    """Parse the TOML file ``path`` (None: every default) and check it whole (:func:`check_config`)."""
     if path is None:
         return {}
     path = Path(path)
     try:
         with open(path, "rb") as fh:
-            return tomllib.load(fh)
+            config = tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"configuration file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"configuration file {path} is a directory") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: {err}") from err
+    check_config(config, path)
+    return config
 
 
 def stage_config(cls: type[T], config: dict[str, Any] | None, section: str, **overrides: Any) -> T:
@@ -52,7 +120,71 @@ def stage_config(cls: type[T], config: dict[str, Any] | None, section: str, **ov
     for field in dataclasses.fields(cls):
         if field.name in values and isinstance(values[field.name], list):
             values[field.name] = tuple(values[field.name])
-    return cls(**values)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name, value in values.items():
+        expected = _expected_types(fields[name].type)
+        if expected is not None and not _matches(value, expected):
+            raise ConfigError(f"[{section}] {name} = {value!r} is not {fields[name].type}")
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as err:
+        # a stage's own check (``__post_init__``) or a value of the wrong type: one line, no traceback
+        message = str(err)
+        prefix = "" if message.startswith(f"[{section}]") else f"[{section}] "
+        raise ConfigError(f"{prefix}{message} (values {_shown(values)})") from err
+
+
+_SIMPLE = {"int": int, "float": float, "bool": bool, "str": str, "None": type(None)}
+
+
+def _expected_types(annotation: Any) -> list | None:
+    """Alternatives of a simple field annotation (``int``, ``float | None``, ``tuple[str, ...]``);
+    None for anything else, which is then left to the stage's own checks."""
+    if not isinstance(annotation, str):
+        annotation = getattr(annotation, "__name__", None)
+        if annotation is None:
+            return None
+    out = []
+    for part in (p.strip() for p in annotation.split("|")):
+        if part in _SIMPLE:
+            out.append(_SIMPLE[part])
+        elif part.startswith("tuple[") and part.endswith("]"):
+            inner = [x.strip() for x in part[6:-1].split(",")]
+            if inner[-1] == "..." and inner[0] in _SIMPLE:
+                out.append((tuple, _SIMPLE[inner[0]], None))
+            elif all(x in _SIMPLE for x in inner):
+                out.append((tuple, tuple(_SIMPLE[x] for x in inner)))
+            else:
+                return None
+        else:
+            return None
+    return out
+
+
+def _is(value: Any, kind: type) -> bool:
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _matches(value: Any, expected: list) -> bool:
+    for kind in expected:
+        if isinstance(kind, tuple):
+            if not isinstance(value, tuple):
+                continue
+            if len(kind) == 3 and all(_is(v, kind[1]) for v in value):
+                return True
+            if len(kind) == 2 and len(value) == len(kind[1]) and all(map(_is, value, kind[1])):
+                return True
+        elif _is(value, kind):
+            return True
+    return False
+
+
+def _shown(values: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k} = {v!r}" for k, v in sorted(values.items()))
 
 
 def section_config(cls: type[T], config: T | Mapping[str, Any] | None, section: str) -> T:

@@ -52,6 +52,11 @@ class ClipError(Exception):
         self.message = message
 
 
+class InputError(ValueError):
+    """An input file (pairing CSV, override file) is malformed: one line naming the file and what
+    is wrong. It is a data error, so it is never retried; the command line exits with code 2."""
+
+
 class WeightsError(RuntimeError):
     """Model weights are missing, corrupt or of an unexpected format; the message names the fix."""
 

@@ -65,6 +65,22 @@ class DecodeConfig:
 
 
 @dataclass(frozen=True)
+class ExtractConfig:
+    """Configuration section ``[extract]``: how the networks run (``pipeline.runtime``)."""
+
+    precision: str = "auto"  # auto | bfloat16 | float32, resolved once per build
+    threads: int | None = None  # torch threads per clip in flight; None: the cores shared out
+
+    def __post_init__(self):
+        from pipeline.runtime import PRECISIONS
+
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"[extract] precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"[extract] threads must be at least 1, got {self.threads}")
+
+
+@dataclass(frozen=True)
 class ExtractionPlan:
     """What a worker needs to build the extractors: plain values, so it travels to any process."""
 
@@ -322,3 +338,7 @@ def sweep_partial_files(work: str | Path) -> int:
 
 def decode_config(config: Mapping[str, Any]) -> DecodeConfig:
     return section_config(DecodeConfig, dict(config.get("decode", {})), "decode")
+
+
+def extract_config(config: Mapping[str, Any]) -> ExtractConfig:
+    return section_config(ExtractConfig, dict(config.get("extract", {})), "extract")

@@ -15,7 +15,9 @@ assigns challenges in its pairing file).
 Every clip ends as either one ``clips`` row or one ``rejections`` row (stage ``ingest``), and
 so does every metadata record: a record no clip points at is rejected as ``NO_CLIP``. The clip
 id is the sha256 of the file's bytes; among clips with the same bytes the earliest upload
-(create time) survives and the others are ``DUPLICATE_CONTENT``.
+(create time) survives and the others are ``DUPLICATE_CONTENT``, and so are re-encodings of an
+earlier upload (another codec, bitrate or resolution: same content signature, computed in the
+probe's own pass over the file, :mod:`pipeline.signature`).
 
 :func:`prepare_clips` computes the records and writes nothing unless given ``output_dir``.
 """
@@ -30,7 +32,7 @@ from datetime import datetime
 from pathlib import Path
 
 from pipeline import tables
-from pipeline.errors import ClipError, Reason
+from pipeline.errors import ClipError, InputError, Reason
 from pipeline.metadata import (
     CHALLENGE_RULES,
     MetadataRecord,
@@ -42,11 +44,13 @@ from pipeline.metadata import (
 )
 from pipeline.probe import MIN_DECODABLE_RATIO, ProbeResult, ProbeWorker
 from pipeline.provenance import sha256_file
+from pipeline.signature import DURATION_TOLERANCE_S, DURATION_TOLERANCE_SHARE, Signature, near_duplicate
 
 log = logging.getLogger(__name__)
 
 STAGE = "ingest"
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".webm", ".mkv", ".avi")
+PAIRING_COLUMNS = ("file", "video_id")  # required; "challenge" is optional
 
 
 @dataclass(frozen=True)
@@ -90,24 +94,59 @@ class IngestResult:
             counts[row["reason"]] += 1
         return dict(sorted(counts.items()))
 
+    def metadata_problems(self, limit: int = 10) -> list[str]:
+        """One line per metadata file or record that did not parse (see :func:`metadata_problems`)."""
+        return metadata_problems(self.rejections, limit)
+
+
+def metadata_problems(rejections: list[dict], limit: int = 10) -> list[str]:
+    """Lines naming each metadata file or record that did not parse, and why (for summaries).
+
+    A count of ``bad_metadata`` alone does not tell a data engineer which file to fix; the
+    message of such a rejection names the file and the parser's error (line, column).
+    """
+    rows = [r for r in rejections if r["reason"] == Reason.BAD_METADATA.value and r.get("clip_id") is None]
+    lines = [
+        r["message"] if r.get("path") and r["path"] in r["message"] else f"{r.get('path')}: {r['message']}"
+        for r in rows
+    ]
+    if len(lines) > limit:
+        lines = [*lines[:limit], f"... and {len(lines) - limit} more (rejections table, reason bad_metadata)"]
+    return lines
+
 
 def read_pairing(path: str | Path) -> dict[str, Pairing]:
-    """File name -> :class:`Pairing` from a CSV with columns ``file, video_id[, challenge]``."""
+    """File name -> :class:`Pairing` from a CSV with columns ``file, video_id[, challenge]``.
+
+    A malformed file raises :class:`~pipeline.errors.InputError` naming the file, the line or
+    the missing column.
+    """
     path = Path(path)
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(line for line in fh if not line.lstrip().startswith("#"))
-        missing = {"file", "video_id"} - set(reader.fieldnames or ())
-        if missing:
-            raise ValueError(f"{path}: pairing file lacks columns {sorted(missing)}")
-        pairing: dict[str, Pairing] = {}
-        for i, row in enumerate(reader, start=2):
-            name = (row.get("file") or "").strip()
-            video_id = (row.get("video_id") or "").strip()
-            if not name or not video_id:
-                raise ValueError(f"{path}:{i}: empty file or video_id")
-            if name in pairing:
-                raise ValueError(f"{path}:{i}: {name} is paired twice")
-            pairing[name] = Pairing(video_id, (row.get("challenge") or "").strip() or None)
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(line for line in fh if not line.lstrip().startswith("#"))
+            columns = [c.strip() for c in reader.fieldnames or ()]
+            missing = [c for c in PAIRING_COLUMNS if c not in columns]
+            if missing:
+                raise InputError(
+                    f"{path}: pairing file lacks column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+                    f"(header: {','.join(columns) or 'none'}; expected file,video_id[,challenge])"
+                )
+            reader.fieldnames = columns
+            pairing: dict[str, Pairing] = {}
+            for row in reader:
+                i = reader.line_num
+                name = (row.get("file") or "").strip()
+                video_id = (row.get("video_id") or "").strip()
+                if not name or not video_id:
+                    raise InputError(f"{path}:{i}: empty file or video_id")
+                if name in pairing:
+                    raise InputError(f"{path}:{i}: {name} is paired twice")
+                pairing[name] = Pairing(video_id, (row.get("challenge") or "").strip() or None)
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: pairing file is not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except csv.Error as err:
+        raise InputError(f"{path}: pairing file is not valid CSV ({err})") from None
     return pairing
 
 
@@ -185,6 +224,7 @@ def _clip_row(path: Path, clip_id: str, record: MetadataRecord, probe: ProbeResu
         "has_audio": probe.has_audio,
         "audio_codec": probe.audio_codec,
         "size_bytes": path.stat().st_size,
+        "content_signature": probe.content_signature,
     }
 
 
@@ -239,14 +279,15 @@ def prepare_clips(
                     probe.video_codec,
                 )
 
-    # duplicate content: the earliest upload survives (SPEC section 2)
+    # duplicate content: the earliest upload survives (SPEC section 2), same bytes or re-encoded
     by_content: dict[str, list] = defaultdict(list)
     for candidate in candidates:
         by_content[candidate[1]].append(candidate)
+    survivors = []
     for clip_id, group in by_content.items():
-        group.sort(key=lambda c: (c[2].create_time, c[2].video_id))
+        group.sort(key=_upload_order)
         path, _, record, probe = group[0]
-        result.clips.append(_clip_row(path, clip_id, record, probe))
+        survivors.append(group[0])
         for dup_path, _, dup, _ in group[1:]:
             result.rejections.append(
                 _rejection(
@@ -257,6 +298,24 @@ def prepare_clips(
                     path=str(dup_path),
                 )
             )
+    near = near_duplicates(survivors)
+    for kept, dropped, bits in near:
+        path, _, record, _ = kept
+        dup_path, dup_id, dup, _ = dropped
+        result.rejections.append(
+            _rejection(
+                Reason.DUPLICATE_CONTENT,
+                f"re-encoding of video {record.video_id} ({path.name}), uploaded earlier: same duration and "
+                f"frames (perceptual hashes {bits:.1f} bits apart on average)",
+                clip_id=dup_id,
+                video_id=dup.video_id,
+                path=str(dup_path),
+            )
+        )
+    dropped_ids = {dropped[1] for _, dropped, _ in near}
+    for path, clip_id, record, probe in survivors:
+        if clip_id not in dropped_ids:
+            result.clips.append(_clip_row(path, clip_id, record, probe))
     result.clips.sort(key=lambda row: row["path"])
 
     for video_id, record in sorted(records.items()):
@@ -268,6 +327,41 @@ def prepare_clips(
     if output_dir is not None:
         write_ingest(result, output_dir)
     return result
+
+
+def _upload_order(candidate) -> tuple:
+    record = candidate[2]
+    return (record.create_time, record.video_id)
+
+
+def near_duplicates(candidates: list[tuple]) -> list[tuple[tuple, tuple, float]]:
+    """(kept, dropped, mean hash bits) for each candidate that re-encodes an earlier upload.
+
+    ``candidates`` are ``(path, clip_id, record, probe)`` of distinct bytes. They are taken in
+    upload order; each is compared with the earlier survivors of about its duration only (a
+    bucket of one second and its neighbours covers the duration tolerance of clips up to 60 s
+    and beyond), so the pass stays near linear for thousands of clips.
+    """
+    span = 1.0  # seconds per duration bucket
+    kept_by_bucket: dict[int, list[tuple[tuple, Signature]]] = defaultdict(list)
+    found = []
+    for candidate in sorted(candidates, key=_upload_order):
+        signature = Signature.parse(candidate[3].content_signature)
+        if signature is None:
+            continue
+        bucket = int(signature.duration_s // span)
+        reach = 1 + int((DURATION_TOLERANCE_S + DURATION_TOLERANCE_SHARE * signature.duration_s * 1.1) // span)
+        match = None
+        for b in range(bucket - reach, bucket + reach + 1):
+            for earlier, earlier_signature in kept_by_bucket.get(b, ()):
+                bits = near_duplicate(earlier_signature, signature)
+                if bits is not None and (match is None or bits < match[1]):
+                    match = (earlier, bits)
+        if match is not None:
+            found.append((match[0], candidate, match[1]))
+        else:
+            kept_by_bucket[bucket].append((candidate, signature))
+    return found
 
 
 def _ingest_one(path, suffixes, pairing, records, used, probed, worker, config):

@@ -235,8 +235,15 @@ def _raw_items(path: Path) -> tuple[list[dict], str]:
         with open(path, newline="", encoding="utf-8") as fh:
             return list(csv.DictReader(fh)), "columns"
     if suffix == ".jsonl":
+        items = []
         with open(path, encoding="utf-8") as fh:
-            items = [json.loads(line) for line in fh if line.strip()]
+            for number, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    items.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"line {number}: {err.msg} (column {err.colno})") from None
         return items, "columns"
     with open(path, encoding="utf-8") as fh:
         data = json.load(fh)
@@ -260,8 +267,11 @@ def read_metadata_file(
     source = str(path)
     try:
         items, flavour = _raw_items(path)
-    except (OSError, ValueError, UnicodeDecodeError) as err:
-        return [], [MetadataProblem(source, None, f"cannot read metadata file: {err}")]
+    except UnicodeDecodeError as err:
+        return [], [MetadataProblem(source, None, f"{source}: not UTF-8 text ({err.reason} at byte {err.start})")]
+    except (OSError, ValueError, csv.Error) as err:
+        # JSONDecodeError is a ValueError and carries the line and column
+        return [], [MetadataProblem(source, None, f"{source}: cannot parse metadata file: {err}")]
     stamp = parse_crawl_stamp(path.name)
     records, problems = [], []
     for i, item in enumerate(items):

@@ -10,6 +10,16 @@ how far that transform moves the frame's four corners, on average, as a share of
 diagonal per second. A pair with fewer than ``min_points`` tracked background corners (a
 person filling the frame, a blank wall) is left unmeasured rather than guessed.
 
+Composed motion
+---------------
+A move that is slow between any two samples can still add up: a zoom of 2 % a second is far
+below the per-pair speed limit, yet over 15 s the frame is 35 % larger. :func:`composed_motion`
+chains the pairs' similarity transforms into the transform from the *first* sampled frame to
+each later one and reports how far the view has moved from where it started: scale change,
+rotation and the shift of the frame centre (share of the diagonal). An unmeasured pair adds
+nothing to the chain (its motion is unknown, not guessed), and a pair between frames of
+different sizes (a cut between clips) restarts it.
+
 Shot cuts
 ---------
 The Bhattacharyya distance between the hue-saturation histograms of the two frames (0 for the
@@ -48,6 +58,50 @@ class PairMotion:
     speed: float | None  # corner displacement / diagonal / second; None when unmeasured
     points: int  # tracked background corners (RANSAC inliers)
     hist_distance: float  # Bhattacharyya distance of the hue-saturation histograms
+    # the fitted similarity from the earlier frame to the later one (2 x 3, shrunk pixels), and
+    # the shrunk frame's (width, height); None when unmeasured
+    matrix: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None
+    size: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class ComposedMotion:
+    """How far the view has moved from the first sampled frame, at its furthest (SPEC section 2)."""
+
+    scale_change: float  # max |s - 1| of the composed similarity (0.3: 30 % zoom in or out)
+    rotation_deg: float  # max |rotation| in degrees
+    shift: float  # max displacement of the frame centre, share of the frame diagonal
+    chained_pairs: int  # measured pairs that entered the chain
+
+
+def _similarity_parts(m: np.ndarray, width: int, height: int) -> tuple[float, float, float]:
+    """(scale change, rotation in degrees, centre shift / diagonal) of a 3 x 3 similarity."""
+    a, b = m[0, 0], m[1, 0]
+    scale = float(np.hypot(a, b))
+    rotation = float(np.degrees(np.arctan2(b, a)))
+    centre = np.array([width / 2, height / 2, 1.0])
+    shift = float(np.linalg.norm((m @ centre)[:2] - centre[:2]) / np.hypot(width, height))
+    return abs(scale - 1.0), abs(rotation), shift
+
+
+def composed_motion(pairs: list[PairMotion]) -> ComposedMotion:
+    """Chain the pairs' transforms from the first sampled frame and keep the largest departure."""
+    worst = [0.0, 0.0, 0.0]
+    chained = 0
+    total = np.eye(3)
+    size = None
+    for pair in pairs:
+        if pair.matrix is None:
+            continue  # unmeasured: nothing known to add
+        if size is not None and pair.size != size:
+            total = np.eye(3)  # another frame size: a new chain
+        size = pair.size
+        step = np.vstack([np.asarray(pair.matrix, dtype=np.float64), [0.0, 0.0, 1.0]])
+        total = step @ total  # points of the first frame -> points of this pair's later frame
+        chained += 1
+        for i, value in enumerate(_similarity_parts(total, *size)):
+            worst[i] = max(worst[i], value)
+    return ComposedMotion(round(worst[0], 4), round(worst[1], 3), round(worst[2], 4), chained)
 
 
 def prepare(image: np.ndarray, params: MotionParams = MotionParams()) -> PreparedFrame:
@@ -109,4 +163,5 @@ def pair_motion(
     h, w = a.grey.shape
     frame_corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], dtype=np.float64)
     shift = np.linalg.norm(frame_corners @ matrix.T - frame_corners[:, :2], axis=1).mean()
-    return PairMotion(dt, float(shift / np.hypot(w, h) / dt), n_in, distance)
+    fitted = tuple(tuple(float(v) for v in row) for row in matrix)
+    return PairMotion(dt, float(shift / np.hypot(w, h) / dt), n_in, distance, fitted, (w, h))

@@ -28,9 +28,12 @@ log = logging.getLogger(__name__)
 MIN_DECODABLE_RATIO = 0.9  # SPEC section 2: under 90 % of the claimed duration is truncated
 
 
+SIGNATURE_FRAMES = 6  # frames hashed for the content signature, at the middles of equal slices of the clip
+
+
 @dataclass(frozen=True)
 class ProbeResult:
-    duration_s: float  # decodable: first frame to the end of the last decodable frame
+    duration_s: float  # decodable: first frame's presentation time to the end of the last decodable frame
     container_duration_s: float | None  # what the container claims
     frame_count: int  # video packets demuxed (one frame each)
     avg_fps: float
@@ -40,6 +43,7 @@ class ProbeResult:
     video_codec: str
     has_audio: bool
     audio_codec: str | None
+    content_signature: str | None = None  # perceptual hashes + duration, survives re-encoding (signature.py)
 
     def as_row(self) -> dict:
         return asdict(self)
@@ -71,10 +75,106 @@ def _decode(codec, packet) -> list:
         return []
 
 
+class _Sampler:
+    """Picks, during the demux pass, the frame shown at each of a few target times.
+
+    The frame for target ``t`` is the latest frame whose presentation time is at or before
+    ``t``. Packets are held one group of pictures at a time (keyframe to keyframe); a group is
+    decoded only when a target falls inside it, and only up to that target, so a probe decodes
+    a few short runs of the clip plus its last group (needed anyway for the decodable end).
+    Frames leave a decoder in presentation order, B-frames included.
+    """
+
+    def __init__(self, codec, time_base, targets: list[float]):
+        self.codec, self.tb, self.targets = codec, time_base, sorted(targets)
+        self.frames: list = []  # one per target reached, in target order
+        self.first = None  # the first frame of the clip (lowest presentation time)
+        self.gop: list = []  # packets of the current group, keyframe first
+        self._gop_start: float | None = None
+
+    def _time(self, frame) -> float | None:
+        return None if frame.pts is None else float(frame.pts * self.tb)
+
+    def _pending(self, until: float | None) -> bool:
+        return len(self.frames) < len(self.targets) and (until is None or self.targets[len(self.frames)] < until)
+
+    def _run(self, until: float | None) -> int:
+        """Decode the held group for the targets before ``until`` (None: the last group, decoded
+        whole); returns the frames it decoded."""
+        self.codec.flush_buffers()
+        decoded, candidate = 0, None
+        for packet in [*self.gop, None]:
+            for frame in _decode(self.codec, packet):
+                decoded += 1
+                t = self._time(frame)
+                if t is None:
+                    continue
+                if self.first is None or t < self._time(self.first):
+                    self.first = frame
+                while self._pending(until) and t > self.targets[len(self.frames)]:
+                    self.frames.append(candidate if candidate is not None else frame)
+                candidate = frame
+            if until is not None and not self._pending(until) and self.first is not None:
+                return decoded  # nothing more wanted from this group
+        while candidate is not None and self._pending(until):
+            self.frames.append(candidate)  # targets after the group's last frame (or past the end)
+        return decoded
+
+    def _first_only(self) -> None:
+        self.codec.flush_buffers()
+        for packet in [*self.gop, None]:
+            frames = _decode(self.codec, packet)
+            if frames:
+                self.first = frames[0]
+                return
+
+    def packet(self, packet) -> None:
+        t = None if packet.pts is None or self.tb is None else float(packet.pts * self.tb)
+        # a keyframe without a presentation time cannot bound a group: it stays in the current one
+        if (packet.is_keyframe and self.gop and t is not None) or not self.gop:
+            if self.gop:
+                if self._pending(t):
+                    self._run(t)
+                elif self.first is None:
+                    self._first_only()
+            self.gop, self._gop_start = [packet], t
+        else:
+            self.gop.append(packet)
+
+    def finish(self) -> int:
+        """Decode the last group whole; returns how many of its frames decode."""
+        if not self.gop:
+            return 0
+        decoded = self._run(None)
+        if self.first is None:
+            self._first_only()
+        return decoded
+
+
+def _signature_targets(start: float, claimed: float | None, rate: float) -> list[float]:
+    """Target times: the middles of SIGNATURE_FRAMES equal slices of the clip, from its start."""
+    length = claimed if claimed and claimed > 0 else None
+    if length is None:
+        # no claimed duration (rare): one frame per second from the start, as many as we sample
+        return [start + 0.5 + k for k in range(SIGNATURE_FRAMES)]
+    return [start + length * (k + 0.5) / SIGNATURE_FRAMES for k in range(SIGNATURE_FRAMES)]
+
+
 def probe(
     path: str | Path, *, min_decodable_ratio: float = MIN_DECODABLE_RATIO, clip_id: str | None = None
 ) -> ProbeResult:
-    """Probe ``path``; raise :class:`ClipError` for a file that is not a whole, decodable video."""
+    """Probe ``path``; raise :class:`ClipError` for a file that is not a whole, decodable video.
+
+    One demux pass over the file, one open: every video packet is read (count, presentation
+    times, durations); the frames of the content signature are decoded on the way
+    (:class:`_Sampler`); then the last group of pictures is decoded to find the last decodable
+    frame. The decodable duration is that frame's presentation time plus its duration, minus the
+    first frame's presentation time; a missing packet duration is taken from the stream's
+    average rate, and the result is cross-checked against the packet count and the container's
+    claim (a debug line when they disagree by more than a frame).
+    """
+    from pipeline.signature import frame_hash, make_signature
+
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as err:
@@ -89,53 +189,60 @@ def probe(
             raise ClipError(clip_id, Reason.NOT_A_VIDEO, f"{path} has no video stream")
         stream = container.streams.video[0]
         codec = stream.codec_context
+        tb = stream.time_base
         claimed = _claimed_duration(container, stream)
         audio = container.streams.audio
-        first = None
-        gop: list = []  # packets from the latest keyframe on: enough to decode the last frames
+        rate = float(stream.average_rate) if stream.average_rate else 0.0
+        start = float(stream.start_time * tb) if stream.start_time is not None and tb is not None else 0.0
+        sampler = _Sampler(codec, tb, _signature_targets(start, claimed, rate))
+        durations: dict[int, int] = {}  # presentation time (pts) -> packet duration, in time_base units
         packets = 0
         try:
             for packet in container.demux(stream):
                 if packet.size == 0:
                     continue  # the demuxer's final flush packet
                 packets += 1
-                if packet.is_keyframe or not gop:
-                    gop = [packet]
-                else:
-                    gop.append(packet)
-                if first is None:
-                    frames = _decode(codec, packet)
-                    first = frames[0] if frames else None
+                if packet.pts is not None:
+                    durations[packet.pts] = packet.duration or 0
+                sampler.packet(packet)
         except av.error.FFmpegError as err:
             # a cut file ends in a short read: what was demuxed so far is judged below
             log.debug("%s: demuxing stopped: %s", path, err)
         if packets == 0:
             raise ClipError(clip_id, Reason.ZERO_FRAMES, f"{path} holds no video frame")
-        if first is None:
-            frames = _decode(codec, None)  # drain: a decoder may hold its first frames back
-            first = frames[0] if frames else None
+        # the last group, decoded whole: frames leave the decoder in presentation order, so the
+        # n that decode are the group's n earliest presentation times
+        decoded = sampler.finish()
+        gop_pts = sorted(p.pts for p in sampler.gop if p.pts is not None)
+        first = sampler.first
         if first is None:
             raise ClipError(clip_id, Reason.UNREADABLE, f"{path}: {packets} video packets but none decodes")
-        codec.flush_buffers()
-        last_t = None
-        for packet in [*gop, None]:
-            for frame in _decode(codec, packet):
-                if frame.time is not None and (last_t is None or frame.time > last_t):
-                    last_t = frame.time
-        rate = float(stream.average_rate) if stream.average_rate else 0.0
-        t0 = first.time or 0.0
-        if last_t is None:
-            last_t = t0  # the last group did not decode: only the first frame is known good
         frame_dt = 1.0 / rate if rate > 0 else 0.0
-        duration = max(0.0, last_t - t0) + frame_dt
+        t0 = float(first.pts * tb) if first.pts is not None else start
+        if decoded and gop_pts:
+            last_pts = gop_pts[min(decoded, len(gop_pts)) - 1]
+            last_dur = durations.get(last_pts, 0)
+            end = float(last_pts * tb) + (float(last_dur * tb) if last_dur > 0 else frame_dt)
+        else:
+            end = t0 + frame_dt  # the last group did not decode: only the first frame is known good
+        duration = max(0.0, end - t0)
         if rate <= 0.0:
             rate = packets / duration if duration > 0 else 0.0
+        if rate > 0 and abs(duration - packets / rate) > 1.5 / rate:
+            log.debug("%s: %.3f s from timestamps, %d packets at %.3f fps", path, duration, packets, rate)
         if claimed and duration < min_decodable_ratio * claimed:
             raise ClipError(
                 clip_id,
                 Reason.TRUNCATED,
                 f"{path}: decodable {duration:.2f} s of {claimed:.2f} s claimed ({duration / claimed:.0%} < {min_decodable_ratio:.0%})",
             )
+        rotation = clockwise_rotation(first)
+        try:
+            hashes = [frame_hash(frame, rotation) for frame in sampler.frames]
+        except (av.error.FFmpegError, ValueError) as err:
+            # a frame the hash cannot read leaves the clip without a signature, never rejects it
+            log.warning("%s: no content signature (%s); near-duplicates of it will not be caught", path, err)
+            hashes = []
         return ProbeResult(
             duration_s=round(duration, 6),
             container_duration_s=None if claimed is None else round(claimed, 6),
@@ -143,10 +250,11 @@ def probe(
             avg_fps=rate,
             width=codec.width,
             height=codec.height,
-            rotation=clockwise_rotation(first),
+            rotation=rotation,
             video_codec=codec.name,
             has_audio=bool(audio),
             audio_codec=audio[0].codec_context.name if audio else None,
+            content_signature=make_signature(duration, hashes) if hashes else None,
         )
 
 

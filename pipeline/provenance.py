@@ -1,11 +1,15 @@
 """Provenance: code-derived extractor versions, feature identities and run lineage (SPEC section 4).
 
-An extractor's version is a hash of the source of the modules that compute it, so it changes
-whenever the code does; nobody has to remember to bump a string.
+An extractor's version is a hash of the code of the modules that compute it, so it changes
+whenever the code does; nobody has to remember to bump a string. The hash is taken over the
+module's syntax tree with docstrings removed (comments never reach the tree), so editing a
+docstring or a comment does not re-extract or re-screen anything, while any change to what the
+code does (a constant, an expression, a default) changes the version.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib
 import inspect
@@ -17,13 +21,33 @@ from pathlib import Path
 from typing import Any
 
 
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    """Remove the docstring (a leading string expression) of the module, every class and function."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                if isinstance(body[0].value.value, str):
+                    # a body may not be empty: a docstring-only function keeps a `pass`
+                    node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def code_fingerprint(source: str) -> str:
+    """The code of ``source`` without docstrings, comments or layout (a canonical AST dump)."""
+    return ast.dump(_strip_docstrings(ast.parse(source)), annotate_fields=False, include_attributes=False)
+
+
 @cache
 def code_version(*modules: str) -> str:
-    """Short sha256 over the source text of ``modules`` (dotted names), in the order given."""
+    """Short sha256 over the code of ``modules`` (dotted names), in the order given.
+
+    Docstrings, comments and formatting do not count (:func:`code_fingerprint`).
+    """
     digest = hashlib.sha256()
     for name in modules:
-        source = inspect.getsource(importlib.import_module(name))
-        digest.update(name.encode() + b"\0" + source.encode() + b"\0")
+        code = code_fingerprint(inspect.getsource(importlib.import_module(name)))
+        digest.update(name.encode() + b"\0" + code.encode() + b"\0")
     return digest.hexdigest()[:16]
 
 

@@ -50,7 +50,6 @@ import pyarrow.parquet as pq
 import yaml
 
 from pipeline import splits, tables
-from pipeline.features import current_shards
 from pipeline.provenance import run_lineage, sha256_file
 
 log = logging.getLogger(__name__)
@@ -290,23 +289,112 @@ _PROVENANCE_COLUMNS = [
 ]
 
 
-def _feature_inventory(work: Path, modality: str, clip_ids: list[str]) -> dict | None:
-    """Per-clip shard, provenance and uncompressed size of one modality; None when it has no shard."""
-    shards = current_shards(work, modality)
-    if not shards:
+def expected_extractors(
+    modalities: Iterable[str],
+    run_config: Mapping | None,
+    *,
+    allow_untrained: bool,
+    precision: str | None = None,
+    device: str | None = None,
+    work: Path | None = None,
+) -> dict[str, list]:
+    """modality -> the extractors the run's configuration builds, whose identities a shard must match.
+
+    With real weights in the cache that is the trained extractor; with ``allow_untrained`` the
+    seeded random one counts too (a build run with ``--untrained``; with ``work`` given, only
+    when the weights are missing or ``work`` holds untrained shards). Missing weights without
+    ``allow_untrained`` are a :class:`ReleaseError` naming the fix.
+    """
+    import importlib
+
+    from pipeline.errors import WeightsError
+
+    out: dict[str, list] = {}
+    for modality in modalities:
+        module = importlib.import_module(f"pipeline.{modality}")
+        section = dict((run_config or {}).get(modality, {}))
+        kwargs: dict = {"device": device}
+        if precision is not None:
+            # the extraction rewrite adds build_extractor(..., precision=) (resolved "bfloat16"/"float32")
+            kwargs["precision"] = precision
+        built, error = [], None
+        try:
+            built.append(module.build_extractor(section, untrained=False, **kwargs))
+        except WeightsError as err:
+            error = err
+        if allow_untrained and (error is not None or work is None or _has_untrained_shards(work, modality)):
+            untrained = module.build_extractor(section, untrained=True, **kwargs)
+            if all(e.identity("x") != untrained.identity("x") for e in built):
+                built.append(untrained)
+        if not built:
+            raise ReleaseError(
+                f"{modality}: {error}; or pass --allow-untrained to make a clearly marked demonstration release"
+            )
+        out[modality] = built
+    return out
+
+
+def _has_untrained_shards(work: Path, modality: str) -> bool:
+    for path in tables.table_files(work, f"features/{modality}"):
+        if any(pq.ParquetFile(path).read(columns=["untrained"]).column("untrained").to_pylist()):
+            return True
+    return False
+
+
+def _extract_rejections(work: Path, modality: str) -> dict[str, dict]:
+    """clip id -> the rejection row of its failed extraction (``rejections.extract-<modality>``)."""
+    path = tables.shard_path(work, "rejections", f"extract-{modality}")
+    if not path.is_file():
+        return {}
+    return {r["clip_id"]: r for r in tables.read_file(path, tables.REJECTIONS).to_pylist() if r["clip_id"]}
+
+
+def _feature_inventory(work: Path, modality: str, clip_ids: list[str], extractors: list | None = None) -> dict | None:
+    """Per-clip current shard, provenance and uncompressed size of one modality; None when it has no shard.
+
+    A shard is current when its identity is one that ``extractors`` (what the configuration
+    builds) compute for its clip; with ``extractors`` None the newest shard of each clip is taken.
+    Clips without a current shard are ``rejected`` (their extraction failed and was recorded),
+    ``stale`` (only shards of another identity) or ``missing`` (none at all).
+    """
+    files = tables.table_files(work, f"features/{modality}")
+    if not files:
         return None
-    found, missing, dims = {}, [], set()
+    by_clip: dict[str, list[Path]] = {}  # clip id prefix -> its shards, listed once for all clips
+    for path in files:
+        by_clip.setdefault(path.name.split(".")[1], []).append(path)
+    rejected_rows = _extract_rejections(work, modality)
+    found, missing, stale, stale_untrained, rejected, dims = {}, [], [], [], {}, set()
     for cid in clip_ids:
-        path = shards.get(cid[:16])
+        shards = sorted(by_clip.get(cid[:16], []), key=lambda p: p.stat().st_mtime, reverse=True)
+        if extractors is None:
+            wanted = None
+            path = shards[0] if shards else None
+        else:
+            wanted = {e.identity(cid) for e in extractors}
+            path = next((p for p in shards if any(w.startswith(p.name.split(".")[2]) for w in wanted)), None)
+        prov = None
+        if path is not None:
+            pf = pq.ParquetFile(path)
+            prov = pf.read(columns=_PROVENANCE_COLUMNS).to_pylist()
+            if len(prov) != 1 or prov[0]["clip_id"] != cid:
+                raise ReleaseError(f"{path}: expected one row of clip {cid}")
+            if wanted is not None and prov[0]["identity"] not in wanted:
+                path = None  # a 12-character prefix matched by chance; the full identity decides
         if path is None:
-            missing.append(cid)
+            if cid in rejected_rows:
+                r = rejected_rows[cid]
+                rejected[cid] = f"{r['reason']}: {r['message']}"
+            elif shards:
+                stale.append(cid)
+                newest = pq.ParquetFile(shards[0]).read(columns=["untrained"]).column("untrained").to_pylist()
+                if any(newest):
+                    stale_untrained.append(cid)
+            else:
+                missing.append(cid)
             continue
-        pf = pq.ParquetFile(path)
         ftype = pf.schema_arrow.field("features").type
         dims.add(ftype.value_type.list_size)
-        prov = pf.read(columns=_PROVENANCE_COLUMNS).to_pylist()
-        if len(prov) != 1 or prov[0]["clip_id"] != cid:
-            raise ReleaseError(f"{path}: expected one row of clip {cid}")
         found[cid] = {
             "path": path,
             "provenance": prov[0],
@@ -314,7 +402,40 @@ def _feature_inventory(work: Path, modality: str, clip_ids: list[str]) -> dict |
         }
     if len(dims) > 1:
         raise ReleaseError(f"{modality}: shards of different widths {sorted(dims)}; re-extract with one model")
-    return {"found": found, "missing": missing, "dim": dims.pop() if dims else None}
+    return {
+        "found": found,
+        "missing": missing,
+        "stale": stale,
+        "stale_untrained": stale_untrained,
+        "rejected": rejected,
+        "dim": dims.pop() if dims else None,
+    }
+
+
+def _check_complete(work: Path, inventories: Mapping[str, dict], allow_missing: bool) -> None:
+    """Refuse a release that would silently lack a kept clip's current features."""
+    problems, fixes = [], []
+    for modality, inv in inventories.items():
+        if inv["stale"]:
+            problems.append(
+                f"{modality}: {len(inv['stale'])} kept clip(s) have only stale shards (made by another "
+                f"configuration, code or weights): {', '.join(c[:16] for c in inv['stale'])}"
+            )
+        if inv["missing"]:
+            problems.append(
+                f"{modality}: {len(inv['missing'])} kept clip(s) have no shard and no recorded rejection: "
+                f"{', '.join(c[:16] for c in inv['missing'])}"
+            )
+        if inv["stale"] or inv["missing"]:
+            fixes.append(modality)
+    if not problems or allow_missing:
+        for problem in problems:
+            log.warning("release: %s; left out (allow_missing)", problem)
+        return
+    raise ReleaseError(
+        "; ".join(problems) + f". Re-extract them with `vdv reextract --work {work} --modalities {','.join(fixes)}` "
+        "(same --config), or pass --allow-missing to release without them (they are listed in the card)"
+    )
 
 
 def _provenance_groups(found: Mapping[str, dict]) -> list[dict]:
@@ -356,8 +477,22 @@ def package_release(
     salt: str | None = None,
     build_info: Mapping | None = None,
     overwrite: bool = True,
+    run_config: Mapping | None = None,
+    extractors: Mapping[str, Iterable] | None = None,
+    precision: str | None = None,
+    device: str | None = None,
+    allow_missing: bool = False,
 ) -> ReleaseSummary:
     """Package ``work``'s scores, splits and features into ``<out>/<name>-<version>/``.
+
+    Only feature shards whose identity is what the run's configuration computes go in:
+    ``run_config`` is the whole configuration mapping (its ``[pose]``, ``[holistic]``... sections
+    build the extractors, :func:`expected_extractors`, with ``precision`` and ``device`` as the
+    build resolved them), or ``extractors`` gives them directly (modality -> extractors). Kept
+    clips whose extraction was rejected are left out and listed in the card and the manifest.
+    A kept clip with only stale shards, or with none and no rejection, makes the release refuse
+    naming the clips and the command that fixes it, unless ``allow_missing`` (they are then left
+    out and listed too).
 
     Raises :class:`ReleaseError` when there is nothing to release, when features came from
     untrained weights and ``allow_untrained`` is false, or when the target exists and
@@ -390,16 +525,41 @@ def package_release(
     for note in notes:
         log.warning("release: %s", note)
 
-    inventories = {m: _feature_inventory(work, m, clip_ids) for m in config.modalities}
+    present = [m for m in config.modalities if tables.table_files(work, f"features/{m}")]
+    if extractors is None:
+        expected = expected_extractors(
+            present, run_config, allow_untrained=allow_untrained, precision=precision, device=device, work=work
+        )
+    else:
+        expected = {m: list(extractors[m]) for m in present if m in extractors}
+    inventories = {m: _feature_inventory(work, m, clip_ids, expected.get(m)) for m in present}
     inventories = {m: inv for m, inv in inventories.items() if inv is not None}
     untrained = sorted(
-        m for m, inv in inventories.items() if any(i["provenance"]["untrained"] for i in inv["found"].values())
+        m
+        for m, inv in inventories.items()
+        if any(i["provenance"]["untrained"] for i in inv["found"].values()) or inv["stale_untrained"]
     )
     if untrained and not allow_untrained:
         raise ReleaseError(
             f"features of {untrained} come from untrained weights; fetch or import the weights and re-extract "
             "(vdv weights ...), or pass --allow-untrained to make a clearly marked demonstration release"
         )
+    untrained = sorted(
+        m for m, inv in inventories.items() if any(i["provenance"]["untrained"] for i in inv["found"].values())
+    )
+    _check_complete(work, inventories, allow_missing)
+    for modality, inv in inventories.items():
+        if inv["rejected"]:
+            notes.append(
+                f"{modality}: {len(inv['rejected'])} kept clip(s) left out, their extraction was rejected: "
+                + ", ".join(f"{c[:16]} ({why.split(':')[0]})" for c, why in sorted(inv["rejected"].items()))
+            )
+        left_out = inv["stale"] + inv["missing"]
+        if left_out:
+            notes.append(
+                f"{modality}: {len(left_out)} kept clip(s) left out without current features (--allow-missing): "
+                + ", ".join(c[:16] for c in sorted(left_out))
+            )
 
     out.mkdir(parents=True, exist_ok=True)
     staging = out / f".{final.name}.partial-{os.getpid()}"
@@ -447,6 +607,8 @@ def package_release(
             "provenance": _provenance_groups(inv["found"]),
             "identities": {c: inv["found"][c]["provenance"]["identity"] for c in sorted(inv["found"])},
             "missing_clips": inv["missing"],
+            "stale_clips": inv["stale"],
+            "rejected_clips": dict(sorted(inv["rejected"].items())),
         }
         if inv["missing"]:
             log.warning(
@@ -526,7 +688,11 @@ def package_release(
         shutil.rmtree(trash, ignore_errors=True)
     else:
         staging.rename(final)
-    missing = {m: e["missing_clips"] for m, e in manifest_features.items() if e["missing_clips"]}
+    missing = {
+        m: sorted(e["missing_clips"] + e["stale_clips"] + list(e["rejected_clips"]))
+        for m, e in manifest_features.items()
+        if e["missing_clips"] or e["stale_clips"] or e["rejected_clips"]
+    }
     return ReleaseSummary(final, counts, untrained, missing, files=len(files) + 1)
 
 
@@ -688,12 +854,29 @@ def _read_card_header(path: Path) -> dict:
     return yaml.safe_load(text.split("---\n", 2)[1])
 
 
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())
+
+
 def verify_release(directory: str | os.PathLike) -> VerifyResult:
-    """Re-check a release: checksums, schemas, counts, each clip stored once, splits by the rule."""
+    """Re-check a release: checksums, schemas, counts, each clip stored once, splits by the rule.
+
+    Never raises for a damaged release: every defect found is one line of ``problems``.
+    """
     root = Path(directory)
-    problems: list[str] = []
-    counts: dict[str, dict[str, int]] = {}
-    result = VerifyResult(root, problems, counts)
+    if not root.is_dir():
+        return VerifyResult(root, [f"{root} is not a directory"], {})
+    result = VerifyResult(root, [], {})
+    try:
+        _verify(root, result)
+    except (KeyError, TypeError, AttributeError, IndexError) as err:
+        # a manifest that parses but lacks what every release has (hand-edited or truncated)
+        result.problems.append(f"manifest.json is malformed ({type(err).__name__}: {_one_line(err)})")
+    return result
+
+
+def _verify(root: Path, result: VerifyResult) -> VerifyResult:
+    problems, counts = result.problems, result.counts
     sums_path = root / "SHA256SUMS"
     if not sums_path.is_file():
         problems.append("SHA256SUMS is missing")
@@ -724,6 +907,7 @@ def verify_release(directory: str | os.PathLike) -> VerifyResult:
         problems.append("features from untrained weights but the card carries no warning")
 
     split_of: dict[str, dict[str, str]] = {}  # config -> clip_id -> split found in files
+    unreadable: set[str] = set()  # files already reported as unreadable
     for name, entry in manifest["configs"].items():
         seen: dict[str, str] = {}
         for split, files in entry["files"].items():
@@ -737,15 +921,19 @@ def verify_release(directory: str | os.PathLike) -> VerifyResult:
                     continue
                 try:
                     pf = pq.ParquetFile(path)
-                except (OSError, pa.ArrowInvalid) as err:
-                    problems.append(f"{rel}: unreadable ({err})")
+                    file_schema = pf.schema_arrow
+                    clip_column = pf.read(columns=["clip_id"]).column("clip_id").to_pylist()
+                except (OSError, ValueError, KeyError, pa.ArrowException) as err:
+                    # a damaged footer or page: one more problem, never a traceback (ArrowInvalid is a ValueError)
+                    problems.append(f"{rel}: unreadable Parquet file ({_one_line(err)})")
+                    unreadable.add(rel)
                     continue
-                if schema_signature(pf.schema_arrow) != entry["schema"]:
+                if schema_signature(file_schema) != entry["schema"]:
                     problems.append(f"{rel}: schema differs from the manifest's")
-                bad = sorted(set(pf.schema_arrow.names) & set(FORBIDDEN_COLUMNS))
+                bad = sorted(set(file_schema.names) & set(FORBIDDEN_COLUMNS))
                 if bad:
                     problems.append(f"{rel}: holds columns that must not be released: {bad}")
-                for cid in pf.read(columns=["clip_id"]).column("clip_id").to_pylist():
+                for cid in clip_column:
                     if cid in seen:
                         problems.append(f"{name}: clip {cid} stored more than once")
                     seen[cid] = split
@@ -762,13 +950,12 @@ def verify_release(directory: str | os.PathLike) -> VerifyResult:
                 problems.append(f"{name}: clip {cid} is in {split} but its score is in {scores_split.get(cid)}")
 
     # recompute every track from the released scores (salted uploader hashes group like the ids)
-    if SCORES_CONFIG in manifest["configs"]:
+    score_files = [
+        rel for files in manifest["configs"].get(SCORES_CONFIG, {}).get("files", {}).values() for rel in files
+    ]
+    if score_files and not unreadable.intersection(score_files) and all((root / r).is_file() for r in score_files):
         scores = pa.concat_tables(
-            [
-                pq.read_table(root / rel, columns=["clip_id", "challenge", "uploader"])
-                for files in manifest["configs"][SCORES_CONFIG]["files"].values()
-                for rel in files
-            ]
+            [pq.read_table(root / rel, columns=["clip_id", "challenge", "uploader"]) for rel in score_files]
         )
         ids = scores.column("clip_id").to_pylist()
         fraction = manifest.get("config", {}).get("train_fraction", splits.TRAIN_FRACTION)
@@ -788,8 +975,8 @@ def verify_release(directory: str | os.PathLike) -> VerifyResult:
                 continue
             try:
                 stored = tables.read_file(path, RELEASE_SPLIT).to_pylist()
-            except tables.SchemaMismatch as err:
-                problems.append(str(err))
+            except (OSError, ValueError, pa.ArrowException) as err:  # SchemaMismatch is a ValueError
+                problems.append(f"{info['file']}: {_one_line(err)}")
                 continue
             if {r["clip_id"]: r["split"] for r in stored} != expected[track]:
                 problems.append(f"{info['file']}: split differs from the split rule")

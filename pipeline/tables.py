@@ -51,7 +51,7 @@ def _spec(name: str, version: int, fields: Sequence[pa.Field]) -> TableSpec:
 
 CLIPS = _spec(
     "clips",
-    1,
+    2,  # v2: content_signature
     [
         pa.field("clip_id", pa.string(), nullable=False),  # sha256 of the file's bytes
         pa.field("video_id", pa.string(), nullable=False),  # platform id (TikTok video id)
@@ -78,6 +78,7 @@ CLIPS = _spec(
         pa.field("has_audio", pa.bool_()),
         pa.field("audio_codec", pa.string()),
         pa.field("size_bytes", pa.int64()),
+        pa.field("content_signature", pa.string()),  # perceptual hashes + duration (pipeline/signature.py)
     ],
 )
 

@@ -14,8 +14,11 @@ one), analyses each once and returns one :class:`~pipeline.rules.RuleResult` per
   ``min_upper_body_share`` of the sampled frames qualify (a frame with nobody does not);
 - ``camera_motion`` (:mod:`pipeline.motion`): ``camera_motion`` when more than
   ``max_moving_share`` of the measured frame pairs move faster than ``max_camera_speed`` (share
-  of the frame diagonal per second); ``shot_cut`` when more than ``max_cuts`` pairs have a
-  colour-histogram distance above ``cut_distance``.
+  of the frame diagonal per second), or when the motion composed over the clip takes the view
+  further from the first sampled frame than ``max_composed_scale`` (zoom), ``max_composed_rotation_deg``
+  or ``max_composed_shift`` (pan, share of the diagonal) allow: a slow, steady move adds up;
+  ``shot_cut`` when more than ``max_cuts`` pairs have a colour-histogram distance above
+  ``cut_distance``.
 
 The same rules run on any sequence of frames (:func:`analyse_frames` then :func:`apply_rules`),
 so tests can feed sequences built from real frames. A clip that cannot be decoded, or runs past
@@ -35,7 +38,7 @@ import numpy as np
 
 from pipeline.decode import DecodeParams, iter_samples
 from pipeline.errors import ClipError, Reason
-from pipeline.motion import MotionParams, PairMotion, pair_motion, prepare
+from pipeline.motion import MotionParams, PairMotion, composed_motion, pair_motion, prepare
 from pipeline.people import CountParams, Person, count_people, find_people
 from pipeline.pose import MPII_INDEX, BlazePose, blazepose_to_mpii
 from pipeline.rules import RuleResult
@@ -76,6 +79,11 @@ class VisualConfig:
     min_points: int = 12
     max_camera_speed: float = 0.05  # share of the frame diagonal per second
     max_moving_share: float = 0.3  # share of measured pairs allowed above max_camera_speed
+    # the motion composed from the first sampled frame (a slow zoom, pan or roll adds up); the
+    # real static-camera clips stay at or under half of each (tests/test_motion.py gives the margins)
+    max_composed_scale: float = 0.2  # |scale - 1|: the view zoomed in or out by more than 20 %
+    max_composed_rotation_deg: float = 8.0  # the camera rolled by more than 8 degrees
+    max_composed_shift: float = 0.15  # the frame centre moved by more than 15 % of the diagonal
     cut_distance: float = 0.5  # Bhattacharyya distance of hue-saturation histograms
     max_cuts: int = 0
 
@@ -216,8 +224,14 @@ def rule_camera_motion(analysis: VisualAnalysis, config: VisualConfig = VisualCo
     moving = sum(s > config.max_camera_speed for s in speeds)
     moving_share = moving / len(speeds) if speeds else 0.0
     cuts = [i for i, p in enumerate(analysis.pairs) if p.hist_distance > config.cut_distance]
+    composed = composed_motion(analysis.pairs)
+    drifted = (
+        composed.scale_change > config.max_composed_scale
+        or composed.rotation_deg > config.max_composed_rotation_deg
+        or composed.shift > config.max_composed_shift
+    )
     reasons = []
-    if moving_share > config.max_moving_share:
+    if moving_share > config.max_moving_share or drifted:
         reasons.append(Reason.CAMERA_MOTION)
     if len(cuts) > config.max_cuts:
         reasons.append(Reason.SHOT_CUT)
@@ -227,6 +241,9 @@ def rule_camera_motion(analysis: VisualAnalysis, config: VisualConfig = VisualCo
         "median_speed": round(float(np.median(speeds)), 4) if speeds else None,
         "max_speed": round(float(max(speeds)), 4) if speeds else None,
         "moving_share": round(moving_share, 3),
+        "composed_scale_change": composed.scale_change,
+        "composed_rotation_deg": composed.rotation_deg,
+        "composed_shift": composed.shift,
         "max_hist_distance": round(max((p.hist_distance for p in analysis.pairs), default=0.0), 3),
         "cuts_at_s": [round(analysis.times[i + 1], 2) for i in cuts],
     }

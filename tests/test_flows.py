@@ -245,14 +245,18 @@ def test_release_flow_packages_the_work_directory(built, tmp_path):
     from flows.release import release as release_flow
 
     root, kwargs, _ = built
+    # the release checks shard identities against its configuration: use the one that made the
+    # current shards (an earlier test may have re-extracted pose with another configuration)
+    config_path = root / "config_pose4.toml"
+    config_path = str(config_path) if config_path.exists() else kwargs["config_path"]
     result = release_flow(
-        work=kwargs["work"], out=str(tmp_path), config_path=kwargs["config_path"], allow_untrained=True, salt="x"
+        work=kwargs["work"], out=str(tmp_path), config_path=config_path, allow_untrained=True, salt="x"
     )
     assert result["verified"] and Path(result["path"]).parent == tmp_path
     manifest = json.loads((Path(result["path"]) / "manifest.json").read_text())
     assert manifest["build"]["screen"]["kept"] == 3  # the last build's report travels with it
     with pytest.raises(Exception, match="untrained"):
-        release_flow(work=kwargs["work"], out=str(tmp_path / "refused"), config_path=kwargs["config_path"])
+        release_flow(work=kwargs["work"], out=str(tmp_path / "refused"), config_path=config_path)
 
 
 def test_a_modality_without_weights_fails_the_run_with_one_message(built, tmp_path, monkeypatch):

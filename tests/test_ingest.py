@@ -10,6 +10,7 @@ import pytest
 from conftest import DEMO, SAMPLE_CRAWL_TIME, SCRAPER_SAMPLE, SHARED_CLIPS
 
 from pipeline import tables
+from pipeline.errors import InputError
 from pipeline.ingest import IngestConfig, Pairing, prepare_clips, read_pairing
 
 # sha256 of the real clips (../shared/data/SOURCES.md)
@@ -171,7 +172,7 @@ def test_pairing_maps_files_to_records_and_assigns_challenges(make_raw, tmp_path
     assert {(r["video_id"], r["challenge"]) for r in result.clips} == {("111", "#taichi"), ("222", "#c")}
     bad = tmp_path / "bad.csv"
     bad.write_text("file,video\nx.mp4,1\n")
-    with pytest.raises(ValueError, match="lacks columns"):
+    with pytest.raises(InputError, match=r"bad.csv: pairing file lacks column video_id"):
         read_pairing(bad)
 
 

@@ -18,8 +18,9 @@ def test_probe_real_clip_exact_figures():
     assert (result.width, result.height, result.rotation) == (340, 256, 0)
     assert result.avg_fps == pytest.approx(30000 / 1001)
     assert result.container_duration_s == pytest.approx(10.01)
-    # first frame to the end of the last one: 300 frames at 29.97 fps, less the stream's start offset
-    assert result.duration_s == pytest.approx(9.943, abs=0.01)
+    # first frame to the end of the last one: 300 frames of 1001/30000 s each (the two frames
+    # flushed out of the decoder at the end count too)
+    assert result.duration_s == pytest.approx(300 * 1001 / 30000, abs=1e-6)
     assert (result.video_codec, result.has_audio, result.audio_codec) == ("h264", False, None)
 
 
@@ -102,3 +103,88 @@ def test_worker_kills_a_probe_that_hangs_and_goes_on(tmp_path):
         with pytest.raises(ClipError) as info:
             worker.probe(tmp_path / "missing.mp4")
         assert info.value.reason is Reason.NOT_A_VIDEO
+
+
+# -- exact durations ----------------------------------------------------------------------------
+
+
+def _encode(path, frames: int, *, rate=25, bframes: int = 3, size=(160, 120), codec="libx264"):
+    """A clip of exactly ``frames`` frames at ``rate`` (libx264 with B-frames), a bar moving on it."""
+    from fractions import Fraction
+
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=Fraction(rate))
+        stream.width, stream.height, stream.pix_fmt = *size, "yuv420p"
+        if codec == "libx264":
+            stream.options = {"bf": str(bframes), "g": "48"}
+        for i in range(frames):
+            image = np.full((size[1], size[0], 3), 30, np.uint8)
+            image[:, (i * 5) % size[0] : (i * 5) % size[0] + 12] = 220
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("frames", "rate", "bframes", "expected"),
+    [
+        (125, 25, 3, 5.0),  # exactly 5 s: must pass the 5 s minimum
+        (5, 25, 3, 0.2),  # five frames, all B-frame delayed: whole, not truncated
+        (150, "30000/1001", 3, 150 * 1001 / 30000),  # NTSC rate
+        (125, 25, 0, 5.0),  # no B-frames
+    ],
+)
+def test_duration_is_exact_with_b_frames(tmp_path, frames, rate, bframes, expected):
+    from fractions import Fraction
+
+    from pipeline.screen import ScreenConfig, duration_rule
+
+    path = _encode(tmp_path / "clip.mp4", frames, rate=Fraction(rate), bframes=bframes)
+    result = probe(path)
+    assert result.frame_count == frames
+    assert result.duration_s == pytest.approx(expected, abs=1e-6)
+    assert duration_rule({"duration_s": result.duration_s}, ScreenConfig()).passed == (expected >= 5.0)
+
+
+def test_real_clips_measure_their_decoded_frames():
+    """Constant-rate real clips: the probe's duration equals the frames a full decode yields
+    times the frame duration (counted independently of any timestamp)."""
+    import av
+
+    for name in (
+        "stgcn_ta_chi.mp4",
+        "tfjs_pose_1.mp4",
+        "liveportrait_d19_face.mp4",
+        "controlvideo_moonwalk.mp4",
+        "mmhuman3d_single_person_demo.mp4",
+        "trackanything_test-sample2_cat.mp4",
+    ):
+        with av.open(str(SHARED_CLIPS / name)) as container:
+            stream = container.streams.video[0]
+            decoded = sum(1 for _ in container.decode(stream))
+            rate = float(stream.average_rate)
+        result = probe(SHARED_CLIPS / name)
+        assert result.duration_s == pytest.approx(decoded / rate, abs=1e-3), name
+
+
+def test_probe_opens_the_clip_once(monkeypatch):
+    """Duration, checks and content signature come from one open and one demux pass."""
+    import av
+
+    opened = []
+    real_open = av.open
+
+    def counting_open(*args, **kwargs):
+        opened.append(args[0])
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(av, "open", counting_open)
+    result = probe(SHARED_CLIPS / "tfjs_pose_1.mp4")
+    assert len(opened) == 1 and result.content_signature

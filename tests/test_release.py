@@ -65,6 +65,11 @@ class ColourExtractor(FeatureExtractor):
         return FeatureSequence(np.array(ts), np.ones(len(ts), bool), np.array(rows, np.float32), self.fps, 30.0, 64, 64)
 
 
+def colour_extractors(untrained_modality: str | None = None, modalities=("pose", "facial")) -> dict:
+    """What ``make_work`` extracts with, as ``package_release(extractors=...)`` expects it."""
+    return {m: [ColourExtractor(m, tables.FEATURE_DIMS[m], untrained=m == untrained_modality)] for m in modalities}
+
+
 def records() -> list[dict]:
     return json.loads((SHARED / "metadata" / "tiktok_scraper_sample.json").read_text())
 
@@ -152,13 +157,15 @@ def work(tmp_path_factory) -> tuple[Path, dict[str, str]]:
 def released(work, tmp_path_factory) -> release.ReleaseSummary:
     root, _ = work
     out = tmp_path_factory.mktemp("release")
-    return release.package_release(root, out, allow_untrained=True, salt="test-salt")
+    return release.package_release(
+        root, out, allow_untrained=True, salt="test-salt", extractors=colour_extractors("facial")
+    )
 
 
 def test_untrained_features_need_explicit_permission(work, tmp_path):
     root, _ = work
     with pytest.raises(release.ReleaseError, match="untrained"):
-        release.package_release(root, tmp_path)
+        release.package_release(root, tmp_path, extractors=colour_extractors("facial"))
     assert not any(tmp_path.iterdir()) or not (tmp_path / "vdv-0.1.0").exists()
 
 
@@ -263,7 +270,9 @@ def test_loads_with_pyarrow_dataset_and_hf_datasets(released, tmp_path, monkeypa
 
 def test_rerelease_is_reproducible_in_content(work, released, tmp_path):
     root, _ = work
-    again = release.package_release(root, tmp_path, allow_untrained=True, salt="test-salt")
+    again = release.package_release(
+        root, tmp_path, allow_untrained=True, salt="test-salt", extractors=colour_extractors("facial")
+    )
     a = pq.read_table(released.path / "data" / "facial" / "test-00000-of-00001.parquet")
     b = pq.read_table(again.path / "data" / "facial" / "test-00000-of-00001.parquet")
     assert a.equals(b)
@@ -273,7 +282,9 @@ def test_rerelease_is_reproducible_in_content(work, released, tmp_path):
 def test_small_shard_limit_gives_several_files(work, tmp_path):
     root, _ = work
     cfg = release.ReleaseConfig(max_shard_mb=0.0001, modalities=("pose",))
-    summary = release.package_release(root, tmp_path, config=cfg, allow_untrained=True, salt="s")
+    summary = release.package_release(
+        root, tmp_path, config=cfg, allow_untrained=True, salt="s", extractors=colour_extractors("facial")
+    )
     train = sorted(p.name for p in (summary.path / "data" / "pose").glob("train-*.parquet"))
     n = summary.counts["pose"]["train"]
     assert train == [release.shard_name("train", i, n) for i in range(n)]
@@ -283,27 +294,159 @@ def test_small_shard_limit_gives_several_files(work, tmp_path):
 def test_one_uploader_keeps_all_in_train_unless_grouping_is_off(tmp_path):
     work = tmp_path / "work"
     make_work(work, clips=CLIPS[:3], modalities=("pose",))  # clips 0-2 share one uploader
-    grouped = release.package_release(work, tmp_path / "a", salt="s")
+    ex = colour_extractors(modalities=("pose",))
+    grouped = release.package_release(work, tmp_path / "a", salt="s", extractors=ex)
     manifest = json.loads((grouped.path / "manifest.json").read_text())
     assert grouped.counts["scores"] == {"train": 3, "test": 0}
     assert any("share one uploader" in n for n in manifest["notes"])
     assert "share one uploader" in (grouped.path / "README.md").read_text()
     assert release.verify_release(grouped.path).ok
-    off = release.package_release(work, tmp_path / "b", config=release.ReleaseConfig(group_by_uploader=False), salt="s")
+    off = release.package_release(
+        work, tmp_path / "b", config=release.ReleaseConfig(group_by_uploader=False), salt="s", extractors=ex
+    )
     assert off.counts["scores"] == {"train": 2, "test": 1}
     assert release.verify_release(off.path).ok
 
 
 def test_cli_release_and_verify(work, tmp_path, capsys):
+    """Through the command line the configuration decides the identities: the colour-grid shards
+    of this work directory are not what `[pose]`/`[facial]` compute, so the release refuses
+    (untrained first, then stale naming every clip and the fix) unless told to leave them out."""
     from cli import main
 
-    root, _ = work
+    root, ids = work
     out = tmp_path / "cli"
     command = ["release", "--work", str(root), "--out", str(out), "--no-flow", "--salt", "s"]
     assert main(command) == 1  # untrained features are refused without the flag
     assert "untrained" in capsys.readouterr().err
-    assert main([*command, "--allow-untrained"]) == 0
+    assert main([*command, "--allow-untrained"]) == 1
+    err = capsys.readouterr().err
+    assert "only stale shards" in err and f"vdv reextract --work {root} --modalities pose,facial" in err
+    assert all(cid[:16] in err for cid in ids.values())
+    assert main([*command, "--allow-untrained", "--allow-missing"]) == 0
+    manifest = json.loads((out / "vdv-0.1.0" / "manifest.json").read_text())
+    assert sorted(manifest["features"]["pose"]["stale_clips"]) == sorted(ids.values())
+    assert "5 kept clip(s) left out" in (out / "vdv-0.1.0" / "README.md").read_text()
     assert main(["release", "verify", str(out / "vdv-0.1.0")]) == 0
     assert "OK" in capsys.readouterr().out
     (out / "vdv-0.1.0" / "README.md").write_text("tampered")
     assert main(["release", "verify", str(out / "vdv-0.1.0")]) == 1
+
+
+# -- only current features go in --------------------------------------------------------------
+
+
+def _reject(work: Path, modality: str, cid: str, message: str) -> None:
+    row = {
+        "stage": f"extract:{modality}",
+        "clip_id": cid,
+        "video_id": None,
+        "path": None,
+        "reason": "extract_failed",
+        "message": message,
+    }
+    tables.write_table([row], tables.REJECTIONS, tables.shard_path(work, "rejections", f"extract-{modality}"))
+
+
+def test_stale_features_never_ship(tmp_path):
+    """After a parameter change, a clip whose re-extraction failed is left out and listed; a clip
+    that was not re-extracted at all makes the release refuse, naming it and the fix."""
+    work = tmp_path / "work"
+    ids = make_work(work, modalities=("pose",))
+    new = ColourExtractor("pose", tables.FEATURE_DIMS["pose"], cells=2)  # the changed [pose] parameters
+    names = list(ids)
+    failed, forgotten = ids[names[0]], ids[names[1]]
+    for name in names[2:]:
+        new.extract_to(work, SHARED / "clips" / name, ids[name])
+    _reject(work, "pose", failed, "RuntimeError: decoder crashed")
+    with pytest.raises(release.ReleaseError) as caught:
+        release.package_release(work, tmp_path / "out", salt="s", extractors={"pose": [new]})
+    message = str(caught.value)
+    assert forgotten[:16] in message and failed[:16] not in message
+    assert "only stale shards" in message and f"vdv reextract --work {work} --modalities pose" in message
+    assert not (tmp_path / "out" / "vdv-0.1.0").exists()
+
+    new.extract_to(work, SHARED / "clips" / names[1], forgotten)
+    summary = release.package_release(work, tmp_path / "out", salt="s", extractors={"pose": [new]})
+    manifest = json.loads((summary.path / "manifest.json").read_text())
+    pose = manifest["features"]["pose"]
+    assert list(pose["rejected_clips"]) == [failed] and "decoder crashed" in pose["rejected_clips"][failed]
+    assert pose["stale_clips"] == [] and pose["missing_clips"] == []
+    assert set(pose["identities"]) == set(ids.values()) - {failed}
+    assert all(pose["identities"][c] == new.identity(c) for c in pose["identities"])
+    released = pads.dataset(summary.path / "data" / "pose", format="parquet").to_table()
+    assert sorted(released.column("clip_id").to_pylist()) == sorted(set(ids.values()) - {failed})
+    assert set(released.column("identity").to_pylist()) == {new.identity(c) for c in set(ids.values()) - {failed}}
+    card = (summary.path / "README.md").read_text()
+    assert "extraction was rejected" in card and failed[:16] in card
+    assert summary.missing == {"pose": [failed]}
+    assert release.verify_release(summary.path).ok
+
+
+def test_a_clip_with_no_shard_and_no_rejection_refuses(tmp_path):
+    work = tmp_path / "work"
+    ids = make_work(work, modalities=("pose",))
+    lost = next(iter(ids.values()))
+    for path in (work / "features" / "pose").glob(f"pose.{lost[:16]}.*.parquet"):
+        path.unlink()
+    ex = colour_extractors(modalities=("pose",))
+    with pytest.raises(release.ReleaseError, match=f"no shard and no recorded rejection: {lost[:16]}"):
+        release.package_release(work, tmp_path / "out", salt="s", extractors=ex)
+    summary = release.package_release(work, tmp_path / "out", salt="s", extractors=ex, allow_missing=True)
+    assert summary.missing == {"pose": [lost]}
+    assert release.verify_release(summary.path).ok
+
+
+def test_identities_come_from_the_run_configuration(tmp_path):
+    """Real BlazePose shards made with `[pose] max_side = 160` are current for that configuration
+    and stale for another one (what a release built from the new configuration would compute)."""
+    from pipeline import pose
+
+    work = tmp_path / "work"
+    clips = ["tfjs_pose_1.mp4", "controlvideo_moonwalk.mp4"]
+    ids = make_work(work, clips=clips, modalities=())
+    extractor = pose.build_extractor({"max_side": 160})
+    for name, cid in ids.items():
+        extractor.extract_to(work, SHARED / "clips" / name, cid)
+    summary = release.package_release(work, tmp_path / "a", salt="s", run_config={"pose": {"max_side": 160}})
+    manifest = json.loads((summary.path / "manifest.json").read_text())
+    assert manifest["features"]["pose"]["identities"] == {c: extractor.identity(c) for c in sorted(ids.values())}
+    assert release.verify_release(summary.path).ok
+    with pytest.raises(release.ReleaseError, match="only stale shards"):
+        release.package_release(work, tmp_path / "b", salt="s", run_config={"pose": {"max_side": 192}})
+
+
+def test_verify_reports_a_damaged_parquet_footer(released, tmp_path, capsys):
+    import shutil
+
+    from cli import main
+
+    copy = tmp_path / "copy"
+    shutil.copytree(released.path, copy)
+    for rel in ("data/pose/train-00000-of-00001.parquet", "data/scores/test-00000-of-00001.parquet"):
+        target = copy / rel
+        data = bytearray(target.read_bytes())
+        data[-5] ^= 0xFF  # the footer length, just before the closing magic bytes
+        target.write_bytes(bytes(data))
+    problems = release.verify_release(copy).problems
+    for rel in ("data/pose/train-00000-of-00001.parquet", "data/scores/test-00000-of-00001.parquet"):
+        assert f"{rel}: checksum mismatch" in problems
+        assert any(p.startswith(f"{rel}: unreadable Parquet file") for p in problems)
+    assert main(["release", "verify", str(copy)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"{len(problems)} problem(s)" in err
+    assert all("\n" not in p for p in problems)
+
+
+def test_verify_reports_a_malformed_manifest_or_a_missing_directory(released, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(released.path, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    del manifest["configs"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    problems = release.verify_release(copy).problems
+    assert "manifest.json: checksum mismatch" in problems
+    assert any(p.startswith("manifest.json is malformed (KeyError") for p in problems)
+    assert release.verify_release(tmp_path / "nowhere").problems == [f"{tmp_path / 'nowhere'} is not a directory"]
