@@ -61,10 +61,9 @@ def _release(args) -> int:
 
     try:
         if args.no_flow or args.allow_missing:
+            from flows.tasks import read_state
             from pipeline import release
             from pipeline.config import load_config, stage_config
-
-            from flows.tasks import read_state
 
             run_config = load_config(args.config)
             cfg = stage_config(release.ReleaseConfig, run_config, "release")
