@@ -23,7 +23,6 @@ model exactly; they hold plain tensors and Python values and load with ``weights
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any

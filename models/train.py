@@ -46,7 +46,8 @@ class TrainConfig:
     """Training run parameters. Config section ``[train]``; defaults are the paper's."""
 
     profile: str = "paper"  # paper | small-data (see PROFILES)
-    model: str = "multimodal"  # multimodal | psgcn | stgcn (skeleton) | rtcn | tcn | lstm (one stream)
+    # multimodal | psgcn | stgcn (skeleton) | rtcn | tcn | lstm (one stream); svr (vdv evaluate only)
+    model: str = "multimodal"
     modalities: tuple[str, ...] = ("skeletal", "holistic", "facial", "scenic")
     epochs: int = 30
     batch_size: int = 8  # paper section 5.1
@@ -139,8 +140,12 @@ def build(config: TrainConfig, dims: dict[str, int], sections: dict | None = Non
             rtcn={k: v for k, v in rtcn.items() if v is not None},
             average_fusion=True if config.fusion == "average" else None,
         )
+    elif config.model == "svr":
+        raise ValueError("the SVR baseline has no network to train: fit it per track with vdv evaluate --model svr")
     else:
-        raise ValueError(f"unknown model {config.model!r}; one of {SKELETON_MODELS + SEQUENCE_MODELS + ('multimodal',)}")
+        raise ValueError(
+            f"unknown model {config.model!r}; one of {SKELETON_MODELS + SEQUENCE_MODELS + ('multimodal',)}"
+        )
     return MODELS[config.model](**config_dict_shallow(cfg))
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from models import data, evaluate, train
 from cli import main
+from models import data, evaluate, train
 from tests.test_train import make_work
 
 

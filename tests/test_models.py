@@ -412,8 +412,8 @@ def test_vdv_models_prints_every_model_with_its_parameter_count():
 
 
 def test_models_are_configured_from_the_run_configuration(tmp_path):
-    from models import build_from_config
     from cli import main
+    from models import build_from_config
     from pipeline.config import ConfigError, load_config
 
     path = tmp_path / "run.toml"

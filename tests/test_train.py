@@ -6,14 +6,21 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 
 from models import data, train
 from pipeline import tables
+from tests import realdata
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 KEYPOINTS = SHARED / "keypoints"
+
+
+@pytest.fixture(scope="session")
+def release(tmp_path_factory) -> Path:
+    return realdata.session_release(tmp_path_factory)
 
 
 def make_work(root: Path, n: int = 12, *, facial_every: int = 3, seed: int = 0) -> Path:
@@ -184,3 +191,24 @@ def test_small_data_profile_fills_only_default_fields() -> None:
     assert mine.lr == 3e-4 and mine.batch_size == small.batch_size
     with pytest.raises(ValueError, match="profile"):
         train.TrainConfig(profile="fast").resolved()
+
+
+def test_train_and_resume_from_a_packaged_release(release: Path, tmp_path: Path, capsys) -> None:
+    """``vdv train --source <release>`` on the output of package_release (data/scores/ and
+    data/pose/ of real skeleton windows), then ``--resume`` for one more epoch."""
+    from models import load_checkpoint
+
+    run = realdata.train_on_release(release, tmp_path / "run", "--model", "psgcn", "--modalities", "skeletal")
+    model, state = load_checkpoint(run / "checkpoint.pt")
+    assert state["arch"] == "psgcn" and model.config.channels == (8, 16, 16) and state["epoch"] == 1
+    n_train = sum(1 for r in pq.read_table(release / "splits" / "all.parquet").to_pylist() if r["split"] == "train")
+    steps = [json.loads(x)["step"] for x in (run / "train_log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, -(-n_train // 8) + 1))  # every train clip of the release, batch 8
+    realdata.train_on_release(release, run, "--model", "psgcn", "--modalities", "skeletal", "--epochs", "2", "--resume")
+    _, state = load_checkpoint(run / "checkpoint.pt")
+    assert state["epoch"] == 2 and state["step"] == 2 * steps[-1]
+    capsys.readouterr()
+    from cli import main
+
+    assert main(["train", "--source", str(release), "--out", str(tmp_path / "x"), "--track", "nope"]) == 2
+    assert "unknown track" in capsys.readouterr().err
