@@ -418,6 +418,7 @@ def main() -> int:
     parser.add_argument("--keypoints-only", action="store_true", help="only the real keypoint files, no pose run")
     parser.add_argument("--channels", default="16,32,64", help="PSGCN channels per stage")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--results", default="results", help="name of the results files in --work (.json, .png)")
     args = parser.parse_args()
     work = Path(args.work)
     task = Task()
@@ -454,7 +455,7 @@ def main() -> int:
                 "args": vars(args),
                 "folds": [{k: v for k, v in r.items() if k not in ("pred", "target")} for r in results],
             }
-            (work / "results.json").write_text(json.dumps(summary, indent=1))  # after every fold
+            (work / f"{args.results}.json").write_text(json.dumps(summary, indent=1))  # after every fold
     print("| fold | held-out clips | settings | PSGCN | per-frame SVR | motion-energy SVR | chance |")
     print("|---|---|---|---|---|---|---|")
     for r in results:
@@ -463,8 +464,8 @@ def main() -> int:
             f"| {r['fold']} | {held} | {r['settings']} | {r['psgcn_src']:.3f} | {r['per_frame_svr_src']:.3f} "
             f"| {r['svr_energy_src']:.3f} | {r['chance_src_mean']:.3f} +- {r['chance_src_std']:.3f} |"
         )
-    plot(results, work / "learning_check.png")
-    print(f"wrote {work / 'results.json'} and {work / 'learning_check.png'}")
+    plot(results, work / f"{args.results}.png")
+    print(f"wrote {work / args.results}.json and .png")
     return 0
 
 
