@@ -4,8 +4,8 @@ These tests pin what the task guarantees: the follower limbs replay the leader's
 mirrored and late; the two score levels are the same window played forwards and backwards, so
 they hold the same multiset of frames and the same speeds, and per-frame or pooled statistics
 (the per-frame baseline, motion energy) cannot tell them apart; folds hold out whole source
-clips. The learning test trains PSGCN (the small-data profile) on real skeletons of three
-sources and scores it on a fourth it never saw, next to the per-frame baseline.
+clips. The learning test is fold 0 of the bench: PSGCN (the small-data profile) trained on real
+skeletons of six clips and scored on three it never saw, next to the per-frame baseline.
 """
 
 from __future__ import annotations
@@ -111,32 +111,23 @@ def test_folds_hold_out_whole_clips(lc, sources) -> None:
 
 
 @pytest.fixture(scope="module")
-def real_sources(lc) -> dict[str, np.ndarray]:
-    """BlazePose skeletons of two real clips (shared with the release fixture) and the keypoint files."""
-    from tests import realdata
-
-    out = {}
-    for name, (rows, valid) in realdata.real_skeletons().items():
-        if name.endswith(":keypoints"):
-            continue
-        seg = lc.longest_valid_run(valid)
-        joints = rows.reshape(-1, 16, 3)[seg]
-        out[name] = lc.normalize_skeleton(joints, np.ones(len(joints), bool))
-    return {**out, **lc.load_keypoint_sources()}
+def pose_sources(lc, tmp_path_factory) -> dict[str, np.ndarray]:
+    """BlazePose skeletons of the real clips of the bench (pipeline.pose) and the keypoint files."""
+    return {**lc.extract_sources(tmp_path_factory.mktemp("learning-check")), **lc.load_keypoint_sources()}
 
 
 @pytest.mark.slow
-def test_psgcn_learns_who_leads_on_a_held_out_clip(lc, real_sources) -> None:
-    assert set(real_sources) == {
-        "stgcn_ta_chi",
-        "stgcn_clean_and_jerk",
-        "tfjs_pose_1:keypoints",
-        "tfjs_pose_squats:keypoints",
-    }
-    cfg = lc.Training(settings="small-data", epochs=16, threads=1)
-    res = lc.run_fold(real_sources, ["tfjs_pose_1"], lc.Task(), cfg)
-    print({k: res[k] for k in ("psgcn_src", "per_frame_svr_src", "svr_energy_src", "train_seconds")})
-    assert res["train_sources"] == ["stgcn_clean_and_jerk", "stgcn_ta_chi", "tfjs_pose_squats:keypoints"]
+def test_psgcn_learns_who_leads_on_held_out_clips(lc, pose_sources) -> None:
+    """Fold 0 of the bench with the small-data profile: train on six real clips, score three
+    clips it never saw (their pose runs and keypoint files). Measured on this CPU: PSGCN 0.618,
+    both baselines 0.000 (README "Learning check"). A smaller training set is not enough:
+    three sources and 32 epochs gave -0.08 on tfjs_pose_1, so this test is slow (minutes)."""
+    held = lc.folds_of(pose_sources, 3)[0]
+    assert held == ["stgcn_clean_and_jerk", "tfjs_pose_1", "tfjs_pose_squats"]
+    cfg = lc.Training(settings="small-data", epochs=40, seed=0, threads=1)
+    res = lc.run_fold(pose_sources, held, lc.Task(), cfg)
+    print({k: res[k] for k in ("psgcn_src", "psgcn_src_per_source", "per_frame_svr_src", "svr_energy_src")})
+    assert len(res["train_sources"]) == 6 and not set(map(lc.clip_of, res["train_sources"])) & set(held)
     # with two score levels the best possible SRC is sqrt(3) / 2 = 0.866
     assert res["psgcn_src"] >= 0.5, res["psgcn_src"]
     assert res["per_frame_svr_src"] <= 0.15 and res["svr_energy_src"] <= 0.15
