@@ -1,40 +1,51 @@
-"""Learning check on real motion: does PSGCN learn a score that lives in the movement's structure?
+"""Learning check on real motion: does PSGCN learn a score that lives only in time?
 
-Task (documented choice): **share of the window in canon**. Canon is the choreographic device
-where one part repeats another's movement after a delay. From a real skeleton sequence (MPII-16,
-normalised as in :mod:`models.data`) a window of ``T`` frames is taken; one side's limbs (the
-follower: elbow and wrist, knee and ankle) are replaced by the *mirror image* of the other
-side's limbs (the leader), each re-attached at the follower's own shoulder or hip::
+Task (documented choice): **who leads**. From a real skeleton sequence (MPII-16, normalised as
+in :mod:`models.data`) a window of ``T`` frames is taken in which the right arm and leg replay
+the *mirror image* of the left arm and leg ``lag`` frames later, each re-attached at its own
+shoulder or hip (a canon, the choreographic device)::
 
-    unison: follower[t] = root_f[t] + mirror(leader[t] - root_l[t])
-    canon:  follower[t] = root_f[t] + mirror(leader[t - lag] - root_l[t - lag])
+    follower[t] = root_f[t] + mirror(leader[t - lag] - root_l[t - lag])
 
-``k / D`` of the window (a segment at a random place, eased in and out over ``fade`` frames) is
-in canon and the rest in unison; the score is ``k / D``. ``D = 1`` gives the plain question
-"unison or canon?". The leader side, trunk and head keep their real motion and the delayed
-frames come from the real sequence before the window. Relative to its root a follower joint
-moves with exactly the leader's real velocities, only later, so its speed distribution does not
-depend on the score and motion energy (the baseline's input) carries almost no signal; the
-score is only visible by matching one limb's movement against another's across time.
+Score 1 is that window as it is (the right side follows the left); score 0 is **the same window
+played backwards** (now the right side leads). The canon is built on the real sequence and on
+the real sequence reversed alike, so that each score level holds real movement in both
+directions of time: the arrow of time of the movement itself says nothing about the score
+(trained on forward movement only, PSGCN learnt the training clips' arrow of time and did not
+carry over to held-out clips: fold 0 SRC 0.118 after 640 steps). The two levels therefore hold exactly the same
+multiset of frames and the same speed distribution (a reversed clip has the same speeds, with
+the opposite sign of velocity): any per-frame or pooled statistic, motion energy included,
+is identical for the pair and carries no signal by construction. Only the order of frames,
+one side's movement against the other's across time, tells the levels apart. The trunk, head
+and leader limbs keep their real motion; the delayed frames come from the real sequence before
+the window.
 
-Earlier tasks and why they were replaced (figures from this CPU): the upper body played ``d``
-frames behind the legs is not identifiable from one window of free movement (a late arm gesture
-is still a plausible gesture): PSGCN SRC -0.33. A graded canon delay of 1 to 8 frames drowns in
-the pose estimators' frame-to-frame jitter on slow movement.
+Why not the earlier task ("share of the window in canon" against unison): in unison the
+follower mirrors the leader in every frame, so the left/right mismatch of one frame, a
+parameter-free single-frame feature, reached SRC 0.866 there.
 
-Augmentation (training only, a fresh draw every step): random window start, random leader side,
-random canon segment position, horizontal flip of the whole skeleton (x negated, left/right
-joints swapped), scale 0.8-1.2, rotation +-15 degrees. Test variants are drawn once, seeded.
+Augmentation (training only, a fresh draw every step): random window start, scale 0.8-1.2,
+rotation +-15 degrees (no flips: a flip swaps the sides and so the answer). Test windows are
+every ``test_stride`` frames of a held-out source, each in both directions.
 
-Held-out sources: a fold's test clips are never seen in training (no window or variant of a
-test clip; a clip's pose run and its keypoint file count as one clip). Reported per fold: SRC of
-PSGCN and of an SVR on per-joint motion energy (mean squared velocity, 16 features) on the
-held-out clips, and chance (SRC of a random predictor: mean and spread over 200 draws).
+Held-out sources: a fold's test clips are never seen in training (a clip's pose run and its
+keypoint file count as one clip). Reported per fold and training setting: SRC of PSGCN, of a
+per-frame baseline (an SVR on the per-frame pose features pooled over the window: mean, std and
+max of every joint's x, y and confidence) and of an SVR on per-joint motion energy, on the
+held-out windows, and chance (a random predictor: mean and spread over 200 draws). With two
+score levels the best possible SRC is sqrt(3)/2 = 0.866.
 
-Run: ``python bench/learning_check.py [--levels 1] [--epochs 50] [--channels 16,32,64]``
+Training settings (``--settings``): ``paper`` is SPEC section 5 through ``models.train``
+(:class:`~models.train.TrainConfig` defaults: Adam 1e-4, batch 8, dropout 0.5, MSE plus margin
+ranking balanced by GradNorm, learning rate halved every 10 epochs); ``small-data`` is the
+``[train] profile = "small-data"`` profile of :data:`models.train.PROFILES`. An epoch here is
+``epoch_variants`` freshly drawn windows. Both train the same PSGCN (default widths a quarter of
+the paper's, ``--channels``) with the same loss code as ``vdv train``.
+
+Run: ``python bench/learning_check.py [--settings paper,small-data] [--epochs 40]``
 (extracts skeletons from the real clips in ``../shared/data/clips`` with ``pipeline.pose`` into
 ``out/learning_check`` once, adds the real keypoint files of ``../shared/data/keypoints``, then
-trains one PSGCN per fold; writes ``out/learning_check/results.json`` and
+trains one PSGCN per fold and setting; writes ``out/learning_check/results.json`` and
 ``learning_check.png``).
 """
 
@@ -88,18 +99,12 @@ def clip_of(source: str) -> str:
 @dataclass(frozen=True)
 class Task:
     frames: int = 32  # window length T (1.28 s at 25 fps)
-    levels: int = 1  # D: the score is k / D when k / D of the window is in canon, k = 0..D
-    # the follower's delay in canon: 12 frames = 0.48 s at 25 fps, well above the pose
-    # estimators' frame-to-frame jitter, which hides delays of one or two frames on slow motion
+    # the follower's delay: 12 frames = 0.48 s at 25 fps, well above the pose estimators'
+    # frame-to-frame jitter, which hides delays of one or two frames on slow motion
     lag: int = 12
-    fade: int = 4  # frames over which the follower eases between unison and canon
     test_stride: int = 4  # between test window starts in a held-out source
     scale: tuple[float, float] = (0.8, 1.2)  # training scale jitter
     rotate_deg: float = 15.0  # training rotation jitter
-    # flips and a random leader side ("--flip") make the model detect canon either way round;
-    # off, the left side always leads, which PSGCN learns within this budget (with flips and
-    # D = 8 it has not yet, so those stay opt-in)
-    flip: bool = False
 
     @property
     def max_lag(self) -> int:
@@ -108,20 +113,21 @@ class Task:
 
 @dataclass(frozen=True)
 class Training:
-    epochs: int = 60
-    steps_per_epoch: int = 16
-    batch: int = 32
-    lr: float = 1e-3  # higher than the paper's 1e-4: a short run on a small task
-    weight_decay: float = 1e-4
-    channels: tuple[int, ...] = (16, 32, 64)  # a quarter of the paper's (64, 128, 256)
-    # Plain MSE, no dropout: with the paper's margin ranking term and dropout 0.1 the same run
-    # stayed at the constant predictor for 960 steps (held-out SRC -0.006 on fold 0); without
-    # them it found the task after about 400 steps (SRC 0.835).
-    dropout: float = 0.0
-    rank_weight: float = 0.0  # > 0 adds pairwise margin ranking over the batch (paper eq. 14)
+    settings: str = "small-data"  # a models.train profile: paper | small-data
+    epochs: int = 40
+    epoch_variants: int = 512  # windows drawn per epoch (the paper's StepLR counts epochs)
+    channels: tuple[int, ...] = (16, 32, 64)  # PSGCN widths: a quarter of the paper's (64, 128, 256)
     seed: int = 0
     threads: int = 0  # torch threads; 0 keeps torch's default
     extra: dict = field(default_factory=dict)  # further PSGCN config overrides
+
+    def train_config(self):
+        """The models.train configuration of these settings (profile resolved)."""
+        from models.train import TrainConfig
+
+        return TrainConfig(
+            profile=self.settings, model="psgcn", modalities=("skeletal",), epochs=self.epochs, seed=self.seed
+        ).resolved()
 
 
 # -- the task -------------------------------------------------------------------------------------
@@ -143,33 +149,18 @@ def canon(seq: np.ndarray, start: int, lag: int, frames: int, leader: str = "lef
     return win
 
 
-def canon_share(
-    seq: np.ndarray, start: int, level: int, task: Task, leader: str = "left", offset: float = 0.0
-) -> np.ndarray:
-    """Window ``[start, start + T)`` in which ``level / D`` of the frames are in canon (the
-    follower ``task.lag`` frames late) and the rest in unison (the follower mirrors the leader at
-    the same time). The canon segment starts at ``offset`` (0..1) of the free room; the follower
-    eases between the two over ``task.fade`` frames, so its path has no jump."""
-    unison = canon(seq, start, 0, task.frames, leader)
-    late = canon(seq, start, task.lag, task.frames, leader)
-    length = round(task.frames * level / task.levels)
-    first = int(round(offset * (task.frames - length)))
-    t = np.arange(task.frames, dtype=np.float32)
-    # trapezoid: 1 inside the segment, linear ramps of `fade` frames centred on its edges
-    rise = np.clip((t - first + task.fade / 2) / task.fade + 0.5, 0, 1)
-    fall = np.clip((first + length - t + task.fade / 2) / task.fade - 0.5, 0, 1)
-    w = np.minimum(rise, fall) if length else np.zeros_like(t)
-    if length == task.frames:
-        w = np.ones_like(t)
-    return (1 - w)[:, None, None] * unison + w[:, None, None] * late
+def lead_window(seq: np.ndarray, start: int, task: Task, forward: bool, reverse_source: bool = False) -> np.ndarray:
+    """The canon window at ``start`` (the right side ``task.lag`` frames behind the left), as it
+    is (``forward``, score 1) or played backwards (score 0: the right side leads). With
+    ``reverse_source`` the canon is built on the real sequence played backwards."""
+    src = seq[::-1] if reverse_source else seq
+    win = canon(src, start, task.lag, task.frames, "left")
+    return win if forward else win[::-1].copy()
 
 
 def augment(win: np.ndarray, rng: np.random.Generator, task: Task) -> np.ndarray:
-    """Flip, scale and rotate a window (T, 16, 3) about its mean pelvis; confidence untouched."""
+    """Scale and rotate a window (T, 16, 3) about its mean pelvis; confidence untouched."""
     out = win.copy()
-    if task.flip and rng.random() < 0.5:
-        out = out[:, FLIP]
-        out[..., 0] *= -1.0
     theta = np.deg2rad(rng.uniform(-task.rotate_deg, task.rotate_deg))
     rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]], np.float32)
     centre = out[:, 6, :2].mean(axis=0)
@@ -178,43 +169,49 @@ def augment(win: np.ndarray, rng: np.random.Generator, task: Task) -> np.ndarray
 
 
 def sample_batch(sources: list[np.ndarray], n: int, task: Task, rng: np.random.Generator):
-    """``n`` augmented training variants: (x (n, 3, T, 16), score (n,))."""
+    """``n`` augmented training windows: (x (n, 3, T, 16), score (n,)), half of each level on average."""
     xs, ys = [], []
     weights = np.array([len(s) - task.frames - task.max_lag + 1 for s in sources], float)
     for _ in range(n):
         seq = sources[rng.choice(len(sources), p=weights / weights.sum())]
-        level = int(rng.integers(0, task.levels + 1))
         start = int(rng.integers(task.max_lag, len(seq) - task.frames + 1))
-        leader = "left" if not task.flip or rng.random() < 0.5 else "right"
-        win = canon_share(seq, start, level, task, leader, offset=rng.random())
+        forward, backwards_source = bool(rng.random() < 0.5), bool(rng.random() < 0.5)
+        win = lead_window(seq, start, task, forward, backwards_source)
         xs.append(augment(win, rng, task).transpose(2, 0, 1))
-        ys.append(level / task.levels)
+        ys.append(float(forward))
     return np.stack(xs).astype(np.float32), np.array(ys, np.float32)
 
 
-def test_set(sources: dict[str, np.ndarray], task: Task, seed: int = 0):
-    """Fixed variants of the held-out sources: every window (stride ``test_stride``) at every
-    lag, leader side alternating; (x (N, 3, T, 16), score (N,), source name (N,))."""
-    rng = np.random.default_rng(seed)
+def test_set(sources: dict[str, np.ndarray], task: Task):
+    """Every window (stride ``test_stride``) of the held-out sources and of the sources played
+    backwards, each in both directions: (x (N, 3, T, 16), score (N,), source name (N,)); the
+    two levels of a window are adjacent."""
     xs, ys, names = [], [], []
     for name, seq in sources.items():
-        for k, start in enumerate(range(task.max_lag, len(seq) - task.frames + 1, task.test_stride)):
-            for level in range(task.levels + 1):
-                leader = "left" if not task.flip or (k + level) % 2 else "right"
-                win = canon_share(seq, start, level, task, leader, offset=rng.random())
-                if task.flip and rng.random() < 0.5:  # the test also sees both orientations
-                    win = win[:, FLIP]
-                    win[..., 0] *= -1.0
-                xs.append(win.transpose(2, 0, 1))
-                ys.append(level / task.levels)
-                names.append(name)
+        for backwards_source in (False, True):
+            for start in range(task.max_lag, len(seq) - task.frames + 1, task.test_stride):
+                for forward in (True, False):
+                    xs.append(lead_window(seq, start, task, forward, backwards_source).transpose(2, 0, 1))
+                    ys.append(float(forward))
+                    names.append(name)
     return np.stack(xs).astype(np.float32), np.array(ys, np.float32), np.array(names)
+
+
+def frame_features(x: np.ndarray) -> np.ndarray:
+    """Per-frame pose features pooled over the window, (N, 3, T, 16) -> (N, 3 * 48): mean, std
+    and max over frames of every joint's x, y and confidence (the per-frame baseline's input)."""
+    from models.baselines import pool_sequence
+
+    rows = x.transpose(0, 2, 3, 1).reshape(len(x), x.shape[2], -1)  # (N, T, 48)
+    # each feature sorted over time: pooling is order-free, and so bit-identical for a reversal
+    return np.stack([pool_sequence(np.sort(r, axis=0)) for r in rows])
 
 
 def motion_energy(x: np.ndarray) -> np.ndarray:
     """Per-joint mean squared velocity of (N, 3, T, 16): the baseline's 16 features."""
     v = np.diff(x[:, :2], axis=2)
-    return (v**2).sum(axis=1).mean(axis=1)
+    # sorted over time first: the mean is then bit-identical for a window and its reversal
+    return np.sort((v**2).sum(axis=1), axis=1).mean(axis=1)
 
 
 def chance(y: np.ndarray, draws: int = 200, seed: int = 0) -> tuple[float, float]:
@@ -230,39 +227,43 @@ def chance(y: np.ndarray, draws: int = 200, seed: int = 0) -> tuple[float, float
 
 
 def train_psgcn(train: list[np.ndarray], task: Task, cfg: Training, log=None):
-    """Train a PSGCN on freshly drawn variants of ``train``; returns (model, per-epoch losses)."""
+    """Train a PSGCN on freshly drawn windows of ``train`` with the optimiser, schedule, loss
+    (models.losses, GradNorm included) and dropout of ``cfg.settings``; returns (model, losses)."""
     import torch
 
     from models import build_model
+    from models.train import make_loss
 
+    tc = cfg.train_config()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    model = build_model("psgcn", channels=tuple(cfg.channels), dropout=cfg.dropout, **cfg.extra)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * cfg.steps_per_epoch)
+    overrides = dict(cfg.extra)
+    if tc.dropout is not None:
+        overrides["dropout"] = tc.dropout
+    model = build_model("psgcn", channels=tuple(cfg.channels), **overrides)
+    opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=tc.lr_step_epochs, gamma=tc.lr_gamma)
+    loss_fn = make_loss(tc)
+    steps = max(cfg.epoch_variants // tc.batch_size, 1)
     losses = []
     for epoch in range(cfg.epochs):
         model.train()
         total = 0.0
-        for _ in range(cfg.steps_per_epoch):
-            x, y = sample_batch(train, cfg.batch, task, rng)
+        for _ in range(steps):
+            x, y = sample_batch(train, tc.batch_size, task, rng)
             x, y = torch.from_numpy(x), torch.from_numpy(y)
             pred = model(x).score
-            loss = torch.nn.functional.mse_loss(pred, y)
-            if cfg.rank_weight:
-                # pairwise margin ranking with sign(y_i - y_j), the paper's ranking term
-                sign = torch.sign(y[:, None] - y[None, :])
-                loss = loss + cfg.rank_weight * torch.relu(-sign * (pred[:, None] - pred[None, :]) + 0.05).mean()
+            loss, _ = loss_fn.step_loss(pred, y, None, None, model.shared_parameters())
             opt.zero_grad()
             loss.backward()
             opt.step()
-            sched.step()
             total += float(loss.detach())
-        losses.append(total / cfg.steps_per_epoch)
+        sched.step()
+        losses.append(total / steps)
         if log:
-            log(f"  epoch {epoch + 1}/{cfg.epochs}: loss {losses[-1]:.4f}")
+            log(f"  epoch {epoch + 1}/{cfg.epochs}: loss {losses[-1]:.4f}, weights {loss_fn.weights().tolist()}")
     model.eval()
     return model, losses
 
@@ -276,6 +277,13 @@ def predict(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
         )
 
 
+def _src(pred: np.ndarray, y: np.ndarray) -> float:
+    from models.evaluate import spearman
+
+    value = spearman(pred, y)
+    return 0.0 if value is None else value  # a constant predictor ranks nothing
+
+
 def run_fold(
     sources: dict[str, np.ndarray],
     test_clips: list[str],
@@ -283,10 +291,11 @@ def run_fold(
     cfg: Training = Training(),
     log=None,
 ) -> dict:
-    """Train PSGCN and the motion-energy SVR on every source but those of the clips
-    ``test_clips``; SRC on those (a clip's pose run and its keypoint file go together)."""
-    from scipy.stats import spearmanr
+    """Train PSGCN and the two baselines on every source but those of the clips ``test_clips``;
+    SRC on those (a clip's pose run and its keypoint file go together)."""
     from sklearn.svm import SVR
+
+    from models.baselines import SVRBaseline
 
     held = {k: v for k, v in sources.items() if clip_of(k) in test_clips}
     train = [v for k, v in sources.items() if clip_of(k) not in test_clips]
@@ -295,22 +304,23 @@ def run_fold(
     t0 = time.perf_counter()
     model, losses = train_psgcn(train, task, cfg, log)
     train_s = time.perf_counter() - t0
-    x, y, names = test_set(held, task, seed=cfg.seed + 1)
+    x, y, names = test_set(held, task)
     pred = predict(model, x)
-    # the baseline sees as many training variants as PSGCN saw in its last epochs
+    # the baselines see 2,000 training windows drawn like PSGCN's
     xb, yb = sample_batch(train, 2000, task, np.random.default_rng(cfg.seed + 2))
-    svr = SVR().fit(motion_energy(xb), yb)
-    base = svr.predict(motion_energy(x))
+    energy = SVR().fit(motion_energy(xb), yb).predict(motion_energy(x))
+    per_frame = SVRBaseline().fit(frame_features(xb), yb).predict(frame_features(x))
     mean, std = chance(y, seed=cfg.seed)
-    per_source = {n: float(spearmanr(pred[names == n], y[names == n]).statistic) for n in held}
     return {
+        "settings": cfg.settings,
         "test_sources": sorted(held),
         "train_sources": sorted(k for k in sources if clip_of(k) not in test_clips),
         "n_test": int(len(y)),
-        "n_train_variants": int(cfg.epochs * cfg.steps_per_epoch * cfg.batch),
-        "psgcn_src": float(spearmanr(pred, y).statistic),
-        "psgcn_src_per_source": per_source,
-        "svr_energy_src": float(spearmanr(base, y).statistic),
+        "n_train_variants": int(cfg.epochs * cfg.epoch_variants),
+        "psgcn_src": _src(pred, y),
+        "psgcn_src_per_source": {n: _src(pred[names == n], y[names == n]) for n in held},
+        "per_frame_svr_src": _src(per_frame, y),
+        "svr_energy_src": _src(energy, y),
         "chance_src_mean": mean,
         "chance_src_std": std,
         "train_seconds": train_s,
@@ -346,7 +356,10 @@ def load_keypoint_sources(files=KEYPOINT_FILES) -> dict[str, np.ndarray]:
 def extract_sources(work: Path, clips=CLIPS, min_frames: int = 60) -> dict[str, np.ndarray]:
     """Skeletons of the real clips by ``pipeline.pose`` (cached in ``work``), normalised, the
     longest run of frames with a person."""
+    import pyarrow.parquet as pq
+
     from models.data import WorkDirSource
+    from pipeline import tables
     from pipeline.pose import PoseConfig, build_extractor
 
     extractor = build_extractor(PoseConfig(max_side=320))
@@ -354,9 +367,11 @@ def extract_sources(work: Path, clips=CLIPS, min_frames: int = 60) -> dict[str, 
     for name in clips:
         path = SHARED / "clips" / f"{name}.mp4"
         cid = name.ljust(64, "_")[:64]
-        t0 = time.perf_counter()
-        _, computed = extractor.extract_to(work, path, cid)
-        if computed:
+        target = extractor.shard_path(work, cid)
+        if not target.exists():
+            t0 = time.perf_counter()
+            table = extractor.table(cid, extractor.compute(path, cid))
+            tables.atomic_write(target, lambda tmp, table=table: pq.write_table(table, tmp))
             print(f"pose {name}: {time.perf_counter() - t0:.1f} s", flush=True)
         feats, valid = WorkDirSource(work).load("skeletal", cid)
         seg = longest_valid_run(valid)
@@ -369,94 +384,95 @@ def extract_sources(work: Path, clips=CLIPS, min_frames: int = 60) -> dict[str, 
 
 
 def plot(results: list[dict], path: Path) -> None:
-    """Bar chart of SRC per fold (PSGCN, SVR, chance) and predicted vs true score of each fold."""
+    """Bar chart of held-out SRC per fold and setting: PSGCN, the two baselines and chance."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 1 + len(results), figsize=(4 * (1 + len(results)), 3.6))
+    fig, ax = plt.subplots(figsize=(2 + 1.6 * len(results), 3.6))
     idx = np.arange(len(results))
-    ax = axes[0]
-    ax.bar(idx - 0.25, [r["psgcn_src"] for r in results], 0.25, label="PSGCN")
-    ax.bar(idx, [r["svr_energy_src"] for r in results], 0.25, label="SVR (motion energy)")
-    ax.bar(idx + 0.25, [r["chance_src_mean"] for r in results], 0.25, label="chance",
+    ax.bar(idx - 0.3, [r["psgcn_src"] for r in results], 0.2, label="PSGCN")
+    ax.bar(idx - 0.1, [r["per_frame_svr_src"] for r in results], 0.2, label="SVR (per-frame pose, pooled)")
+    ax.bar(idx + 0.1, [r["svr_energy_src"] for r in results], 0.2, label="SVR (motion energy)")
+    ax.bar(idx + 0.3, [r["chance_src_mean"] for r in results], 0.2, label="chance",
            yerr=[2 * r["chance_src_std"] for r in results])  # fmt: skip
-    ax.set_xticks(idx, [f"fold {i}" for i in idx])
+    ax.set_xticks(idx, [f"fold {r['fold']}\n{r['settings']}" for r in results], fontsize=7)
     ax.set_ylabel("held-out SRC")
     ax.axhline(0, color="k", lw=0.5)
     ax.legend(fontsize=7)
-    for ax, r in zip(axes[1:], results, strict=True):
-        ax.scatter(r["target"], r["pred"], s=4, alpha=0.4)
-        ax.set_title(f"held out: {', '.join(s[:14] for s in r['test_sources'])}", fontsize=7)
-        ax.set_xlabel("true score k / D (share in canon)")
-        ax.set_ylabel("PSGCN")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
+def folds_of(sources: dict[str, np.ndarray], folds: int) -> list[list[str]]:
+    """Held-out clip groups: the source clips shuffled once (seed 0), dealt into ``folds``."""
+    clips = sorted({clip_of(k) for k in sources})
+    np.random.default_rng(0).shuffle(clips)
+    folds = min(folds, len(clips))
+    return [sorted(clips[k::folds]) for k in range(folds)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", default=str(ROOT / "out" / "learning_check"))
+    parser.add_argument("--settings", default="paper,small-data", help="comma-separated models.train profiles")
     parser.add_argument("--epochs", type=int, default=Training.epochs)
-    parser.add_argument("--steps", type=int, default=Training.steps_per_epoch, help="batches per epoch")
+    parser.add_argument("--epoch-variants", type=int, default=Training.epoch_variants, help="windows per epoch")
     parser.add_argument("--folds", type=int, default=3, help="held-out source folds")
+    parser.add_argument("--only-fold", type=int, help="run this fold only")
     parser.add_argument("--keypoints-only", action="store_true", help="only the real keypoint files, no pose run")
-    parser.add_argument("--levels", type=int, default=Task.levels, help="D: score levels (1: unison vs canon)")
-    parser.add_argument("--flip", action="store_true", help="harder variant: random flips and leader side")
     parser.add_argument("--channels", default="16,32,64", help="PSGCN channels per stage")
-    parser.add_argument("--lr", type=float, default=Training.lr)
-    parser.add_argument("--rank-weight", type=float, default=Training.rank_weight, help="0: MSE only")
-    parser.add_argument("--dropout", type=float, default=Training.dropout)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--results", default="results", help="name of the results files in --work (.json, .png)")
     args = parser.parse_args()
     work = Path(args.work)
-    task = Task(levels=args.levels, flip=args.flip)
+    task = Task()
     sources = {} if args.keypoints_only else extract_sources(work)
     sources.update(load_keypoint_sources())
     print("sources (frames):", {k: len(v) for k, v in sources.items()})
-    clips = sorted({clip_of(k) for k in sources})
-    np.random.default_rng(0).shuffle(clips)
-    folds = min(args.folds, len(clips))
+    channels = tuple(int(c) for c in args.channels.split(","))
     results = []
-    for k in range(folds):
-        test = clips[k::folds]
-        channels = tuple(int(c) for c in args.channels.split(","))
-        cfg = Training(
-            epochs=args.epochs,
-            steps_per_epoch=args.steps,
-            seed=k,
-            channels=channels,
-            lr=args.lr,
-            rank_weight=args.rank_weight,
-            dropout=args.dropout,
-        )
-        print(f"fold {k}: held out {test}", flush=True)
-        r = run_fold(sources, test, task, cfg, log=lambda s: print(s, flush=True))
-        results.append(r)
+    for k, test in enumerate(folds_of(sources, args.folds)):
+        if args.only_fold is not None and k != args.only_fold:
+            continue
+        for settings in args.settings.split(","):
+            cfg = Training(
+                settings=settings,
+                epochs=args.epochs,
+                epoch_variants=args.epoch_variants,
+                seed=k,
+                channels=channels,
+                threads=args.threads,
+            )
+            print(f"fold {k} ({settings}): held out {test}", flush=True)
+            r = run_fold(sources, test, task, cfg, log=lambda s: print(s, flush=True))
+            r["fold"] = k
+            results.append(r)
+            print(
+                f"fold {k} ({settings}): PSGCN SRC {r['psgcn_src']:.3f} | per-frame SVR {r['per_frame_svr_src']:.3f} "
+                f"| motion-energy SVR {r['svr_energy_src']:.3f} | chance {r['chance_src_mean']:.3f} "
+                f"+- {r['chance_src_std']:.3f} | n_test {r['n_test']} | train {r['train_seconds']:.0f} s",
+                flush=True,
+            )
+            work.mkdir(parents=True, exist_ok=True)
+            summary = {
+                "task": asdict(task),
+                "args": vars(args),
+                "folds": [{k: v for k, v in r.items() if k not in ("pred", "target")} for r in results],
+            }
+            (work / f"{args.results}.json").write_text(json.dumps(summary, indent=1))  # after every fold
+    print("| fold | held-out clips | settings | PSGCN | per-frame SVR | motion-energy SVR | chance |")
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        held = ", ".join(sorted({clip_of(s) for s in r["test_sources"]}))
         print(
-            f"fold {k}: PSGCN SRC {r['psgcn_src']:.3f} | SVR(motion energy) SRC {r['svr_energy_src']:.3f} | "
-            f"chance {r['chance_src_mean']:.3f} +- {r['chance_src_std']:.3f} | n_test {r['n_test']} | "
-            f"train {r['train_seconds']:.0f} s",
-            flush=True,
+            f"| {r['fold']} | {held} | {r['settings']} | {r['psgcn_src']:.3f} | {r['per_frame_svr_src']:.3f} "
+            f"| {r['svr_energy_src']:.3f} | {r['chance_src_mean']:.3f} +- {r['chance_src_std']:.3f} |"
         )
-    mean = {
-        key: float(np.mean([r[key] for r in results])) for key in ("psgcn_src", "svr_energy_src", "chance_src_mean")
-    }
-    print(
-        f"mean over {folds} folds: PSGCN SRC {mean['psgcn_src']:.3f}, "
-        f"SVR(motion energy) SRC {mean['svr_energy_src']:.3f}, chance {mean['chance_src_mean']:.3f}"
-    )
-    work.mkdir(parents=True, exist_ok=True)
-    summary = {
-        "task": asdict(task),
-        "args": vars(args),
-        "folds": [{k: v for k, v in r.items() if k not in ("pred", "target")} for r in results],
-        "mean": mean,
-    }
-    (work / "results.json").write_text(json.dumps(summary, indent=1))
-    plot(results, work / "learning_check.png")
-    print(f"wrote {work / 'results.json'} and {work / 'learning_check.png'}")
+    plot(results, work / f"{args.results}.png")
+    print(f"wrote {work / args.results}.json and .png")
     return 0
 
 

@@ -70,5 +70,7 @@ def _models(args) -> int:
         for stream, count in r.get("streams", {}).items():
             print(f"  {stream:<10} {count:>12,}")
     if not args.names:
-        print(f"{'svr':<12} {'-':>12}  {'-':>7}  pooled (T, D) sequences; scikit-learn, fitted per track")
+        print(
+            f"{'svr':<12} {'-':>12}  {'-':>7}  pooled (T, D) sequences; scikit-learn, fitted per track by vdv evaluate --model svr"
+        )
     return 0

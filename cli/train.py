@@ -4,7 +4,9 @@ models.train/evaluate/feedback/sports."""
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import sys
 
 
 def register(subparsers, parent: argparse.ArgumentParser) -> None:
@@ -15,6 +17,7 @@ def register(subparsers, parent: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="multimodal (default), psgcn, stgcn, rtcn, tcn, lstm")
     p.add_argument("--modalities", help="comma-separated streams, e.g. skeletal,holistic")
     p.add_argument("--epochs", type=int, help="epochs to train (default: [train] epochs of --config)")
+    p.add_argument("--profile", help="training profile: paper (SPEC section 5, the default) or small-data")
     p.add_argument("--device", help="auto (CUDA when present), cpu, cuda")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
     p.set_defaults(func=_train)
@@ -27,15 +30,27 @@ def register(subparsers, parent: argparse.ArgumentParser) -> None:
     p.add_argument("--track", default="all", help="track of --checkpoint")
     p.add_argument("--ablations", default="full", help="comma-separated: full," + ",".join(_ablation_names()))
     p.add_argument(
+        "--model",
+        help="multimodal (default), psgcn, stgcn, rtcn, tcn, lstm, or svr (the SVR baseline on pooled features)",
+    )
+    p.add_argument("--modalities", help="comma-separated streams, e.g. skeletal,holistic")
+    p.add_argument(
         "--epochs", type=int, help="epochs per (ablation, track) model (default: [train] epochs of --config)"
     )
+    p.add_argument("--profile", help="training profile: paper (the default) or small-data")
     p.add_argument("--device", help="auto (CUDA when present), cpu, cuda")
     p.set_defaults(func=_evaluate)
 
     p = subparsers.add_parser(
-        "feedback", parents=[parent], help="action guidance arrows and dance-tip heat maps from a PSGCN checkpoint"
+        "feedback",
+        parents=[parent],
+        help="action guidance arrows and dance-tip heat maps from a PSGCN, ST-GCN or fused-model checkpoint",
     )
-    p.add_argument("--checkpoint", required=True, help="a psgcn checkpoint from vdv train --model psgcn")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a checkpoint of vdv train with a skeleton model (psgcn, stgcn) or the fused model (its skeleton stream)",
+    )
     p.add_argument("--source", help="work directory with pose shards (default: --work)")
     p.add_argument(
         "--out", required=True, metavar="DIR", help="where guidance arrays, PNGs, the MP4 and dance-tip heat maps go"
@@ -78,7 +93,22 @@ def _ablation_names() -> list[str]:
     ]
 
 
+def _usage_errors(func):
+    """A bad argument value (unknown track, model or modality) is one line and exit code 2."""
+
+    @functools.wraps(func)
+    def run(args) -> int:
+        try:
+            return func(args)
+        except ValueError as err:
+            print(f"vdv {args.command}: error: {err}", file=sys.stderr)
+            return 2
+
+    return run
+
+
 def _configs(args):
+    """(TrainConfig, DataConfig, the whole TOML mapping for the model sections)."""
     from models.data import DataConfig
     from models.train import TrainConfig
     from pipeline.config import load_config, stage_config
@@ -93,20 +123,26 @@ def _configs(args):
         modalities=mods,
         epochs=args.epochs,
         device=args.device,
+        profile=getattr(args, "profile", None),
     )
-    return train, stage_config(DataConfig, cfg, "data")
+    train.resolved()  # an unknown profile is a usage error before any work
+    return train, stage_config(DataConfig, cfg, "data"), cfg
 
 
+@_usage_errors
 def _train(args) -> int:
     from models.data import open_source
     from models.train import train_track
 
-    train, data = _configs(args)
-    result = train_track(open_source(args.source or args.work), args.track, args.out, train, data, resume=args.resume)
+    train, data, cfg = _configs(args)
+    result = train_track(
+        open_source(args.source or args.work), args.track, args.out, train, data, resume=args.resume, sections=cfg
+    )
     print(json.dumps({"checkpoint": str(result.checkpoint), "history": result.history}, indent=2))
     return 0
 
 
+@_usage_errors
 def _evaluate(args) -> int:
     from models.data import open_source
     from models.evaluate import evaluate_checkpoint, markdown_table, run_protocol
@@ -115,13 +151,16 @@ def _evaluate(args) -> int:
     if args.checkpoint:
         results = evaluate_checkpoint(args.checkpoint, source, args.out, track=args.track, device=args.device or "auto")
     else:
-        train, data = _configs(args)
+        train, data, cfg = _configs(args)
         tracks = args.tracks.split(",") if args.tracks else None
-        results = run_protocol(source, args.out, train, data, tracks=tracks, ablations=args.ablations.split(","))
+        results = run_protocol(
+            source, args.out, train, data, tracks=tracks, ablations=args.ablations.split(","), sections=cfg
+        )
     print(markdown_table(results))
     return 0
 
 
+@_usage_errors
 def _feedback(args) -> int:
     from pathlib import Path
 
@@ -130,9 +169,7 @@ def _feedback(args) -> int:
     from models.train import load_checkpoint
 
     model, config, data_config, _ = load_checkpoint(args.checkpoint, "cpu")
-    if config.model not in ("psgcn", "stgcn"):
-        print(f"vdv feedback: {args.checkpoint} holds a {config.model} model; action guidance needs PSGCN")
-        return 2
+    model = feedback.skeleton_model(model)  # a fused model gives its skeleton stream
     source = open_source(args.source or args.work)
     out = Path(args.out)
     if args.clip:
@@ -156,13 +193,13 @@ def _feedback(args) -> int:
     return 0
 
 
+@_usage_errors
 def _sports(args) -> int:
     from models import sports
-    from pipeline.config import load_config, stage_config
+    from pipeline.config import stage_config
 
-    cfg = load_config(args.config)
+    train, data, cfg = _configs(args)
     sports_config = stage_config(sports.SportsConfig, cfg, "sports")
-    train, data = _configs(args)
     if args.modalities is None and train.model == "multimodal":
         import dataclasses
 

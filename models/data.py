@@ -5,8 +5,9 @@ Sources
 - a work directory: ``<work>/features/<modality>/<modality>.<clip_id[:16]>.<identity[:12]>.parquet``
   (one row per clip, see :mod:`pipeline.features`) and the scores in ``<work>/scores``
   (:data:`pipeline.tables.SCORES`);
-- a release directory: ``<release>/data/<config>/{train,test}-*.parquet`` (same row layout,
-  one Hugging Face config per modality) and its scores table under ``<release>/scores``.
+- a release directory (:func:`pipeline.release.package_release`):
+  ``<release>/data/<config>/{train,test}-*.parquet`` (same row layout, one Hugging Face config
+  per modality) and the scores config ``<release>/data/scores/{train,test}-*.parquet``.
 
 Modalities are named by stream: ``skeletal`` (shards of ``pose``), ``holistic``, ``facial``,
 ``scenic`` (SPEC section 4).
@@ -260,9 +261,10 @@ class ReleaseSource:
             self._index[modality] = index
 
     def records(self) -> list[ClipRecord]:
-        files = sorted((self.release / "scores").glob("*.parquet")) or sorted(self.release.glob("scores*.parquet"))
+        # the scores are a Hugging Face config like the features (pipeline.release.SCORES_CONFIG)
+        files = sorted((self.release / "data" / "scores").glob("*.parquet"))
         if not files:
-            raise FileNotFoundError(f"{self.release}: no scores table (scores/*.parquet)")
+            raise FileNotFoundError(f"{self.release}: no scores config (data/scores/*.parquet)")
         table = pa.concat_tables([pq.read_table(p) for p in files])
         uploaders = (
             table.column("uploader").to_pylist() if "uploader" in table.column_names else [None] * table.num_rows

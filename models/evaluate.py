@@ -7,6 +7,16 @@ side (paper section 5.1). :func:`run_protocol` does that for every requested abl
 ``results.json`` and ``results.md`` (a Markdown table, one row per ablation, one column per
 track); :func:`evaluate_checkpoint` scores one trained model on the test side of its track.
 
+A constant prediction (a collapsed model) has no rank correlation; it is reported as SRC 0 with
+``"constant": true`` (Markdown: ``0.000 (constant)``), so it shows instead of hiding as n/a.
+SRC is n/a only when it is undefined for any predictor: fewer than two test clips or a constant
+truth.
+
+Baselines: every registered model trains through the same protocol (``--model stgcn``, ...);
+``model = "svr"`` fits the SVR baseline of :class:`models.baselines.SVRBaseline` per track on the
+train side's pooled stream features (mean, std and max over each clip's valid frames of every
+selected modality, concatenated) and scores the test side.
+
 Ablation switches (paper Table 5, SPEC section 6): ``no_downsampling`` (PSGCN without graph
 down-sampling), ``no_relational_pooling`` (RTCN without relational pooling), ``average_fusion``
 (no modality attention), ``no_<stream>`` for each appearance stream, ``no_mse``, ``no_ranking``.
@@ -66,6 +76,17 @@ def spearman(pred: Sequence[float], true: Sequence[float]) -> float | None:
     return None if math.isnan(value) else value
 
 
+def src_report(pred: Sequence[float], true: Sequence[float]) -> dict:
+    """``{"src": ..., "constant": bool}``: a constant prediction is SRC 0 flagged ``constant``;
+    ``src`` is None only where SRC is undefined whatever the prediction (< 2 clips, constant truth)."""
+    pred, true = np.asarray(pred, float), np.asarray(true, float)
+    if len(pred) < 2 or np.all(true == true[0]):
+        return {"src": None, "constant": False}
+    if np.all(pred == pred[0]):
+        return {"src": 0.0, "constant": True}
+    return {"src": spearman(pred, true), "constant": False}
+
+
 def track_splits(source) -> dict[str, dict[str, str]]:
     """Track name -> (clip id -> train/test): a release's stored splits, else the SPEC rule."""
     if isinstance(source, ReleaseSource) and (source.release / "splits").is_dir():
@@ -83,21 +104,50 @@ def track_splits(source) -> dict[str, dict[str, str]]:
     return split_rule.all_tracks({r.clip_id: r.challenge for r in records}, {r.clip_id: r.uploader for r in records})
 
 
-def score_track(model, config: TrainConfig, ds: ViralityDataset) -> dict:
-    """SRC of ``model`` on ``ds`` overall and per challenge, plus the predictions."""
-    pred = predict(model, ds, config)["final"]
+def _report(pred: np.ndarray, ds: ViralityDataset) -> dict:
+    """SRC overall and per challenge of predictions ``pred`` for the clips of ``ds``."""
     true = ds.scores
     challenges = [r.challenge for r in ds.records]
     per = {}
     for ch in sorted(set(challenges)):
         idx = [i for i, c in enumerate(challenges) if c == ch]
-        per[ch] = {"src": spearman(pred[idx], true[idx]), "n": len(idx)}
+        per[ch] = {**src_report(pred[idx], true[idx]), "n": len(idx)}
     return {
-        "src": spearman(pred, true),
+        **src_report(pred, true),
         "n_test": len(ds),
         "per_challenge": per,
         "predictions": {cid: float(p) for cid, p in zip(ds.clip_ids, pred, strict=True)},
     }
+
+
+def score_track(model, config: TrainConfig, ds: ViralityDataset) -> dict:
+    """SRC of ``model`` on ``ds`` overall and per challenge, plus the predictions."""
+    return _report(predict(model, ds, config)["final"], ds)
+
+
+def pooled_features(ds: ViralityDataset) -> np.ndarray:
+    """(N, F) video-level vectors for the SVR baseline: each modality's frames (skeletons as
+    (T, 48) rows) pooled over the clip's valid frames, modalities concatenated in order."""
+    from models.baselines import pool_sequence
+
+    rows = []
+    for i in range(len(ds)):
+        item = ds[i]
+        parts = []
+        for m in ds.modalities:
+            x = item[m]
+            if m == "skeletal":
+                x = x.transpose(1, 2, 0).reshape(x.shape[1], -1)  # (3, T, 16) -> (T, 16 * 3)
+            parts.append(pool_sequence(x, item[f"{m}_mask"]))
+        rows.append(np.concatenate(parts))
+    return np.stack(rows) if rows else np.zeros((0, 0))
+
+
+def fit_svr(train_ds: ViralityDataset):
+    """The SVR baseline fitted on the train side's pooled features (paper section 5.1)."""
+    from models.baselines import SVRBaseline
+
+    return SVRBaseline().fit(pooled_features(train_ds), train_ds.scores)
 
 
 def run_protocol(
@@ -108,8 +158,13 @@ def run_protocol(
     *,
     tracks: Sequence[str] | None = None,
     ablations: Sequence[str] = ("full",),
+    sections: dict | None = None,
 ) -> dict:
-    """Train and test one model per (ablation, track); write ``results.json`` and ``results.md``."""
+    """Train and test one model per (ablation, track); write ``results.json`` and ``results.md``.
+
+    ``sections``: the run's TOML mapping, for the models' own sections (``[psgcn]``, ...).
+    ``base.model == "svr"`` fits the SVR baseline instead (ablations other than ``full`` do not
+    apply to it)."""
     base = base or TrainConfig()
     data_config = data_config or DataConfig()
     out = Path(out_dir)
@@ -124,6 +179,8 @@ def run_protocol(
         "train_config": base.as_dict(),
         "data_config": dataclasses.asdict(data_config),
     }
+    if base.model == "svr" and set(ablations) != {"full"}:
+        raise ValueError(f"the SVR baseline has no ablations; got {list(ablations)}")
     for name in ablations:
         config = ablation_config(base, name)
         results["ablations"][name] = {}
@@ -145,10 +202,17 @@ def run_protocol(
                     "skipped": "fewer than two clips on a side",
                 }
                 continue
-            trained = fit(train_ds, config, out_dir=out / "runs" / name / track, data_config=data_config)
-            scored = score_track(trained.model, config, test_ds)
-            scored["n_train"] = len(train_ds)
-            scored["final_loss"] = trained.history[-1]["loss"] if trained.history else None
+            if config.model == "svr":
+                svr = fit_svr(train_ds)
+                scored = _report(svr.predict(pooled_features(test_ds)), test_ds)
+                scored["n_train"] = len(train_ds)
+            else:
+                trained = fit(
+                    train_ds, config, out_dir=out / "runs" / name / track, data_config=data_config, sections=sections
+                )
+                scored = score_track(trained.model, config, test_ds)
+                scored["n_train"] = len(train_ds)
+                scored["final_loss"] = trained.history[-1]["loss"] if trained.history else None
             results["ablations"][name][track] = scored
             log.info("%s / %s: SRC %s on %d test clips", name, track, scored["src"], scored["n_test"])
     write_results(results, out)
@@ -178,8 +242,10 @@ def evaluate_checkpoint(
     return results
 
 
-def _fmt(value) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
+def _fmt(value, constant: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.3f} (constant)" if constant else f"{value:.3f}"
 
 
 def markdown_table(results: dict) -> str:
@@ -190,11 +256,12 @@ def markdown_table(results: dict) -> str:
         cells = []
         for t in tracks:
             r = per_track.get(t, {})
-            cells.append(f"{_fmt(r.get('src'))} (n={r.get('n_test', 0)})")
+            cells.append(f"{_fmt(r.get('src'), bool(r.get('constant')))} (n={r.get('n_test', 0)})")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return (
         "\n".join(lines)
-        + "\n\nSRC: Spearman rank correlation between predicted and true scores on the test side of each track.\n"
+        + "\n\nSRC: Spearman rank correlation between predicted and true scores on the test side of each track; "
+        "(constant): the model predicted one value for every clip (reported as 0).\n"
     )
 
 

@@ -8,10 +8,16 @@ by the clip's scale (the direction is the same). Saved as ``guidance.npy`` ``(T,
 ``guidance.parquet`` (one row per frame and joint), drawn as arrows on the dancer's frames (PNG
 for chosen frames, and an MP4 encoded with PyAV).
 
-Dance tips: temporal attention of a challenge = mean over its clips of the guidance magnitude
-per joint per frame, the clips brought to one relative-time grid of ``T`` samples by the
-dataset's uniform sampling; overall attention = its mean over frames, per joint per challenge.
+Dance tips (paper eq. 9): temporal attention of a challenge = mean over its clips of the
+guidance magnitude per joint per frame, the clips brought to one relative-time grid of ``T``
+samples by the dataset's uniform sampling, each frame averaged over the clips for which it is a
+valid frame; overall attention = per clip the mean over its own valid frames, then the mean over
+the challenge's clips, per joint. Padded and invalid frames (no person found) never count.
 Saved as ``.npy`` and drawn as heat maps (matplotlib).
+
+The guidance comes from a skeleton model: PSGCN or ST-GCN, or the skeleton stream of the fused
+model (:func:`skeleton_model`), whose score is the skeletal part of the multi-dimensional
+recommendation (paper section 5.3).
 """
 
 from __future__ import annotations
@@ -27,6 +33,18 @@ from pipeline.tables import atomic_write
 
 JOINT_NAMES = tuple(name.replace("_", "-") for name in graph.JOINTS)  # plot labels
 BONES = graph.EDGES
+
+
+def skeleton_model(model):
+    """The skeleton model that action guidance differentiates: the model itself for PSGCN or
+    ST-GCN, the ``skeletal`` stream of a fused model. Anything else is a ValueError."""
+    if getattr(model, "input_kind", None) == "skeleton":
+        return model
+    if getattr(model, "arch", None) == "multimodal":
+        if "skeletal" not in model.streams:
+            raise ValueError(f"this fused model has no skeleton stream (streams {list(model.streams)})")
+        return model.streams["skeletal"]
+    raise ValueError(f"a {getattr(model, 'arch', type(model).__name__)} model has no skeleton input to guide")
 
 
 def guidance(model, x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
@@ -167,18 +185,29 @@ def _native_width(video: str | Path) -> float:
 
 
 def dance_tips(model, items: Sequence[dict]) -> dict[str, dict[str, np.ndarray]]:
-    """Per challenge: ``temporal`` (T, 16) and ``overall`` (16,) attention (SPEC section 7).
+    """Per challenge: ``temporal`` (T, 16), ``overall`` (16,) attention and ``clips`` (SPEC section 7).
 
-    ``items`` are dataset items (``skeletal`` (3, T, 16), ``skeletal_mask``, ``challenge``).
+    ``items`` are dataset items (``skeletal`` (3, T, 16), ``skeletal_mask`` (T,), ``challenge``).
+    Only each clip's valid frames count (paper eq. 9); a frame index no clip has valid stays 0 in
+    ``temporal``, and a clip with no valid frame is left out.
     """
-    by: dict[str, list[np.ndarray]] = {}
+    model = skeleton_model(model)
+    by: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     for item in items:
-        g = guidance(model, item["skeletal"], item["skeletal_mask"])
-        by.setdefault(item["challenge"], []).append(np.linalg.norm(g, axis=-1))
-    return {
-        ch: {"temporal": np.mean(m, axis=0), "overall": np.mean(m, axis=(0, 1)), "clips": np.array(len(m))}
-        for ch, m in sorted(by.items())
-    }
+        mask = np.asarray(item["skeletal_mask"], bool)
+        if not mask.any():
+            continue
+        g = guidance(model, item["skeletal"], mask)
+        by.setdefault(item["challenge"], []).append((np.linalg.norm(g, axis=-1), mask))
+    tips = {}
+    for ch, clips in sorted(by.items()):
+        mags = np.stack([m for m, _ in clips])  # (clips, T, 16)
+        masks = np.stack([v for _, v in clips]).astype(np.float64)  # (clips, T)
+        per_frame = masks.sum(axis=0)  # how many clips have frame t valid
+        temporal = (mags * masks[..., None]).sum(axis=0) / np.maximum(per_frame, 1.0)[:, None]
+        per_clip = (mags * masks[..., None]).sum(axis=1) / masks.sum(axis=1)[:, None]  # (clips, 16)
+        tips[ch] = {"temporal": temporal, "overall": per_clip.mean(axis=0), "clips": np.array(len(clips))}
+    return tips
 
 
 def save_tips(out: Path, tips: dict[str, dict[str, np.ndarray]]) -> list[str]:

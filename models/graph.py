@@ -10,8 +10,11 @@ vertex's own:
 - 1 centripetal: closer to the centre,
 - 2 centrifugal: farther from the centre.
 
-Each subset adjacency is normalised on its own, ``Lambda^-1/2 A_k Lambda^-1/2`` with
-``Lambda_ii = sum_j A_k[i, j] + 0.001`` (ST-GCN eq. 10; paper eq. 4).
+Normalisation follows ST-GCN's code (``normalize_digraph``, SPEC section 5): the whole
+adjacency with self-loops is normalised by vertex degree, ``A[i, j] / deg(i)``, and only then
+split into the three subsets. Every vertex therefore aggregates its neighbourhood with total
+weight 1 over the three subsets. (Normalising each subset on its own, with ``deg + 0.001`` for
+an empty row, gave some entries ``1 / sqrt(0.001) = 31.6``.)
 
 choice: the centre is the thorax by default. The screening rule guarantees the upper body
 (SPEC section 2), so the thorax is always estimated from visible landmarks, and dance motion is
@@ -148,19 +151,26 @@ class Graph:
         return parts
 
     def adjacency(self) -> np.ndarray:
-        """(K, V, V) float32 normalised subset adjacencies (ST-GCN eq. 10, paper eq. 4).
+        """(K, V, V) float32 subset adjacencies of the degree-normalised graph (paper eq. 4).
 
         Laid out for ``einsum('nkctv,kvw->nctw')``: entry [k, v, w] carries vertex v's feature to
-        vertex w, so the matrix is transposed with respect to :meth:`partition`.
+        vertex w, so the matrix is transposed with respect to :meth:`partition`. For every target
+        vertex w, ``sum over k and v of A[k, v, w] = 1``.
         """
-        return np.stack([normalise(p).T for p in self.partition()]).astype(np.float32)
+        norm = normalise(self.binary(self_loops=True))
+        return np.stack([(p * norm).T for p in self.partition()]).astype(np.float32)
 
 
-def normalise(a: np.ndarray, alpha: float = 0.001) -> np.ndarray:
-    """Symmetric normalisation ``D^-1/2 A D^-1/2``; ``alpha`` keeps empty rows finite (ST-GCN)."""
-    deg = a.sum(axis=1) + alpha
-    inv = 1.0 / np.sqrt(deg)
-    return inv[:, None] * a * inv[None, :]
+def normalise(a: np.ndarray) -> np.ndarray:
+    """Degree normalisation of an adjacency with self-loops, ``D^-1 A`` (ST-GCN ``normalize_digraph``).
+
+    Row i is vertex i's neighbourhood; it is divided by the vertex's degree so that it sums to 1.
+    A vertex with no neighbour at all (an empty row) is refused: with self-loops that cannot happen.
+    """
+    deg = a.sum(axis=1)
+    if (deg <= 0).any():
+        raise ValueError(f"vertices {np.flatnonzero(deg <= 0).tolist()} have no neighbour, not even themselves")
+    return a / deg[:, None]
 
 
 def mpii_graph(center: str = "thorax") -> Graph:

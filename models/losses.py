@@ -61,9 +61,12 @@ class LossConfig:
     initial_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # a, b, c before GradNorm moves them
     alpha: float = 1.5  # GradNorm asymmetry (Chen et al. use 0.5 to 3; 1.5 for regression tasks)
     gradnorm_lr: float = 0.025  # learning rate of GradNorm's own optimiser on the weights
+    # False for a single-stream model: it has no per-stream scores, so the third term does not
+    # exist and must not take part in GradNorm (counting it drags the other weights down)
+    stream_ranking: bool = True
 
     def active(self) -> tuple[bool, bool, bool]:
-        return (self.use_mse, self.use_ranking, self.use_ranking)
+        return (self.use_mse, self.use_ranking, self.use_ranking and self.stream_ranking)
 
 
 def virality_terms(
@@ -210,6 +213,8 @@ class ViralityLoss:
         shared: list[torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """The weighted loss; with GradNorm and ``shared`` given (training), also one weight update."""
+        if self.config.stream_ranking and self.config.use_ranking and stream_scores is None:
+            raise ValueError("this loss ranks per-stream scores (stream_ranking=True) but none were given")
         terms = virality_terms(final, target, stream_scores, present, self.config.margin)
         log = {name: float(v) for name, v in zip(TERMS, terms.values.detach(), strict=True)}
         if self.gradnorm is None:

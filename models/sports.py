@@ -10,7 +10,11 @@ Each split row is ``(class index, sample number, score)``. Class indices are 1-b
 order of the AQA-7 paper (Parmar and Morris, 2019): diving, gym vault, ski big air, snowboard
 big air, synchronised diving 3 m, synchronised diving 10 m, trampoline. Expert scores are not
 bounded by 100 (synchronised diving goes above it), so they are kept raw and normalised per
-class by min-max for training, like VDV's per-challenge scores (paper eq. 2). Rows can repeat in
+class by min-max for training, like VDV's per-challenge scores (paper eq. 2). The min and max
+are those of the class's **train** samples only: test scores never shape the scale. A test
+score outside the train range keeps its linear value (so its rank is exact) and is flagged
+``out_of_scale``; a class with no train sample has no scale, and its samples are rejected
+(``no_scale``). Rows can repeat in
 the distributed lists: they are deduplicated on (class, sample), the first row winning; a
 repeated row whose score differs is reported, not silently merged.
 
@@ -177,15 +181,29 @@ def encode_frames(paths: Sequence[Path], out: Path, fps: float) -> Path:
     return out
 
 
+def class_scales(samples: Iterable[SportsSample]) -> dict[int, tuple[float, float]]:
+    """class index -> (min, max) expert score over the **train** samples of ``samples``."""
+    scales: dict[int, tuple[float, float]] = {}
+    for s in samples:
+        if s.split != "train":
+            continue
+        lo, hi = scales.get(s.class_index, (s.score, s.score))
+        scales[s.class_index] = (min(lo, s.score), max(hi, s.score))
+    return scales
+
+
 def normalised_scores(samples: Iterable[SportsSample]) -> dict[str, float]:
-    """clip id -> per-class min-max score in [0, 1] (0.5 for a class whose scores are all equal)."""
+    """clip id -> per-class min-max score on the class's train scale (:func:`class_scales`):
+    train samples land in [0, 1], test samples may fall outside it; 0.5 for a class whose train
+    scores are all equal. Samples of a class without train samples are left out."""
     samples = list(samples)
+    scales = class_scales(samples)
     out: dict[str, float] = {}
-    for cls in {s.class_index for s in samples}:
-        group = [s for s in samples if s.class_index == cls]
-        lo, hi = min(s.score for s in group), max(s.score for s in group)
-        for s in group:
-            out[s.clip_id] = 0.5 if hi == lo else (s.score - lo) / (hi - lo)
+    for s in samples:
+        if s.class_index not in scales:
+            continue
+        lo, hi = scales[s.class_index]
+        out[s.clip_id] = 0.5 if hi == lo else (s.score - lo) / (hi - lo)
     return out
 
 
@@ -239,6 +257,18 @@ def prepare_aqa7(root: str | Path, work: str | Path, extractors: dict, config: S
                 video.unlink(missing_ok=True)
             kept.append(s)
     norm = normalised_scores(kept)
+    for s in [s for s in kept if s.clip_id not in norm]:
+        rejections.append(
+            {
+                "stage": "sports",
+                "clip_id": s.clip_id,
+                "video_id": f"{s.class_index}/{s.sample}",
+                "path": str(s.frames_dir),
+                "reason": Reason.NO_SCALE.value,
+                "message": f"class {s.class_name} has no train sample to fit its score scale on",
+            }
+        )
+    kept = [s for s in kept if s.clip_id in norm]
     tables.replace_table(
         [
             {
@@ -248,8 +278,11 @@ def prepare_aqa7(root: str | Path, work: str | Path, extractors: dict, config: S
                 "existing_days": 0.0,  # expert scores do not accumulate over time
                 "raw_score": s.score,
                 "score": norm[s.clip_id],
-                "out_of_scale": False,
-                "degenerate_challenge": len({x.score for x in kept if x.class_index == s.class_index}) == 1,
+                "out_of_scale": not 0.0 <= norm[s.clip_id] <= 1.0,
+                "degenerate_challenge": len(
+                    {x.score for x in kept if x.class_index == s.class_index and x.split == "train"}
+                )
+                == 1,
             }
             for s in kept
         ],
@@ -274,8 +307,12 @@ def split_ids(root: str | Path, config: SportsConfig = SportsConfig()) -> dict[s
 
 def fisher_mean(values: Iterable[float | None]) -> float | None:
     """Mean of correlations through Fisher's z (the AQA-7 average over classes); None if none."""
-    z = [math.atanh(min(max(v, -0.9999), 0.9999)) for v in values if v is not None]
-    return math.tanh(sum(z) / len(z)) if z else None
+    kept = [v for v in values if v is not None]
+    if not kept:
+        return None
+    z = [math.atanh(min(max(v, -0.9999), 0.9999)) for v in kept]  # |SRC| = 1 has an infinite z
+    # the mean of z lies between the extremes; the clamp above must not push it outside them
+    return min(max(math.tanh(sum(z) / len(z)), min(kept)), max(kept))
 
 
 def train_sports(

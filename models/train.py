@@ -6,10 +6,18 @@ margin ranking over the batch; the weights a, b, c are balanced by GradNorm (Che
 and logged per step to ``<out>/train_log.jsonl``. Ablations drop the MSE or the ranking terms
 (their weight is fixed at 0).
 
-A checkpoint (``<out>/checkpoint.pt``) carries everything needed to rebuild the model exactly
-and to resume: the train config, the data config, the stream dimensions, model, optimizer,
-scheduler and GradNorm states, the epoch and the RNG state. Checkpoints hold plain tensors and
-Python scalars only, so they load with ``torch.load(weights_only=True)``.
+The model is built from the run's model sections (``[psgcn]``, ``[rtcn]``, ``[multimodal]``,
+... as :func:`models.model_config` reads them for ``vdv models``), with the training config's
+ablation switches on top. The checkpoint (``<out>/checkpoint.pt``) is the one format of
+:func:`models.save_checkpoint`: architecture, full model config, train and data configs, stream
+dimensions, model, optimizer, scheduler and GradNorm states, epoch, step and RNG state. Train,
+resume, evaluate and feedback all read it with :func:`models.load_checkpoint`.
+
+Profiles (``[train] profile``): ``paper`` (the default) is SPEC section 5 exactly. ``small-data``
+is for a few hundred clips or fewer, where the paper's settings learn too slowly to be useful
+within a short run (measured by ``bench/learning_check.py``, README "Learning check"): see
+:data:`PROFILES`. A profile sets the fields left at the paper's default; a field set to another
+value in ``[train]`` or on the command line wins.
 """
 
 from __future__ import annotations
@@ -37,7 +45,9 @@ SEQUENCE_MODELS = ("rtcn", "tcn", "lstm")
 class TrainConfig:
     """Training run parameters. Config section ``[train]``; defaults are the paper's."""
 
-    model: str = "multimodal"  # multimodal | psgcn | stgcn (skeleton) | rtcn | tcn | lstm (one stream)
+    profile: str = "paper"  # paper | small-data (see PROFILES)
+    # multimodal | psgcn | stgcn (skeleton) | rtcn | tcn | lstm (one stream); svr (vdv evaluate only)
+    model: str = "multimodal"
     modalities: tuple[str, ...] = ("skeletal", "holistic", "facial", "scenic")
     epochs: int = 30
     batch_size: int = 8  # paper section 5.1
@@ -51,16 +61,36 @@ class TrainConfig:
     gradnorm: bool = True  # balance a, b, c by GradNorm; False keeps them at 1
     gradnorm_alpha: float = 1.5  # restoring-force strength (Chen et al., 2018, section 3)
     gradnorm_lr: float = 0.025  # learning rate of the loss weights
-    downsample: bool = True  # PSGCN graph down-sampling ("w/o down-sampling" ablation)
-    relational_pooling: bool = True  # RTCN relational pooling ("w/o relational pooling")
+    # ablation switches; None keeps the model section's own value ([psgcn] downsample, ...)
+    downsample: bool | None = None  # False: PSGCN without graph down-sampling
+    relational_pooling: bool | None = None  # False: RTCN without relational pooling
     fusion: str = "attention"  # attention | average ("average fusion" ablation)
-    dropout: float = 0.5
+    dropout: float | None = None  # None: the model's own (0.5, SPEC section 5)
     seed: int = 0
     device: str = "auto"  # auto: CUDA when present, else CPU
     num_workers: int = 0
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def resolved(self) -> TrainConfig:
+        """This config with its profile's values in the fields left at the paper's default."""
+        if self.profile not in PROFILES:
+            raise ValueError(f"unknown training profile {self.profile!r}; one of {sorted(PROFILES)}")
+        defaults = TrainConfig()
+        change = {k: v for k, v in PROFILES[self.profile].items() if getattr(self, k) == getattr(defaults, k)}
+        return dataclasses.replace(self, **change)
+
+
+# Named training profiles. "paper" is SPEC section 5. "small-data" is what the learning check
+# (bench/learning_check.py, README "Learning check") needed to learn a movement-structure score
+# from a few real clips within a short run: a 10x learning rate held constant (the paper halves
+# it every 10 epochs of 4,292 clips), batches of 32 (more ranking pairs per step) and light
+# dropout. The loss (MSE, ranking, GradNorm) is the paper's in both.
+PROFILES: dict[str, dict] = {
+    "paper": {},
+    "small-data": {"lr": 1e-3, "batch_size": 32, "dropout": 0.1, "lr_step_epochs": 1000},
+}
 
 
 def pick_device(name: str = "auto"):
@@ -81,31 +111,43 @@ class Outputs(NamedTuple):
 # -- models ---------------------------------------------------------------------------------------
 
 
-def build(config: TrainConfig, dims: dict[str, int]):
-    """The model a config asks for; ``dims`` gives each appearance stream's feature size."""
-    from models import build_model
+def build(config: TrainConfig, dims: dict[str, int], sections: dict | None = None):
+    """The model a config asks for, from the run's model ``sections`` (the TOML mapping: its
+    ``[psgcn]``, ``[rtcn]``, ``[multimodal]``, ... tables) with the training switches on top;
+    ``dims`` gives each appearance stream's feature size."""
+    from models import MODELS, config_dict_shallow, model_config
 
-    common = {"dropout": config.dropout}
     if config.model in SKELETON_MODELS:
-        if config.modalities != ("skeletal",):
+        if tuple(config.modalities) != ("skeletal",):
             raise ValueError(f"{config.model} is a skeleton model; modalities must be ('skeletal',)")
         extra = {"downsample": config.downsample} if config.model == "psgcn" else {}
-        return build_model(config.model, **common, **extra)
-    if config.model in SEQUENCE_MODELS:
+        cfg = model_config(config.model, sections, dropout=config.dropout, **extra)
+    elif config.model in SEQUENCE_MODELS:
         if len(config.modalities) != 1 or config.modalities[0] == "skeletal":
             raise ValueError(f"{config.model} takes exactly one appearance modality, got {config.modalities}")
         extra = {"relational_pooling": config.relational_pooling} if config.model == "rtcn" else {}
-        return build_model(config.model, input_dim=dims[config.modalities[0]], **common, **extra)
-    if config.model == "multimodal":
-        return build_model(
+        cfg = model_config(
+            config.model, sections, input_dim=dims[config.modalities[0]], dropout=config.dropout, **extra
+        )
+    elif config.model == "multimodal":
+        psgcn = {"dropout": config.dropout, "downsample": config.downsample}
+        rtcn = {"dropout": config.dropout, "relational_pooling": config.relational_pooling}
+        cfg = model_config(
             "multimodal",
+            sections,
             streams=tuple(config.modalities),
             **{f"{m}_dim": dims[m] for m in config.modalities if m != "skeletal"},
-            psgcn={"downsample": config.downsample, "dropout": config.dropout},
-            rtcn={"relational_pooling": config.relational_pooling, "dropout": config.dropout},
-            average_fusion=config.fusion == "average",
+            psgcn={k: v for k, v in psgcn.items() if v is not None},
+            rtcn={k: v for k, v in rtcn.items() if v is not None},
+            average_fusion=True if config.fusion == "average" else None,
         )
-    raise ValueError(f"unknown model {config.model!r}")
+    elif config.model == "svr":
+        raise ValueError("the SVR baseline has no network to train: fit it per track with vdv evaluate --model svr")
+    else:
+        raise ValueError(
+            f"unknown model {config.model!r}; one of {SKELETON_MODELS + SEQUENCE_MODELS + ('multimodal',)}"
+        )
+    return MODELS[config.model](**config_dict_shallow(cfg))
 
 
 def forward(model, batch: dict, config: TrainConfig, device) -> Outputs:
@@ -132,6 +174,8 @@ def make_loss(config: TrainConfig):
     return ViralityLoss(
         LossConfig(
             margin=config.margin,
+            # only the fused model has per-stream scores; a single stream has two terms
+            stream_ranking=config.model == "multimodal",
             use_mse=config.mse,
             use_ranking=config.ranking,
             gradnorm=config.gradnorm,
@@ -169,34 +213,46 @@ def fit(
     out_dir: str | Path | None = None,
     resume: bool = False,
     data_config: DataConfig | None = None,
+    sections: dict | None = None,
 ) -> TrainResult:
-    """Train on ``train_ds``; with ``out_dir``, write a checkpoint per epoch and the JSONL log."""
+    """Train on ``train_ds``; with ``out_dir``, write a checkpoint per epoch and the JSONL log.
+
+    ``sections`` is the run's TOML mapping, for the model's own sections (:func:`build`). With
+    ``resume`` the model is rebuilt from the checkpoint's architecture and config, not from
+    ``sections``, so a resumed run continues exactly the model it saved.
+    """
     import torch
 
+    from models import load_checkpoint, save_checkpoint
+
+    config = config.resolved()
+    if not (config.mse or config.ranking):
+        raise ValueError("every loss term is disabled (mse=False and ranking=False)")
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     dims = {m: train_ds.dims[m] for m in config.modalities}
-    model = build(config, dims).to(device)
+    out = Path(out_dir) if out_dir is not None else None
+    ckpt_path = out / "checkpoint.pt" if out else None
+    state = None
+    if resume and ckpt_path is not None and ckpt_path.exists():
+        model, state = load_checkpoint(ckpt_path, device)
+        saved = state["train_config"]
+        now = json.loads(json.dumps(config.as_dict()))
+        if saved != now:
+            log.warning(
+                "resuming with a config that differs from the checkpoint's: %s",
+                {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v},
+            )
+    else:
+        model = build(config, dims, sections).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step_epochs, gamma=config.lr_gamma)
-    if not (config.mse or config.ranking):
-        raise ValueError("every loss term is disabled (mse=False and ranking=False)")
     loss = make_loss(config)
     if loss.gradnorm is not None:
         loss.gradnorm.to(device)
     start_epoch, step = 0, 0
-    out = Path(out_dir) if out_dir is not None else None
-    ckpt_path = out / "checkpoint.pt" if out else None
-    if resume and ckpt_path is not None and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=True)
-        saved = state["train_config"]
-        if saved != json.loads(json.dumps(config.as_dict())):
-            log.warning(
-                "resuming with a config that differs from the checkpoint's: %s",
-                {k: (saved.get(k), v) for k, v in config.as_dict().items() if saved.get(k) != v},
-            )
-        model.load_state_dict(state["model"])
+    if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if loss.gradnorm is not None and state["gradnorm"]:
@@ -257,9 +313,9 @@ def fit(
                 save_checkpoint(
                     ckpt_path,
                     model,
-                    config,
-                    dims,
-                    data_config or train_ds.config,
+                    train_config=config.as_dict(),
+                    data_config=dataclasses.asdict(data_config or train_ds.config),
+                    dims=dims,
                     optimizer=optimizer,
                     scheduler=scheduler,
                     gradnorm=loss.gradnorm,
@@ -272,57 +328,27 @@ def fit(
     return TrainResult(model, history, ckpt_path)
 
 
-def save_checkpoint(
-    path,
-    model,
-    config: TrainConfig,
-    dims,
-    data_config: DataConfig,
-    *,
-    optimizer=None,
-    scheduler=None,
-    gradnorm=None,
-    epoch=0,
-    step=0,
-) -> Path:
-    import torch
-
-    from pipeline.tables import atomic_write
-
-    state = {
-        "train_config": json.loads(json.dumps(config.as_dict())),
-        "data_config": json.loads(json.dumps(dataclasses.asdict(data_config))),
-        "dims": dict(dims),
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict() if optimizer else {},
-        "scheduler": scheduler.state_dict() if scheduler else {},
-        "gradnorm": {"module": gradnorm.state_dict(), "optimizer": gradnorm.optimizer.state_dict()}
-        if gradnorm is not None
-        else {},
-        "epoch": epoch,
-        "step": step,
-        "rng": torch.get_rng_state(),
-    }
-    return atomic_write(path, lambda tmp: torch.save(state, tmp))
-
-
 def _config_from(cls, values: dict):
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in names})
 
 
 def load_checkpoint(path: str | Path, device: str = "auto"):
-    """Rebuild the model of a checkpoint exactly; returns (model in eval mode, TrainConfig, DataConfig, dims)."""
-    import torch
+    """A training checkpoint: (model in eval mode, TrainConfig, DataConfig, dims).
 
-    dev = pick_device(device)
-    state = torch.load(path, map_location=dev, weights_only=True)
-    config = _config_from(TrainConfig, state["train_config"])
-    data_config = _config_from(DataConfig, state["data_config"])
-    model = build(config, state["dims"]).to(dev)
-    model.load_state_dict(state["model"])
-    model.eval()
-    return model, config, data_config, dict(state["dims"])
+    The model is rebuilt by :func:`models.load_checkpoint` from the checkpoint's own
+    architecture and config; a checkpoint saved by :func:`models.save_checkpoint` outside
+    training (no train config) reads as the defaults with ``model`` set to its architecture.
+    """
+    from models import load_checkpoint as load
+
+    model, state = load(path, pick_device(device))
+    train = dict(state.get("train_config") or {})
+    if not train:
+        train = {"model": state["arch"]}
+    config = _config_from(TrainConfig, train)
+    data_config = _config_from(DataConfig, state.get("data_config") or {})
+    return model, config, data_config, dict(state.get("dims") or {})
 
 
 def predict(model, ds: ViralityDataset, config: TrainConfig, *, batch_size: int | None = None) -> dict[str, np.ndarray]:
@@ -364,8 +390,11 @@ def train_track(
     *,
     resume: bool = False,
     modalities: Sequence[str] | None = None,
+    sections: dict | None = None,
 ) -> TrainResult:
-    """Train on the train side of ``track`` (``all`` or ``challenge-<name>``, SPEC section 6)."""
+    """Train on the train side of ``track`` (``all`` or ``challenge-<name>``, SPEC section 6).
+
+    ``sections``: the run's TOML mapping, for the model's own sections (``[psgcn]``, ...)."""
     data_config = data_config or DataConfig()
     from models.evaluate import track_splits
 
@@ -374,4 +403,4 @@ def train_track(
         raise ValueError(f"unknown track {track!r}; tracks: {sorted(splits)}")
     train_ids = [c for c, s in splits[track].items() if s == "train"]
     ds = ViralityDataset(source, modalities or config.modalities, clip_ids=train_ids, config=data_config)
-    return fit(ds, config, out_dir=out_dir, resume=resume, data_config=data_config)
+    return fit(ds, config, out_dir=out_dir, resume=resume, data_config=data_config, sections=sections)

@@ -5,16 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from models import data
 from pipeline import tables
 from pipeline.features import current_shards, read_features
+from tests import realdata
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 KEYPOINTS = SHARED / "keypoints"
+
+
+@pytest.fixture(scope="session")
+def release(tmp_path_factory) -> Path:
+    return realdata.session_release(tmp_path_factory)
 
 
 def _scores(work: Path, rows: list[tuple[str, str, float]]) -> None:
@@ -132,25 +137,31 @@ def test_dataset_batches_with_default_collate(work: Path) -> None:
     assert not batch["stream_mask"][:, 3].any()  # no scenic shards at all
 
 
-def test_release_layout(work: Path, tmp_path_factory) -> None:
-    """A release: many clips per Parquet file under data/<config>/, scores beside them."""
-    release = tmp_path_factory.mktemp("release")
-    for stream, modality in (("skeletal", "pose"), ("holistic", "holistic")):
-        shards = current_shards(work, modality)
-        rows = pa.concat_tables([read_features(p, modality) for p in shards.values()])
-        out = release / "data" / stream
-        out.mkdir(parents=True)
-        # one clip per row group, to exercise the row-group index
-        pq.write_table(rows, out / "train-00000-of-00001.parquet", row_group_size=1)
-    (release / "scores").mkdir()
-    pq.write_table(tables.read_table(work, tables.SCORES), release / "scores" / "scores.parquet")
-    cfg = data.DataConfig(skeletal_frames=32, holistic_frames=32)
-    rel = data.ViralityDataset(data.open_source(release), ("skeletal", "holistic"), config=cfg)
-    wrk = data.ViralityDataset(data.open_source(work), ("skeletal", "holistic"), config=cfg)
-    assert isinstance(rel.source, data.ReleaseSource) and sorted(rel.clip_ids) == sorted(wrk.clip_ids)
-    for cid in wrk.clip_ids:
-        x, y = rel[rel.clip_ids.index(cid)], wrk[wrk.clip_ids.index(cid)]
-        assert np.array_equal(x["skeletal"], y["skeletal"]) and np.array_equal(x["holistic_mask"], y["holistic_mask"])
+def test_a_packaged_release_is_a_source(release: Path) -> None:
+    """The output of pipeline.release.package_release on real skeleton windows: scores from
+    data/scores/, skeletons from data/pose/, splits from splits/, all as packaged."""
+    src = data.open_source(release)
+    assert isinstance(src, data.ReleaseSource)
+    records = {r.clip_id: r for r in src.records()}
+    work_scores = tables.read_table(release.parents[1] / "work", tables.SCORES).to_pylist()
+    assert {r["clip_id"]: r["score"] for r in work_scores} == {c: r.score for c, r in records.items()}
+    assert len(records) == len(realdata.windows()) >= 60
+    # every window's rows come back unchanged from the release's multi-clip files
+    for cid, _, rows, valid in realdata.windows()[::17]:
+        got_rows, got_valid = src.load("skeletal", cid)
+        np.testing.assert_array_equal(got_rows, rows)
+        np.testing.assert_array_equal(got_valid, valid)
+    # the stored splits are the ones used, and every track has at least 10 test clips
+    from models.evaluate import track_splits
+
+    tracks = track_splits(src)
+    stored = pq.read_table(release / "splits" / "all.parquet").to_pylist()
+    assert tracks["all"] == {r["clip_id"]: r["split"] for r in stored}
+    assert set(tracks) == {"all", "challenge-lifting", "challenge-taichi"}
+    assert all(sum(s == "test" for s in t.values()) >= 10 for t in tracks.values())
+    ds = data.SkeletalDataset(src, config=data.DataConfig(skeletal_frames=32))
+    item = ds[0]
+    assert item["skeletal"].shape == (3, 32, 16) and not item["skeletal_mask"][realdata.WINDOW :].any()
 
 
 def test_unknown_modality_is_an_error(work: Path) -> None:

@@ -53,19 +53,55 @@ def test_centre_choice_changes_the_partition():
         G.mpii_graph("nose")
 
 
-def test_each_subset_is_normalised_on_its_own():
-    g = G.mpii_graph()
-    a = g.adjacency()
-    assert a.shape == (3, 16, 16) and a.dtype == np.float32
-    parts = g.partition()
-    for k in range(3):
-        deg = parts[k].sum(axis=1) + 0.001
-        expected = parts[k] / np.sqrt(deg[:, None] * deg[None, :])
-        np.testing.assert_allclose(a[k], expected.T, rtol=1e-6)
-    head = G.JOINTS.index("head_top")  # a leaf: its root subset holds only itself
-    assert a[0, head, head] == pytest.approx(1 / 1.001)
-    thorax = 7  # four neighbours farther out (neck, shoulders, pelvis) plus none closer
-    assert parts[2, thorax].sum() == 4 and parts[1, thorax].sum() == 0
+def test_three_vertex_chain_by_hand():
+    """Chain a - b - c, centre b. With self-loops a and c have degree 2, b degree 3; each target
+    vertex takes 1/deg of every neighbour, split by hop distance (values worked out by hand)."""
+    g = G.Graph(("a", "b", "c"), ((0, 1), (1, 2)), 1)
+    a = g.adjacency()  # [k, v (source), w (target)]
+    expected = np.zeros((3, 3, 3))
+    expected[0, 0, 0] = expected[0, 2, 2] = 1 / 2  # a and c: themselves (root)
+    expected[1, 1, 0] = expected[1, 1, 2] = 1 / 2  # a and c: b is closer to the centre
+    expected[0, 1, 1] = 1 / 3  # b: itself
+    expected[2, 0, 1] = expected[2, 2, 1] = 1 / 3  # b: a and c are farther out
+    np.testing.assert_allclose(a, expected, atol=1e-7)
+
+
+def _totals_per_target(a: np.ndarray) -> np.ndarray:
+    # what einsum('nkctv,kvw->nctw') gives target w when every source carries 1
+    return np.einsum("kvw->w", a)
+
+
+def test_every_vertex_aggregates_total_weight_one():
+    for center in G.CENTERS:
+        g = G.mpii_graph(center)
+        a = g.adjacency()
+        assert a.shape == (3, 16, 16) and a.dtype == np.float32
+        np.testing.assert_allclose(_totals_per_target(a), np.ones(16), atol=1e-6)
+        # no entry above the largest possible share, 1/2 (a leaf and its one neighbour)
+        assert a.max() <= 0.5 + 1e-6
+        head, thorax = G.JOINTS.index("head_top"), G.JOINTS.index("thorax")
+        assert a[0, head, head] == pytest.approx(1 / 2)  # a leaf: itself and the upper neck
+        # the thorax has five neighbours with itself (neck, both shoulders, pelvis)
+        assert a[:, :, thorax].sum() == pytest.approx(1.0) and a[0, thorax, thorax] == pytest.approx(1 / 5)
+        for level in G.pyramid(center):
+            np.testing.assert_allclose(_totals_per_target(level.graph.adjacency()), 1.0, atol=1e-6)
+
+
+def test_downsample_operators_give_every_coarse_vertex_total_weight_one():
+    levels = G.pyramid()
+    for fine, coarse in zip(levels[:-1], levels[1:], strict=True):
+        d = G.downsample_adjacency(fine.graph, coarse.pool)
+        np.testing.assert_allclose(_totals_per_target(d), np.ones(coarse.graph.num_vertices), atol=1e-6)
+
+
+def test_psgcn_operators_are_normalised_in_every_block():
+    from models import build_model
+
+    model = build_model("psgcn")
+    for block in model.blocks:
+        a = block.gcn.A.numpy()
+        np.testing.assert_allclose(_totals_per_target(a), 1.0, atol=1e-6)
+        assert a.max() <= 0.5 + 1e-6
 
 
 def test_pyramid_coarsens_16_to_7_to_4_with_derived_edges():

@@ -171,3 +171,30 @@ def test_virality_loss_on_a_model_logs_terms_and_weights():
     assert float(total) == pytest.approx(log["rank_final"] + log["rank_streams"])
     with pytest.raises(ValueError, match="MSE or ranking"):
         ViralityLoss(LossConfig(use_mse=False, use_ranking=False, gradnorm=False))
+
+
+def test_a_single_stream_loss_balances_only_the_two_terms_it_has():
+    """For PSGCN alone there are no stream scores: GradNorm must work on MSE and the fused
+    ranking only, exactly as a two-term GradNorm on those terms would (not as three terms with
+    a zero one, which drags both weights down)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+    x, y = torch.randn(16, 6), torch.rand(16)
+    loss = ViralityLoss(LossConfig(stream_ranking=False, gradnorm_lr=0.05))
+    reference = GradNorm(2, lr=0.05)
+    shared = list(model[2].parameters())
+    for _ in range(30):
+        pred = model(x).squeeze(1)
+        total, log = loss.step_loss(pred, y, None, None, shared)
+        terms = virality_terms(pred, y)
+        reference.update(terms.values[:2], shared)
+        total.backward()
+        model.zero_grad()
+    history = torch.tensor(loss.gradnorm.history)
+    assert (history[:, 2] == 0).all()
+    torch.testing.assert_close(history[:, :2].sum(dim=1), torch.full((30,), 2.0))
+    torch.testing.assert_close(history[:, :2], torch.tensor(reference.history))
+    assert log["w_rank_streams"] == 0.0
+    # a multi-stream loss asked to rank streams it is not given is an error, not a silent zero
+    with pytest.raises(ValueError, match="stream"):
+        ViralityLoss(LossConfig()).step_loss(pred.detach(), y)

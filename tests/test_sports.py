@@ -64,13 +64,14 @@ class MeanColour(FeatureExtractor):
 
 def test_prepare_writes_shards_scores_and_rejections(aqa: Path, tmp_path: Path) -> None:
     prep = sports.prepare_aqa7(aqa, tmp_path, {"holistic": MeanColour()})
-    assert len(prep["train"]) == 3 and len(prep["test"]) == 1 and prep["rejected"] == 1
+    # class 2's only train sample has no frames, so its test sample has no scale to be scored on
+    assert len(prep["train"]) == 3 and len(prep["test"]) == 0 and prep["rejected"] == 2
     scores = tables.read_table(tmp_path, tables.SCORES).to_pylist()
     by = {r["video_id"]: r for r in scores}
     assert by["6/003"]["raw_score"] == pytest.approx(101.6) and by["6/003"]["score"] == 0.5  # one clip in its class
     assert by["1/001"]["score"] == 0.0 and by["1/002"]["score"] == 1.0
     rej = tables.read_table(tmp_path, tables.REJECTIONS, "rejections").to_pylist()
-    assert rej[0]["reason"] == "no_clip"
+    assert [r["reason"] for r in rej] == ["no_clip", "no_scale"] and rej[1]["video_id"] == "2/7"
     ds = ViralityDataset(open_source(tmp_path), ("holistic",))
     item = ds[0]
     assert item["holistic"].shape == (256, 3) and item["holistic_mask"].sum() == 11  # 11 frames at 25 fps
@@ -107,6 +108,20 @@ def prepared(aqa_split4: Path, tmp_path_factory) -> tuple[Path, dict]:
         aqa_split4, work, {"skeletal": build_extractor(PoseConfig(max_side=256)), "holistic": MeanColour()}
     )
     return work, prep
+
+
+def test_min_max_comes_from_the_train_scores_only(prepared) -> None:
+    """Split_4 as published: class 1 train scores 29, 38, 47, 56 and test 55, 60, 65; class 2
+    train 98, 101, 104 and test 106, 110. Scores are min-max on the train range (by hand)."""
+    work, _ = prepared
+    by = {r["video_id"]: r for r in tables.read_table(work, tables.SCORES).to_pylist()}
+    expected = {
+        "1/001": 0.0, "1/002": 9 / 27, "1/004": 1.0, "1/005": 26 / 27, "1/006": 31 / 27, "1/007": 36 / 27,
+        "2/001": 0.0, "2/003": 1.0, "2/004": 8 / 6, "2/005": 12 / 6,
+    }  # fmt: skip
+    for vid, score in expected.items():
+        assert by[vid]["score"] == pytest.approx(score), vid
+        assert by[vid]["out_of_scale"] == (score > 1.0), vid
 
 
 def test_train_sports_reports_src_per_class_on_split4_test(aqa_split4: Path, prepared, tmp_path: Path) -> None:

@@ -6,14 +6,21 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 
 from models import data, train
 from pipeline import tables
+from tests import realdata
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 KEYPOINTS = SHARED / "keypoints"
+
+
+@pytest.fixture(scope="session")
+def release(tmp_path_factory) -> Path:
+    return realdata.session_release(tmp_path_factory)
 
 
 def make_work(root: Path, n: int = 12, *, facial_every: int = 3, seed: int = 0) -> Path:
@@ -141,3 +148,67 @@ def test_loss_ablation_no_mse_fixes_its_weight_at_zero(work: Path, tmp_path: Pat
 def test_wrong_modalities_for_a_model_are_an_error(work: Path) -> None:
     with pytest.raises(ValueError, match="skeleton model"):
         train.build(train.TrainConfig(model="psgcn"), {})
+
+
+def test_model_sections_are_trained_and_restored(work: Path, tmp_path: Path) -> None:
+    """[psgcn] channels and kernel reach the trained model, and the checkpoint rebuilds them
+    without the sections (the one checkpoint format: architecture + full model config)."""
+    from models import load_checkpoint
+
+    ds = data.SkeletalDataset(data.open_source(work), config=data.DataConfig(skeletal_frames=8))
+    sections = {"psgcn": {"channels": [8, 16, 24], "temporal_kernel": 3}}
+    cfg = train.TrainConfig(model="psgcn", modalities=("skeletal",), epochs=1, device="cpu")
+    result = train.fit(ds, cfg, out_dir=tmp_path, sections=sections)
+    assert result.model.config.channels == (8, 16, 24) and result.model.feature_dim == 24
+    model, state = load_checkpoint(result.checkpoint)
+    assert state["arch"] == "psgcn" and state["config"]["temporal_kernel"] == 3
+    assert model.config == result.model.config
+    assert model.blocks[0].tcn.conv.kernel_size == (3, 1)
+    assert state["train_config"]["model"] == "psgcn" and state["data_config"]["skeletal_frames"] == 8
+    p1 = train.predict(result.model, ds, cfg)["final"]
+    p2 = train.predict(model, ds, cfg)["final"]
+    np.testing.assert_allclose(p1, p2, atol=1e-6)
+    # the fused model takes its streams from [psgcn] and [rtcn], its fusion from [multimodal]
+    mm = train.build(
+        train.TrainConfig(modalities=("skeletal", "holistic")),
+        {"holistic": 64},
+        {**sections, "rtcn": {"heads": 2, "channels": [8, 8, 8, 8, 16, 16]}, "multimodal": {"fusion_hidden": 7}},
+    )
+    assert mm.config.psgcn.channels == (8, 16, 24) and mm.config.rtcn.heads == 2
+    assert mm.config.fusion_hidden == 7 and mm.config.holistic_dim == 64
+    from pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"\[psgcn\]"):
+        train.build(cfg, {}, {"psgcn": {"chanels": [8, 8, 8]}})
+
+
+def test_small_data_profile_fills_only_default_fields() -> None:
+    paper = train.TrainConfig().resolved()
+    assert (paper.lr, paper.batch_size, paper.dropout) == (1e-4, 8, None)  # SPEC section 5
+    small = train.TrainConfig(profile="small-data").resolved()
+    assert small.lr == train.PROFILES["small-data"]["lr"] != 1e-4
+    mine = train.TrainConfig(profile="small-data", lr=3e-4).resolved()
+    assert mine.lr == 3e-4 and mine.batch_size == small.batch_size
+    with pytest.raises(ValueError, match="profile"):
+        train.TrainConfig(profile="fast").resolved()
+
+
+def test_train_and_resume_from_a_packaged_release(release: Path, tmp_path: Path, capsys) -> None:
+    """``vdv train --source <release>`` on the output of package_release (data/scores/ and
+    data/pose/ of real skeleton windows), then ``--resume`` for one more epoch."""
+    from models import load_checkpoint
+
+    run = realdata.train_on_release(release, tmp_path / "run", "--model", "psgcn", "--modalities", "skeletal")
+    model, state = load_checkpoint(run / "checkpoint.pt")
+    assert state["arch"] == "psgcn" and model.config.channels == (8, 16, 16) and state["epoch"] == 1
+    n_train = sum(1 for r in pq.read_table(release / "splits" / "all.parquet").to_pylist() if r["split"] == "train")
+    steps = [json.loads(x)["step"] for x in (run / "train_log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, -(-n_train // 8) + 1))  # every train clip of the release, batch 8
+    realdata.train_on_release(release, run, "--model", "psgcn", "--modalities", "skeletal", "--epochs", "2", "--resume")
+    _, state = load_checkpoint(run / "checkpoint.pt")
+    assert state["epoch"] == 2 and state["step"] == 2 * steps[-1]
+    capsys.readouterr()
+    from cli import main
+
+    assert main(["train", "--source", str(release), "--out", str(tmp_path / "x"), "--track", "nope"]) == 2
+    assert "unknown track" in capsys.readouterr().err
