@@ -54,8 +54,12 @@ def make_task_runner(
     dask_address: str | None = None,
     workers: int | None = None,
     threads_per_worker: int = 1,
+    worker_env: Mapping[str, str] | None = None,
 ):
-    """The Prefect task runner named by ``runner`` (see the module docstring)."""
+    """The Prefect task runner named by ``runner`` (see the module docstring).
+
+    ``worker_env``: environment of a local Dask cluster's worker processes.
+    """
     if runner == "thread":
         from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -78,9 +82,30 @@ def make_task_runner(
                 "processes": True,
                 "threads_per_worker": threads_per_worker,
                 "dashboard_address": None,
+                "env": dict(worker_env or {}),
             }
         )
     raise ValueError(f"unknown runner {runner!r}; choose one of {RUNNERS}")
+
+
+def flow_api_env() -> dict[str, str]:
+    """``PREFECT_API_URL`` of the running flow's API, for worker processes this flow starts.
+
+    Without it, each local Dask worker would start a temporary Prefect server of its own, record
+    its task runs there, and leave that server running when the cluster closes.
+    """
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return {"PREFECT_API_URL": str(client.api_url).rstrip("/")}
+
+
+def open_clip_runner(runner: str, workers: int | None, threads_per_worker: int, dask_address: str | None):
+    """The task runner of the per-clip tasks, chosen by the flow's parameters."""
+    env = flow_api_env() if runner == "dask" and not dask_address else None
+    return make_task_runner(
+        runner, dask_address=dask_address, workers=workers, threads_per_worker=threads_per_worker, worker_env=env
+    )
 
 
 def clips_in_flight(runner) -> int | None:
@@ -341,9 +366,7 @@ def build(
     artifacts.bridge_loggers()
     config = load_config(config_path)
     _check_modalities(modalities)
-    clip_runner = make_task_runner(
-        runner, dask_address=dask_address, workers=workers, threads_per_worker=threads_per_worker
-    )
+    clip_runner = open_clip_runner(runner, workers, threads_per_worker, dask_address)
     with WorkLock(work, "build"), clip_runner:
         swept = extraction.sweep_partial_files(work)
         report: dict[str, Any] = {"raw_dir": raw_dir, "work": work, "pid": os.getpid(), "partial_removed": swept}

@@ -16,7 +16,7 @@ from typing import Any
 from prefect import flow
 
 from flows import artifacts, tasks
-from flows.build import BuildError, _check_modalities, extract_stage, finish_run, make_task_runner, run_rule_stages
+from flows.build import BuildError, _check_modalities, extract_stage, finish_run, open_clip_runner, run_rule_stages
 from pipeline import extraction
 from pipeline.config import load_config
 from pipeline.lock import WorkLock
@@ -49,9 +49,7 @@ def reextract(
     artifacts.bridge_loggers()
     config = load_config(config_path)
     _check_modalities(modalities)
-    clip_runner = make_task_runner(
-        runner, dask_address=dask_address, workers=workers, threads_per_worker=threads_per_worker
-    )
+    clip_runner = open_clip_runner(runner, workers, threads_per_worker, dask_address)
     with WorkLock(work, "reextract"), clip_runner:
         report: dict[str, Any] = {"work": work, "modalities": list(modalities)}
         report["partial_removed"] = extraction.sweep_partial_files(work)

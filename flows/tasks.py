@@ -193,7 +193,8 @@ def train(source: str, out_dir: str, config: Mapping[str, Any], track: str = "al
     from pipeline.config import stage_config
 
     cfg = stage_config(TrainConfig, dict(config), "train")
-    result = train_track(open_source(source), track, out_dir, cfg)
+    # the model is built from the run's [psgcn] / [rtcn] / [multimodal] sections, as `vdv train` does
+    result = train_track(open_source(source), track, out_dir, cfg, sections=dict(config))
     history = list(getattr(result, "history", []) or [])
     summary = {
         "out_dir": out_dir,
