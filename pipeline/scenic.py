@@ -68,7 +68,7 @@ from pipeline.decode import DecodeParams, Sample, StreamInfo, iter_samples
 from pipeline.errors import ClipError, Reason
 from pipeline.features import Batches, FeatureExtractor, FeatureSequence
 from pipeline.provenance import code_version
-from pipeline.vibe import ViBeParams, WindowBackgrounds, WindowImage
+from pipeline.vibe import ViBeParams, WindowBackgrounds, WindowImage, write_backgrounds
 
 log = logging.getLogger(__name__)
 
@@ -243,24 +243,11 @@ def write_background_pngs(
     images: list[tuple[float, WindowImage]], directory: str | Path, clip_id: str, identity: str
 ) -> Path:
     """PNGs ``DIR/<clip_id[:16]>.<ms>ms.png`` and the clip's ``scenic_backgrounds`` table (atomic writes)."""
-    directory = Path(directory)
-    rows = []
-    for t, window in images:
-        path = directory / f"{clip_id[:16]}.{int(round(t * 1000)):07d}ms.png"
-        ok, png = cv2.imencode(".png", cv2.cvtColor(window.image, cv2.COLOR_RGB2BGR))
-        if not ok:
-            raise OSError(f"could not encode {path}")
-        data = png.tobytes()
-        tables.atomic_write(path, lambda tmp, data=data: tmp.write_bytes(data))
-        rows.append(
-            {
-                "clip_id": clip_id,
-                "timestamp": t,
-                "png": path.name,
-                "filled_share": window.filled_share,
-                "identity": identity,
-            }
-        )
+    paths = write_backgrounds([(t, w.image) for t, w in images], directory, clip_id[:16])
+    rows = [
+        {"clip_id": clip_id, "timestamp": t, "png": p.name, "filled_share": w.filled_share, "identity": identity}
+        for (t, w), p in zip(images, paths, strict=True)
+    ]
     table = tables.to_table(rows, tables.SCENIC_BACKGROUNDS, where=f"scenic backgrounds {clip_id[:16]}")
     target = tables.shard_path(directory, "scenic_backgrounds", clip_id[:16])
     return tables.atomic_write(target, lambda tmp: pq.write_table(table, tmp))

@@ -322,12 +322,15 @@ def window_backgrounds(
 
 def write_backgrounds(images: Iterable[tuple[float, np.ndarray]], directory: str | Path, stem: str) -> list[Path]:
     """Write ``(time, image)`` pairs as ``<stem>.<ms>ms.png`` (RGB images) so a user can look at them."""
+    from pipeline.tables import atomic_write
+
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     written = []
     for t, image in images:
         path = directory / f"{stem}.{int(round(t * 1000)):07d}ms.png"
-        if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-            raise OSError(f"could not write {path}")
-        written.append(path)
+        ok, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise OSError(f"could not encode {path}")
+        data = png.tobytes()
+        written.append(atomic_write(path, lambda tmp, data=data: tmp.write_bytes(data)))
     return written
