@@ -179,11 +179,23 @@ def test_real_clips_background_images_show_no_person_and_keep_the_scene():
 
 
 def test_moving_camera_does_not_crash_the_extractor():
-    # the surfing clip's camera follows the surfer: screening rejects such clips, but the
-    # extractor must still return finite features (ViBe re-initialises on the global change)
-    ex = scenic.build_extractor({"end_s": 1.0, "short_side": 96}, untrained=True, device="cpu")
-    seq = ex.compute(CLIPS / "tuneavideo_man-surfing.mp4", "e" * 64)
-    assert seq.features.shape == (2, 512) and np.isfinite(seq.features).all()
+    # the kitten clip's hand-held camera moves (screening rejects it as camera motion): ViBe
+    # re-initialises on the global change and the extractor still returns finite features.
+    # Measured at 128 px, first 5 s: outside the person mask at most 0.078 of the pixels are
+    # foreground on the five demo clips that screening keeps, median 0.55 here (reset at 0.5)
+    from pipeline.decode import stream_info
+
+    path = CLIPS / "trackanything_test-sample2_cat.mp4"
+    ex = scenic.build_extractor({"end_s": 2.0, "short_side": 96}, untrained=True, device="cpu")
+    clip = ex.consumer("e" * 64)
+    try:
+        for sample in iter_samples(path, ex.decode_params()):
+            clip.push(sample)
+        seq = clip.finish(stream_info(path))
+    finally:
+        clip.close()
+    assert clip.scene.windows.resets >= 1  # measured: resets at grid frames 26 and 44
+    assert seq.features.shape == (4, 512) and np.isfinite(seq.features).all()
 
 
 # -- the extractor ---------------------------------------------------------------------------------
