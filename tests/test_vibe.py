@@ -222,3 +222,12 @@ def test_write_backgrounds_png(tmp_path):
     assert [p.name for p in paths] == ["clip.0000440ms.png", "clip.0000920ms.png"]
     back = cv2.cvtColor(cv2.imread(str(paths[0])), cv2.COLOR_BGR2RGB)
     np.testing.assert_array_equal(back, image)
+
+
+def test_a_window_covered_everywhere_is_recorded_not_a_crash():
+    # nothing of the scene was ever background (a person mask over the whole frame): there is
+    # nothing to fill from; the image is black and its share says so
+    base = _scene()
+    everything = np.ones(base.shape[:2], dtype=bool)
+    out = list(window_backgrounds([base] * 12, [everything] * 12, window=12, hop=12))
+    assert len(out) == 1 and out[0].filled_share == 1.0 and not out[0].image.any()
