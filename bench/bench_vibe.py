@@ -1,10 +1,24 @@
-"""Speed and memory of ViBe, the scenic and the facial extractors on real clips.
+"""Cost of the scenic background images before and after person masking, the Places365 input
+against the published preprocessing, and the scenic and facial extractors end to end.
 
     python bench/bench_vibe.py [--clip PATH] [--seconds S] [--device cpu|cuda] [--out out/bench_vibe]
 
-Prints frames (or samples) per second and peak memory (process RSS; CUDA peak when on a GPU),
-and writes the clip's background images as PNGs under ``--out`` so they can be looked at.
-Untrained weights are used when the cache has none (the speed is the same).
+Prints:
+
+- the cost per grid frame of the background images: *before* (the previous design: a fresh ViBe
+  model per 120-frame window, up to 10 live, at a 160 px grid, image = mean of the samples) and
+  *after* (the BlazePose person mask plus one ViBe model and the window means, at the 256 px
+  grid), the mask and ViBe apart;
+- how far the network's input (224 x 224 RGB pixels) is from the Places365 reference demo
+  applied to the native frame (resize to 256 x 256, centre 224): mean absolute error in grey
+  levels, for the previous geometry (160 px grid, short side to 256, crop), for the 160 px grid
+  with the reference geometry (what the enlargement alone costs) and for the current one (256 px
+  grid, 256 x 256, crop), on one frame a second of the sample clips;
+- samples per second and peak memory (process RSS; CUDA peak on a GPU) of the scenic and facial
+  extractors; untrained weights are used when the cache has none (the speed is the same).
+
+It writes the clip's background images (after) as PNGs under ``--out`` so they can be looked at.
+Figures on a shared CPU are noisy: treat them as lower bounds.
 """
 
 from __future__ import annotations
@@ -15,6 +29,7 @@ import time
 from pathlib import Path
 
 CLIPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clips"
+GEOMETRY_CLIPS = ("hybrik_taiji.mp4", "musepose_dance.mp4", "stgcn_ta_chi.mp4", "controlvideo_moonwalk.mp4")
 
 
 def peak_rss_mib() -> float:
@@ -28,6 +43,59 @@ def build(module, config: dict, device: str | None):
         return module.build_extractor(config, device=device)
     except WeightsError:
         return module.build_extractor(config, untrained=True, device=device)
+
+
+def previous_backgrounds(frames, params, window: int = 120, hop: int = 12) -> int:
+    """The previous design, for its cost: a fresh ViBe model per window (from the window's first
+    frame), the image being the mean of the model's samples at the window's end."""
+    from pipeline.vibe import ViBe
+
+    models, images = {}, 0
+    for index, frame in enumerate(frames):
+        if index == 0 or (index + window - hop) % hop == 0:
+            models[index] = ViBe(frame, params, seed=(0, index))
+        for start, model in models.items():
+            if start != index:
+                model.apply(frame)
+        if (index + 1) % hop == 0:
+            models[max(0, index - window + 1)].background()
+            images += 1
+        for start in [s for s in models if s + window - 1 <= index]:
+            del models[start]
+    return images
+
+
+def geometry_errors(seconds: float) -> list[tuple[str, float, float, float]]:
+    """(clip, MAE previous, MAE of the 160 px grid with the reference geometry, MAE current) of
+    the network input against the reference demo."""
+    import cv2
+    import numpy as np
+
+    from pipeline.decode import DecodeParams, iter_samples
+    from pipeline.scenic import places_input
+
+    def previous(image):  # short side to 256 (aspect kept), centre 224
+        h, w = image.shape[:2]
+        scale = 256 / min(h, w)
+        size = (max(224, int(round(w * scale))), max(224, int(round(h * scale))))
+        resized = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA)
+        top, left = (size[1] - 224) // 2, (size[0] - 224) // 2
+        return resized[top : top + 224, left : left + 224]
+
+    out = []
+    for name in GEOMETRY_CLIPS:
+        grid = DecodeParams(fps=1.0, end_s=seconds)
+        native = [s.image for s in iter_samples(CLIPS / name, grid)]
+        small = [s.image for s in iter_samples(CLIPS / name, DecodeParams(fps=1.0, short_side=160, end_s=seconds))]
+        big = [s.image for s in iter_samples(CLIPS / name, DecodeParams(fps=1.0, short_side=256, end_s=seconds))]
+        before, enlarged, after = [], [], []
+        for n, s, b in zip(native, small, big, strict=True):
+            reference = places_input(n, 256, 224).astype(np.float32)  # the demo on the native frame
+            before.append(np.abs(previous(s).astype(np.float32) - reference).mean())
+            enlarged.append(np.abs(places_input(s, 256, 224).astype(np.float32) - reference).mean())
+            after.append(np.abs(places_input(b, 256, 224).astype(np.float32) - reference).mean())
+        out.append((name, float(np.mean(before)), float(np.mean(enlarged)), float(np.mean(after))))
+    return out
 
 
 def main() -> None:
@@ -44,28 +112,56 @@ def main() -> None:
 
     from pipeline import facial, scenic
     from pipeline.decode import DecodeParams, iter_samples
-    from pipeline.vibe import window_backgrounds, write_backgrounds
+    from pipeline.vibe import ViBeParams, WindowBackgrounds, write_backgrounds
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    print(f"device {device}, torch threads {torch.get_num_threads()}, excerpt {args.seconds} s")
+    print(
+        f"device {device}, torch threads {torch.get_num_threads()}, excerpt {args.seconds} s of {Path(args.clip).name}"
+    )
 
     config = scenic.ScenicConfig(end_s=args.seconds)
-    frames = [
-        s.image for s in iter_samples(args.clip, DecodeParams(fps=25, short_side=config.short_side, end_s=args.seconds))
-    ]
+    small = [s.image for s in iter_samples(args.clip, DecodeParams(fps=25, short_side=160, end_s=args.seconds))]
     start = time.perf_counter()
-    found = list(window_backgrounds(frames, params=config.vibe_params()))
-    took = time.perf_counter() - start
+    previous_backgrounds(small, ViBeParams(reset_share=1.0))
+    before = (time.perf_counter() - start) / len(small)
+    h, w = small[0].shape[:2]
+    print(f"before    {1000 * before:8.1f} ms/grid frame  (a ViBe model per window, up to 10 live, {w}x{h})")
+    del small
+
+    frames = [s.image for s in iter_samples(args.clip, scenic.decode_params(config))]
+    masks = scenic.PersonMasks(config)
+    start = time.perf_counter()
+    person = [masks.mask(f) for f in frames]
+    mask_s = (time.perf_counter() - start) / len(frames)
+    masks.close()
+    windows = WindowBackgrounds(
+        window=config.window, hop=config.hop, params=config.vibe_params(), inpaint_radius=config.inpaint_radius
+    )
+    found = []
+    start = time.perf_counter()
+    for i, (frame, mask) in enumerate(zip(frames, person, strict=True)):
+        out = windows.push(frame, mask)
+        if out is not None:
+            found.append((i / config.fps, out))
+    vibe_s = (time.perf_counter() - start) / len(frames)
     h, w = frames[0].shape[:2]
+    filled = [o.filled_share for _, o in found]
     print(
-        f"vibe      {len(frames) / took:8.1f} frames/s  ({len(frames)} frames {w}x{h}, {len(found)} backgrounds, "
-        f"up to {config.window // config.hop} live models)  peak RSS {peak_rss_mib():.0f} MiB"
+        f"after     {1000 * (mask_s + vibe_s):8.1f} ms/grid frame  (person mask {1000 * mask_s:.1f}, one ViBe model and "
+        f"window means {1000 * vibe_s:.1f}; {w}x{h}, {len(found)} backgrounds, inpainted share mean "
+        f"{np.mean(filled):.3f} max {np.max(filled):.3f})  peak RSS {peak_rss_mib():.0f} MiB"
     )
     paths = write_backgrounds(
-        [(i / 25, im) for i, im in found], Path(args.out) / Path(args.clip).stem, Path(args.clip).stem
+        [(t, o.image) for t, o in found], Path(args.out) / Path(args.clip).stem, Path(args.clip).stem
     )
     print(f"          backgrounds written to {paths[0].parent}/")
-    del frames
+    del frames, person
+
+    print("Places365 input vs the reference demo on the native frame (MAE, grey levels, 224x224 RGB):")
+    for name, prev, now in geometry_errors(min(args.seconds, 10.0)):
+        print(
+            f"          {name:28s} previous (160 px, short side 256, crop) {prev:6.1f}   current (256 px, 256x256, crop) {now:5.1f}"
+        )
 
     for name, module, clip, cfg in (
         ("scenic", scenic, args.clip, {"end_s": args.seconds}),

@@ -315,3 +315,21 @@ def replace_table(rows, spec: TableSpec, root: str | os.PathLike, table: str | N
         if stale != target:
             stale.unlink()
     return target
+
+
+# -- scenic background images -------------------------------------------------------------------
+
+SCENIC_BACKGROUNDS = _spec(
+    "scenic_backgrounds",
+    1,
+    [
+        pa.field("clip_id", pa.string(), nullable=False),
+        pa.field("timestamp", pa.float64(), nullable=False),  # grid time of the window's last frame, s
+        pa.field("png", pa.string(), nullable=False),  # file name beside this table's directory
+        pa.field("filled_share", pa.float64(), nullable=False),  # pixels covered all window long, inpainted
+        pa.field("identity", pa.string(), nullable=False),  # the scenic feature identity they belong to
+    ],
+)
+"""Written only with ``[scenic] save_backgrounds = DIR``: one shard per clip,
+``DIR/scenic_backgrounds/scenic_backgrounds.<clip_id[:16]>.parquet``, one row per PNG
+``DIR/<clip_id[:16]>.<ms>ms.png``."""

@@ -1,8 +1,13 @@
-"""Scenic features (pipeline.scenic): ViBe backgrounds on real clips, then ResNet-18 Places365.
+"""Scenic features (pipeline.scenic): background images without the dancer, then ResNet-18 Places365.
 
 Real weights cannot be fetched in the test environment: the network is seeded and untrained,
 and the tests check shapes, provenance and determinism of the network part, while the
-background extraction (no weights involved) is checked on real footage.
+background extraction (no weights involved) is checked on real footage: a real dancer
+composited over a real empty scene (the true background is known), and real single-dancer
+clips with a person detector run on their background images.
+
+Sizes: the checks on real footage run at a 128 px grid (the default is 256) and on the first
+seconds of each clip, to keep them to seconds on two cores; the rule is the same at any size.
 """
 
 from __future__ import annotations
@@ -12,57 +17,188 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
-from pipeline import scenic
+from pipeline import scenic, tables
 from pipeline.config import ConfigError
 from pipeline.decode import DecodeParams, iter_samples
 from pipeline.errors import ClipError, Reason
 from pipeline.features import read_features
 from pipeline.runtime import resolve_precision
-from pipeline.vibe import write_backgrounds
+from pipeline.vibe import ViBe, WindowBackgrounds
 
 CLIPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clips"
-# static camera on a stage; the dancer moonwalks from the left of the frame to the right,
-# so at the end of every window he stands where the window's first frame showed the bare stage
 MOONWALK = CLIPS / "controlvideo_moonwalk.mp4"
+SIZE = 128  # grid short side of the checks on real footage
 
 
 @pytest.fixture(scope="module")
 def extractor():
-    return scenic.build_extractor({"end_s": 2.0}, untrained=True, device="cpu")
+    return scenic.build_extractor({"end_s": 2.0, "short_side": SIZE}, untrained=True, device="cpu")
 
 
-def test_dancer_is_gone_from_the_background(tmp_path):
-    config = scenic.ScenicConfig()
-    frames = [s.image for s in iter_samples(MOONWALK, DecodeParams(fps=25, short_side=config.short_side))]
-    found = list(scenic.backgrounds(MOONWALK, config))
-    assert [round(t, 2) for t, _ in found] == [0.44, 0.92, 1.4, 1.88, 2.36]
-    stack = np.stack(frames).astype(np.int16)
-    # the bare stage: each pixel's temporal median (the dancer covers any pixel for a short time)
-    plate = np.median(stack, axis=0)
+# -- ground truth: a real dancer over a real empty scene -------------------------------------------
 
-    def differs(image):  # L1 over RGB against the bare stage
-        return np.abs(image.astype(np.int16) - plate).sum(-1)
 
-    # where the window's first frame (frame 0) shows the dancer, ViBe's model holds his colours
-    # (a "ghost" that spatial propagation dissolves slowly): measured apart below
-    start = cv2.dilate((differs(stack[0]) > 90).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
-    for t, background in found[2:]:  # windows long enough for the dancer to have moved away
-        end = int(round(t * 25))
-        dancer = (differs(stack[end]) > 90) & ~start  # the dancer now, by frame differencing
-        assert dancer.sum() > 300
-        raw = differs(stack[end])[dancer].mean()
-        left = differs(background)[dancer].mean()
-        # measured: left 5.8-8.4, raw 335-369 (L1 over three channels, 0-765)
-        assert raw > 200, raw
-        assert left < 25, left
-        # elsewhere (away from the dancer now and at the window's start) the image is the stage
-        rest = ~dancer & ~start & ~cv2.dilate(dancer.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
-        assert np.median(differs(background)[rest]) < 15
-    paths = write_backgrounds(found, tmp_path / "backgrounds", "moonwalk")
-    assert len(paths) == 5 and all(p.stat().st_size > 0 for p in paths)
-    assert cv2.imread(str(paths[-1])).shape == found[-1][1].shape
+@pytest.fixture(scope="module")
+def composite():
+    """150 frames: the tai chi dancer of ``stgcn_ta_chi`` (cut out with the person mask, undilated)
+    pasted, in place, over an empty stretch of ``intel_one-by-one-person-detection`` (static
+    camera, 20.5-22.5 s, no one in the room; played forward and back to last 6 s, so every frame
+    is a real frame of that scene). The true background of every frame is the scene's frame."""
+    empty = [
+        s.image
+        for s in iter_samples(
+            CLIPS / "intel_one-by-one-person-detection.mp4",
+            DecodeParams(fps=25, short_side=SIZE, start_s=20.5, end_s=22.5),
+        )
+    ]
+    scene = (empty + empty[-2:0:-1]) * 2
+    dancer = [
+        s.image for s in iter_samples(CLIPS / "stgcn_ta_chi.mp4", DecodeParams(fps=25, short_side=SIZE, end_s=6.0))
+    ]
+    n = 150
+    assert len(scene) >= n and len(dancer) >= n
+    cutter = scenic.PersonMasks(scenic.ScenicConfig(short_side=SIZE, mask_dilate=0.0))
+    height, width = scene[0].shape[:2]
+    x0 = (width - dancer[0].shape[1]) // 2
+    frames, covered = [], []
+    for background, person in zip(scene[:n], dancer[:n], strict=True):
+        cut = cutter.mask(person)
+        frame, where = background.copy(), np.zeros((height, width), dtype=bool)
+        frame[:, x0 : x0 + cut.shape[1]][cut] = person[cut]
+        where[:, x0 : x0 + cut.shape[1]] = cut
+        frames.append(frame)
+        covered.append(where)
+    cutter.close()
+    # the scenic extractor's own masks of the composited frames (one tracked pass)
+    own = scenic.PersonMasks(scenic.ScenicConfig(short_side=SIZE))
+    masks = [own.mask(f) for f in frames]
+    own.close()
+    return {"frames": frames, "truth": scene[:n], "covered": np.stack(covered), "masks": masks}
+
+
+def _windows(composite, first: int) -> dict[int, np.ndarray]:
+    """Window images by absolute end frame, the clip starting at frame ``first``."""
+    windows, out = WindowBackgrounds(), {}
+    for i in range(first, len(composite["frames"])):
+        got = windows.push(composite["frames"][i], composite["masks"][i])
+        if got is not None:
+            out[i] = got
+    return out
+
+
+def _mae(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> float:
+    """Mean absolute error over RGB (grey levels per channel) inside ``where``."""
+    return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).mean(-1)[where].mean())
+
+
+@pytest.mark.slow  # about 20 s on two cores: two BlazePose passes over 150 frames
+def test_background_matches_the_true_scene_inside_the_dancers_region(composite):
+    found = _windows(composite, 0)
+    frames, truth, covered = composite["frames"], np.stack(composite["truth"]), composite["covered"]
+    full = [end for end in found if end >= 119]  # windows of the full 120 frames
+    assert full == [119, 131, 143]
+    for end in full:
+        span = slice(end - 119, end + 1)
+        region = covered[span].any(0)  # every pixel the dancer ever covered in the window
+        always = covered[span].all(0)  # covered in every frame: only inpainting can fill them
+        assert 0.05 < region.mean() < 0.12
+        plate = truth[span].mean(0)
+        error = _mae(found[end].image, plate, region)
+        untouched = np.mean([_mae(f, t, region) for f, t in zip(frames[span], truth[span], strict=True)])
+        # the previous design: a ViBe model from the window's first frame, mean of its samples
+        previous = ViBe(frames[end - 119], seed=(0, end - 119))
+        for frame in frames[end - 118 : end + 1]:
+            previous.apply(frame)
+        before = _mae(previous.background(), plate, region)
+        # measured: error 11.5-11.6 (3.7 where the scene was ever visible, 25.5 where the dancer
+        # stood all window long and the image is inpainted); untouched frames 52-53; previous 49-52
+        assert error < 20, error
+        assert untouched > 40 and before > 40, (untouched, before)
+        assert _mae(found[end].image, plate, region & ~always) < 8
+        assert found[end].filled_share == pytest.approx(0.05, abs=0.03)  # measured 0.051-0.053
+
+
+@pytest.mark.slow  # shares the composite fixture
+def test_background_does_not_depend_on_where_the_window_starts(composite):
+    # the same window of frames, with ViBe started 0, 12 or 24 frames earlier (so the dancer
+    # stands elsewhere in the first frame each time): the images agree inside the dancer's region
+    runs = [_windows(composite, first) for first in (0, 12, 24)]
+    region = composite["covered"][24:].any(0)
+    for end in (131, 143):
+        a, b, c = (run[end].image for run in runs)
+        # measured: 0.13-0.70 grey levels
+        assert _mae(a, b, region) < 2.0 and _mae(a, c, region) < 2.0
+
+
+# -- real single-dancer clips ----------------------------------------------------------------------
+
+
+def _people(image: np.ndarray, detector) -> int:
+    from pipeline.people import find_people
+
+    h, w = image.shape[:2]
+    scale = 480 / max(h, w)  # the detector sees a 480 px long side, as in the issue's measurement
+    big = cv2.resize(image, (int(round(w * scale)), int(round(h * scale))), interpolation=cv2.INTER_CUBIC)
+    return len(find_people(big, detector))
+
+
+@pytest.mark.slow  # about 25 s: three clips, 6 s each, plus the detector
+def test_real_clips_background_images_show_no_person_and_keep_the_scene():
+    from pipeline.pose import BlazePose
+
+    detector = BlazePose(static=True)
+    config = scenic.ScenicConfig(short_side=SIZE)
+    with_person = shown = images = 0
+    for name in ("stgcn_ta_chi.mp4", "musepose_dance.mp4", "hybrik_taiji.mp4"):
+        scene = scenic.SceneBackgrounds(config)
+        masks, frames = [], []
+        for sample in iter_samples(CLIPS / name, DecodeParams(fps=25, short_side=SIZE, end_s=6.0)):
+            out = scene.push(sample.image)
+            masks.append(scene.last_person)
+            frames.append(sample.image)
+            if out is None:
+                continue
+            images += 1
+            with_person += _people(out.image, detector) > 0
+            shown += _people(sample.image, detector) > 0  # the detector does see the dancer here
+            # static scene content: pixels farther than 10 % of the short side from every
+            # person mask of the window stay close to the frame
+            union = np.stack(masks[max(0, out.end - 119) :]).any(0).astype(np.uint8)
+            away = cv2.distanceTransform(1 - union, cv2.DIST_L2, 5) > 0.1 * SIZE
+            assert away.mean() > 0.15
+            # measured: at most 7.5 (hybrik_taiji; musepose_dance's burned-in lyrics 4.8)
+            assert _mae(out.image, sample.image, away) < 12, name
+        scene.close()
+    assert images == 36
+    assert shown >= 0.9 * images  # measured 36 of 36
+    # measured 0 of 36 (the previous design: a person in every image)
+    assert with_person <= 0.1 * images, with_person
+
+
+def test_moving_camera_does_not_crash_the_extractor():
+    # the kitten clip's hand-held camera moves (screening rejects it as camera motion): ViBe
+    # re-initialises on the global change and the extractor still returns finite features.
+    # Measured at 128 px, first 5 s: outside the person mask at most 0.078 of the pixels are
+    # foreground on the five demo clips that screening keeps, median 0.55 here (reset at 0.5)
+    from pipeline.decode import stream_info
+
+    path = CLIPS / "trackanything_test-sample2_cat.mp4"
+    ex = scenic.build_extractor({"end_s": 2.0, "short_side": 96}, untrained=True, device="cpu")
+    clip = ex.consumer("e" * 64)
+    try:
+        for sample in iter_samples(path, ex.decode_params()):
+            clip.push(sample)
+        seq = clip.finish(stream_info(path))
+    finally:
+        clip.close()
+    assert clip.scene.windows.resets >= 1  # measured: resets at grid frames 26 and 44
+    assert seq.features.shape == (4, 512) and np.isfinite(seq.features).all()
+
+
+# -- the extractor ---------------------------------------------------------------------------------
 
 
 def test_shard_has_one_sample_every_12_frames_with_provenance(extractor, tmp_path):
@@ -76,39 +212,62 @@ def test_shard_has_one_sample_every_12_frames_with_provenance(extractor, tmp_pat
     assert features.shape == (4, 512) and np.isfinite(features).all()
     assert (features >= 0).all() and features.std() > 0  # a ReLU trunk's pooled output
     assert row["untrained"] is True and row["weights_sha256"] == "untrained"
-    assert row["extractor"] == "vibe-resnet18-places365" and len(row["extractor_version"]) == 16
+    assert row["extractor"] == "vibe-personmask-resnet18-places365" and len(row["extractor_version"]) == 16
     assert row["precision"] == resolve_precision(None, "cpu") and row["device"] == "cpu"
     assert row["fps"] == pytest.approx(25 / 12)
     assert (row["frame_width"], row["frame_height"]) == (1084, 1080)
     params = json.loads(row["params"])
-    assert params["window"] == 120 and params["hop"] == 12 and params["short_side"] == 160
+    assert params["window"] == 120 and params["hop"] == 12 and params["short_side"] == SIZE
     assert params["vibe"]["n_samples"] == 20 and params["vibe"]["subsampling"] == 16
-    assert params["crop"] == 224 and params["resize_short"] == 256
+    assert params["vibe"]["reset_share"] == 0.5
+    mask = params["person_mask"]
+    assert mask["threshold"] == 0.5 and mask["dilate_share_of_short_side"] == 0.02
+    assert len(mask["landmark_model_sha256"]) == 64
+    assert params["crop"] == 224 and params["resize"] == [256, 256] and params["keep_aspect"] is False
     # a re-run finds the current shard and skips the clip
     assert extractor.extract_to(tmp_path, MOONWALK, clip_id) == (shard, False)
 
 
-def test_deterministic_and_seeded(extractor):
-    a = extractor.compute(MOONWALK, "b" * 64)
-    b = extractor.compute(MOONWALK, "b" * 64)
+def test_person_mask_parameters_are_part_of_the_identity(extractor):
+    for change in ({"mask_threshold": 0.6}, {"mask_dilate": 0.05}, {"inpaint_radius": 3}, {"reset_share": 0.7}):
+        other = scenic.build_extractor({"end_s": 2.0, "short_side": SIZE, **change}, untrained=True, device="cpu")
+        assert other.identity("b" * 64) != extractor.identity("b" * 64), change
+
+
+def test_deterministic_and_seeded():
+    one = scenic.build_extractor({"end_s": 1.0, "short_side": 96}, untrained=True, device="cpu")
+    a = one.compute(MOONWALK, "b" * 64)
+    b = one.compute(MOONWALK, "b" * 64)
     np.testing.assert_array_equal(a.features, b.features)
-    other = scenic.build_extractor({"end_s": 2.0, "seed": 1}, untrained=True, device="cpu")
+    other = scenic.build_extractor({"end_s": 1.0, "short_side": 96, "seed": 1}, untrained=True, device="cpu")
     assert not np.array_equal(other.compute(MOONWALK, "b" * 64).features, a.features)
-    assert other.identity("b" * 64) != extractor.identity("b" * 64)
+    assert other.identity("b" * 64) != one.identity("b" * 64)
 
 
-def test_save_backgrounds_option(tmp_path):
-    ex = scenic.build_extractor({"end_s": 1.0, "save_backgrounds": str(tmp_path / "png")}, untrained=True, device="cpu")
+def test_save_backgrounds_writes_pngs_and_their_inpainted_share(tmp_path):
+    out = tmp_path / "png"
+    ex = scenic.build_extractor(
+        {"end_s": 1.0, "short_side": SIZE, "save_backgrounds": str(out)}, untrained=True, device="cpu"
+    )
     seq = ex.compute(MOONWALK, "c" * 64)
     assert len(seq.timestamps) == 2
-    assert sorted(p.name for p in (tmp_path / "png").iterdir()) == [
+    assert sorted(p.name for p in out.glob("*.png")) == [
         "cccccccccccccccc.0000440ms.png",
         "cccccccccccccccc.0000920ms.png",
     ]
+    image = cv2.imread(str(out / "cccccccccccccccc.0000920ms.png"))
+    assert image.shape == (SIZE, SIZE, 3)
+    table = tables.read_file(
+        out / "scenic_backgrounds" / "scenic_backgrounds.cccccccccccccccc.parquet", tables.SCENIC_BACKGROUNDS
+    )
+    rows = table.to_pylist()
+    assert [r["png"] for r in rows] == ["cccccccccccccccc.0000440ms.png", "cccccccccccccccc.0000920ms.png"]
+    assert all(0.0 <= r["filled_share"] < 0.5 for r in rows) and rows[0]["identity"] == ex.identity("c" * 64)
+    assert pq.read_metadata(out / "scenic_backgrounds" / "scenic_backgrounds.cccccccccccccccc.parquet").num_rows == 2
 
 
 def test_clip_shorter_than_one_window_is_a_recorded_rejection():
-    ex = scenic.build_extractor({"end_s": 0.3}, untrained=True, device="cpu")
+    ex = scenic.build_extractor({"end_s": 0.3, "short_side": 96}, untrained=True, device="cpu")
     with pytest.raises(ClipError) as err:
         ex.compute(MOONWALK, "d" * 64)
     assert err.value.reason is Reason.TOO_SHORT and err.value.clip_id == "d" * 64
@@ -120,12 +279,21 @@ def test_configuration_is_checked():
     with pytest.raises(ValueError):
         scenic.ScenicConfig(hop=24, window=12)
     with pytest.raises(ValueError):
+        scenic.ScenicConfig(hop=12, window=100)  # not a multiple of hop
+    with pytest.raises(ValueError):
         scenic.ScenicConfig(radius=0)
+    with pytest.raises(ValueError):
+        scenic.ScenicConfig(mask_threshold=1.5)
 
 
-def test_places_input_geometry():
-    image = np.zeros((160, 284, 3), dtype=np.uint8)
-    image[:, 142:] = 255
+def test_places_input_is_the_reference_geometry():
+    # the Places365 demo: resize to 256 x 256 whatever the aspect, then the central 224
+    image = np.zeros((256, 456, 3), dtype=np.uint8)
+    image[:, 228:] = 255  # right half white
+    image[:, :10] = 128  # a grey band at the left edge: squashed, it is 256 * 10 / 456 = 5.6 px wide
     crop = scenic.places_input(image, 256, 224)
     assert crop.shape == (224, 224, 3)
-    assert crop[:, :100].max() == 0 and crop[:, 124:].min() == 255  # centred
+    assert crop[:, :100].max() == 0 and crop[:, 124:].min() == 255  # the halves meet at the centre
+    resized = scenic.places_input(image, 256, 256)  # no crop: the whole squashed image
+    band = int((resized[0, :20, 0] > 0).sum())  # the 10 px band, squashed by 256 / 456
+    assert 5 <= band <= 7, band

@@ -1,11 +1,11 @@
-"""ViBe (pipeline.vibe): the published rules, vectorised, seeded; windows of SPEC section 4."""
+"""ViBe (pipeline.vibe): the published rules, vectorised, seeded; person masking; windows of SPEC section 4."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pipeline.vibe import ViBe, ViBeParams, window_backgrounds, window_ends, write_backgrounds
+from pipeline.vibe import ViBe, ViBeParams, WindowBackgrounds, window_backgrounds, window_ends, write_backgrounds
 
 
 def _scene(h: int = 48, w: int = 64, seed: int = 1) -> np.ndarray:
@@ -16,9 +16,15 @@ def _scene(h: int = 48, w: int = 64, seed: int = 1) -> np.ndarray:
     return np.clip(smooth + rng.integers(-4, 5, size=(h, w, 3)), 0, 255).astype(np.uint8)
 
 
+def _block_mask(shape: tuple[int, int], x: int, y: int = 10, size: int = 12) -> np.ndarray:
+    mask = np.zeros(shape, dtype=bool)
+    mask[y : y + size, x : x + size] = True
+    return mask
+
+
 def _with_block(background: np.ndarray, x: int, y: int = 10, size: int = 12) -> np.ndarray:
     frame = background.copy()
-    frame[y : y + size, x : x + size] = (250, 10, 10)  # a saturated red "dancer"
+    frame[_block_mask(background.shape[:2], x, y, size)] = (250, 10, 10)  # a saturated red "dancer"
     return frame
 
 
@@ -57,17 +63,16 @@ def test_initialisation_takes_values_from_the_8_neighbourhood():
     assert model.samples.shape == (3, 20, h, w)
 
 
-def test_moving_object_is_foreground_and_left_out_of_the_background():
+def test_moving_object_is_foreground_and_left_out_of_the_model():
     background = _scene()
     model = ViBe(background, seed=0)
     for step in range(40):
         frame = _with_block(background, x=2 + step)
         mask = model.apply(frame)
-    block = np.zeros(mask.shape, dtype=bool)
-    block[10:22, 41:53] = True
+    block = _block_mask(mask.shape, 41)
     assert mask[block].all()  # the object is foreground where it stands
     assert mask[~block].mean() < 0.01  # and the static scene is not
-    # conservative update: the object's colours never entered the model, so the image is the scene
+    # conservative update: the object's colours never entered the model
     diff = np.abs(model.background().astype(int) - background.astype(int)).sum(-1)
     assert diff.max() <= 3 * 20
 
@@ -79,43 +84,114 @@ def test_background_absorbs_the_scene_at_the_published_rate():
     model = ViBe(background, seed=0)
     before = model.samples.copy()
     shifted = np.clip(background.astype(int) + 5, 0, 255).astype(np.uint8)  # still matches (L1 15 <= 60)
-    frames = 64
-    for _ in range(frames):
+    for _ in range(64):
         model.apply(shifted)
     changed = (model.samples != before).any(0).mean()  # share of samples overwritten
-    # expected replacements per sample: 2 * frames / (16 * 20) = 0.4 -> share 1 - exp(-0.4) ~ 0.33
+    # expected replacements per sample: 2 * 64 / (16 * 20) = 0.4 -> share 1 - exp(-0.4) ~ 0.33
     assert 0.25 < changed < 0.41
+
+
+def test_a_still_person_under_the_mask_is_never_absorbed():
+    # without the mask, an object that stands still is absorbed: ViBe calls it background
+    background = _scene()
+    still = _with_block(background, x=20)
+    person = _block_mask(background.shape[:2], 20)
+    plain = ViBe(still, ViBeParams(subsampling=1), seed=0)
+    for _ in range(30):
+        plain.apply(still)
+    assert not plain.apply(still)[person].any()
+    # with it, the object's pixels keep the scene's samples they were re-drawn from, and no
+    # propagation writes the object into them: once it leaves, they match the scene at once
+    masked = ViBe(background, ViBeParams(subsampling=1), seed=0)
+    for _ in range(30):
+        masked.apply(still, exclude=person)
+    assert not masked.apply(background)[person].any()
+
+
+def test_pixels_first_seen_under_the_mask_are_redrawn_when_uncovered():
+    # the model starts with the person in it (the clip's first frame); when the person leaves,
+    # the uncovered pixels take the scene's values instead of leaving a ghost
+    background = _scene()
+    start = _block_mask(background.shape[:2], 5)
+    model = ViBe(_with_block(background, x=5), seed=0, exclude=start)
+    ghost = ViBe(_with_block(background, x=5), seed=0)  # the same start without the mask
+    moved = _with_block(background, x=40)
+    now = _block_mask(background.shape[:2], 40)
+    fg = model.apply(moved, exclude=now)
+    assert not fg[start].any()  # no ghost where the person was
+    inner = _block_mask(background.shape[:2], 6, 11, 10)  # away from the block's edge
+    assert ghost.apply(moved)[inner].all()  # plain ViBe's ghost
+    diff = np.abs(model.background().astype(int) - background.astype(int)).sum(-1)
+    assert diff[start].max() <= 60
+
+
+def test_a_global_change_resets_the_model():
+    background = _scene()
+    model = ViBe(background, seed=0)
+    other = np.ascontiguousarray(background[::-1, ::-1])  # a camera that turned
+    fg = model.apply(other)
+    assert model.resets == 1 and not fg.any()
+    assert not model.apply(other).any()  # the new scene is the model now
+    never = ViBe(background, ViBeParams(reset_share=1.0), seed=0)
+    assert never.apply(other).mean() > 0.5 and never.resets == 0
+
+
+def test_window_image_is_the_mean_of_the_uncovered_values():
+    rng = np.random.default_rng(3)
+    base = _scene(24, 32)
+    frames, masks = [], []
+    for i in range(60):
+        noisy = np.clip(base.astype(int) + rng.integers(-6, 7, base.shape), 0, 255).astype(np.uint8)
+        frames.append(_with_block(noisy, x=(i % 20), y=6, size=8))
+        masks.append(_block_mask(base.shape[:2], i % 20, 6, 8))
+    windows = WindowBackgrounds(window=24, hop=12, seed=0)
+    got = {}
+    foregrounds = []
+    for frame, mask in zip(frames, masks, strict=True):
+        out = windows.push(frame, mask)
+        foregrounds.append(windows.last_foreground.copy())
+        if out is not None:
+            got[out.end] = out
+    assert sorted(got) == window_ends(60, 12) == [11, 23, 35, 47, 59]
+    # independent reference for the window ending at 47 (frames 24..47): plain per-pixel mean
+    stack = np.stack(frames[24:48]).astype(np.float64)
+    seen = ~(np.stack(masks[24:48]) | np.stack(foregrounds[24:48]))
+    counts = seen.sum(0)
+    expected = (stack * seen[..., None]).sum(0) / np.maximum(counts, 1)[..., None]
+    image = got[47].image.astype(np.float64)
+    assert (counts > 0).mean() > 0.9
+    assert np.abs(image - expected)[counts > 0].max() <= 0.5 + 1e-9  # rounding only
+    assert got[47].filled_share == pytest.approx((counts == 0).mean())
+    # the block never leaves the 8 rows it walks on, and the scene elsewhere is the scene
+    rest = np.ones(base.shape[:2], dtype=bool)
+    rest[4:16] = False
+    assert np.abs(image - base.astype(np.float64))[rest].mean() < 3
+    # memory: one model and window / hop block sums, however long the clip
+    assert len(windows.blocks) == 2
+
+
+def test_pixels_covered_all_window_long_are_inpainted_and_counted():
+    base = _scene()
+    person = _block_mask(base.shape[:2], 20)
+    frames = [_with_block(base, x=20)] * 24
+    out = list(window_backgrounds(frames, [person] * 24, window=24, hop=12))
+    last = out[-1]
+    assert last.filled_share == pytest.approx(person.mean())
+    # filled from the surroundings: the red block is gone, the colours are the scene's
+    diff = np.abs(last.image.astype(int) - base.astype(int)).mean(-1)
+    assert diff[person].mean() < 12 and last.image[person][:, 0].max() < 200
+    assert diff[~person].max() <= 1
 
 
 def test_seeded_and_deterministic():
     frames = [_with_block(_scene(), x=2 + i) for i in range(30)]
     a = list(window_backgrounds(frames, seed=5))
     b = list(window_backgrounds(frames, seed=5))
-    c = list(window_backgrounds(frames, seed=6))
-    assert [e for e, _ in a] == [11, 23]
-    for (_, x), (_, y) in zip(a, b, strict=True):
-        np.testing.assert_array_equal(x, y)
-    assert any((x != y).any() for (_, x), (_, y) in zip(a, c, strict=True))
-
-
-def test_each_window_is_a_fresh_model_over_its_own_frames():
-    rng = np.random.default_rng(7)
-    base = _scene(24, 32)
-    frames = [
-        np.clip(base.astype(int) + rng.integers(-30, 30, base.shape), 0, 255).astype(np.uint8) for _ in range(150)
-    ]
-    got = dict(window_backgrounds(frames, window=120, hop=12, seed=2))
-    assert sorted(got) == window_ends(150) == list(range(11, 150, 12))
-    # the window ending at 131 covers frames 12..131 and nothing else
-    model = ViBe(frames[12], seed=(2, 12))
-    for frame in frames[13:132]:
-        model.apply(frame)
-    np.testing.assert_array_equal(got[131], model.background())
-    # a window near the clip start is truncated at frame 0
-    model = ViBe(frames[0], seed=(2, 0))
-    for frame in frames[1:36]:
-        model.apply(frame)
-    np.testing.assert_array_equal(got[35], model.background())
+    assert [w.end for w in a] == [11, 23]
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x.image, y.image)
+    model_a, model_b = ViBe(frames[0], seed=5), ViBe(frames[0], seed=6)
+    assert (model_a.samples != model_b.samples).any()
 
 
 def test_bad_parameters_and_frames_are_refused():
@@ -124,12 +200,18 @@ def test_bad_parameters_and_frames_are_refused():
     with pytest.raises(ValueError):
         ViBeParams(min_matches=0)
     with pytest.raises(ValueError):
+        ViBeParams(reset_share=0.0)
+    with pytest.raises(ValueError):
         list(window_backgrounds([_scene()], window=6, hop=12))
+    with pytest.raises(ValueError):
+        WindowBackgrounds(window=30, hop=12)  # not a multiple
     model = ViBe(_scene())
     with pytest.raises(ValueError):
         model.apply(_scene(10, 10))
     with pytest.raises(ValueError):
         model.apply(_scene().astype(np.float32))
+    with pytest.raises(ValueError):
+        model.apply(_scene(), exclude=np.zeros((3, 3), dtype=bool))
 
 
 def test_write_backgrounds_png(tmp_path):
@@ -140,3 +222,12 @@ def test_write_backgrounds_png(tmp_path):
     assert [p.name for p in paths] == ["clip.0000440ms.png", "clip.0000920ms.png"]
     back = cv2.cvtColor(cv2.imread(str(paths[0])), cv2.COLOR_BGR2RGB)
     np.testing.assert_array_equal(back, image)
+
+
+def test_a_window_covered_everywhere_is_recorded_not_a_crash():
+    # nothing of the scene was ever background (a person mask over the whole frame): there is
+    # nothing to fill from; the image is black and its share says so
+    base = _scene()
+    everything = np.ones(base.shape[:2], dtype=bool)
+    out = list(window_backgrounds([base] * 12, [everything] * 12, window=12, hop=12))
+    assert len(out) == 1 and out[0].filled_share == 1.0 and not out[0].image.any()
