@@ -268,6 +268,8 @@ def _one_pass(clip_id, path, todo, work, decode: DecodeConfig, item) -> dict[str
             try:
                 seq = consumer.finish(info)
                 todo[modality].write(work, clip_id, seq)
+                if seq.preview is not None:
+                    _write_preview(work, modality, clip_id, seq.preview)
             except ClipError as err:
                 drop(modality, err)
                 continue
@@ -282,6 +284,33 @@ def _one_pass(clip_id, path, todo, work, decode: DecodeConfig, item) -> dict[str
         for consumer in consumers.values():
             consumer.close()
     return results
+
+
+def _write_preview(work: str | Path, modality: str, clip_id: str, preview) -> None:
+    """A modality's picture for the build report (scenic: one background image per clip).
+
+    It comes from the pass that computed the features, so the report decodes nothing. For people
+    only: a failure is logged, never a rejection.
+    """
+    import cv2
+
+    from pipeline.report import backgrounds_dir
+
+    if modality != "scenic":
+        return
+    t, image = preview
+    directory = backgrounds_dir(work)
+    target = directory / f"{clip_id[:16]}.{int(round(t * 1000)):07d}ms.png"
+    try:
+        ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise OSError("PNG encoding failed")
+        tables.atomic_write(target, lambda tmp: tmp.write_bytes(data.tobytes()))
+        for stale in directory.glob(f"{clip_id[:16]}.*.png"):
+            if stale != target:
+                stale.unlink(missing_ok=True)
+    except OSError as err:
+        log.warning("no report picture for %s %s: %s", modality, clip_id[:12], err)
 
 
 def rejections_path(work: str | Path, modality: str) -> Path:

@@ -45,6 +45,8 @@ class FeatureSequence:
     source_fps: float | None = None
     frame_width: int | None = None
     frame_height: int | None = None
+    # one picture of what the modality saw, for people (the build report): (time, RGB image); not stored
+    preview: tuple[float, np.ndarray] | None = None
 
     def __post_init__(self):
         t = len(self.timestamps)

@@ -340,7 +340,7 @@ def _background_for(
     from pipeline.errors import ClipError
     from pipeline.scenic import ScenicConfig, backgrounds
 
-    config = ScenicConfig(time_budget_s=60.0)
+    config = ScenicConfig()
     full = config.window // config.hop - 1  # the first background made from a whole window
     chosen = None
     try:

@@ -333,6 +333,7 @@ class _ScenicClip:
         self.times: list[float] = []
         self.filled: list[float] = []
         self.saved: list[tuple[float, WindowImage]] = []
+        self.preview: tuple[float, np.ndarray] | None = None  # the first background of a whole window
         self.batches = Batches(
             extractor.config.batch_size,
             lambda images: extractor.embed(np.stack(images)),
@@ -347,6 +348,8 @@ class _ScenicClip:
         self.times.append(sample.t)
         self.filled.append(out.filled_share)
         self.batches.add(out.image)
+        if self.preview is None or len(self.times) * self.extractor.config.hop <= self.extractor.config.window:
+            self.preview = (sample.t, out.image)
         if self.extractor.config.save_backgrounds:
             self.saved.append((sample.t, out))
 
@@ -377,6 +380,7 @@ class _ScenicClip:
             source_fps=source.fps,
             frame_width=source.width,
             frame_height=source.height,
+            preview=self.preview,
         )
 
     def close(self) -> None:
