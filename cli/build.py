@@ -157,8 +157,27 @@ def _runner(args) -> dict:
     }
 
 
+def _check_inputs(args) -> None:
+    """Bad input files fail here, in one line, before a flow run (and its logging) starts."""
+    from pipeline.config import load_config
+    from pipeline.ingest import read_pairing
+
+    load_config(args.config)
+    if getattr(args, "pairing", None):
+        read_pairing(args.pairing)
+    if getattr(args, "overrides", None):
+        from pipeline.config import ConfigError
+        from pipeline.screen import read_overrides
+
+        try:
+            read_overrides(args.overrides)
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+
+
 def _build(args) -> int:
     _prefect_defaults()
+    _check_inputs(args)
     from flows.build import BuildError, build
     from pipeline.lock import WorkDirLocked
 
@@ -194,6 +213,7 @@ def _build(args) -> int:
 
 def _reextract(args) -> int:
     _prefect_defaults()
+    _check_inputs(args)
     from flows.build import BuildError
     from flows.reextract import reextract
     from pipeline.lock import WorkDirLocked

@@ -1,4 +1,4 @@
-"""``vdv release [--out DIR] [--allow-untrained]`` and ``vdv release verify DIR`` (SPEC section 9)."""
+"""``vdv release [--out DIR] [--allow-untrained]`` and ``vdv release verify DIR``."""
 
 from __future__ import annotations
 

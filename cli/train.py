@@ -13,11 +13,11 @@ def register(subparsers, parent: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser("train", parents=[parent], help="train a virality model on a track's train split")
     p.add_argument("--source", help="work directory or release directory with features and scores (default: --work)")
     p.add_argument("--out", required=True, metavar="DIR", help="run directory: checkpoint.pt, train_log.jsonl")
-    p.add_argument("--track", default="all", help="all or challenge-<name> (SPEC section 6)")
+    p.add_argument("--track", default="all", help="all (every challenge) or challenge-<name> (one challenge): the 80/20 split of that track")
     p.add_argument("--model", help="multimodal (default), psgcn, stgcn, rtcn, tcn, lstm")
     p.add_argument("--modalities", help="comma-separated streams, e.g. skeletal,holistic")
     p.add_argument("--epochs", type=int, help="epochs to train (default: [train] epochs of --config)")
-    p.add_argument("--profile", help="training profile: paper (SPEC section 5, the default) or small-data")
+    p.add_argument("--profile", help="training profile: paper (Adam 1e-4, batch 8, dropout 0.5; the default) or small-data (lr 1e-3, batch 32, dropout 0.1)")
     p.add_argument("--device", help="auto (CUDA when present), cpu, cuda")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
     p.set_defaults(func=_train)
@@ -64,7 +64,7 @@ def register(subparsers, parent: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser(
         "sports",
         parents=[parent],
-        help="AQA-7 sports rating (SPEC section 8): extract, train on Split_4 train, SRC per class on Split_4 test",
+        help="AQA-7 sports rating (skeletal and holistic streams): extract, train on Split_4 train, SRC per class on Split_4 test",
     )
     p.add_argument("root", metavar="AQA7_ROOT", help="the unpacked AQA-7 tree (Seven/, Split_4/)")
     p.add_argument("--out", required=True, metavar="DIR", help="results.json, results.md and runs/<model>/")

@@ -266,7 +266,9 @@ def fit(
     log_fh = open(out / "train_log.jsonl", "a") if out else None  # noqa: SIM115 - closed below
     history: list[dict] = []
     try:
-        for epoch in range(start_epoch, config.epochs):
+        from pipeline.progress import track  # a bar with a rate and time left, on a terminal only
+
+        for epoch in track(range(start_epoch, config.epochs), "train", unit="epoch"):
             model.train()
             loader = _make_loader(train_ds, config, shuffle=True, seed=config.seed + epoch)
             t0, losses, seen = time.perf_counter(), [], 0
@@ -290,7 +292,7 @@ def fit(
                 seen += len(target)
                 losses.append(float(total.detach()))
                 a, b, c = (float(w) for w in loss.weights())
-                # GradNorm's (a, b, c) after this step's update, logged every step (SPEC section 5)
+                # GradNorm's (a, b, c) after this step's update, logged every step
                 record = {
                     "epoch": epoch,
                     "step": step,

@@ -652,7 +652,7 @@ def package_release(
             for name, c in configs.items()
         },
         "tracks": track_info,
-        "split_rule": "SPEC section 6: order by sha256(track + clip_id), fill train to "
+        "split_rule": "order by sha256(track + clip_id), fill train to "
         f"{config.train_fraction:.0%}"
         + (" by uploader group" if config.group_by_uploader else " clip by clip (uploader grouping off)")
         + " (pipeline/splits.py)",

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from test_release import make_work
+from test_release import colour_extractors, make_work
 
 from pipeline import release
 
@@ -20,7 +20,7 @@ def released(tmp_path_factory):
     work = tmp_path_factory.mktemp("work")
     make_work(work)
     out = tmp_path_factory.mktemp("release")
-    return release.package_release(work, out, salt="test-salt")
+    return release.package_release(work, out, salt="test-salt", extractors=colour_extractors())
 
 
 class Records(logging.Handler):
