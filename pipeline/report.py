@@ -353,7 +353,8 @@ def _background_for(
         return None
     if chosen is None:
         return None
-    t, image = chosen
+    t, window = chosen
+    image = window.image  # a scenic WindowImage: the background and its inpainted share
     target = directory / f"{clip_id[:16]}.{int(round(t * 1000)):07d}ms.png"
     ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     if not ok:

@@ -70,7 +70,7 @@ def build_release(root: Path) -> Path:
     key = str(root)
     if key in _RELEASES:
         return _RELEASES[key]
-    from models.data import write_stream
+    from models.data import ArrayShardWriter, write_stream
     from pipeline import tables, virality
     from pipeline.release import package_release
 
@@ -99,7 +99,14 @@ def build_release(root: Path) -> Path:
     tables.replace_table(clips, tables.CLIPS, work)
     config = virality.ScoreConfig()
     virality.write_scores(virality.score_clips(clips, config), config, work)
-    summary = package_release(work, root / "release", allow_untrained=True, salt="model-tests")
+    # the shards' own writers are what a current shard must match (one per source window set)
+    writers = [
+        ArrayShardWriter("pose", 48, name="blazepose-window", params={"source": source})
+        for source in sorted({c["path"].split(".mp4#")[0] for c in clips})
+    ]
+    summary = package_release(
+        work, root / "release", allow_untrained=True, salt="model-tests", extractors={"pose": writers}
+    )
     _RELEASES[key] = summary.path
     return summary.path
 

@@ -7,8 +7,8 @@ import argparse
 import pytest
 from conftest import DEMO, SHARED
 
-from pipeline import tables
 from cli import build_parser, main
+from pipeline import tables
 
 STAGE_COMMANDS = ("ingest", "screen", "score", "summary")
 

@@ -16,7 +16,6 @@ import pytest
 from pipeline import facial, tables
 from pipeline.config import ConfigError
 from pipeline.features import read_features
-from pipeline.runtime import resolve_precision
 
 CLIPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clips"
 
@@ -62,7 +61,7 @@ def test_shard_provenance_and_skip(tmp_path):
     assert row["valid"] == [True] * 5
     assert row["untrained"] is True and row["weights_sha256"] == "untrained"
     assert row["extractor"] == "mtcnn-inception-resnet-v1-vggface2"
-    assert row["precision"] == resolve_precision(None, "cpu") and row["fps"] == 3.0
+    assert row["precision"] == "float32" and row["fps"] == 3.0  # the embedder stays fp32
     assert (row["frame_width"], row["frame_height"]) == (480, 480)
     params = json.loads(row["params"])
     assert params["fps"] == 3.0 and params["end_s"] == 1.5

@@ -182,8 +182,8 @@ def test_coordinates_are_native_pixels_whatever_the_decode_size(tfjs_sequence):
 
 def test_cli_extracts_kept_clips_and_records_failures(tmp_path, capsys):
     """``vdv extract pose``: kept clips only, a missing file recorded as a rejection, re-runs skip."""
-    from pipeline import tables
     from cli import main
+    from pipeline import tables
 
     work = tmp_path / "work"
     good, missing, dropped = "a" * 64, "b" * 64, "c" * 64

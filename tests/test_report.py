@@ -101,8 +101,8 @@ def built(tmp_path_factory):
     )
     vcfg = visual.VisualConfig()
 
-    def pixel_rules(path, clip_id):
-        return visual.screen_visual(path, clip_id, vcfg, thumbnails=report.thumbnails_dir(work))
+    def pixel_rules(clip):
+        return visual.screen_visual(clip["path"], clip["clip_id"], vcfg, thumbnails=report.thumbnails_dir(work))
 
     screened = screen.screen_clips(
         ingest.clips, screen.ScreenConfig(max_followers=0), visual=pixel_rules, output_dir=work

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import unpickle, weights
 from cli import main as vdv
+from pipeline import unpickle, weights
 from pipeline.errors import WeightsError
 
 # -- published layouts ---------------------------------------------------------------------------
