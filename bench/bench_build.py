@@ -118,11 +118,15 @@ def timed_build(tree: Path, entry: str, raw: Path, pairing: Path, config: Path, 
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB; a running maximum
     if done.returncode != 0:
         raise SystemExit(f"build at {tree} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    sys.path.insert(0, str(ROOT))
-    from pipeline import tables
+    import pyarrow.parquet as pq
 
-    clips = {c["clip_id"]: c for c in tables.read_table(work, tables.CLIPS).to_pylist()}
-    kept = [r["clip_id"] for r in tables.read_table(work, tables.SCORES).to_pylist()]
+    # read without schema checks: the reference commit writes older table versions
+    def rows(table: str, columns: list[str]) -> list[dict]:
+        files = sorted((work / table).glob("*.parquet"))
+        return [r for f in files for r in pq.read_table(f, columns=columns).to_pylist()]
+
+    clips = {c["clip_id"]: c for c in rows("clips", ["clip_id", "path", "duration_s"])}
+    kept = [r["clip_id"] for r in rows("scores", ["clip_id"])]
     by_path = (
         Counter(line.split(" ", 1)[1].strip() for line in opens.read_text().splitlines()) if opens.exists() else {}
     )
