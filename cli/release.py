@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-
-# Offline by default: Prefect's ephemeral server would otherwise try to send telemetry and log
-# a failure on every run where there is no network. An explicit setting wins.
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 def register(subparsers, parent: argparse.ArgumentParser) -> None:
@@ -89,6 +84,9 @@ def _release(args) -> int:
         else:
             import logging
 
+            from cli.build import _prefect_defaults
+
+            _prefect_defaults()  # offline and patient ephemeral mode, before Prefect loads (as vdv build)
             from flows.release import release as release_flow
 
             logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API request otherwise
