@@ -32,7 +32,7 @@ from datetime import datetime
 from pathlib import Path
 
 from pipeline import tables
-from pipeline.errors import ClipError, InputError, Reason
+from pipeline.errors import ClipError, InputError, Reason, rejection_row
 from pipeline.metadata import (
     CHALLENGE_RULES,
     MetadataRecord,
@@ -150,17 +150,6 @@ def read_pairing(path: str | Path) -> dict[str, Pairing]:
     return pairing
 
 
-def _rejection(reason: Reason, message: str, *, clip_id=None, video_id=None, path=None) -> dict:
-    return {
-        "stage": STAGE,
-        "clip_id": clip_id,
-        "video_id": video_id,
-        "path": path,
-        "reason": reason.value,
-        "message": message,
-    }
-
-
 def _seconds(value: datetime | None) -> datetime | None:
     return None if value is None else value.replace(microsecond=0)
 
@@ -183,7 +172,9 @@ def load_records(raw_dir: str | Path, crawl_time: datetime | None) -> tuple[dict
         found, problems = read_metadata_file(path, crawl_time)
         for problem in problems:
             rejections.append(
-                _rejection(Reason.BAD_METADATA, problem.message, video_id=problem.video_id, path=problem.source)
+                rejection_row(
+                    STAGE, Reason.BAD_METADATA, problem.message, video_id=problem.video_id, path=problem.source
+                )
             )
         for record in found:
             old = records.get(record.video_id)
@@ -253,44 +244,68 @@ def prepare_clips(
     files = sorted(p for p in clips_dir.iterdir() if p.is_file() and not p.name.startswith("."))
     for name in sorted(set(pairing) - {p.name for p in files}):
         log.warning("pairing names %s, which is not in %s", name, clips_dir)
-    suffixes = {s.lower() for s in config.video_suffixes}
     used: dict[str, str] = {}  # video id -> file name that claimed its record
+    candidates = _probe_files(files, pairing, records, used, config, result.rejections)
+    result.clips = [_clip_row(*c) for c in _unique_content(candidates, result.rejections)]
+    result.clips.sort(key=lambda row: row["path"])
+
+    for video_id, record in sorted(records.items()):
+        if video_id not in used:
+            result.rejections.append(
+                rejection_row(
+                    STAGE, Reason.NO_CLIP, f"no clip file for video {video_id}", video_id=video_id, path=record.source
+                )
+            )
+
+    if output_dir is not None:
+        write_ingest(result, output_dir)
+    return result
+
+
+def _probe_files(files, pairing, records, used, config, rejections: list[dict]) -> list[tuple]:
+    """``(path, clip_id, record, probe)`` of each acceptable file; the others' rows go to ``rejections``."""
+    suffixes = {s.lower() for s in config.video_suffixes}
     candidates: list[tuple[Path, str, MetadataRecord, ProbeResult]] = []
     probed: dict[str, ProbeResult | ClipError] = {}  # same bytes are probed once
     with ProbeWorker(config.probe_budget_s, config.min_decodable_ratio) as worker:
         for i, path in enumerate(files, start=1):
             outcome = _ingest_one(path, suffixes, pairing, records, used, probed, worker, config)
             if isinstance(outcome, dict):
-                result.rejections.append(outcome)
+                rejections.append(outcome)
                 log.info(
                     "[%d/%d] %s: rejected (%s) %s", i, len(files), path.name, outcome["reason"], outcome["message"]
                 )
-            else:
-                candidates.append(outcome)
-                probe = outcome[3]
-                log.info(
-                    "[%d/%d] %s: %.1f s %dx%d %s",
-                    i,
-                    len(files),
-                    path.name,
-                    probe.duration_s,
-                    probe.width,
-                    probe.height,
-                    probe.video_codec,
-                )
+                continue
+            candidates.append(outcome)
+            probe = outcome[3]
+            log.info(
+                "[%d/%d] %s: %.1f s %dx%d %s",
+                i,
+                len(files),
+                path.name,
+                probe.duration_s,
+                probe.width,
+                probe.height,
+                probe.video_codec,
+            )
+    return candidates
 
-    # duplicate content: the earliest upload survives (SPEC section 2), same bytes or re-encoded
+
+def _unique_content(candidates: list[tuple], rejections: list[dict]) -> list[tuple]:
+    """The candidates left once duplicate content is dropped: the earliest upload survives (SPEC
+    section 2), whether the bytes are the same or re-encoded; the dropped ones' rows go to ``rejections``."""
     by_content: dict[str, list] = defaultdict(list)
     for candidate in candidates:
         by_content[candidate[1]].append(candidate)
     survivors = []
     for clip_id, group in by_content.items():
         group.sort(key=_upload_order)
-        path, _, record, probe = group[0]
+        path, _, record, _ = group[0]
         survivors.append(group[0])
         for dup_path, _, dup, _ in group[1:]:
-            result.rejections.append(
-                _rejection(
+            rejections.append(
+                rejection_row(
+                    STAGE,
                     Reason.DUPLICATE_CONTENT,
                     f"same bytes as video {record.video_id} ({path.name}), uploaded earlier",
                     clip_id=clip_id,
@@ -302,8 +317,9 @@ def prepare_clips(
     for kept, dropped, bits in near:
         path, _, record, _ = kept
         dup_path, dup_id, dup, _ = dropped
-        result.rejections.append(
-            _rejection(
+        rejections.append(
+            rejection_row(
+                STAGE,
                 Reason.DUPLICATE_CONTENT,
                 f"re-encoding of video {record.video_id} ({path.name}), uploaded earlier: same duration and "
                 f"frames (perceptual hashes {bits:.1f} bits apart on average)",
@@ -313,20 +329,7 @@ def prepare_clips(
             )
         )
     dropped_ids = {dropped[1] for _, dropped, _ in near}
-    for path, clip_id, record, probe in survivors:
-        if clip_id not in dropped_ids:
-            result.clips.append(_clip_row(path, clip_id, record, probe))
-    result.clips.sort(key=lambda row: row["path"])
-
-    for video_id, record in sorted(records.items()):
-        if video_id not in used:
-            result.rejections.append(
-                _rejection(Reason.NO_CLIP, f"no clip file for video {video_id}", video_id=video_id, path=record.source)
-            )
-
-    if output_dir is not None:
-        write_ingest(result, output_dir)
-    return result
+    return [c for c in survivors if c[1] not in dropped_ids]
 
 
 def _upload_order(candidate) -> tuple:
@@ -367,18 +370,24 @@ def near_duplicates(candidates: list[tuple]) -> list[tuple[tuple, tuple, float]]
 def _ingest_one(path, suffixes, pairing, records, used, probed, worker, config):
     """One clip file -> (path, clip_id, record, probe) or a rejection row."""
     if path.suffix.lower() not in suffixes:
-        return _rejection(
-            Reason.NOT_A_VIDEO, f"{path.name}: suffix {path.suffix or '(none)'} is not a video suffix", path=str(path)
+        return rejection_row(
+            STAGE,
+            Reason.NOT_A_VIDEO,
+            f"{path.name}: suffix {path.suffix or '(none)'} is not a video suffix",
+            path=str(path),
         )
     paired = pairing.get(path.name)
     video_id = paired.video_id if paired else path.stem
     try:
         clip_id = sha256_file(path)
     except OSError as err:
-        return _rejection(Reason.UNREADABLE, f"cannot read {path.name}: {err}", video_id=video_id, path=str(path))
+        return rejection_row(
+            STAGE, Reason.UNREADABLE, f"cannot read {path.name}: {err}", video_id=video_id, path=str(path)
+        )
     record = records.get(video_id)
     if record is None:
-        return _rejection(
+        return rejection_row(
+            STAGE,
             Reason.NO_METADATA,
             f"no metadata record for video {video_id}",
             clip_id=clip_id,
@@ -386,7 +395,8 @@ def _ingest_one(path, suffixes, pairing, records, used, probed, worker, config):
             path=str(path),
         )
     if video_id in used:
-        return _rejection(
+        return rejection_row(
+            STAGE,
             Reason.BAD_METADATA,
             f"video {video_id} is already paired with {used[video_id]}",
             clip_id=clip_id,
@@ -401,7 +411,7 @@ def _ingest_one(path, suffixes, pairing, records, used, probed, worker, config):
     try:
         check_record(record)
     except ClipError as err:
-        return _rejection(err.reason, err.message, clip_id=clip_id, video_id=video_id, path=str(path))
+        return rejection_row(STAGE, err.reason, err.message, clip_id=clip_id, video_id=video_id, path=str(path))
     if clip_id not in probed:
         try:
             probed[clip_id] = worker.probe(path, clip_id)
@@ -409,7 +419,7 @@ def _ingest_one(path, suffixes, pairing, records, used, probed, worker, config):
             probed[clip_id] = err
     outcome = probed[clip_id]
     if isinstance(outcome, ClipError):
-        return _rejection(outcome.reason, outcome.message, clip_id=clip_id, video_id=video_id, path=str(path))
+        return rejection_row(STAGE, outcome.reason, outcome.message, clip_id=clip_id, video_id=video_id, path=str(path))
     return path, clip_id, record, outcome
 
 

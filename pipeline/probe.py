@@ -173,18 +173,9 @@ def probe(
     average rate, and the result is cross-checked against the packet count and the container's
     claim (a debug line when they disagree by more than a frame).
     """
-    from pipeline.signature import frame_hash, make_signature
+    from pipeline.signature import make_signature
 
-    try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as err:
-        if _looks_like_mp4(path):
-            # an MP4 header but no usable index: typically a file cut before its trailing 'moov'
-            raise ClipError(
-                clip_id, Reason.UNREADABLE, f"cannot open {path} (MP4 header, no usable index): {err}"
-            ) from err
-        raise ClipError(clip_id, Reason.NOT_A_VIDEO, f"cannot open {path}: {err}") from err
-    with container:
+    with _open(path, clip_id) as container:
         if not container.streams.video:
             raise ClipError(clip_id, Reason.NOT_A_VIDEO, f"{path} has no video stream")
         stream = container.streams.video[0]
@@ -195,37 +186,15 @@ def probe(
         rate = float(stream.average_rate) if stream.average_rate else 0.0
         start = float(stream.start_time * tb) if stream.start_time is not None and tb is not None else 0.0
         sampler = _Sampler(codec, tb, _signature_targets(start, claimed, rate))
-        durations: dict[int, int] = {}  # presentation time (pts) -> packet duration, in time_base units
-        packets = 0
-        try:
-            for packet in container.demux(stream):
-                if packet.size == 0:
-                    continue  # the demuxer's final flush packet
-                packets += 1
-                if packet.pts is not None:
-                    durations[packet.pts] = packet.duration or 0
-                sampler.packet(packet)
-        except av.error.FFmpegError as err:
-            # a cut file ends in a short read: what was demuxed so far is judged below
-            log.debug("%s: demuxing stopped: %s", path, err)
+        packets, durations = _demux(container, stream, sampler, path)
         if packets == 0:
             raise ClipError(clip_id, Reason.ZERO_FRAMES, f"{path} holds no video frame")
         # the last group, decoded whole: frames leave the decoder in presentation order, so the
         # n that decode are the group's n earliest presentation times
         decoded = sampler.finish()
-        gop_pts = sorted(p.pts for p in sampler.gop if p.pts is not None)
-        first = sampler.first
-        if first is None:
+        if sampler.first is None:
             raise ClipError(clip_id, Reason.UNREADABLE, f"{path}: {packets} video packets but none decodes")
-        frame_dt = 1.0 / rate if rate > 0 else 0.0
-        t0 = float(first.pts * tb) if first.pts is not None else start
-        if decoded and gop_pts:
-            last_pts = gop_pts[min(decoded, len(gop_pts)) - 1]
-            last_dur = durations.get(last_pts, 0)
-            end = float(last_pts * tb) + (float(last_dur * tb) if last_dur > 0 else frame_dt)
-        else:
-            end = t0 + frame_dt  # the last group did not decode: only the first frame is known good
-        duration = max(0.0, end - t0)
+        duration = _decodable_duration(sampler, decoded, durations, tb, start, rate)
         if rate <= 0.0:
             rate = packets / duration if duration > 0 else 0.0
         if rate > 0 and abs(duration - packets / rate) > 1.5 / rate:
@@ -236,13 +205,8 @@ def probe(
                 Reason.TRUNCATED,
                 f"{path}: decodable {duration:.2f} s of {claimed:.2f} s claimed ({duration / claimed:.0%} < {min_decodable_ratio:.0%})",
             )
-        rotation = clockwise_rotation(first)
-        try:
-            hashes = [frame_hash(frame, rotation) for frame in sampler.frames]
-        except (av.error.FFmpegError, ValueError) as err:
-            # a frame the hash cannot read leaves the clip without a signature, never rejects it
-            log.warning("%s: no content signature (%s); near-duplicates of it will not be caught", path, err)
-            hashes = []
+        rotation = clockwise_rotation(sampler.first)
+        hashes = _signature_hashes(sampler, rotation, path)
         return ProbeResult(
             duration_s=round(duration, 6),
             container_duration_s=None if claimed is None else round(claimed, 6),
@@ -256,6 +220,64 @@ def probe(
             audio_codec=audio[0].codec_context.name if audio else None,
             content_signature=make_signature(duration, hashes) if hashes else None,
         )
+
+
+def _open(path: str | Path, clip_id: str | None):
+    try:
+        return av.open(str(path))
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as err:
+        if _looks_like_mp4(path):
+            # an MP4 header but no usable index: typically a file cut before its trailing 'moov'
+            raise ClipError(
+                clip_id, Reason.UNREADABLE, f"cannot open {path} (MP4 header, no usable index): {err}"
+            ) from err
+        raise ClipError(clip_id, Reason.NOT_A_VIDEO, f"cannot open {path}: {err}") from err
+
+
+def _demux(container, stream, sampler: _Sampler, path) -> tuple[int, dict[int, int]]:
+    """Read every video packet: their count and their durations by presentation time (time_base units)."""
+    durations: dict[int, int] = {}
+    packets = 0
+    try:
+        for packet in container.demux(stream):
+            if packet.size == 0:
+                continue  # the demuxer's final flush packet
+            packets += 1
+            if packet.pts is not None:
+                durations[packet.pts] = packet.duration or 0
+            sampler.packet(packet)
+    except av.error.FFmpegError as err:
+        # a cut file ends in a short read: what was demuxed so far is judged by the caller
+        log.debug("%s: demuxing stopped: %s", path, err)
+    return packets, durations
+
+
+def _decodable_duration(
+    sampler: _Sampler, decoded: int, durations: dict[int, int], tb, start: float, rate: float
+) -> float:
+    """Seconds from the first frame to the end of the last decodable one (``decoded``: frames of the last group)."""
+    gop_pts = sorted(p.pts for p in sampler.gop if p.pts is not None)
+    first = sampler.first
+    frame_dt = 1.0 / rate if rate > 0 else 0.0
+    t0 = float(first.pts * tb) if first.pts is not None else start
+    if decoded and gop_pts:
+        last_pts = gop_pts[min(decoded, len(gop_pts)) - 1]
+        last_dur = durations.get(last_pts, 0)
+        end = float(last_pts * tb) + (float(last_dur * tb) if last_dur > 0 else frame_dt)
+    else:
+        end = t0 + frame_dt  # the last group did not decode: only the first frame is known good
+    return max(0.0, end - t0)
+
+
+def _signature_hashes(sampler: _Sampler, rotation: int, path) -> list:
+    from pipeline.signature import frame_hash
+
+    try:
+        return [frame_hash(frame, rotation) for frame in sampler.frames]
+    except (av.error.FFmpegError, ValueError) as err:
+        # a frame the hash cannot read leaves the clip without a signature, never rejects it
+        log.warning("%s: no content signature (%s); near-duplicates of it will not be caught", path, err)
+        return []
 
 
 # -- the time budget ------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from typing import Any
 
 from pipeline import tables
 from pipeline.config import ConfigError
-from pipeline.errors import Reason
+from pipeline.errors import Reason, rejection_row
 
 log = logging.getLogger(__name__)
 
@@ -183,14 +183,9 @@ def score_clips(
 
 
 def _rejection(clip: Mapping[str, Any], reason: Reason, message: str) -> dict:
-    return {
-        "stage": STAGE,
-        "clip_id": clip["clip_id"],
-        "video_id": clip.get("video_id"),
-        "path": clip.get("path"),
-        "reason": reason.value,
-        "message": message,
-    }
+    return rejection_row(
+        STAGE, reason, message, clip_id=clip["clip_id"], video_id=clip.get("video_id"), path=clip.get("path")
+    )
 
 
 # -- the stored scale -----------------------------------------------------------------------------
