@@ -44,8 +44,7 @@ from pipeline.runtime import configure_threads
 
 log = logging.getLogger(__name__)
 
-MODALITIES: tuple[str, ...] = ("pose", "holistic", "facial", "scenic")
-"""The feature modalities, in the order they are reported."""
+MODALITIES = tables.MODALITIES
 
 STAGE = "extract:{modality}"
 COMPUTED, SKIPPED, REJECTED = "computed", "skipped", "rejected"

@@ -51,7 +51,7 @@ BACKGROUNDS_DIR = "backgrounds"  # <work>/report/backgrounds: scenic PNGs, saved
 IMG_DIR = "img"
 PAGE_SIZE = 50
 SLOWEST = 10
-MODALITIES = ("pose", "holistic", "facial", "scenic")
+MODALITIES = tables.MODALITIES
 ROW_LIMIT = 1000  # rows of a table shown inline; the rest are counted
 
 
@@ -667,6 +667,37 @@ def write_report(
     budget = _Budget(backgrounds_budget_s)
     cards = {r["clip_id"]: _card_html(r, data, report, work, budget=budget) for r in rows}
 
+    nav, written, first_page = _write_pages(report, rows, cards, page_size)
+    hists = _histograms(data, report)
+    sections = [
+        ("Summary", _summary_html(data)),
+        ("Screening by reason", _screening_reasons_html(data)),
+        ("Ingest rejections", _ingest_html(data)),
+        ("Virality scores per challenge", _scores_html(data, hists)),
+        ("Feature extraction", _extraction_html(data)),
+        ("Release", _release_html(data)),
+    ]
+    body = f'<h1>vdv build report</h1><p class="note">work directory <code>{_e(work.resolve())}</code></p>{nav}'
+    if budget.skipped:
+        body += (
+            f'<p class="note">{budget.skipped} kept clip(s) have no scenic background yet: the time budget of '
+            "this run was spent; `vdv report` computes more</p>"
+        )
+    body += "".join(f"<h2>{_e(title)}</h2>{content}" for title, content in sections)
+    body += first_page
+    index = report / "index.html"
+    _write_text(index, _page("vdv build report", body))
+    # pages of an earlier report whose view no longer exists (a reason that no longer occurs)
+    for stale in report.glob("*-[0-9][0-9][0-9].html"):
+        if stale.name not in written:
+            stale.unlink(missing_ok=True)
+    log.info("report: %s (%d clip card(s))", index, len(cards))
+    return index
+
+
+def _write_pages(report: Path, rows: list[dict], cards: Mapping[str, str], page_size: int) -> tuple[str, set[str], str]:
+    """The paged views (all, kept, rejected, one per reason): their navigation bar, the page names
+    written, and the first page of "all" (shown on the index)."""
     reasons = Counter(reason for r in rows if not r["kept"] for reason in r["reasons"])
     views: list[tuple[str, str, list[dict]]] = [
         ("all", "all clips", rows),
@@ -694,32 +725,7 @@ def write_report(
             written.add(name)
             if kind == "all" and page == 1:
                 first_page = block
-
-    hists = _histograms(data, report)
-    sections = [
-        ("Summary", _summary_html(data)),
-        ("Screening by reason", _screening_reasons_html(data)),
-        ("Ingest rejections", _ingest_html(data)),
-        ("Virality scores per challenge", _scores_html(data, hists)),
-        ("Feature extraction", _extraction_html(data)),
-        ("Release", _release_html(data)),
-    ]
-    body = f'<h1>vdv build report</h1><p class="note">work directory <code>{_e(work.resolve())}</code></p>{nav}'
-    if budget.skipped:
-        body += (
-            f'<p class="note">{budget.skipped} kept clip(s) have no scenic background yet: the time budget of '
-            "this run was spent; `vdv report` computes more</p>"
-        )
-    body += "".join(f"<h2>{_e(title)}</h2>{content}" for title, content in sections)
-    body += first_page
-    index = report / "index.html"
-    _write_text(index, _page("vdv build report", body))
-    # pages of an earlier report whose view no longer exists (a reason that no longer occurs)
-    for stale in report.glob("*-[0-9][0-9][0-9].html"):
-        if stale.name not in written:
-            stale.unlink(missing_ok=True)
-    log.info("report: %s (%d clip card(s))", index, len(cards))
-    return index
+    return nav, written, first_page
 
 
 __all__ = ["backgrounds_dir", "read_work", "rule_rows", "thumbnails_dir", "write_report"]

@@ -154,6 +154,9 @@ SCORE_SCALE = _spec(
 
 # -- feature shards -----------------------------------------------------------------------------
 
+MODALITIES: tuple[str, ...] = ("pose", "holistic", "facial", "scenic")
+"""The feature modalities, each with its own feature shards, in the order they are reported."""
+
 FEATURE_DIMS = {"pose": 48, "holistic": 2048, "facial": 512, "scenic": 512}
 """Per-sample vector length of each modality. Pose is 16 MPII joints x (x, y, confidence),
 joint-major; facial is 512 (InceptionResnetV1) or 2048 (ResNet-50 VGGFace2)."""
@@ -238,7 +241,6 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
     os.close(fd)
     try:
         write(Path(tmp))
-        _pause_for_crash_test(path, Path(tmp))
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -246,23 +248,6 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
-
-def _pause_for_crash_test(path: Path, tmp: Path) -> None:
-    """Test hook: hold a write open so that a test can kill the process mid-write.
-
-    When ``$VDV_TEST_PAUSE_IN_WRITE`` names a marker file and ``$VDV_TEST_PAUSE_MATCH`` (if set)
-    occurs in the destination path, the temporary file's name is written to the marker and the
-    process sleeps (up to ``$VDV_TEST_PAUSE_SECONDS``, default 120) before the rename. Unset in
-    normal runs, so it costs one environment lookup.
-    """
-    marker = os.environ.get("VDV_TEST_PAUSE_IN_WRITE")
-    if not marker or os.environ.get("VDV_TEST_PAUSE_MATCH", "") not in str(path):
-        return
-    import time
-
-    Path(marker).write_text(str(tmp))
-    time.sleep(float(os.environ.get("VDV_TEST_PAUSE_SECONDS", "120")))
 
 
 def write_table(rows: Iterable[Mapping[str, Any]] | pa.Table, spec: TableSpec, path: str | os.PathLike) -> Path:

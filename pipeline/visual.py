@@ -497,13 +497,6 @@ def screen_visual(
     return results
 
 
-def visual_config(config: dict | None = None, **overrides) -> VisualConfig:
-    """``VisualConfig`` from a loaded configuration mapping (section ``[visual]``)."""
-    from pipeline.config import stage_config
-
-    return stage_config(VisualConfig, config, "visual", **overrides)
-
-
 __all__ = [
     "ContactSheet",
     "VisualConfig",
@@ -517,5 +510,4 @@ __all__ = [
     "rule_upper_body",
     "sample_frames",
     "screen_visual",
-    "visual_config",
 ]

@@ -1,9 +1,10 @@
 """Crash safety: SIGKILL the build while a feature shard is being written, then build again.
 
 The build runs as a subprocess (``python -m cli build``) in its own process group, so the
-kill takes its temporary Prefect server with it. ``pipeline.tables.atomic_write`` honours
-``VDV_TEST_PAUSE_IN_WRITE``: when the destination matches ``VDV_TEST_PAUSE_MATCH`` it writes the
-temporary file's name to the marker and sleeps before the rename, so the kill lands mid-write.
+kill takes its temporary Prefect server with it. ``tests/support/pause_in_write`` goes on the
+child's ``PYTHONPATH``: when the destination of a rename matches ``VDV_TEST_PAUSE_MATCH`` it
+writes the temporary file's name to the marker and sleeps before the rename, so the kill lands
+mid-write.
 """
 
 from __future__ import annotations
@@ -75,6 +76,9 @@ def setup_run(root: Path) -> list[str]:
 def env_for(root: Path, **extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(PREFECT_HOME=str(root / "prefect"), PREFECT_LOGGING_LEVEL="WARNING", **extra)
+    if "VDV_TEST_PAUSE_IN_WRITE" in extra:
+        paths = [str(ROOT / "tests" / "support" / "pause_in_write"), env.get("PYTHONPATH", "")]
+        env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     return env
 
 
