@@ -25,6 +25,7 @@ probe's own pass over the file, :mod:`pipeline.signature`).
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
@@ -384,25 +385,12 @@ def _ingest_one(path, suffixes, pairing, records, used, probed, worker, config):
         return rejection_row(
             STAGE, Reason.UNREADABLE, f"cannot read {path.name}: {err}", video_id=video_id, path=str(path)
         )
+    reject = functools.partial(rejection_row, STAGE, clip_id=clip_id, video_id=video_id, path=str(path))
     record = records.get(video_id)
     if record is None:
-        return rejection_row(
-            STAGE,
-            Reason.NO_METADATA,
-            f"no metadata record for video {video_id}",
-            clip_id=clip_id,
-            video_id=video_id,
-            path=str(path),
-        )
+        return reject(Reason.NO_METADATA, f"no metadata record for video {video_id}")
     if video_id in used:
-        return rejection_row(
-            STAGE,
-            Reason.BAD_METADATA,
-            f"video {video_id} is already paired with {used[video_id]}",
-            clip_id=clip_id,
-            video_id=video_id,
-            path=str(path),
-        )
+        return reject(Reason.BAD_METADATA, f"video {video_id} is already paired with {used[video_id]}")
     used[video_id] = path.name
     if paired and paired.challenge:
         record = replace(record, challenge=paired.challenge, challenge_source="pairing")
@@ -411,7 +399,7 @@ def _ingest_one(path, suffixes, pairing, records, used, probed, worker, config):
     try:
         check_record(record)
     except ClipError as err:
-        return rejection_row(STAGE, err.reason, err.message, clip_id=clip_id, video_id=video_id, path=str(path))
+        return reject(err.reason, err.message)
     if clip_id not in probed:
         try:
             probed[clip_id] = worker.probe(path, clip_id)
@@ -419,7 +407,7 @@ def _ingest_one(path, suffixes, pairing, records, used, probed, worker, config):
             probed[clip_id] = err
     outcome = probed[clip_id]
     if isinstance(outcome, ClipError):
-        return rejection_row(STAGE, outcome.reason, outcome.message, clip_id=clip_id, video_id=video_id, path=str(path))
+        return reject(outcome.reason, outcome.message)
     return path, clip_id, record, outcome
 
 
