@@ -45,7 +45,7 @@ class HolisticConfig:
     batch_size: int = 32  # frames per forward pass; does not change the features
     seed: int = 0  # initialisation seed of untrained (--untrained) weights
     weights_dir: str | None = None  # weights cache; None: $VDV_WEIGHTS_DIR or ~/.cache/vdv/weights
-    max_seconds: float | None = None  # extract only the clip's first seconds (tests, benchmarks); None: all
+    end_s: float | None = None  # only the clip's first end_s seconds (previews, tests); None: all
 
     def __post_init__(self):
         if self.crop > self.short_side:
@@ -118,13 +118,13 @@ class HolisticExtractor(FeatureExtractor):
 
     def decode_params(self) -> DecodeParams:
         c = self.config
-        return DecodeParams(fps=c.fps, short_side=c.short_side, end_s=c.max_seconds)
+        return DecodeParams(fps=c.fps, short_side=c.short_side, end_s=c.end_s)
 
     def params(self) -> dict:
         pre = self.model_spec.preprocess
         params = {
             **self.decode_params().as_dict(),
-            "max_seconds": self.config.max_seconds,
+            "end_s": self.config.end_s,
             "crop": self.config.crop,
             "crop_mode": "centre",
             "resize": "decoder (swscale), short side to short_side, even sizes",
@@ -135,7 +135,7 @@ class HolisticExtractor(FeatureExtractor):
             "pooling": "global average (TSN backbone output)",
         }
         if self.untrained:
-            params["seed"] = self.config.seed  # seeded random weights differ by seed
+            params["weights_seed"] = self.config.seed  # seeded random weights differ by seed
         return params
 
     def embed(self, images: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ CLIPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clips"
 # small grids keep this within seconds; the code path is the build's
 CONFIG = {
     "pose": {"fps": 5.0, "max_side": 256},
-    "holistic": {"fps": 5.0, "short_side": 64, "crop": 64, "max_seconds": 2.0},
+    "holistic": {"fps": 5.0, "short_side": 64, "crop": 64, "end_s": 2.0},
     "facial": {"fps": 1.0, "max_side": 320, "detect_max_side": 320, "end_s": 3.0},
     "scenic": {"fps": 5.0, "short_side": 48, "window": 10, "hop": 5},
 }

@@ -55,7 +55,7 @@ max_side = 256
 fps = 5.0
 short_side = 64
 crop = 64
-max_seconds = 2.0
+end_s = 2.0
 
 [facial]
 fps = 1.0

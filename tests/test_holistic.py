@@ -24,7 +24,7 @@ SECONDS = 1.2
 
 @pytest.fixture(scope="module")
 def untrained():
-    return holistic.build_extractor({"max_seconds": SECONDS, "batch_size": 16}, untrained=True, device="cpu")
+    return holistic.build_extractor({"end_s": SECONDS, "batch_size": 16}, untrained=True, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +45,11 @@ def test_shape_grid_and_values(sequence):
 
 
 def test_deterministic_and_batch_independent(sequence):
-    again = holistic.build_extractor({"max_seconds": SECONDS, "batch_size": 7}, untrained=True, device="cpu")
+    again = holistic.build_extractor({"end_s": SECONDS, "batch_size": 7}, untrained=True, device="cpu")
     other = again.compute(CLIP, CLIP_ID)
     np.testing.assert_allclose(other.features, sequence.features, rtol=1e-4, atol=1e-4)
     assert again.identity(CLIP_ID) != holistic.build_extractor(
-        {"max_seconds": 1.0}, untrained=True, device="cpu"
+        {"end_s": 1.0}, untrained=True, device="cpu"
     ).identity(CLIP_ID)
 
 
@@ -99,7 +99,7 @@ def test_imported_weights_are_used_and_recorded(tmp_path):
     src = tmp_path / "tsn.pth"
     write_published("tsn_r50_kinetics400", src, _reference("tsn_r50_kinetics400"))
     lock = weights.import_weights("tsn_r50_kinetics400", src, cache_dir=tmp_path, allow_other_source=True)
-    config = {"weights_dir": str(tmp_path), "max_seconds": 0.2}
+    config = {"weights_dir": str(tmp_path), "end_s": 0.2}
     trained = holistic.build_extractor(config, device="cpu")
     assert trained.weights_sha256 == lock["sha256"] and not trained.untrained
     assert "seed" not in trained.params()
