@@ -178,9 +178,9 @@ def naive_holistic(clips: list[Path], device: str, fps: float = 25.0) -> tuple[i
     import numpy as np
     import torch
 
-    from pipeline import weights
+    from pipeline.weights.inference import load_model
 
-    model, _ = weights.load_model("tsn_r50_kinetics400", untrained=True, device=device)
+    model, _ = load_model("tsn_r50_kinetics400", untrained=True, device=device)
     model = model.to(memory_format=torch.contiguous_format)
     mean = torch.tensor([123.675, 116.28, 103.53], device=device).view(1, 3, 1, 1)
     std = torch.tensor([58.395, 57.12, 57.375], device=device).view(1, 3, 1, 1)

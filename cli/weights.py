@@ -55,12 +55,13 @@ def register(subparsers, parent: argparse.ArgumentParser) -> None:
 
 
 def _list(args) -> int:
-    from pipeline import weights
+    from pipeline.weights.cache import read_lock, status, weights_dir
+    from pipeline.weights.registry import REGISTRY
 
-    print(f"weights cache: {weights.weights_dir(args.dir)}")
-    for spec in weights.REGISTRY.values():
-        state = weights.status(spec.name, cache_dir=args.dir)
-        lock = weights.read_lock(spec.name, cache_dir=args.dir) if state != "missing" else None
+    print(f"weights cache: {weights_dir(args.dir)}")
+    for spec in REGISTRY.values():
+        state = status(spec.name, cache_dir=args.dir)
+        lock = read_lock(spec.name, cache_dir=args.dir) if state != "missing" else None
         print(f"\n{spec.name}  [{state}]")
         print(f"  architecture: {spec.architecture}")
         print(f"  features:     {spec.feature_dim}-d; input {spec.preprocess.as_dict()}")
@@ -76,42 +77,45 @@ def _list(args) -> int:
 
 
 def _fetch(args) -> int:
-    from pipeline import weights
+    from pipeline.weights.fetch import fetch_weights
+    from pipeline.weights.registry import REGISTRY
 
-    names = [args.name] if args.name else [s.name for s in weights.REGISTRY.values() if s.url]
+    names = [args.name] if args.name else [s.name for s in REGISTRY.values() if s.url]
     for name in names:
-        lock = weights.fetch_weights(name, cache_dir=args.dir)
+        lock = fetch_weights(name, cache_dir=args.dir)
         print(f"{name}: ok, sha256 {lock['sha256']}")
     return 0
 
 
 def _import(args) -> int:
-    from pipeline import weights
+    from pipeline.weights.cache import cached_file
+    from pipeline.weights.fetch import import_weights
 
-    lock = weights.import_weights(args.name, args.path, cache_dir=args.dir, allow_other_source=args.allow_other_source)
+    lock = import_weights(args.name, args.path, cache_dir=args.dir, allow_other_source=args.allow_other_source)
     print(f"{args.name}: imported {lock['tensors']} tensors (dropped {', '.join(lock['dropped']) or 'nothing'})")
     print(
         f"  source sha256 {lock['source_sha256']} ({'matches the published file' if lock['source_verified'] else 'not the published digest'})"
     )
-    print(f"  cached {weights.cached_file(args.name, args.dir)} sha256 {lock['sha256']}")
+    print(f"  cached {cached_file(args.name, args.dir)} sha256 {lock['sha256']}")
     return 0
 
 
 def _verify(args) -> int:
-    from pipeline import weights
     from pipeline.errors import WeightsError
+    from pipeline.weights.cache import status, verify_weights, weights_dir
+    from pipeline.weights.registry import REGISTRY
 
     if args.name:
         names = [args.name]
     else:
-        names = [n for n in weights.REGISTRY if weights.status(n, cache_dir=args.dir) != "missing"]
+        names = [n for n in REGISTRY if status(n, cache_dir=args.dir) != "missing"]
         if not names:
-            print(f"no weights cached in {weights.weights_dir(args.dir)}; see `vdv weights list`")
+            print(f"no weights cached in {weights_dir(args.dir)}; see `vdv weights list`")
             return 1
     failed = 0
     for name in names:
         try:
-            digest = weights.verify_weights(name, cache_dir=args.dir)
+            digest = verify_weights(name, cache_dir=args.dir)
             print(f"{name}: ok, sha256 {digest}")
         except WeightsError as err:
             print(f"{name}: FAILED: {err}")

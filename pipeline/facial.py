@@ -47,12 +47,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pipeline import weights
 from pipeline.config import section_config
 from pipeline.decode import DecodeParams, Sample, StreamInfo
 from pipeline.errors import ClipError, Reason
-from pipeline.features import Batches, FeatureExtractor, FeatureSequence
-from pipeline.provenance import code_version, sha256_file
+from pipeline.features import Batches, FeatureSequence, NetworkExtractor
+from pipeline.provenance import sha256_file
+from pipeline.weights.inference import infer
 
 log = logging.getLogger(__name__)
 
@@ -148,9 +148,12 @@ def crop_vggface2(image: np.ndarray, box: np.ndarray, resize: int = 256, size: i
     return np.ascontiguousarray(square[off : off + size, off : off + size])
 
 
-class FacialExtractor(FeatureExtractor):
+class FacialExtractor(NetworkExtractor):
     modality = "facial"
     name = "mtcnn-vggface2"
+    code = ("pipeline.facial", "pipeline.decode")
+    fixed_precision = "float32"  # see step 4 of the module docstring
+    config: FacialConfig
 
     def __init__(
         self,
@@ -162,17 +165,9 @@ class FacialExtractor(FeatureExtractor):
     ):
         from facenet_pytorch import MTCNN
 
-        self.config = config
-        self.place(device, precision)
-        self.precision = "float32"  # see step 4 of the module docstring
-        self.version = code_version("pipeline.facial", "pipeline.decode", "pipeline.weights", "pipeline.runtime")
+        super().__init__(config, network=config.model, untrained=untrained, device=device, precision=precision)
         self.dim = MODELS[config.model]
         self.name = f"mtcnn-{config.model.replace('_', '-')}"
-        self.weights_spec = weights.get_spec(config.model)
-        self.model, loaded = weights.load_model(
-            config.model, cache_dir=config.weights_dir, untrained=untrained, seed=config.seed, device=self.device
-        )
-        self.weights_sha256 = loaded.sha256
         self.detector = MTCNN(
             keep_all=True,
             min_face_size=config.min_face_size,
@@ -251,7 +246,7 @@ class FacialExtractor(FeatureExtractor):
         import torch
 
         x = self.weights_spec.preprocess.normalise(torch.from_numpy(crops).to(self.device))
-        return weights.infer(self.model, x, self.precision)
+        return infer(self.model, x, self.precision)
 
     def consumer(self, clip_id: str) -> _FacialClip:
         return _FacialClip(self, clip_id)

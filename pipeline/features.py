@@ -8,7 +8,8 @@ itself: :mod:`pipeline.extraction` decodes each clip once for every modality it 
 (:func:`pipeline.decode.decode_pass`) and feeds each consumer its own grid. This base class turns
 a sequence into a row of ``feature_spec(modality)`` with full provenance, writes it atomically as
 one shard per clip and knows whether a clip's current shard is still valid (same identity), so
-re-runs skip work. :meth:`~FeatureExtractor.compute` runs one extractor alone on a file.
+re-runs skip work. :meth:`~FeatureExtractor.compute` runs one extractor alone on a file. The
+extractors built on a network of the weights registry share :class:`NetworkExtractor`'s constructor.
 
 Feature shard of a clip: ``<work>/features/<modality>/<modality>.<clip_id[:16]>.<identity[:12]>.parquet``.
 When a clip's identity changes the new shard is written first, then the stale one removed, so a
@@ -29,7 +30,7 @@ import pyarrow.parquet as pq
 from pipeline import tables
 from pipeline.decode import DecodeParams, Sample, StreamInfo, decode_pass
 from pipeline.errors import ClipError, Reason
-from pipeline.provenance import feature_identity
+from pipeline.provenance import code_version, feature_identity
 
 UNTRAINED = "untrained"
 
@@ -118,13 +119,6 @@ class FeatureExtractor:
     @property
     def untrained(self) -> bool:
         return self.weights_sha256 == UNTRAINED
-
-    def place(self, device: str | None, precision: str | None) -> None:
-        """Choose the device (CUDA when present unless given) and resolve the precision there."""
-        from pipeline.runtime import resolve_device, resolve_precision
-
-        self.device = resolve_device(device)
-        self.precision = resolve_precision(precision, self.device)
 
     def params(self) -> dict:
         """Every parameter that changes the output (decode fps, resize, crop, thresholds...)."""
@@ -217,6 +211,48 @@ class FeatureExtractor:
             if stale != target:
                 stale.unlink(missing_ok=True)
         return target
+
+
+class NetworkExtractor(FeatureExtractor):
+    """Base of the extractors whose features come from one network of the weights registry
+    (holistic, facial, scenic). Its constructor is their one way to pick the device and the
+    precision (:func:`pipeline.runtime.place`) and to load the verified network.
+
+    Subclasses set ``network`` (the registry name; a constructor may pass another), ``code``
+    (the modality's own modules) and, when the modality always runs its network in one
+    precision, ``fixed_precision``. The version is derived from ``code`` and the code that runs
+    the network (:data:`pipeline.weights.COMPUTE_MODULES`, :mod:`pipeline.runtime`), not from
+    the registry, cache or import code: what those produce is pinned by the weights' sha256 and
+    the preprocessing the parameters record. ``config`` needs ``weights_dir`` and ``seed``.
+    """
+
+    network: str = ""  # name in pipeline.weights.registry.REGISTRY
+    code: tuple[str, ...] = ()  # the modality's own modules, e.g. ("pipeline.holistic", "pipeline.decode")
+    fixed_precision: str | None = None  # the network's precision whatever the build's
+
+    def __init__(
+        self,
+        config,
+        *,
+        network: str | None = None,
+        untrained: bool = False,
+        device: str | None = None,
+        precision: str | None = None,
+    ):
+        from pipeline.runtime import place
+        from pipeline.weights import COMPUTE_MODULES
+        from pipeline.weights.inference import load_model
+        from pipeline.weights.registry import get_spec
+
+        self.config = config
+        self.network = network or self.network
+        self.device, self.precision = place(device, self.fixed_precision or precision)
+        self.version = code_version(*self.code, *COMPUTE_MODULES, "pipeline.runtime")
+        self.weights_spec = get_spec(self.network)
+        self.model, loaded = load_model(
+            self.network, cache_dir=config.weights_dir, untrained=untrained, seed=config.seed, device=self.device
+        )
+        self.weights_sha256 = loaded.sha256
 
 
 def current_shards(work: str | Path, modality: str) -> dict[str, Path]:

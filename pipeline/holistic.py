@@ -7,7 +7,7 @@ mmaction2 configures it for Kinetics-400 (``Resize(scale=(-1, 256))``, ``CenterC
 ``data_preprocessor`` mean [123.675, 116.28, 103.53] and std [58.395, 57.12, 57.375] on RGB
 0-255), then the ResNet-50 backbone and TSN's global average pooling; the Kinetics classifier
 is not used. The backbone loads from an mmaction2 TSN checkpoint through the key mapping
-documented in :func:`pipeline.weights.convert_mmaction2_tsn`.
+documented in :func:`pipeline.weights.convert.convert_mmaction2_tsn`.
 
 Frames are resized by the decoder (swscale, to an even size whose short side is 256) so that
 full-resolution frames are never held, and inferred in batches, channels_last, under bfloat16
@@ -23,12 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import weights
 from pipeline.config import section_config
 from pipeline.decode import DecodeParams, Sample, StreamInfo
 from pipeline.errors import ClipError, Reason
-from pipeline.features import Batches, FeatureExtractor, FeatureSequence
-from pipeline.provenance import code_version
+from pipeline.features import Batches, FeatureSequence, NetworkExtractor
+from pipeline.weights.inference import infer
 
 log = logging.getLogger(__name__)
 
@@ -94,34 +93,20 @@ class _HolisticClip:
         pass
 
 
-class HolisticExtractor(FeatureExtractor):
+class HolisticExtractor(NetworkExtractor):
     modality = "holistic"
     name = "tsn-r50-kinetics400"
     dim = 2048
-
-    def __init__(
-        self,
-        config: HolisticConfig = HolisticConfig(),
-        *,
-        untrained: bool = False,
-        device: str | None = None,
-        precision: str | None = None,
-    ):
-        self.config = config
-        self.place(device, precision)
-        self.version = code_version("pipeline.holistic", "pipeline.decode", "pipeline.weights", "pipeline.runtime")
-        self.model_spec = weights.get_spec(WEIGHTS)
-        self.model, loaded = weights.load_model(
-            WEIGHTS, cache_dir=config.weights_dir, untrained=untrained, seed=config.seed, device=self.device
-        )
-        self.weights_sha256 = loaded.sha256
+    network = WEIGHTS
+    code = ("pipeline.holistic", "pipeline.decode")
+    config: HolisticConfig
 
     def decode_params(self) -> DecodeParams:
         c = self.config
         return DecodeParams(fps=c.fps, short_side=c.short_side, end_s=c.end_s)
 
     def params(self) -> dict:
-        pre = self.model_spec.preprocess
+        pre = self.weights_spec.preprocess
         params = {
             **self.decode_params().as_dict(),
             "end_s": self.config.end_s,
@@ -143,8 +128,8 @@ class HolisticExtractor(FeatureExtractor):
         import torch
 
         x = torch.from_numpy(images).to(self.device)
-        x = self.model_spec.preprocess.normalise(x)
-        return weights.infer(self.model, x, self.precision)
+        x = self.weights_spec.preprocess.normalise(x)
+        return infer(self.model, x, self.precision)
 
     def consumer(self, clip_id: str) -> _HolisticClip:
         return _HolisticClip(self, clip_id)

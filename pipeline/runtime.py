@@ -87,6 +87,13 @@ def resolve_precision(precision: str | None, device: str) -> str:
     return precision
 
 
+def place(device: str | None, precision: str | None) -> tuple[str, str]:
+    """Where and how a network runs: ``(device, precision)``, the device as given (else CUDA when
+    present, else the CPU) and ``precision`` resolved for it (:func:`resolve_precision`)."""
+    device = resolve_device(device)
+    return device, resolve_precision(precision, device)
+
+
 def cores() -> int:
     """CPU cores this process may use."""
     try:

@@ -62,13 +62,13 @@ import cv2
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline import tables, weights
+from pipeline import tables
 from pipeline.config import section_config
 from pipeline.decode import DecodeParams, Sample, StreamInfo, iter_samples
 from pipeline.errors import ClipError, Reason
-from pipeline.features import Batches, FeatureExtractor, FeatureSequence
-from pipeline.provenance import code_version
+from pipeline.features import Batches, FeatureSequence, NetworkExtractor
 from pipeline.vibe import ViBeParams, WindowBackgrounds, WindowImage, write_backgrounds
+from pipeline.weights.inference import infer
 
 log = logging.getLogger(__name__)
 
@@ -253,29 +253,13 @@ def write_background_pngs(
     return tables.atomic_write(target, lambda tmp: pq.write_table(table, tmp))
 
 
-class ScenicExtractor(FeatureExtractor):
+class ScenicExtractor(NetworkExtractor):
     modality = "scenic"
     name = "vibe-personmask-resnet18-places365"
     dim = 512
-
-    def __init__(
-        self,
-        config: ScenicConfig = ScenicConfig(),
-        *,
-        untrained: bool = False,
-        device: str | None = None,
-        precision: str | None = None,
-    ):
-        self.config = config
-        self.place(device, precision)
-        self.version = code_version(
-            "pipeline.scenic", "pipeline.vibe", "pipeline.decode", "pipeline.weights", "pipeline.runtime"
-        )
-        self.weights_spec = weights.get_spec(WEIGHTS)
-        self.model, loaded = weights.load_model(
-            WEIGHTS, cache_dir=config.weights_dir, untrained=untrained, seed=config.seed, device=self.device
-        )
-        self.weights_sha256 = loaded.sha256
+    network = WEIGHTS
+    code = ("pipeline.scenic", "pipeline.vibe", "pipeline.decode")
+    config: ScenicConfig
 
     def decode_params(self) -> DecodeParams:
         return decode_params(self.config)
@@ -318,7 +302,7 @@ class ScenicExtractor(FeatureExtractor):
         pre = self.weights_spec.preprocess
         crops = np.stack([places_input(im, pre.resize_short or pre.input_size, pre.input_size) for im in images])
         x = pre.normalise(torch.from_numpy(crops).to(self.device))
-        return weights.infer(self.model, x, self.precision)
+        return infer(self.model, x, self.precision)
 
     def consumer(self, clip_id: str) -> _ScenicClip:
         return _ScenicClip(self, clip_id)

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import holistic, weights
+from pipeline import holistic
 from pipeline.decode import grid_times
 from pipeline.errors import ClipError, Reason, WeightsError
 from pipeline.features import read_features
 from pipeline.runtime import resolve_precision
+from pipeline.weights import fetch, registry
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CLIP = DATA / "clips" / "stgcn_ta_chi.mp4"  # 340x256, 29.97 fps, 10 s
@@ -75,7 +76,7 @@ def test_shard_provenance_says_untrained(untrained, sequence, tmp_path, monkeypa
 
 
 def test_preprocessing_matches_tsn():
-    pre = weights.get_spec("tsn_r50_kinetics400").preprocess
+    pre = registry.get_spec("tsn_r50_kinetics400").preprocess
     image = np.zeros((1, 2, 2, 3), dtype=np.uint8)
     image[..., :] = (124, 116, 104)
     x = pre.normalise(torch.from_numpy(image))
@@ -98,11 +99,11 @@ def test_imported_weights_are_used_and_recorded(tmp_path):
 
     src = tmp_path / "tsn.pth"
     write_published("tsn_r50_kinetics400", src, _reference("tsn_r50_kinetics400"))
-    lock = weights.import_weights("tsn_r50_kinetics400", src, cache_dir=tmp_path, allow_other_source=True)
+    lock = fetch.import_weights("tsn_r50_kinetics400", src, cache_dir=tmp_path, allow_other_source=True)
     config = {"weights_dir": str(tmp_path), "end_s": 0.2}
     trained = holistic.build_extractor(config, device="cpu")
     assert trained.weights_sha256 == lock["sha256"] and not trained.untrained
-    assert "seed" not in trained.params()
+    assert "weights_seed" not in trained.params()
     seq = trained.compute(CLIP, CLIP_ID)
     assert seq.features.shape == (5, 2048)
     random = holistic.build_extractor(config, untrained=True, device="cpu").compute(CLIP, CLIP_ID)

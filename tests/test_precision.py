@@ -75,15 +75,16 @@ def test_auto_is_bf16_on_this_cpu_and_float32_is_honoured():
 
 def test_facial_embedding_stays_float32_because_bf16_disagrees():
     """The VGGFace2 embedder in bf16 fails the agreement rule, so facial runs it in float32."""
-    from pipeline import facial, weights
+    from pipeline import facial
+    from pipeline.weights import inference
 
     e32 = facial.build_extractor({}, untrained=True, device="cpu", precision="bfloat16")
     assert e32.precision == "float32"
     images = _frames(16, 160)
     x = lambda im: e32.weights_spec.preprocess.normalise(__import__("torch").from_numpy(im))  # noqa: E731
     worst, median_distinct = _agreement(
-        lambda im: weights.infer(e32.model, x(im), "float32"),
-        lambda im: weights.infer(e32.model, x(im), "bfloat16"),
+        lambda im: inference.infer(e32.model, x(im), "float32"),
+        lambda im: inference.infer(e32.model, x(im), "bfloat16"),
         images,
     )
     assert worst > 0.1 * median_distinct  # the measured reason (0.65 against 1.15 here)

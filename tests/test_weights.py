@@ -21,8 +21,9 @@ import pytest
 import torch
 
 from cli import main as vdv
-from pipeline import unpickle, weights
+from pipeline import unpickle
 from pipeline.errors import WeightsError
+from pipeline.weights import cache, convert, fetch, inference, registry
 
 # -- published layouts ---------------------------------------------------------------------------
 
@@ -31,7 +32,7 @@ def _reference(name: str) -> dict[str, torch.Tensor]:
     """The architecture's own state dict with seeded perturbations: every tensor distinct from the
     default initialisation, variances positive, so the network still computes finite features."""
     gen = torch.Generator().manual_seed(zlib.crc32(name.encode()))
-    state = weights.get_spec(name).build().state_dict()
+    state = registry.get_spec(name).build().state_dict()
     out = {}
     for key, value in state.items():
         if not value.is_floating_point():
@@ -166,20 +167,20 @@ def write_published(name: str, path, ref: dict[str, torch.Tensor]) -> None:
 FEATURE_INPUT = {"inception_resnet_v1_vggface2": 160}
 
 
-@pytest.mark.parametrize("name", list(weights.REGISTRY))
+@pytest.mark.parametrize("name", list(registry.REGISTRY))
 def test_published_format_imports_into_real_architecture(name, tmp_path):
-    spec = weights.get_spec(name)
+    spec = registry.get_spec(name)
     ref = _reference(name)
     src = tmp_path / spec.source_file
     write_published(name, src, ref)
 
-    lock = weights.import_weights(name, src, cache_dir=tmp_path / "cache", allow_other_source=True)
+    lock = fetch.import_weights(name, src, cache_dir=tmp_path / "cache", allow_other_source=True)
     # only the classifier head is dropped
     assert lock["dropped"] and all(re.match(r"(cls_head|module\.fc|logits|classifier)\.", k) for k in lock["dropped"])
     assert lock["tensors"] == len(ref)
 
-    model, loaded = weights.load_model(name, cache_dir=tmp_path / "cache")
-    assert not loaded.untrained and loaded.sha256 == lock["sha256"] == weights.verify_weights(
+    model, loaded = inference.load_model(name, cache_dir=tmp_path / "cache")
+    assert not loaded.untrained and loaded.sha256 == lock["sha256"] == cache.verify_weights(
         name, cache_dir=tmp_path / "cache"
     )
     state = model.state_dict()
@@ -196,7 +197,7 @@ def test_published_format_imports_into_real_architecture(name, tmp_path):
     # the cache holds tensors only: it loads with the safe loader, no pickle involved
     from safetensors.torch import load_file
 
-    assert all(isinstance(v, torch.Tensor) for v in load_file(weights.cached_file(name, tmp_path / "cache")).values())
+    assert all(isinstance(v, torch.Tensor) for v in load_file(cache.cached_file(name, tmp_path / "cache")).values())
 
 
 def test_vggface2_pytorch_naming_as_distributed(tmp_path):
@@ -208,21 +209,21 @@ def test_vggface2_pytorch_naming_as_distributed(tmp_path):
     src = tmp_path / "resnet50_ft_weight.pkl"
     with open(src, "wb") as fh:
         pickle.dump(sd, fh, protocol=2)
-    lock = weights.import_weights("resnet50_vggface2", src, cache_dir=tmp_path)
+    lock = fetch.import_weights("resnet50_vggface2", src, cache_dir=tmp_path)
     assert lock["dropped"] == ["fc.weight", "fc.bias"]
-    model, _ = weights.load_model("resnet50_vggface2", cache_dir=tmp_path)
+    model, _ = inference.load_model("resnet50_vggface2", cache_dir=tmp_path)
     assert torch.equal(model.state_dict()["layer3.5.conv3.weight"], ref["layer3.5.conv3.weight"])
 
 
 def test_caffe_layer_mapping():
-    assert weights._caffe_name("conv1_7x7_s2") == "conv1"
-    assert weights._caffe_name("conv1_7x7_s2_bn") == "bn1"
-    assert weights._caffe_name("conv2_1_1x1_reduce") == "layer1.0.conv1"
-    assert weights._caffe_name("conv3_4_3x3_bn") == "layer2.3.bn2"
-    assert weights._caffe_name("conv5_3_1x1_increase") == "layer4.2.conv3"
-    assert weights._caffe_name("conv4_1_1x1_proj") == "layer3.0.downsample.0"
-    assert weights._caffe_name("conv4_1_1x1_proj_bn") == "layer3.0.downsample.1"
-    assert weights._caffe_name("conv2_1_1x1_bogus") is None
+    assert convert._caffe_name("conv1_7x7_s2") == "conv1"
+    assert convert._caffe_name("conv1_7x7_s2_bn") == "bn1"
+    assert convert._caffe_name("conv2_1_1x1_reduce") == "layer1.0.conv1"
+    assert convert._caffe_name("conv3_4_3x3_bn") == "layer2.3.bn2"
+    assert convert._caffe_name("conv5_3_1x1_increase") == "layer4.2.conv3"
+    assert convert._caffe_name("conv4_1_1x1_proj") == "layer3.0.downsample.0"
+    assert convert._caffe_name("conv4_1_1x1_proj_bn") == "layer3.0.downsample.1"
+    assert convert._caffe_name("conv2_1_1x1_bogus") is None
 
 
 @pytest.fixture(scope="module")
@@ -230,52 +231,52 @@ def places_cache(tmp_path_factory):
     root = tmp_path_factory.mktemp("places")
     src = root / "resnet18_places365.pth.tar"
     write_published("resnet18_places365", src, _reference("resnet18_places365"))
-    weights.import_weights("resnet18_places365", src, cache_dir=root / "cache")
+    fetch.import_weights("resnet18_places365", src, cache_dir=root / "cache")
     return root / "cache"
 
 
 def test_flipped_byte_fails_verification(places_cache, tmp_path):
-    cache = tmp_path / "cache"
-    cache.mkdir()
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir()
     for f in places_cache.iterdir():
-        (cache / f.name).write_bytes(f.read_bytes())
-    path = weights.cached_file("resnet18_places365", cache)
+        (cache_dir / f.name).write_bytes(f.read_bytes())
+    path = cache.cached_file("resnet18_places365", cache_dir)
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))
 
     with pytest.raises(WeightsError, match="failed verification") as err:
-        weights.verify_weights("resnet18_places365", cache_dir=cache)
+        cache.verify_weights("resnet18_places365", cache_dir=cache_dir)
     message = str(err.value)
     assert "vdv weights fetch resnet18_places365" in message and "vdv weights import resnet18_places365" in message
     with pytest.raises(WeightsError, match="failed verification"):
-        weights.load_model("resnet18_places365", cache_dir=cache)
-    assert weights.status("resnet18_places365", cache_dir=cache) == "CORRUPT"
-    assert vdv(["weights", "verify", "resnet18_places365", "--dir", str(cache)]) == 1
+        inference.load_model("resnet18_places365", cache_dir=cache_dir)
+    assert cache.status("resnet18_places365", cache_dir=cache_dir) == "CORRUPT"
+    assert vdv(["weights", "verify", "resnet18_places365", "--dir", str(cache_dir)]) == 1
     assert vdv(["weights", "verify", "--dir", str(places_cache)]) == 0
 
 
 def test_missing_weights_name_the_fix(tmp_path, monkeypatch):
-    monkeypatch.setenv(weights.ENV_DIR, str(tmp_path / "empty"))
+    monkeypatch.setenv(cache.ENV_DIR, str(tmp_path / "empty"))
     with pytest.raises(WeightsError) as err:
-        weights.load_weights("tsn_r50_kinetics400")
+        cache.load_weights("tsn_r50_kinetics400")
     message = str(err.value)
     assert "missing" in message and str(tmp_path / "empty") in message
     assert (
         "vdv weights fetch tsn_r50_kinetics400" in message and "vdv weights import tsn_r50_kinetics400 PATH" in message
     )
     with pytest.raises(WeightsError, match="unknown weights"):
-        weights.load_weights("resnet1000")
+        cache.load_weights("resnet1000")
 
 
 def test_untrained_is_seeded_and_marked(tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="pipeline.weights"):
-        loaded = weights.load_weights("resnet18_places365", cache_dir=tmp_path, untrained=True)
-    assert loaded == weights.LoadedWeights(None, "untrained", True)
+    with caplog.at_level(logging.WARNING, logger="pipeline.weights.cache"):
+        loaded = cache.load_weights("resnet18_places365", cache_dir=tmp_path, untrained=True)
+    assert loaded == cache.LoadedWeights(None, "untrained", True)
     assert "UNTRAINED" in caplog.text
-    a, _ = weights.load_model("resnet18_places365", cache_dir=tmp_path, untrained=True, seed=3)
-    b, _ = weights.load_model("resnet18_places365", cache_dir=tmp_path, untrained=True, seed=3)
-    c, _ = weights.load_model("resnet18_places365", cache_dir=tmp_path, untrained=True, seed=4)
+    a, _ = inference.load_model("resnet18_places365", cache_dir=tmp_path, untrained=True, seed=3)
+    b, _ = inference.load_model("resnet18_places365", cache_dir=tmp_path, untrained=True, seed=3)
+    c, _ = inference.load_model("resnet18_places365", cache_dir=tmp_path, untrained=True, seed=4)
     assert torch.equal(a.conv1.weight, b.conv1.weight)
     assert not torch.equal(a.conv1.weight, c.conv1.weight)
 
@@ -284,8 +285,8 @@ def test_published_digest_is_checked(tmp_path):
     src = tmp_path / "tsn.pth"
     write_published("tsn_r50_kinetics400", src, _reference("tsn_r50_kinetics400"))
     with pytest.raises(WeightsError, match="cd10898e"):
-        weights.import_weights("tsn_r50_kinetics400", src, cache_dir=tmp_path)
-    assert not weights.cached_file("tsn_r50_kinetics400", tmp_path).exists()
+        fetch.import_weights("tsn_r50_kinetics400", src, cache_dir=tmp_path)
+    assert not cache.cached_file("tsn_r50_kinetics400", tmp_path).exists()
 
 
 def test_shape_mismatch_is_refused(tmp_path):
@@ -294,8 +295,8 @@ def test_shape_mismatch_is_refused(tmp_path):
     src = tmp_path / "resnet18_places365.pth.tar"
     write_published("resnet18_places365", src, ref)
     with pytest.raises(WeightsError, match=r"shape mismatches \['layer2.0.conv1.weight"):
-        weights.import_weights("resnet18_places365", src, cache_dir=tmp_path)
-    assert not weights.lock_file("resnet18_places365", tmp_path).exists()
+        fetch.import_weights("resnet18_places365", src, cache_dir=tmp_path)
+    assert not cache.lock_file("resnet18_places365", tmp_path).exists()
 
 
 def test_extra_keys_beyond_the_head_are_refused(tmp_path):
@@ -304,7 +305,20 @@ def test_extra_keys_beyond_the_head_are_refused(tmp_path):
     src = tmp_path / "vggface2.pt"
     write_published("inception_resnet_v1_vggface2", src, ref)
     with pytest.raises(WeightsError, match="unexpected \\['extra_layer.weight'\\]"):
-        weights.import_weights("inception_resnet_v1_vggface2", src, cache_dir=tmp_path)
+        fetch.import_weights("inception_resnet_v1_vggface2", src, cache_dir=tmp_path)
+
+
+def test_every_weights_module_is_declared_computing_or_not():
+    """The appearance extractors' versions cover the package's computing modules only; a new
+    module of the package has to be put on one side or the other."""
+    import pkgutil
+
+    import pipeline.weights as package
+
+    modules = {f"pipeline.weights.{m.name}" for m in pkgutil.iter_modules(package.__path__)}
+    loading = {f"pipeline.weights.{m}" for m in ("registry", "cache", "convert", "fetch")}
+    assert modules == set(package.COMPUTE_MODULES) | loading
+    assert not set(package.COMPUTE_MODULES) & loading
 
 
 # -- pickles that would run code ---------------------------------------------------------------------
@@ -348,9 +362,9 @@ def test_code_running_pickle_is_refused(tmp_path, payload, container):
         _pickle_with_fake_modules(lambda: torch.save({"state_dict": sd, "message_hub": hub}, src), classes)
 
     with pytest.raises(WeightsError, match="refused to load global"):
-        weights.import_weights("resnet18_places365", src, cache_dir=tmp_path / "cache")
+        fetch.import_weights("resnet18_places365", src, cache_dir=tmp_path / "cache")
     assert not marker.exists()
-    assert not weights.cached_file("resnet18_places365", tmp_path / "cache").exists()
+    assert not cache.cached_file("resnet18_places365", tmp_path / "cache").exists()
 
 
 def test_unpickler_refuses_before_calling(tmp_path):
@@ -377,15 +391,15 @@ def test_unpickler_refuses_before_calling(tmp_path):
 def test_cli_import_and_list(tmp_path, capsys):
     src = tmp_path / "20180402-114759-vggface2.pt"
     write_published("inception_resnet_v1_vggface2", src, _reference("inception_resnet_v1_vggface2"))
-    cache = tmp_path / "cache"
-    assert vdv(["weights", "import", "inception_resnet_v1_vggface2", str(src), "--dir", str(cache)]) == 0
+    cache_dir = tmp_path / "cache"
+    assert vdv(["weights", "import", "inception_resnet_v1_vggface2", str(src), "--dir", str(cache_dir)]) == 0
     out = capsys.readouterr().out
     assert "dropped logits.weight, logits.bias" in out
-    assert vdv(["weights", "list", "--dir", str(cache)]) == 0
+    assert vdv(["weights", "list", "--dir", str(cache_dir)]) == 0
     out = capsys.readouterr().out
     assert "inception_resnet_v1_vggface2  [ok]" in out and "tsn_r50_kinetics400  [missing]" in out
     # a mistake is an error message and exit code 2, not a traceback
-    assert vdv(["weights", "import", "tsn_r50_kinetics400", str(tmp_path / "nope.pth"), "--dir", str(cache)]) == 2
+    assert vdv(["weights", "import", "tsn_r50_kinetics400", str(tmp_path / "nope.pth"), "--dir", str(cache_dir)]) == 2
     assert "does not exist" in capsys.readouterr().err
 
 
@@ -394,5 +408,5 @@ def test_truncated_checkpoint_is_an_error(tmp_path):
     write_published("inception_resnet_v1_vggface2", src, _reference("inception_resnet_v1_vggface2"))
     src.write_bytes(src.read_bytes()[: 1 << 20])
     with pytest.raises(WeightsError, match="not a readable checkpoint"):
-        weights.import_weights("inception_resnet_v1_vggface2", src, cache_dir=tmp_path / "cache")
-    assert weights.status("inception_resnet_v1_vggface2", cache_dir=tmp_path / "cache") == "missing"
+        fetch.import_weights("inception_resnet_v1_vggface2", src, cache_dir=tmp_path / "cache")
+    assert cache.status("inception_resnet_v1_vggface2", cache_dir=tmp_path / "cache") == "missing"

@@ -15,8 +15,8 @@ import pytest
 from test_weights import _reference, write_published
 
 from cli import main as vdv
-from pipeline import weights
 from pipeline.errors import WeightsError
+from pipeline.weights import cache, fetch, registry
 
 NAME = "resnet18_places365"
 
@@ -50,8 +50,8 @@ def server(published):
 
 
 def _point_registry(monkeypatch, url: str, digest_prefix: str | None) -> None:
-    spec = dataclasses.replace(weights.REGISTRY[NAME], url=url, source_sha256=digest_prefix)
-    monkeypatch.setitem(weights.REGISTRY, NAME, spec)
+    spec = dataclasses.replace(registry.REGISTRY[NAME], url=url, source_sha256=digest_prefix)
+    monkeypatch.setitem(registry.REGISTRY, NAME, spec)
 
 
 def _files(root):
@@ -61,27 +61,27 @@ def _files(root):
 def test_fetch_good_file_is_checked_and_imported(server, published, tmp_path, monkeypatch, capsys):
     path, digest = published
     _point_registry(monkeypatch, f"{server}/{path.name}", digest[:8])
-    cache = tmp_path / "cache"
-    assert vdv(["weights", "fetch", NAME, "--dir", str(cache)]) == 0
+    cache_dir = tmp_path / "cache"
+    assert vdv(["weights", "fetch", NAME, "--dir", str(cache_dir)]) == 0
     assert f"{NAME}: ok" in capsys.readouterr().out
     # the downloaded file is byte-identical to the served one, and the cache verifies
-    assert hashlib.sha256((cache / "downloads" / path.name).read_bytes()).hexdigest() == digest
-    lock = weights.read_lock(NAME, cache)
+    assert hashlib.sha256((cache_dir / "downloads" / path.name).read_bytes()).hexdigest() == digest
+    lock = cache.read_lock(NAME, cache_dir)
     assert lock["source_sha256"] == digest and lock["source_verified"] is True
-    assert weights.verify_weights(NAME, cache_dir=cache) == lock["sha256"]
-    assert not [f for f in _files(cache) if f.endswith(".tmp")]
+    assert cache.verify_weights(NAME, cache_dir=cache_dir) == lock["sha256"]
+    assert not [f for f in _files(cache_dir) if f.endswith(".tmp")]
 
 
 def test_fetch_hash_mismatch_leaves_nothing(server, published, tmp_path, monkeypatch):
     path, digest = published
     wrong = "0" * 8 if not digest.startswith("0" * 8) else "f" * 8
     _point_registry(monkeypatch, f"{server}/{path.name}", wrong)
-    cache = tmp_path / "cache"
+    cache_dir = tmp_path / "cache"
     with pytest.raises(WeightsError, match=f"sha256 {digest}") as err:
-        weights.fetch_weights(NAME, cache_dir=cache, progress_enabled=False)
+        fetch.fetch_weights(NAME, cache_dir=cache_dir, progress_enabled=False)
     assert "nothing was kept" in str(err.value)
-    assert not cache.exists() or _files(cache) == []
-    assert weights.status(NAME, cache_dir=cache) == "missing"
+    assert not cache_dir.exists() or _files(cache_dir) == []
+    assert cache.status(NAME, cache_dir=cache_dir) == "missing"
 
 
 def test_fetch_offline_says_url_and_import_command(tmp_path, monkeypatch, capsys):
@@ -90,9 +90,9 @@ def test_fetch_offline_says_url_and_import_command(tmp_path, monkeypatch, capsys
         port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}/resnet18_places365.pth.tar"
     _point_registry(monkeypatch, url, None)
-    cache = tmp_path / "cache"
-    assert vdv(["weights", "fetch", NAME, "--dir", str(cache)]) == 2
+    cache_dir = tmp_path / "cache"
+    assert vdv(["weights", "fetch", NAME, "--dir", str(cache_dir)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert url in err and f"vdv weights import {NAME} resnet18_places365.pth.tar" in err
-    assert not cache.exists() or _files(cache) == []
+    assert not cache_dir.exists() or _files(cache_dir) == []

@@ -1,0 +1,23 @@
+"""Pre-trained weights handled like a model zoo: a registry, a verified local cache, importers.
+
+The four networks of docs/BEHAVIOUR.md section 4 (holistic, facial, scenic), one job per module:
+
+* :mod:`~pipeline.weights.preprocess`: how each network expects its input (:class:`Preprocess`);
+* :mod:`~pipeline.weights.nets`: the architecture builders, classifier head removed;
+* :mod:`~pipeline.weights.convert`: published checkpoint -> the architecture's state dict;
+* :mod:`~pipeline.weights.registry`: the networks described as data (:data:`REGISTRY`);
+* :mod:`~pipeline.weights.cache`: the verified local cache and :func:`load_weights`;
+* :mod:`~pipeline.weights.fetch`: reading, importing and downloading published checkpoints;
+* :mod:`~pipeline.weights.inference`: the network at run time (:func:`load_model`, :func:`infer`).
+
+Only the modules in :data:`COMPUTE_MODULES` compute features: an appearance extractor's version
+is derived from them (:class:`pipeline.features.NetworkExtractor`). The others decide which file
+is loaded and check it: what they produce is pinned by the weights' sha256, and the registry's
+preprocessing constants by the extractors' parameters, as far as those record them.
+"""
+
+COMPUTE_MODULES = (
+    "pipeline.weights.preprocess",
+    "pipeline.weights.nets",
+    "pipeline.weights.inference",
+)

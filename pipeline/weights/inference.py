@@ -1,0 +1,57 @@
+"""The feature network at run time: built and loaded for inference, and its one forward pass.
+
+This module, :mod:`~pipeline.weights.nets` and :mod:`~pipeline.weights.preprocess` are the code
+that computes appearance features (:data:`pipeline.weights.COMPUTE_MODULES`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from pipeline.weights.cache import LoadedWeights, load_weights
+from pipeline.weights.registry import get_spec
+
+if TYPE_CHECKING:
+    import torch
+
+
+def load_model(
+    name: str,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    untrained: bool = False,
+    seed: int = 0,
+    device: str = "cpu",
+) -> tuple[torch.nn.Module, LoadedWeights]:
+    """The feature network of ``name`` in eval mode (no classifier head) and its weights identity.
+
+    Untrained models are initialised under ``torch.manual_seed(seed)`` inside a forked RNG, so
+    the same seed gives the same weights without disturbing the caller's random state.
+    """
+    import torch
+
+    spec = get_spec(name)
+    loaded = load_weights(name, cache_dir=cache_dir, untrained=untrained)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = spec.build()
+    if loaded.state_dict is not None:
+        model.load_state_dict(loaded.state_dict)
+    # channels_last: the convolution kernels of oneDNN (AMX, AVX512) and cuDNN are fastest in it
+    return model.eval().to(device, memory_format=torch.channels_last), loaded
+
+
+def infer(model, x, precision: str):
+    """``model(x)`` without autograd, in channels_last, under bfloat16 autocast when ``precision``
+    says so (CPU or CUDA), returned as a float32 numpy array; the one forward pass the appearance
+    extractors share."""
+    import torch
+
+    from pipeline.runtime import autocast
+
+    if x.ndim == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), autocast(x.device.type, precision):
+        out = model(x)
+    return out.float().cpu().numpy()

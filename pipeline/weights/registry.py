@@ -1,0 +1,112 @@
+"""The networks described as data: architecture, published file, digest, license, preprocessing.
+
+Each entry of :data:`REGISTRY` names the architecture builder (classifier head removed, so the
+model outputs the feature vector), the published file and its URL, what is known of its digest,
+the license, the preprocessing, the key converter and the feature dimension.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.errors import WeightsError
+from pipeline.weights.convert import (
+    Converted,
+    convert_facenet,
+    convert_mmaction2_tsn,
+    convert_places365,
+    convert_vggface2_resnet50,
+)
+from pipeline.weights.nets import (
+    build_inception_resnet_v1,
+    build_resnet18_places365,
+    build_resnet50_vggface2,
+    build_tsn_r50,
+)
+from pipeline.weights.preprocess import IMAGENET_01, IMAGENET_255, Preprocess
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    architecture: str
+    build: Callable[[], Any]  # -> torch.nn.Module without classifier head
+    feature_dim: int
+    source_file: str  # name of the published file
+    url: str | None  # None: no direct download (fetch explains where to get it)
+    source_sha256: str | None  # digest (or published prefix) of the source file; None: unknown
+    license: str
+    preprocess: Preprocess
+    convert: Callable[[Any], Converted] = field(repr=False)
+    page: str | None = None  # where to get the file by hand when there is no direct URL
+
+
+REGISTRY: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            name="tsn_r50_kinetics400",
+            architecture="TSN ResNet-50 (mmaction2 1.x, ImageNet-pretrained, trained on Kinetics-400, 1x1x3, 100e)",
+            build=build_tsn_r50,
+            feature_dim=2048,
+            source_file="tsn_imagenet-pretrained-r50_8xb32-1x1x3-100e_kinetics400-rgb_20220906-cd10898e.pth",
+            url=(
+                "https://download.openmmlab.com/mmaction/v1.0/recognition/tsn/"
+                "tsn_imagenet-pretrained-r50_8xb32-1x1x3-100e_kinetics400-rgb/"
+                "tsn_imagenet-pretrained-r50_8xb32-1x1x3-100e_kinetics400-rgb_20220906-cd10898e.pth"
+            ),
+            # OpenMMLab's publish_model appends the first 8 hex digits of the file's sha256
+            source_sha256="cd10898e",
+            license="mmaction2 model zoo, Apache-2.0; trained on Kinetics-400 (YouTube videos, research use)",
+            preprocess=Preprocess(224, 256, *IMAGENET_255),
+            convert=convert_mmaction2_tsn,
+        ),
+        ModelSpec(
+            name="resnet18_places365",
+            architecture="ResNet-18 trained on Places365-Standard (CSAILVision/places365)",
+            build=build_resnet18_places365,
+            feature_dim=512,
+            source_file="resnet18_places365.pth.tar",
+            url="http://places2.csail.mit.edu/models_places365/resnet18_places365.pth.tar",
+            source_sha256=None,
+            license="Places365 models: CC BY (places365 repository, MIT code); Places data for non-commercial research",
+            preprocess=Preprocess(224, 256, *IMAGENET_01, value_range=1.0),
+            convert=convert_places365,
+        ),
+        ModelSpec(
+            name="inception_resnet_v1_vggface2",
+            architecture="facenet-pytorch InceptionResnetV1 trained on VGGFace2 (20180402-114759)",
+            build=build_inception_resnet_v1,
+            feature_dim=512,
+            source_file="20180402-114759-vggface2.pt",
+            url="https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt",
+            source_sha256=None,
+            license="facenet-pytorch, MIT (weights ported from davidsandberg/facenet, MIT); VGGFace2 data for research use",
+            # facenet-pytorch's fixed_image_standardization: (x - 127.5) / 128 on 160x160 crops
+            preprocess=Preprocess(160, None, (127.5,) * 3, (128.0,) * 3),
+            convert=convert_facenet,
+        ),
+        ModelSpec(
+            name="resnet50_vggface2",
+            architecture="ResNet-50 of the VGGFace2 release (resnet50_ft: MS1M, fine-tuned on VGGFace2), Caffe-converted",
+            build=build_resnet50_vggface2,
+            feature_dim=2048,
+            source_file="resnet50_ft_weight.pkl",
+            url=None,  # a Google Drive link (cydonia999/VGGFace2-pytorch README); download by hand
+            source_sha256=None,
+            license="VGGFace2 models (Oxford VGG), research use; conversion by cydonia999/VGGFace2-pytorch (MIT)",
+            # Caffe convention: BGR, 0-255, mean subtraction only
+            preprocess=Preprocess(224, 256, (91.4953, 103.8827, 131.0912), (1.0, 1.0, 1.0), channels="BGR"),
+            convert=convert_vggface2_resnet50,
+            page="https://drive.google.com/open?id=1A94PAAnwk6L7hXdBXLFosB_s0SzEhAFU (cydonia999/VGGFace2-pytorch README)",
+        ),
+    )
+}
+
+
+def get_spec(name: str) -> ModelSpec:
+    if name not in REGISTRY:
+        raise WeightsError(f"unknown weights {name!r}; known: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
