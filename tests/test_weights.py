@@ -183,7 +183,7 @@ def test_published_format_imports_into_real_architecture(name, tmp_path):
     assert not loaded.untrained and loaded.sha256 == lock["sha256"] == cache.verify_weights(
         name, cache_dir=tmp_path / "cache"
     )
-    state = model.state_dict()
+    state = loaded.state_dict  # what the cache gave, before the BatchNorms are folded for inference
     assert set(state) == set(ref)
     for key, value in ref.items():
         if key.endswith("num_batches_tracked") and name == "resnet50_vggface2":
@@ -191,9 +191,13 @@ def test_published_format_imports_into_real_architecture(name, tmp_path):
         assert torch.equal(state[key], value), key
     assert not model.training
     size = FEATURE_INPUT.get(name, 64)
+    reference = spec.build().eval()
+    reference.load_state_dict(ref)
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        out = model(torch.zeros(2, 3, size, size))
+        out, want = model(x), reference(x)
     assert out.shape == (2, spec.feature_dim)
+    torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-4 * float(want.abs().mean()))
     # the cache holds tensors only: it loads with the safe loader, no pickle involved
     from safetensors.torch import load_file
 
@@ -211,8 +215,8 @@ def test_vggface2_pytorch_naming_as_distributed(tmp_path):
         pickle.dump(sd, fh, protocol=2)
     lock = fetch.import_weights("resnet50_vggface2", src, cache_dir=tmp_path)
     assert lock["dropped"] == ["fc.weight", "fc.bias"]
-    model, _ = inference.load_model("resnet50_vggface2", cache_dir=tmp_path)
-    assert torch.equal(model.state_dict()["layer3.5.conv3.weight"], ref["layer3.5.conv3.weight"])
+    _, loaded = inference.load_model("resnet50_vggface2", cache_dir=tmp_path)
+    assert torch.equal(loaded.state_dict["layer3.5.conv3.weight"], ref["layer3.5.conv3.weight"])
 
 
 def test_caffe_layer_mapping():
@@ -410,3 +414,25 @@ def test_truncated_checkpoint_is_an_error(tmp_path):
     with pytest.raises(WeightsError, match="not a readable checkpoint"):
         fetch.import_weights("inception_resnet_v1_vggface2", src, cache_dir=tmp_path / "cache")
     assert cache.status("inception_resnet_v1_vggface2", cache_dir=tmp_path / "cache") == "missing"
+
+
+@pytest.mark.parametrize("name", sorted(registry.REGISTRY))
+def test_folded_batchnorm_keeps_the_features(name):
+    """The inference network (BatchNorm folded into its convolution) against the network as built."""
+    spec = registry.get_spec(name)
+    torch.manual_seed(0)
+    built = spec.build().eval()
+    norms = [m for m in built.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms
+    for bn in norms:  # statistics away from the initial (0, 1), so that folding has work to do
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.uniform_(-0.2, 0.2)
+    folded = inference.for_inference(built)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.randn(2, 3, spec.preprocess.input_size, spec.preprocess.input_size)
+    with torch.inference_mode():
+        want, got = built(x), folded(x)
+    assert want.shape == got.shape == (2, spec.feature_dim)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().mean()))
