@@ -1,0 +1,80 @@
+"""A clip whose worker process dies is given one more worker, then recorded as rejected.
+
+The build runs on a local Dask cluster of two worker processes. ``tests/support/die_on_clip.py``
+(a Dask worker preload) makes any worker that is handed one chosen clip exit on the spot. The
+clip must be tried twice, by two different processes, then be rejected ``worker_died``, while the
+other clips are computed and the build succeeds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import write_sample_run
+
+from pipeline import tables
+from pipeline.features import current_shards
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+CLIPS = {
+    "stgcn_ta_chi.mp4": ("6911379416308305158", "#taichi"),
+    "stgcn_clean_and_jerk.mp4": ("6894714574797393158", "#taichi"),
+    "tfjs_pose_1.mp4": ("6898094572598037766", "#dance"),
+}
+DOOMED = "stgcn_clean_and_jerk.mp4"
+CONFIG = """
+[ingest]
+crawl_time = "2021-01-06T15:51:49Z"
+[screen]
+max_followers = 0  # the sample's only creator has 398,700 followers
+min_duration_s = 3.0
+visual = false
+[pose]
+fps = 5.0
+max_side = 256
+"""
+
+
+def test_a_clip_whose_worker_dies_is_retried_once_then_rejected(tmp_path):
+    raw, pairing, config = write_sample_run(tmp_path, CLIPS, CONFIG)
+    deaths = tmp_path / "deaths.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DASK_"))}
+    env.update(
+        PREFECT_HOME=str(tmp_path / "prefect"),
+        PREFECT_LOGGING_LEVEL="WARNING",
+        DASK_DISTRIBUTED__WORKER__PRELOAD=json.dumps([str(ROOT / "tests" / "support" / "die_on_clip.py")]),
+        VDV_TEST_DIE_ON_CLIP=DOOMED,
+        VDV_TEST_DIE_LOG=str(deaths),
+    )
+    command = [
+        sys.executable, "-m", "cli", "build", str(raw),
+        "--pairing", str(pairing), "--config", str(config),
+        "--work", str(tmp_path / "work"), "--modalities", "pose",
+        "--runner", "dask", "--workers", "2", "--threads-per-worker", "1", "--json",
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(done.stdout[done.stdout.index("{") :])
+
+    attempts = deaths.read_text().split()
+    assert len(attempts) == 2 and len(set(attempts)) == 2, attempts  # two tries, two processes
+    by_file = {Path(i["path"]).name: i for i in report["items"]}
+    doomed = by_file[DOOMED]
+    assert (doomed["status"], doomed["reason"]) == ("rejected", "worker_died"), doomed
+    others = [i for name, i in by_file.items() if name != DOOMED]
+    assert len(others) == 2 and all(i["status"] == "computed" for i in others), others
+    assert len(current_shards(tmp_path / "work", "pose")) == 2
+    rejected = [
+        r
+        for f in tables.table_files(tmp_path / "work", "rejections")
+        for r in tables.read_file(f, tables.REJECTIONS).to_pylist()
+        if r["reason"] == "worker_died"
+    ]
+    assert [(Path(r["path"]).name, r["stage"]) for r in rejected] == [(DOOMED, "extract:pose")]
