@@ -49,7 +49,7 @@ def test_load_dataset_by_config_without_split_warnings(released, tmp_path, monke
     assert not [w for w in warnings if "splits" in w or "dataset_info" in w], warnings
     assert pose["train"].num_rows + pose["test"].num_rows == 5
     # the card's split sizes are the files' own
-    header = release._read_card_header(released.path / "README.md")
+    header = release.read_card_header(released.path / "README.md")
     info = {c["config_name"]: c for c in header["dataset_info"]}
     for split in ("train", "test"):
         (entry,) = [s for s in info["pose"]["splits"] if s["name"] == split]

@@ -258,7 +258,7 @@ def test_loads_with_pyarrow_dataset_and_hf_datasets(released, tmp_path, monkeypa
     assert hf["train"].num_rows + hf["test"].num_rows == 5
     assert len(hf["train"][0]["features"][0]) == 48
     # the card's YAML describes the features exactly as datasets derives them from the files
-    header = release._read_card_header(root / "README.md")
+    header = release.read_card_header(root / "README.md")
     info = {c["config_name"]: c for c in header["dataset_info"]}
     for config in ("scores", "pose", "facial"):
         schema = pq.read_schema(root / "data" / config / "train-00000-of-00001.parquet")

@@ -1,0 +1,213 @@
+"""The dataset card of a release (``README.md``): a YAML header the Hugging Face Hub and the
+``datasets`` library read (configs, features, splits, counts, license), then prose."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from pipeline.release.config import ReleaseConfig
+from pipeline.release.layout import SCORES_CONFIG
+
+LICENSE_NAME = "vdv-research-use"  # license_name of a `license: other` card (Hugging Face card metadata)
+LICENSE_LINK = "README.md#license"  # the card's own License section holds the terms
+BAR = "\u2588"  # a full block: one unit of a text histogram bar
+
+
+def dataset_card(
+    manifest: Mapping, configs: Mapping[str, dict], config: ReleaseConfig, *, root: Path | None = None
+) -> str:
+    """README.md: YAML header for the Hub (configs, features, splits, counts, license), then prose.
+
+    ``root`` is the directory being packaged: with it, each split's ``num_bytes`` (which the
+    ``datasets`` library requires beside ``name`` and ``num_examples``, else it warns that the
+    splits field is malformed) is the uncompressed size of its Parquet data, ``dataset_size`` their
+    sum, and the card shows per-challenge score histograms read from the released scores.
+    """
+    header = _card_header(manifest, configs, config, root)
+    lines = ["---", yaml.safe_dump(header, sort_keys=False).rstrip(), "---", ""]
+    lines += _opening(manifest, config)
+    lines += _configs_and_tracks(manifest, configs)
+    lines += _scores(root, configs)
+    lines += _provenance_and_license(manifest, config)
+    return "\n".join(lines)
+
+
+def read_card_header(path: Path) -> dict:
+    """The YAML header of a card written by :func:`dataset_card`."""
+    text = path.read_text()
+    if not text.startswith("---\n"):
+        raise ValueError("README.md has no YAML header")
+    return yaml.safe_load(text.split("---\n", 2)[1])
+
+
+def hf_feature(dtype: pa.DataType):
+    """The YAML form of a Hugging Face feature for an Arrow type (as ``datasets.Features`` writes it)."""
+    if pa.types.is_list(dtype) or pa.types.is_fixed_size_list(dtype):
+        inner = hf_feature(dtype.value_type)
+        out = {"list": inner["dtype"] if set(inner) == {"dtype"} else inner}
+        if pa.types.is_fixed_size_list(dtype):
+            out["length"] = dtype.list_size
+        return out
+    # Arrow prints float64/float32 as "double"/"float"; Hugging Face names them by width
+    names = {pa.float64(): "float64", pa.float32(): "float32", pa.float16(): "float16"}
+    return {"dtype": names.get(dtype, str(dtype))}
+
+
+def hf_features(schema: pa.Schema) -> list[dict]:
+    return [{"name": f.name, **hf_feature(f.type)} for f in schema]
+
+
+# -- YAML header ---------------------------------------------------------------------------------
+
+
+def _card_header(manifest: Mapping, configs: Mapping[str, dict], config: ReleaseConfig, root: Path | None) -> dict:
+    return {
+        "license": config.license,
+        **({"license_name": LICENSE_NAME, "license_link": LICENSE_LINK} if config.license == "other" else {}),
+        "pretty_name": "VDV: viral dance videos",
+        "tags": ["video", "dance", "virality", "pose"] + (["untrained-features"] if manifest["untrained"] else []),
+        "configs": [
+            {
+                "config_name": name,
+                "data_files": [{"split": split, "path": f"data/{name}/{split}-*.parquet"} for split in c["files"]],
+                **({"default": True} if name == SCORES_CONFIG else {}),
+            }
+            for name, c in configs.items()
+        ],
+        "dataset_info": [_dataset_info(name, c, manifest, root) for name, c in configs.items()],
+    }
+
+
+def _dataset_info(name: str, entry: Mapping, manifest: Mapping, root: Path | None) -> dict:
+    """One config's ``dataset_info``: features, and per split its examples and uncompressed bytes."""
+    split_infos = [
+        {
+            "name": split,
+            "num_bytes": _split_bytes(root, files),
+            "num_examples": manifest["configs"][name]["num_rows"][split],
+        }
+        for split, files in entry["files"].items()
+    ]
+    return {
+        "config_name": name,
+        "features": hf_features(entry["schema"]),
+        "splits": split_infos,
+        "dataset_size": sum(s["num_bytes"] for s in split_infos),
+    }
+
+
+def _split_bytes(root: Path | None, files: Sequence[str]) -> int:
+    """Uncompressed size of a split's Parquet data (row-group metadata; the data is not read)."""
+    if root is None:
+        return 0
+    total = 0
+    for name in files:
+        meta = pq.ParquetFile(root / name).metadata
+        total += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    return total
+
+
+# -- prose ---------------------------------------------------------------------------------------
+
+
+def _opening(manifest: Mapping, config: ReleaseConfig) -> list[str]:
+    """Title, the untrained warning and the notes, then what the dataset is."""
+    lines = [f"# {config.name} {config.version}", ""]
+    if manifest["untrained"]:
+        lines += [f"> **{manifest['warning']}**", ""]
+    for note in manifest["notes"]:
+        lines += [f"> Note: {note}.", ""]
+    return lines + [
+        "Features and virality scores of single-dancer clips, rebuilt with the vdv pipeline after "
+        '"Will You Ever Become Popular? Learning to Predict Virality of Dance Clips" (Wang et al., ACM TOMM 2022).',
+        "",
+    ]
+
+
+def _configs_and_tracks(manifest: Mapping, configs: Mapping[str, dict]) -> list[str]:
+    """The configs' and the tracks' train/test counts."""
+    lines = ["## Configs", "", "| config | train | test | per-sample vector |", "|---|---|---|---|"]
+    for name in configs:
+        n = manifest["configs"][name]["num_rows"]
+        dim = manifest["features"].get(name, {}).get("dim")
+        lines.append(f"| {name} | {n.get('train', 0)} | {n.get('test', 0)} | {dim if dim else '-'} |")
+    lines += [
+        "",
+        "Splits follow the all-challenge track; each clip's features are stored once. The "
+        "single-challenge tracks are `(clip_id, split)` tables under `splits/`:",
+        "",
+        "| track | train | test |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {t} | {i['train']} | {i['test']} |" for t, i in manifest["tracks"].items()]
+    return lines + [""]
+
+
+def _scores(root: Path | None, configs: Mapping[str, dict]) -> list[str]:
+    """How scores are computed (paper eq. 1 and 2), then their distributions."""
+    return [
+        "Scores are `ln((likes + comments + reposts + 1) / clip(days, 1, 7))` normalised per challenge "
+        "to [0, 1]; the per-challenge scale is `score_scale.parquet`.",
+        "",
+        *_score_histograms(root, configs),
+    ]
+
+
+def _provenance_and_license(manifest: Mapping, config: ReleaseConfig) -> list[str]:
+    return [
+        "## Provenance and privacy",
+        "",
+        "`manifest.json` records, for every modality, the extractor, its code-derived version, the "
+        "weights sha256, parameters, precision and device, and each clip's feature identity, plus the "
+        "run lineage (code commit, library versions). Uploaders appear only as salted hashes "
+        f"({manifest['uploader_hash']['scheme']}; the salt is not released). Captions and usernames "
+        "are not released. `SHA256SUMS` lists every file's checksum; `vdv release verify DIR` re-checks it all.",
+        "",
+        "## License",
+        "",
+        config.license_note,
+        "",
+    ]
+
+
+def _score_histograms(root: Path | None, configs: Mapping[str, dict]) -> list[str]:
+    """Per-challenge histograms of the raw and normalised scores of the released clips."""
+    if root is None or SCORES_CONFIG not in configs:
+        return []
+    files = [root / f for fs in configs[SCORES_CONFIG]["files"].values() for f in fs]
+    table = pa.concat_tables([pq.read_table(f, columns=["challenge", "raw_score", "score"]) for f in files])
+    by_challenge: dict[str, list[dict]] = {}
+    for row in table.to_pylist():
+        by_challenge.setdefault(row["challenge"], []).append(row)
+    lines = ["## Score distributions", ""]
+    for challenge, rows in sorted(by_challenge.items()):
+        raw = [r["raw_score"] for r in rows]
+        norm = [r["score"] for r in rows]
+        lines += [f"### {challenge} ({len(rows)} clips)", "", "Raw score `ln((L + C + R + 1) / clip(T, 1, 7))`:", ""]
+        lines += ["| raw score | clips | |", "|---|---|---|", *_text_histogram(raw, min(raw), max(raw)), ""]
+        lines += ["Normalised score:", "", "| score | clips | |", "|---|---|---|", *_text_histogram(norm, 0.0, 1.0), ""]
+    return lines
+
+
+def _text_histogram(values: Sequence[float], lo: float, hi: float, bins: int = 10, width: int = 30) -> list[str]:
+    """A histogram as Markdown table rows ``| range | count | bar |`` (renders on the Hub and offline)."""
+    if not values:
+        return []
+    if hi <= lo:
+        return [f"| {lo:.3g} | {len(values)} | {BAR * width} |"]
+    counts = [0] * bins
+    for v in values:
+        counts[min(bins - 1, max(0, int((v - lo) / (hi - lo) * bins)))] += 1
+    top = max(counts)
+    step = (hi - lo) / bins
+    rows = []
+    for i, n in enumerate(counts):
+        bar = BAR * (max(1, round(n / top * width)) if n else 0)
+        closing = "]" if i == bins - 1 else ")"
+        rows.append(f"| [{lo + i * step:.3g}, {lo + (i + 1) * step:.3g}{closing} | {n} | {bar} |")
+    return rows

@@ -1,0 +1,32 @@
+"""The ``[release]`` configuration and the error a release refuses with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline import splits
+from pipeline.extraction import MODALITIES
+
+
+class ReleaseError(RuntimeError):
+    """A release cannot be made from this work directory; the message says why."""
+
+
+@dataclass(frozen=True)
+class ReleaseConfig:
+    """Parameters of ``vdv release`` (config section ``[release]``)."""
+
+    name: str = "vdv"  # directory is <out>/<name>-<version>
+    version: str = "0.1.0"
+    modalities: tuple[str, ...] = MODALITIES  # feature configs to package when present
+    max_shard_mb: float = 256.0  # uncompressed MiB per Parquet file (HF suggests <= ~500 MB)
+    train_fraction: float = splits.TRAIN_FRACTION  # SPEC section 6: 80/20
+    # SPEC section 6: an uploader's clips never straddle train and test. A demo whose records all
+    # come from one creator would put every clip in train; it may turn this off, and the card,
+    # manifest and verification then say so.
+    group_by_uploader: bool = True
+    license: str = "other"  # Hugging Face license id of the card
+    license_note: str = (
+        "Features and scores are released for research. The clips themselves are not part of the "
+        "release; they remain the property of their uploaders and are referred to by video id only."
+    )
