@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline import splits
-from pipeline.extraction import MODALITIES
+from pipeline.tables import MODALITIES
 
 
 class ReleaseError(RuntimeError):

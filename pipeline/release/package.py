@@ -15,7 +15,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline import splits, tables
-from pipeline.extraction import MODALITIES
 from pipeline.provenance import sha256_file
 from pipeline.release.card import dataset_card
 from pipeline.release.config import ReleaseConfig, ReleaseError
@@ -25,6 +24,7 @@ from pipeline.release.manifest import build_manifest, feature_entries
 from pipeline.release.policy import assign_tracks, check_complete, left_out_notes, split_notes, untrained_modalities
 from pipeline.release.privacy import released_scores, resolve_salt
 from pipeline.release.shards import SplitSource, write_config
+from pipeline.tables import MODALITIES
 
 log = logging.getLogger(__name__)
 _DEFAULT_CONFIG = ReleaseConfig()  # frozen, so one shared default is safe
