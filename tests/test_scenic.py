@@ -6,8 +6,9 @@ background extraction (no weights involved) is checked on real footage: a real d
 composited over a real empty scene (the true background is known), and real single-dancer
 clips with a person detector run on their background images.
 
-Sizes: the checks on real footage run at a 128 px grid (the default is 256) and on the first
-seconds of each clip, to keep them to seconds on two cores; the rule is the same at any size.
+Sizes: the person-detector check on real clips runs at the default grid (256 px), the other
+checks on real footage at a 128 px grid, all on the first seconds of each clip, to keep them to
+seconds on two cores; the rule is the same at any size.
 """
 
 from __future__ import annotations
@@ -145,17 +146,18 @@ def _people(image: np.ndarray, detector) -> int:
     return len(find_people(big, detector))
 
 
-@pytest.mark.slow  # about 25 s: three clips, 6 s each, plus the detector
+@pytest.mark.slow  # about 30 s: three clips, 6 s each, at the default size, plus the detector
 def test_real_clips_background_images_show_no_person_and_keep_the_scene():
     from pipeline.pose import BlazePose
 
     detector = BlazePose(static=True)
-    config = scenic.ScenicConfig(short_side=SIZE)
+    config = scenic.ScenicConfig()  # the default grid, 256 px
+    size = config.short_side
     with_person = shown = images = 0
     for name in ("stgcn_ta_chi.mp4", "musepose_dance.mp4", "hybrik_taiji.mp4"):
         scene = scenic.SceneBackgrounds(config)
         masks, frames = [], []
-        for sample in iter_samples(CLIPS / name, DecodeParams(fps=25, short_side=SIZE, end_s=6.0)):
+        for sample in iter_samples(CLIPS / name, DecodeParams(fps=25, short_side=size, end_s=6.0)):
             out = scene.push(sample.image)
             masks.append(scene.last_person)
             frames.append(sample.image)
@@ -167,14 +169,17 @@ def test_real_clips_background_images_show_no_person_and_keep_the_scene():
             # static scene content: pixels farther than 10 % of the short side from every
             # person mask of the window stay close to the frame
             union = np.stack(masks[max(0, out.end - 119) :]).any(0).astype(np.uint8)
-            away = cv2.distanceTransform(1 - union, cv2.DIST_L2, 5) > 0.1 * SIZE
+            away = cv2.distanceTransform(1 - union, cv2.DIST_L2, 5) > 0.1 * size
             assert away.mean() > 0.15
-            # measured: at most 7.5 (hybrik_taiji; musepose_dance's burned-in lyrics 4.8)
+            # measured at 256 px: at most 7.5 (hybrik_taiji; musepose_dance's burned-in lyrics 4.3)
             assert _mae(out.image, sample.image, away) < 12, name
         scene.close()
     assert images == 36
     assert shown >= 0.9 * images  # measured 36 of 36
-    # measured 0 of 36 (the previous design: a person in every image)
+    # measured 1 of 36 at 256 px (0 of 36 at 128; the previous design: a person in every image).
+    # The one is the detector's, not a leftover of the dancer: BlazePose sees a crouching body in
+    # musepose_dance's painted bush, bottom left, with 32 % of its landmarks in the region the
+    # dancer covered during the window; on that clip's first 20 s it does so on 6 of 25 images.
     assert with_person <= 0.1 * images, with_person
 
 
