@@ -13,6 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from support.video import write_clip
 
 from pipeline.decode import DecodeParams, decode_pass, grid_times, iter_samples, stream_info
 from pipeline.errors import ClipError, Reason
@@ -69,16 +70,6 @@ def test_resize_and_window():
     assert samples[0].image.dtype == np.uint8
 
 
-def _write_clip(path: Path, frames: list[np.ndarray], fps: int = 10) -> None:
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "yuv420p"
-        for image in frames:
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        out.mux(stream.encode())
-
-
 def _set_display_matrix(path: Path, a: int, b: int, c: int, d: int) -> None:
     """Write a rotation into the video track's ``tkhd`` matrix, as phones do for portrait video."""
     data = bytearray(path.read_bytes())
@@ -95,7 +86,7 @@ def test_rotation_metadata_is_honoured(tmp_path):
     image = np.zeros((32, 64, 3), dtype=np.uint8)
     image[:, :16] = 255  # white band on the left of the coded picture
     path = tmp_path / "rotated.mp4"
-    _write_clip(path, [image] * 5)
+    write_clip(path, [image] * 5)
     one = 1 << 16
     _set_display_matrix(path, 0, one, -one, 0)  # ISO/IEC 14496-12: 90 degrees clockwise
     with av.open(str(path)) as container:
@@ -111,7 +102,7 @@ def test_unrotated_clip_is_left_alone(tmp_path):
     image = np.zeros((32, 64, 3), dtype=np.uint8)
     image[:, :16] = 255
     path = tmp_path / "plain.mp4"
-    _write_clip(path, [image] * 3)
+    write_clip(path, [image] * 3)
     sample = next(iter_samples(path, DecodeParams(fps=10)))
     assert sample.image.shape == (32, 64, 3)
     assert sample.image[:, :12].mean() > 200

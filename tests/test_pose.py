@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
+from support.video import write_clip
 
 from pipeline.config import ConfigError
 from pipeline.features import read_features
@@ -128,16 +128,6 @@ def test_pck_against_independent_estimator(tfjs_sequence):
     assert pck >= 0.8
 
 
-def _write_clip(path: Path, frames: list[np.ndarray], fps: int = 10) -> None:
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "yuv420p"
-        for image in frames:
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        out.mux(stream.encode())
-
-
 @pytest.fixture(scope="module")
 def person_then_nobody(tmp_path_factory):
     """10 real frames of a dancer, then 10 empty frames: a clip where the person leaves."""
@@ -146,7 +136,7 @@ def person_then_nobody(tmp_path_factory):
     dancer = [s.image for s in iter_samples(CLIPS / "tfjs_pose_1.mp4", DecodeParams(fps=10, end_s=1.0))]
     empty = [np.full_like(dancer[0], 128) for _ in range(10)]
     path = tmp_path_factory.mktemp("pose") / "leaves.mp4"
-    _write_clip(path, dancer + empty)
+    write_clip(path, dancer + empty)
     return path
 
 
@@ -242,8 +232,8 @@ def test_rotated_clip_gives_upright_pixels(tmp_path):
 
     upright = [s.image[:, 64:512] for s in iter_samples(CLIPS / "tfjs_pose_1.mp4", DecodeParams(fps=10, end_s=1.0))]
     plain, rotated = tmp_path / "plain.mp4", tmp_path / "rotated.mp4"
-    _write_clip(plain, upright)
-    _write_clip(rotated, [np.ascontiguousarray(np.rot90(image, 1)) for image in upright])  # stored turned left
+    write_clip(plain, upright)
+    write_clip(rotated, [np.ascontiguousarray(np.rot90(image, 1)) for image in upright])  # stored turned left
     one = 1 << 16
     _set_display_matrix(rotated, 0, one, -one, 0)  # play it turned 90 degrees clockwise
     extractor = build_extractor({"fps": 10.0})
