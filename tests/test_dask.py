@@ -79,4 +79,3 @@ def test_build_on_a_local_dask_cluster_of_two_processes(tmp_path):
     )
     assert scenic.column("untrained")[0].as_py() is True
     assert release.verify_release(report["release"]["path"]).ok
-
