@@ -23,7 +23,7 @@ def _flow_options(parser: argparse.ArgumentParser) -> None:
         choices=MODALITIES,
         default=list(MODALITIES),
         metavar="MODALITY",
-        help="extractors to run, each clip decoded once for all of them: pose holistic facial scenic (default: all four)",
+        help=f"extractors to run, each clip decoded once for all of them: {' '.join(MODALITIES)} (default: all four)",
     )
     parser.add_argument(
         "--untrained",
@@ -76,6 +76,11 @@ def _prefect_defaults() -> None:
 
 
 def register(subparsers, parent: argparse.ArgumentParser) -> None:
+    _add_build(subparsers, parent)
+    _add_reextract(subparsers, parent)
+
+
+def _add_build(subparsers, parent: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser(
         "build",
         parents=[parent],
@@ -117,6 +122,8 @@ def register(subparsers, parent: argparse.ArgumentParser) -> None:
     )
     p.set_defaults(func=_build)
 
+
+def _add_reextract(subparsers, parent: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser(
         "reextract",
         parents=[parent],
@@ -144,7 +151,6 @@ def _quiet_http() -> None:
 
 def _runner(args) -> dict:
     """The flow parameters that choose where the per-clip tasks run."""
-    _quiet_http()
     if args.workers is not None and args.workers < 1 or args.threads_per_worker < 1:
         from pipeline.config import ConfigError
 
@@ -175,69 +181,65 @@ def _check_inputs(args) -> None:
             raise ConfigError(str(err)) from err
 
 
-def _build(args) -> int:
-    _prefect_defaults()
-    _check_inputs(args)
-    from flows.build import BuildError, build
-    from pipeline.lock import WorkDirLocked
+# flow parameters given by the option of the same name (besides --work, --config, --modalities)
+BUILD_OPTIONS = (
+    "raw_dir",
+    "pairing",
+    "overrides",
+    "crawl_time",
+    "untrained",
+    "device",
+    "precision",
+    "train",
+    "train_dir",
+    "release_out",
+    "allow_untrained",
+    "salt",
+)
+REEXTRACT_OPTIONS = ("raw_dir", "pairing", "overrides", "untrained", "device", "precision", "force")
 
-    try:
-        report = build(
-            **_runner(args),
-            raw_dir=args.raw_dir,
-            work=args.work,
-            config_path=args.config,
-            pairing=args.pairing,
-            overrides=args.overrides,
-            crawl_time=args.crawl_time,
-            modalities=list(args.modalities),
-            untrained=args.untrained,
-            device=args.device,
-            precision=args.precision,
-            train=args.train,
-            train_dir=args.train_dir,
-            release_out=args.release_out,
-            allow_untrained=args.allow_untrained,
-            salt=args.salt,
-        )
-    except BuildError as err:
-        print(f"vdv build: {err}", file=sys.stderr)
-        _print_report(_read_report(args.work, "build_report"), args)
-        return 1
-    except WorkDirLocked as err:
-        print(f"vdv build: error: {err}", file=sys.stderr)
-        return 1
-    _print_report(report, args)
-    return 0
+
+def _build(args) -> int:
+    return _run_flow(args, "build", BUILD_OPTIONS)
 
 
 def _reextract(args) -> int:
-    _prefect_defaults()
+    return _run_flow(args, "reextract", REEXTRACT_OPTIONS)
+
+
+def load_flow(name: str):
+    """The flow ``flows.<name>.<name>``, imported in Prefect's offline and patient ephemeral mode."""
+    import importlib
+
+    _prefect_defaults()  # before Prefect is imported
+    flow = getattr(importlib.import_module(f"flows.{name}"), name)
+    _quiet_http()
+    return flow
+
+
+def _run_flow(args, name: str, options: tuple[str, ...]) -> int:
+    """Run the flow ``name`` with the runner and ``options`` of ``args``; print its report.
+
+    Exit code 1 when a stage fails (its one-line error, then what the run reported before it) or
+    another run holds the work directory (its one-line error).
+    """
+    _prefect_defaults()  # set before anything the input checks import (load_flow sets them too)
     _check_inputs(args)
+    flow = load_flow(name)
     from flows.build import BuildError
-    from flows.reextract import reextract
     from pipeline.lock import WorkDirLocked
 
+    params = {option: getattr(args, option) for option in options}
     try:
-        report = reextract(
-            **_runner(args),
-            work=args.work,
-            modalities=list(args.modalities),
-            config_path=args.config,
-            raw_dir=args.raw_dir,
-            pairing=args.pairing,
-            overrides=args.overrides,
-            untrained=args.untrained,
-            device=args.device,
-            precision=args.precision,
-            force=args.force,
+        report = flow(
+            **_runner(args), work=args.work, config_path=args.config, modalities=list(args.modalities), **params
         )
     except BuildError as err:
-        print(f"vdv reextract: {err}", file=sys.stderr)
-        _print_report(_read_report(args.work, "reextract_report"), args)
+        print(f"vdv {name}: {err}", file=sys.stderr)
+        _print_report(_read_report(args.work, f"{name}_report"), args)
         return 1
     except WorkDirLocked as err:
-        print(f"vdv reextract: error: {err}", file=sys.stderr)
+        print(f"vdv {name}: error: {err}", file=sys.stderr)
         return 1
     _print_report(report, args)
     return 0
@@ -293,11 +295,8 @@ def _print_report(report: dict, args) -> None:
     if "train" in report:
         print(f"train:   {report['train']}")
     if "release" in report:
-        r = report["release"]
-        print(f"release: {r['path']} (verified)")
-        for config, counts in r["counts"].items():
-            print(f"         {config:<9} train {counts.get('train', 0)}, test {counts.get('test', 0)}")
-        if r["untrained_modalities"]:
-            print(f"         WARNING: {', '.join(r['untrained_modalities'])} features come from UNTRAINED weights")
+        from cli.release import print_release
+
+        print_release(report["release"], indent=" " * 9)
     if "seconds" in report:
         print(f"done in {report['seconds']:.1f} s (work: {os.path.abspath(report.get('work', args.work))})")

@@ -25,7 +25,7 @@ def register(subparsers, parent: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser(
         "extract",
         parents=[parent],
-        help="compute feature modalities (pose, holistic, facial, scenic) for the kept clips",
+        help=f"compute feature modalities ({', '.join(MODALITIES)}) for the kept clips",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

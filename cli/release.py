@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping
 
 
 def register(subparsers, parent: argparse.ArgumentParser) -> None:
@@ -55,66 +56,71 @@ def _release(args) -> int:
     from pipeline.release import ReleaseError
 
     try:
-        if args.no_flow or args.allow_missing:
-            from flows.tasks import read_state
-            from pipeline import release
-            from pipeline.config import load_config, stage_config
-
-            run_config = load_config(args.config)
-            cfg = stage_config(release.ReleaseConfig, run_config, "release")
-            built = read_state(args.work, "build_report")  # the precision the features were made in
-            summary = release.package_release(
-                args.work,
-                args.out,
-                config=cfg,
-                allow_untrained=args.allow_untrained,
-                salt=args.salt,
-                run_config=run_config,
-                allow_missing=args.allow_missing,
-                precision=built.get("precision"),
-                device=built.get("device"),
-            )
-            result = {
-                "path": str(summary.path),
-                "counts": summary.counts,
-                "untrained_modalities": summary.untrained_modalities,
-            }
-            if not release.verify_release(summary.path).ok:
-                return _verify(str(summary.path))
-        else:
-            import logging
-
-            from cli.build import _prefect_defaults
-
-            _prefect_defaults()  # offline and patient ephemeral mode, before Prefect loads (as vdv build)
-            from flows.release import release as release_flow
-
-            logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API request otherwise
-
-            result = release_flow(
-                work=args.work,
-                out=args.out,
-                config_path=args.config,
-                allow_untrained=args.allow_untrained,
-                salt=args.salt,
-            )
+        result = _package(args) if args.no_flow or args.allow_missing else _release_flow(args)
     except ReleaseError as err:
         print(f"vdv release: {err}", file=sys.stderr)
         return 1
-    print(f"release: {result['path']} (verified)")
-    for config, counts in result["counts"].items():
-        print(f"  {config:<9} train {counts.get('train', 0)}, test {counts.get('test', 0)}")
-    if result["untrained_modalities"]:
-        print(f"  WARNING: {', '.join(result['untrained_modalities'])} features come from UNTRAINED weights")
+    if not result["verified"]:
+        return _verify(result["path"])
+    print_release(result)
     return 0
+
+
+def _package(args) -> dict:
+    """Package directly, without a flow run; the summary of the release, verified or not."""
+    from flows.tasks import read_state
+    from pipeline import release
+    from pipeline.config import load_config, stage_config
+
+    run_config = load_config(args.config)
+    built = read_state(args.work, "build_report")  # the precision the features were made in
+    summary = release.package_release(
+        args.work,
+        args.out,
+        config=stage_config(release.ReleaseConfig, run_config, "release"),
+        allow_untrained=args.allow_untrained,
+        salt=args.salt,
+        run_config=run_config,
+        allow_missing=args.allow_missing,
+        precision=built.get("precision"),
+        device=built.get("device"),
+    )
+    return {
+        "path": str(summary.path),
+        "counts": summary.counts,
+        "untrained_modalities": summary.untrained_modalities,
+        "verified": release.verify_release(summary.path).ok,
+    }
+
+
+def _release_flow(args) -> dict:
+    """The release flow (packages and verifies, or fails)."""
+    from cli.build import load_flow
+
+    release_flow = load_flow("release")
+    return release_flow(
+        work=args.work, out=args.out, config_path=args.config, allow_untrained=args.allow_untrained, salt=args.salt
+    )
+
+
+def print_release(release: Mapping, indent: str = "  ") -> None:
+    """A verified release: its path, rows per config and split, and which features are untrained."""
+    print(f"release: {release['path']} (verified)")
+    _print_counts(release["counts"], indent)
+    if release["untrained_modalities"]:
+        print(f"{indent}WARNING: {', '.join(release['untrained_modalities'])} features come from UNTRAINED weights")
+
+
+def _print_counts(counts: Mapping[str, Mapping[str, int]], indent: str) -> None:
+    for config, splits in counts.items():
+        print(f"{indent}{config:<9} train {splits.get('train', 0)}, test {splits.get('test', 0)}")
 
 
 def _verify(directory: str) -> int:
     from pipeline.release import verify_release
 
     result = verify_release(directory)
-    for config, counts in result.counts.items():
-        print(f"  {config:<9} train {counts.get('train', 0)}, test {counts.get('test', 0)}")
+    _print_counts(result.counts, "  ")
     if result.ok:
         print(f"{directory}: OK (checksums, schemas, counts, splits)")
         return 0

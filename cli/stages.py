@@ -176,13 +176,9 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 # -- registration ---------------------------------------------------------------------------------
 
-
-def register(sub, parent: argparse.ArgumentParser) -> None:
-    fmt = argparse.RawDescriptionHelpFormatter
-    p = sub.add_parser(
-        "ingest",
-        parents=[parent],
-        formatter_class=fmt,
+# the help line and the description of each subcommand
+TEXTS = {
+    "ingest": dict(
         help="build the clip manifest (clips table) from raw clips and metadata",
         description=(
             "Probe every clip under RAW_DIR/clips/, match it to its metadata record from\n"
@@ -190,7 +186,63 @@ def register(sub, parent: argparse.ArgumentParser) -> None:
             "challenge, likes, comments, reposts, create_time, crawl_time, followers), and write\n"
             "the clips table and the ingest rejections (every bad file or record, with a reason)."
         ),
-    )
+    ),
+    "screen": dict(
+        help="keep or reject each ingested clip: followers, duration, one dancer, upper body, camera motion",
+        description=(
+            "Cheap rules first, then the pixel rules on the clips that passed them; a clip is kept\n"
+            "only if every rule passes, and every failing rule is recorded with what it measured.\n"
+            "\n"
+            "cheap rules ([screen]):\n"
+            "  followers   the uploader has at most max_followers followers (1000; 0 disables the rule)\n"
+            "  duration    the decodable duration is 5 to 60 s (min_duration_s, max_duration_s)\n"
+            "pixel rules ([visual]; 3 sampled frames per second, at most 24 a clip):\n"
+            "  one_dancer  a person on at least half the sampled frames (min_person_share 0.5) and a\n"
+            "              second person, at least 0.4 as tall, on under a quarter of them\n"
+            "              (multi_person_share 0.25)\n"
+            "  upper_body_visible  head top, upper neck, shoulders, elbows and hips of the main\n"
+            "              person at confidence >= 0.5 and inside the frame on at least half the\n"
+            "              frames (joint_confidence, min_upper_body_share)\n"
+            "  camera_motion  at most 30 % of frame pairs move faster than 0.05 frame diagonals per\n"
+            "              second (pans, zoom, rotation; max_moving_share, max_camera_speed), and\n"
+            "              no shot cut (hue-saturation histogram distance above 0.5; max_cuts 0)\n"
+            "\n"
+            "A reviewer override file wins over the rules (both decisions are stored). Writes the\n"
+            "screening table and the screen rejections; `vdv report` shows each decision."
+        ),
+    ),
+    "score": dict(
+        help="virality scores of the kept clips: engagement per day, min-max normalised per challenge",
+        description=(
+            "raw score = ln((likes + comments + reposts + 1) / T), T the days between upload and crawl\n"
+            "clipped to 1..7 (popularity accumulates for about a week); the score is the raw score\n"
+            "min-max normalised to [0, 1] per challenge over the kept clips (a challenge whose raw\n"
+            "scores are all equal gets 0.5 and a warning). Writes the scores table and the scale\n"
+            "used (score_scale table), so that later clips can be scored on it (--scale)."
+        ),
+    ),
+    "summary": dict(
+        help="print clips kept, rejections by stage and reason, and the score range per challenge",
+        description="Print what the run in --work produced: clips kept, rejected by reason (per stage), score range per challenge.",
+    ),
+}
+
+
+def register(sub, parent: argparse.ArgumentParser) -> None:
+    """ingest, screen and score write the work directory (under its lock); summary reads it."""
+    for name, add_options, func in (
+        ("ingest", _ingest_options, cmd_ingest),
+        ("screen", _screen_options, cmd_screen),
+        ("score", _score_options, cmd_score),
+    ):
+        p = sub.add_parser(name, parents=[parent], formatter_class=argparse.RawDescriptionHelpFormatter, **TEXTS[name])
+        add_options(p)
+        p.set_defaults(func=func, writes_work=name)
+    p = sub.add_parser("summary", parents=[parent], **TEXTS["summary"])
+    p.set_defaults(func=cmd_summary)
+
+
+def _ingest_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("raw_dir", metavar="RAW_DIR", help="directory holding clips/ and metadata/")
     p.add_argument(
         "--pairing",
@@ -221,35 +273,9 @@ def register(sub, parent: argparse.ArgumentParser) -> None:
         metavar="TAG",
         help="a hashtag that names a challenge for --challenge-rule hashtag (repeatable; generic tags such as #fyp never count)",
     )
-    p.set_defaults(func=cmd_ingest, writes_work="ingest")
 
-    p = sub.add_parser(
-        "screen",
-        parents=[parent],
-        formatter_class=fmt,
-        help="keep or reject each ingested clip: followers, duration, one dancer, upper body, camera motion",
-        description=(
-            "Cheap rules first, then the pixel rules on the clips that passed them; a clip is kept\n"
-            "only if every rule passes, and every failing rule is recorded with what it measured.\n"
-            "\n"
-            "cheap rules ([screen]):\n"
-            "  followers   the uploader has at most max_followers followers (1000; 0 disables the rule)\n"
-            "  duration    the decodable duration is 5 to 60 s (min_duration_s, max_duration_s)\n"
-            "pixel rules ([visual]; 3 sampled frames per second, at most 24 a clip):\n"
-            "  one_dancer  a person on at least half the sampled frames (min_person_share 0.5) and a\n"
-            "              second person, at least 0.4 as tall, on under a quarter of them\n"
-            "              (multi_person_share 0.25)\n"
-            "  upper_body_visible  head top, upper neck, shoulders, elbows and hips of the main\n"
-            "              person at confidence >= 0.5 and inside the frame on at least half the\n"
-            "              frames (joint_confidence, min_upper_body_share)\n"
-            "  camera_motion  at most 30 % of frame pairs move faster than 0.05 frame diagonals per\n"
-            "              second (pans, zoom, rotation; max_moving_share, max_camera_speed), and\n"
-            "              no shot cut (hue-saturation histogram distance above 0.5; max_cuts 0)\n"
-            "\n"
-            "A reviewer override file wins over the rules (both decisions are stored). Writes the\n"
-            "screening table and the screen rejections; `vdv report` shows each decision."
-        ),
-    )
+
+def _screen_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--overrides",
         metavar="CSV",
@@ -262,33 +288,12 @@ def register(sub, parent: argparse.ArgumentParser) -> None:
         metavar="N",
         help="most uploader followers a kept clip may have (default 1000; 0 disables the rule)",
     )
-    p.set_defaults(func=cmd_screen, writes_work="screen")
 
-    p = sub.add_parser(
-        "score",
-        parents=[parent],
-        formatter_class=fmt,
-        help="virality scores of the kept clips: engagement per day, min-max normalised per challenge",
-        description=(
-            "raw score = ln((likes + comments + reposts + 1) / T), T the days between upload and crawl\n"
-            "clipped to 1..7 (popularity accumulates for about a week); the score is the raw score\n"
-            "min-max normalised to [0, 1] per challenge over the kept clips (a challenge whose raw\n"
-            "scores are all equal gets 0.5 and a warning). Writes the scores table and the scale\n"
-            "used (score_scale table), so that later clips can be scored on it (--scale)."
-        ),
-    )
+
+def _score_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--scale",
         metavar="PATH",
         help="score on a stored scale (a score_scale Parquet file or a work directory) instead of fitting one; "
         "clips outside it are clipped to [0, 1] and flagged out_of_scale",
     )
-    p.set_defaults(func=cmd_score, writes_work="score")
-
-    p = sub.add_parser(
-        "summary",
-        parents=[parent],
-        help="print clips kept, rejections by stage and reason, and the score range per challenge",
-        description="Print what the run in --work produced: clips kept, rejected by reason (per stage), score range per challenge.",
-    )
-    p.set_defaults(func=cmd_summary)

@@ -10,18 +10,32 @@ import sys
 
 
 def register(subparsers, parent: argparse.ArgumentParser) -> None:
+    for add in (_add_train, _add_evaluate, _add_feedback, _add_sports):
+        add(subparsers, parent)
+
+
+def _add_train(subparsers, parent: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser("train", parents=[parent], help="train a virality model on a track's train split")
     p.add_argument("--source", help="work directory or release directory with features and scores (default: --work)")
     p.add_argument("--out", required=True, metavar="DIR", help="run directory: checkpoint.pt, train_log.jsonl")
-    p.add_argument("--track", default="all", help="all (every challenge) or challenge-<name> (one challenge): the 80/20 split of that track")
+    p.add_argument(
+        "--track",
+        default="all",
+        help="all (every challenge) or challenge-<name> (one challenge): the 80/20 split of that track",
+    )
     p.add_argument("--model", help="multimodal (default), psgcn, stgcn, rtcn, tcn, lstm")
     p.add_argument("--modalities", help="comma-separated streams, e.g. skeletal,holistic")
     p.add_argument("--epochs", type=int, help="epochs to train (default: [train] epochs of --config)")
-    p.add_argument("--profile", help="training profile: paper (Adam 1e-4, batch 8, dropout 0.5; the default) or small-data (lr 1e-3, batch 32, dropout 0.1)")
+    p.add_argument(
+        "--profile",
+        help="training profile: paper (Adam 1e-4, batch 8, dropout 0.5; the default) or small-data (lr 1e-3, batch 32, dropout 0.1)",
+    )
     p.add_argument("--device", help="auto (CUDA when present), cpu, cuda")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
     p.set_defaults(func=_train)
 
+
+def _add_evaluate(subparsers, parent: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser("evaluate", parents=[parent], help="SRC per track, with the paper's ablations")
     p.add_argument("--source", help="work or release directory (default: --work)")
     p.add_argument("--out", required=True, metavar="DIR", help="where results.json and results.md go")
@@ -41,6 +55,8 @@ def register(subparsers, parent: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="auto (CUDA when present), cpu, cuda")
     p.set_defaults(func=_evaluate)
 
+
+def _add_feedback(subparsers, parent: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser(
         "feedback",
         parents=[parent],
@@ -61,6 +77,8 @@ def register(subparsers, parent: argparse.ArgumentParser) -> None:
     p.add_argument("--tips", action="store_true", help="also compute dance tips per challenge over every clip")
     p.set_defaults(func=_feedback)
 
+
+def _add_sports(subparsers, parent: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser(
         "sports",
         parents=[parent],

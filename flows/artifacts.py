@@ -29,9 +29,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from uuid import UUID
 
+from pipeline.extraction import MODALITIES
+
 BRIDGED_LOGGERS = ("pipeline", "models")
 KINDS = ("build", "reextract", "release")
-MODALITIES = ("pose", "holistic", "facial", "scenic")
 
 
 # -- rows --------------------------------------------------------------------------------------------

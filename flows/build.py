@@ -26,7 +26,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,36 @@ def _is_worker_death(err: BaseException) -> bool:
     return type(err).__name__ in ("KilledWorker", "BrokenProcessPool")
 
 
+def extraction_plan(
+    runner,
+    config: Mapping[str, Any],
+    modalities: Sequence[str],
+    *,
+    untrained: bool,
+    device: str | None,
+    precision: str | None = None,
+) -> extraction.ExtractionPlan:
+    """The plan of the per-clip tasks: device and precision resolved once, torch threads per clip."""
+    from pipeline.runtime import resolve_device, resolve_precision, threads_per_task
+
+    section = extraction.extract_config(config)
+    device = resolve_device(device)
+    try:
+        precision = resolve_precision(precision or section.precision, device)
+    except ValueError as err:
+        raise BuildError(str(err)) from err
+    in_flight = clips_in_flight(runner)
+    return extraction.ExtractionPlan.make(
+        modalities,
+        config,
+        untrained=untrained,
+        device=device,
+        precision=precision,
+        # [extract] threads pins torch's threads per clip in flight; else the cores are shared out
+        threads=section.threads or (threads_per_task(in_flight) if in_flight else None),
+    )
+
+
 def run_extraction(
     runner,
     work: str,
@@ -159,24 +190,7 @@ def run_extraction(
     :class:`BuildError` when the extractors cannot start or a task fails for a reason that is
     not the clip's.
     """
-    from pipeline.runtime import resolve_device, resolve_precision, threads_per_task
-
-    section = extraction.extract_config(config)
-    device = resolve_device(device)
-    try:
-        precision = resolve_precision(precision or section.precision, device)
-    except ValueError as err:
-        raise BuildError(str(err)) from err
-    in_flight = clips_in_flight(runner)
-    plan = extraction.ExtractionPlan.make(
-        modalities,
-        config,
-        untrained=untrained,
-        device=device,
-        precision=precision,
-        # [extract] threads pins torch's threads per clip in flight; else the cores are shared out
-        threads=section.threads or (threads_per_task(in_flight) if in_flight else None),
-    )
+    plan = extraction_plan(runner, config, modalities, untrained=untrained, device=device, precision=precision)
     workers = check_workers(runner, plan) if clips else []
     decode = dict(config.get("decode", {}))
     extraction.decode_config(config)  # a bad [decode] section fails here, not in every task
@@ -186,6 +200,31 @@ def run_extraction(
         ): clip
         for clip in clips
     }
+    items, failures = _collect_items(futures, plan)
+    order = {c["clip_id"]: i for i, c in enumerate(clips)}
+    items.sort(key=lambda it: (order[it.clip_id], extraction.MODALITIES.index(it.modality)))
+    extraction.record_rejections(work, items)
+    result = {
+        "precision": plan.precision,
+        "device": plan.device,
+        "workers": workers,
+        "items": [it.as_dict() for it in items],
+        "extract": {
+            m: extraction.totals(items).get(m, dict(computed=0, skipped=0, failed=0, seconds=0.0))
+            for m in plan.modalities
+        },
+    }
+    if failures:
+        raise BuildError(f"extraction failed on {len(failures)} clip(s), first: {failures[0]}", result)
+    return result
+
+
+def _collect_items(futures: Mapping, plan: extraction.ExtractionPlan) -> tuple[list[extraction.ItemResult], list[str]]:
+    """The items of the extraction tasks as they finish, and the failures that are the run's.
+
+    A clip whose worker died (twice: the runner gives it a second one) is rejected as
+    ``worker_died`` in every modality; any other task failure is the run's.
+    """
     items: list[extraction.ItemResult] = []
     failures: list[str] = []
     for future, clip in _as_completed(futures, "extract", unit="clip"):
@@ -207,22 +246,7 @@ def run_extraction(
                 )
                 for m in plan.modalities
             )
-    order = {c["clip_id"]: i for i, c in enumerate(clips)}
-    items.sort(key=lambda it: (order[it.clip_id], extraction.MODALITIES.index(it.modality)))
-    extraction.record_rejections(work, items)
-    result = {
-        "precision": precision,
-        "device": device,
-        "workers": workers,
-        "items": [it.as_dict() for it in items],
-        "extract": {
-            m: extraction.totals(items).get(m, dict(computed=0, skipped=0, failed=0, seconds=0.0))
-            for m in plan.modalities
-        },
-    }
-    if failures:
-        raise BuildError(f"extraction failed on {len(failures)} clip(s), first: {failures[0]}", result)
-    return result
+    return items, failures
 
 
 def _as_completed(futures: Mapping, desc: str, *, unit: str):
@@ -304,9 +328,9 @@ def finish_run(work: str, name: str, kind: str, report: dict) -> None:
 
 
 def _check_modalities(modalities: Sequence[str]) -> None:
-    unknown = sorted(set(modalities) - set(tasks.MODALITIES))
+    unknown = sorted(set(modalities) - set(extraction.MODALITIES))
     if unknown:
-        raise BuildError(f"unknown modalities {unknown}; known: {list(tasks.MODALITIES)}")
+        raise BuildError(f"unknown modalities {unknown}; known: {list(extraction.MODALITIES)}")
 
 
 def extract_stage(runner, report: dict, work: str, config, modalities, **kwargs) -> None:
@@ -325,6 +349,39 @@ def extract_stage(runner, report: dict, work: str, config, modalities, **kwargs)
     }
 
 
+@contextmanager
+def open_run(
+    kind: str,
+    work: str,
+    config_path: str | None,
+    modalities: Sequence[str],
+    runner: str,
+    workers: int | None,
+    threads_per_worker: int,
+    dask_address: str | None,
+) -> Iterator[tuple[Any, dict[str, Any], dict[str, Any]]]:
+    """The frame of a ``kind`` run (build, reextract): ``(clip runner, configuration, report)``.
+
+    The body runs under the work directory's lock with the per-clip task runner open and fills
+    the report; the run is finished (:func:`finish_run`) when the body returns, with its wall
+    time, and when a stage fails with a :class:`BuildError`, so the report says what happened.
+    """
+    started = time.monotonic()
+    artifacts.bridge_loggers()
+    config = load_config(config_path)
+    _check_modalities(modalities)
+    clip_runner = open_clip_runner(runner, workers, threads_per_worker, dask_address)
+    report: dict[str, Any] = {}
+    with WorkLock(work, kind), clip_runner:
+        try:
+            yield clip_runner, config, report
+        except BuildError:
+            finish_run(work, f"{kind}_report", kind, report)
+            raise
+        report["seconds"] = round(time.monotonic() - started, 1)
+        finish_run(work, f"{kind}_report", kind, report)
+
+
 @flow(name="build")
 def build(
     raw_dir: str,
@@ -333,7 +390,7 @@ def build(
     pairing: str | None = None,
     overrides: str | None = None,
     crawl_time: str | None = None,
-    modalities: list[str] = list(tasks.MODALITIES),  # noqa: B006 - Prefect parameters need a JSON default
+    modalities: list[str] = list(extraction.MODALITIES),  # noqa: B006 - Prefect parameters need a JSON default
     untrained: bool = False,
     device: str | None = None,
     precision: str | None = None,
@@ -362,23 +419,15 @@ def build(
     features into the release (marked loudly); salt: uploader hash salt (else ``$VDV_RELEASE_SALT``);
     runner, workers, threads_per_worker, dask_address: where the per-clip tasks run (module docstring).
     """
-    started = time.monotonic()
-    artifacts.bridge_loggers()
-    config = load_config(config_path)
-    _check_modalities(modalities)
-    clip_runner = open_clip_runner(runner, workers, threads_per_worker, dask_address)
-    with WorkLock(work, "build"), clip_runner:
+    frame = open_run("build", work, config_path, modalities, runner, workers, threads_per_worker, dask_address)
+    with frame as (clip_runner, config, report):
         swept = extraction.sweep_partial_files(work)
-        report: dict[str, Any] = {"raw_dir": raw_dir, "work": work, "pid": os.getpid(), "partial_removed": swept}
+        report.update({"raw_dir": raw_dir, "work": work, "pid": os.getpid(), "partial_removed": swept})
         report["runner"] = {"name": runner, "workers": workers, "dask_address": dask_address}
         report.update(run_rule_stages(clip_runner, raw_dir, work, config, pairing, crawl_time, overrides))
-        try:
-            extract_stage(
-                clip_runner, report, work, config, modalities, untrained=untrained, device=device, precision=precision
-            )
-        except BuildError:
-            finish_run(work, "build_report", "build", report)
-            raise
+        extract_stage(
+            clip_runner, report, work, config, modalities, untrained=untrained, device=device, precision=precision
+        )
         if train:
             report["train"] = tasks.train(work, train_dir or str(Path(work) / "train"), config)
         if release_out:
@@ -386,6 +435,4 @@ def build(
             report["release"] = tasks.package(
                 work, release_out, config, allow_untrained, salt, json.loads(json.dumps(info, default=str))
             )
-        report["seconds"] = round(time.monotonic() - started, 1)
-        finish_run(work, "build_report", "build", report)
     return report

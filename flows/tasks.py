@@ -28,11 +28,9 @@ from prefect import task
 from prefect.logging import get_run_logger
 
 from pipeline import extraction, tables
-from pipeline.extraction import MODALITIES, ExtractionPlan
+from pipeline.extraction import ExtractionPlan
 
 STATE_DIR = "flow_state"  # <work>/flow_state/: what the flows remember between runs (JSON)
-
-__all__ = ["MODALITIES", "STATE_DIR"]
 
 
 def _log() -> logging.Logger | logging.LoggerAdapter:

@@ -24,7 +24,7 @@ from conftest import write_sample_run  # noqa: E402
 from flows import tasks  # noqa: E402
 from flows.build import build, make_task_runner  # noqa: E402
 from flows.reextract import reextract  # noqa: E402
-from pipeline import release, tables  # noqa: E402
+from pipeline import extraction, release, tables  # noqa: E402
 from pipeline.features import current_shards  # noqa: E402
 from pipeline.provenance import sha256_file  # noqa: E402
 
@@ -35,7 +35,7 @@ CLIPS = {
     "stgcn_clean_and_jerk.mp4": ("6894714574797393158", "#taichi"),
     "tfjs_pose_1.mp4": ("6898094572598037766", "#dance"),
 }
-MODALITIES = ["pose", "holistic", "facial", "scenic"]
+MODALITIES = list(extraction.MODALITIES)
 # small grids and sizes keep the test within seconds on two cores; the shapes of the real
 # pipeline are unchanged (the demo and the default configuration use the SPEC's rates)
 CONFIG = """
