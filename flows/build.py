@@ -152,12 +152,11 @@ def extraction_plan(
     precision: str | None = None,
 ) -> extraction.ExtractionPlan:
     """The plan of the per-clip tasks: device and precision resolved once, torch threads per clip."""
-    from pipeline.runtime import resolve_device, resolve_precision, threads_per_task
+    from pipeline.runtime import place, threads_per_task
 
     section = extraction.extract_config(config)
-    device = resolve_device(device)
     try:
-        precision = resolve_precision(precision or section.precision, device)
+        device, precision = place(device, precision or section.precision)
     except ValueError as err:
         raise BuildError(str(err)) from err
     in_flight = clips_in_flight(runner)
