@@ -13,11 +13,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from test_deploy import api, free_port, kill_group
+from support.prefect_server import free_port, kill_group, start_server
 
 from flows import artifacts
 
@@ -133,20 +132,8 @@ def test_artifacts_and_logs_reach_a_local_server(tmp_path):
         PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]),
     )
     log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed in finally
-    server = subprocess.Popen(
-        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+    server = start_server(port, cwd=tmp_path, env=env, log=log)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                api("GET", f"{url}/health")
-                break
-            except Exception:  # noqa: BLE001 - not up yet
-                assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "the server did not come up in 180 s"
-                time.sleep(1)
         script = tmp_path / "tiny_flow.py"
         script.write_text(FLOW)
         done = subprocess.run(

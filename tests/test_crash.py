@@ -20,6 +20,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from conftest import write_sample_run
+from support.runs import sample_clips, small_config
 
 from pipeline import release, tables
 from pipeline.provenance import sha256_file
@@ -28,23 +29,8 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-CLIPS = {
-    "stgcn_ta_chi.mp4": ("6911379416308305158", "#taichi"),
-    "tfjs_pose_1.mp4": ("6898094572598037766", "#dance"),
-}
-CONFIG = """
-[ingest]
-crawl_time = "2021-01-06T15:51:49Z"
-[screen]
-max_followers = 0  # the sample's only creator has 398,700 followers
-min_duration_s = 3.0
-visual = false  # the pixel rules are not what this test is about
-[pose]
-fps = 5.0
-max_side = 256
-[release]
-group_by_uploader = false
-"""
+CLIPS = sample_clips("stgcn_ta_chi.mp4", "tfjs_pose_1.mp4")
+CONFIG = small_config("pose", "release")
 
 
 def setup_run(root: Path) -> list[str]:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import write_sample_run
+from support.runs import SAMPLE_CLIPS, small_config
 
 from pipeline import release, tables
 from pipeline.features import current_shards
@@ -24,30 +25,8 @@ from pipeline.features import current_shards
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-CLIPS = {
-    "stgcn_ta_chi.mp4": ("6911379416308305158", "#taichi"),
-    "stgcn_clean_and_jerk.mp4": ("6894714574797393158", "#taichi"),
-    "tfjs_pose_1.mp4": ("6898094572598037766", "#dance"),
-    "tokenflow_woman-running.mp4": ("6910708060310883589", "#dance"),
-}
-CONFIG = """
-[ingest]
-crawl_time = "2021-01-06T15:51:49Z"
-[screen]
-max_followers = 0  # the sample's only creator has 398,700 followers
-min_duration_s = 3.0
-visual = false
-[pose]
-fps = 5.0
-max_side = 256
-[scenic]
-fps = 5.0
-short_side = 48
-window = 10
-hop = 5
-[release]
-group_by_uploader = false
-"""
+CLIPS = dict(SAMPLE_CLIPS)
+CONFIG = small_config("pose", "scenic", "release")
 
 
 def test_build_on_a_local_dask_cluster_of_two_processes(tmp_path):

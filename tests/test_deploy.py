@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +18,8 @@ from pathlib import Path
 
 import pytest
 from conftest import write_sample_run
+from support.prefect_server import api, free_port, kill_group, start_server
+from support.runs import sample_clips, small_config
 
 from pipeline import release
 
@@ -28,47 +28,8 @@ pytestmark = [pytest.mark.server, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 POOL = "vdv-process"
-CLIPS = {
-    "stgcn_ta_chi.mp4": ("6911379416308305158", "#taichi"),
-    "tfjs_pose_1.mp4": ("6898094572598037766", "#dance"),
-}
-CONFIG = """
-[ingest]
-crawl_time = "2021-01-06T15:51:49Z"
-[screen]
-max_followers = 0  # the sample's only creator has 398,700 followers
-min_duration_s = 3.0
-visual = false
-[pose]
-fps = 5.0
-max_side = 256
-[release]
-group_by_uploader = false
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def api(method: str, url: str, body: dict | None = None):
-    import httpx
-
-    response = httpx.request(method, url, json=body, timeout=30)
-    response.raise_for_status()
-    return response.json() if response.content else None
-
-
-def kill_group(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=15)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=15)
+CLIPS = sample_clips("stgcn_ta_chi.mp4", "tfjs_pose_1.mp4")
+CONFIG = small_config("pose", "release")
 
 
 def test_deploy_and_run_build_through_a_worker(tmp_path):
@@ -91,20 +52,7 @@ def test_deploy_and_run_build_through_a_worker(tmp_path):
         return done
 
     try:
-        server = subprocess.Popen(
-            [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        started.append(server)
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                api("GET", f"{url}/health")
-                break
-            except Exception:  # noqa: BLE001 - not up yet
-                assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "the server did not come up in 180 s"
-                time.sleep(1)
+        started.append(start_server(port, cwd=tmp_path, env=env, log=log))
 
         run("work-pool", "create", POOL, "--type", "process")
         run("--no-prompt", "deploy", "--all", timeout=240)

@@ -20,6 +20,7 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.pop("PREFECT_API_URL", None)
 
 from conftest import write_sample_run  # noqa: E402
+from support.runs import sample_clips, small_config
 
 from flows import tasks  # noqa: E402
 from flows.build import build, make_task_runner  # noqa: E402
@@ -30,48 +31,11 @@ from pipeline.provenance import sha256_file  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 # three short real clips: two static single-person clips (Kinetics) and the rendered dancer
-CLIPS = {
-    "stgcn_ta_chi.mp4": ("6911379416308305158", "#taichi"),
-    "stgcn_clean_and_jerk.mp4": ("6894714574797393158", "#taichi"),
-    "tfjs_pose_1.mp4": ("6898094572598037766", "#dance"),
-}
+CLIPS = sample_clips("stgcn_ta_chi.mp4", "stgcn_clean_and_jerk.mp4", "tfjs_pose_1.mp4")
 MODALITIES = list(extraction.MODALITIES)
 # small grids and sizes keep the test within seconds on two cores; the shapes of the real
 # pipeline are unchanged (the demo and the default configuration use the SPEC's rates)
-CONFIG = """
-[ingest]
-crawl_time = "2021-01-06T15:51:49Z"  # the sample file's name stamp (SPEC section 1)
-
-[screen]
-max_followers = 0  # the sample's only creator has 398,700 followers
-min_duration_s = 3.0  # tfjs_pose_1 lasts 4 s
-visual = {visual}
-
-[pose]
-fps = {pose_fps}
-max_side = 256
-
-[holistic]
-fps = 5.0
-short_side = 64
-crop = 64
-end_s = 2.0
-
-[facial]
-fps = 1.0
-max_side = 320
-detect_max_side = 320
-end_s = 3.0
-
-[scenic]
-fps = 5.0
-short_side = 48
-window = 10
-hop = 5
-
-[release]
-group_by_uploader = false  # every record has the same uploader
-"""
+CONFIG = small_config("pose", "holistic", "facial", "scenic", "release", visual="{visual}", pose_fps="{pose_fps}")
 
 
 def config_text(*, visual: bool = True, pose_fps: float = 5.0) -> str:

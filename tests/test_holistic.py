@@ -49,9 +49,9 @@ def test_deterministic_and_batch_independent(sequence):
     again = holistic.build_extractor({"end_s": SECONDS, "batch_size": 7}, untrained=True, device="cpu")
     other = again.compute(CLIP, CLIP_ID)
     np.testing.assert_allclose(other.features, sequence.features, rtol=1e-4, atol=1e-4)
-    assert again.identity(CLIP_ID) != holistic.build_extractor(
-        {"end_s": 1.0}, untrained=True, device="cpu"
-    ).identity(CLIP_ID)
+    assert again.identity(CLIP_ID) != holistic.build_extractor({"end_s": 1.0}, untrained=True, device="cpu").identity(
+        CLIP_ID
+    )
 
 
 def test_shard_provenance_says_untrained(untrained, sequence, tmp_path, monkeypatch):

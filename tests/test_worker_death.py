@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import write_sample_run
+from support.runs import sample_clips, small_config
 
 from pipeline import tables
 from pipeline.features import current_shards
@@ -23,23 +24,9 @@ from pipeline.features import current_shards
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-CLIPS = {
-    "stgcn_ta_chi.mp4": ("6911379416308305158", "#taichi"),
-    "stgcn_clean_and_jerk.mp4": ("6894714574797393158", "#taichi"),
-    "tfjs_pose_1.mp4": ("6898094572598037766", "#dance"),
-}
+CLIPS = sample_clips("stgcn_ta_chi.mp4", "stgcn_clean_and_jerk.mp4", "tfjs_pose_1.mp4")
 DOOMED = "stgcn_clean_and_jerk.mp4"
-CONFIG = """
-[ingest]
-crawl_time = "2021-01-06T15:51:49Z"
-[screen]
-max_followers = 0  # the sample's only creator has 398,700 followers
-min_duration_s = 3.0
-visual = false
-[pose]
-fps = 5.0
-max_side = 256
-"""
+CONFIG = small_config("pose")
 
 
 def test_a_clip_whose_worker_dies_is_retried_once_then_rejected(tmp_path):
