@@ -285,14 +285,8 @@ class _FacialClip:
         chunks = self.batches.result()
         if not chunks:
             raise ClipError(self.batches.clip_id, Reason.ZERO_FRAMES, "the clip gave no grid sample")
-        return FeatureSequence(
-            timestamps=np.asarray(self.times, dtype=np.float64),
-            valid=np.asarray(self.valid, dtype=bool),
-            features=np.concatenate(chunks),
-            fps=self.extractor.config.fps,
-            source_fps=source.fps,
-            frame_width=source.width,
-            frame_height=source.height,
+        return FeatureSequence.on_grid(
+            source, self.times, np.concatenate(chunks), self.extractor.config.fps, valid=self.valid
         )
 
     def close(self) -> None:

@@ -19,6 +19,7 @@ crash in between leaves at worst an extra stale file that :func:`current_shards`
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -48,6 +49,30 @@ class FeatureSequence:
     frame_height: int | None = None
     # one picture of what the modality saw, for people (the build report): (time, RGB image); not stored
     preview: tuple[float, np.ndarray] | None = None
+
+    @classmethod
+    def on_grid(
+        cls,
+        source: StreamInfo,
+        times: Sequence[float],
+        features: np.ndarray,
+        fps: float,
+        *,
+        valid: Sequence[bool] | None = None,
+        preview: tuple[float, np.ndarray] | None = None,
+    ) -> FeatureSequence:
+        """A consumer's result: its grid times, features (float32) and validity (default: all
+        valid), with what the row records of the source (``StreamInfo``)."""
+        return cls(
+            timestamps=np.asarray(times, dtype=np.float64),
+            valid=np.ones(len(times), dtype=bool) if valid is None else np.asarray(valid, dtype=bool),
+            features=np.asarray(features, dtype=np.float32),
+            fps=fps,
+            source_fps=source.fps,
+            frame_width=source.width,
+            frame_height=source.height,
+            preview=preview,
+        )
 
     def __post_init__(self):
         t = len(self.timestamps)

@@ -79,15 +79,7 @@ class _HolisticClip:
         chunks = self.batches.result()
         if not chunks:
             raise ClipError(self.clip_id, Reason.ZERO_FRAMES, "the clip gave no grid sample")
-        return FeatureSequence(
-            timestamps=np.asarray(self.times, dtype=np.float64),
-            valid=np.ones(len(self.times), dtype=bool),
-            features=np.concatenate(chunks).astype(np.float32),
-            fps=self.extractor.config.fps,
-            source_fps=source.fps,
-            frame_width=source.width,
-            frame_height=source.height,
-        )
+        return FeatureSequence.on_grid(source, self.times, np.concatenate(chunks), self.extractor.config.fps)
 
     def close(self) -> None:
         pass

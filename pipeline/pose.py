@@ -326,15 +326,7 @@ class _PoseClip:
             joints[:, 0] *= source.width / self.size[0]
             joints[:, 1] *= source.height / self.size[1]
             feats[t] = joints.astype(np.float32).reshape(-1)
-        return FeatureSequence(
-            timestamps=np.asarray(self.times, dtype=np.float64),
-            valid=valid,
-            features=feats,
-            fps=self.config.fps,
-            source_fps=source.fps,
-            frame_width=source.width,
-            frame_height=source.height,
-        )
+        return FeatureSequence.on_grid(source, self.times, feats, self.config.fps, valid=valid)
 
     def close(self) -> None:
         self.estimator.close()

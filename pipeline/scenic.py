@@ -356,15 +356,9 @@ class _ScenicClip:
             float(np.max(self.filled)),
             self.scene.windows.resets,
         )
-        return FeatureSequence(
-            timestamps=np.asarray(self.times, dtype=np.float64),
-            valid=np.ones(len(self.times), dtype=bool),
-            features=np.concatenate(chunks).astype(np.float32),
-            fps=config.fps / config.hop,  # one sample per `hop` grid frames
-            source_fps=source.fps,
-            frame_width=source.width,
-            frame_height=source.height,
-            preview=self.preview,
+        # one sample per `hop` grid frames
+        return FeatureSequence.on_grid(
+            source, self.times, np.concatenate(chunks), config.fps / config.hop, preview=self.preview
         )
 
     def close(self) -> None:

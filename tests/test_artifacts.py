@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support.prefect_server import free_port, kill_group, start_server
+from support.prefect_server import free_port, kill_group, server_env, start_server
 
 from flows import artifacts
 
@@ -124,13 +124,8 @@ def test_artifacts_and_logs_reach_a_local_server(tmp_path):
 
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(
-        PREFECT_HOME=str(tmp_path / "prefect"),
-        PREFECT_API_URL=url,
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]),
-    )
+    env = server_env(tmp_path, port)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed in finally
     server = start_server(port, cwd=tmp_path, env=env, log=log)
     try:

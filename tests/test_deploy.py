@@ -10,7 +10,6 @@ execute it (``--run-once``) and waits for Completed. Everything it started is ki
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import write_sample_run
-from support.prefect_server import api, free_port, kill_group, start_server
+from support.prefect_server import api, free_port, kill_group, server_env, start_server
 from support.runs import sample_clips, small_config
 
 from pipeline import release
@@ -35,13 +34,7 @@ CONFIG = small_config("pose", "release")
 def test_deploy_and_run_build_through_a_worker(tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(
-        PREFECT_HOME=str(tmp_path / "prefect"),
-        PREFECT_API_URL=url,
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_LOGGING_LEVEL="WARNING",
-    )
+    env = server_env(tmp_path, port, PREFECT_LOGGING_LEVEL="WARNING")
     raw, pairing, config = write_sample_run(tmp_path, CLIPS, CONFIG)
     log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed in finally
     started: list[subprocess.Popen] = []

@@ -39,6 +39,19 @@ def kill_group(proc: subprocess.Popen) -> None:
             proc.wait(timeout=15)
 
 
+def server_env(home: Path, port: int, **extra: str) -> dict[str, str]:
+    """This process's environment without its Prefect settings, pointed at the server on ``port``
+    with its state under ``home/prefect``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(
+        PREFECT_HOME=str(home / "prefect"),
+        PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        **extra,
+    )
+    return env
+
+
 def start_server(port: int, *, cwd: Path, env: dict, log: IO, timeout_s: float = 180) -> subprocess.Popen:
     """``prefect server start`` on 127.0.0.1:``port`` in its own process group, once it answers."""
     server = subprocess.Popen(
