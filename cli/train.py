@@ -8,16 +8,27 @@ import functools
 import json
 import sys
 
+# cheap (no torch): importing models also registers its configuration sections ([train], [data],
+# [sports], [psgcn], ...) with pipeline.config, so every command's check of --config knows them
+from models.ablations import ABLATIONS
+
 
 def register(subparsers, parent: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser("train", parents=[parent], help="train a virality model on a track's train split")
     p.add_argument("--source", help="work directory or release directory with features and scores (default: --work)")
     p.add_argument("--out", required=True, metavar="DIR", help="run directory: checkpoint.pt, train_log.jsonl")
-    p.add_argument("--track", default="all", help="all (every challenge) or challenge-<name> (one challenge): the 80/20 split of that track")
+    p.add_argument(
+        "--track",
+        default="all",
+        help="all (every challenge) or challenge-<name> (one challenge): the 80/20 split of that track",
+    )
     p.add_argument("--model", help="multimodal (default), psgcn, stgcn, rtcn, tcn, lstm")
     p.add_argument("--modalities", help="comma-separated streams, e.g. skeletal,holistic")
     p.add_argument("--epochs", type=int, help="epochs to train (default: [train] epochs of --config)")
-    p.add_argument("--profile", help="training profile: paper (Adam 1e-4, batch 8, dropout 0.5; the default) or small-data (lr 1e-3, batch 32, dropout 0.1)")
+    p.add_argument(
+        "--profile",
+        help="training profile: paper (Adam 1e-4, batch 8, dropout 0.5; the default) or small-data (lr 1e-3, batch 32, dropout 0.1)",
+    )
     p.add_argument("--device", help="auto (CUDA when present), cpu, cuda")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
     p.set_defaults(func=_train)
@@ -28,7 +39,7 @@ def register(subparsers, parent: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", help="score this trained model on the test side of --track instead of training")
     p.add_argument("--tracks", help="comma-separated tracks (default: every track)")
     p.add_argument("--track", default="all", help="track of --checkpoint")
-    p.add_argument("--ablations", default="full", help="comma-separated: full," + ",".join(_ablation_names()))
+    p.add_argument("--ablations", default="full", help="comma-separated: " + ",".join(ABLATIONS))
     p.add_argument(
         "--model",
         help="multimodal (default), psgcn, stgcn, rtcn, tcn, lstm, or svr (the SVR baseline on pooled features)",
@@ -78,19 +89,6 @@ def register(subparsers, parent: argparse.ArgumentParser) -> None:
         "--untrained", action="store_true", help="holistic features from seeded random weights (explicit only)"
     )
     p.set_defaults(func=_sports)
-
-
-def _ablation_names() -> list[str]:
-    return [
-        "no_downsampling",
-        "no_relational_pooling",
-        "average_fusion",
-        "no_holistic",
-        "no_facial",
-        "no_scenic",
-        "no_mse",
-        "no_ranking",
-    ]
 
 
 def _usage_errors(func):
