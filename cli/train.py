@@ -8,6 +8,10 @@ import functools
 import json
 import sys
 
+# cheap (no torch): importing models also registers its configuration sections ([train], [data],
+# [sports], [psgcn], ...) with pipeline.config, so every command's check of --config knows them
+from models.ablations import ABLATIONS
+
 
 def register(subparsers, parent: argparse.ArgumentParser) -> None:
     for add in (_add_train, _add_evaluate, _add_feedback, _add_sports):
@@ -42,7 +46,7 @@ def _add_evaluate(subparsers, parent: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", help="score this trained model on the test side of --track instead of training")
     p.add_argument("--tracks", help="comma-separated tracks (default: every track)")
     p.add_argument("--track", default="all", help="track of --checkpoint")
-    p.add_argument("--ablations", default="full", help="comma-separated: full," + ",".join(_ablation_names()))
+    p.add_argument("--ablations", default="full", help="comma-separated: " + ",".join(ABLATIONS))
     p.add_argument(
         "--model",
         help="multimodal (default), psgcn, stgcn, rtcn, tcn, lstm, or svr (the SVR baseline on pooled features)",
@@ -96,19 +100,6 @@ def _add_sports(subparsers, parent: argparse.ArgumentParser) -> None:
         "--untrained", action="store_true", help="holistic features from seeded random weights (explicit only)"
     )
     p.set_defaults(func=_sports)
-
-
-def _ablation_names() -> list[str]:
-    return [
-        "no_downsampling",
-        "no_relational_pooling",
-        "average_fusion",
-        "no_holistic",
-        "no_facial",
-        "no_scenic",
-        "no_mse",
-        "no_ranking",
-    ]
 
 
 def _usage_errors(func):

@@ -9,8 +9,11 @@ Sources
   ``<release>/data/<config>/{train,test}-*.parquet`` (same row layout, one Hugging Face config
   per modality) and the scores config ``<release>/data/scores/{train,test}-*.parquet``.
 
-Modalities are named by stream: ``skeletal`` (shards of ``pose``), ``holistic``, ``facial``,
-``scenic`` (SPEC section 4).
+Tracks (:func:`track_splits`): ``all`` and one ``challenge-<name>`` track per challenge, each a
+fixed train/test split: a release's stored splits, else the rule of :mod:`pipeline.splits`.
+
+Modalities are named by stream (:data:`models.fusion.STREAMS`): ``skeletal`` (shards of
+``pose``), ``holistic``, ``facial``, ``scenic`` (SPEC section 4).
 
 Temporal sampling (documented choice)
 -------------------------------------
@@ -49,16 +52,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from models.graph import NUM_JOINTS
+from models.fusion import STREAMS
+from pipeline import splits as split_rule
 from pipeline import tables
-from pipeline.features import FeatureExtractor, FeatureSequence, current_shards
-from pipeline.pose import MPII_INDEX
+from pipeline.skeleton import MPII_INDEX, NUM_JOINTS
 
 log = logging.getLogger(__name__)
 
-MODALITIES: tuple[str, ...] = ("skeletal", "holistic", "facial", "scenic")
-APPEARANCE: tuple[str, ...] = ("holistic", "facial", "scenic")
-# stream name -> modality name of the feature shards (pipeline.features)
+# stream name (models.fusion.STREAMS) -> modality name of the feature shards (pipeline.features)
 SHARD_MODALITY = {"skeletal": "pose", "holistic": "holistic", "facial": "facial", "scenic": "scenic"}
 PELVIS, THORAX = MPII_INDEX["pelvis"], MPII_INDEX["thorax"]
 
@@ -130,50 +131,6 @@ def skeleton_tensor(
     return np.ascontiguousarray(sampled.transpose(2, 0, 1)), mask
 
 
-class ArrayShardWriter(FeatureExtractor):
-    """Writes arrays computed elsewhere (an imported release, the sports loader, test fixtures)
-    as feature shards through the pipeline's own writer, with provenance naming their origin."""
-
-    def __init__(
-        self, modality: str, dim: int, *, name: str, params: dict | None = None, weights_sha256: str = "untrained"
-    ):
-        self.modality = modality
-        self.dim = dim
-        self.name = name
-        self.version = "arrays"
-        self.weights_sha256 = weights_sha256
-        self._params = dict(params or {})
-
-    def params(self) -> dict:
-        return self._params
-
-    def write(self, work: str | Path, clip_id: str, seq: FeatureSequence) -> Path:
-        target = self.shard_path(work, clip_id)
-        table = self.table(clip_id, seq)
-        tables.atomic_write(target, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
-        return target
-
-
-def write_stream(
-    work: str | Path,
-    stream: str,
-    clip_id: str,
-    features: np.ndarray,
-    valid: np.ndarray | None = None,
-    *,
-    fps: float = 25.0,
-    name: str = "arrays",
-    params: dict | None = None,
-) -> Path:
-    """Write ``features`` (T, D) of ``stream`` (skeletal, holistic, ...) as the clip's shard."""
-    features = np.asarray(features, dtype=np.float32)
-    valid = np.ones(len(features), bool) if valid is None else np.asarray(valid, bool)
-    seq = FeatureSequence(timestamps=np.arange(len(features)) / fps, valid=valid, features=features, fps=fps)
-    return ArrayShardWriter(SHARD_MODALITY[stream], features.shape[1], name=name, params=params).write(
-        work, clip_id, seq
-    )
-
-
 # -- sources --------------------------------------------------------------------------------------
 
 
@@ -202,8 +159,11 @@ class WorkDirSource:
     """Feature shards and scores of a pipeline work directory."""
 
     def __init__(self, work: str | Path):
+        # imported here: pipeline.features brings the decoder (PyAV), which reading shards never uses
+        from pipeline.features import current_shards
+
         self.work = Path(work)
-        self._shards = {m: current_shards(self.work, SHARD_MODALITY[m]) for m in MODALITIES}
+        self._shards = {m: current_shards(self.work, SHARD_MODALITY[m]) for m in STREAMS}
 
     def records(self) -> list[ClipRecord]:
         scores = tables.read_table(self.work, tables.SCORES)
@@ -244,12 +204,12 @@ class ReleaseSource:
     """
 
     # names a release may give each stream's config (the stream name, or the shard modality)
-    CONFIG_NAMES = {m: (m, SHARD_MODALITY[m]) for m in MODALITIES}
+    CONFIG_NAMES = {m: (m, SHARD_MODALITY[m]) for m in STREAMS}
 
     def __init__(self, release: str | Path):
         self.release = Path(release)
         self._index: dict[str, dict[str, tuple[Path, int, int]]] = {}
-        for modality in MODALITIES:
+        for modality in STREAMS:
             index: dict[str, tuple[Path, int, int]] = {}
             for name in self.CONFIG_NAMES[modality]:
                 for path in sorted((self.release / "data" / name).glob("*.parquet")):
@@ -296,6 +256,35 @@ class ReleaseSource:
         return _row_arrays(self._row_group(path, rg), row)
 
 
+def track_splits(source: WorkDirSource | ReleaseSource) -> dict[str, dict[str, str]]:
+    """Track name -> (clip id -> train/test): a release's stored splits, else the SPEC rule
+    (:func:`pipeline.splits.all_tracks`)."""
+    if isinstance(source, ReleaseSource) and (source.release / "splits").is_dir():
+        stored = {}
+        for path in sorted((source.release / "splits").glob("*.parquet")):
+            table = pq.read_table(path, columns=["clip_id", "split"])
+            stored[path.stem] = dict(
+                zip(table.column("clip_id").to_pylist(), table.column("split").to_pylist(), strict=True)
+            )
+        if stored:
+            return stored
+    records = source.records()
+    return split_rule.all_tracks({r.clip_id: r.challenge for r in records}, {r.clip_id: r.uploader for r in records})
+
+
+def track_split(source: WorkDirSource | ReleaseSource, track: str) -> dict[str, str]:
+    """Clip id -> train/test of one track of ``source``; an unknown track is a ValueError."""
+    splits = track_splits(source)
+    if track not in splits:
+        raise ValueError(f"unknown track {track!r}; tracks: {sorted(splits)}")
+    return splits[track]
+
+
+def side_ids(split: dict[str, str], side: str) -> list[str]:
+    """The clip ids on ``side`` (``train`` or ``test``) of one track's split."""
+    return [c for c, s in split.items() if s == side]
+
+
 def open_source(path: str | Path) -> WorkDirSource | ReleaseSource:
     """A release when ``path/data`` exists, else a work directory."""
     path = Path(path)
@@ -321,15 +310,15 @@ class ViralityDataset:
     def __init__(
         self,
         source: WorkDirSource | ReleaseSource,
-        modalities: Sequence[str] = MODALITIES,
+        modalities: Sequence[str] = STREAMS,
         *,
         clip_ids: Sequence[str] | None = None,
         config: DataConfig = DataConfig(),
         dims: dict[str, int] | None = None,
     ):
-        unknown = sorted(set(modalities) - set(MODALITIES))
+        unknown = sorted(set(modalities) - set(STREAMS))
         if unknown:
-            raise ValueError(f"unknown modalities {unknown}; known: {list(MODALITIES)}")
+            raise ValueError(f"unknown modalities {unknown}; known: {list(STREAMS)}")
         self.source = source
         self.modalities = tuple(modalities)
         self.config = config
@@ -405,81 +394,14 @@ class ViralityDataset:
         return item
 
 
-def SkeletalDataset(source, **kwargs) -> ViralityDataset:  # noqa: N802 - reads as a class
-    """The skeleton stream alone: items carry ``skeletal`` ``(3, T, 16)``."""
-    return ViralityDataset(source, ("skeletal",), **kwargs)
-
-
-def AppearanceDataset(source, modality: str, **kwargs) -> ViralityDataset:  # noqa: N802
-    """One appearance stream (holistic, facial or scenic): items carry ``(T, D)``."""
-    if modality not in APPEARANCE:
-        raise ValueError(f"{modality!r} is not an appearance modality {list(APPEARANCE)}")
-    return ViralityDataset(source, (modality,), **kwargs)
-
-
-# -- real keypoint files as MPII skeletons (tests and benchmarks) ----------------------------------
-
-# COCO-17 joint names in COCO order (MoveNet, tfjs pose-detection); BlazePose-33 indices of them
-COCO17 = (
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
-    "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip",
-    "left_knee", "right_knee", "left_ankle", "right_ankle",
-)  # fmt: skip
-BLAZEPOSE_OF_COCO = (0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
-
-
-def coco17_to_mpii(xy: np.ndarray, conf: np.ndarray | None = None) -> np.ndarray:
-    """COCO-17 keypoints ``(T, 17, 2)`` -> MPII-16 rows ``(T, 48)`` (x, y, confidence), joint-major.
-
-    Mapping (SPEC section 4 asks for a documented one): limbs map one to one; pelvis = mean of
-    the hips; thorax = mean of the shoulders; COCO has no neck or head top, so with head centre =
-    mean of the ears, upper neck = midpoint of thorax and head centre and head top = head centre
-    + (head centre - upper neck). Derived joints take the lowest confidence of their sources
-    (SPEC section 2: no borrowed confidence).
-    """
-    xy = np.asarray(xy, dtype=np.float32)
-    conf = np.ones(xy.shape[:2], np.float32) if conf is None else np.asarray(conf, np.float32)
-    c = {name: i for i, name in enumerate(COCO17)}
-
-    def mean(*names):
-        idx = [c[n] for n in names]
-        return xy[:, idx].mean(axis=1), conf[:, idx].min(axis=1)
-
-    pelvis = mean("left_hip", "right_hip")
-    thorax = mean("left_shoulder", "right_shoulder")
-    head, head_c = mean("left_ear", "right_ear")
-    neck = ((thorax[0] + head) / 2, np.minimum(thorax[1], head_c))
-    top = (head + (head - neck[0]), neck[1])
-
-    def j(name):
-        return xy[:, c[name]], conf[:, c[name]]
-
-    order = [
-        j("right_ankle"), j("right_knee"), j("right_hip"), j("left_hip"), j("left_knee"), j("left_ankle"),
-        pelvis, thorax, neck, top,
-        j("right_wrist"), j("right_elbow"), j("right_shoulder"), j("left_shoulder"), j("left_elbow"), j("left_wrist"),
-    ]  # fmt: skip
-    joints = np.stack([np.concatenate([p, cf[:, None]], axis=1) for p, cf in order], axis=1)
-    return joints.reshape(len(xy), NUM_JOINTS * 3).astype(np.float32)
-
-
-def load_keypoint_file(path: str | Path) -> np.ndarray:
-    """A tfjs pose-detection test file as MPII rows ``(T, 48)``.
-
-    Two layouts are read: a list of frames each a dict of COCO-17 names -> ``{x, y[, score]}``
-    (``tfjs_pose_1.json``), and a list of frames of 33 BlazePose landmarks ``[x, y, z]``
-    (``tfjs_pose_squats.full.json``). Files without scores get confidence 1.
-    """
-    import json
-
-    frames = json.loads(Path(path).read_text())
-    if not frames:
-        raise ValueError(f"{path}: no frames")
-    if isinstance(frames[0], dict):
-        xy = np.array([[[f[n]["x"], f[n]["y"]] for n in COCO17] for f in frames], np.float32)
-        conf = np.array([[f[n].get("score", 1.0) for n in COCO17] for f in frames], np.float32)
-        return coco17_to_mpii(xy, conf)
-    arr = np.asarray(frames, dtype=np.float32)
-    if arr.ndim != 3 or arr.shape[1] != 33:
-        raise ValueError(f"{path}: expected frames of 33 BlazePose landmarks, got shape {arr.shape}")
-    return coco17_to_mpii(arr[:, BLAZEPOSE_OF_COCO, :2])
+def train_test_datasets(
+    source: WorkDirSource | ReleaseSource,
+    modalities: Sequence[str],
+    train_ids: Sequence[str],
+    test_ids: Sequence[str],
+    config: DataConfig,
+) -> tuple[ViralityDataset, ViralityDataset]:
+    """The train and test sides as datasets; the test side takes the train side's stream sizes."""
+    train = ViralityDataset(source, modalities, clip_ids=train_ids, config=config)
+    test = ViralityDataset(source, modalities, clip_ids=test_ids, config=config, dims=train.dims)
+    return train, test

@@ -1,7 +1,7 @@
 """Evaluation: Spearman rank correlation per track, and the paper's ablations (SPEC section 6).
 
 Tracks: ``all`` (every clip) and one ``challenge-<name>`` track per challenge, each a fixed 80/20
-split (:mod:`pipeline.splits`; a release's stored splits win). The paper's protocol trains one
+split (:func:`models.data.track_splits`: :mod:`pipeline.splits`; a release's stored splits win). The paper's protocol trains one
 model per track on its train side and reports SRC between predicted and true scores on its test
 side (paper section 5.1). :func:`run_protocol` does that for every requested ablation and writes
 ``results.json`` and ``results.md`` (a Markdown table, one row per ablation, one column per
@@ -17,9 +17,7 @@ Baselines: every registered model trains through the same protocol (``--model st
 train side's pooled stream features (mean, std and max over each clip's valid frames of every
 selected modality, concatenated) and scores the test side.
 
-Ablation switches (paper Table 5, SPEC section 6): ``no_downsampling`` (PSGCN without graph
-down-sampling), ``no_relational_pooling`` (RTCN without relational pooling), ``average_fusion``
-(no modality attention), ``no_<stream>`` for each appearance stream, ``no_mse``, ``no_ranking``.
+Ablation switches (paper Table 5, SPEC section 6): :data:`models.ablations.ABLATIONS`.
 """
 
 from __future__ import annotations
@@ -33,36 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
-from models.data import DataConfig, ReleaseSource, ViralityDataset
-from models.train import TrainConfig, fit, predict
+from models.ablations import ablation_config
+from models.data import DataConfig, ViralityDataset, side_ids, track_split, track_splits, train_test_datasets
+from models.train import TrainConfig, fit, load_checkpoint, predict
 from pipeline import splits as split_rule
 
 log = logging.getLogger(__name__)
-
-ABLATIONS: dict[str, dict] = {
-    "full": {},
-    "no_downsampling": {"downsample": False},
-    "no_relational_pooling": {"relational_pooling": False},
-    "average_fusion": {"fusion": "average"},
-    "no_holistic": {"drop": "holistic"},
-    "no_facial": {"drop": "facial"},
-    "no_scenic": {"drop": "scenic"},
-    "no_mse": {"mse": False},
-    "no_ranking": {"ranking": False},
-}
-
-
-def ablation_config(base: TrainConfig, name: str) -> TrainConfig:
-    """``base`` with ablation ``name`` switched on (see :data:`ABLATIONS`)."""
-    if name not in ABLATIONS:
-        raise ValueError(f"unknown ablation {name!r}; known: {list(ABLATIONS)}")
-    change = dict(ABLATIONS[name])
-    drop = change.pop("drop", None)
-    if drop is not None:
-        if drop not in base.modalities:
-            raise ValueError(f"ablation {name}: {drop} is not among the modalities {base.modalities}")
-        change["modalities"] = tuple(m for m in base.modalities if m != drop)
-    return dataclasses.replace(base, **change)
 
 
 def spearman(pred: Sequence[float], true: Sequence[float]) -> float | None:
@@ -85,23 +59,6 @@ def src_report(pred: Sequence[float], true: Sequence[float]) -> dict:
     if np.all(pred == pred[0]):
         return {"src": 0.0, "constant": True}
     return {"src": spearman(pred, true), "constant": False}
-
-
-def track_splits(source) -> dict[str, dict[str, str]]:
-    """Track name -> (clip id -> train/test): a release's stored splits, else the SPEC rule."""
-    if isinstance(source, ReleaseSource) and (source.release / "splits").is_dir():
-        import pyarrow.parquet as pq
-
-        stored = {}
-        for path in sorted((source.release / "splits").glob("*.parquet")):
-            table = pq.read_table(path, columns=["clip_id", "split"])
-            stored[path.stem] = dict(
-                zip(table.column("clip_id").to_pylist(), table.column("split").to_pylist(), strict=True)
-            )
-        if stored:
-            return stored
-    records = source.records()
-    return split_rule.all_tracks({r.clip_id: r.challenge for r in records}, {r.clip_id: r.uploader for r in records})
 
 
 def _report(pred: np.ndarray, ds: ViralityDataset) -> dict:
@@ -169,67 +126,69 @@ def run_protocol(
     data_config = data_config or DataConfig()
     out = Path(out_dir)
     splits = track_splits(source)
-    tracks = list(tracks) if tracks else list(splits)
-    unknown = sorted(set(tracks) - set(splits))
-    if unknown:
-        raise ValueError(f"unknown tracks {unknown}; tracks: {sorted(splits)}")
+    tracks = _checked_tracks(tracks, splits)
+    if base.model == "svr" and set(ablations) != {"full"}:
+        raise ValueError(f"the SVR baseline has no ablations; got {list(ablations)}")
+    configs = {name: ablation_config(base, name) for name in ablations}  # every name checked first
     results: dict = {
         "tracks": tracks,
         "ablations": {},
         "train_config": base.as_dict(),
         "data_config": dataclasses.asdict(data_config),
     }
-    if base.model == "svr" and set(ablations) != {"full"}:
-        raise ValueError(f"the SVR baseline has no ablations; got {list(ablations)}")
-    for name in ablations:
-        config = ablation_config(base, name)
-        results["ablations"][name] = {}
-        for track in tracks:
-            train_ids = [c for c, s in splits[track].items() if s == "train"]
-            test_ids = [c for c, s in splits[track].items() if s == "test"]
-            train_ds = ViralityDataset(source, config.modalities, clip_ids=train_ids, config=data_config)
-            test_ds = ViralityDataset(
-                source, config.modalities, clip_ids=test_ids, config=data_config, dims=train_ds.dims
+    for name, config in configs.items():
+        results["ablations"][name] = {
+            track: _run_track(
+                source, config, data_config, splits[track], run_dir=out / "runs" / name / track, sections=sections
             )
-            if len(train_ds) < 2 or len(test_ds) < 2:
-                log.warning(
-                    "%s/%s: %d train and %d test clips; SRC undefined", name, track, len(train_ds), len(test_ds)
-                )
-                results["ablations"][name][track] = {
-                    "src": None,
-                    "n_train": len(train_ds),
-                    "n_test": len(test_ds),
-                    "skipped": "fewer than two clips on a side",
-                }
-                continue
-            if config.model == "svr":
-                svr = fit_svr(train_ds)
-                scored = _report(svr.predict(pooled_features(test_ds)), test_ds)
-                scored["n_train"] = len(train_ds)
-            else:
-                trained = fit(
-                    train_ds, config, out_dir=out / "runs" / name / track, data_config=data_config, sections=sections
-                )
-                scored = score_track(trained.model, config, test_ds)
-                scored["n_train"] = len(train_ds)
-                scored["final_loss"] = trained.history[-1]["loss"] if trained.history else None
-            results["ablations"][name][track] = scored
-            log.info("%s / %s: SRC %s on %d test clips", name, track, scored["src"], scored["n_test"])
+            for track in tracks
+        }
     write_results(results, out)
     return results
+
+
+def _checked_tracks(tracks: Sequence[str] | None, splits: dict[str, dict[str, str]]) -> list[str]:
+    """The requested tracks (default: every track), refusing any the splits do not have."""
+    tracks = list(tracks) if tracks else list(splits)
+    unknown = sorted(set(tracks) - set(splits))
+    if unknown:
+        raise ValueError(f"unknown tracks {unknown}; tracks: {sorted(splits)}")
+    return tracks
+
+
+def _run_track(
+    source, config: TrainConfig, data_config: DataConfig, split: dict[str, str], *, run_dir: Path, sections
+) -> dict:
+    """Train on one track's train side (in ``run_dir``) and score its test side."""
+    label = f"{run_dir.parent.name} / {run_dir.name}"  # ablation / track
+    train_ds, test_ds = train_test_datasets(
+        source, config.modalities, side_ids(split, "train"), side_ids(split, "test"), data_config
+    )
+    if len(train_ds) < 2 or len(test_ds) < 2:
+        log.warning("%s: %d train and %d test clips; SRC undefined", label, len(train_ds), len(test_ds))
+        return {
+            "src": None,
+            "n_train": len(train_ds),
+            "n_test": len(test_ds),
+            "skipped": "fewer than two clips on a side",
+        }
+    if config.model == "svr":
+        scored = _report(fit_svr(train_ds).predict(pooled_features(test_ds)), test_ds)
+    else:
+        trained = fit(train_ds, config, out_dir=run_dir, data_config=data_config, sections=sections)
+        scored = score_track(trained.model, config, test_ds)
+        scored["final_loss"] = trained.history[-1]["loss"] if trained.history else None
+    scored["n_train"] = len(train_ds)
+    log.info("%s: SRC %s on %d test clips", label, scored["src"], scored["n_test"])
+    return scored
 
 
 def evaluate_checkpoint(
     checkpoint: str | Path, source, out_dir: str | Path, *, track: str = split_rule.ALL_TRACK, device: str = "auto"
 ) -> dict:
     """SRC of a trained checkpoint on the test side of ``track``, overall and per challenge."""
-    from models.train import load_checkpoint
-
     model, config, data_config, dims = load_checkpoint(checkpoint, device)
-    splits = track_splits(source)
-    if track not in splits:
-        raise ValueError(f"unknown track {track!r}; tracks: {sorted(splits)}")
-    test_ids = [c for c, s in splits[track].items() if s == "test"]
+    test_ids = side_ids(track_split(source, track), "test")
     ds = ViralityDataset(source, config.modalities, clip_ids=test_ids, config=data_config, dims=dims)
     scored = score_track(model, config, ds)
     results = {

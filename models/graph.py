@@ -1,7 +1,8 @@
-"""The MPII-16 skeleton graph and its pyramid: the one place that owns the skeleton layout.
+"""The MPII-16 skeleton graph and its pyramid.
 
-Joint order is SPEC section 4 (the order of the pose feature rows); edges follow the MPII
-definition (paper section 4.1, Fig. 4a). The spatial partition is ST-GCN's (Yan et al. 2018,
+Joints and edges are those of :mod:`pipeline.skeleton` (the one place that owns the skeleton
+layout): joint order is SPEC section 4 (the order of the pose feature rows); edges follow the
+MPII definition (paper section 4.1, Fig. 4a). The spatial partition is ST-GCN's (Yan et al. 2018,
 used by paper eq. 3-4): the neighbourhood of a vertex (its 1-hop neighbours and itself) splits
 into K = 3 subsets by the neighbour's hop distance to the graph's centre compared with the
 vertex's own:
@@ -38,32 +39,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.pose import MPII_JOINTS
+from pipeline.skeleton import EDGES, MPII_JOINTS
 
 K_SUBSETS = 3  # root, centripetal, centrifugal
 
-# SPEC section 4, MPII order, defined once with the pose rows it indexes (joint-major).
+# SPEC section 4, MPII order, and the MPII limbs (paper Fig. 4a) as index pairs:
+# pipeline.skeleton defines both, with the pose rows they index (joint-major).
 JOINTS: tuple[str, ...] = MPII_JOINTS
 NUM_JOINTS = len(JOINTS)
-
-# MPII limbs (paper Fig. 4a): legs to the pelvis, spine to the head, arms to the thorax.
-EDGES: tuple[tuple[int, int], ...] = (
-    (0, 1),
-    (1, 2),
-    (2, 6),
-    (3, 6),
-    (3, 4),
-    (4, 5),
-    (6, 7),
-    (7, 8),
-    (8, 9),
-    (10, 11),
-    (11, 12),
-    (12, 7),
-    (13, 7),
-    (13, 14),
-    (14, 15),
-)
 
 # Pyramid levels: each group is a connected run of vertices of the level below (by index).
 LEVEL1_GROUPS: dict[str, tuple[int, ...]] = {

@@ -45,6 +45,10 @@ from pathlib import Path
 
 import numpy as np
 
+from models.data import DataConfig, WorkDirSource, train_test_datasets
+from models.evaluate import spearman
+from models.fusion import STREAMS as ALL_STREAMS
+from models.train import TrainConfig, fit, predict
 from pipeline import tables
 from pipeline.errors import ClipError, Reason
 
@@ -63,7 +67,7 @@ SPLIT_FILES = {
     "train": ("split_4_train_list.mat", "consolidated_train_list"),
     "test": ("split_4_test_list.mat", "consolidated_test_list"),
 }
-STREAMS: tuple[str, ...] = ("skeletal", "holistic")  # SPEC section 8
+STREAMS: tuple[str, ...] = ALL_STREAMS[:2]  # skeletal and holistic only (SPEC section 8)
 
 
 @dataclass(frozen=True)
@@ -96,49 +100,18 @@ def read_split(
     A problem (unknown class, missing frame folder, conflicting duplicate) is returned with a
     reason, never raised for the whole split and never dropped silently.
     """
-    from scipy.io import loadmat
-
-    filename, key = SPLIT_FILES[split]
-    path = Path(root) / "Split_4" / filename
-    mat = loadmat(path)
-    if key not in mat:
-        raise KeyError(f"{path}: no key {key!r} (keys: {sorted(k for k in mat if not k.startswith('__'))})")
-    rows = np.asarray(mat[key], dtype=np.float64).reshape(-1, 3)
     seen: dict[tuple[int, int], float] = {}
     samples: list[SportsSample] = []
     problems: list[dict] = []
-    for cls, num, score in rows:
-        cls_i, num_i = int(round(cls)), int(round(num))
-        if (cls_i, num_i) in seen:
-            if seen[(cls_i, num_i)] != float(score):
-                problems.append(
-                    {
-                        "class_index": cls_i,
-                        "sample": num_i,
-                        "reason": "conflicting_duplicate",
-                        "message": f"score {score} after {seen[(cls_i, num_i)]}; first kept",
-                    }
-                )
+    for cls, num, score in _split_rows(root, split):
+        key = (int(round(cls)), int(round(num)))
+        if key in seen:
+            if seen[key] != float(score):
+                problems.append(_problem(*key, "conflicting_duplicate", f"score {score} after {seen[key]}; first kept"))
             continue
-        seen[(cls_i, num_i)] = float(score)
-        if not 1 <= cls_i <= len(config.classes):
-            problems.append(
-                {"class_index": cls_i, "sample": num_i, "reason": "unknown_class", "message": f"class index {cls_i}"}
-            )
-            continue
-        name = config.classes[cls_i - 1]
-        frames = Path(root) / "Seven" / f"{name}-out" / f"{num_i:03d}"
-        if not frames.is_dir() or not any(frames.glob("img_*.jpg")):
-            problems.append(
-                {
-                    "class_index": cls_i,
-                    "sample": num_i,
-                    "reason": Reason.NO_CLIP.value,
-                    "message": f"no frames in {frames}",
-                }
-            )
-            continue
-        samples.append(SportsSample(cls_i, num_i, float(score), split, frames, name))
+        seen[key] = float(score)
+        found = _sample(root, split, *key, float(score), config)
+        (samples if isinstance(found, SportsSample) else problems).append(found)
     for p in problems:
         log.warning(
             "AQA-7 %s split: class %s sample %s: %s (%s)",
@@ -149,6 +122,35 @@ def read_split(
             p["message"],
         )
     return samples, problems
+
+
+def _split_rows(root: str | Path, split: str) -> np.ndarray:
+    """(N, 3) rows (class index, sample number, score) of a split file, as distributed."""
+    from scipy.io import loadmat
+
+    filename, key = SPLIT_FILES[split]
+    path = Path(root) / "Split_4" / filename
+    mat = loadmat(path)
+    if key not in mat:
+        raise KeyError(f"{path}: no key {key!r} (keys: {sorted(k for k in mat if not k.startswith('__'))})")
+    return np.asarray(mat[key], dtype=np.float64).reshape(-1, 3)
+
+
+def _problem(class_index: int, sample: int, reason: str, message: str) -> dict:
+    return {"class_index": class_index, "sample": sample, "reason": reason, "message": message}
+
+
+def _sample(
+    root: str | Path, split: str, class_index: int, sample: int, score: float, config: SportsConfig
+) -> SportsSample | dict:
+    """The sample of one split row, or the problem that keeps it out (unknown class, no frames)."""
+    if not 1 <= class_index <= len(config.classes):
+        return _problem(class_index, sample, "unknown_class", f"class index {class_index}")
+    name = config.classes[class_index - 1]
+    frames = Path(root) / "Seven" / f"{name}-out" / f"{sample:03d}"
+    if not frames.is_dir() or not any(frames.glob("img_*.jpg")):
+        return _problem(class_index, sample, Reason.NO_CLIP.value, f"no frames in {frames}")
+    return SportsSample(class_index, sample, score, split, frames, name)
 
 
 def frame_paths(sample: SportsSample) -> list[Path]:
@@ -217,84 +219,86 @@ def prepare_aqa7(root: str | Path, work: str | Path, extractors: dict, config: S
     ``{"train": [clip ids], "test": [clip ids], "rejected": n}``.
     """
     work = Path(work)
-    samples, problems = [], []
+    samples, rejections = [], []
     for split in ("train", "test"):
-        s, p = read_split(root, split, config)
-        samples += s
-        problems += [{**x, "split": split} for x in p]
-    rejections = [
-        {
-            "stage": "sports",
-            "clip_id": None,
-            "video_id": f"{p['class_index']}/{p['sample']}",
-            "path": None,
-            "reason": p["reason"],
-            "message": p["message"],
-        }
-        for p in problems
-    ]
-    kept: list[SportsSample] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for s in samples:
-            video = Path(tmp) / f"{s.clip_id[:16]}.mp4"
-            try:
-                encode_frames(frame_paths(s), video, config.fps)
-                for extractor in extractors.values():
-                    extractor.extract_to(work, video, s.clip_id)
-            except ClipError as err:
-                rejections.append(
-                    {
-                        "stage": "sports",
-                        "clip_id": s.clip_id,
-                        "video_id": f"{s.class_index}/{s.sample}",
-                        "path": str(s.frames_dir),
-                        "reason": err.reason.value,
-                        "message": err.message,
-                    }
-                )
-                continue
-            finally:
-                video.unlink(missing_ok=True)
-            kept.append(s)
+        found, problems = read_split(root, split, config)
+        samples += found
+        rejections += [_rejection(f"{p['class_index']}/{p['sample']}", p["reason"], p["message"]) for p in problems]
+    kept = _extract(samples, work, extractors, config.fps, rejections)
     norm = normalised_scores(kept)
-    for s in [s for s in kept if s.clip_id not in norm]:
-        rejections.append(
-            {
-                "stage": "sports",
-                "clip_id": s.clip_id,
-                "video_id": f"{s.class_index}/{s.sample}",
-                "path": str(s.frames_dir),
-                "reason": Reason.NO_SCALE.value,
-                "message": f"class {s.class_name} has no train sample to fit its score scale on",
-            }
-        )
+    for s in kept:
+        if s.clip_id not in norm:
+            message = f"class {s.class_name} has no train sample to fit its score scale on"
+            rejections.append(_sample_rejection(s, Reason.NO_SCALE.value, message))
     kept = [s for s in kept if s.clip_id in norm]
-    tables.replace_table(
-        [
-            {
-                "clip_id": s.clip_id,
-                "video_id": f"{s.class_index}/{s.sample:03d}",
-                "challenge": s.class_name,
-                "existing_days": 0.0,  # expert scores do not accumulate over time
-                "raw_score": s.score,
-                "score": norm[s.clip_id],
-                "out_of_scale": not 0.0 <= norm[s.clip_id] <= 1.0,
-                "degenerate_challenge": len(
-                    {x.score for x in kept if x.class_index == s.class_index and x.split == "train"}
-                )
-                == 1,
-            }
-            for s in kept
-        ],
-        tables.SCORES,
-        work,
-    )
+    tables.replace_table(_score_rows(kept, norm), tables.SCORES, work)
     tables.write_table(rejections, tables.REJECTIONS, tables.shard_path(work, "rejections", "sports"))
     return {
         "train": [s.clip_id for s in kept if s.split == "train"],
         "test": [s.clip_id for s in kept if s.split == "test"],
         "rejected": len(rejections),
     }
+
+
+def _rejection(
+    video_id: str, reason: str, message: str, *, clip_id: str | None = None, path: str | None = None
+) -> dict:
+    """A row of the rejections table (:data:`pipeline.tables.REJECTIONS`) of the sports stage."""
+    return {
+        "stage": "sports",
+        "clip_id": clip_id,
+        "video_id": video_id,
+        "path": path,
+        "reason": reason,
+        "message": message,
+    }
+
+
+def _sample_rejection(s: SportsSample, reason: str, message: str) -> dict:
+    return _rejection(f"{s.class_index}/{s.sample}", reason, message, clip_id=s.clip_id, path=str(s.frames_dir))
+
+
+def _extract(
+    samples: Iterable[SportsSample], work: Path, extractors: dict, fps: float, rejections: list[dict]
+) -> list[SportsSample]:
+    """Encode each sample's frames into a temporary MP4 and run every extractor on it; returns
+    the samples extracted, appending a rejection for each that failed."""
+    kept: list[SportsSample] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for s in samples:
+            video = Path(tmp) / f"{s.clip_id[:16]}.mp4"
+            try:
+                encode_frames(frame_paths(s), video, fps)
+                for extractor in extractors.values():
+                    extractor.extract_to(work, video, s.clip_id)
+            except ClipError as err:
+                rejections.append(_sample_rejection(s, err.reason.value, err.message))
+                continue
+            finally:
+                video.unlink(missing_ok=True)
+            kept.append(s)
+    return kept
+
+
+def _score_rows(kept: Sequence[SportsSample], norm: dict[str, float]) -> list[dict]:
+    """Rows of the scores table (:data:`pipeline.tables.SCORES`): one per sample, class = challenge."""
+    train_scores: dict[int, set[float]] = {}
+    for s in kept:
+        if s.split == "train":
+            train_scores.setdefault(s.class_index, set()).add(s.score)
+    return [
+        {
+            "clip_id": s.clip_id,
+            "video_id": f"{s.class_index}/{s.sample:03d}",
+            "challenge": s.class_name,
+            "existing_days": 0.0,  # expert scores do not accumulate over time
+            "raw_score": s.score,
+            "score": norm[s.clip_id],
+            "out_of_scale": not 0.0 <= norm[s.clip_id] <= 1.0,
+            "degenerate_challenge": len(train_scores.get(s.class_index, ())) == 1,
+        }
+        for s in kept
+    ]
 
 
 # -- training and evaluation on Split_4 -----------------------------------------------------------
@@ -319,8 +323,8 @@ def train_sports(
     root: str | Path,
     work: str | Path,
     out_dir: str | Path,
-    train_config=None,
-    data_config=None,
+    train_config: TrainConfig | None = None,
+    data_config: DataConfig | None = None,
     *,
     config: SportsConfig = SportsConfig(),
     per_class: bool = False,
@@ -334,61 +338,86 @@ def train_sports(
     trained model (checkpoint and GradNorm log). Samples without features (rejected while
     preparing) are left out and counted in ``skipped``.
     """
-    from models.data import DataConfig, ViralityDataset, WorkDirSource
-    from models.evaluate import spearman
-    from models.train import TrainConfig, fit, predict
+    train_config = _sports_train_config(train_config)
+    data_config = data_config or DataConfig()
+    out = Path(out_dir)
+    source = WorkDirSource(work)
+    ids = split_ids(root, config)
+    records = {r.clip_id: r for r in source.records()}
+    groups = sorted({records[c].challenge for c in ids["train"] if c in records}) if per_class else ["all"]
+    results: dict = {
+        "train_config": train_config.as_dict(),
+        "data_config": dataclasses.asdict(data_config),
+        "per_class_models": per_class,
+        "skipped": 0,
+    }
+    predictions: dict[str, float] = {}
+    for group in groups:
+        wanted = {
+            side: [c for c in ids[side] if group == "all" or (c in records and records[c].challenge == group)]
+            for side in ("train", "test")
+        }
+        predicted, skipped = _train_group(source, wanted, train_config, data_config, out / "runs" / group)
+        predictions.update(predicted)
+        results["skipped"] += skipped
+    results.update(_sports_scores(ids, records, predictions))
+    results["predictions"] = predictions
+    _write_results(results, out)
+    return results
 
+
+def _sports_train_config(train_config: TrainConfig | None) -> TrainConfig:
+    """The training config for sports: the fused model on :data:`STREAMS` by default; refuses other streams."""
     train_config = train_config or TrainConfig(model="multimodal", modalities=STREAMS)
     if train_config.model == "multimodal" and train_config.modalities == TrainConfig().modalities:
         train_config = dataclasses.replace(train_config, modalities=STREAMS)  # the paper's default has four
     extra = sorted(set(train_config.modalities) - set(STREAMS))
     if extra:
         raise ValueError(f"sports rating uses the streams {list(STREAMS)} only (SPEC section 8), not {extra}")
-    data_config = data_config or DataConfig()
-    out = Path(out_dir)
-    source = WorkDirSource(work)
-    ids = split_ids(root, config)
-    challenge = {r.clip_id: r.challenge for r in source.records()}
-    groups = sorted({challenge[c] for c in ids["train"] if c in challenge}) if per_class else ["all"]
-    results: dict = {
-        "train_config": train_config.as_dict(),
-        "data_config": dataclasses.asdict(data_config),
-        "per_class_models": per_class,
-        "classes": {},
-        "skipped": 0,
-    }
-    predictions: dict[str, float] = {}
-    for group in groups:
-        wanted = {s: [c for c in ids[s] if group == "all" or challenge.get(c) == group] for s in ("train", "test")}
-        train_ds = ViralityDataset(source, train_config.modalities, clip_ids=wanted["train"], config=data_config)
-        test_ds = ViralityDataset(
-            source, train_config.modalities, clip_ids=wanted["test"], config=data_config, dims=train_ds.dims
-        )
-        results["skipped"] += len(train_ds.skipped) + len(test_ds.skipped)
-        if len(train_ds) < 2 or len(test_ds) == 0:
-            log.warning("sports %s: %d train and %d test samples; not trained", group, len(train_ds), len(test_ds))
-            continue
-        trained = fit(train_ds, train_config, out_dir=out / "runs" / group, data_config=data_config)
-        pred = predict(trained.model, test_ds, train_config)["final"]
-        predictions.update({cid: float(p) for cid, p in zip(test_ds.clip_ids, pred, strict=True)})
-    # scores of the test samples that got a prediction, grouped by class
-    records = {r.clip_id: r for r in source.records()}
+    return train_config
+
+
+def _train_group(
+    source: WorkDirSource,
+    wanted: dict[str, list[str]],
+    train_config: TrainConfig,
+    data_config: DataConfig,
+    run_dir: Path,
+) -> tuple[dict[str, float], int]:
+    """Train one model on the ``wanted`` train samples (in ``run_dir``) and predict the test
+    ones; returns (clip id -> prediction, samples left out for lack of features)."""
+    train_ds, test_ds = train_test_datasets(
+        source, train_config.modalities, wanted["train"], wanted["test"], data_config
+    )
+    skipped = len(train_ds.skipped) + len(test_ds.skipped)
+    if len(train_ds) < 2 or len(test_ds) == 0:
+        log.warning("sports %s: %d train and %d test samples; not trained", run_dir.name, len(train_ds), len(test_ds))
+        return {}, skipped
+    trained = fit(train_ds, train_config, out_dir=run_dir, data_config=data_config)
+    pred = predict(trained.model, test_ds, train_config)["final"]
+    return {cid: float(p) for cid, p in zip(test_ds.clip_ids, pred, strict=True)}, skipped
+
+
+def _sports_scores(ids: dict[str, list[str]], records: dict, predictions: dict[str, float]) -> dict:
+    """SRC with the expert scores per class, over all test samples that got a prediction, and
+    the Fisher-z mean over classes."""
     tested = [c for c in ids["test"] if c in predictions]
+    classes = {}
     for cls in sorted({records[c].challenge for c in tested}):
         idx = [c for c in tested if records[c].challenge == cls]
-        results["classes"][cls] = {
+        classes[cls] = {
             "src": spearman([predictions[c] for c in idx], [records[c].score for c in idx]),
             "n_test": len(idx),
-            "n_train": sum(challenge.get(c) == cls for c in ids["train"]),
+            "n_train": sum(c in records and records[c].challenge == cls for c in ids["train"]),
         }
-    results["all"] = {
-        "src": spearman([predictions[c] for c in tested], [records[c].score for c in tested]),
-        "n_test": len(tested),
+    return {
+        "classes": classes,
+        "all": {
+            "src": spearman([predictions[c] for c in tested], [records[c].score for c in tested]),
+            "n_test": len(tested),
+        },
+        "mean_src_fisher_z": fisher_mean(r["src"] for r in classes.values()),
     }
-    results["mean_src_fisher_z"] = fisher_mean(r["src"] for r in results["classes"].values())
-    results["predictions"] = predictions
-    _write_results(results, out)
-    return results
 
 
 def markdown(results: dict) -> str:

@@ -22,6 +22,7 @@ value in ``[train]`` or on the command line wins.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -29,11 +30,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import IO, Any, NamedTuple
 
 import numpy as np
 
-from models.data import DataConfig, ViralityDataset
+from models.data import DataConfig, ViralityDataset, side_ids, track_split
+from models.fusion import STREAMS
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,7 @@ class TrainConfig:
     profile: str = "paper"  # paper | small-data (see PROFILES)
     # multimodal | psgcn | stgcn (skeleton) | rtcn | tcn | lstm (one stream); svr (vdv evaluate only)
     model: str = "multimodal"
-    modalities: tuple[str, ...] = ("skeletal", "holistic", "facial", "scenic")
+    modalities: tuple[str, ...] = STREAMS
     epochs: int = 30
     batch_size: int = 8  # paper section 5.1
     lr: float = 1e-4
@@ -195,6 +197,19 @@ class TrainResult:
     checkpoint: Path | None
 
 
+@dataclass
+class _Run:
+    """The moving parts of one training run, and where it stands."""
+
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    loss: Any  # models.losses.ViralityLoss
+    device: Any
+    epoch: int = 0  # the next epoch to train
+    step: int = 0  # optimizer steps taken
+
+
 def _make_loader(ds, config: TrainConfig, shuffle: bool, seed: int):
     import torch
     from torch.utils.data import DataLoader
@@ -223,22 +238,41 @@ def fit(
     """
     import torch
 
-    from models import load_checkpoint, save_checkpoint
+    from pipeline.progress import track  # a bar with a rate and time left, on a terminal only
 
     config = config.resolved()
     if not (config.mse or config.ranking):
         raise ValueError("every loss term is disabled (mse=False and ranking=False)")
-    device = pick_device(config.device)
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     dims = {m: train_ds.dims[m] for m in config.modalities}
     out = Path(out_dir) if out_dir is not None else None
     ckpt_path = out / "checkpoint.pt" if out else None
+    run = _start(config, dims, sections, ckpt_path if resume else None)
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+    history: list[dict] = []
+    with open(out / "train_log.jsonl", "a") if out else contextlib.nullcontext() as step_log:
+        for epoch in track(range(run.epoch, config.epochs), "train", unit="epoch"):
+            summary = _train_epoch(run, train_ds, config, epoch, step_log)
+            history.append(summary)
+            log.info("epoch %d: loss %.4f (%.1f clips/s)", epoch, summary["loss"], summary["clips_per_s"])
+            if ckpt_path is not None:
+                _save(ckpt_path, run, config, data_config or train_ds.config, dims)
+    return TrainResult(run.model, history, ckpt_path)
+
+
+def _start(config: TrainConfig, dims: dict[str, int], sections: dict | None, checkpoint: Path | None) -> _Run:
+    """A fresh model, optimizer, scheduler and loss, or those saved in ``checkpoint`` when it exists."""
+    import torch
+
+    from models import load_checkpoint
+
+    device = pick_device(config.device)
     state = None
-    if resume and ckpt_path is not None and ckpt_path.exists():
-        model, state = load_checkpoint(ckpt_path, device)
-        saved = state["train_config"]
-        now = json.loads(json.dumps(config.as_dict()))
+    if checkpoint is not None and checkpoint.exists():
+        model, state = load_checkpoint(checkpoint, device)
+        saved, now = state["train_config"], json.loads(json.dumps(config.as_dict()))
         if saved != now:
             log.warning(
                 "resuming with a config that differs from the checkpoint's: %s",
@@ -251,83 +285,93 @@ def fit(
     loss = make_loss(config)
     if loss.gradnorm is not None:
         loss.gradnorm.to(device)
-    start_epoch, step = 0, 0
+    run = _Run(model, optimizer, scheduler, loss, device)
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if loss.gradnorm is not None and state["gradnorm"]:
-            loss.gradnorm.load_state_dict(state["gradnorm"]["module"])
-            loss.gradnorm.optimizer.load_state_dict(state["gradnorm"]["optimizer"])
-        start_epoch, step = int(state["epoch"]), int(state["step"])
-        torch.set_rng_state(state["rng"])
-        log.info("resumed from %s at epoch %d", ckpt_path, start_epoch)
-    if out:
-        out.mkdir(parents=True, exist_ok=True)
-    log_fh = open(out / "train_log.jsonl", "a") if out else None  # noqa: SIM115 - closed below
-    history: list[dict] = []
-    try:
-        from pipeline.progress import track  # a bar with a rate and time left, on a terminal only
+        _restore(run, state)
+        log.info("resumed from %s at epoch %d", checkpoint, run.epoch)
+    return run
 
-        for epoch in track(range(start_epoch, config.epochs), "train", unit="epoch"):
-            model.train()
-            loader = _make_loader(train_ds, config, shuffle=True, seed=config.seed + epoch)
-            t0, losses, seen = time.perf_counter(), [], 0
-            for batch in loader:
-                if len(batch["score"]) < 2:
-                    continue  # a ranking loss and BatchNorm need two clips
-                target = batch["score"].to(device=device, dtype=torch.float32)
-                outputs = forward(model, batch, config, device)
-                multi = outputs.weights is not None
-                total, figures = loss.step_loss(
-                    outputs.final,
-                    target,
-                    outputs.streams if multi else None,
-                    outputs.stream_mask if multi else None,
-                    model.shared_parameters(),
-                )
-                optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                optimizer.step()
-                step += 1
-                seen += len(target)
-                losses.append(float(total.detach()))
-                a, b, c = (float(w) for w in loss.weights())
-                # GradNorm's (a, b, c) after this step's update, logged every step
-                record = {
-                    "epoch": epoch,
-                    "step": step,
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "weights": {"a": a, "b": b, "c": c},
-                    **figures,
-                }
-                if log_fh:
-                    log_fh.write(json.dumps(record) + "\n")
-                    log_fh.flush()
-            scheduler.step()
-            summary = {
-                "epoch": epoch,
-                "loss": float(np.mean(losses)) if losses else float("nan"),
-                "clips_per_s": seen / max(time.perf_counter() - t0, 1e-9),
-            }
-            history.append(summary)
-            log.info("epoch %d: loss %.4f (%.1f clips/s)", epoch, summary["loss"], summary["clips_per_s"])
-            if ckpt_path is not None:
-                save_checkpoint(
-                    ckpt_path,
-                    model,
-                    train_config=config.as_dict(),
-                    data_config=dataclasses.asdict(data_config or train_ds.config),
-                    dims=dims,
-                    optimizer=optimizer,
-                    scheduler=scheduler,
-                    gradnorm=loss.gradnorm,
-                    epoch=epoch + 1,
-                    step=step,
-                )
-    finally:
-        if log_fh:
-            log_fh.close()
-    return TrainResult(model, history, ckpt_path)
+
+def _restore(run: _Run, state: dict) -> None:
+    """Optimizer, scheduler, GradNorm and RNG states, epoch and step of a checkpoint."""
+    import torch
+
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    if run.loss.gradnorm is not None and state["gradnorm"]:
+        run.loss.gradnorm.load_state_dict(state["gradnorm"]["module"])
+        run.loss.gradnorm.optimizer.load_state_dict(state["gradnorm"]["optimizer"])
+    run.epoch, run.step = int(state["epoch"]), int(state["step"])
+    torch.set_rng_state(state["rng"])
+
+
+def _train_epoch(run: _Run, ds: ViralityDataset, config: TrainConfig, epoch: int, step_log: IO[str] | None) -> dict:
+    """One pass over ``ds`` in a fresh seeded order; returns the epoch's summary."""
+    run.model.train()
+    loader = _make_loader(ds, config, shuffle=True, seed=config.seed + epoch)
+    t0, losses, seen = time.perf_counter(), [], 0
+    for batch in loader:
+        if len(batch["score"]) < 2:
+            continue  # a ranking loss and BatchNorm need two clips
+        losses.append(_train_step(run, batch, config, epoch, step_log))
+        seen += len(batch["score"])
+    run.scheduler.step()
+    run.epoch = epoch + 1
+    return {
+        "epoch": epoch,
+        "loss": float(np.mean(losses)) if losses else float("nan"),
+        "clips_per_s": seen / max(time.perf_counter() - t0, 1e-9),
+    }
+
+
+def _train_step(run: _Run, batch: dict, config: TrainConfig, epoch: int, step_log: IO[str] | None) -> float:
+    """One optimizer step on ``batch`` (and GradNorm's weight update); logs it; returns the loss."""
+    import torch
+
+    target = batch["score"].to(device=run.device, dtype=torch.float32)
+    outputs = forward(run.model, batch, config, run.device)
+    multi = outputs.weights is not None
+    total, figures = run.loss.step_loss(
+        outputs.final,
+        target,
+        outputs.streams if multi else None,
+        outputs.stream_mask if multi else None,
+        run.model.shared_parameters(),
+    )
+    run.optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    run.optimizer.step()
+    run.step += 1
+    if step_log is not None:
+        a, b, c = (float(w) for w in run.loss.weights())
+        # GradNorm's (a, b, c) after this step's update, logged every step
+        record = {
+            "epoch": epoch,
+            "step": run.step,
+            "lr": run.optimizer.param_groups[0]["lr"],
+            "weights": {"a": a, "b": b, "c": c},
+            **figures,
+        }
+        step_log.write(json.dumps(record) + "\n")
+        step_log.flush()
+    return float(total.detach())
+
+
+def _save(path: Path, run: _Run, config: TrainConfig, data_config: DataConfig, dims: dict[str, int]) -> None:
+    from models import save_checkpoint
+
+    save_checkpoint(
+        path,
+        run.model,
+        train_config=config.as_dict(),
+        data_config=dataclasses.asdict(data_config),
+        dims=dims,
+        optimizer=run.optimizer,
+        scheduler=run.scheduler,
+        gradnorm=run.loss.gradnorm,
+        epoch=run.epoch,
+        step=run.step,
+    )
 
 
 def _config_from(cls, values: dict):
@@ -377,12 +421,6 @@ def predict(model, ds: ViralityDataset, config: TrainConfig, *, batch_size: int 
     }
 
 
-def split_records(ds_records, split: dict[str, str]) -> tuple[list[str], list[str]]:
-    train = [r.clip_id for r in ds_records if split.get(r.clip_id) == "train"]
-    test = [r.clip_id for r in ds_records if split.get(r.clip_id) == "test"]
-    return train, test
-
-
 def train_track(
     source,
     track: str,
@@ -398,11 +436,6 @@ def train_track(
 
     ``sections``: the run's TOML mapping, for the model's own sections (``[psgcn]``, ...)."""
     data_config = data_config or DataConfig()
-    from models.evaluate import track_splits
-
-    splits = track_splits(source)
-    if track not in splits:
-        raise ValueError(f"unknown track {track!r}; tracks: {sorted(splits)}")
-    train_ids = [c for c, s in splits[track].items() if s == "train"]
+    train_ids = side_ids(track_split(source, track), "train")
     ds = ViralityDataset(source, modalities or config.modalities, clip_ids=train_ids, config=data_config)
     return fit(ds, config, out_dir=out_dir, resume=resume, data_config=data_config, sections=sections)

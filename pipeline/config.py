@@ -15,6 +15,10 @@ whole: a section no stage reads (``[scren]``) and a value a stage refuses (``[ho
 the value before any work starts, whichever command reads the file. ``stage_config(cls, mapping,
 "screen")`` builds the dataclass and rejects unknown keys so that a typo is an error, not a
 silent default.
+
+The layers above the pipeline read sections of the same file (the models' ``[train]``,
+``[data]``, ``[psgcn]``, ...); they name them with :func:`register_sections`, and pipeline
+imports none of them. A section is known once its layer is imported (``import models``).
 """
 
 from __future__ import annotations
@@ -47,28 +51,51 @@ STAGE_SECTIONS: dict[str, str] = {
     "decode": "pipeline.extraction:DecodeConfig",
     "extract": "pipeline.extraction:ExtractConfig",
     "release": "pipeline.release:ReleaseConfig",
-    "train": "models.train:TrainConfig",
-    "data": "models.data:DataConfig",
-    "sports": "models.sports:SportsConfig",
 }
+
+# Sections of the layers above the pipeline (the models' [train], [data], [psgcn], ...): they
+# register them (register_sections), so that pipeline imports none of those layers.
+_registered: dict[str, type] = {}
+_pending: list[str] = []  # "module:attribute" of section mappings not imported yet
+
+
+def register_sections(sections: Mapping[str, type] | str) -> None:
+    """Let a layer above the pipeline name the sections it reads, each with its dataclass.
+
+    ``sections`` maps section -> dataclass, or is ``"module:attribute"`` naming such a mapping,
+    imported only when a file has a section no stage reads (``models`` registers its sections
+    this way, so torch is imported only for a file that has one). A stage's section cannot be
+    taken over.
+    """
+    if isinstance(sections, str):
+        if sections not in _pending:
+            _pending.append(sections)
+        return
+    taken = sorted(set(sections) & set(STAGE_SECTIONS))
+    if taken:
+        raise ValueError(f"sections {taken} belong to pipeline stages")
+    _registered.update(sections)
+
+
+def _registered_sections() -> dict[str, type]:
+    while _pending:
+        module, name = _pending[0].split(":")
+        register_sections(getattr(importlib.import_module(module), name))
+        _pending.pop(0)
+    return _registered
 
 
 def _section_class(section: str) -> type | None:
-    """The dataclass that reads ``[section]``: a stage's, or a model's (``[psgcn]``, ``[rtcn]``...)."""
+    """The dataclass that reads ``[section]``: a stage's, or a registered one (``[train]``, ``[psgcn]``...)."""
     target = STAGE_SECTIONS.get(section)
     if target is not None:
         module, name = target.split(":")
         return getattr(importlib.import_module(module), name)
-    # model sections are named by the model registry; torch is imported only for such a file
-    from models import CONFIGS
-
-    return CONFIGS.get(section)
+    return _registered.get(section) or _registered_sections().get(section)
 
 
 def known_sections() -> list[str]:
-    from models import CONFIGS
-
-    return sorted(set(STAGE_SECTIONS) | set(CONFIGS))
+    return sorted(set(STAGE_SECTIONS) | set(_registered_sections()))
 
 
 def check_config(config: Mapping[str, Any], source: str | Path | None = None) -> None:

@@ -4,8 +4,8 @@ Estimator interface
 -------------------
 A :class:`PoseEstimator` takes one upright RGB ``uint8`` image and returns the 33 BlazePose
 landmarks of the most prominent person as a ``(33, 3)`` array of (x, y, confidence) in pixels of
-that image, or ``None`` when it finds nobody. :func:`blazepose_to_mpii` turns those into the 16
-MPII joints. The default (and only) backend is mediapipe 0.10.21's legacy BlazePose
+that image, or ``None`` when it finds nobody. :func:`pipeline.skeleton.blazepose_to_mpii` turns
+those into the 16 MPII joints. The default (and only) backend is mediapipe 0.10.21's legacy BlazePose
 (``mp.solutions.pose``, ``model_complexity=1``: the "full" landmark model, which ships inside
 the wheel, so extraction works offline). The paper used AlphaPose and the design names mmpose's
 inferencer; mmpose (and its mmcv build) cannot be installed in this environment, so no adapter
@@ -15,34 +15,8 @@ be added beside :class:`BlazePose`.
 Confidence is BlazePose's landmark ``visibility``. The legacy solution leaves ``presence`` at 0
 for every landmark, so ``min(visibility, presence)`` would be 0 everywhere.
 
-BlazePose 33 -> MPII 16 (SPEC section 4 joint order)
-----------------------------------------------------
-=====  ============  =====================================================================
-MPII   joint         BlazePose landmarks
-=====  ============  =====================================================================
-0      r-ankle       28 right_ankle
-1      r-knee        26 right_knee
-2      r-hip         24 right_hip
-3      l-hip         23 left_hip
-4      l-knee        25 left_knee
-5      l-ankle       27 left_ankle
-6      pelvis        derived: mean(23, 24)
-7      thorax        derived: mean(11, 12), the shoulders' midpoint
-8      upper-neck    derived: midway between the mouth centre mean(9, 10) and the thorax
-9      head-top      derived: eye centre mean(2, 5) + 2 x (eye centre - mouth centre), i.e.
-                     extended from the mouth through the eyes by twice their distance (the
-                     crown sits about two eye-mouth distances above the eyes)
-10     r-wrist       16 right_wrist
-11     r-elbow       14 right_elbow
-12     r-shoulder    12 right_shoulder
-13     l-shoulder    11 left_shoulder
-14     l-elbow       13 left_elbow
-15     l-wrist       15 left_wrist
-=====  ============  =====================================================================
-
-A derived joint's confidence is the LOWEST confidence of the landmarks it is computed from
-(pelvis: 23, 24; thorax: 11, 12; upper neck: 9, 10, 11, 12; head top: 2, 5, 9, 10), so that the
-upper-body rule of SPEC section 2 cannot be passed on borrowed confidence.
+The 33 -> 16 mapping (which landmarks each MPII joint copies or is derived from, and the
+confidence a derived joint gets) is documented and defined in :mod:`pipeline.skeleton`.
 
 Feature rows
 ------------
@@ -74,59 +48,12 @@ from pipeline.config import section_config
 from pipeline.decode import DecodeParams, Sample, StreamInfo
 from pipeline.features import FeatureExtractor, FeatureSequence
 from pipeline.provenance import code_version, sha256_file
+from pipeline.skeleton import blazepose_to_mpii
 
 log = logging.getLogger(__name__)
 
-MPII_JOINTS: tuple[str, ...] = (
-    "r_ankle",
-    "r_knee",
-    "r_hip",
-    "l_hip",
-    "l_knee",
-    "l_ankle",
-    "pelvis",
-    "thorax",
-    "upper_neck",
-    "head_top",
-    "r_wrist",
-    "r_elbow",
-    "r_shoulder",
-    "l_shoulder",
-    "l_elbow",
-    "l_wrist",
-)
-MPII_INDEX = {name: i for i, name in enumerate(MPII_JOINTS)}
-
-# MPII joint -> the BlazePose landmark it copies (derived joints are computed below)
-_DIRECT = {0: 28, 1: 26, 2: 24, 3: 23, 4: 25, 5: 27, 10: 16, 11: 14, 12: 12, 13: 11, 14: 13, 15: 15}
-DERIVED_SOURCES: dict[int, tuple[int, ...]] = {6: (23, 24), 7: (11, 12), 8: (9, 10, 11, 12), 9: (2, 5, 9, 10)}
-"""MPII index -> BlazePose landmarks a derived joint is computed from (its confidence is their minimum)."""
-
-N_LANDMARKS = 33
 # the "full" landmark model that model_complexity=1 loads
 _MODEL_FILE = ("modules", "pose_landmark", "pose_landmark_full.tflite")
-
-
-def blazepose_to_mpii(landmarks: np.ndarray) -> np.ndarray:
-    """``(33, 3)`` BlazePose (x, y, confidence) -> ``(16, 3)`` MPII joints (see the module table)."""
-    lm = np.asarray(landmarks, dtype=np.float64)
-    if lm.shape != (N_LANDMARKS, 3):
-        raise ValueError(f"expected (33, 3) landmarks, got {lm.shape}")
-    out = np.zeros((16, 3), dtype=np.float64)
-    for mpii, blaze in _DIRECT.items():
-        out[mpii] = lm[blaze]
-    xy = lm[:, :2]
-    pelvis = xy[[23, 24]].mean(axis=0)
-    thorax = xy[[11, 12]].mean(axis=0)
-    mouth = xy[[9, 10]].mean(axis=0)
-    eyes = xy[[2, 5]].mean(axis=0)
-    out[6, :2] = pelvis
-    out[7, :2] = thorax
-    out[8, :2] = (mouth + thorax) / 2.0
-    out[9, :2] = eyes + 2.0 * (eyes - mouth)
-    for mpii, sources in DERIVED_SOURCES.items():
-        out[mpii, 2] = lm[list(sources), 2].min()
-    return out
 
 
 class PoseEstimator(Protocol):
@@ -259,7 +186,7 @@ class PoseExtractor(FeatureExtractor):
         if config.model_complexity != 1:
             raise ValueError("only model_complexity=1 (BlazePose full) ships in the mediapipe wheel")
         self.config = config
-        self.version = code_version("pipeline.pose", "pipeline.decode")
+        self.version = code_version("pipeline.pose", "pipeline.skeleton", "pipeline.decode")
         self.weights_sha256 = model_sha256()
         if device not in (None, "cpu"):
             log.warning("mediapipe BlazePose runs on the CPU; ignoring device %r", device)

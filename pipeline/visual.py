@@ -40,8 +40,9 @@ from pipeline.decode import DecodeParams, iter_samples
 from pipeline.errors import ClipError, Reason
 from pipeline.motion import MotionParams, PairMotion, composed_motion, pair_motion, prepare
 from pipeline.people import CountParams, Person, count_people, find_people
-from pipeline.pose import MPII_INDEX, BlazePose, blazepose_to_mpii
+from pipeline.pose import BlazePose
 from pipeline.rules import RuleResult
+from pipeline.skeleton import LIMBS, MPII_INDEX, blazepose_to_mpii
 
 log = logging.getLogger(__name__)
 
@@ -259,24 +260,6 @@ def apply_rules(analysis: VisualAnalysis, config: VisualConfig = VisualConfig())
 
 # -- contact sheet -----------------------------------------------------------------------------
 
-# MPII limbs drawn on thumbnails (the same limbs as models.graph.EDGES, by name)
-LIMBS: tuple[tuple[str, str], ...] = (
-    ("r_ankle", "r_knee"),
-    ("r_knee", "r_hip"),
-    ("r_hip", "pelvis"),
-    ("l_hip", "pelvis"),
-    ("l_hip", "l_knee"),
-    ("l_knee", "l_ankle"),
-    ("pelvis", "thorax"),
-    ("thorax", "upper_neck"),
-    ("upper_neck", "head_top"),
-    ("r_wrist", "r_elbow"),
-    ("r_elbow", "r_shoulder"),
-    ("r_shoulder", "thorax"),
-    ("l_shoulder", "thorax"),
-    ("l_shoulder", "l_elbow"),
-    ("l_elbow", "l_wrist"),
-)
 MAIN_COLOUR = (0, 255, 0)  # RGB: the main person (the one the upper-body rule reads)
 OTHER_COLOUR = (255, 0, 255)  # every other person found on the frame
 JOINT_RADIUS = 3

@@ -37,10 +37,10 @@ _RELEASES: dict[str, Path] = {}
 
 def real_skeletons() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Source name -> (pose rows (L, 48), valid (L,)): BlazePose on the real clips (pipeline.pose,
-    320 px) and the real keypoint files (models.data.load_keypoint_file)."""
+    320 px) and the real keypoint files (tests.support.keypoints.load_keypoint_file)."""
     if not _SKELETONS:
-        from models.data import load_keypoint_file
         from pipeline import pose
+        from tests.support.keypoints import load_keypoint_file
 
         extractor = pose.build_extractor({"max_side": 320})
         for name in POSE_CLIPS:
@@ -70,9 +70,9 @@ def build_release(root: Path) -> Path:
     key = str(root)
     if key in _RELEASES:
         return _RELEASES[key]
-    from models.data import ArrayShardWriter, write_stream
     from pipeline import tables, virality
     from pipeline.release import package_release
+    from tests.support.shards import ArrayShardWriter, write_stream
 
     work = root / "work"
     records = json.loads((SHARED / "metadata" / "tiktok_scraper_sample.json").read_text())

@@ -12,6 +12,8 @@ from models import data
 from pipeline import tables
 from pipeline.features import current_shards, read_features
 from tests import realdata
+from tests.support.keypoints import load_keypoint_file
+from tests.support.shards import write_stream
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 KEYPOINTS = SHARED / "keypoints"
@@ -46,17 +48,17 @@ def _scores(work: Path, rows: list[tuple[str, str, float]]) -> None:
 def work(tmp_path: Path) -> Path:
     """Two clips: real skeletons (tfjs keypoints), holistic everywhere, a face only in one."""
     rng = np.random.default_rng(0)
-    dance = data.load_keypoint_file(KEYPOINTS / "tfjs_pose_1.json")  # 120 frames
-    squats = data.load_keypoint_file(KEYPOINTS / "tfjs_pose_squats.full.json")  # 65 frames
+    dance = load_keypoint_file(KEYPOINTS / "tfjs_pose_1.json")  # 120 frames
+    squats = load_keypoint_file(KEYPOINTS / "tfjs_pose_squats.full.json")  # 65 frames
     a, b = "a" * 64, "b" * 64
     valid = np.ones(len(dance), bool)
     valid[10:20] = False  # no person found in these frames
-    data.write_stream(tmp_path, "skeletal", a, dance, valid)
-    data.write_stream(tmp_path, "skeletal", b, squats)
-    data.write_stream(tmp_path, "holistic", a, rng.normal(size=(120, 2048)))
-    data.write_stream(tmp_path, "holistic", b, rng.normal(size=(65, 2048)))
-    data.write_stream(tmp_path, "facial", a, rng.normal(size=(12, 512)), fps=3.0)
-    data.write_stream(tmp_path, "facial", b, np.zeros((7, 512)), np.zeros(7, bool), fps=3.0)  # never a face
+    write_stream(tmp_path, "skeletal", a, dance, valid)
+    write_stream(tmp_path, "skeletal", b, squats)
+    write_stream(tmp_path, "holistic", a, rng.normal(size=(120, 2048)))
+    write_stream(tmp_path, "holistic", b, rng.normal(size=(65, 2048)))
+    write_stream(tmp_path, "facial", a, rng.normal(size=(12, 512)), fps=3.0)
+    write_stream(tmp_path, "facial", b, np.zeros((7, 512)), np.zeros(7, bool), fps=3.0)  # never a face
     _scores(tmp_path, [(a, "c1", 0.25), (b, "c2", 0.75), ("c" * 64, "c1", 0.5)])
     return tmp_path
 
@@ -79,7 +81,7 @@ def test_uniform_sampling_and_padding() -> None:
 
 
 def test_skeleton_normalisation_on_real_keypoints() -> None:
-    rows = data.load_keypoint_file(KEYPOINTS / "tfjs_pose_squats.full.json")
+    rows = load_keypoint_file(KEYPOINTS / "tfjs_pose_squats.full.json")
     valid = np.ones(len(rows), bool)
     x, mask = data.skeleton_tensor(rows, valid, 32)
     assert x.shape == (3, 32, 16) and mask.all()
@@ -93,17 +95,6 @@ def test_skeleton_normalisation_on_real_keypoints() -> None:
     big[..., :2] *= 3.0
     x3, _ = data.skeleton_tensor(big.reshape(-1, 48), valid, 32)
     assert np.allclose(x, x3, atol=1e-4)
-
-
-def test_coco_mapping_derives_joints_with_lowest_confidence() -> None:
-    xy = np.zeros((1, 17, 2), np.float32)
-    xy[0, 5] = (10, 0)  # left shoulder
-    xy[0, 6] = (0, 0)  # right shoulder
-    conf = np.ones((1, 17), np.float32)
-    conf[0, 6] = 0.2
-    rows = data.coco17_to_mpii(xy, conf).reshape(16, 3)
-    assert rows[data.THORAX].tolist() == pytest.approx([5.0, 0.0, 0.2])
-    assert rows[12].tolist() == pytest.approx([0.0, 0.0, 0.2])  # r-shoulder
 
 
 def test_dataset_items_masks_and_absent_streams(work: Path) -> None:
@@ -152,14 +143,12 @@ def test_a_packaged_release_is_a_source(release: Path) -> None:
         np.testing.assert_array_equal(got_rows, rows)
         np.testing.assert_array_equal(got_valid, valid)
     # the stored splits are the ones used, and every track has at least 10 test clips
-    from models.evaluate import track_splits
-
-    tracks = track_splits(src)
+    tracks = data.track_splits(src)
     stored = pq.read_table(release / "splits" / "all.parquet").to_pylist()
     assert tracks["all"] == {r["clip_id"]: r["split"] for r in stored}
     assert set(tracks) == {"all", "challenge-lifting", "challenge-taichi"}
     assert all(sum(s == "test" for s in t.values()) >= 10 for t in tracks.values())
-    ds = data.SkeletalDataset(src, config=data.DataConfig(skeletal_frames=32))
+    ds = data.ViralityDataset(src, ("skeletal",), config=data.DataConfig(skeletal_frames=32))
     item = ds[0]
     assert item["skeletal"].shape == (3, 32, 16) and not item["skeletal_mask"][realdata.WINDOW :].any()
 

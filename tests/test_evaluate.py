@@ -11,7 +11,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from cli import main
-from models import data, evaluate, train
+from models import ablations, data, evaluate, train
 from tests import realdata
 from tests.test_train import make_work
 
@@ -24,20 +24,20 @@ def test_spearman() -> None:
 
 def test_ablation_switches() -> None:
     base = train.TrainConfig()
-    assert evaluate.ablation_config(base, "no_facial").modalities == ("skeletal", "holistic", "scenic")
-    assert evaluate.ablation_config(base, "average_fusion").fusion == "average"
-    assert evaluate.ablation_config(base, "no_downsampling").downsample is False
-    assert evaluate.ablation_config(base, "no_relational_pooling").relational_pooling is False
-    assert evaluate.ablation_config(base, "no_mse").mse is False
-    assert evaluate.ablation_config(base, "no_ranking").ranking is False
+    assert ablations.ablation_config(base, "no_facial").modalities == ("skeletal", "holistic", "scenic")
+    assert ablations.ablation_config(base, "average_fusion").fusion == "average"
+    assert ablations.ablation_config(base, "no_downsampling").downsample is False
+    assert ablations.ablation_config(base, "no_relational_pooling").relational_pooling is False
+    assert ablations.ablation_config(base, "no_mse").mse is False
+    assert ablations.ablation_config(base, "no_ranking").ranking is False
     with pytest.raises(ValueError, match="unknown ablation"):
-        evaluate.ablation_config(base, "no_music")
+        ablations.ablation_config(base, "no_music")
 
 
 def test_protocol_writes_json_and_markdown(tmp_path: Path) -> None:
     work = make_work(tmp_path / "work", n=16)
     src = data.open_source(work)
-    tracks = evaluate.track_splits(src)
+    tracks = data.track_splits(src)
     assert set(tracks) == {"all", "challenge-c0", "challenge-c1"}
     assert sum(s == "test" for s in tracks["all"].values()) == 3  # round(0.2 * 16)
     cfg = train.TrainConfig(model="psgcn", modalities=("skeletal",), epochs=1, device="cpu")
@@ -134,10 +134,14 @@ def test_the_svr_baseline_runs_per_track_from_vdv_evaluate(release: Path, tmp_pa
         assert isinstance(r["src"], float) and not r["constant"], track
     # the SVR is fitted on the train side only: refitting by hand on the same pooled features agrees
     src = data.open_source(release)
-    splits = evaluate.track_splits(src)["all"]
+    splits = data.track_splits(src)["all"]
     cfg = data.DataConfig(skeletal_frames=32)
-    train_ds = data.SkeletalDataset(src, clip_ids=[c for c, s in splits.items() if s == "train"], config=cfg)
-    test_ds = data.SkeletalDataset(src, clip_ids=[c for c, s in splits.items() if s == "test"], config=cfg)
+    train_ds = data.ViralityDataset(
+        src, ("skeletal",), clip_ids=[c for c, s in splits.items() if s == "train"], config=cfg
+    )
+    test_ds = data.ViralityDataset(
+        src, ("skeletal",), clip_ids=[c for c, s in splits.items() if s == "test"], config=cfg
+    )
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVR

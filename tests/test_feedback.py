@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from models import build_model, feedback
-from models.data import load_keypoint_file, skeleton_tensor
+from models.data import skeleton_tensor
 from tests import realdata
+from tests.support.keypoints import load_keypoint_file
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import DEMO, SCRAPER_SAMPLE, SHARED, SHARED_CLIPS
 
+import models  # noqa: F401 - registers the models' configuration sections ([psgcn], [train], ...)
 from cli import main
 from pipeline.config import ConfigError, load_config
 from pipeline.errors import InputError

@@ -51,7 +51,7 @@ def real_skeletons(t: int = 16) -> torch.Tensor:
     Coordinates are centred on the pelvis and scaled by the frame height (1280 px); the third
     channel is a confidence of 1 (the file carries depth, not confidence).
     """
-    from pipeline.pose import blazepose_to_mpii
+    from pipeline.skeleton import blazepose_to_mpii
 
     frames = np.asarray(json.loads(SQUATS.read_text()), dtype=np.float64)
     frames[:, :, 2] = 1.0

@@ -11,8 +11,9 @@ from support.video import write_clip
 
 from pipeline.config import ConfigError
 from pipeline.features import read_features
-from pipeline.pose import DERIVED_SOURCES, MPII_INDEX, blazepose_to_mpii, build_extractor, model_path, model_sha256
+from pipeline.pose import build_extractor, model_path, model_sha256
 from pipeline.provenance import sha256_file
+from pipeline.skeleton import DERIVED_SOURCES, MPII_INDEX, blazepose_to_mpii
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CLIPS = DATA / "clips"

@@ -13,6 +13,8 @@ import torch
 from models import data, train
 from pipeline import tables
 from tests import realdata
+from tests.support.keypoints import load_keypoint_file
+from tests.support.shards import write_stream
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 KEYPOINTS = SHARED / "keypoints"
@@ -31,18 +33,18 @@ def make_work(root: Path, n: int = 12, *, facial_every: int = 3, seed: int = 0) 
     """
     rng = np.random.default_rng(seed)
     seqs = [
-        data.load_keypoint_file(KEYPOINTS / "tfjs_pose_1.json"),
-        data.load_keypoint_file(KEYPOINTS / "tfjs_pose_squats.full.json"),
+        load_keypoint_file(KEYPOINTS / "tfjs_pose_1.json"),
+        load_keypoint_file(KEYPOINTS / "tfjs_pose_squats.full.json"),
     ]
     rows = []
     for i in range(n):
         cid = f"{i:02d}" * 32
         seq = seqs[i % 2]
         start = int(rng.integers(0, len(seq) - 40))
-        data.write_stream(root, "skeletal", cid, seq[start : start + 40])
-        data.write_stream(root, "holistic", cid, rng.normal(size=(40, 64)))
+        write_stream(root, "skeletal", cid, seq[start : start + 40])
+        write_stream(root, "holistic", cid, rng.normal(size=(40, 64)))
         has_face = i % facial_every != 0
-        data.write_stream(root, "facial", cid, rng.normal(size=(5, 32)) * has_face, np.full(5, has_face), fps=3.0)
+        write_stream(root, "facial", cid, rng.normal(size=(5, 32)) * has_face, np.full(5, has_face), fps=3.0)
         rows.append(
             {
                 "clip_id": cid,
@@ -68,7 +70,7 @@ def work(tmp_path_factory) -> Path:
 
 
 def test_psgcn_trains_logs_weights_and_checkpoints(work: Path, tmp_path: Path) -> None:
-    ds = data.SkeletalDataset(data.open_source(work), config=SMALL)
+    ds = data.ViralityDataset(data.open_source(work), ("skeletal",), config=SMALL)
     cfg = train.TrainConfig(model="psgcn", modalities=("skeletal",), epochs=2, device="cpu")
     result = train.fit(ds, cfg, out_dir=tmp_path)
     lines = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
@@ -85,7 +87,9 @@ def test_psgcn_trains_logs_weights_and_checkpoints(work: Path, tmp_path: Path) -
 
 
 def test_step_lr_halves_every_ten_epochs(work: Path, tmp_path: Path) -> None:
-    ds = data.SkeletalDataset(data.open_source(work), clip_ids=None, config=data.DataConfig(skeletal_frames=8))
+    ds = data.ViralityDataset(
+        data.open_source(work), ("skeletal",), clip_ids=None, config=data.DataConfig(skeletal_frames=8)
+    )
     cfg = train.TrainConfig(model="psgcn", modalities=("skeletal",), epochs=2, lr_step_epochs=1, device="cpu")
     train.fit(ds, cfg, out_dir=tmp_path)
     lrs = [json.loads(x)["lr"] for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
@@ -93,7 +97,7 @@ def test_step_lr_halves_every_ten_epochs(work: Path, tmp_path: Path) -> None:
 
 
 def test_resume_continues_from_the_checkpoint(work: Path, tmp_path: Path) -> None:
-    ds = data.SkeletalDataset(data.open_source(work), config=data.DataConfig(skeletal_frames=8))
+    ds = data.ViralityDataset(data.open_source(work), ("skeletal",), config=data.DataConfig(skeletal_frames=8))
     cfg = train.TrainConfig(model="psgcn", modalities=("skeletal",), epochs=1, device="cpu")
     train.fit(ds, cfg, out_dir=tmp_path)
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
@@ -136,7 +140,7 @@ def test_gradnorm_weights_move_when_gradient_scales_differ(work: Path, tmp_path:
 
 
 def test_loss_ablation_no_mse_fixes_its_weight_at_zero(work: Path, tmp_path: Path) -> None:
-    ds = data.SkeletalDataset(data.open_source(work), config=data.DataConfig(skeletal_frames=8))
+    ds = data.ViralityDataset(data.open_source(work), ("skeletal",), config=data.DataConfig(skeletal_frames=8))
     cfg = train.TrainConfig(model="psgcn", modalities=("skeletal",), epochs=1, mse=False, device="cpu")
     train.fit(ds, cfg, out_dir=tmp_path)
     log = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
@@ -155,7 +159,7 @@ def test_model_sections_are_trained_and_restored(work: Path, tmp_path: Path) -> 
     without the sections (the one checkpoint format: architecture + full model config)."""
     from models import load_checkpoint
 
-    ds = data.SkeletalDataset(data.open_source(work), config=data.DataConfig(skeletal_frames=8))
+    ds = data.ViralityDataset(data.open_source(work), ("skeletal",), config=data.DataConfig(skeletal_frames=8))
     sections = {"psgcn": {"channels": [8, 16, 24], "temporal_kernel": 3}}
     cfg = train.TrainConfig(model="psgcn", modalities=("skeletal",), epochs=1, device="cpu")
     result = train.fit(ds, cfg, out_dir=tmp_path, sections=sections)

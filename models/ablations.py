@@ -1,0 +1,43 @@
+"""The paper's ablations (Table 5, SPEC section 6) as switches of a training config.
+
+``no_downsampling`` (PSGCN without graph down-sampling), ``no_relational_pooling`` (RTCN
+without relational pooling), ``average_fusion`` (no modality attention), ``no_<stream>`` for
+each appearance stream, ``no_mse``, ``no_ranking``; ``full`` is the model as configured.
+
+The one list of them: :func:`models.evaluate.run_protocol` trains one model per ablation and
+``vdv evaluate --ablations`` names them in its help, so this module imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from models.train import TrainConfig
+
+# name -> the TrainConfig fields it changes; "drop" removes that stream from the modalities
+ABLATIONS: dict[str, dict] = {
+    "full": {},
+    "no_downsampling": {"downsample": False},
+    "no_relational_pooling": {"relational_pooling": False},
+    "average_fusion": {"fusion": "average"},
+    "no_holistic": {"drop": "holistic"},
+    "no_facial": {"drop": "facial"},
+    "no_scenic": {"drop": "scenic"},
+    "no_mse": {"mse": False},
+    "no_ranking": {"ranking": False},
+}
+
+
+def ablation_config(base: TrainConfig, name: str) -> TrainConfig:
+    """``base`` with ablation ``name`` switched on (see :data:`ABLATIONS`)."""
+    if name not in ABLATIONS:
+        raise ValueError(f"unknown ablation {name!r}; known: {list(ABLATIONS)}")
+    change = dict(ABLATIONS[name])
+    drop = change.pop("drop", None)
+    if drop is not None:
+        if drop not in base.modalities:
+            raise ValueError(f"ablation {name}: {drop} is not among the modalities {base.modalities}")
+        change["modalities"] = tuple(m for m in base.modalities if m != drop)
+    return dataclasses.replace(base, **change)

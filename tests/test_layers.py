@@ -1,0 +1,63 @@
+"""The import layering: pipeline imports no layer above it, the models need no extraction library,
+and the models' configuration sections reach pipeline.config by registration."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _loaded_after(statement: str, modules: tuple[str, ...]) -> list[str]:
+    code = f"import sys; {statement}; print(','.join(m for m in {modules!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    return [m for m in out.stdout.strip().split(",") if m]
+
+
+def test_the_models_import_neither_the_decoder_nor_the_pose_estimator():
+    # PyAV and mediapipe belong to extraction; training and evaluation never need them
+    assert _loaded_after("import models, models.train, models.evaluate, models.data", ("av", "mediapipe")) == []
+
+
+def test_the_pipeline_imports_no_layer_above_it():
+    # reading and checking a configuration file with a model section goes through the
+    # registration of the models package, not through an import of it by pipeline.config
+    statement = "from pipeline import config, skeleton; config.known_sections()"
+    assert _loaded_after(statement, ("models", "flows", "cli", "torch")) == []
+
+
+def test_no_pipeline_module_imports_models_flows_or_cli_even_lazily():
+    upward = []
+    for path in sorted((ROOT / "pipeline").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            upward += [f"{path.name}: {n}" for n in names if n.split(".")[0] in ("models", "flows", "cli")]
+    assert upward == []
+
+
+def test_model_sections_are_known_once_models_is_imported(tmp_path):
+    import models  # noqa: F401 - registers the sections
+    from pipeline.config import ConfigError, known_sections, load_config
+
+    assert {"train", "data", "sports", "psgcn", "multimodal", "screen"} <= set(known_sections())
+    path = tmp_path / "run.toml"
+    path.write_text("[train]\nepochs = 2\n[psgcn]\ndownsample = false\n")
+    assert load_config(path)["train"] == {"epochs": 2}
+    path.write_text("[train]\nepoch = 2\n")
+    with pytest.raises(ConfigError, match=r"\[train\] has unknown keys \['epoch'\]"):
+        load_config(path)
+
+
+def test_a_stage_section_cannot_be_registered_by_another_layer():
+    from pipeline.config import register_sections
+
+    with pytest.raises(ValueError, match="belong to pipeline stages"):
+        register_sections({"screen": object})
