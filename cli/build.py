@@ -13,6 +13,7 @@ import json
 import os
 import sys
 
+from cli.flows import load_flow, prefect_defaults
 from pipeline.extraction import MODALITIES
 
 
@@ -62,17 +63,6 @@ def _flow_options(parser: argparse.ArgumentParser) -> None:
         help="with a local Dask cluster: clips in flight per worker process, sharing its models (default: 1)",
     )
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
-
-
-def _prefect_defaults() -> None:
-    """Settings for Prefect's ephemeral mode, before Prefect is imported; an explicit setting wins.
-
-    Offline: the temporary server would otherwise try to send telemetry and log a failure on
-    every run where there is no network. Patient: on a busy machine the temporary server can
-    take longer than Prefect's 20 s to start.
-    """
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 
 def register(subparsers, parent: argparse.ArgumentParser) -> None:
@@ -142,13 +132,6 @@ def _add_reextract(subparsers, parent: argparse.ArgumentParser) -> None:
     p.set_defaults(func=_reextract)
 
 
-def _quiet_http() -> None:
-    """Prefect's client logs every API request at INFO through httpx; keep the run's own log readable."""
-    import logging
-
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-
-
 def _runner(args) -> dict:
     """The flow parameters that choose where the per-clip tasks run."""
     if args.workers is not None and args.workers < 1 or args.threads_per_worker < 1:
@@ -207,23 +190,13 @@ def _reextract(args) -> int:
     return _run_flow(args, "reextract", REEXTRACT_OPTIONS)
 
 
-def load_flow(name: str):
-    """The flow ``flows.<name>.<name>``, imported in Prefect's offline and patient ephemeral mode."""
-    import importlib
-
-    _prefect_defaults()  # before Prefect is imported
-    flow = getattr(importlib.import_module(f"flows.{name}"), name)
-    _quiet_http()
-    return flow
-
-
 def _run_flow(args, name: str, options: tuple[str, ...]) -> int:
     """Run the flow ``name`` with the runner and ``options`` of ``args``; print its report.
 
     Exit code 1 when a stage fails (its one-line error, then what the run reported before it) or
     another run holds the work directory (its one-line error).
     """
-    _prefect_defaults()  # set before anything the input checks import (load_flow sets them too)
+    prefect_defaults()  # set before anything the input checks import (load_flow sets them too)
     _check_inputs(args)
     flow = load_flow(name)
     from flows.build import BuildError

@@ -95,7 +95,7 @@ def _package(args) -> dict:
 
 def _release_flow(args) -> dict:
     """The release flow (packages and verifies, or fails)."""
-    from cli.build import load_flow
+    from cli.flows import load_flow
 
     release_flow = load_flow("release")
     return release_flow(

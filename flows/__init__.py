@@ -4,3 +4,7 @@
 without a server (Prefect's ephemeral mode) from ``vdv build`` / ``vdv reextract`` /
 ``vdv release``, or as deployments from ``prefect.yaml`` on a process work pool.
 """
+
+# the models' configuration sections ([train], [psgcn], ...) are known to every flow's
+# load_config, whether the flow was started by `vdv` or by a deployment's worker
+import models  # noqa: E402, F401

@@ -31,9 +31,7 @@ import pyarrow.parquet as pq
 from pipeline import tables
 from pipeline.decode import DecodeParams, Sample, StreamInfo, decode_pass
 from pipeline.errors import ClipError, Reason
-from pipeline.provenance import code_version, feature_identity
-
-UNTRAINED = "untrained"
+from pipeline.provenance import UNTRAINED, code_version, feature_identity
 
 
 @dataclass

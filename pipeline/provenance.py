@@ -20,6 +20,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+UNTRAINED = "untrained"
+"""The weights digest recorded by features from seeded random (``--untrained``) weights."""
+
 
 def _strip_docstrings(tree: ast.AST) -> ast.AST:
     """Remove the docstring (a leading string expression) of the module, every class and function."""

@@ -49,6 +49,7 @@ PIXEL_RULE_MODULES = (
     "pipeline.people",
     "pipeline.motion",
     "pipeline.pose",
+    "pipeline.skeleton",
     "pipeline.decode",
 )
 """The code the pixel rules' results depend on (part of their identity)."""

@@ -26,8 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import WeightsError
-from pipeline.features import UNTRAINED
-from pipeline.provenance import sha256_file
+from pipeline.provenance import UNTRAINED, sha256_file
 from pipeline.weights.registry import ModelSpec, get_spec
 
 log = logging.getLogger(__name__)
