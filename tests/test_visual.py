@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import ConfigError
+from pipeline.config import ConfigError, stage_config
 from pipeline.errors import Reason
 from pipeline.visual import (
     VisualConfig,
@@ -22,7 +22,6 @@ from pipeline.visual import (
     sample_frames,
     sample_params,
     screen_visual,
-    visual_config,
 )
 
 CLIPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clips"
@@ -121,9 +120,9 @@ def test_bad_file_is_a_failing_result_not_a_crash(tmp_path):
 
 
 def test_config_section():
-    config = visual_config({"visual": {"fps": 2.0, "upper_body_joints": ["head_top", "l_hip"]}})
+    config = stage_config(VisualConfig, {"visual": {"fps": 2.0, "upper_body_joints": ["head_top", "l_hip"]}}, "visual")
     assert config.fps == 2.0 and config.upper_body_joints == ("head_top", "l_hip")
     with pytest.raises(ConfigError, match="max_frame"):
-        visual_config({"visual": {"max_frame": 3}})
+        stage_config(VisualConfig, {"visual": {"max_frame": 3}}, "visual")
     with pytest.raises(ValueError, match="unknown MPII"):
         VisualConfig(upper_body_joints=("neck",))
