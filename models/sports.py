@@ -50,7 +50,7 @@ from models.evaluate import spearman
 from models.fusion import STREAMS as ALL_STREAMS
 from models.train import TrainConfig, fit, predict
 from pipeline import tables
-from pipeline.errors import ClipError, Reason
+from pipeline.errors import ClipError, Reason, rejection_row
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,9 @@ def read_split(
         key = (int(round(cls)), int(round(num)))
         if key in seen:
             if seen[key] != float(score):
-                problems.append(_problem(*key, "conflicting_duplicate", f"score {score} after {seen[key]}; first kept"))
+                problems.append(
+                    _problem(*key, Reason.CONFLICTING_DUPLICATE.value, f"score {score} after {seen[key]}; first kept")
+                )
             continue
         seen[key] = float(score)
         found = _sample(root, split, *key, float(score), config)
@@ -145,7 +147,7 @@ def _sample(
 ) -> SportsSample | dict:
     """The sample of one split row, or the problem that keeps it out (unknown class, no frames)."""
     if not 1 <= class_index <= len(config.classes):
-        return _problem(class_index, sample, "unknown_class", f"class index {class_index}")
+        return _problem(class_index, sample, Reason.UNKNOWN_CLASS.value, f"class index {class_index}")
     name = config.classes[class_index - 1]
     frames = Path(root) / "Seven" / f"{name}-out" / f"{sample:03d}"
     if not frames.is_dir() or not any(frames.glob("img_*.jpg")):
@@ -243,15 +245,8 @@ def prepare_aqa7(root: str | Path, work: str | Path, extractors: dict, config: S
 def _rejection(
     video_id: str, reason: str, message: str, *, clip_id: str | None = None, path: str | None = None
 ) -> dict:
-    """A row of the rejections table (:data:`pipeline.tables.REJECTIONS`) of the sports stage."""
-    return {
-        "stage": "sports",
-        "clip_id": clip_id,
-        "video_id": video_id,
-        "path": path,
-        "reason": reason,
-        "message": message,
-    }
+    """A row of the rejections table of the sports stage (``reason``: a :class:`Reason` value)."""
+    return rejection_row("sports", Reason(reason), message, clip_id=clip_id, video_id=video_id, path=path)
 
 
 def _sample_rejection(s: SportsSample, reason: str, message: str) -> dict:

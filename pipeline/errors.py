@@ -39,6 +39,9 @@ class Reason(StrEnum):
     NO_SCALE = "no_scale"  # scored on a stored scale that lacks the clip's challenge
     # extraction
     EXTRACT_FAILED = "extract_failed"
+    # the sports benchmark's (AQA-7) split files
+    CONFLICTING_DUPLICATE = "conflicting_duplicate"  # a sample listed twice with different scores
+    UNKNOWN_CLASS = "unknown_class"  # a class index the benchmark does not define
     WORKER_DIED = "worker_died"  # the process working on the clip died twice, on two workers
 
 
