@@ -64,8 +64,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.support.keypoints import load_keypoint_file  # noqa: E402
 from models.data import normalize_skeleton  # noqa: E402
+from tests.support.keypoints import load_keypoint_file  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 

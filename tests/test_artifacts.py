@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from support.prefect_server import free_port, kill_group, server_env, start_server
 
 from flows import artifacts
+from tests.support.prefect_server import free_port, kill_group, server_env, start_server
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFECT = str(Path(sys.executable).with_name("prefect"))

@@ -20,10 +20,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from conftest import write_sample_run
-from support.runs import sample_clips, small_config
 
 from pipeline import release, tables
 from pipeline.provenance import sha256_file
+from tests.support.runs import sample_clips, small_config
 
 pytestmark = pytest.mark.slow
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 from conftest import write_sample_run
-from support.runs import SAMPLE_CLIPS, small_config
 
 from pipeline import release, tables
 from pipeline.features import current_shards
+from tests.support.runs import SAMPLE_CLIPS, small_config
 
 pytestmark = pytest.mark.slow
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from support.video import write_clip
 
 from pipeline.decode import DecodeParams, decode_pass, grid_times, iter_samples, stream_info
 from pipeline.errors import ClipError, Reason
+from tests.support.video import write_clip
 
 CLIPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clips"
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 from conftest import write_sample_run
-from support.prefect_server import api, free_port, kill_group, server_env, start_server
-from support.runs import sample_clips, small_config
 
 from pipeline import release
+from tests.support.prefect_server import api, free_port, kill_group, server_env, start_server
+from tests.support.runs import sample_clips, small_config
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 

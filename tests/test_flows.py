@@ -20,7 +20,6 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.pop("PREFECT_API_URL", None)
 
 from conftest import write_sample_run  # noqa: E402
-from support.runs import sample_clips, small_config
 
 from flows import tasks  # noqa: E402
 from flows.build import build, make_task_runner  # noqa: E402
@@ -28,6 +27,7 @@ from flows.reextract import reextract  # noqa: E402
 from pipeline import extraction, release, tables  # noqa: E402
 from pipeline.features import current_shards  # noqa: E402
 from pipeline.provenance import sha256_file  # noqa: E402
+from tests.support.runs import sample_clips, small_config
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 # three short real clips: two static single-person clips (Kinetics) and the rendered dancer

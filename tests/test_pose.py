@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support.video import write_clip
 
 from pipeline.config import ConfigError
 from pipeline.features import read_features
 from pipeline.pose import build_extractor, model_path, model_sha256
 from pipeline.provenance import sha256_file
 from pipeline.skeleton import DERIVED_SOURCES, MPII_INDEX, blazepose_to_mpii
+from tests.support.video import write_clip
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CLIPS = DATA / "clips"

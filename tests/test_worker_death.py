@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 from conftest import write_sample_run
-from support.runs import sample_clips, small_config
 
 from pipeline import tables
 from pipeline.features import current_shards
+from tests.support.runs import sample_clips, small_config
 
 pytestmark = pytest.mark.slow
 
