@@ -59,15 +59,16 @@ class VisualConfig:
     max_side: int = 640  # frames are shrunk to this longer side before analysis
     time_budget_s: float | None = 120.0  # decoding budget per clip
     # people counting (pipeline.people)
-    max_people: int = 4
-    min_landmarks: int = 8  # confident in-frame BlazePose landmarks that make a detection a person
-    landmark_visibility: float = 0.5
-    box_margin: float = 0.1
-    tiles: int = 2  # tile grid searched for small people (0 disables)
-    tile_size: float = 0.6
-    tile_mean_visibility: float = 0.85
-    max_masked_share: float = 0.4
-    min_relative_height: float = 0.4  # shorter people (spectators, far figures) are not counted
+    # (the defaults are CountParams'; pipeline.people documents each)
+    max_people: int = CountParams.max_people
+    min_landmarks: int = CountParams.min_landmarks  # confident in-frame landmarks that make a person
+    landmark_visibility: float = CountParams.landmark_visibility
+    box_margin: float = CountParams.box_margin
+    tiles: int = CountParams.tiles  # tile grid searched for small people (0 disables)
+    tile_size: float = CountParams.tile_size
+    tile_mean_visibility: float = CountParams.tile_mean_visibility
+    max_masked_share: float = CountParams.max_masked_share
+    min_relative_height: float = CountParams.min_relative_height  # spectators, far figures are not counted
     # one dancer
     min_person_share: float = 0.5  # share of sampled frames that must show a person
     multi_person_share: float = 0.25  # share of frames with 2+ people that rejects the clip
