@@ -90,6 +90,15 @@ class StreamInfo:
     fps: float | None  # the container's average frame rate; None when it declares none
 
 
+def claimed_duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float | None:
+    """Seconds the container claims for ``stream``: the stream's own duration, else the file's."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000  # av.time_base
+    return None
+
+
 def clockwise_rotation(frame: av.VideoFrame) -> int:
     """Degrees clockwise that make ``frame`` upright (0, 90, 180 or 270).
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import av
 
-from pipeline.decode import clockwise_rotation
+from pipeline.decode import claimed_duration, clockwise_rotation
 from pipeline.errors import ClipError, Reason
 
 log = logging.getLogger(__name__)
@@ -47,14 +47,6 @@ class ProbeResult:
 
     def as_row(self) -> dict:
         return asdict(self)
-
-
-def _claimed_duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float | None:
-    if stream.duration is not None and stream.time_base is not None:
-        return float(stream.duration * stream.time_base)
-    if container.duration is not None:
-        return container.duration / 1_000_000  # av.time_base
-    return None
 
 
 def _looks_like_mp4(path: str | Path) -> bool:
@@ -181,7 +173,7 @@ def probe(
         stream = container.streams.video[0]
         codec = stream.codec_context
         tb = stream.time_base
-        claimed = _claimed_duration(container, stream)
+        claimed = claimed_duration(container, stream)
         audio = container.streams.audio
         rate = float(stream.average_rate) if stream.average_rate else 0.0
         start = float(stream.start_time * tb) if stream.start_time is not None and tb is not None else 0.0

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.decode import DecodeParams, iter_samples
+from pipeline.decode import DecodeParams, claimed_duration, iter_samples
 from pipeline.errors import ClipError, Reason
 from pipeline.motion import MotionParams, PairMotion, composed_motion, pair_motion, prepare
 from pipeline.people import CountParams, Person, count_people, find_people
@@ -402,14 +402,9 @@ def _duration(path: str | Path) -> float | None:
 
     try:
         with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            if stream.duration is not None and stream.time_base is not None:
-                return float(stream.duration * stream.time_base)
-            if container.duration is not None:
-                return container.duration / 1_000_000
+            return claimed_duration(container, container.streams.video[0])
     except (av.error.FFmpegError, OSError, IndexError):
         return None  # iter_samples reports why the file is bad
-    return None
 
 
 def sample_params(
