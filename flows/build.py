@@ -260,6 +260,27 @@ def _as_completed(futures: Mapping, desc: str, *, unit: str):
             bar.update()
 
 
+def probe_clips(runner, raw_dir: str, config: Mapping[str, Any]) -> dict[str, dict]:
+    """Each clip file hashed and probed by a task on ``runner``: ``{path: probe_file result}``.
+
+    A file whose worker died is left out; ingest then probes it in this process.
+    """
+    from pipeline.probe import close_idle_workers
+
+    futures = {runner.submit(tasks.probe_clip, path, dict(config)): path for path in tasks.clip_files(raw_dir, config)}
+    probed: dict[str, dict] = {}
+    try:
+        for future, path in _as_completed(futures, "probe", unit="clip"):
+            try:
+                probed[path] = future.result()
+            except Exception as err:  # noqa: BLE001 - only a dead worker is tolerated
+                if not _is_worker_death(err):
+                    raise
+    finally:
+        close_idle_workers()  # the ones a thread pool used in this process
+    return probed
+
+
 def run_rule_stages(
     runner,
     raw_dir: str,
@@ -271,7 +292,9 @@ def run_rule_stages(
 ) -> dict:
     """ingest, the pixel rules mapped over clips, screen, score; the report's entries."""
     t0 = time.monotonic()
-    report = {"ingest": tasks.ingest(raw_dir, work, config, pairing, crawl_time)}
+    probed = probe_clips(runner, raw_dir, config)
+    report = {"ingest": tasks.ingest(raw_dir, work, config, pairing, crawl_time, probed)}
+    report["ingest"]["probed_by"] = sorted({found["worker"] for found in probed.values()})
     t1 = time.monotonic()
     todo = tasks.pixel_rule_clips(work, config)
     futures = {

@@ -61,17 +61,42 @@ def kept_clips(work: str | Path) -> list[dict]:
 # -- rule stages ----------------------------------------------------------------------------------
 
 
+def clip_files(raw_dir: str, config: Mapping[str, Any]) -> list[str]:
+    """The clip files that ingest probes (``pipeline.ingest.clip_files``)."""
+    from pipeline import ingest as stage
+    from pipeline.config import stage_config
+
+    return [str(p) for p in stage.clip_files(raw_dir, stage_config(stage.IngestConfig, dict(config), "ingest"))]
+
+
+@task(name="probe-clip", tags=["probe"])
+def probe_clip(path: str, config: Mapping[str, Any]) -> dict:
+    """One clip file's content id and probe (``pipeline.ingest.probe_file``), on any worker."""
+    from pipeline import ingest as stage
+    from pipeline.config import stage_config
+
+    return stage.probe_file(path, stage_config(stage.IngestConfig, dict(config), "ingest"))
+
+
 @task(name="ingest", retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io)
 def ingest(
-    raw_dir: str, work: str, config: Mapping[str, Any], pairing: str | None = None, crawl_time: str | None = None
+    raw_dir: str,
+    work: str,
+    config: Mapping[str, Any],
+    pairing: str | None = None,
+    crawl_time: str | None = None,
+    probed: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict:
-    """``pipeline.ingest.prepare_clips`` on ``raw_dir``, writing ``clips`` and its rejections."""
+    """``pipeline.ingest.prepare_clips`` on ``raw_dir``, writing ``clips`` and its rejections;
+    ``probed``: the files already probed by ``probe_clip`` tasks, by path."""
     from pipeline import ingest as stage
     from pipeline.config import stage_config
 
     cfg = stage_config(stage.IngestConfig, dict(config), "ingest")
     pairs = stage.read_pairing(pairing) if pairing else None
-    result = stage.prepare_clips(raw_dir, config=cfg, pairing=pairs, crawl_time=crawl_time, output_dir=work)
+    result = stage.prepare_clips(
+        raw_dir, config=cfg, pairing=pairs, crawl_time=crawl_time, output_dir=work, probed=probed
+    )
     summary = {"clips": len(result.clips), "rejected": len(result.rejections), "reasons": result.reasons()}
     summary["metadata_problems"] = result.metadata_problems()  # files or records that did not parse
     _log().info(

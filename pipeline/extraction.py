@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -40,7 +38,7 @@ from pipeline.config import section_config
 from pipeline.decode import decode_pass
 from pipeline.errors import ClipError, Reason, rejection_row
 from pipeline.features import FeatureExtractor
-from pipeline.runtime import configure_threads
+from pipeline.runtime import configure_threads, worker_name
 
 log = logging.getLogger(__name__)
 
@@ -135,10 +133,6 @@ class ItemResult:
             video_id=self.video_id,
             path=self.path,
         )
-
-
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 _CACHE: dict[tuple, dict[str, FeatureExtractor]] = {}

@@ -28,9 +28,11 @@ import csv
 import functools
 import logging
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from pipeline import tables
 from pipeline.errors import ClipError, InputError, Reason, rejection_row
@@ -43,8 +45,9 @@ from pipeline.metadata import (
     parse_time,
     read_metadata_file,
 )
-from pipeline.probe import MIN_DECODABLE_RATIO, ProbeResult, ProbeWorker
+from pipeline.probe import MIN_DECODABLE_RATIO, ProbeResult, ProbeWorker, borrowed_worker
 from pipeline.provenance import sha256_file
+from pipeline.runtime import worker_name
 from pipeline.signature import DURATION_TOLERANCE_S, DURATION_TOLERANCE_SHARE, Signature, near_duplicate
 
 log = logging.getLogger(__name__)
@@ -227,11 +230,14 @@ def prepare_clips(
     pairing: dict[str, Pairing] | None = None,
     crawl_time: datetime | str | None = None,
     output_dir: str | Path | None = None,
+    probed: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> IngestResult:
     """Build the clip manifest of ``raw_dir``; write the tables only when ``output_dir`` is given.
 
     ``crawl_time`` (the ``--crawl-time`` option) wins over ``config.crawl_time``; both apply only
-    to records without their own crawl time column.
+    to records without their own crawl time column. ``probed`` maps a file's path to what
+    :func:`probe_file` found, computed elsewhere (the flows map it over clips on their workers);
+    the other files are hashed and probed here.
     """
     raw_dir = Path(raw_dir).resolve()
     clips_dir = raw_dir / "clips"
@@ -246,7 +252,7 @@ def prepare_clips(
     for name in sorted(set(pairing) - {p.name for p in files}):
         log.warning("pairing names %s, which is not in %s", name, clips_dir)
     used: dict[str, str] = {}  # video id -> file name that claimed its record
-    candidates = _probe_files(files, pairing, records, used, config, result.rejections)
+    candidates = _probe_files(files, pairing, records, used, config, result.rejections, probed or {})
     result.clips = [_clip_row(*c) for c in _unique_content(candidates, result.rejections)]
     result.clips.sort(key=lambda row: row["path"])
 
@@ -263,14 +269,22 @@ def prepare_clips(
     return result
 
 
-def _probe_files(files, pairing, records, used, config, rejections: list[dict]) -> list[tuple]:
-    """``(path, clip_id, record, probe)`` of each acceptable file; the others' rows go to ``rejections``."""
+def _probe_files(files, pairing, records, used, config, rejections: list[dict], known) -> list[tuple]:
+    """``(path, clip_id, record, probe)`` of each acceptable file; the others' rows go to ``rejections``.
+
+    ``known``: :func:`probe_file` results by path, used instead of hashing and probing again.
+    """
     suffixes = {s.lower() for s in config.video_suffixes}
     candidates: list[tuple[Path, str, MetadataRecord, ProbeResult]] = []
     probed: dict[str, ProbeResult | ClipError] = {}  # same bytes are probed once
+    hashes: dict[str, str] = {}
+    for found in known.values():
+        if found.get("clip_id"):
+            hashes[found["path"]] = found["clip_id"]
+            probed[found["clip_id"]] = _outcome(found)
     with ProbeWorker(config.probe_budget_s, config.min_decodable_ratio) as worker:
         for i, path in enumerate(files, start=1):
-            outcome = _ingest_one(path, suffixes, pairing, records, used, probed, worker, config)
+            outcome = _ingest_one(path, suffixes, pairing, records, used, probed, worker, config, hashes)
             if isinstance(outcome, dict):
                 rejections.append(outcome)
                 log.info(
@@ -368,7 +382,7 @@ def near_duplicates(candidates: list[tuple]) -> list[tuple[tuple, tuple, float]]
     return found
 
 
-def _ingest_one(path, suffixes, pairing, records, used, probed, worker, config):
+def _ingest_one(path, suffixes, pairing, records, used, probed, worker, config, hashes):
     """One clip file -> (path, clip_id, record, probe) or a rejection row."""
     if path.suffix.lower() not in suffixes:
         return rejection_row(
@@ -380,7 +394,7 @@ def _ingest_one(path, suffixes, pairing, records, used, probed, worker, config):
     paired = pairing.get(path.name)
     video_id = paired.video_id if paired else path.stem
     try:
-        clip_id = sha256_file(path)
+        clip_id = hashes.get(str(path)) or sha256_file(path)
     except OSError as err:
         return rejection_row(
             STAGE, Reason.UNREADABLE, f"cannot read {path.name}: {err}", video_id=video_id, path=str(path)
@@ -409,6 +423,43 @@ def _ingest_one(path, suffixes, pairing, records, used, probed, worker, config):
     if isinstance(outcome, ClipError):
         return reject(outcome.reason, outcome.message)
     return path, clip_id, record, outcome
+
+
+def clip_files(raw_dir: str | Path, config: IngestConfig = IngestConfig()) -> list[Path]:
+    """The files of ``RAW_DIR/clips`` with a video suffix: what :func:`prepare_clips` probes."""
+    clips_dir = Path(raw_dir).resolve() / "clips"
+    suffixes = {s.lower() for s in config.video_suffixes}
+    if not clips_dir.is_dir():
+        return []
+    return sorted(
+        p for p in clips_dir.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in suffixes
+    )
+
+
+def probe_file(path: str | Path, config: IngestConfig = IngestConfig()) -> dict[str, Any]:
+    """One clip file's content id and probe, as plain values that travel from any worker.
+
+    ``{"path", "clip_id", "probe" (ProbeResult or None), "reason", "message", "worker"}``; a file
+    that cannot be read has no clip id, a bad video a reason and a message. Probes run in this
+    process's probe workers (:func:`pipeline.probe.borrowed_worker`), within the budget.
+    """
+    found: dict[str, Any] = {"path": str(path), "clip_id": None, "probe": None, "reason": None, "message": None}
+    found["worker"] = worker_name()
+    try:
+        found["clip_id"] = sha256_file(path)
+        with borrowed_worker(config.probe_budget_s, config.min_decodable_ratio) as worker:
+            found["probe"] = worker.probe(path, found["clip_id"])
+    except OSError:
+        found["clip_id"] = None  # prepare_clips reads the file again and records why it cannot
+    except ClipError as err:
+        found["reason"], found["message"] = err.reason.value, err.message
+    return found
+
+
+def _outcome(found: Mapping[str, Any]) -> ProbeResult | ClipError:
+    if found.get("probe") is not None:
+        return found["probe"]
+    return ClipError(found["clip_id"], Reason(found["reason"]), found["message"])
 
 
 def write_ingest(result: IngestResult, work: str | Path) -> tuple[Path, Path]:

@@ -13,8 +13,10 @@ spins, a file that blocks on read) is rejected as ``DECODE_TIMEOUT`` and the run
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -370,3 +372,37 @@ class ProbeWorker:
         if reply[0] == "ok":
             return reply[1]
         raise ClipError(clip_id, Reason(reply[1]), reply[2])
+
+
+# -- probe workers shared by the tasks of one process ------------------------------------------------
+
+_IDLE: dict[tuple[float, float], list[ProbeWorker]] = {}
+_IDLE_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def borrowed_worker(budget_s: float, min_decodable_ratio: float = MIN_DECODABLE_RATIO):
+    """A :class:`ProbeWorker` of this process for one probe, returned to the idle ones after.
+
+    Tasks that probe one clip each (a thread pool, process-pool or Dask workers) so reuse a few
+    child processes instead of starting one per clip; :func:`close_idle_workers` stops them.
+    """
+    key = (float(budget_s), float(min_decodable_ratio))
+    with _IDLE_LOCK:
+        idle = _IDLE.setdefault(key, [])
+        worker = idle.pop() if idle else None
+    worker = worker or ProbeWorker(budget_s, min_decodable_ratio)
+    try:
+        yield worker
+    finally:
+        with _IDLE_LOCK:
+            _IDLE.setdefault(key, []).append(worker)
+
+
+def close_idle_workers() -> None:
+    """Stop this process's idle probe workers (each a child process)."""
+    with _IDLE_LOCK:
+        workers = [w for idle in _IDLE.values() for w in idle]
+        _IDLE.clear()
+    for worker in workers:
+        worker.close()

@@ -128,3 +128,10 @@ def autocast(device: str, precision: str):
     if precision != "bfloat16":
         return contextlib.nullcontext()
     return torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16)
+
+
+def worker_name() -> str:
+    """``host:pid`` of this process, as the build report names the worker of each item."""
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"

@@ -47,6 +47,7 @@ def test_build_on_a_local_dask_cluster_of_two_processes(tmp_path):
     workers = {i["worker"] for i in report["items"]}
     assert str(report["pid"]) not in {w.split(":")[1] for w in workers}  # ran on worker processes
     assert sorted(report["workers"]) == sorted(workers)  # every worker was checked before mapping
+    assert report["ingest"]["probed_by"] == sorted(workers)  # both workers probed some of the clips
     pose_workers = {i["worker"] for i in report["items"] if i["modality"] == "pose" and i["status"] == "computed"}
     assert len(pose_workers) == 2, report["items"]  # both workers computed some of pose's clips
     for modality in ("pose", "scenic"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from datetime import UTC, datetime
 
 import pytest
@@ -185,3 +186,29 @@ def test_demo_pairing_pairs_every_shared_clip_with_a_distinct_real_record():
     video_ids = [r["video_id"] for r in rows]
     assert len(set(video_ids)) == len(video_ids) and set(video_ids) <= sample_ids
     assert len({r["challenge"] for r in rows}) >= 2 and all(r["challenge"] for r in rows)
+
+
+def test_probes_made_elsewhere_give_the_same_manifest_and_are_not_repeated(messy_raw, monkeypatch):
+    from pipeline import ingest, probe
+
+    alone = prepare_clips(messy_raw)
+    files = ingest.clip_files(messy_raw)
+    assert [p.name for p in files] == sorted(
+        ["tachi.mp4", "lift.mp4", "lift_reupload.mp4", "cut.mp4", "empty.mp4", "text.mp4", "orphan.mp4"]
+        + ["negative.mp4", "future.mp4", "nocount.mp4"]
+    )  # readme.txt is no video: ingest rejects it without probing
+    try:
+        probed = {str(p): ingest.probe_file(p) for p in files}  # what the flows' probe tasks return
+    finally:
+        probe.close_idle_workers()
+    assert probed[str(files[0])]["worker"].endswith(f":{os.getpid()}")
+    assert {f["reason"] for f in probed.values()} == {None, "truncated", "not_a_video"}
+
+    def no_probe(*args, **kwargs):
+        raise AssertionError("prepare_clips probed a file that was probed already")
+
+    monkeypatch.setattr(probe.ProbeWorker, "probe", no_probe)
+    monkeypatch.setattr(ingest, "sha256_file", no_probe)
+    again = prepare_clips(messy_raw, probed=probed)
+    assert again.clips == alone.clips
+    assert again.rejections == alone.rejections
