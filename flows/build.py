@@ -267,7 +267,10 @@ def probe_clips(runner, raw_dir: str, config: Mapping[str, Any]) -> dict[str, di
     """
     from pipeline.probe import close_idle_workers
 
-    futures = {runner.submit(tasks.probe_clip, path, dict(config)): path for path in tasks.clip_files(raw_dir, config)}
+    futures = {
+        runner.submit(tasks.probe_clip, {"path": path, "config": dict(config)}): path
+        for path in tasks.clip_files(raw_dir, config)
+    }
     probed: dict[str, dict] = {}
     try:
         for future, path in _as_completed(futures, "probe", unit="clip"):
