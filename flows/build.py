@@ -193,11 +193,13 @@ def run_extraction(
     workers = check_workers(runner, plan) if clips else []
     decode = dict(config.get("decode", {}))
     extraction.decode_config(config)  # a bad [decode] section fails here, not in every task
+    # longest clips first: the last clips to start are short, so no worker is left with a long
+    # one while the others are idle (the longest-processing-time-first rule)
     futures = {
         runner.submit(
             tasks.extract_clip, {"work": work, "clip": clip, "plan": plan, "decode": decode, "force": force}
         ): clip
-        for clip in clips
+        for clip in sorted(clips, key=lambda c: (-(c.get("duration_s") or 0.0), c["clip_id"]))
     }
     items, failures = _collect_items(futures, plan)
     order = {c["clip_id"]: i for i, c in enumerate(clips)}

@@ -54,7 +54,7 @@ def setup_run(root: Path) -> list[str]:
         "--salt",
         "crash-test",
         "--workers",
-        "1",  # one clip at a time, in clip-id order
+        "1",  # one clip at a time
         "--json",
     ]
 
@@ -72,7 +72,8 @@ def test_sigkill_mid_write_then_rebuild(tmp_path):
     command = setup_run(tmp_path)
     ids = sorted(sha256_file(SHARED / "clips" / name) for name in CLIPS)
     marker = tmp_path / "in_write"
-    # pose runs over the clips in clip-id order: let the first shard land, pause in the second
+    # one clip at a time, longest first: stgcn_ta_chi (10 s, ids[0]), then tfjs_pose_1 (4 s,
+    # ids[1]); let the first shard land, pause in the second
     env = env_for(
         tmp_path, VDV_TEST_PAUSE_IN_WRITE=str(marker), VDV_TEST_PAUSE_MATCH=f"features/pose/pose.{ids[1][:16]}"
     )
