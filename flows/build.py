@@ -262,6 +262,19 @@ def _as_completed(futures: Mapping, desc: str, *, unit: str):
             bar.update()
 
 
+def _survivors(futures: Mapping, desc: str):
+    """``(value, result)`` of each future of ``futures`` whose worker did not die, as they finish;
+    any other failure is raised."""
+    for future, value in _as_completed(futures, desc, unit="clip"):
+        try:
+            result = future.result()
+        except Exception as err:  # noqa: BLE001 - only a dead worker is tolerated
+            if not _is_worker_death(err):
+                raise
+            continue
+        yield value, result
+
+
 def probe_clips(runner, raw_dir: str, config: Mapping[str, Any]) -> dict[str, dict]:
     """Each clip file hashed and probed by a task on ``runner``: ``{path: probe_file result}``.
 
@@ -273,17 +286,10 @@ def probe_clips(runner, raw_dir: str, config: Mapping[str, Any]) -> dict[str, di
         runner.submit(tasks.probe_clip, {"path": path, "config": dict(config)}): path
         for path in tasks.clip_files(raw_dir, config)
     }
-    probed: dict[str, dict] = {}
     try:
-        for future, path in _as_completed(futures, "probe", unit="clip"):
-            try:
-                probed[path] = future.result()
-            except Exception as err:  # noqa: BLE001 - only a dead worker is tolerated
-                if not _is_worker_death(err):
-                    raise
+        return dict(_survivors(futures, "probe"))
     finally:
         close_idle_workers()  # the ones a thread pool used in this process
-    return probed
 
 
 def run_rule_stages(
@@ -306,13 +312,8 @@ def run_rule_stages(
         runner.submit(tasks.screen_clip, {"work": work, "clip": clip, "config": dict(config)}): clip for clip in todo
     }
     computed = reused = 0
-    for future, _clip in _as_completed(futures, "pixel rules", unit="clip"):
-        try:
-            done = future.result()
-        except Exception as err:  # noqa: BLE001 - the screen task below computes what is missing
-            if not _is_worker_death(err):
-                raise
-            continue
+    # a clip whose worker died is left to the screen task below, which computes what is missing
+    for _clip, done in _survivors(futures, "pixel rules"):
         computed += done["computed"]
         reused += not done["computed"]
     report["screen"] = tasks.screen(work, config, overrides)

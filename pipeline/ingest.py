@@ -248,7 +248,7 @@ def prepare_clips(
     records, rejections = load_records(raw_dir, crawl)
     result = IngestResult(rejections=rejections)
 
-    files = sorted(p for p in clips_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+    files = _listed(clips_dir)
     for name in sorted(set(pairing) - {p.name for p in files}):
         log.warning("pairing names %s, which is not in %s", name, clips_dir)
     used: dict[str, str] = {}  # video id -> file name that claimed its record
@@ -429,11 +429,12 @@ def clip_files(raw_dir: str | Path, config: IngestConfig = IngestConfig()) -> li
     """The files of ``RAW_DIR/clips`` with a video suffix: what :func:`prepare_clips` probes."""
     clips_dir = Path(raw_dir).resolve() / "clips"
     suffixes = {s.lower() for s in config.video_suffixes}
-    if not clips_dir.is_dir():
-        return []
-    return sorted(
-        p for p in clips_dir.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in suffixes
-    )
+    return [p for p in _listed(clips_dir) if p.suffix.lower() in suffixes] if clips_dir.is_dir() else []
+
+
+def _listed(clips_dir: Path) -> list[Path]:
+    """The files of ``clips_dir`` that ingest looks at (hidden files are not clips), sorted."""
+    return sorted(p for p in clips_dir.iterdir() if p.is_file() and not p.name.startswith("."))
 
 
 def probe_file(path: str | Path, config: IngestConfig = IngestConfig()) -> dict[str, Any]:
