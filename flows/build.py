@@ -35,6 +35,7 @@ from prefect import flow
 
 from flows import artifacts, tasks
 from pipeline import extraction
+from pipeline.attempts import MAX_DEATHS, AttemptLedger
 from pipeline.config import load_config
 from pipeline.lock import WorkLock
 
@@ -73,8 +74,15 @@ def make_task_runner(
         import dask
         from prefect_dask import DaskTaskRunner
 
-        # a clip whose worker died is given one more worker, then recorded as rejected
-        dask.config.set({"distributed.scheduler.allowed-failures": 1})
+        # Dask counts a worker's death against every task it held, queued ones too: only a
+        # backstop here, above the ledger's limit (pipeline.attempts); and a worker holds no
+        # more clips than it has threads, so few wait in a queue that a death empties
+        dask.config.set(
+            {
+                "distributed.scheduler.allowed-failures": MAX_DEATHS + 1,
+                "distributed.scheduler.worker-saturation": 1.0,
+            }
+        )
         if dask_address:
             return DaskTaskRunner(address=dask_address)
         return DaskTaskRunner(
@@ -195,13 +203,16 @@ def run_extraction(
     extraction.decode_config(config)  # a bad [decode] section fails here, not in every task
     # longest clips first: the last clips to start are short, so no worker is left with a long
     # one while the others are idle (the longest-processing-time-first rule)
+    ledger = AttemptLedger.fresh(work)  # which clips a dead worker was on (pipeline.attempts)
+    args = {"work": work, "plan": plan, "decode": decode, "force": force, "attempts": str(ledger.root)}
     futures = {
-        runner.submit(
-            tasks.extract_clip, {"work": work, "clip": clip, "plan": plan, "decode": decode, "force": force}
-        ): clip
+        runner.submit(tasks.extract_clip, {**args, "clip": clip}): clip
         for clip in sorted(clips, key=lambda c: (-(c.get("duration_s") or 0.0), c["clip_id"]))
     }
-    items, failures = _collect_items(futures, plan)
+    try:
+        items, failures = _collect_items(futures, plan)
+    finally:
+        ledger.clear()
     order = {c["clip_id"]: i for i, c in enumerate(clips)}
     items.sort(key=lambda it: (order[it.clip_id], extraction.MODALITIES.index(it.modality)))
     extraction.record_rejections(work, items)
@@ -223,8 +234,10 @@ def run_extraction(
 def _collect_items(futures: Mapping, plan: extraction.ExtractionPlan) -> tuple[list[extraction.ItemResult], list[str]]:
     """The items of the extraction tasks as they finish, and the failures that are the run's.
 
-    A clip whose worker died (twice: the runner gives it a second one) is rejected as
-    ``worker_died`` in every modality; any other task failure is the run's.
+    A clip whose workers died on it is rejected ``worker_died`` by its own task (the ledger of
+    :mod:`pipeline.attempts`). Should the runner give up on a clip first (Dask's
+    ``allowed-failures``, a broken process pool) it is rejected ``worker_died`` here, in every
+    modality. Any other task failure is the run's.
     """
     items: list[extraction.ItemResult] = []
     failures: list[str] = []
@@ -235,18 +248,8 @@ def _collect_items(futures: Mapping, plan: extraction.ExtractionPlan) -> tuple[l
             if not _is_worker_death(err):
                 failures.append(f"{clip['clip_id'][:12]}: {type(err).__name__}: {err}")
                 continue
-            items.extend(
-                extraction.ItemResult(
-                    clip["clip_id"],
-                    m,
-                    extraction.REJECTED,
-                    reason="worker_died",
-                    message=f"the worker process died twice while extracting it ({type(err).__name__})",
-                    video_id=clip.get("video_id"),
-                    path=clip["path"],
-                )
-                for m in plan.modalities
-            )
+            message = f"the runner gave up on it after worker processes died ({type(err).__name__})"
+            items.extend(extraction.worker_died(clip, plan.modalities, message))
     return items, failures
 
 

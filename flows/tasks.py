@@ -21,6 +21,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Mapping
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,9 @@ from prefect import task
 from prefect.logging import get_run_logger
 
 from pipeline import extraction, tables
+from pipeline.attempts import MAX_DEATHS, AttemptLedger
 from pipeline.extraction import ExtractionPlan
+from pipeline.runtime import worker_name
 
 STATE_DIR = "flow_state"  # <work>/flow_state/: what the flows remember between runs (JSON)
 
@@ -192,13 +195,30 @@ def check_worker(plan: ExtractionPlan) -> str:
 # is a different matter: the flow's runner gives the clip one more worker (see flows/build.py).
 @task(name="extract-clip", tags=["extract"])
 def extract_clip(
-    work: str, clip: Mapping[str, Any], plan: ExtractionPlan, decode: Mapping[str, Any], force: bool = False
+    work: str,
+    clip: Mapping[str, Any],
+    plan: ExtractionPlan,
+    decode: Mapping[str, Any],
+    force: bool = False,
+    attempts: str | None = None,
 ) -> list[dict]:
-    """Every modality of ``plan`` for one clip, from one decode pass; one item dict per modality."""
+    """Every modality of ``plan`` for one clip, from one decode pass; one item dict per modality.
+
+    ``attempts``: the run's :class:`~pipeline.attempts.AttemptLedger` directory. The clip is
+    marked there while it is worked on, and a clip whose marks show that
+    :data:`~pipeline.attempts.MAX_DEATHS` workers died on it is rejected without running again.
+    """
+    log = _log()
+    ledger = AttemptLedger(attempts) if attempts else None
+    dead = ledger.dead(clip["clip_id"]) if ledger else []
+    if len(dead) >= MAX_DEATHS:
+        message = f"{len(dead)} worker processes died while extracting it ({', '.join(dead)})"
+        log.warning("%s: rejected (worker_died) %s", clip["clip_id"][:12], message)
+        return [it.as_dict() for it in extraction.worker_died(clip, plan.modalities, message)]
     extractors = extraction.load_extractors(plan)
     cfg = extraction.decode_config({"decode": dict(decode)})
-    items = extraction.extract_clip(clip, extractors, work, force=force, decode=cfg)
-    log = _log()
+    with ledger.attempt(clip["clip_id"], worker_name()) if ledger else nullcontext():
+        items = extraction.extract_clip(clip, extractors, work, force=force, decode=cfg)
     for it in items:
         if it.status == extraction.REJECTED:
             log.warning("%s %s: rejected (%s) %s", it.modality, it.clip_id[:12], it.reason, it.message)

@@ -42,7 +42,7 @@ class Reason(StrEnum):
     # the sports benchmark's (AQA-7) split files
     CONFLICTING_DUPLICATE = "conflicting_duplicate"  # a sample listed twice with different scores
     UNKNOWN_CLASS = "unknown_class"  # a class index the benchmark does not define
-    WORKER_DIED = "worker_died"  # the process working on the clip died twice, on two workers
+    WORKER_DIED = "worker_died"  # the processes working on the clip died twice (pipeline.attempts)
 
 
 class ClipError(Exception):

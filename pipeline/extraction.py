@@ -135,6 +135,22 @@ class ItemResult:
         )
 
 
+def worker_died(clip: Mapping[str, Any], modalities: Iterable[str], message: str) -> list[ItemResult]:
+    """The ``worker_died`` rejection of ``clip`` in each modality: its workers died on it."""
+    return [
+        ItemResult(
+            clip["clip_id"],
+            m,
+            REJECTED,
+            reason=Reason.WORKER_DIED.value,
+            message=message,
+            video_id=clip.get("video_id"),
+            path=str(clip["path"]),
+        )
+        for m in modalities
+    ]
+
+
 _CACHE: dict[tuple, dict[str, FeatureExtractor]] = {}
 _CACHE_LOCK = threading.Lock()
 

@@ -1,9 +1,13 @@
 """A clip whose worker process dies is given one more worker, then recorded as rejected.
 
-The build runs on a local Dask cluster of two worker processes. ``tests/support/die_on_clip.py``
-(a Dask worker preload) makes any worker that is handed one chosen clip exit on the spot. The
-clip must be tried twice, by two different processes, then be rejected ``worker_died``, while the
-other clips are computed and the build succeeds.
+The build runs on a local Dask cluster of one worker process, which its nanny restarts when it
+dies. ``tests/support/die_on_clip.py`` (a Dask worker preload) makes any worker that is handed one
+chosen clip exit on the spot. The clip must be tried twice, by two different processes, then be
+rejected ``worker_died``, while the other clips are computed and the build succeeds.
+
+With one worker, the clips submitted after the doomed one wait in the queue of the worker that
+dies, both times. Dask counts those deaths against them too, so this is also the test that a clip
+which only waited behind the doomed one is not blamed for it (``pipeline/attempts.py``).
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ def test_a_clip_whose_worker_dies_is_retried_once_then_rejected(tmp_path):
         sys.executable, "-m", "cli", "build", str(raw),
         "--pairing", str(pairing), "--config", str(config),
         "--work", str(tmp_path / "work"), "--modalities", "pose",
-        "--runner", "dask", "--workers", "2", "--threads-per-worker", "1", "--json",
+        "--runner", "dask", "--workers", "1", "--threads-per-worker", "1", "--json",
     ]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -55,6 +59,7 @@ def test_a_clip_whose_worker_dies_is_retried_once_then_rejected(tmp_path):
     by_file = {Path(i["path"]).name: i for i in report["items"]}
     doomed = by_file[DOOMED]
     assert (doomed["status"], doomed["reason"]) == ("rejected", "worker_died"), doomed
+    assert all(f":{pid}" in doomed["message"] for pid in attempts), doomed["message"]  # names both
     others = [i for name, i in by_file.items() if name != DOOMED]
     assert len(others) == 2 and all(i["status"] == "computed" for i in others), others
     assert len(current_shards(tmp_path / "work", "pose")) == 2
@@ -65,3 +70,4 @@ def test_a_clip_whose_worker_dies_is_retried_once_then_rejected(tmp_path):
         if r["reason"] == "worker_died"
     ]
     assert [(Path(r["path"]).name, r["stage"]) for r in rejected] == [(DOOMED, "extract:pose")]
+    assert not (tmp_path / "work" / "attempts").exists()  # the run's ledger goes with the run

@@ -1,0 +1,70 @@
+"""Which clips a build started and never finished: the trace a dead worker process leaves.
+
+A worker killed by the kernel (out of memory, a crash in native code) raises nothing: its task
+is handed to another worker by the scheduler, and Dask counts the death against *every* task the
+worker held, the one it was running and the ones waiting in its queue. Those counts cannot tell
+the clip that killed the worker from the clips that queued behind it, so they are only a backstop
+(``distributed.scheduler.allowed-failures`` is set above :data:`MAX_DEATHS`).
+
+The ledger is what tells them apart. A task marks a clip *before* it starts the clip's work and
+removes the mark when the work ends, however it ends, short of the process dying. A mark that is
+still there when the clip is handed out again is an attempt that died. A clip with
+:data:`MAX_DEATHS` dead attempts is not run again: it is rejected ``worker_died``, naming the
+workers that died on it. A clip that only waited in a dead worker's queue has no mark and runs.
+
+Layout: ``<work>/attempts/<clip_id>/<random>.attempt``, one small file per attempt in flight,
+holding the worker's ``host:pid``. The directory is per build run: the build clears it (under
+the work directory's lock) when its extraction starts and when it ends. It must be on the
+storage the workers share, like the feature shards.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+MAX_DEATHS = 2  # a clip is given a second worker after its first dies, and rejected after that
+DIRNAME = "attempts"
+
+
+class AttemptLedger:
+    """The unfinished attempts of one build run, under ``root``."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    @classmethod
+    def fresh(cls, work: str | Path) -> AttemptLedger:
+        """The ledger of a run that starts now: ``<work>/attempts``, emptied."""
+        ledger = cls(Path(work) / DIRNAME)
+        ledger.clear()
+        return ledger
+
+    def clear(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def dead(self, clip_id: str) -> list[str]:
+        """``host:pid`` of each attempt at ``clip_id`` that started and never ended."""
+        directory = self.root / clip_id
+        if not directory.is_dir():
+            return []
+        return sorted(p.read_text().strip() or p.stem for p in directory.glob("*.attempt"))
+
+    @contextmanager
+    def attempt(self, clip_id: str, worker: str) -> Iterator[None]:
+        """Mark ``clip_id`` as in flight on ``worker`` for the body; the mark outlives only a death."""
+        directory = self.root / clip_id
+        directory.mkdir(parents=True, exist_ok=True)
+        mark = directory / f"{uuid.uuid4().hex}.attempt"
+        with open(mark, "w") as fh:
+            fh.write(worker)
+            fh.flush()
+            os.fsync(fh.fileno())  # on shared storage, the next worker must see it
+        try:
+            yield
+        finally:
+            mark.unlink(missing_ok=True)
