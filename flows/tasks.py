@@ -21,7 +21,6 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Mapping
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -199,8 +198,8 @@ def extract_clip(
     clip: Mapping[str, Any],
     plan: ExtractionPlan,
     decode: Mapping[str, Any],
+    attempts: str,
     force: bool = False,
-    attempts: str | None = None,
 ) -> list[dict]:
     """Every modality of ``plan`` for one clip, from one decode pass; one item dict per modality.
 
@@ -209,15 +208,15 @@ def extract_clip(
     :data:`~pipeline.attempts.MAX_DEATHS` workers died on it is rejected without running again.
     """
     log = _log()
-    ledger = AttemptLedger(attempts) if attempts else None
-    dead = ledger.dead(clip["clip_id"]) if ledger else []
+    ledger = AttemptLedger(attempts)
+    dead = ledger.dead(clip["clip_id"])
     if len(dead) >= MAX_DEATHS:
         message = f"{len(dead)} worker processes died while extracting it ({', '.join(dead)})"
         log.warning("%s: rejected (worker_died) %s", clip["clip_id"][:12], message)
         return [it.as_dict() for it in extraction.worker_died(clip, plan.modalities, message)]
     extractors = extraction.load_extractors(plan)
     cfg = extraction.decode_config({"decode": dict(decode)})
-    with ledger.attempt(clip["clip_id"], worker_name()) if ledger else nullcontext():
+    with ledger.attempt(clip["clip_id"], worker_name()):
         items = extraction.extract_clip(clip, extractors, work, force=force, decode=cfg)
     for it in items:
         if it.status == extraction.REJECTED:

@@ -65,7 +65,7 @@ def test_extract_clip_task_records_a_bad_clip_and_goes_on(tmp_path):
         {"clip_id": sha256_file(good), "path": str(good)},
     ]
     plan = ExtractionPlan.make(["pose"], {"pose": {"fps": 5.0, "max_side": 256}})
-    items = [it for clip in clips for it in tasks.extract_clip.fn(str(work), clip, plan, {})]
+    items = [it for clip in clips for it in tasks.extract_clip.fn(str(work), clip, plan, {}, str(work / "attempts"))]
     assert [(i["clip_id"], i["status"]) for i in items] == [
         (clips[0]["clip_id"], "rejected"),
         (clips[1]["clip_id"], "computed"),
@@ -74,7 +74,7 @@ def test_extract_clip_task_records_a_bad_clip_and_goes_on(tmp_path):
     shard = pq.read_table(current_shards(work, "pose")[clips[1]["clip_id"][:16]])
     assert shard.column("clip_id").to_pylist() == [clips[1]["clip_id"]]
     assert len(shard.column("timestamps")[0]) == 20  # 4 s at 5 fps
-    again = [it for clip in clips for it in tasks.extract_clip.fn(str(work), clip, plan, {})]
+    again = [it for clip in clips for it in tasks.extract_clip.fn(str(work), clip, plan, {}, str(work / "attempts"))]
     assert [i["status"] for i in again] == ["rejected", "skipped"]
 
 
@@ -257,15 +257,26 @@ def test_screening_follows_changed_metadata_without_rerunning_pixel_rules(built,
     assert report["screen"]["kept"] == 3 and report["screen"]["pixel_rules"] == {"computed": 0, "reused": 3}
 
 
-def test_two_flows_on_one_work_directory_the_second_fails_fast_naming_the_first(built):
+def test_two_flows_on_one_work_directory_the_second_fails_fast_naming_the_first(built, monkeypatch):
     import threading
     import time
 
+    from pipeline import extraction
     from pipeline.lock import LOCK_NAME, WorkDirLocked
 
     root, kwargs, _ = built
     lock = Path(kwargs["work"]) / LOCK_NAME
     outcome: dict = {}
+    # the first flow's clips wait until the second flow has been refused: three short clips are
+    # otherwise extracted before the second flow is up, and the lock is gone by then
+    second_refused = threading.Event()
+    extract = extraction.extract_clip
+
+    def extract_after_the_second(*args, **kwargs):
+        second_refused.wait(120)
+        return extract(*args, **kwargs)
+
+    monkeypatch.setattr(extraction, "extract_clip", extract_after_the_second)
 
     def first():
         outcome["report"] = reextract(
@@ -278,8 +289,11 @@ def test_two_flows_on_one_work_directory_the_second_fails_fast_naming_the_first(
     while not lock.exists() and runner.is_alive() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert lock.exists(), "the first flow never took the lock"
-    with pytest.raises(WorkDirLocked, match="'reextract'.*pid"):
-        build(**kwargs)
+    try:
+        with pytest.raises(WorkDirLocked, match="'reextract'.*pid"):
+            build(**kwargs)
+    finally:
+        second_refused.set()
     runner.join(300)
     assert outcome["report"]["extract"]["pose"]["computed"] == 3  # the first run finished undisturbed
     assert not lock.exists()
