@@ -108,7 +108,7 @@ def clockwise_rotation(frame: av.VideoFrame) -> int:
     return int(round(-frame.rotation)) % 360
 
 
-def _target_size(width: int, height: int, params: DecodeParams) -> tuple[int, int]:
+def target_size(width: int, height: int, params: DecodeParams) -> tuple[int, int]:
     """Output (width, height) of the *coded* frame that gives the requested upright size."""
     scale = 1.0
     if params.short_side:
@@ -122,7 +122,7 @@ def _target_size(width: int, height: int, params: DecodeParams) -> tuple[int, in
 
 
 def _to_rgb(frame: av.VideoFrame, params: DecodeParams) -> np.ndarray:
-    width, height = _target_size(frame.width, frame.height, params)
+    width, height = target_size(frame.width, frame.height, params)
     if (width, height) != (frame.width, frame.height):
         image = frame.to_ndarray(format="rgb24", width=width, height=height)
     else:

@@ -37,7 +37,7 @@ from pipeline import tables
 from pipeline.config import section_config
 from pipeline.decode import decode_pass
 from pipeline.errors import ClipError, Reason, rejection_row
-from pipeline.features import FeatureExtractor
+from pipeline.features import FeatureExtractor, PassShared
 from pipeline.runtime import configure_threads, worker_name
 
 log = logging.getLogger(__name__)
@@ -243,7 +243,8 @@ def _one_pass(clip_id, path, todo, work, decode: DecodeConfig, item) -> dict[str
         if params not in grids:
             grids.append(params)
         grid_of[modality] = grids.index(params)
-    consumers = {m: ex.consumer(clip_id) for m, ex in todo.items()}
+    shared = PassShared()  # pose and scenic share one BlazePose track on their common grid
+    consumers = {m: ex.consumer(clip_id, shared) for m, ex in todo.items()}
     seconds = dict.fromkeys(todo, 0.0)
     results: dict[str, ItemResult] = {}
 

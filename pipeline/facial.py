@@ -50,7 +50,7 @@ import numpy as np
 from pipeline.config import section_config
 from pipeline.decode import DecodeParams, Sample, StreamInfo
 from pipeline.errors import ClipError, Reason
-from pipeline.features import Batches, FeatureSequence, NetworkExtractor
+from pipeline.features import Batches, FeatureSequence, NetworkExtractor, PassShared
 from pipeline.provenance import sha256_file
 from pipeline.weights.inference import infer
 
@@ -248,7 +248,7 @@ class FacialExtractor(NetworkExtractor):
         x = self.weights_spec.preprocess.normalise(torch.from_numpy(crops).to(self.device))
         return infer(self.model, x, self.precision)
 
-    def consumer(self, clip_id: str) -> _FacialClip:
+    def consumer(self, clip_id: str, shared: PassShared | None = None) -> _FacialClip:
         return _FacialClip(self, clip_id)
 
 

@@ -94,6 +94,25 @@ class ClipConsumer(Protocol):
         """Release per-clip resources (called whether or not ``finish`` ran)."""
 
 
+class PassShared:
+    """Per-clip state that the consumers of one decode pass share, created by the first that asks.
+
+    ``get(key, make)`` returns the object stored under ``key``, made by ``make()`` the first time.
+    The key names everything that decides the object's output (the grid included), so only
+    consumers that would compute the same thing share it: pose's landmarks and scenic's person
+    mask share one tracking BlazePose (:class:`pipeline.pose.PoseTrack`) on their common grid.
+    Each consumer releases what it took in its ``close``; one instance lives for one pass.
+    """
+
+    def __init__(self):
+        self._items: dict = {}
+
+    def get(self, key, make):
+        if key not in self._items:
+            self._items[key] = make()
+        return self._items[key]
+
+
 class Batches:
     """Items in, ``fn(batch) -> array`` on every ``size`` of them, outputs kept in order.
 
@@ -151,17 +170,21 @@ class FeatureExtractor:
         """The grid (rate, size, time window) this extractor samples."""
         raise NotImplementedError
 
-    def consumer(self, clip_id: str) -> ClipConsumer:
-        """A fresh computation for one clip (models are shared, per-clip state is not)."""
+    def consumer(self, clip_id: str, shared: PassShared | None = None) -> ClipConsumer:
+        """A fresh computation for one clip (models are shared, per-clip state is not); ``shared``
+        is the pass's :class:`PassShared` when several consumers share one decode pass."""
         raise NotImplementedError
 
     def compute(self, path: str | Path, clip_id: str, *, budget_s: float | None = None) -> FeatureSequence:
         """Decode ``path`` for this extractor alone and compute its features (``ClipError`` if bad)."""
         consumer = self.consumer(clip_id)
-        with decode_pass(path, [self.decode_params()], clip_id, budget_s=budget_s) as one:
-            for _, sample in one:
-                consumer.push(sample)
-            return consumer.finish(one.info)
+        try:
+            with decode_pass(path, [self.decode_params()], clip_id, budget_s=budget_s) as one:
+                for _, sample in one:
+                    consumer.push(sample)
+                return consumer.finish(one.info)
+        finally:
+            consumer.close()
 
     # -- shared machinery --------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ import numpy as np
 from pipeline.config import section_config
 from pipeline.decode import DecodeParams, Sample, StreamInfo
 from pipeline.errors import ClipError, Reason
-from pipeline.features import Batches, FeatureSequence, NetworkExtractor
+from pipeline.features import Batches, FeatureSequence, NetworkExtractor, PassShared
 from pipeline.weights.inference import infer
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ class HolisticExtractor(NetworkExtractor):
         x = self.weights_spec.preprocess.normalise(x)
         return infer(self.model, x, self.precision)
 
-    def consumer(self, clip_id: str) -> _HolisticClip:
+    def consumer(self, clip_id: str, shared: PassShared | None = None) -> _HolisticClip:
         return _HolisticClip(self, clip_id)
 
 

@@ -40,13 +40,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
 from pipeline.config import section_config
 from pipeline.decode import DecodeParams, Sample, StreamInfo
-from pipeline.features import FeatureExtractor, FeatureSequence
+from pipeline.features import FeatureExtractor, FeatureSequence, PassShared
 from pipeline.provenance import code_version, sha256_file
 from pipeline.skeleton import blazepose_to_mpii
 
@@ -79,13 +79,23 @@ def model_sha256() -> str:
     return sha256_file(model_path())
 
 
+class Tracked(NamedTuple):
+    """BlazePose's answer for one image: the 33 landmarks (x, y, visibility) in pixels of that
+    image or None, and the segmentation (H, W) float32 probabilities when asked for, else None."""
+
+    landmarks: np.ndarray | None
+    segmentation: np.ndarray | None
+
+
 class BlazePose:
     """mediapipe's legacy BlazePose (full model) behind the :class:`PoseEstimator` interface.
 
     ``static=True`` runs the person detector on every image (no tracking between calls), which
     the people counter needs because it masks people out and calls again on the same frame;
     ``static=False`` tracks the person across consecutive frames of one clip, which is faster
-    and steadier for extraction. Use one instance per clip in tracking mode.
+    and steadier for extraction. Use one instance per clip in tracking mode. ``segmentation``
+    adds the person's segmentation (smoothed across frames in tracking mode); the landmarks do
+    not depend on it (``tests/test_pose.py`` checks them bit for bit on a real clip).
     """
 
     name = "mediapipe-blazepose-full"
@@ -98,6 +108,7 @@ class BlazePose:
         min_detection_confidence: float = 0.5,
         min_tracking_confidence: float = 0.5,
         smooth_landmarks: bool = True,
+        segmentation: bool = False,
     ):
         import mediapipe as mp
 
@@ -105,13 +116,14 @@ class BlazePose:
             static_image_mode=static,
             model_complexity=model_complexity,
             smooth_landmarks=smooth_landmarks,
-            enable_segmentation=False,
+            enable_segmentation=segmentation,
+            smooth_segmentation=segmentation,
             min_detection_confidence=min_detection_confidence,
             min_tracking_confidence=min_tracking_confidence,
         )
         self._first_call = True
 
-    def landmarks(self, image: np.ndarray) -> np.ndarray | None:
+    def process(self, image: np.ndarray) -> Tracked:
         height, width = image.shape[:2]
         if self._first_call:
             # the graph's first run prints native start-up notices (XNNPACK, feedback tensors)
@@ -121,10 +133,14 @@ class BlazePose:
             self._first_call = False
         else:
             result = self._pose.process(np.ascontiguousarray(image))
-        if result.pose_landmarks is None:
-            return None
-        lm = np.array([(p.x * width, p.y * height, p.visibility) for p in result.pose_landmarks.landmark])
-        return lm
+        lm = None
+        if result.pose_landmarks is not None:
+            lm = np.array([(p.x * width, p.y * height, p.visibility) for p in result.pose_landmarks.landmark])
+        seg = getattr(result, "segmentation_mask", None)
+        return Tracked(lm, None if seg is None else np.array(seg, dtype=np.float32))
+
+    def landmarks(self, image: np.ndarray) -> np.ndarray | None:
+        return self.process(image).landmarks
 
     def close(self) -> None:
         self._pose.close()
@@ -134,6 +150,80 @@ class BlazePose:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+@dataclass(frozen=True)
+class TrackSettings:
+    """What decides a tracking BlazePose's landmarks (the grid aside)."""
+
+    model_complexity: int = 1
+    min_detection_confidence: float = 0.5
+    min_tracking_confidence: float = 0.5
+    smooth_landmarks: bool = True
+
+
+class PoseTrack:
+    """One clip's tracking BlazePose, shared by the consumers of one grid in a decode pass.
+
+    Pose (landmarks) and scenic (the person mask: segmentation) both track the dancer with the
+    same model on the same 25 fps grid; in one pass they share one track, so the model runs once
+    per grid sample instead of twice. Each consumer joins (:meth:`join`) before the first frame, saying
+    whether it needs the segmentation; the graph is built at the first :meth:`process` with the
+    segmentation on if anyone asked for it. That never changes the landmarks (see
+    :class:`BlazePose`), so a pose shard is the same whether or not scenic shared its pass, and
+    scenic's mask is the same whether or not pose did: neither identity depends on the other.
+    ``process(image, key)`` returns the result of the last call again when ``key`` (the grid
+    sample's index) repeats. The graph is closed when the last consumer leaves (:meth:`leave`).
+    """
+
+    def __init__(self, settings: TrackSettings = TrackSettings()):
+        self.settings = settings
+        self.segmentation = False
+        self.runs = 0  # graph runs so far (one per grid sample however many consumers share it)
+        self._pose: BlazePose | None = None
+        self._users = 0
+        self._last: tuple[object, Tracked] | None = None
+
+    def join(self, *, segmentation: bool) -> PoseTrack:
+        if self._pose is not None and segmentation and not self.segmentation:
+            raise RuntimeError("a consumer asked for the segmentation after the track started")
+        self.segmentation = self.segmentation or segmentation
+        self._users += 1
+        return self
+
+    def process(self, image: np.ndarray, key: object = None) -> Tracked:
+        if key is not None and self._last is not None and self._last[0] == key:
+            return self._last[1]
+        if self._pose is None:
+            s = self.settings
+            self._pose = BlazePose(
+                static=False,
+                model_complexity=s.model_complexity,
+                min_detection_confidence=s.min_detection_confidence,
+                min_tracking_confidence=s.min_tracking_confidence,
+                smooth_landmarks=s.smooth_landmarks,
+                segmentation=self.segmentation,
+            )
+        out = self._pose.process(image)
+        self.runs += 1
+        self._last = (key, out)
+        return out
+
+    def leave(self) -> None:
+        self._users -= 1
+        if self._users <= 0 and self._pose is not None:
+            self._pose.close()
+            self._pose = None
+
+
+def pose_track(
+    shared: PassShared | None, grid: DecodeParams, settings: TrackSettings, *, segmentation: bool
+) -> PoseTrack:
+    """The pass's track for ``grid`` and ``settings`` (a new one when no pass is shared), joined."""
+    if shared is None:
+        return PoseTrack(settings).join(segmentation=segmentation)
+    track = shared.get(("blazepose", grid, settings), lambda: PoseTrack(settings))
+    return track.join(segmentation=segmentation)
 
 
 _SILENCE_LOCK = threading.Lock()
@@ -210,27 +300,23 @@ class PoseExtractor(FeatureExtractor):
             "coordinates": "pixels of the native upright frame",
         }
 
-    def estimator(self) -> BlazePose:
+    def track_settings(self) -> TrackSettings:
         c = self.config
-        return BlazePose(
-            static=False,
-            model_complexity=c.model_complexity,
-            min_detection_confidence=c.min_detection_confidence,
-            min_tracking_confidence=c.min_tracking_confidence,
-            smooth_landmarks=c.smooth_landmarks,
+        return TrackSettings(
+            c.model_complexity, c.min_detection_confidence, c.min_tracking_confidence, c.smooth_landmarks
         )
 
-    def consumer(self, clip_id: str) -> _PoseClip:
-        return _PoseClip(self)
+    def consumer(self, clip_id: str, shared: PassShared | None = None) -> _PoseClip:
+        return _PoseClip(self, shared)
 
 
 class _PoseClip:
-    """One clip: a tracking BlazePose of its own, joints kept in the estimator's pixels until the
-    native size is known."""
+    """One clip: a tracking BlazePose (shared with scenic's person mask when both run on this
+    grid in one pass), joints kept in the estimator's pixels until the native size is known."""
 
-    def __init__(self, extractor: PoseExtractor):
+    def __init__(self, extractor: PoseExtractor, shared: PassShared | None = None):
         self.config = extractor.config
-        self.estimator = extractor.estimator()
+        self.track = pose_track(shared, extractor.decode_params(), extractor.track_settings(), segmentation=False)
         self.times: list[float] = []
         self.joints: list[np.ndarray | None] = []  # (16, 3) in pixels of the estimator's frame
         self.size: tuple[int, int] | None = None  # (width, height) the estimator saw
@@ -238,7 +324,7 @@ class _PoseClip:
     def push(self, sample: Sample) -> None:
         h, w = sample.image.shape[:2]
         self.size = (w, h)
-        lm = self.estimator.landmarks(sample.image)
+        lm = self.track.process(sample.image, sample.index).landmarks
         self.times.append(sample.t)
         self.joints.append(None if lm is None else blazepose_to_mpii(lm))
 
@@ -256,7 +342,9 @@ class _PoseClip:
         return FeatureSequence.on_grid(source, self.times, feats, self.config.fps, valid=valid)
 
     def close(self) -> None:
-        self.estimator.close()
+        if self.track is not None:
+            self.track.leave()
+            self.track = None
 
 
 def build_extractor(

@@ -27,10 +27,16 @@ of the cat clip (no person) as a person; BlazePose's mask did neither. It follow
 (tracking across the clip's frames): a second dancer is for screening to reject, and whatever
 else moves is in ViBe's mask.
 
-Sizes (choice): the grid is one size, ``short_side`` = 256 pixels, and ViBe, the person mask and
-the background images all use it. 256 is the size the Places365 preprocessing resizes to, so the
-background image is never enlarged on its way to the network; BlazePose resizes its inputs to
-its own 256 px (landmarks) and 224 px (detector) anyway.
+Sizes (choice): scenic's grid is the pose grid (25 fps, longer side at most ``mask_max_side`` =
+640 pixels, as ``[pose] max_side``), and BlazePose sees those frames. ViBe, the mask it is given
+and the background images are at ``short_side`` = 256 pixels, resized from the grid frame (area
+interpolation; the segmentation probabilities are resized before they are thresholded). 256 is
+the size the Places365 preprocessing resizes to, so the background image is never enlarged on
+its way to the network. Why the pose grid: when pose and scenic run in one pass they share one
+tracking BlazePose (:class:`pipeline.pose.PoseTrack`), so the model runs once per frame for both
+instead of twice (it is most of either modality's time). The mask is the same whether or not
+pose ran beside it: BlazePose's landmarks, and so its tracking, do not depend on whether the
+segmentation is on, and the mask's inputs are scenic's own grid and parameters.
 
 Places365 preprocessing (as published)
 ---------------------------------------
@@ -64,9 +70,9 @@ import pyarrow.parquet as pq
 
 from pipeline import tables
 from pipeline.config import section_config
-from pipeline.decode import DecodeParams, Sample, StreamInfo, iter_samples
+from pipeline.decode import DecodeParams, Sample, StreamInfo, iter_samples, target_size
 from pipeline.errors import ClipError, Reason
-from pipeline.features import Batches, FeatureSequence, NetworkExtractor
+from pipeline.features import Batches, FeatureSequence, NetworkExtractor, PassShared
 from pipeline.vibe import ViBeParams, WindowBackgrounds, WindowImage, write_backgrounds
 from pipeline.weights.inference import infer
 
@@ -81,7 +87,10 @@ class ScenicConfig:
     """Configuration section ``[scenic]``."""
 
     fps: float = 25.0  # shared time grid of SPEC section 4; ViBe sees every grid frame
-    short_side: int = 256  # the grid's size: ViBe, the person mask and the background images
+    short_side: int = 256  # ViBe, the person mask and the background images, resized from the grid frame
+    mask_max_side: int | None = (
+        640  # the grid BlazePose sees (longer side); 640 = [pose] max_side, so both share one run
+    )
     window: int = 120  # frames that make one background image (SPEC section 4)
     hop: int = 12  # one background image every `hop` frames (SPEC section 4); divides `window`
     # ViBe as published (Barnich and Van Droogenbroeck 2011)
@@ -111,6 +120,8 @@ class ScenicConfig:
             raise ValueError("[scenic] batch_size must be at least 1")
         if self.short_side < 16:
             raise ValueError(f"[scenic] short_side must be at least 16, got {self.short_side}")
+        if self.mask_max_side is not None and self.mask_max_side < 64:
+            raise ValueError(f"[scenic] mask_max_side must be at least 64 (or unset), got {self.mask_max_side}")
         for name in ("mask_threshold", "mask_detection_confidence", "mask_tracking_confidence"):
             if not 0.0 < getattr(self, name) < 1.0:
                 raise ValueError(f"[scenic] {name} must be in (0, 1), got {getattr(self, name)}")
@@ -125,8 +136,31 @@ class ScenicConfig:
 
 
 def decode_params(config: ScenicConfig) -> DecodeParams:
-    """Scenic's grid: every frame of the 25 fps grid at ``short_side``."""
-    return DecodeParams(fps=config.fps, short_side=config.short_side, end_s=config.end_s)
+    """Scenic's grid: every frame of the 25 fps grid, longer side at most ``mask_max_side`` (the
+    pose grid); ViBe works on these frames resized to ``short_side`` (:func:`background_size`)."""
+    return DecodeParams(fps=config.fps, max_side=config.mask_max_side, end_s=config.end_s)
+
+
+def background_size(image: np.ndarray, config: ScenicConfig) -> tuple[int, int]:
+    """(width, height) of ViBe's frames and the background images for a grid frame: the shorter
+    side ``short_side``, even sizes (the decoder's rule, :func:`pipeline.decode.target_size`)."""
+    h, w = image.shape[:2]
+    return target_size(w, h, DecodeParams(short_side=config.short_side))
+
+
+def resized(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``image`` at ``size`` (width, height): area interpolation when shrinking, bilinear when enlarging."""
+    if (image.shape[1], image.shape[0]) == size:
+        return image
+    shrink = size[0] < image.shape[1]
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def mask_track(config: ScenicConfig):
+    """The settings of the person mask's tracking BlazePose."""
+    from pipeline.pose import TrackSettings
+
+    return TrackSettings(1, config.mask_detection_confidence, config.mask_tracking_confidence, True)
 
 
 def mask_params(config: ScenicConfig) -> dict:
@@ -143,57 +177,56 @@ def mask_params(config: ScenicConfig) -> dict:
         "dilate_share_of_short_side": config.mask_dilate,
         "detection_confidence": config.mask_detection_confidence,
         "tracking_confidence": config.mask_tracking_confidence,
-        "input": "the grid frame",
+        "input": "the grid frame (longer side at most mask_max_side)",
+        "resize": "segmentation probabilities to short_side (area), then thresholded and dilated",
     }
 
 
 class PersonMasks:
     """Per-frame person masks of one clip: BlazePose (full) segmentation, tracked across frames.
 
-    ``mask(image)`` returns an (H, W) bool mask of the frame, thresholded and dilated; all False
-    when BlazePose finds nobody. One instance per clip (it tracks); ``close()`` frees it.
+    ``mask(image, size)`` returns a (height, width) bool mask of the frame at ``size`` (default:
+    the image's), thresholded and dilated; all False when BlazePose finds nobody. One instance
+    per clip (it tracks); ``track`` is the pass's shared :class:`~pipeline.pose.PoseTrack` on
+    this grid (a private one when None), ``key`` the grid sample's index; ``close()`` frees it.
     """
 
-    def __init__(self, config: ScenicConfig):
-        import mediapipe as mp
+    def __init__(self, config: ScenicConfig, track=None):
+        from pipeline.pose import PoseTrack
 
         self.config = config
-        self._pose = mp.solutions.pose.Pose(
-            static_image_mode=False,
-            model_complexity=1,
-            smooth_landmarks=True,
-            enable_segmentation=True,
-            smooth_segmentation=True,
-            min_detection_confidence=config.mask_detection_confidence,
-            min_tracking_confidence=config.mask_tracking_confidence,
-        )
-        self._kernel: np.ndarray | None = None
+        self.track = track if track is not None else PoseTrack(mask_track(config)).join(segmentation=True)
+        self._kernels: dict[tuple[int, int], np.ndarray | None] = {}
 
-    def mask(self, image: np.ndarray) -> np.ndarray:
-        h, w = image.shape[:2]
-        result = self._pose.process(np.ascontiguousarray(image))
-        if result.segmentation_mask is None:
-            return np.zeros((h, w), dtype=bool)
-        person = (result.segmentation_mask > self.config.mask_threshold).astype(np.uint8)
-        if self._kernel is None:
-            r = int(round(self.config.mask_dilate * min(h, w)))
-            self._kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)) if r else None
-        if self._kernel is not None:
-            person = cv2.dilate(person, self._kernel)
+    def mask(self, image: np.ndarray, size: tuple[int, int] | None = None, key: object = None) -> np.ndarray:
+        size = size or (image.shape[1], image.shape[0])
+        seg = self.track.process(image, key).segmentation
+        if seg is None:
+            return np.zeros((size[1], size[0]), dtype=bool)
+        person = (resized(seg, size) > self.config.mask_threshold).astype(np.uint8)
+        if size not in self._kernels:
+            r = int(round(self.config.mask_dilate * min(size)))
+            self._kernels[size] = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)) if r else None
+        if self._kernels[size] is not None:
+            person = cv2.dilate(person, self._kernels[size])
         return person.astype(bool)
 
     def close(self) -> None:
-        self._pose.close()
+        if self.track is not None:
+            self.track.leave()
+            self.track = None
 
 
 class SceneBackgrounds:
     """One clip's background images from its grid frames: person mask + ViBe windows (module docstring).
 
-    ``push(image)`` returns a :class:`~pipeline.vibe.WindowImage` when the frame closes a window.
+    ``push(image)`` takes a grid frame (``key``: its index, for a shared track) and returns a
+    :class:`~pipeline.vibe.WindowImage` at ``short_side`` when the frame closes a window.
     Holds one ViBe model, ``window / hop`` block sums and the mask model: flat in clip length.
     """
 
-    def __init__(self, config: ScenicConfig):
+    def __init__(self, config: ScenicConfig, track=None):
+        self.config = config
         self.windows = WindowBackgrounds(
             window=config.window,
             hop=config.hop,
@@ -201,12 +234,13 @@ class SceneBackgrounds:
             seed=config.seed,
             inpaint_radius=config.inpaint_radius,
         )
-        self.masks = PersonMasks(config)
+        self.masks = PersonMasks(config, track)
         self.last_person: np.ndarray | None = None
 
-    def push(self, image: np.ndarray) -> WindowImage | None:
-        self.last_person = self.masks.mask(image)
-        return self.windows.push(image, self.last_person)
+    def push(self, image: np.ndarray, key: object = None) -> WindowImage | None:
+        size = background_size(image, self.config)
+        self.last_person = self.masks.mask(image, size, key)
+        return self.windows.push(resized(image, size), self.last_person)
 
     def close(self) -> None:
         self.masks.close()
@@ -223,7 +257,7 @@ def backgrounds(
     scene = SceneBackgrounds(config)
     try:
         for sample in iter_samples(path, decode_params(config), clip_id):
-            out = scene.push(sample.image)
+            out = scene.push(sample.image, sample.index)
             if out is not None:
                 yield sample.t, out
     finally:
@@ -258,7 +292,7 @@ class ScenicExtractor(NetworkExtractor):
     name = "vibe-personmask-resnet18-places365"
     dim = 512
     network = WEIGHTS
-    code = ("pipeline.scenic", "pipeline.vibe", "pipeline.decode")
+    code = ("pipeline.scenic", "pipeline.vibe", "pipeline.decode", "pipeline.pose")
     config: ScenicConfig
 
     def decode_params(self) -> DecodeParams:
@@ -269,6 +303,8 @@ class ScenicExtractor(NetworkExtractor):
         size = pre.resize_short or pre.input_size
         params = {
             **self.decode_params().as_dict(),
+            "short_side": c.short_side,  # ViBe and the backgrounds, resized from the grid frame
+            "short_side_resize": "cv2 area (bilinear when enlarging), even sizes",
             "end_s": c.end_s,
             "window": c.window,
             "hop": c.hop,
@@ -304,16 +340,20 @@ class ScenicExtractor(NetworkExtractor):
         x = pre.normalise(torch.from_numpy(crops).to(self.device))
         return infer(self.model, x, self.precision)
 
-    def consumer(self, clip_id: str) -> _ScenicClip:
-        return _ScenicClip(self, clip_id)
+    def consumer(self, clip_id: str, shared: PassShared | None = None) -> _ScenicClip:
+        return _ScenicClip(self, clip_id, shared)
 
 
 class _ScenicClip:
     """One clip: person masks and ViBe over the grid frames, backgrounds batched through the network."""
 
-    def __init__(self, extractor: ScenicExtractor, clip_id: str):
+    def __init__(self, extractor: ScenicExtractor, clip_id: str, shared: PassShared | None = None):
+        from pipeline.pose import pose_track
+
         self.extractor, self.clip_id = extractor, clip_id
-        self.scene = SceneBackgrounds(extractor.config)
+        config = extractor.config
+        track = pose_track(shared, extractor.decode_params(), mask_track(config), segmentation=True)
+        self.scene = SceneBackgrounds(config, track)
         self.times: list[float] = []
         self.filled: list[float] = []
         self.saved: list[tuple[float, WindowImage]] = []
@@ -326,7 +366,7 @@ class _ScenicClip:
         )
 
     def push(self, sample: Sample) -> None:
-        out = self.scene.push(sample.image)
+        out = self.scene.push(sample.image, sample.index)
         if out is None:
             return
         self.times.append(sample.t)

@@ -21,7 +21,8 @@ CONFIG = {
     "pose": {"fps": 5.0, "max_side": 256},
     "holistic": {"fps": 5.0, "short_side": 64, "crop": 64, "end_s": 2.0},
     "facial": {"fps": 1.0, "max_side": 320, "detect_max_side": 320, "end_s": 3.0},
-    "scenic": {"fps": 5.0, "short_side": 48, "window": 10, "hop": 5},
+    # the mask's grid is pose's, so the two share one BlazePose track in a pass
+    "scenic": {"fps": 5.0, "short_side": 48, "mask_max_side": 256, "window": 10, "hop": 5},
 }
 ALL = ("pose", "holistic", "facial", "scenic")
 
@@ -73,6 +74,30 @@ def test_shards_do_not_depend_on_which_modalities_shared_the_pass(tmp_path):
         ra, rb = read_features(a, modality).to_pylist()[0], read_features(b, modality).to_pylist()[0]
         assert ra["identity"] == rb["identity"] and ra["timestamps"] == rb["timestamps"]
         np.testing.assert_array_equal(np.asarray(ra["features"]), np.asarray(rb["features"]))
+
+
+def test_pose_and_scenic_on_one_grid_run_blazepose_once_per_frame(tmp_path, monkeypatch):
+    from pipeline import pose
+
+    runs: list[tuple[int, int]] = []
+    real = pose.BlazePose.process
+
+    def counting(self, image):
+        runs.append(image.shape[:2])
+        return real(self, image)
+
+    monkeypatch.setattr(pose.BlazePose, "process", counting)
+    clip = _clip("stgcn_ta_chi.mp4")
+    items = extract_clip(clip, load_extractors(_plan(["pose", "scenic"])), tmp_path)
+    assert [i.status for i in items] == ["computed", "computed"]
+    (shard,) = (tmp_path / "features" / "pose").glob("*.parquet")
+    frames = len(read_features(shard, "pose").to_pylist()[0]["timestamps"])
+    assert frames > 50 and len(runs) == frames  # one run per grid frame for both, not two
+    assert max(max(shape) for shape in runs) == 256  # on the pose grid, longer side 256
+
+    runs.clear()
+    extract_clip(clip, load_extractors(_plan(["scenic"])), tmp_path / "alone")
+    assert len(runs) == frames  # alone, scenic runs its own track on the same grid
 
 
 def test_a_bad_clip_is_a_rejection_for_each_modality_and_the_next_clip_goes_on(tmp_path):

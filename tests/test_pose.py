@@ -273,3 +273,27 @@ def test_silencing_native_stderr_restores_it_when_blocks_overlap_across_threads(
         t.join(timeout=10)
     after = os.fstat(2)
     assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
+
+
+def test_landmarks_do_not_depend_on_the_segmentation():
+    """Scenic's person mask shares pose's tracking BlazePose with the segmentation on; that must
+    leave pose's landmarks bit for bit as they are with it off (so a pose shard never depends on
+    whether scenic shared its pass)."""
+    from pipeline.decode import DecodeParams, iter_samples
+    from pipeline.pose import BlazePose
+
+    frames = [s.image for s in iter_samples(CLIPS / "hybrik_taiji.mp4", DecodeParams(fps=25, max_side=640, end_s=3.0))]
+    runs = {}
+    for segmentation in (False, True):
+        with BlazePose(static=False, segmentation=segmentation) as pose:
+            runs[segmentation] = [pose.process(f) for f in frames]
+    assert all(r.segmentation is None for r in runs[False])
+    masks = [r.segmentation for r in runs[True]]
+    assert all(m is not None and m.shape == frames[0].shape[:2] for m in masks)
+    found = 0
+    for off, on in zip(runs[False], runs[True], strict=True):
+        assert (off.landmarks is None) == (on.landmarks is None)
+        if off.landmarks is not None:
+            np.testing.assert_array_equal(off.landmarks, on.landmarks)
+            found += 1
+    assert found >= 0.9 * len(frames)  # the dancer is tracked: the comparison is not vacuous
