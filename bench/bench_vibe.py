@@ -128,12 +128,16 @@ def main() -> None:
     print(f"before    {1000 * before:8.1f} ms/grid frame  (a ViBe model per window, up to 10 live, {w}x{h})")
     del small
 
-    frames = [s.image for s in iter_samples(args.clip, scenic.decode_params(config))]
+    # as the extractor runs: the mask on the pose grid (640 px), ViBe on the frames resized to 256 px
+    grid = [s.image for s in iter_samples(args.clip, scenic.decode_params(config))]
+    size = scenic.background_size(grid[0], config)
     masks = scenic.PersonMasks(config)
     start = time.perf_counter()
-    person = [masks.mask(f) for f in frames]
-    mask_s = (time.perf_counter() - start) / len(frames)
+    person = [masks.mask(f, size, i) for i, f in enumerate(grid)]
+    mask_s = (time.perf_counter() - start) / len(grid)
     masks.close()
+    frames = [scenic.resized(f, size) for f in grid]
+    del grid
     windows = WindowBackgrounds(
         window=config.window, hop=config.hop, params=config.vibe_params(), inpaint_radius=config.inpaint_radius
     )

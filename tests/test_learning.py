@@ -165,3 +165,22 @@ def test_psgcn_learns_who_leads_on_held_out_clips(lc, pose_sources) -> None:
     assert res["psgcn_src"] >= 0.5, res["psgcn_src"]
     assert res["per_frame_svr_src"] <= 0.15 and res["svr_energy_src"] <= 0.15
     assert res["psgcn_src"] > res["chance_src_mean"] + 4 * res["chance_src_std"]
+
+
+def test_a_fold_is_summarised_over_its_seeds(lc) -> None:
+    assert lc.seeds_of(0, 3) == [0, 1, 2] and lc.seeds_of(2, 3) == [6, 7, 8]  # disjoint, fixed
+    target = [1.0, 0.0, 1.0, 0.0]
+    runs = [
+        {"fold": 1, "settings": "s", "test_sources": ["a"], "seed": 3, "psgcn_src": 0.2, "pred": [0.9, 0.1, 0.2, 0.8],
+         "target": target, "per_frame_svr_src": 0.0, "svr_energy_src": 0.1, "chance_src_mean": 0.0, "chance_src_std": 0.1},
+        {"fold": 1, "settings": "s", "test_sources": ["a"], "seed": 4, "psgcn_src": 0.6, "pred": [0.5, 0.4, 0.9, 0.1],
+         "target": target, "per_frame_svr_src": 0.0, "svr_energy_src": 0.3, "chance_src_mean": 0.0, "chance_src_std": 0.1},
+    ]  # fmt: skip
+    out = lc.summarise(runs)
+    assert out["seeds"] == [3, 4] and out["psgcn_src_per_seed"] == [0.2, 0.6]
+    assert out["psgcn_src_mean"] == pytest.approx(0.4)
+    assert (out["psgcn_src_min"], out["psgcn_src_max"]) == (0.2, 0.6)
+    assert out["svr_energy_src"] == pytest.approx(0.2)
+    # mean prediction (0.7, 0.25, 0.55, 0.45): ranks 4, 1, 3, 2 against levels 1, 0, 1, 0, so the
+    # two score-1 items hold ranks 4 and 3: Pearson of the ranks with the levels is 2 / sqrt(5)
+    assert out["psgcn_ensemble_src"] == pytest.approx(2 / 5**0.5)
