@@ -100,6 +100,14 @@ def test_pose_and_scenic_on_one_grid_run_blazepose_once_per_frame(tmp_path, monk
     assert len(runs) == frames  # alone, scenic runs its own track on the same grid
 
 
+def test_pose_and_scenic_on_different_grids_are_named_in_a_warning(caplog):
+    load_extractors(_plan(["pose", "scenic"]))  # one grid: nothing to say
+    assert "BlazePose runs twice" not in caplog.text
+    config = {**CONFIG, "scenic": {**CONFIG["scenic"], "mask_max_side": 320}}
+    load_extractors(ExtractionPlan.make(["pose", "scenic"], config, untrained=True, device="cpu"))
+    assert "BlazePose runs twice" in caplog.text and "mask_max_side" in caplog.text
+
+
 def test_a_bad_clip_is_a_rejection_for_each_modality_and_the_next_clip_goes_on(tmp_path):
     bad = tmp_path / "not_a_video.mp4"
     bad.write_text("this is text, not a video")
