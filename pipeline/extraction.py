@@ -196,12 +196,13 @@ def _warn_unshared(extractors: Mapping[str, FeatureExtractor]) -> None:
     """Say so when pose and scenic run in one build on different grids: each then runs BlazePose
     on every frame, where one shared run would do (``pipeline.pose.PoseTrack``)."""
     pose, scenic = extractors.get("pose"), extractors.get("scenic")
-    if pose is not None and scenic is not None and pose.decode_params() != scenic.decode_params():
+    if pose is not None and scenic is not None and pose.track_key() != scenic.track_key():
         log.warning(
-            "pose and scenic's person mask sample different grids (%s against %s), so BlazePose runs twice "
-            "per frame; set [scenic] mask_max_side to [pose] max_side (and the same fps, no end_s) to share one run",
-            pose.decode_params().as_dict(),
-            scenic.decode_params().as_dict(),
+            "pose and scenic's person mask track with different grids or settings (%s against %s), so BlazePose "
+            "runs twice per frame; set [scenic] mask_max_side to [pose] max_side (and the same fps, no end_s, "
+            "the same detection and tracking confidences) to share one run",
+            pose.track_key(),
+            scenic.track_key(),
         )
 
 

@@ -179,7 +179,6 @@ class PoseTrack:
     def __init__(self, settings: TrackSettings = TrackSettings()):
         self.settings = settings
         self.segmentation = False
-        self.runs = 0  # graph runs so far (one per grid sample however many consumers share it)
         self._pose: BlazePose | None = None
         self._users = 0
         self._last: tuple[object, Tracked] | None = None
@@ -205,7 +204,6 @@ class PoseTrack:
                 segmentation=self.segmentation,
             )
         out = self._pose.process(image)
-        self.runs += 1
         self._last = (key, out)
         return out
 
@@ -216,13 +214,12 @@ class PoseTrack:
             self._pose = None
 
 
-def pose_track(
-    shared: PassShared | None, grid: DecodeParams, settings: TrackSettings, *, segmentation: bool
-) -> PoseTrack:
-    """The pass's track for ``grid`` and ``settings`` (a new one when no pass is shared), joined."""
+def pose_track(shared: PassShared | None, key: tuple[DecodeParams, TrackSettings], *, segmentation: bool) -> PoseTrack:
+    """The pass's track for ``key`` (grid, settings; a new one when no pass is shared), joined."""
+    settings = key[1]
     if shared is None:
         return PoseTrack(settings).join(segmentation=segmentation)
-    track = shared.get(("blazepose", grid, settings), lambda: PoseTrack(settings))
+    track = shared.get(("blazepose", *key), lambda: PoseTrack(settings))
     return track.join(segmentation=segmentation)
 
 
@@ -300,11 +297,13 @@ class PoseExtractor(FeatureExtractor):
             "coordinates": "pixels of the native upright frame",
         }
 
-    def track_settings(self) -> TrackSettings:
+    def track_key(self) -> tuple[DecodeParams, TrackSettings]:
+        """The grid and settings of this extractor's tracking BlazePose (what a shared track is keyed by)."""
         c = self.config
-        return TrackSettings(
+        settings = TrackSettings(
             c.model_complexity, c.min_detection_confidence, c.min_tracking_confidence, c.smooth_landmarks
         )
+        return self.decode_params(), settings
 
     def consumer(self, clip_id: str, shared: PassShared | None = None) -> _PoseClip:
         return _PoseClip(self, shared)
@@ -316,7 +315,7 @@ class _PoseClip:
 
     def __init__(self, extractor: PoseExtractor, shared: PassShared | None = None):
         self.config = extractor.config
-        self.track = pose_track(shared, extractor.decode_params(), extractor.track_settings(), segmentation=False)
+        self.track = pose_track(shared, extractor.track_key(), segmentation=False)
         self.times: list[float] = []
         self.joints: list[np.ndarray | None] = []  # (16, 3) in pixels of the estimator's frame
         self.size: tuple[int, int] | None = None  # (width, height) the estimator saw

@@ -88,9 +88,8 @@ class ScenicConfig:
 
     fps: float = 25.0  # shared time grid of SPEC section 4; ViBe sees every grid frame
     short_side: int = 256  # ViBe, the person mask and the background images, resized from the grid frame
-    mask_max_side: int | None = (
-        640  # the grid BlazePose sees (longer side); 640 = [pose] max_side, so both share one run
-    )
+    # the grid BlazePose sees (longer side); 640 = [pose] max_side, so both share one run
+    mask_max_side: int | None = 640
     window: int = 120  # frames that make one background image (SPEC section 4)
     hop: int = 12  # one background image every `hop` frames (SPEC section 4); divides `window`
     # ViBe as published (Barnich and Van Droogenbroeck 2011)
@@ -298,6 +297,10 @@ class ScenicExtractor(NetworkExtractor):
     def decode_params(self) -> DecodeParams:
         return decode_params(self.config)
 
+    def track_key(self):
+        """The grid and settings of the person mask's tracking BlazePose (as pose's ``track_key``)."""
+        return self.decode_params(), mask_track(self.config)
+
     def params(self) -> dict:
         c, pre = self.config, self.weights_spec.preprocess
         size = pre.resize_short or pre.input_size
@@ -352,7 +355,7 @@ class _ScenicClip:
 
         self.extractor, self.clip_id = extractor, clip_id
         config = extractor.config
-        track = pose_track(shared, extractor.decode_params(), mask_track(config), segmentation=True)
+        track = pose_track(shared, extractor.track_key(), segmentation=True)
         self.scene = SceneBackgrounds(config, track)
         self.times: list[float] = []
         self.filled: list[float] = []
