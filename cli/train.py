@@ -32,7 +32,7 @@ def _add_train(subparsers, parent: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, help="epochs to train (default: [train] epochs of --config)")
     p.add_argument(
         "--profile",
-        help="training profile: paper (Adam 1e-4, batch 8, dropout 0.5; the default) or small-data (lr 1e-3, batch 32, dropout 0.1)",
+        help="training profile: paper (Adam 1e-4, batch 8, dropout 0.5; the default) or small-data (lr 1e-3, batch 32, no dropout)",
     )
     p.add_argument("--device", help="auto (CUDA when present), cpu, cuda")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -191,6 +192,9 @@ def test_small_data_profile_fills_only_default_fields() -> None:
     assert (paper.lr, paper.batch_size, paper.dropout) == (1e-4, 8, None)  # SPEC section 5
     small = train.TrainConfig(profile="small-data").resolved()
     assert small.lr == train.PROFILES["small-data"]["lr"] != 1e-4
+    # no dropout (README "Learning check"): 0.0 must reach the model, not fall back to its 0.5
+    skeleton = dataclasses.replace(small, model="psgcn", modalities=("skeletal",))
+    assert small.dropout == 0.0 and train.build(skeleton, {}).config.dropout == 0.0
     mine = train.TrainConfig(profile="small-data", lr=3e-4).resolved()
     assert mine.lr == 3e-4 and mine.batch_size == small.batch_size
     with pytest.raises(ValueError, match="profile"):
