@@ -36,7 +36,7 @@ sides of the body, and so the answer: a flipped score-1 window is one in which t
 follows the right, which is what a score-0 window is, and it is given score 0 (and a flipped
 score-0 window score 1). So each level holds every movement in both of its mirror images, the
 one thing that stays tied to the score is which side leads, and the training set is twice as
-varied. Half the training windows (``mix``) are grafted first: the leader arm and the leader
+varied. Half the training windows (``graft``) are grafted first: the leader arm and the leader
 leg each move as in another training window drawn the same way (its own clip, tempo and start),
 re-attached at the window's own shoulder and hip, and the canon then copies them onto the other
 side; the trunk and the two leader limbs come from up to three clips, so that the levels cannot
@@ -132,7 +132,7 @@ class Task:
     flip: bool = True  # training: a horizontal flip (sides swapped, and so the score) half the time
     speeds: tuple[float, float] | None = (0.5, 1.5)  # training: tempo range of the source movement
     # training: share of windows whose leader arm and leg each move as in another training window
-    mix: float = 0.5
+    graft: float = 0.5
 
     @property
     def max_lag(self) -> int:
@@ -245,9 +245,9 @@ def sample_batch(sources: list[np.ndarray], n: int, task: Task, rng: np.random.G
     xs, ys = [], []
     for _ in range(n):
         seq, start = _draw(sources, task, rng)
-        if task.mix:  # each window on its own frames, so that limbs of other windows can be grafted on
+        if task.graft:  # each window on its own frames, so that limbs of other windows can be grafted on
             seq, start = _segment(seq, start, task), task.max_lag
-            if rng.random() < task.mix:
+            if rng.random() < task.graft:
                 for limb in (L_ARM, L_LEG):  # the leaders: the canon then copies them onto the right
                     seq = graft(seq, _segment(*_draw(sources, task, rng), task), limb)
         forward, backwards_source = bool(rng.random() < 0.5), bool(rng.random() < 0.5)
@@ -541,7 +541,10 @@ def main() -> int:
         help="training seeds per fold and setting (fold k: seeds n*k .. n*k+n-1); the figure is their mean",
     )
     parser.add_argument(
-        "--mix", type=float, default=Task.mix, help="share of training windows with leader limbs from other windows"
+        "--graft",
+        type=float,
+        default=Task.graft,
+        help="share of training windows (0 to 1) whose leader arm and leg move as in other training windows",
     )
     parser.add_argument("--keypoints-only", action="store_true", help="only the real keypoint files, no pose run")
     parser.add_argument("--channels", default="16,32,64", help="PSGCN channels per stage")
@@ -549,7 +552,9 @@ def main() -> int:
     parser.add_argument("--results", default="results", help="name of the results files in --work (.json, .png)")
     args = parser.parse_args()
     work = Path(args.work)
-    task = Task(mix=args.mix)
+    if not 0.0 <= args.graft <= 1.0:
+        parser.error(f"--graft is a share of the training windows, 0 to 1; got {args.graft}")
+    task = Task(graft=args.graft)
     sources = {} if args.keypoints_only else extract_sources(work)
     sources.update(load_keypoint_sources())
     print("sources (frames):", {k: len(v) for k, v in sources.items()})

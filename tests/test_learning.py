@@ -119,7 +119,7 @@ def test_a_grafted_limb_moves_as_the_donor_s_and_the_canon_copies_it(lc, sources
     np.testing.assert_allclose(
         win[:, 11, :2] - win[:, 12, :2], (donor[:32, 14, :2] - donor[:32, 13, :2]) * [-1.0, 1.0], atol=1e-5
     )
-    x, y = lc.sample_batch(list(sources.values()), 64, lc.Task(mix=1.0), np.random.default_rng(0))
+    x, y = lc.sample_batch(list(sources.values()), 64, lc.Task(graft=1.0), np.random.default_rng(0))
     assert x.shape == (64, 3, 32, 16) and set(y.tolist()) == {0.0, 1.0}
 
 
