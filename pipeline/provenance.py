@@ -16,6 +16,7 @@ import inspect
 import json
 import platform
 import subprocess
+import threading
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,17 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
     return tree
 
 
+# CPython 3.11 keeps the AST constructor's recursion depth in interpreter-wide state, so two
+# threads parsing at once (Prefect runs tasks in threads) can leave it off balance, and every
+# later parse in the process then fails with "AST constructor recursion depth mismatch"
+# (CPython gh-106905). This module parses one source at a time.
+_AST_LOCK = threading.Lock()
+
+
 def code_fingerprint(source: str) -> str:
     """The code of ``source`` without docstrings, comments or layout (a canonical AST dump)."""
-    return ast.dump(_strip_docstrings(ast.parse(source)), annotate_fields=False, include_attributes=False)
+    with _AST_LOCK:
+        return ast.dump(_strip_docstrings(ast.parse(source)), annotate_fields=False, include_attributes=False)
 
 
 @cache
