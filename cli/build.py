@@ -256,7 +256,10 @@ def _print_report(report: dict, args) -> None:
             )
     if "precision" in report:
         workers = report.get("workers") or []
-        print(f"extract: {report['precision']} on {report.get('device')}, {len(workers)} worker process(es) checked")
+        print(
+            f"extract: {report['precision']} on {report.get('device')}, BlazePose backend {report.get('pose_backend')}, "
+            f"{len(workers)} worker process(es) checked"
+        )
     print("extract: modality   computed  skipped  failed  seconds")
     for modality, e in report.get("extract", {}).items():
         print(f"         {modality:<9} {e['computed']:>9} {e['skipped']:>8} {e['failed']:>7} {e['seconds']:>8.1f}")

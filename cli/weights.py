@@ -10,7 +10,7 @@ def register(subparsers, parent: argparse.ArgumentParser) -> None:
         "weights",
         help="list, fetch, import and verify pre-trained weights",
         description=(
-            "Pre-trained weights of the holistic, facial and scenic extractors. The cache "
+            "Pre-trained weights of the holistic, facial and scenic extractors and of BlazePose's torch backend. The cache "
             "($VDV_WEIGHTS_DIR, else ~/.cache/vdv/weights) holds tensors only; each file's sha256 is "
             "recorded at fetch/import time and checked on every load."
         ),
@@ -27,13 +27,14 @@ def register(subparsers, parent: argparse.ArgumentParser) -> None:
     p = actions.add_parser(
         "fetch",
         parents=[parent, cache],
-        help="download published weights (needs internet) and import them",
+        help="download published weights (needs internet) and import them; BlazePose's from the mediapipe wheel",
         description=(
             "Download each published file into <cache>/downloads/ through a hidden temporary file, with a "
             "progress bar on a terminal; when the publisher states the file's digest (mmaction2's TSN), a "
             "download that does not match is deleted and nothing is kept. The file is then imported as with "
             "`vdv weights import`. Without network access the error names the URL to fetch elsewhere and the "
-            "`vdv weights import` command to run on the copied file."
+            "`vdv weights import` command to run on the copied file. BlazePose's two networks ship inside the installed "
+            "mediapipe wheel: fetching them imports those files, offline."
         ),
     )
     p.add_argument("name", nargs="?", help="model name; without it, every model that has a download URL")
@@ -66,7 +67,8 @@ def _list(args) -> int:
         print(f"  architecture: {spec.architecture}")
         print(f"  features:     {spec.feature_dim}-d; input {spec.preprocess.as_dict()}")
         print(f"  source:       {spec.source_file}")
-        print(f"  url:          {spec.url or f'no direct download; get it from {spec.page}'}")
+        where = "installed with a package" if spec.bundled else "no direct download"
+        print(f"  url:          {spec.url or f'{where}; get it from {spec.page}'}")
         print(f"  source sha256 (published): {spec.source_sha256 or 'not published'}")
         print(f"  license:      {spec.license}")
         if lock:
@@ -80,7 +82,7 @@ def _fetch(args) -> int:
     from pipeline.weights.fetch import fetch_weights
     from pipeline.weights.registry import REGISTRY
 
-    names = [args.name] if args.name else [s.name for s in REGISTRY.values() if s.url]
+    names = [args.name] if args.name else [s.name for s in REGISTRY.values() if s.url or s.bundled]
     for name in names:
         lock = fetch_weights(name, cache_dir=args.dir)
         print(f"{name}: ok, sha256 {lock['sha256']}")

@@ -219,6 +219,7 @@ def run_extraction(
     result = {
         "precision": plan.precision,
         "device": plan.device,
+        "pose_backend": plan.pose_backend,
         "workers": workers,
         "items": [it.as_dict() for it in items],
         "extract": {

@@ -87,6 +87,7 @@ class ExtractionPlan:
     device: str | None = None
     precision: str = "float32"  # resolved once for the build (pipeline.runtime.resolve_precision)
     threads: int | None = None  # torch threads of each clip processed at once in a process
+    pose_backend: str = "mediapipe"  # [pose] backend resolved once (pipeline.pose.resolve_backend)
 
     @classmethod
     def make(
@@ -100,11 +101,32 @@ class ExtractionPlan:
         threads: int | None = None,
     ) -> ExtractionPlan:
         modalities = tuple(m for m in MODALITIES if m in set(modalities))
-        sections = {m: dict(config.get(m, {})) for m in modalities}
-        return cls(modalities, json.dumps(sections, sort_keys=True), untrained, device, precision, threads)
+        sections, backend = resolved_sections(modalities, config, device)
+        return cls(modalities, json.dumps(sections, sort_keys=True), untrained, device, precision, threads, backend)
 
     def section(self, modality: str) -> dict:
         return json.loads(self.sections)[modality]
+
+
+def resolved_sections(
+    modalities: Iterable[str], config: Mapping[str, Any], device: str | None
+) -> tuple[dict[str, dict], str]:
+    """Each modality's config section as a build on ``device`` runs it, and the BlazePose backend.
+
+    ``[pose] backend`` is resolved once (``auto``: torch on CUDA, mediapipe on the CPU) and is
+    also the backend of scenic's person mask, unless ``[scenic] mask_backend`` names one, so that
+    pose and scenic share one BlazePose run. The release resolves the same way to recompute
+    identities.
+    """
+    from pipeline.pose import resolve_backend
+
+    sections = {m: dict(config.get(m, {})) for m in modalities}
+    backend = resolve_backend(dict(config.get("pose", {})).get("backend", "auto"), device)
+    if "pose" in sections:
+        sections["pose"]["backend"] = backend
+    if "scenic" in sections:
+        sections["scenic"].setdefault("mask_backend", backend)
+    return sections, backend
 
 
 @dataclass

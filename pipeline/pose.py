@@ -5,12 +5,23 @@ Estimator interface
 A :class:`PoseEstimator` takes one upright RGB ``uint8`` image and returns the 33 BlazePose
 landmarks of the most prominent person as a ``(33, 3)`` array of (x, y, confidence) in pixels of
 that image, or ``None`` when it finds nobody. :func:`pipeline.skeleton.blazepose_to_mpii` turns
-those into the 16 MPII joints. The default (and only) backend is mediapipe 0.10.21's legacy BlazePose
-(``mp.solutions.pose``, ``model_complexity=1``: the "full" landmark model, which ships inside
-the wheel, so extraction works offline). The paper used AlphaPose and the design names mmpose's
+those into the 16 MPII joints. The estimator is BlazePose (``model_complexity=1``: the "full"
+landmark model, which ships inside the mediapipe wheel, so extraction works offline), with two
+backends that run the same graph (``[pose] backend``):
+
+- ``mediapipe``: mediapipe 0.10.21's legacy solution (``mp.solutions.pose``), one frame at a time
+  on the CPU (:class:`BlazePose`);
+- ``torch``: the same two networks and tracking graph in torch (:mod:`pipeline.blazepose`), on the
+  build's device, batched across the clips in flight in a process (:class:`TorchBlazePose`);
+- ``auto`` (default): ``torch`` where the build's device is CUDA, ``mediapipe`` on the CPU, where
+  mediapipe is faster (``bench/bench_pose.py``). Resolved once per build (:func:`resolve_backend`)
+  and recorded in every pose and scenic shard's identity.
+
+On the real clips the torch backend agrees with mediapipe's to PCK@0.05 of torso size 0.99 in
+float32 (``tests/test_blazepose.py``). The paper used AlphaPose and the design names mmpose's
 inferencer; mmpose (and its mmcv build) cannot be installed in this environment, so no adapter
 for it exists: a backend returning the same ``(33, 3)`` landmarks, or MPII joints directly, can
-be added beside :class:`BlazePose`.
+be added beside these.
 
 Confidence is BlazePose's landmark ``visibility``. The legacy solution leaves ``presence`` at 0
 for every landmark, so ``min(visibility, presence)`` would be 0 everywhere.
@@ -45,7 +56,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from pipeline.config import section_config
-from pipeline.decode import DecodeParams, Sample, StreamInfo
+from pipeline.decode import DecodeParams, Sample, StreamInfo, target_size
 from pipeline.features import FeatureExtractor, FeatureSequence, PassShared
 from pipeline.provenance import code_version, sha256_file
 from pipeline.skeleton import blazepose_to_mpii
@@ -54,6 +65,32 @@ log = logging.getLogger(__name__)
 
 # the "full" landmark model that model_complexity=1 loads
 _MODEL_FILE = ("modules", "pose_landmark", "pose_landmark_full.tflite")
+
+BACKENDS = ("auto", "torch", "mediapipe")
+
+
+def resolve_backend(backend: str, device: str | None) -> str:
+    """``[pose] backend`` for a build on ``device``: ``auto`` is ``torch`` on CUDA, else ``mediapipe``."""
+    if backend not in BACKENDS:
+        raise ValueError(f"[pose] backend must be one of {list(BACKENDS)}, got {backend!r}")
+    if backend != "auto":
+        return backend
+    from pipeline.runtime import resolve_device
+
+    return "torch" if resolve_device(device).startswith("cuda") else "mediapipe"
+
+
+def blazepose_place(device: str | None, precision: str | None) -> tuple[str, str]:
+    """Where and in what precision the torch BlazePose runs: :func:`pipeline.runtime.place`, then
+    float16 for a 16-bit build on CUDA (PCK@0.05 against mediapipe 0.98 in the feasibility study,
+    bf16 0.95), and float32 on the CPU, where bf16 is barely faster for these depthwise networks
+    and falls below the agreement target (PCK 0.94 on the real clips, ``bench/bench_pose.py``)."""
+    from pipeline.runtime import place
+
+    device, precision = place(device, precision)
+    if precision != "float32":
+        precision = "float16" if device.startswith("cuda") else "float32"
+    return device, precision
 
 
 class PoseEstimator(Protocol):
@@ -81,7 +118,8 @@ def model_sha256() -> str:
 
 class Tracked(NamedTuple):
     """BlazePose's answer for one image: the 33 landmarks (x, y, visibility) in pixels of that
-    image or None, and the segmentation (H, W) float32 probabilities when asked for, else None."""
+    image or None, and the segmentation float32 probabilities when asked for, else None: (H, W)
+    of the image, or the ``mask_size`` asked for where the backend warps it there directly."""
 
     landmarks: np.ndarray | None
     segmentation: np.ndarray | None
@@ -123,7 +161,8 @@ class BlazePose:
         )
         self._first_call = True
 
-    def process(self, image: np.ndarray) -> Tracked:
+    def process(self, image: np.ndarray, mask_size: tuple[int, int] | None = None) -> Tracked:
+        """``mask_size`` is ignored: mediapipe's mask has the image's size."""
         height, width = image.shape[:2]
         if self._first_call:
             # the graph's first run prints native start-up notices (XNNPACK, feedback tensors)
@@ -154,12 +193,126 @@ class BlazePose:
 
 @dataclass(frozen=True)
 class TrackSettings:
-    """What decides a tracking BlazePose's landmarks (the grid aside)."""
+    """What decides a tracking BlazePose's landmarks (the grid aside), the backend included."""
 
     model_complexity: int = 1
     min_detection_confidence: float = 0.5
     min_tracking_confidence: float = 0.5
     smooth_landmarks: bool = True
+    backend: str = "mediapipe"  # resolved (resolve_backend)
+    device: str = "cpu"  # torch backend: where it runs (blazepose_place)
+    precision: str = "float32"
+    weights_dir: str | None = None  # torch backend: the weights cache
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How the torch backend batches the clips in flight in a process (speed only, never output)."""
+
+    max_batch: int = 64  # frames of different clips in one forward
+    max_wait_ms: float = 5.0  # how long a step waits for a busy clip's frame
+
+
+@cache
+def shared_networks(device: str, precision: str, cache_dir: str | None = None):
+    """The torch backend's two networks, loaded once per process, device and precision."""
+    from pipeline.blazepose.engine import Networks
+
+    return Networks(device, precision, cache_dir=cache_dir)
+
+
+class TorchBlazePose:
+    """BlazePose in torch (:mod:`pipeline.blazepose`) behind the :class:`BlazePose` interface.
+
+    ``static=True`` runs a private engine (the detector on every call), as the people counter
+    needs. In tracking mode each instance is one clip's slot on the process's shared engine
+    (:mod:`pipeline.blazepose.batching`): clips tracked at once in this process share each
+    forward, and a clip's landmarks do not depend on which others shared it.
+    """
+
+    name = "torch-blazepose-full"
+
+    def __init__(
+        self,
+        *,
+        static: bool,
+        settings: TrackSettings = TrackSettings(backend="torch"),
+        segmentation: bool = False,
+        batching: Batching = Batching(),
+        cache_dir: str | None = None,
+    ):
+        from pipeline.blazepose.engine import PoseEngine, TrackOptions
+
+        options = TrackOptions(
+            min_detection_confidence=settings.min_detection_confidence,
+            min_tracking_confidence=settings.min_tracking_confidence,
+            smooth_landmarks=settings.smooth_landmarks,
+            static=static,
+            segmentation=segmentation,
+        )
+        cache_dir = cache_dir or settings.weights_dir
+        nets = shared_networks(settings.device, settings.precision, cache_dir)
+        if static:
+            engine = PoseEngine(nets, options, capacity=1)
+            slot = engine.open()
+            self._call = lambda item: engine.step([slot], [item[0]], [item[1]])[0]
+            self._close = lambda: engine.close(slot)
+        else:
+            handle = _pose_server(nets, options, batching, cache_dir).open()
+            self._call, self._close = handle, handle.close
+
+    def process(self, image: np.ndarray, mask_size: tuple[int, int] | None = None) -> Tracked:
+        result = self._call((image, mask_size))
+        return Tracked(result.landmarks, result.segmentation)
+
+    def landmarks(self, image: np.ndarray) -> np.ndarray | None:
+        return self.process(image).landmarks
+
+    def close(self) -> None:
+        self._close()
+
+    def __enter__(self) -> TorchBlazePose:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _pose_server(nets, options, batching: Batching, cache_dir):
+    """The process's batch server of tracking engines with ``options`` on ``nets``."""
+    from pipeline.blazepose.batching import BatchServer, shared_server
+    from pipeline.blazepose.engine import PoseEngine
+
+    def make():
+        engine = PoseEngine(nets, options, capacity=batching.max_batch)
+        return BatchServer(
+            lambda slots, items: engine.step(slots, [i[0] for i in items], [i[1] for i in items]),
+            engine.open,
+            engine.close,
+            max_batch=batching.max_batch,
+            max_wait_s=batching.max_wait_ms / 1000.0,
+            name="blazepose",
+        )
+
+    return shared_server(("blazepose", nets.device.type, str(nets.device), nets.precision, options, cache_dir), make)
+
+
+def open_blazepose(
+    settings: TrackSettings, *, static: bool, segmentation: bool = False, batching: Batching = Batching()
+) -> BlazePose | TorchBlazePose:
+    """The BlazePose of ``settings.backend``: one construction path for every caller."""
+    if settings.backend == "torch":
+        return TorchBlazePose(static=static, settings=settings, segmentation=segmentation, batching=batching)
+    if settings.backend != "mediapipe":
+        raise ValueError(f"unknown BlazePose backend {settings.backend!r}")
+    return BlazePose(
+        static=static,
+        model_complexity=settings.model_complexity,
+        min_detection_confidence=settings.min_detection_confidence,
+        min_tracking_confidence=settings.min_tracking_confidence,
+        smooth_landmarks=settings.smooth_landmarks,
+        segmentation=segmentation,
+    )
 
 
 class PoseTrack:
@@ -174,18 +327,25 @@ class PoseTrack:
     scenic's mask is the same whether or not pose did: neither identity depends on the other.
     ``process(image, key)`` returns the result of the last call again when ``key`` (the grid
     sample's index) repeats. The graph is closed when the last consumer leaves (:meth:`leave`).
+    ``mask_short_side`` (scenic's): the torch backend warps the mask straight to the image's size
+    at that short side (:func:`pipeline.decode.target_size`); mediapipe's mask has the image's size.
     """
 
-    def __init__(self, settings: TrackSettings = TrackSettings()):
-        self.settings = settings
+    def __init__(self, settings: TrackSettings = TrackSettings(), batching: Batching = Batching()):
+        self.settings, self.batching = settings, batching
         self.segmentation = False
-        self._pose: BlazePose | None = None
+        self.mask_short_side: int | None = None
+        self._pose: BlazePose | TorchBlazePose | None = None
         self._users = 0
         self._last: tuple[object, Tracked] | None = None
 
-    def join(self, *, segmentation: bool) -> PoseTrack:
+    def join(self, *, segmentation: bool, mask_short_side: int | None = None) -> PoseTrack:
         if self._pose is not None and segmentation and not self.segmentation:
             raise RuntimeError("a consumer asked for the segmentation after the track started")
+        if segmentation:
+            if self.mask_short_side not in (None, mask_short_side):
+                raise RuntimeError("two consumers asked for the segmentation at different sizes")
+            self.mask_short_side = mask_short_side
         self.segmentation = self.segmentation or segmentation
         self._users += 1
         return self
@@ -194,16 +354,14 @@ class PoseTrack:
         if key is not None and self._last is not None and self._last[0] == key:
             return self._last[1]
         if self._pose is None:
-            s = self.settings
-            self._pose = BlazePose(
-                static=False,
-                model_complexity=s.model_complexity,
-                min_detection_confidence=s.min_detection_confidence,
-                min_tracking_confidence=s.min_tracking_confidence,
-                smooth_landmarks=s.smooth_landmarks,
-                segmentation=self.segmentation,
+            self._pose = open_blazepose(
+                self.settings, static=False, segmentation=self.segmentation, batching=self.batching
             )
-        out = self._pose.process(image)
+        mask_size = None
+        if self.segmentation and self.mask_short_side:
+            height, width = image.shape[:2]
+            mask_size = target_size(width, height, DecodeParams(short_side=self.mask_short_side))
+        out = self._pose.process(image, mask_size)
         self._last = (key, out)
         return out
 
@@ -214,13 +372,20 @@ class PoseTrack:
             self._pose = None
 
 
-def pose_track(shared: PassShared | None, key: tuple[DecodeParams, TrackSettings], *, segmentation: bool) -> PoseTrack:
+def pose_track(
+    shared: PassShared | None,
+    key: tuple[DecodeParams, TrackSettings],
+    *,
+    segmentation: bool,
+    mask_short_side: int | None = None,
+    batching: Batching = Batching(),
+) -> PoseTrack:
     """The pass's track for ``key`` (grid, settings; a new one when no pass is shared), joined."""
     settings = key[1]
     if shared is None:
-        return PoseTrack(settings).join(segmentation=segmentation)
-    track = shared.get(("blazepose", *key), lambda: PoseTrack(settings))
-    return track.join(segmentation=segmentation)
+        return PoseTrack(settings, batching).join(segmentation=segmentation, mask_short_side=mask_short_side)
+    track = shared.get(("blazepose", *key), lambda: PoseTrack(settings, batching))
+    return track.join(segmentation=segmentation, mask_short_side=mask_short_side)
 
 
 _SILENCE_LOCK = threading.Lock()
@@ -261,24 +426,49 @@ class PoseConfig:
     min_detection_confidence: float = 0.5
     min_tracking_confidence: float = 0.5
     smooth_landmarks: bool = True  # mediapipe's temporal landmark filter in tracking mode
+    # auto | torch | mediapipe (module docstring); also the people counter's and scenic's mask's
+    backend: str = "auto"
+    # torch backend: frames of different clips per forward, and how long a step waits for a
+    # clip busy with its other modalities; speed and memory only, never the features
+    max_batch: int = 64
+    max_wait_ms: float = 5.0
+    weights_dir: str | None = None  # torch backend's weights cache; None: $VDV_WEIGHTS_DIR or ~/.cache/vdv/weights
+
+    def __post_init__(self):
+        if self.backend not in BACKENDS:
+            raise ValueError(f"[pose] backend must be one of {list(BACKENDS)}, got {self.backend!r}")
+        if self.max_batch < 1 or self.max_wait_ms < 0:
+            raise ValueError(
+                f"[pose] needs max_batch >= 1 and max_wait_ms >= 0, got {self.max_batch}, {self.max_wait_ms}"
+            )
+
+    def batching(self) -> Batching:
+        return Batching(self.max_batch, self.max_wait_ms)
 
 
 class PoseExtractor(FeatureExtractor):
     modality = "pose"
-    name = BlazePose.name
     dim = 48
 
-    def __init__(self, config: PoseConfig = PoseConfig(), *, device: str | None = None):
-        # BlazePose runs on the CPU in float32 whatever the build's device and precision
+    def __init__(self, config: PoseConfig = PoseConfig(), *, device: str | None = None, precision: str | None = None):
         if config.model_complexity != 1:
             raise ValueError("only model_complexity=1 (BlazePose full) ships in the mediapipe wheel")
         self.config = config
-        self.version = code_version("pipeline.pose", "pipeline.skeleton", "pipeline.decode")
-        self.weights_sha256 = model_sha256()
-        if device not in (None, "cpu"):
-            log.warning("mediapipe BlazePose runs on the CPU; ignoring device %r", device)
-        self.device = "cpu"
-        self.precision = "float32"
+        self.backend = resolve_backend(config.backend, device)
+        self.version = code_version(
+            "pipeline.pose", "pipeline.skeleton", "pipeline.decode", *backend_code(self.backend)
+        )
+        if self.backend == "mediapipe":
+            # mediapipe's BlazePose runs on the CPU in float32 whatever the build's device and precision
+            if device not in (None, "cpu"):
+                log.warning("mediapipe BlazePose runs on the CPU; ignoring device %r", device)
+            self.name, self.device, self.precision = BlazePose.name, "cpu", "float32"
+            self.weights_sha256, self.detector_sha256 = model_sha256(), None
+        else:
+            self.name = TorchBlazePose.name
+            self.device, self.precision = blazepose_place(device, precision)
+            nets = shared_networks(self.device, self.precision, config.weights_dir)
+            self.weights_sha256, self.detector_sha256 = nets.landmark_sha256, nets.detector_sha256
 
     def decode_params(self) -> DecodeParams:
         return DecodeParams(fps=self.config.fps, max_side=self.config.max_side)
@@ -287,7 +477,8 @@ class PoseExtractor(FeatureExtractor):
         c = self.config
         return {
             **self.decode_params().as_dict(),
-            "backend": "mediapipe.solutions.pose",
+            "backend": self.backend,
+            "detector_sha256": self.detector_sha256,
             "model_complexity": c.model_complexity,
             "min_detection_confidence": c.min_detection_confidence,
             "min_tracking_confidence": c.min_tracking_confidence,
@@ -301,7 +492,14 @@ class PoseExtractor(FeatureExtractor):
         """The grid and settings of this extractor's tracking BlazePose (what a shared track is keyed by)."""
         c = self.config
         settings = TrackSettings(
-            c.model_complexity, c.min_detection_confidence, c.min_tracking_confidence, c.smooth_landmarks
+            c.model_complexity,
+            c.min_detection_confidence,
+            c.min_tracking_confidence,
+            c.smooth_landmarks,
+            self.backend,
+            self.device,
+            self.precision,
+            c.weights_dir if self.backend == "torch" else None,
         )
         return self.decode_params(), settings
 
@@ -315,7 +513,7 @@ class _PoseClip:
 
     def __init__(self, extractor: PoseExtractor, shared: PassShared | None = None):
         self.config = extractor.config
-        self.track = pose_track(shared, extractor.track_key(), segmentation=False)
+        self.track = pose_track(shared, extractor.track_key(), segmentation=False, batching=extractor.config.batching())
         self.times: list[float] = []
         self.joints: list[np.ndarray | None] = []  # (16, 3) in pixels of the estimator's frame
         self.size: tuple[int, int] | None = None  # (width, height) the estimator saw
@@ -356,10 +554,18 @@ def build_extractor(
     """The pose extractor from the ``[pose]`` section (a mapping) or a :class:`PoseConfig`.
 
     BlazePose's weights ship inside the mediapipe wheel, so there is no untrained variant:
-    ``untrained`` is accepted for a uniform CLI and the real model is used; so is ``precision``
-    (BlazePose always runs in float32).
+    ``untrained`` is accepted for a uniform CLI and the real model is used. ``device`` and
+    ``precision`` decide the backend (``auto``) and where the torch backend runs
+    (:func:`blazepose_place`); mediapipe's runs on the CPU in float32.
     """
     config = section_config(PoseConfig, config, "pose")
     if untrained:
         log.warning("pose: BlazePose weights ship with mediapipe; extracting with the real model")
-    return PoseExtractor(config, device=device)
+    return PoseExtractor(config, device=device, precision=precision)
+
+
+def backend_code(backend: str) -> tuple[str, ...]:
+    """The modules that compute a backend's landmarks, beyond this one (part of the code version)."""
+    if backend == "torch":
+        return ("pipeline.blazepose.engine", "pipeline.blazepose.calculators", "pipeline.blazepose.net")
+    return ()

@@ -103,6 +103,9 @@ class ScenicConfig:
     mask_dilate: float = 0.02  # dilation radius, share of the frame's short side (soft edges, motion blur)
     mask_detection_confidence: float = 0.5  # BlazePose's person detector
     mask_tracking_confidence: float = 0.5  # below this BlazePose re-runs its detector
+    # BlazePose backend of the mask (pipeline.pose): auto | torch | mediapipe; a build sets it to
+    # [pose] backend, so that both share one run
+    mask_backend: str = "auto"
     inpaint_radius: int = 5  # cv2.inpaint neighbourhood (pixels) for pixels covered all window long
     seed: int = 0  # ViBe's random generator, and the initialisation of untrained weights
     batch_size: int = 32  # background images per forward pass; does not change the features
@@ -128,6 +131,10 @@ class ScenicConfig:
             raise ValueError(f"[scenic] mask_dilate must be in [0, 0.5), got {self.mask_dilate}")
         if self.inpaint_radius < 1:
             raise ValueError(f"[scenic] inpaint_radius must be at least 1, got {self.inpaint_radius}")
+        from pipeline.pose import BACKENDS
+
+        if self.mask_backend not in BACKENDS:
+            raise ValueError(f"[scenic] mask_backend must be one of {list(BACKENDS)}, got {self.mask_backend!r}")
         self.vibe_params()  # validates the ViBe parameters
 
     def vibe_params(self) -> ViBeParams:
@@ -155,19 +162,27 @@ def resized(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
-def mask_track(config: ScenicConfig):
-    """The settings of the person mask's tracking BlazePose."""
-    from pipeline.pose import TrackSettings
+def mask_track(config: ScenicConfig, device: str | None = None, precision: str | None = None):
+    """The settings of the person mask's tracking BlazePose on a build's ``device`` and ``precision``."""
+    from pipeline.pose import TrackSettings, blazepose_place, resolve_backend
 
-    return TrackSettings(1, config.mask_detection_confidence, config.mask_tracking_confidence, True)
+    backend = resolve_backend(config.mask_backend, device)
+    where = blazepose_place(device, precision) if backend == "torch" else ("cpu", "float32")
+    weights_dir = config.weights_dir if backend == "torch" else None
+    return TrackSettings(
+        1, config.mask_detection_confidence, config.mask_tracking_confidence, True, backend, *where, weights_dir
+    )
 
 
-def mask_params(config: ScenicConfig) -> dict:
-    """Everything that decides the person mask (part of scenic's identity)."""
+def mask_params(config: ScenicConfig, settings=None, weights: dict | None = None) -> dict:
+    """Everything that decides the person mask (part of scenic's identity): its backend and, for
+    the torch backend, its networks' sha256, device and precision."""
     from pipeline.pose import model_sha256  # read-only use: the landmark model inside the wheel
 
-    return {
+    settings = settings or mask_track(config)
+    params = {
         "model": MASK_MODEL,
+        "backend": settings.backend,
         "model_complexity": 1,
         "landmark_model_sha256": model_sha256(),
         "tracking": True,
@@ -179,6 +194,15 @@ def mask_params(config: ScenicConfig) -> dict:
         "input": "the grid frame (longer side at most mask_max_side)",
         "resize": "segmentation probabilities to short_side (area), then thresholded and dilated",
     }
+    if settings.backend == "torch":
+        params.update(
+            weights or {},
+            device=settings.device,
+            precision=settings.precision,
+            smooth_segmentation=False,  # the binary's blend is a no-op (pipeline.blazepose.engine)
+            resize="warped from the 256 x 256 mask straight to short_side (bilinear), then thresholded and dilated",
+        )
+    return params
 
 
 class PersonMasks:
@@ -194,7 +218,9 @@ class PersonMasks:
         from pipeline.pose import PoseTrack
 
         self.config = config
-        self.track = track if track is not None else PoseTrack(mask_track(config)).join(segmentation=True)
+        if track is None:
+            track = PoseTrack(mask_track(config)).join(segmentation=True, mask_short_side=config.short_side)
+        self.track = track
         self._kernels: dict[tuple[int, int], np.ndarray | None] = {}
 
     def mask(self, image: np.ndarray, size: tuple[int, int] | None = None, key: object = None) -> np.ndarray:
@@ -294,12 +320,24 @@ class ScenicExtractor(NetworkExtractor):
     code = ("pipeline.scenic", "pipeline.vibe", "pipeline.decode", "pipeline.pose")
     config: ScenicConfig
 
+    def __init__(self, config: ScenicConfig, **kwargs):
+        from pipeline.pose import backend_code, resolve_backend, shared_networks
+
+        # the mask's backend code is part of the version, as it is of pose's
+        self.code = type(self).code + backend_code(resolve_backend(config.mask_backend, kwargs.get("device")))
+        super().__init__(config, **kwargs)
+        self.mask = mask_track(config, self.device, self.precision)
+        self.mask_weights = {}
+        if self.mask.backend == "torch":
+            nets = shared_networks(self.mask.device, self.mask.precision, self.mask.weights_dir)
+            self.mask_weights = {"landmark_sha256": nets.landmark_sha256, "detector_sha256": nets.detector_sha256}
+
     def decode_params(self) -> DecodeParams:
         return decode_params(self.config)
 
     def track_key(self):
         """The grid and settings of the person mask's tracking BlazePose (as pose's ``track_key``)."""
-        return self.decode_params(), mask_track(self.config)
+        return self.decode_params(), self.mask
 
     def params(self) -> dict:
         c, pre = self.config, self.weights_spec.preprocess
@@ -317,7 +355,7 @@ class ScenicExtractor(NetworkExtractor):
                 "distance": "L1 over RGB <= 3 * radius",
                 "model": "one per clip; person mask excluded from updates, re-drawn when uncovered",
             },
-            "person_mask": mask_params(c),
+            "person_mask": mask_params(c, self.mask, self.mask_weights),
             "background": "per-pixel mean over the window's frames where neither ViBe nor the person mask covers it",
             "fill": {"method": "cv2.inpaint telea", "radius": c.inpaint_radius},
             "resize": [size, size],
@@ -355,7 +393,7 @@ class _ScenicClip:
 
         self.extractor, self.clip_id = extractor, clip_id
         config = extractor.config
-        track = pose_track(shared, extractor.track_key(), segmentation=True)
+        track = pose_track(shared, extractor.track_key(), segmentation=True, mask_short_side=config.short_side)
         self.scene = SceneBackgrounds(config, track)
         self.times: list[float] = []
         self.filled: list[float] = []

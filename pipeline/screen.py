@@ -194,16 +194,19 @@ class PixelRules:
     ):
         from pipeline import visual
         from pipeline.config import stage_config
+        from pipeline.pose import backend_code
         from pipeline.provenance import canonical_json, code_version
 
         self.config = stage_config(visual.VisualConfig, dict(config or {}), "visual")
+        self.pose = visual.counter_settings(dict(config or {}))  # [pose] backend, resolved here
         self.work = None if work is None else Path(work)
         self.computed = self.reused = 0  # this object's cache misses and hits
         self.thumbnails = bool(thumbnails and self.work is not None)
         self._fingerprint = canonical_json(
             {
                 "visual": dataclasses.asdict(self.config),
-                "code": code_version(*PIXEL_RULE_MODULES),
+                "pose": dataclasses.asdict(self.pose),
+                "code": code_version(*PIXEL_RULE_MODULES, *backend_code(self.pose.backend)),
                 "thumbnails": self.thumbnails,
             }
         )
@@ -242,7 +245,7 @@ class PixelRules:
         thumbs = thumbnails_dir(self.work) if self.thumbnails else None
         results = _run_visual(
             lambda c: visual.screen_visual(
-                c["path"], c["clip_id"], self.config, duration_s=c.get("duration_s"), thumbnails=thumbs
+                c["path"], c["clip_id"], self.config, duration_s=c.get("duration_s"), thumbnails=thumbs, pose=self.pose
             ),
             clip,
         )

@@ -40,7 +40,7 @@ from pipeline.decode import DecodeParams, claimed_duration, iter_samples
 from pipeline.errors import ClipError, Reason
 from pipeline.motion import MotionParams, PairMotion, composed_motion, pair_motion, prepare
 from pipeline.people import CountParams, Person, count_people, find_people
-from pipeline.pose import BlazePose
+from pipeline.pose import TrackSettings, open_blazepose
 from pipeline.rules import RuleResult
 from pipeline.skeleton import LIMBS, MPII_INDEX, blazepose_to_mpii
 
@@ -135,16 +135,18 @@ def analyse_frames(
     config: VisualConfig = VisualConfig(),
     *,
     sheet: ContactSheet | None = None,
+    pose: TrackSettings | None = None,
 ) -> VisualAnalysis:
     """Count people, locate the main person and measure motion on ``(time, RGB frame)`` pairs.
 
     ``sheet`` (a :class:`ContactSheet`) is shown every analysed frame with the people found on
     it, so that thumbnails come from the frames already decoded, not from a second decode.
+    ``pose`` names the BlazePose backend (and its device) the people counter runs on, in static mode.
     """
     count_params, motion_params = config.count_params(), config.motion_params()
     analysis = VisualAnalysis()
     prev = None  # (time, prepared frame, boxes)
-    with BlazePose(static=True) as estimator:
+    with open_blazepose(pose or TrackSettings(), static=True) as estimator:
         for t, image in frames:
             people: list[Person] = find_people(image, estimator, count_params)
             height, width = image.shape[:2]
@@ -397,6 +399,21 @@ def rule_thresholds(config: VisualConfig = VisualConfig()) -> dict[str, dict]:
 # -- clips -------------------------------------------------------------------------------------
 
 
+def counter_settings(config: dict | None = None) -> TrackSettings:
+    """The people counter's BlazePose from a run's configuration: ``[pose] backend`` resolved
+    for this machine (torch on CUDA, mediapipe on the CPU when ``auto``), on the device and in
+    the precision the torch backend would extract with (``[extract] precision``)."""
+    from pipeline.config import stage_config
+    from pipeline.pose import PoseConfig, blazepose_place, resolve_backend
+
+    pose = stage_config(PoseConfig, dict(config or {}), "pose")
+    backend = resolve_backend(pose.backend, None)
+    if backend != "torch":
+        return TrackSettings(backend=backend)
+    device, precision = blazepose_place(None, dict(dict(config or {}).get("extract", {})).get("precision", "auto"))
+    return TrackSettings(backend="torch", device=device, precision=precision, weights_dir=pose.weights_dir)
+
+
 def _duration(path: str | Path) -> float | None:
     import av
 
@@ -443,8 +460,11 @@ def screen_visual(
     *,
     duration_s: float | None = None,
     thumbnails: str | Path | None = None,
+    pose: TrackSettings | None = None,
 ) -> list[RuleResult]:
     """Run every pixel rule on one clip; never raises for a bad clip (see the module docstring).
+
+    ``pose``: the BlazePose backend of the people counter (:func:`counter_settings`; default mediapipe).
 
     ``duration_s`` (the probe's) spares an open of the file to size the sampling grid.
     Each result's details carry the rule's configured ``thresholds`` beside what it measured.
@@ -456,7 +476,7 @@ def screen_visual(
     params = sample_params(path, config, duration_s)
     sheet = ContactSheet(min_conf=config.joint_confidence) if thumbnails is not None else None
     try:
-        analysis = analyse_frames(sample_frames(path, clip_id, config, params), config, sheet=sheet)
+        analysis = analyse_frames(sample_frames(path, clip_id, config, params), config, sheet=sheet, pose=pose)
     except ClipError as err:
         return [RuleResult("visual_decode", False, [err.reason], {"message": err.message})]
     if analysis.n_frames == 0:
@@ -482,6 +502,7 @@ __all__ = [
     "VisualAnalysis",
     "analyse_frames",
     "apply_rules",
+    "counter_settings",
     "draw_skeleton",
     "rule_camera_motion",
     "rule_one_dancer",

@@ -29,6 +29,18 @@ def shared() -> Path:
     return SHARED
 
 
+@pytest.fixture(scope="session")
+def blazepose_weights(tmp_path_factory) -> Path:
+    """A weights cache holding the torch backend's two BlazePose networks, imported once from
+    the installed mediapipe wheel (no download), so tests never touch ``~/.cache``."""
+    from pipeline.weights.fetch import fetch_weights
+
+    cache = tmp_path_factory.mktemp("blazepose-weights")
+    for name in ("blazepose_detector", "blazepose_landmark_full"):
+        fetch_weights(name, cache_dir=cache)
+    return cache
+
+
 @pytest.fixture
 def make_raw(tmp_path):
     """Build ``RAW_DIR/{clips,metadata}`` in tmp: ``make_raw(clips, metadata)``.

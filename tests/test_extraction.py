@@ -3,6 +3,7 @@ modality, identities do not depend on which modalities ran together, a bad clip 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import av
@@ -61,12 +62,26 @@ def test_one_open_feeds_every_modality_and_a_rerun_skips(tmp_path, count_opens):
     assert load_extractors(_plan(ALL)) is extractors  # a worker builds its models once
 
 
-def test_shards_do_not_depend_on_which_modalities_shared_the_pass(tmp_path):
+def _backend_config(backend: str, weights: Path) -> dict:
+    """CONFIG with ``[pose] backend`` (also scenic's mask's) and the BlazePose weights cache."""
+    config = {m: dict(section) for m, section in CONFIG.items()}
+    config["pose"].update(backend=backend, weights_dir=str(weights))
+    config["scenic"]["weights_dir"] = str(weights)
+    return config
+
+
+@pytest.mark.parametrize("backend", ["mediapipe", "torch"])
+def test_shards_do_not_depend_on_which_modalities_shared_the_pass(tmp_path, backend, blazepose_weights):
     clip = _clip("stgcn_ta_chi.mp4")
+    config = _backend_config(backend, blazepose_weights)
+
+    def plan(modalities):
+        return ExtractionPlan.make(modalities, config, untrained=True, device="cpu", precision="float32")
+
     together, alone = tmp_path / "together", tmp_path / "alone"
-    extract_clip(clip, load_extractors(_plan(ALL)), together)
+    extract_clip(clip, load_extractors(plan(ALL)), together)
     for modality in ALL:
-        extract_clip(clip, load_extractors(_plan([modality])), alone)
+        extract_clip(clip, load_extractors(plan([modality])), alone)
     for modality in ALL:
         (a,) = sorted((together / "features" / modality).glob("*.parquet"))
         (b,) = sorted((alone / "features" / modality).glob("*.parquet"))
@@ -76,27 +91,47 @@ def test_shards_do_not_depend_on_which_modalities_shared_the_pass(tmp_path):
         np.testing.assert_array_equal(np.asarray(ra["features"]), np.asarray(rb["features"]))
 
 
-def test_pose_and_scenic_on_one_grid_run_blazepose_once_per_frame(tmp_path, monkeypatch):
+@pytest.mark.parametrize("backend", ["mediapipe", "torch"])
+def test_pose_and_scenic_on_one_grid_run_blazepose_once_per_frame(tmp_path, monkeypatch, backend, blazepose_weights):
     from pipeline import pose
+    from pipeline.blazepose.engine import PoseEngine
 
     runs: list[tuple[int, int]] = []
-    real = pose.BlazePose.process
+    if backend == "mediapipe":
+        real = pose.BlazePose.process
 
-    def counting(self, image):
-        runs.append(image.shape[:2])
-        return real(self, image)
+        def counting(self, image, mask_size=None):
+            runs.append(image.shape[:2])
+            return real(self, image, mask_size)
 
-    monkeypatch.setattr(pose.BlazePose, "process", counting)
+        monkeypatch.setattr(pose.BlazePose, "process", counting)
+    else:
+        real = PoseEngine.step
+
+        def counting(self, slots, images, mask_sizes=None):
+            runs.extend(image.shape[:2] for image in images)
+            return real(self, slots, images, mask_sizes)
+
+        monkeypatch.setattr(PoseEngine, "step", counting)
+    config = _backend_config(backend, blazepose_weights)
+
+    def plan(modalities):
+        return ExtractionPlan.make(modalities, config, untrained=True, device="cpu", precision="float32")
+
     clip = _clip("stgcn_ta_chi.mp4")
-    items = extract_clip(clip, load_extractors(_plan(["pose", "scenic"])), tmp_path)
+    items = extract_clip(clip, load_extractors(plan(["pose", "scenic"])), tmp_path)
     assert [i.status for i in items] == ["computed", "computed"]
     (shard,) = (tmp_path / "features" / "pose").glob("*.parquet")
-    frames = len(read_features(shard, "pose").to_pylist()[0]["timestamps"])
+    row = read_features(shard, "pose").to_pylist()[0]
+    frames = len(row["timestamps"])
     assert frames > 50 and len(runs) == frames  # one run per grid frame for both, not two
     assert max(max(shape) for shape in runs) == 256  # on the pose grid, longer side 256
+    assert json.loads(row["params"])["backend"] == backend  # part of the identity
+    (scenic,) = (tmp_path / "features" / "scenic").glob("*.parquet")
+    assert json.loads(read_features(scenic, "scenic").to_pylist()[0]["params"])["person_mask"]["backend"] == backend
 
     runs.clear()
-    extract_clip(clip, load_extractors(_plan(["scenic"])), tmp_path / "alone")
+    extract_clip(clip, load_extractors(plan(["scenic"])), tmp_path / "alone")
     assert len(runs) == frames  # alone, scenic runs its own track on the same grid
 
 

@@ -78,10 +78,13 @@ def expected_extractors(
     when the weights are missing or ``work`` holds untrained shards). Missing weights without
     ``allow_untrained`` are a :class:`ReleaseError` naming the fix.
     """
+    from pipeline.extraction import resolved_sections
+
     out: dict[str, list] = {}
+    sections, _ = resolved_sections(modalities, run_config or {}, device)
     for modality in modalities:
         module = importlib.import_module(f"pipeline.{modality}")
-        section = dict((run_config or {}).get(modality, {}))
+        section = sections[modality]
         kwargs: dict = {"device": device}
         if precision is not None:
             # the extraction rewrite adds build_extractor(..., precision=) (resolved "bfloat16"/"float32")

@@ -147,6 +147,22 @@ def convert_vggface2_resnet50(obj: Any) -> Converted:
     return out, dropped
 
 
+def convert_blazepose(graph: Any) -> Converted:
+    """A BlazePose .tflite read by :func:`pipeline.blazepose.tflite.read_graph` -> ``layers.<op>.*``.
+
+    The file's operator list must be the committed architecture's (``pipeline/blazepose/*.json``):
+    a different mediapipe release's model is refused here rather than run by a graph that does
+    not describe it. Nothing is dropped.
+    """
+    from pipeline.blazepose.net import ARCHITECTURES, architecture
+
+    known = {name: architecture(name)["ops"] for name in ARCHITECTURES}
+    ops = graph.architecture()["ops"]
+    if ops not in known.values():
+        raise WeightsError("this .tflite's operators differ from every BlazePose graph this version knows")
+    return {f"layers.{k}": v for k, v in graph.params.items()}, []
+
+
 def _to_tensor(key: str, value: Any) -> torch.Tensor:
     import torch
 

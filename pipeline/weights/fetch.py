@@ -103,7 +103,7 @@ def import_weights(
             f"{path} has sha256 {source_digest}, but the published {spec.source_file} starts with "
             f"{spec.source_sha256}; it is a different file (pass --allow-other-source to import it anyway)"
         )
-    state, dropped = convert_checkpoint(spec, read_checkpoint(path))
+    state, dropped = convert_checkpoint(spec, (spec.read or read_checkpoint)(Path(path)))
     target = cached_file(name, cache_dir)
     atomic_write(target, lambda tmp: save_file(state, tmp, metadata={"name": name, "source_sha256": source_digest}))
     lock = {
@@ -189,12 +189,17 @@ def fetch_weights(
 ) -> dict:
     """Download the published file into ``<cache>/downloads/`` (hash checked) and import it.
 
+    A model whose file is installed with a package (``spec.bundled``: BlazePose, inside the
+    mediapipe wheel) is imported from there: no network, no download.
+
     Without network access this raises :class:`WeightsError` with one line naming the URL and
     the ``vdv weights import`` command to run on a file fetched elsewhere.
     """
     import urllib.error
 
     spec = get_spec(name)
+    if spec.bundled is not None:
+        return import_weights(name, spec.bundled(), cache_dir=cache_dir)  # installed with a package: no download
     if spec.url is None:
         raise WeightsError(
             f"{name} has no direct download: get {spec.source_file} by hand from {spec.page} "

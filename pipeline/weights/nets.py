@@ -47,3 +47,17 @@ def build_resnet50_vggface2() -> torch.nn.Module:
         layer[0].conv1.stride = (2, 2)
         layer[0].conv2.stride = (1, 1)
     return model
+
+
+def build_blazepose_detector() -> torch.nn.Module:
+    """BlazePose's person detector: the TFLite graph of :mod:`pipeline.blazepose.net`."""
+    from pipeline.blazepose.net import build
+
+    return build("blazepose_detector")
+
+
+def build_blazepose_landmark_full() -> torch.nn.Module:
+    """BlazePose's full landmark network: the TFLite graph of :mod:`pipeline.blazepose.net`."""
+    from pipeline.blazepose.net import build
+
+    return build("blazepose_landmark_full")

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pipeline.errors import WeightsError
 from pipeline.weights.convert import (
     Converted,
+    convert_blazepose,
     convert_facenet,
     convert_mmaction2_tsn,
     convert_places365,
     convert_vggface2_resnet50,
 )
 from pipeline.weights.nets import (
+    build_blazepose_detector,
+    build_blazepose_landmark_full,
     build_inception_resnet_v1,
     build_resnet18_places365,
     build_resnet50_vggface2,
@@ -41,6 +45,35 @@ class ModelSpec:
     preprocess: Preprocess
     convert: Callable[[Any], Converted] = field(repr=False)
     page: str | None = None  # where to get the file by hand when there is no direct URL
+    read: Callable[[Path], Any] | None = field(default=None, repr=False)  # None: fetch.read_checkpoint
+    bundled: Callable[[], Path] | None = field(default=None, repr=False)  # a source installed with a package
+
+
+def _mediapipe_file(*parts: str) -> Callable[[], Path]:
+    """The path of a model file inside the installed mediapipe wheel (found when asked for)."""
+
+    def locate() -> Path:
+        import importlib.util
+
+        found = importlib.util.find_spec("mediapipe")
+        if found is None or found.origin is None:
+            raise WeightsError("mediapipe is not installed, so its BlazePose models cannot be imported")
+        return Path(found.origin).parent.joinpath(*parts)
+
+    return locate
+
+
+def _read_tflite(path: Path) -> Any:
+    from pipeline.blazepose.tflite import GraphError, read_graph
+
+    try:
+        return read_graph(path)
+    except GraphError as err:
+        raise WeightsError(f"{path}: {err}") from err
+
+
+# mediapipe's models are Apache-2.0 (google/mediapipe LICENSE; the BlazePose GHUM 3D model card)
+_MEDIAPIPE_LICENSE = "mediapipe, Apache-2.0 (BlazePose model card: Apache-2.0)"
 
 
 REGISTRY: dict[str, ModelSpec] = {
@@ -101,6 +134,39 @@ REGISTRY: dict[str, ModelSpec] = {
             preprocess=Preprocess(224, 256, (91.4953, 103.8827, 131.0912), (1.0, 1.0, 1.0), channels="BGR"),
             convert=convert_vggface2_resnet50,
             page="https://drive.google.com/open?id=1A94PAAnwk6L7hXdBXLFosB_s0SzEhAFU (cydonia999/VGGFace2-pytorch README)",
+        ),
+        # BlazePose (pose skeletons, the people counter, scenic's person mask) for the torch
+        # backend: the TFLite files of the mediapipe wheel, no download; pipeline/blazepose/
+        ModelSpec(
+            name="blazepose_detector",
+            architecture="BlazePose person detector (224 x 224, 2,254 anchors), mediapipe's TFLite graph run in torch",
+            build=build_blazepose_detector,
+            feature_dim=12,  # per anchor: box (x, y, w, h) and 4 keypoints, plus a score
+            source_file="pose_detection.tflite",
+            url=None,
+            source_sha256="9ba9dd3d42efaaba86b4ff0122b06f29c4122e756b329d89dca1e297fd8f866c",
+            license=_MEDIAPIPE_LICENSE,
+            preprocess=Preprocess(224, None, (127.5,) * 3, (127.5,) * 3),  # [-1, 1], letterboxed
+            convert=convert_blazepose,
+            page="the installed mediapipe==0.10.21 wheel, mediapipe/modules/pose_detection/ (`vdv weights fetch` imports it)",
+            read=_read_tflite,
+            bundled=_mediapipe_file("modules", "pose_detection", "pose_detection.tflite"),
+        ),
+        ModelSpec(
+            name="blazepose_landmark_full",
+            architecture="BlazePose GHUM full landmark network (256 x 256 crop: 39 landmarks, heatmap, segmentation), "
+            "mediapipe's TFLite graph run in torch",
+            build=build_blazepose_landmark_full,
+            feature_dim=195,  # 39 landmarks x (x, y, z, visibility, presence)
+            source_file="pose_landmark_full.tflite",
+            url=None,
+            source_sha256="e9a5c5cb17f736fafd4c2ec1da3b3d331d6edbe8a0d32395855aeb2cdfd64b9f",
+            license=_MEDIAPIPE_LICENSE,
+            preprocess=Preprocess(256, None, (0.0,) * 3, (1.0,) * 3, value_range=1.0),  # [0, 1], rotated crop
+            convert=convert_blazepose,
+            page="the installed mediapipe==0.10.21 wheel, mediapipe/modules/pose_landmark/ (`vdv weights fetch` imports it)",
+            read=_read_tflite,
+            bundled=_mediapipe_file("modules", "pose_landmark", "pose_landmark_full.tflite"),
         ),
     )
 }
