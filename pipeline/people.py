@@ -8,7 +8,8 @@ counter makes it find people one after another:
    frame with visibility >= ``landmark_visibility``; a face filling the frame still counts as
    a person (the upper-body rule, not this one, rejects it);
 3. paint that person's box, grown by ``box_margin`` on each side, black, and run again, up to
-   ``max_people`` times or until nobody is found;
+   ``max_people`` times or until nobody is found (a clip's frames are searched together,
+   :func:`find_people_many`, so that the torch backend runs one forward per round);
 4. then search the overlapping tiles of a ``tiles`` x ``tiles`` grid (each ``tile_size`` of
    the frame's sides) of the masked frame the same way. BlazePose's detector sees the image at
    224 px, so a small or distant person (the roof-top dancer of ``sports2d_demo``, the bystander
@@ -96,30 +97,56 @@ def _regions(width: int, height: int, params: CountParams) -> list[tuple[int, in
 
 def find_people(image: np.ndarray, estimator: PoseEstimator, params: CountParams = CountParams()) -> list[Person]:
     """The people in one upright RGB frame; ``estimator`` must run its detector on every call."""
-    height, width = image.shape[:2]
-    work = image.copy()  # the caller's frame is never painted
-    painted = np.zeros((height, width), dtype=bool)
-    people: list[Person] = []
+    return find_people_many([image], estimator, params)[0]
+
+
+def find_people_many(
+    images: list[np.ndarray], estimator: PoseEstimator, params: CountParams = CountParams()
+) -> list[list[Person]]:
+    """:func:`find_people` on frames of one size, each round of the search of every frame at once.
+
+    Round ``k`` of a region asks the estimator about every frame still searching it
+    (``estimator.landmarks_many``: one batched forward on the torch backend, one call per frame
+    on mediapipe's), so a clip's sampled frames cost a few dozen forwards, not hundreds. Each
+    frame's search is the same as alone: a frame leaves a region when nothing is found in it.
+    """
+    if not images:
+        return []
+    height, width = images[0].shape[:2]
+    if any(im.shape[:2] != (height, width) for im in images):
+        raise ValueError("find_people_many needs frames of one size")
+    work = [im.copy() for im in images]  # the caller's frames are never painted
+    painted = [np.zeros((height, width), dtype=bool) for _ in images]
+    people: list[list[Person]] = [[] for _ in images]
     for x0, y0, x1, y1, in_tile in _regions(width, height, params):
         # bounded: a rejected detection is masked too, so each call uncovers something new
+        searching = [i for i in range(len(images)) if len(people[i]) < params.max_people]
         for _ in range(params.max_people + 1):
-            if len(people) >= params.max_people:
+            if not searching:
                 break
-            lm = estimator.landmarks(work[y0:y1, x0:x1])
-            if lm is None:
-                break
-            lm = lm + np.array([x0, y0, 0.0])
-            box = _box(lm, width, height, params)
-            region = painted[box[1] : box[3], box[0] : box[2]]
-            masked_share = float(region.mean()) if region.size else 1.0
-            # mask even a rejected detection, else the same thing is found again
-            work[box[1] : box[3], box[0] : box[2]] = 0
-            painted[box[1] : box[3], box[0] : box[2]] = True
-            if _accept(lm, width, height, params, in_tile, masked_share):
-                people.append(Person(lm, box, in_tile))
-        if len(people) >= params.max_people:
-            break
+            found = _landmarks_many(estimator, [work[i][y0:y1, x0:x1] for i in searching])
+            still = []
+            for i, lm in zip(searching, found, strict=True):
+                if lm is None:
+                    continue
+                lm = lm + np.array([x0, y0, 0.0])
+                box = _box(lm, width, height, params)
+                region = painted[i][box[1] : box[3], box[0] : box[2]]
+                masked_share = float(region.mean()) if region.size else 1.0
+                # mask even a rejected detection, else the same thing is found again
+                work[i][box[1] : box[3], box[0] : box[2]] = 0
+                painted[i][box[1] : box[3], box[0] : box[2]] = True
+                if _accept(lm, width, height, params, in_tile, masked_share):
+                    people[i].append(Person(lm, box, in_tile))
+                if len(people[i]) < params.max_people:
+                    still.append(i)
+            searching = still
     return people
+
+
+def _landmarks_many(estimator: PoseEstimator, images: list[np.ndarray]) -> list[np.ndarray | None]:
+    many = getattr(estimator, "landmarks_many", None)
+    return many(images) if many is not None else [estimator.landmarks(im) for im in images]
 
 
 def count_people(people: list[Person], params: CountParams = CountParams()) -> int:

@@ -252,11 +252,13 @@ class TorchBlazePose:
         )
         cache_dir = cache_dir or settings.weights_dir
         nets = shared_networks(settings.device, settings.precision, cache_dir)
+        self._engine: PoseEngine | None = None
         if static:
-            engine = PoseEngine(nets, options, capacity=1)
-            slot = engine.open()
-            self._call = lambda item: engine.step([slot], [item[0]], [item[1]])[0]
-            self._close = lambda: engine.close(slot)
+            # no state between calls: a private engine whose slots are only a batch's rows
+            self._engine = engine = PoseEngine(nets, options, capacity=8)
+            self._slots = [engine.open()]
+            self._call = lambda item: engine.step(self._slots[:1], [item[0]], [item[1]])[0]
+            self._close = lambda: None
         else:
             handle = _pose_server(nets, options, batching, cache_dir).open()
             self._call, self._close = handle, handle.close
@@ -267,6 +269,15 @@ class TorchBlazePose:
 
     def landmarks(self, image: np.ndarray) -> np.ndarray | None:
         return self.process(image).landmarks
+
+    def landmarks_many(self, images: list[np.ndarray]) -> list[np.ndarray | None]:
+        """Static mode: the landmarks of several independent images in one forward."""
+        if self._engine is None:
+            return [self.landmarks(image) for image in images]
+        while len(self._slots) < len(images):
+            self._slots.append(self._engine.open())
+        results = self._engine.step(self._slots[: len(images)], images)
+        return [r.landmarks for r in results]
 
     def close(self) -> None:
         self._close()

@@ -39,7 +39,7 @@ import numpy as np
 from pipeline.decode import DecodeParams, claimed_duration, iter_samples
 from pipeline.errors import ClipError, Reason
 from pipeline.motion import MotionParams, PairMotion, composed_motion, pair_motion, prepare
-from pipeline.people import CountParams, Person, count_people, find_people
+from pipeline.people import CountParams, Person, count_people, find_people_many
 from pipeline.pose import TrackSettings, open_blazepose
 from pipeline.rules import RuleResult
 from pipeline.skeleton import LIMBS, MPII_INDEX, blazepose_to_mpii
@@ -145,25 +145,40 @@ def analyse_frames(
     """
     count_params, motion_params = config.count_params(), config.motion_params()
     analysis = VisualAnalysis()
-    prev = None  # (time, prepared frame, boxes)
+    frames = list(frames)  # at most max_frames small frames: their people are found together
     with open_blazepose(pose or TrackSettings(), static=True) as estimator:
-        for t, image in frames:
-            people: list[Person] = find_people(image, estimator, count_params)
-            height, width = image.shape[:2]
-            analysis.times.append(float(t))
-            analysis.counts.append(count_people(people, count_params))
-            analysis.detections.append(len(people))
-            analysis.tile_counts.append(sum(p.in_tile for p in people))
-            analysis.main.append(blazepose_to_mpii(people[0].landmarks) if people else None)
-            analysis.sizes.append((width, height))
-            if sheet is not None:
-                sheet.add(float(t), image, [blazepose_to_mpii(p.landmarks) for p in people], analysis.counts[-1])
-            prepared = prepare(image, motion_params)
-            boxes = [p.box for p in people]
-            if prev is not None:
-                analysis.pairs.append(pair_motion(prev[1], prepared, t - prev[0], prev[2] + boxes, motion_params))
-            prev = (t, prepared, boxes)
+        found = _people_of(frames, estimator, count_params)
+    prev = None  # (time, prepared frame, boxes)
+    for (t, image), people in zip(frames, found, strict=True):
+        height, width = image.shape[:2]
+        analysis.times.append(float(t))
+        analysis.counts.append(count_people(people, count_params))
+        analysis.detections.append(len(people))
+        analysis.tile_counts.append(sum(p.in_tile for p in people))
+        analysis.main.append(blazepose_to_mpii(people[0].landmarks) if people else None)
+        analysis.sizes.append((width, height))
+        if sheet is not None:
+            sheet.add(float(t), image, [blazepose_to_mpii(p.landmarks) for p in people], analysis.counts[-1])
+        prepared = prepare(image, motion_params)
+        boxes = [p.box for p in people]
+        if prev is not None:
+            analysis.pairs.append(pair_motion(prev[1], prepared, t - prev[0], prev[2] + boxes, motion_params))
+        prev = (t, prepared, boxes)
     return analysis
+
+
+def _people_of(frames: list[tuple[float, np.ndarray]], estimator, params: CountParams) -> list[list[Person]]:
+    """The people of each frame, frames of one size searched together (:func:`find_people_many`)."""
+    found: list[list[Person] | None] = [None] * len(frames)
+    by_size: dict[tuple[int, ...], list[int]] = {}
+    for i, (_, image) in enumerate(frames):
+        by_size.setdefault(image.shape[:2], []).append(i)
+    for indices in by_size.values():
+        for i, people in zip(
+            indices, find_people_many([frames[i][1] for i in indices], estimator, params), strict=True
+        ):
+            found[i] = people
+    return found
 
 
 # -- the rules ---------------------------------------------------------------------------------

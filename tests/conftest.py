@@ -41,6 +41,30 @@ def blazepose_weights(tmp_path_factory) -> Path:
     return cache
 
 
+class _VisualAnalyses(dict):
+    """``[(clip name, backend)]`` -> the pixel rules' analysis of that clip (default settings),
+    computed once per session: test_visual's rules and the two backends' agreement share them."""
+
+    def __init__(self, weights: Path):
+        super().__init__()
+        self.weights = weights
+
+    def __missing__(self, key):
+        from pipeline.pose import TrackSettings
+        from pipeline.visual import VisualConfig, analyse_frames, sample_frames
+
+        clip, backend = key
+        pose = TrackSettings(backend=backend, weights_dir=str(self.weights) if backend == "torch" else None)
+        frames = sample_frames(SHARED_CLIPS / f"{clip}.mp4", clip, VisualConfig())
+        self[key] = analyse_frames(frames, VisualConfig(), pose=pose)
+        return self[key]
+
+
+@pytest.fixture(scope="session")
+def visual_analyses(blazepose_weights) -> _VisualAnalyses:
+    return _VisualAnalyses(blazepose_weights)
+
+
 @pytest.fixture
 def make_raw(tmp_path):
     """Build ``RAW_DIR/{clips,metadata}`` in tmp: ``make_raw(clips, metadata)``.
