@@ -226,7 +226,7 @@ class TorchBlazePose:
 
     ``static=True`` runs a private engine (the detector on every call), as the people counter
     needs. In tracking mode each instance is one clip's slot on the process's shared engine
-    (:mod:`pipeline.blazepose.batching`): clips tracked at once in this process share each
+    (:mod:`pipeline.batching`): clips tracked at once in this process share each
     forward, and a clip's landmarks do not depend on which others shared it.
     """
 
@@ -291,7 +291,7 @@ class TorchBlazePose:
 
 def _pose_server(nets, options, batching: Batching, cache_dir):
     """The process's batch server of tracking engines with ``options`` on ``nets``."""
-    from pipeline.blazepose.batching import BatchServer, shared_server
+    from pipeline.batching import BatchServer, shared_server
     from pipeline.blazepose.engine import PoseEngine
 
     def make():

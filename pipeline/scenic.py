@@ -79,6 +79,7 @@ from pipeline.weights.inference import infer
 log = logging.getLogger(__name__)
 
 WEIGHTS = "resnet18_places365"
+VIBE_BACKENDS = ("auto", "torch", "numpy")
 MASK_MODEL = "mediapipe-blazepose-full-segmentation"
 
 
@@ -98,6 +99,9 @@ class ScenicConfig:
     min_matches: int = 2
     subsampling: int = 16
     reset_share: float = 0.5  # re-initialise ViBe when this share of the scene is foreground (camera moved)
+    # where ViBe runs: numpy (the CPU) or torch (the build's device, clips in flight batched);
+    # auto: torch on CUDA, numpy on the CPU
+    vibe_backend: str = "auto"
     # person mask: BlazePose segmentation (pipeline.vibe, module docstring of this file)
     mask_threshold: float = 0.5  # segmentation probability that counts as the person
     mask_dilate: float = 0.02  # dilation radius, share of the frame's short side (soft edges, motion blur)
@@ -133,12 +137,23 @@ class ScenicConfig:
             raise ValueError(f"[scenic] inpaint_radius must be at least 1, got {self.inpaint_radius}")
         from pipeline.pose import BACKENDS
 
+        if self.vibe_backend not in VIBE_BACKENDS:
+            raise ValueError(f"[scenic] vibe_backend must be one of {list(VIBE_BACKENDS)}, got {self.vibe_backend!r}")
         if self.mask_backend not in BACKENDS:
             raise ValueError(f"[scenic] mask_backend must be one of {list(BACKENDS)}, got {self.mask_backend!r}")
         self.vibe_params()  # validates the ViBe parameters
 
     def vibe_params(self) -> ViBeParams:
         return ViBeParams(self.n_samples, self.radius, self.min_matches, self.subsampling, self.reset_share)
+
+
+def resolve_vibe_backend(backend: str, device: str | None) -> str:
+    """``[scenic] vibe_backend`` on ``device``: ``auto`` is ``torch`` on CUDA, else ``numpy``."""
+    if backend != "auto":
+        return backend
+    from pipeline.runtime import resolve_device
+
+    return "torch" if resolve_device(device).startswith("cuda") else "numpy"
 
 
 def decode_params(config: ScenicConfig) -> DecodeParams:
@@ -250,14 +265,20 @@ class SceneBackgrounds:
     Holds one ViBe model, ``window / hop`` block sums and the mask model: flat in clip length.
     """
 
-    def __init__(self, config: ScenicConfig, track=None):
+    def __init__(self, config: ScenicConfig, track=None, *, vibe_device: str | None = None):
         self.config = config
+        model = None
+        if vibe_device is not None:  # the torch ViBe on that device (pipeline.vibe_torch)
+            from pipeline.vibe_torch import vibe_model
+
+            model = vibe_model(config.vibe_params(), config.seed, vibe_device)
         self.windows = WindowBackgrounds(
             window=config.window,
             hop=config.hop,
             params=config.vibe_params(),
             seed=config.seed,
             inpaint_radius=config.inpaint_radius,
+            model=model,
         )
         self.masks = PersonMasks(config, track)
         self.last_person: np.ndarray | None = None
@@ -269,6 +290,7 @@ class SceneBackgrounds:
 
     def close(self) -> None:
         self.masks.close()
+        self.windows.close()
 
 
 def backgrounds(
@@ -323,8 +345,11 @@ class ScenicExtractor(NetworkExtractor):
     def __init__(self, config: ScenicConfig, **kwargs):
         from pipeline.pose import backend_code, resolve_backend, shared_networks
 
-        # the mask's backend code is part of the version, as it is of pose's
-        self.code = type(self).code + backend_code(resolve_backend(config.mask_backend, kwargs.get("device")))
+        device = kwargs.get("device")
+        self.vibe_backend = resolve_vibe_backend(config.vibe_backend, device)
+        # the code of the mask's backend and of the torch ViBe is part of the version
+        vibe_code = ("pipeline.vibe_torch",) if self.vibe_backend == "torch" else ()
+        self.code = type(self).code + backend_code(resolve_backend(config.mask_backend, device)) + vibe_code
         super().__init__(config, **kwargs)
         self.mask = mask_track(config, self.device, self.precision)
         self.mask_weights = {}
@@ -351,6 +376,7 @@ class ScenicExtractor(NetworkExtractor):
             "hop": c.hop,
             "vibe": {
                 **dataclasses.asdict(c.vibe_params()),
+                "backend": self.vibe_backend,
                 "seed": c.seed,
                 "distance": "L1 over RGB <= 3 * radius",
                 "model": "one per clip; person mask excluded from updates, re-drawn when uncovered",
@@ -394,7 +420,8 @@ class _ScenicClip:
         self.extractor, self.clip_id = extractor, clip_id
         config = extractor.config
         track = pose_track(shared, extractor.track_key(), segmentation=True, mask_short_side=config.short_side)
-        self.scene = SceneBackgrounds(config, track)
+        vibe_device = extractor.device if extractor.vibe_backend == "torch" else None
+        self.scene = SceneBackgrounds(config, track, vibe_device=vibe_device)
         self.times: list[float] = []
         self.filled: list[float] = []
         self.saved: list[tuple[float, WindowImage]] = []

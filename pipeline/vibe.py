@@ -225,8 +225,9 @@ class WindowBackgrounds:
 
     ``push(frame, person)`` returns a :class:`WindowImage` when the frame closes a window, else
     None. ``person`` is the frame's person mask ((H, W) bool, None: nobody). ``inpaint_radius``
-    is ``cv2.inpaint``'s neighbourhood in pixels. Memory: one ViBe model and ``window / hop``
-    block sums, whatever the clip's length.
+    is ``cv2.inpaint``'s neighbourhood in pixels. ``model`` makes the ViBe model from the first
+    frame and its mask (default: :class:`ViBe`; :func:`pipeline.vibe_torch.vibe_model` on a
+    device). Memory: one ViBe model and ``window / hop`` block sums, whatever the clip's length.
     """
 
     def __init__(
@@ -237,6 +238,7 @@ class WindowBackgrounds:
         params: ViBeParams = ViBeParams(),
         seed: int = 0,
         inpaint_radius: int = 5,
+        model=None,
     ):
         if hop < 1 or window < hop or window % hop:
             raise ValueError(f"need 1 <= hop <= window with window a multiple of hop, got hop {hop}, window {window}")
@@ -244,7 +246,10 @@ class WindowBackgrounds:
             raise ValueError(f"inpaint_radius must be at least 1, got {inpaint_radius}")
         self.window, self.hop, self.params, self.seed = window, hop, params, seed
         self.inpaint_radius = inpaint_radius
-        self.model: ViBe | None = None
+        # (first frame, person mask) -> a ViBe model: numpy's by default, or the torch one on a
+        # device (pipeline.vibe_torch.vibe_model); both classify with apply(frame, exclude)
+        self.make_model = model or (lambda frame, exclude: ViBe(frame, self.params, seed=self.seed, exclude=exclude))
+        self.model = None
         self.index = 0
         self.blocks: deque[tuple[np.ndarray, np.ndarray]] = deque()
         self.block: tuple[np.ndarray, np.ndarray] | None = None  # (sum (H, W, 3) uint32, count (H, W) uint16)
@@ -259,7 +264,7 @@ class WindowBackgrounds:
         h, w = frame.shape[:2]
         person = _exclusion(person, (h, w))
         if self.model is None:
-            self.model = ViBe(frame, self.params, seed=self.seed, exclude=person)
+            self.model = self.make_model(frame, person)
             foreground = np.zeros((h, w), dtype=bool)  # the initialisation frame is not classified
             self.total = (np.zeros((h, w, 3), np.uint32), np.zeros((h, w), np.uint32))
         else:
@@ -285,6 +290,12 @@ class WindowBackgrounds:
             self.total[0][:] -= old_sums
             self.total[1][:] -= old_counts
         return WindowImage(index, *self._image())
+
+    def close(self) -> None:
+        """Release the model (the torch one holds a place on its device's bank)."""
+        if self.model is not None and hasattr(self.model, "close"):
+            self.model.close()
+        self.model = None
 
     def _image(self) -> tuple[np.ndarray, float]:
         sums, counts = self.total

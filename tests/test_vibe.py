@@ -6,6 +6,33 @@ import numpy as np
 import pytest
 
 from pipeline.vibe import ViBe, ViBeParams, WindowBackgrounds, window_backgrounds, window_ends, write_backgrounds
+from pipeline.vibe_torch import ViBeBank, vibe_model
+
+
+class TorchModel:
+    """The torch ViBe (pipeline.vibe_torch) behind numpy ViBe's interface, on its own bank."""
+
+    def __init__(self, first, params: ViBeParams = ViBeParams(), seed=0, exclude=None):
+        self.bank = ViBeBank(params, seed if isinstance(seed, int) else 0, "cpu")
+        self.slot = self.bank.open()
+        self.resets = 0
+        self.apply(first, exclude)
+
+    def apply(self, frame, exclude=None):
+        exclude = np.zeros(frame.shape[:2], dtype=bool) if exclude is None else exclude
+        foreground, self.resets = self.bank.step([self.slot], [(frame, exclude)])[0]
+        return foreground
+
+    @property
+    def samples(self) -> np.ndarray:
+        return self.bank.clips[self.slot].samples.numpy()
+
+    def background(self) -> np.ndarray:
+        return np.rint(self.samples.mean(axis=1, dtype=np.float32)).astype(np.uint8).transpose(1, 2, 0)
+
+
+# the behaviour tests hold for both implementations
+MODELS = pytest.mark.parametrize("ViBe", [ViBe, TorchModel], ids=["numpy", "torch"])
 
 
 def _scene(h: int = 48, w: int = 64, seed: int = 1) -> np.ndarray:
@@ -63,7 +90,8 @@ def test_initialisation_takes_values_from_the_8_neighbourhood():
     assert model.samples.shape == (3, 20, h, w)
 
 
-def test_moving_object_is_foreground_and_left_out_of_the_model():
+@MODELS
+def test_moving_object_is_foreground_and_left_out_of_the_model(ViBe):  # noqa: N803 - the class under test
     background = _scene()
     model = ViBe(background, seed=0)
     for step in range(40):
@@ -77,7 +105,8 @@ def test_moving_object_is_foreground_and_left_out_of_the_model():
     assert diff.max() <= 3 * 20
 
 
-def test_background_absorbs_the_scene_at_the_published_rate():
+@MODELS
+def test_background_absorbs_the_scene_at_the_published_rate(ViBe):  # noqa: N803 - the class under test
     # with subsampling 16 a background pixel replaces one of its samples in about 1/16 of the
     # frames (own update), plus as often through a neighbour: measure that the rate is right
     background = _scene()
@@ -91,7 +120,8 @@ def test_background_absorbs_the_scene_at_the_published_rate():
     assert 0.25 < changed < 0.41
 
 
-def test_a_still_person_under_the_mask_is_never_absorbed():
+@MODELS
+def test_a_still_person_under_the_mask_is_never_absorbed(ViBe):  # noqa: N803 - the class under test
     # without the mask, an object that stands still is absorbed: ViBe calls it background
     background = _scene()
     still = _with_block(background, x=20)
@@ -108,7 +138,8 @@ def test_a_still_person_under_the_mask_is_never_absorbed():
     assert not masked.apply(background)[person].any()
 
 
-def test_pixels_first_seen_under_the_mask_are_redrawn_when_uncovered():
+@MODELS
+def test_pixels_first_seen_under_the_mask_are_redrawn_when_uncovered(ViBe):  # noqa: N803 - the class under test
     # the model starts with the person in it (the clip's first frame); when the person leaves,
     # the uncovered pixels take the scene's values instead of leaving a ghost
     background = _scene()
@@ -125,7 +156,8 @@ def test_pixels_first_seen_under_the_mask_are_redrawn_when_uncovered():
     assert diff[start].max() <= 60
 
 
-def test_a_global_change_resets_the_model():
+@MODELS
+def test_a_global_change_resets_the_model(ViBe):  # noqa: N803 - the class under test
     background = _scene()
     model = ViBe(background, seed=0)
     other = np.ascontiguousarray(background[::-1, ::-1])  # a camera that turned
@@ -134,6 +166,39 @@ def test_a_global_change_resets_the_model():
     assert not model.apply(other).any()  # the new scene is the model now
     never = ViBe(background, ViBeParams(reset_share=1.0), seed=0)
     assert never.apply(other).mean() > 0.5 and never.resets == 0
+
+
+def test_the_torch_bank_steps_clips_independently_and_reproducibly():
+    """Two clips stepped together give what each gives alone, and a second run the same."""
+    background, other = _scene(), _scene(seed=5)
+
+    def run(clips):
+        bank = ViBeBank(ViBeParams(), 0, "cpu")
+        slots = [bank.open() for _ in clips]
+        out = []
+        for step in range(20):
+            frames = [(_with_block(b, x=2 + step), np.zeros(b.shape[:2], bool)) for b in clips]
+            out.append([fg for fg, _ in bank.step(slots, frames)])
+        return out
+
+    together = run([background, other])
+    alone = run([background])
+    again = run([background, other])
+    for t, a, g in zip(together, alone, again, strict=True):
+        np.testing.assert_array_equal(t[0], a[0])
+        np.testing.assert_array_equal(t[0], g[0])
+        np.testing.assert_array_equal(t[1], g[1])
+
+
+def test_window_backgrounds_run_on_the_torch_model():
+    """WindowBackgrounds with the torch ViBe (through the process's batch server) keeps the scene."""
+    background = _scene()
+    windows = WindowBackgrounds(window=24, hop=12, model=vibe_model(ViBeParams(), 0, "cpu"))
+    images = [windows.push(_with_block(background, x=2 + i), _block_mask(background.shape[:2], 2 + i)) for i in range(24)]
+    windows.close()
+    last = images[-1]
+    assert last is not None and last.end == 23
+    assert np.abs(last.image.astype(int) - background.astype(int)).sum(-1).max() <= 3 * 20
 
 
 def test_window_image_is_the_mean_of_the_uncovered_values():

@@ -86,7 +86,7 @@ class Networks:
 
 class PoseEngine:
     """Tracking BlazePose for many clips (module docstring). Not thread-safe: one caller steps it
-    (:class:`pipeline.blazepose.batching.BatchServer` serialises the clips of a process)."""
+    (:class:`pipeline.batching.BatchServer` serialises the clips of a process)."""
 
     def __init__(self, nets: Networks, options: TrackOptions = TrackOptions(), capacity: int = 8):
         self.nets, self.options = nets, options
