@@ -12,8 +12,8 @@ from pipeline.vibe_torch import ViBeBank, vibe_model
 class TorchModel:
     """The torch ViBe (pipeline.vibe_torch) behind numpy ViBe's interface, on its own bank."""
 
-    def __init__(self, first, params: ViBeParams = ViBeParams(), seed=0, exclude=None):
-        self.bank = ViBeBank(params, seed if isinstance(seed, int) else 0, "cpu")
+    def __init__(self, first, params: ViBeParams | None = None, seed=0, exclude=None):
+        self.bank = ViBeBank(params or ViBeParams(), seed if isinstance(seed, int) else 0, "cpu")
         self.slot = self.bank.open()
         self.resets = 0
         self.apply(first, exclude)
@@ -194,7 +194,9 @@ def test_window_backgrounds_run_on_the_torch_model():
     """WindowBackgrounds with the torch ViBe (through the process's batch server) keeps the scene."""
     background = _scene()
     windows = WindowBackgrounds(window=24, hop=12, model=vibe_model(ViBeParams(), 0, "cpu"))
-    images = [windows.push(_with_block(background, x=2 + i), _block_mask(background.shape[:2], 2 + i)) for i in range(24)]
+    images = [
+        windows.push(_with_block(background, x=2 + i), _block_mask(background.shape[:2], 2 + i)) for i in range(24)
+    ]
     windows.close()
     last = images[-1]
     assert last is not None and last.end == 23
