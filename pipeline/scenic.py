@@ -192,14 +192,11 @@ def mask_track(config: ScenicConfig, device: str | None = None, precision: str |
 def mask_params(config: ScenicConfig, settings=None, weights: dict | None = None) -> dict:
     """Everything that decides the person mask (part of scenic's identity): its backend and, for
     the torch backend, its networks' sha256, device and precision."""
-    from pipeline.pose import model_sha256  # read-only use: the landmark model inside the wheel
-
     settings = settings or mask_track(config)
     params = {
         "model": MASK_MODEL,
         "backend": settings.backend,
         "model_complexity": 1,
-        "landmark_model_sha256": model_sha256(),
         "tracking": True,
         "smooth_segmentation": True,
         "threshold": config.mask_threshold,
@@ -209,7 +206,11 @@ def mask_params(config: ScenicConfig, settings=None, weights: dict | None = None
         "input": "the grid frame (longer side at most mask_max_side)",
         "resize": "segmentation probabilities to short_side (area), then thresholded and dilated",
     }
-    if settings.backend == "torch":
+    if settings.backend == "mediapipe":
+        from pipeline.pose import model_sha256  # read-only use: the landmark model inside the wheel
+
+        params["landmark_model_sha256"] = model_sha256()
+    else:  # the torch networks' sha256 in the weights cache (no mediapipe needed)
         params.update(
             weights or {},
             device=settings.device,

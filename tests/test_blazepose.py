@@ -63,11 +63,17 @@ def nets(weights_dir):
     return Networks("cpu", "float32", cache_dir=weights_dir)
 
 
-def test_an_empty_cache_is_filled_from_the_wheel(tmp_path):
-    """Without the networks in its cache, the engine imports them from the mediapipe wheel."""
+def test_an_empty_cache_is_filled_from_the_wheel(tmp_path, blazepose_weights):
+    """Without the networks in its cache, the engine imports them from the mediapipe wheel; an
+    import anywhere gives the same file (its sha256 is every torch pose shard's weights identity)."""
     loaded = Networks("cpu", "float32", cache_dir=tmp_path)
     assert loaded.landmark_sha256 == cache.verify_weights("blazepose_landmark_full", cache_dir=tmp_path)
     assert cache.status("blazepose_detector", cache_dir=tmp_path) == "ok"
+    for name in ("blazepose_detector", "blazepose_landmark_full"):
+        assert (
+            cache.read_lock(name, cache_dir=tmp_path)["sha256"]
+            == cache.read_lock(name, cache_dir=blazepose_weights)["sha256"]
+        )
 
 
 @pytest.fixture(scope="module")

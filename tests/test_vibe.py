@@ -91,7 +91,7 @@ def test_initialisation_takes_values_from_the_8_neighbourhood():
 
 
 @MODELS
-def test_moving_object_is_foreground_and_left_out_of_the_model(ViBe):  # noqa: N803 - the class under test
+def test_moving_object_is_foreground_and_left_out_of_the_model(ViBe):
     background = _scene()
     model = ViBe(background, seed=0)
     for step in range(40):
@@ -106,7 +106,7 @@ def test_moving_object_is_foreground_and_left_out_of_the_model(ViBe):  # noqa: N
 
 
 @MODELS
-def test_background_absorbs_the_scene_at_the_published_rate(ViBe):  # noqa: N803 - the class under test
+def test_background_absorbs_the_scene_at_the_published_rate(ViBe):
     # with subsampling 16 a background pixel replaces one of its samples in about 1/16 of the
     # frames (own update), plus as often through a neighbour: measure that the rate is right
     background = _scene()
@@ -121,7 +121,7 @@ def test_background_absorbs_the_scene_at_the_published_rate(ViBe):  # noqa: N803
 
 
 @MODELS
-def test_a_still_person_under_the_mask_is_never_absorbed(ViBe):  # noqa: N803 - the class under test
+def test_a_still_person_under_the_mask_is_never_absorbed(ViBe):
     # without the mask, an object that stands still is absorbed: ViBe calls it background
     background = _scene()
     still = _with_block(background, x=20)
@@ -139,7 +139,7 @@ def test_a_still_person_under_the_mask_is_never_absorbed(ViBe):  # noqa: N803 - 
 
 
 @MODELS
-def test_pixels_first_seen_under_the_mask_are_redrawn_when_uncovered(ViBe):  # noqa: N803 - the class under test
+def test_pixels_first_seen_under_the_mask_are_redrawn_when_uncovered(ViBe):
     # the model starts with the person in it (the clip's first frame); when the person leaves,
     # the uncovered pixels take the scene's values instead of leaving a ghost
     background = _scene()
@@ -157,7 +157,7 @@ def test_pixels_first_seen_under_the_mask_are_redrawn_when_uncovered(ViBe):  # n
 
 
 @MODELS
-def test_a_global_change_resets_the_model(ViBe):  # noqa: N803 - the class under test
+def test_a_global_change_resets_the_model(ViBe):
     background = _scene()
     model = ViBe(background, seed=0)
     other = np.ascontiguousarray(background[::-1, ::-1])  # a camera that turned

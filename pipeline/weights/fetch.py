@@ -105,7 +105,10 @@ def import_weights(
         )
     state, dropped = convert_checkpoint(spec, (spec.read or read_checkpoint)(Path(path)))
     target = cached_file(name, cache_dir)
-    atomic_write(target, lambda tmp: save_file(state, tmp, metadata={"name": name, "source_sha256": source_digest}))
+    # one metadata entry: safetensors writes a metadata map in no fixed order, and the file's
+    # sha256 (every feature's weights identity) must be the same wherever the file is imported
+    provenance = json.dumps({"name": name, "source_sha256": source_digest}, sort_keys=True)
+    atomic_write(target, lambda tmp: save_file(state, tmp, metadata={"vdv": provenance}))
     lock = {
         "name": name,
         "file": target.name,
