@@ -150,7 +150,9 @@ def bench_build(args, scratch: Path) -> None:
     device = ["--device", args.device] if args.device else []
     runs = {"reference": [], "this": []}
     for r in range(args.rounds):
-        for label, tree, entry in (("reference", ref, "pipeline"), ("this", ROOT, "cli")):
+        # the command line's package: cli since the layered layout, pipeline before it (d061e30)
+        ref_entry = "cli" if (ref / "cli" / "__main__.py").exists() else "pipeline"
+        for label, tree, entry in (("reference", ref, ref_entry), ("this", ROOT, "cli")):
             res = timed_build(tree, entry, raw, pairing, config, scratch / "build" / f"work-{label}", device)
             runs[label].append(res)
             print(
@@ -169,7 +171,8 @@ def bench_build(args, scratch: Path) -> None:
     ratio = statistics.median(r["wall_s"] for r in runs["reference"]) / statistics.median(
         r["wall_s"] for r in runs["this"]
     )
-    print(f"build speed-up against {args.ref}: {ratio:.2f}x (target >= 2x)")
+    target = " (target >= 2x)" if args.ref == "d061e30" else ""
+    print(f"build speed-up against {args.ref}: {ratio:.2f}x{target}")
 
 
 def naive_holistic(clips: list[Path], device: str, fps: float = 25.0) -> tuple[int, float]:

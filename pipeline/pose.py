@@ -577,6 +577,8 @@ def build_extractor(
 
 def backend_code(backend: str) -> tuple[str, ...]:
     """The modules that compute a backend's landmarks, beyond this one (part of the code version)."""
+    from pipeline.weights import GRAPH_MODULES
+
     if backend == "torch":
-        return ("pipeline.blazepose.engine", "pipeline.blazepose.calculators", "pipeline.blazepose.net")
+        return ("pipeline.blazepose.engine", "pipeline.blazepose.calculators", *GRAPH_MODULES)
     return ()

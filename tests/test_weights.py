@@ -318,16 +318,16 @@ def test_extra_keys_beyond_the_head_are_refused(tmp_path):
 
 
 def test_every_weights_module_is_declared_computing_or_not():
-    """The appearance extractors' versions cover the package's computing modules only; a new
-    module of the package has to be put on one side or the other."""
+    """The appearance extractors' versions cover the package's computing modules only (the torch
+    pose backend's, its graph modules); a new module of the package has to be put on one side."""
     import pkgutil
 
     import pipeline.weights as package
 
     modules = {f"pipeline.weights.{m.name}" for m in pkgutil.iter_modules(package.__path__)}
-    loading = {f"pipeline.weights.{m}" for m in ("registry", "cache", "convert", "fetch")}
-    assert modules == set(package.COMPUTE_MODULES) | loading
-    assert not set(package.COMPUTE_MODULES) & loading
+    loading = {f"pipeline.weights.{m}" for m in ("registry", "cache", "convert", "fetch", "tflite")}
+    assert modules == set(package.COMPUTE_MODULES) | set(package.GRAPH_MODULES) | loading
+    assert not set(package.COMPUTE_MODULES) & loading and not set(package.GRAPH_MODULES) & loading
 
 
 # -- pickles that would run code ---------------------------------------------------------------------

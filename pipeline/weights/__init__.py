@@ -1,6 +1,6 @@
 """Pre-trained weights handled like a model zoo: a registry, a verified local cache, importers.
 
-The four networks of docs/BEHAVIOUR.md section 4 (holistic, facial, scenic), one job per module:
+The networks of docs/BEHAVIOUR.md section 4 (holistic, facial, scenic; BlazePose for pose), one job per module:
 
 * :mod:`~pipeline.weights.preprocess`: how each network expects its input (:class:`Preprocess`);
 * :mod:`~pipeline.weights.nets`: the architecture builders, classifier head removed;
@@ -8,7 +8,10 @@ The four networks of docs/BEHAVIOUR.md section 4 (holistic, facial, scenic), one
 * :mod:`~pipeline.weights.registry`: the networks described as data (:data:`REGISTRY`);
 * :mod:`~pipeline.weights.cache`: the verified local cache and :func:`load_weights`;
 * :mod:`~pipeline.weights.fetch`: reading, importing and downloading published checkpoints;
-* :mod:`~pipeline.weights.inference`: the network at run time (:func:`load_model`, :func:`infer`).
+* :mod:`~pipeline.weights.inference`: the network at run time (:func:`load_model`, :func:`infer`);
+* :mod:`~pipeline.weights.tflite` and :mod:`~pipeline.weights.graphnet`: BlazePose's two TFLite
+  graphs (in the mediapipe wheel) read without tensorflow and run as torch modules, for the
+  torch pose backend (:mod:`pipeline.blazepose`).
 
 Only the modules in :data:`COMPUTE_MODULES` compute features: an appearance extractor's version
 is derived from them (:class:`pipeline.features.NetworkExtractor`). The others decide which file
@@ -21,3 +24,7 @@ COMPUTE_MODULES = (
     "pipeline.weights.nets",
     "pipeline.weights.inference",
 )
+
+# the code that runs BlazePose's graphs: part of the torch pose backend's version
+# (pipeline.pose.backend_code), not of the appearance extractors'
+GRAPH_MODULES = ("pipeline.weights.graphnet",)

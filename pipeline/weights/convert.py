@@ -148,13 +148,13 @@ def convert_vggface2_resnet50(obj: Any) -> Converted:
 
 
 def convert_blazepose(graph: Any) -> Converted:
-    """A BlazePose .tflite read by :func:`pipeline.blazepose.tflite.read_graph` -> ``layers.<op>.*``.
+    """A BlazePose .tflite read by :func:`pipeline.weights.tflite.read_graph` -> ``layers.<op>.*``.
 
     The file's operator list must be the committed architecture's (``pipeline/blazepose/*.json``):
     a different mediapipe release's model is refused here rather than run by a graph that does
     not describe it. Nothing is dropped.
     """
-    from pipeline.blazepose.net import ARCHITECTURES, architecture
+    from pipeline.weights.graphnet import ARCHITECTURES, architecture
 
     known = {name: architecture(name)["ops"] for name in ARCHITECTURES}
     ops = graph.architecture()["ops"]

@@ -50,14 +50,14 @@ def build_resnet50_vggface2() -> torch.nn.Module:
 
 
 def build_blazepose_detector() -> torch.nn.Module:
-    """BlazePose's person detector: the TFLite graph of :mod:`pipeline.blazepose.net`."""
-    from pipeline.blazepose.net import build
+    """BlazePose's person detector: the TFLite graph of :mod:`pipeline.weights.graphnet`."""
+    from pipeline.weights.graphnet import build
 
     return build("blazepose_detector")
 
 
 def build_blazepose_landmark_full() -> torch.nn.Module:
-    """BlazePose's full landmark network: the TFLite graph of :mod:`pipeline.blazepose.net`."""
-    from pipeline.blazepose.net import build
+    """BlazePose's full landmark network: the TFLite graph of :mod:`pipeline.weights.graphnet`."""
+    from pipeline.weights.graphnet import build
 
     return build("blazepose_landmark_full")

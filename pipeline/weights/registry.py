@@ -64,7 +64,7 @@ def _mediapipe_file(*parts: str) -> Callable[[], Path]:
 
 
 def _read_tflite(path: Path) -> Any:
-    from pipeline.blazepose.tflite import GraphError, read_graph
+    from pipeline.weights.tflite import GraphError, read_graph
 
     try:
         return read_graph(path)

@@ -99,7 +99,7 @@ class Graph:
 
 
 def architecture_json(arch: dict) -> str:
-    """``arch`` as JSON with one operator per line, the form committed beside :mod:`pipeline.blazepose.net`."""
+    """``arch`` as JSON with one operator per line, the form committed in ``pipeline/weights/graphs/``."""
     import json
 
     head = {k: v for k, v in arch.items() if k != "ops"}

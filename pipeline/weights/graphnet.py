@@ -1,7 +1,7 @@
 """The BlazePose networks as torch modules: a TFLite operator list run in NCHW.
 
-The architecture of each network is data: the operator list :mod:`pipeline.blazepose.tflite`
-reads from the file that ships in the mediapipe wheel, committed beside this module
+The architecture of each network is data: the operator list :mod:`pipeline.weights.tflite`
+reads from the file that ships in the mediapipe wheel, committed in ``graphs/`` beside this module
 (``pose_detection.json``, ``pose_landmark_full.json``; :func:`architecture`). The weights are
 float32 tensors in the weights cache (``blazepose_detector``, ``blazepose_landmark_full``), named
 ``layers.<op index>.weight|bias``. :class:`GraphNet` rebuilds the module from the architecture and
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.blazepose.tflite import Op
+from pipeline.weights.tflite import Op
 
 ARCHITECTURES = {
     "blazepose_detector": "pose_detection.json",
@@ -35,14 +35,14 @@ ARCHITECTURES = {
 @cache
 def architecture(name: str) -> dict:
     """The committed architecture of network ``name`` (see the module docstring)."""
-    return json.loads((Path(__file__).with_name(ARCHITECTURES[name])).read_text())
+    return json.loads((Path(__file__).parent / "graphs" / ARCHITECTURES[name]).read_text())
 
 
 _ACT = {"none": None, "relu": F.relu, "relu6": F.relu6}
 
 
 class GraphNet(nn.Module):
-    """A TFLite graph of :class:`~pipeline.blazepose.tflite.Op` as a module.
+    """A TFLite graph of :class:`~pipeline.weights.tflite.Op` as a module.
 
     ``forward(x)`` takes the input batch in NCHW and returns ``{output name: tensor}`` (4-D
     outputs in NCHW, the others as TFLite shapes them with the batch first).
