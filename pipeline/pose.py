@@ -239,7 +239,6 @@ class TorchBlazePose:
         settings: TrackSettings = TrackSettings(backend="torch"),
         segmentation: bool = False,
         batching: Batching = Batching(),
-        cache_dir: str | None = None,
     ):
         from pipeline.blazepose.engine import PoseEngine, TrackOptions
 
@@ -250,8 +249,7 @@ class TorchBlazePose:
             static=static,
             segmentation=segmentation,
         )
-        cache_dir = cache_dir or settings.weights_dir
-        nets = shared_networks(settings.device, settings.precision, cache_dir)
+        nets = shared_networks(settings.device, settings.precision, settings.weights_dir)
         self._engine: PoseEngine | None = None
         if static:
             # no state between calls: a private engine whose slots are only a batch's rows
@@ -260,7 +258,7 @@ class TorchBlazePose:
             self._call = lambda item: engine.step(self._slots[:1], [item[0]], [item[1]])[0]
             self._close = lambda: None
         else:
-            handle = _pose_server(nets, options, batching, cache_dir).open()
+            handle = _pose_server(nets, options, batching).open()
             self._call, self._close = handle, handle.close
 
     def process(self, image: np.ndarray, mask_size: tuple[int, int] | None = None) -> Tracked:
@@ -289,8 +287,9 @@ class TorchBlazePose:
         self.close()
 
 
-def _pose_server(nets, options, batching: Batching, cache_dir):
-    """The process's batch server of tracking engines with ``options`` on ``nets``."""
+def _pose_server(nets, options, batching: Batching):
+    """The process's batch server of tracking engines with ``options`` on ``nets`` (the process's
+    networks for one device, precision and cache: :func:`shared_networks`)."""
     from pipeline.batching import BatchServer, shared_server
     from pipeline.blazepose.engine import PoseEngine
 
@@ -305,7 +304,7 @@ def _pose_server(nets, options, batching: Batching, cache_dir):
             name="blazepose",
         )
 
-    return shared_server(("blazepose", nets.device.type, str(nets.device), nets.precision, options, cache_dir), make)
+    return shared_server(("blazepose", nets, options), make)
 
 
 def open_blazepose(

