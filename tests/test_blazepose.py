@@ -19,6 +19,8 @@ track and the filters' warm-up all happen within them, and the whole module stay
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -266,6 +268,57 @@ def test_another_graph_is_refused(tmp_path):
     with pytest.raises(WeightsError):
         fetch.import_weights("blazepose_detector", other, cache_dir=tmp_path, allow_other_source=True)
     assert cache.status("blazepose_detector", cache_dir=tmp_path) == "missing"
+
+
+# -- the graph's constants against the wheel's own graph ------------------------------------
+
+
+def _option(text: str, key: str) -> str:
+    found = re.findall(rf"\b{key}: ([^\n]+)", text)
+    assert found, (key, text)
+    return found[0].strip().strip('"')
+
+
+def test_the_graph_s_constants_are_the_wheel_s():
+    """Each constant of ``calculators`` against the subgraph the installed wheel runs (read from
+    its native library; the wheel has no graph text). One deliberate difference: the heatmap
+    kernel is 9 where the embedded graph says 7; mediapipe's output matches 9 (test below)."""
+    from tests.support.mediapipe_graphs import node_texts
+
+    detection = dict(node_texts("PoseDetectionCpu"))
+    tensor = detection["ImageToTensorCalculator"]
+    assert int(_option(tensor, "output_tensor_width")) == calc.DETECTOR_SIZE
+    assert _option(tensor, "border_mode") == "BORDER_ZERO" and "min: -1" in tensor
+    anchors = detection["SsdAnchorsCalculator"]
+    assert tuple(int(v) for v in re.findall(r"strides: (\d+)", anchors)) == calc.ANCHOR_STRIDES
+    assert len(calc.ssd_anchors()) == int(_option(detection["TensorsToDetectionsCalculator"], "num_boxes"))
+    decode = detection["TensorsToDetectionsCalculator"]
+    assert float(_option(decode, "score_clipping_thresh")) == calc.SCORE_CLIP
+    assert float(_option(decode, "x_scale")) == calc.DETECTOR_SIZE and _option(decode, "reverse_output_order") == "true"
+    assert int(_option(decode, "num_keypoints")) == calc.NUM_KEYPOINTS
+    nms = detection["NonMaxSuppressionCalculator"]
+    assert float(_option(nms, "min_suppression_threshold")) == calc.NMS_IOU and _option(nms, "algorithm") == "WEIGHTED"
+    for roi_graph in ("PoseDetectionToRoi", "PoseLandmarksToRoi"):
+        nodes = dict(node_texts(roi_graph))
+        angle = float(_option(nodes["AlignmentPointsRectsCalculator"], "rotation_vector_target_angle_degrees"))
+        assert np.radians(angle) == pytest.approx(calc.ROI_TARGET_ANGLE)
+        rect = nodes["RectTransformationCalculator"]
+        assert float(_option(rect, "scale_x")) == float(_option(rect, "scale_y")) == calc.ROI_SCALE
+    crop = dict(node_texts("PoseLandmarkByRoiCpu"))["ImageToTensorCalculator"]
+    assert int(_option(crop, "output_tensor_width")) == calc.CROP_SIZE and "border_mode" not in crop  # replicate
+    tensors = node_texts("TensorsToPoseLandmarksAndSegmentation")
+    landmarks = [t for c, t in tensors if c == "TensorsToLandmarksCalculator"]
+    assert all(int(_option(t, "num_landmarks")) == calc.NUM_LANDMARKS for t in landmarks)
+    refine = dict(tensors)["RefineLandmarksFromHeatmapCalculator"]
+    assert int(_option(refine, "kernel_size")) == 7 and calc.HEATMAP_KERNEL == 9  # the documented difference
+    filtering = node_texts("PoseLandmarkFiltering")
+    euro = [
+        tuple(float(_option(t, k)) for k in ("min_cutoff", "beta", "derivate_cutoff"))
+        for c, t in filtering
+        if "one_euro_filter" in t and "disable_value_scaling" not in t
+    ]
+    assert calc.LANDMARK_FILTER in euro and calc.AUX_FILTER in euro
+    assert {float(v) for _, t in filtering for v in re.findall(r"alpha: ([\d.]+)", t)} == {calc.VISIBILITY_ALPHA}
 
 
 # -- the graph against mediapipe -----------------------------------------------------------
