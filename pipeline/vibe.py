@@ -292,10 +292,9 @@ class WindowBackgrounds:
         return WindowImage(index, *self._image())
 
     def close(self) -> None:
-        """Release the model (the torch one holds a place on its device's bank)."""
+        """Release the model's place on its device's bank (the torch one); its counts stay readable."""
         if self.model is not None and hasattr(self.model, "close"):
             self.model.close()
-        self.model = None
 
     def _image(self) -> tuple[np.ndarray, float]:
         sums, counts = self.total
