@@ -259,6 +259,22 @@ def rule_rows(rule: str, d: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
                 f"camera speed (diagonals/s); limit {_fmt(th.get('max_camera_speed'))}",
             ),
             ("max_speed", d.get("max_speed"), "fastest measured pair"),
+            (
+                "composed_shift",
+                d.get("composed_shift"),
+                "the view's furthest shift from the first frame, share of the width or height "
+                f"<= {_fmt(th.get('max_composed_shift'))}",
+            ),
+            (
+                "composed_scale_change",
+                d.get("composed_scale_change"),
+                f"zoom from the first frame <= {_fmt(th.get('max_composed_scale'))}",
+            ),
+            (
+                "composed_rotation_deg",
+                d.get("composed_rotation_deg"),
+                f"roll from the first frame (degrees) <= {_fmt(th.get('max_composed_rotation_deg'))}",
+            ),
             ("max_hist_distance", d.get("max_hist_distance"), f"a cut is a distance > {_fmt(th.get('cut_distance'))}"),
             ("cuts_at_s", d.get("cuts_at_s"), f"at most {_fmt(th.get('max_cuts'))} cut(s)"),
         ]
