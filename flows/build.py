@@ -35,7 +35,7 @@ from prefect import flow
 
 from flows import artifacts, tasks
 from pipeline import extraction
-from pipeline.attempts import MAX_DEATHS, AttemptLedger
+from pipeline.attempts import MAX_DEATHS, AttemptLedger, release_marks_on_sigterm
 from pipeline.config import load_config
 from pipeline.lock import WorkLock
 
@@ -60,7 +60,8 @@ def make_task_runner(
 ):
     """The Prefect task runner named by ``runner`` (see the module docstring).
 
-    ``worker_env``: environment of a local Dask cluster's worker processes.
+    ``worker_env``: environment of the worker processes this runner starts (a process pool's, a
+    local Dask cluster's).
     """
     if runner == "thread":
         from prefect.task_runners import ThreadPoolTaskRunner
@@ -69,7 +70,9 @@ def make_task_runner(
     if runner == "process":
         from prefect.task_runners import ProcessPoolTaskRunner
 
-        return ProcessPoolTaskRunner(max_workers=workers or 2)
+        return ProcessPoolTaskRunner(
+            max_workers=workers or 2, initializer=start_pool_worker, initargs=(dict(worker_env or {}),)
+        )
     if runner == "dask":
         import dask
         from prefect_dask import DaskTaskRunner
@@ -97,11 +100,21 @@ def make_task_runner(
     raise ValueError(f"unknown runner {runner!r}; choose one of {RUNNERS}")
 
 
+def start_pool_worker(env: Mapping[str, str]) -> None:
+    """Set up a process pool's worker when it starts: its environment (the flow's API, so that it
+    starts no temporary Prefect server of its own), and its attempt marks cleared when the pool
+    stops it (SIGTERM, sent to every worker when one dies), so that only the clip a worker died
+    on is blamed (:mod:`pipeline.attempts`)."""
+    os.environ.update(env)
+    release_marks_on_sigterm()
+
+
 def flow_api_env() -> dict[str, str]:
     """``PREFECT_API_URL`` of the running flow's API, for worker processes this flow starts.
 
-    Without it, each local Dask worker would start a temporary Prefect server of its own, record
-    its task runs there, and leave that server running when the cluster closes.
+    Without it, each local Dask worker or process-pool worker would start a temporary Prefect
+    server of its own (seconds of start-up for every worker), record its task runs there, and
+    leave that server running when the cluster closes.
     """
     from prefect.client.orchestration import get_client
 
@@ -111,7 +124,7 @@ def flow_api_env() -> dict[str, str]:
 
 def open_clip_runner(runner: str, workers: int | None, threads_per_worker: int, dask_address: str | None):
     """The task runner of the per-clip tasks, chosen by the flow's parameters."""
-    env = flow_api_env() if runner == "dask" and not dask_address else None
+    env = flow_api_env() if runner == "process" or runner == "dask" and not dask_address else None
     return make_task_runner(
         runner, dask_address=dask_address, workers=workers, threads_per_worker=threads_per_worker, worker_env=env
     )
@@ -205,12 +218,9 @@ def run_extraction(
     # one while the others are idle (the longest-processing-time-first rule)
     ledger = AttemptLedger.fresh(work)  # which clips a dead worker was on (pipeline.attempts)
     args = {"work": work, "plan": plan, "decode": decode, "force": force, "attempts": str(ledger.root)}
-    futures = {
-        runner.submit(tasks.extract_clip, {**args, "clip": clip}): clip
-        for clip in sorted(clips, key=lambda c: (-(c.get("duration_s") or 0.0), c["clip_id"]))
-    }
+    ordered = sorted(clips, key=lambda c: (-(c.get("duration_s") or 0.0), c["clip_id"]))
     try:
-        items, failures = _collect_items(futures, plan)
+        items, failures = _extract_rounds(runner, args, ordered, plan, ledger)
     finally:
         ledger.clear()
     order = {c["clip_id"]: i for i, c in enumerate(clips)}
@@ -231,26 +241,77 @@ def run_extraction(
     return result
 
 
-def _collect_items(futures: Mapping, plan: extraction.ExtractionPlan) -> tuple[list[extraction.ItemResult], list[str]]:
-    """The items of the extraction tasks as they finish, and the failures that are the run's.
+def _extract_rounds(
+    runner, args: Mapping, clips: list[dict], plan: extraction.ExtractionPlan, ledger: AttemptLedger
+) -> tuple[list[extraction.ItemResult], list[str]]:
+    """One extraction task per clip on ``runner``; the clips a broken process pool lost go to a
+    fresh pool of the same size, until none is lost. Returns the items and the run's failures.
+
+    A process pool whose worker dies is broken: every clip it held, the one the dead worker was
+    on and the ones that waited, fails with ``BrokenProcessPool``, and it takes no more work.
+    The ledger knows the clip the worker died on (its mark outlived the process; the pool's
+    other workers clear theirs, :func:`pipeline.attempts.release_marks_on_sigterm`). So every
+    lost clip is simply submitted again: a clip that only waited runs as if nothing happened,
+    the clip a worker died on gets its next worker, and after :data:`MAX_DEATHS` its own task
+    rejects it ``worker_died``. A pool that breaks with no clip's mark left behind (a worker
+    that dies outside any clip) is tried :data:`MAX_DEATHS` times, then the lost clips are the
+    run's failures. Dask needs no rounds: its scheduler gives a dead worker's clips to others.
+    """
+    import logging
+    from contextlib import ExitStack
+
+    items: list[extraction.ItemResult] = []
+    failures: list[str] = []
+    pool, todo, unexplained = runner, clips, 0
+    with ExitStack() as fresh:
+        while todo:
+            deaths = sum(len(ledger.dead(c["clip_id"])) for c in todo)
+            futures = {pool.submit(tasks.extract_clip, {**args, "clip": clip}): clip for clip in todo}
+            done, failed, todo = _collect_items(futures, plan)
+            items += done
+            failures += failed
+            if not todo:
+                break
+            if sum(len(ledger.dead(c["clip_id"])) for c in todo) == deaths:
+                unexplained += 1
+                if unexplained >= MAX_DEATHS:
+                    why = f"the process pool broke {unexplained} times with no clip's work in flight"
+                    failures += [f"{c['clip_id'][:12]}: {why}" for c in todo]
+                    break
+            logging.getLogger("flows").warning(
+                "a worker process died; the %d clip(s) its pool held go to a fresh pool", len(todo)
+            )
+            fresh.close()  # the previous fresh pool, if there was one
+            pool = fresh.enter_context(runner.duplicate())
+    return items, failures
+
+
+def _collect_items(
+    futures: Mapping, plan: extraction.ExtractionPlan
+) -> tuple[list[extraction.ItemResult], list[str], list[dict]]:
+    """The items of the extraction tasks as they finish, the failures that are the run's, and the
+    clips a broken process pool lost (:func:`_extract_rounds` submits them again).
 
     A clip whose workers died on it is rejected ``worker_died`` by its own task (the ledger of
-    :mod:`pipeline.attempts`). Should the runner give up on a clip first (Dask's
-    ``allowed-failures``, a broken process pool) it is rejected ``worker_died`` here, in every
-    modality. Any other task failure is the run's.
+    :mod:`pipeline.attempts`). Should Dask give up on a clip first (``allowed-failures``, its
+    backstop) it is rejected ``worker_died`` here, in every modality. Any other task failure is
+    the run's.
     """
     items: list[extraction.ItemResult] = []
     failures: list[str] = []
+    lost: list[dict] = []
     for future, clip in _as_completed(futures, "extract", unit="clip"):
         try:
             items.extend(extraction.ItemResult(**d) for d in future.result())
         except Exception as err:  # noqa: BLE001 - sorted below: a dead worker is the clip's, the rest the run's
-            if not _is_worker_death(err):
+            if type(err).__name__ == "BrokenProcessPool":
+                lost.append(clip)  # the worker that died may have been on another clip
+            elif _is_worker_death(err):
+                message = f"the runner gave up on it after worker processes died ({type(err).__name__})"
+                items.extend(extraction.worker_died(clip, plan.modalities, message))
+            else:
                 failures.append(f"{clip['clip_id'][:12]}: {type(err).__name__}: {err}")
-                continue
-            message = f"the runner gave up on it after worker processes died ({type(err).__name__})"
-            items.extend(extraction.worker_died(clip, plan.modalities, message))
-    return items, failures
+    return items, failures, lost
 
 
 def _as_completed(futures: Mapping, desc: str, *, unit: str):
