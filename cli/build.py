@@ -271,5 +271,7 @@ def _print_report(report: dict, args) -> None:
         from cli.release import print_release
 
         print_release(report["release"], indent=" " * 9)
+    if report.get("report"):
+        print(f"report:  {report['report']}")
     if "seconds" in report:
         print(f"done in {report['seconds']:.1f} s (work: {os.path.abspath(report.get('work', args.work))})")

@@ -28,6 +28,7 @@ import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -405,6 +406,8 @@ def finish_run(work: str, name: str, kind: str, report: dict) -> None:
 
     log = logging.getLogger("flows")
     release = (report.get("release") or {}).get("path")
+    # the HTML report shows the flow run that finished last, build or reextract: it reads both
+    report.update(kind=kind, finished=datetime.now(UTC).isoformat(timespec="seconds"))
     write_report(work, name, report)  # the HTML report reads this run's counts from it
     try:
         # backgrounds come from the scenic extraction; the report decodes nothing itself here
