@@ -110,7 +110,7 @@ def _add_build(subparsers, parent: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--salt", help="salt of the uploader hashes (default: $VDV_RELEASE_SALT, else a random salt that is not kept)"
     )
-    p.set_defaults(func=_build)
+    p.set_defaults(func=_build, work_access="create")
 
 
 def _add_reextract(subparsers, parent: argparse.ArgumentParser) -> None:
@@ -129,7 +129,7 @@ def _add_reextract(subparsers, parent: argparse.ArgumentParser) -> None:
     p.add_argument("--overrides", metavar="CSV", help="with --raw-dir: screening override file")
     p.add_argument("--force", action="store_true", help="recompute even current shards")
     _flow_options(p)
-    p.set_defaults(func=_reextract)
+    p.set_defaults(func=_reextract, work_access="update")
 
 
 def _runner(args) -> dict:

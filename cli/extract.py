@@ -47,7 +47,7 @@ def register(subparsers, parent: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--force", action="store_true", help="recompute shards that are already current")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run, writes_work="extract")
+    p.set_defaults(func=run, writes_work="extract", work_access="create")
 
 
 def select_clips(work: Path, *, every: bool = False, paths: list[str] | None = None) -> list[dict]:

@@ -233,14 +233,14 @@ TEXTS = {
 
 def register(sub, parent: argparse.ArgumentParser) -> None:
     """ingest, screen and score write the work directory (under its lock); summary reads it."""
-    for name, add_options, func in (
-        ("ingest", _ingest_options, cmd_ingest),
-        ("screen", _screen_options, cmd_screen),
-        ("score", _score_options, cmd_score),
+    for name, add_options, func, access in (
+        ("ingest", _ingest_options, cmd_ingest, "create"),
+        ("screen", _screen_options, cmd_screen, "update"),
+        ("score", _score_options, cmd_score, "update"),
     ):
         p = sub.add_parser(name, parents=[parent], formatter_class=argparse.RawDescriptionHelpFormatter, **TEXTS[name])
         add_options(p)
-        p.set_defaults(func=func, writes_work=name)
+        p.set_defaults(func=func, writes_work=name, work_access=access)
     p = sub.add_parser("summary", parents=[parent], **TEXTS["summary"])
     p.set_defaults(func=cmd_summary)
 

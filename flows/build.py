@@ -461,10 +461,13 @@ def open_run(
     the report; the run is finished (:func:`finish_run`) when the body returns, with its wall
     time, and when a stage fails with a :class:`BuildError`, so the report says what happened.
     """
+    from pipeline.workdir import prepare
+
     started = time.monotonic()
     artifacts.bridge_loggers()
     config = load_config(config_path)
     _check_modalities(modalities)
+    prepare(work, label="work")  # made if missing, and writable: else one error naming it
     clip_runner = open_clip_runner(runner, workers, threads_per_worker, dask_address)
     report: dict[str, Any] = {}
     with WorkLock(work, kind), clip_runner:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+
 import pytest
 from conftest import DEMO, SCRAPER_SAMPLE, SHARED, SHARED_CLIPS
 
@@ -214,3 +218,77 @@ def test_the_build_summary_names_unparseable_metadata(make_raw, tmp_path, capsys
     _print_report({"ingest": summary}, argparse.Namespace(json=False, work=str(tmp_path / "w")))
     out = capsys.readouterr().out
     assert f"bad metadata: {broken}: cannot parse metadata file: " in out and "line 1 column" in out
+
+
+# -- set-up a new user gets wrong: one line naming the flag, key or path; exit 2; nothing left -------
+
+
+def _writable(directory: Path) -> bool:
+    try:
+        fd, probe = tempfile.mkstemp(dir=directory)
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(probe)
+    return True
+
+
+@pytest.fixture
+def unwritable(tmp_path):
+    """A directory this process cannot write in: a read-only one, or, for root (whom permission
+    bits do not stop), ``/sys/kernel``, where the kernel refuses new files whoever asks."""
+    read_only = tmp_path / "read-only"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    try:
+        if not _writable(read_only):
+            yield read_only
+            return
+        for candidate in (Path("/sys/kernel"), Path("/sys")):
+            if candidate.is_dir() and not _writable(candidate):
+                yield candidate
+                return
+        pytest.skip("no directory here that this process cannot write in")
+    finally:
+        read_only.chmod(0o755)
+
+
+def _leftovers(tmp_path, *names: str) -> list[str]:
+    return [name for name in names if (tmp_path / name).exists()]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["ingest", "RAW"], ["build", "RAW"], ["screen"], ["score"], ["extract", "pose"], ["reextract"], ["report"]],
+    ids=lambda c: c[0],
+)
+def test_a_work_directory_that_cannot_be_written_is_one_line(command, unwritable, tmp_path, capsys):
+    argv = [str(SHARED) if a == "RAW" else a for a in command]
+    code = main([*argv, "--work", str(unwritable)])
+    line = _one_clear_line(capsys.readouterr().err)
+    assert code == 2
+    assert line == f"vdv {command[0]}: error: --work {unwritable}: cannot write in it: Permission denied", line
+
+
+@pytest.mark.parametrize("command", [["ingest", "RAW"], ["build", "RAW"], ["extract", "pose"]], ids=lambda c: c[0])
+def test_a_work_directory_that_cannot_be_made_is_one_line(command, tmp_path, capsys):
+    argv = [str(SHARED) if a == "RAW" else a for a in command]
+    under_proc = Path("/proc") / f"vdv-{os.getpid()}" / "work"  # /proc makes no directory for anyone
+    assert main([*argv, "--work", str(under_proc)]) == 2
+    line = _one_clear_line(capsys.readouterr().err)
+    assert line.startswith(f"vdv {command[0]}: error: --work {under_proc}: cannot create the directory: "), line
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a directory")
+    assert main([*argv, "--work", str(a_file / "work")]) == 2
+    line = _one_clear_line(capsys.readouterr().err)
+    assert f"--work {a_file / 'work'}: cannot create the directory" in line and f"({a_file} is a file)" in line
+    assert main([*argv, "--work", str(a_file)]) == 2
+    assert f"--work {a_file}: not a directory" in _one_clear_line(capsys.readouterr().err)
+
+
+def test_a_work_directory_that_must_exist_is_named(tmp_path, capsys):
+    for command in (["screen"], ["score"], ["reextract"], ["report"]):
+        assert main([*command, "--work", str(tmp_path / "typo")]) == 2
+        line = _one_clear_line(capsys.readouterr().err)
+        assert f"--work {tmp_path / 'typo'}: no such work directory; run `vdv ingest` first" in line
+    assert not _leftovers(tmp_path, "typo")
