@@ -147,11 +147,14 @@ def _runner(args) -> dict:
 
 
 def _check_inputs(args) -> None:
-    """Bad input files fail here, in one line, before a flow run (and its logging) starts."""
+    """Bad input fails here, in one line naming the option, before a flow run (and its logging)
+    starts: the files and the raw directory."""
     from pipeline.config import load_config
-    from pipeline.ingest import read_pairing
+    from pipeline.ingest import check_raw_dir, read_pairing
 
     load_config(args.config)
+    if args.raw_dir is not None:
+        check_raw_dir(args.raw_dir, "RAW_DIR" if args.command == "build" else "--raw-dir")
     if getattr(args, "pairing", None):
         read_pairing(args.pairing)
     if getattr(args, "overrides", None):

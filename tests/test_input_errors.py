@@ -292,3 +292,17 @@ def test_a_work_directory_that_must_exist_is_named(tmp_path, capsys):
         line = _one_clear_line(capsys.readouterr().err)
         assert f"--work {tmp_path / 'typo'}: no such work directory; run `vdv ingest` first" in line
     assert not _leftovers(tmp_path, "typo")
+
+
+@pytest.mark.parametrize("command", ["build", "ingest"])
+def test_raw_dir_that_is_a_file_is_one_line_and_leaves_no_work_directory(command, tmp_path, capsys):
+    not_a_dir = SHARED / "SOURCES.md"
+    code = main([command, str(not_a_dir), "--work", str(tmp_path / "work")])
+    line = _one_clear_line(capsys.readouterr().err)
+    assert code == 2
+    assert line == (
+        f"vdv {command}: error: RAW_DIR {not_a_dir}: not a directory (expected RAW_DIR/clips/ and RAW_DIR/metadata/)"
+    )
+    assert not _leftovers(tmp_path, "work")  # ingest made it for its lock, and removed it again
+    assert main([command, str(SHARED_CLIPS), "--work", str(tmp_path / "work")]) == 2
+    assert "no clips/ directory in it" in _one_clear_line(capsys.readouterr().err)
