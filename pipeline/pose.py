@@ -45,7 +45,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from pipeline.config import section_config
-from pipeline.decode import DecodeParams, Sample, StreamInfo
+from pipeline.decode import DecodeParams, Sample, StreamInfo, check_grid
 from pipeline.features import FeatureExtractor, FeatureSequence, PassShared
 from pipeline.provenance import code_version, sha256_file
 from pipeline.skeleton import blazepose_to_mpii
@@ -261,6 +261,9 @@ class PoseConfig:
     min_detection_confidence: float = 0.5
     min_tracking_confidence: float = 0.5
     smooth_landmarks: bool = True  # mediapipe's temporal landmark filter in tracking mode
+
+    def __post_init__(self):
+        check_grid("pose", fps=self.fps, max_side=self.max_side)
 
 
 class PoseExtractor(FeatureExtractor):

@@ -306,3 +306,23 @@ def test_raw_dir_that_is_a_file_is_one_line_and_leaves_no_work_directory(command
     assert not _leftovers(tmp_path, "work")  # ingest made it for its lock, and removed it again
     assert main([command, str(SHARED_CLIPS), "--work", str(tmp_path / "work")]) == 2
     assert "no clips/ directory in it" in _one_clear_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "expected"),
+    [
+        ("pose", "fps", "-25", "[pose] fps = -25 must be positive"),
+        ("holistic", "fps", "0.0", "[holistic] fps = 0.0 must be positive"),
+        ("facial", "end_s", "-1.0", "[facial] end_s = -1.0 must be positive"),
+        ("scenic", "fps", "-3.0", "[scenic] fps = -3.0 must be positive"),
+        ("pose", "max_side", "0", "[pose] max_side = 0 must be at least 1"),
+    ],
+)
+def test_a_grid_no_clip_can_be_sampled_on_is_a_config_error(section, key, value, expected, tmp_path, capsys):
+    """Refused when the file is read, not by every clip's task inside the build."""
+    config = tmp_path / "grid.toml"
+    config.write_text(f"[{section}]\n{key} = {value}\n")
+    code = main(["build", str(SHARED), "--config", str(config), "--work", str(tmp_path / "work")])
+    line = _one_clear_line(capsys.readouterr().err)
+    assert code == 2 and str(config) in line and expected in line, line
+    assert not _leftovers(tmp_path, "work")
