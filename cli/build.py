@@ -148,23 +148,34 @@ def _runner(args) -> dict:
 
 def _check_inputs(args) -> None:
     """Bad input fails here, in one line naming the option, before a flow run (and its logging)
-    starts: the files and the raw directory."""
-    from pipeline.config import load_config
+    starts: the files, the raw directory, the runner's options, the device and the scheduler."""
+    from pipeline.config import ConfigError, load_config
     from pipeline.ingest import check_raw_dir, read_pairing
 
     load_config(args.config)
     if args.raw_dir is not None:
         check_raw_dir(args.raw_dir, "RAW_DIR" if args.command == "build" else "--raw-dir")
+    _runner(args)
+    if args.dask_address and args.runner != "dask":
+        raise ConfigError(f"--dask-address {args.dask_address} needs --runner dask (the runner is {args.runner})")
     if getattr(args, "pairing", None):
         read_pairing(args.pairing)
     if getattr(args, "overrides", None):
-        from pipeline.config import ConfigError
         from pipeline.screen import read_overrides
 
         try:
             read_overrides(args.overrides)
         except ValueError as err:
             raise ConfigError(str(err)) from err
+    # the slower checks last: torch's import, a connection to the scheduler
+    if args.device:
+        from pipeline.runtime import check_device
+
+        check_device(args.device, "--device")
+    if args.dask_address:
+        from flows.build import check_scheduler
+
+        check_scheduler(args.dask_address, "--dask-address")
 
 
 # flow parameters given by the option of the same name (besides --work, --config, --modalities)

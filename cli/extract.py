@@ -74,10 +74,12 @@ def run(args) -> int:
     from pipeline import extraction
     from pipeline.config import ConfigError, load_config
     from pipeline.progress import progress
-    from pipeline.runtime import resolve_device, resolve_precision
+    from pipeline.runtime import check_device, resolve_device, resolve_precision
 
     work = Path(args.work)
     config = load_config(args.config)
+    if args.device:
+        check_device(args.device, "--device")  # before any extractor is built, naming the option
     device = resolve_device(args.device)
     try:
         precision = resolve_precision(args.precision or extraction.extract_config(config).precision, device)

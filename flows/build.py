@@ -38,9 +38,11 @@ from flows import artifacts, tasks
 from pipeline import extraction
 from pipeline.attempts import MAX_DEATHS, AttemptLedger, release_marks_on_sigterm
 from pipeline.config import load_config
+from pipeline.errors import InputError
 from pipeline.lock import WorkLock
 
 RUNNERS = ("thread", "process", "dask")
+SCHEDULER_TIMEOUT_S = 10.0  # the Dask handshake's budget in check_scheduler
 
 
 class BuildError(RuntimeError):
@@ -99,6 +101,78 @@ def make_task_runner(
             }
         )
     raise ValueError(f"unknown runner {runner!r}; choose one of {RUNNERS}")
+
+
+class SchedulerUnreachable(InputError):
+    """No Dask scheduler answers at the address a run was given; the message says what was tried."""
+
+
+def check_scheduler(address: str, label: str = "dask_address", timeout_s: float = SCHEDULER_TIMEOUT_S) -> None:
+    """Return once a Dask scheduler has answered at ``address``; else :class:`SchedulerUnreachable`.
+
+    Asked before a run does any work: without it a wrong address costs the client's 30 s connect
+    timeout and ends in an ``OSError`` from inside the task runner. Two tries, and the error names
+    the one that failed: a TCP connection to the host and port (refused or unanswered: nothing
+    listens there), then Dask's own handshake and an ``identity`` request, within ``timeout_s``
+    in all, which tells a scheduler from any other server on that port (a ``Client`` would wait
+    for ever on a server that accepts and says nothing). ``label`` names the option or parameter.
+    """
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    hint = f"start one with `dask scheduler`, or leave {label} out for a local cluster"
+    try:
+        scheme, location = parse_address(address, strict=False)
+        host, port = parse_host_port(location) if scheme in ("tcp", "tls") else (None, None)
+    except ValueError as err:
+        raise SchedulerUnreachable(f"{label} {address}: not a Dask address ({err}); e.g. tcp://host:8786") from None
+    if host is not None:
+        _tcp_probe(address, label, host, port, min(timeout_s, 5.0), hint)
+    try:
+        kind = _identity(address, timeout_s).get("type")
+    except (OSError, TimeoutError, ValueError) as err:
+        why = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+        raise SchedulerUnreachable(
+            f"{label} {address}: no Dask scheduler answered within {timeout_s:.0f} s ({why}); {hint}"
+        ) from None
+    if kind != "Scheduler":
+        raise SchedulerUnreachable(f"{label} {address}: a Dask {kind or 'server'} answered, not a scheduler; {hint}")
+
+
+def _identity(address: str, timeout_s: float) -> dict:
+    """The ``identity`` reply of the Dask server at ``address``, all within ``timeout_s``.
+
+    Run on a thread of its own, so that it never meets an event loop running in the caller's.
+    """
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from distributed.comm import connect
+
+    async def ask() -> dict:
+        comm = await connect(address, timeout=timeout_s)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            reply = await comm.read()
+        finally:
+            comm.abort()
+        return reply if isinstance(reply, dict) else {}
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, asyncio.wait_for(ask(), timeout_s)).result()
+
+
+def _tcp_probe(address: str, label: str, host: str, port: int, timeout_s: float, hint: str) -> None:
+    """A plain TCP connection to ``host:port``; refused or unanswered is :class:`SchedulerUnreachable`."""
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return
+    except TimeoutError:
+        tried = f"a TCP connection to {host} port {port} got no answer within {timeout_s:.0f} s"
+    except OSError as err:
+        tried = f"a TCP connection to {host} port {port} failed: {err.strerror or err}"
+    raise SchedulerUnreachable(f"{label} {address}: no Dask scheduler there: {tried}; {hint}")
 
 
 def start_pool_worker(env: Mapping[str, str]) -> None:
@@ -454,19 +528,27 @@ def open_run(
     workers: int | None,
     threads_per_worker: int,
     dask_address: str | None,
+    device: str | None = None,
 ) -> Iterator[tuple[Any, dict[str, Any], dict[str, Any]]]:
     """The frame of a ``kind`` run (build, reextract): ``(clip runner, configuration, report)``.
 
-    The body runs under the work directory's lock with the per-clip task runner open and fills
-    the report; the run is finished (:func:`finish_run`) when the body returns, with its wall
-    time, and when a stage fails with a :class:`BuildError`, so the report says what happened.
+    Before any work: the configuration, the modalities, the device and the Dask scheduler are
+    checked, each error naming the parameter. The body runs under the work directory's lock with
+    the per-clip task runner open and fills the report; the run is finished (:func:`finish_run`)
+    when the body returns, with its wall time, and when a stage fails with a :class:`BuildError`,
+    so the report says what happened.
     """
+    from pipeline.runtime import check_device
     from pipeline.workdir import prepare
 
     started = time.monotonic()
     artifacts.bridge_loggers()
     config = load_config(config_path)
     _check_modalities(modalities)
+    if device:
+        check_device(device, "device")
+    if runner == "dask" and dask_address:
+        check_scheduler(dask_address)
     prepare(work, label="work")  # made if missing, and writable: else one error naming it
     clip_runner = open_clip_runner(runner, workers, threads_per_worker, dask_address)
     report: dict[str, Any] = {}
@@ -517,7 +599,9 @@ def build(
     features into the release (marked loudly); salt: uploader hash salt (else ``$VDV_RELEASE_SALT``);
     runner, workers, threads_per_worker, dask_address: where the per-clip tasks run (module docstring).
     """
-    frame = open_run("build", work, config_path, modalities, runner, workers, threads_per_worker, dask_address)
+    frame = open_run(
+        "build", work, config_path, modalities, runner, workers, threads_per_worker, dask_address, device=device
+    )
     with frame as (clip_runner, config, report):
         swept = extraction.sweep_partial_files(work)
         report.update({"raw_dir": raw_dir, "work": work, "pid": os.getpid(), "partial_removed": swept})

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -326,3 +328,73 @@ def test_a_grid_no_clip_can_be_sampled_on_is_a_config_error(section, key, value,
     line = _one_clear_line(capsys.readouterr().err)
     assert code == 2 and str(config) in line and expected in line, line
     assert not _leftovers(tmp_path, "work")
+
+
+def _no_gpu() -> bool:
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+@pytest.mark.parametrize(
+    "command", [["build", "RAW", "--modalities", "holistic"], ["extract", "holistic"]], ids=lambda c: c[0]
+)
+def test_a_device_this_machine_lacks_is_one_line_naming_the_flag(command, tmp_path, capsys):
+    argv = [str(SHARED) if a == "RAW" else a for a in command]
+    work = ["--untrained", "--work", str(tmp_path / "work")]
+    assert main([*argv, *work, "--device", "tpu"]) == 2
+    line = _one_clear_line(capsys.readouterr().err)
+    assert line == f"vdv {command[0]}: error: --device tpu: not a device torch knows (cpu, cuda, cuda:N, mps, ...)"
+    if _no_gpu():
+        assert main([*argv, *work, "--device", "cuda"]) == 2
+        line = _one_clear_line(capsys.readouterr().err)
+        assert line.startswith(f"vdv {command[0]}: error: --device cuda: torch finds no CUDA GPU on this machine")
+        assert line.endswith("leave --device out to run on the CPU")
+    assert not _leftovers(tmp_path, "work")
+
+
+def _closed_port() -> int:
+    """A local port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_a_dask_address_where_nothing_listens_is_one_line(tmp_path, capsys):
+    address = f"127.0.0.1:{_closed_port()}"
+    started = time.monotonic()
+    code = main(["build", str(SHARED), "--runner", "dask", "--dask-address", address, "--work", str(tmp_path / "w")])
+    line = _one_clear_line(capsys.readouterr().err)
+    assert code == 2 and time.monotonic() - started < 10  # not the client's 30 s connect timeout
+    port = address.split(":")[1]
+    assert line == (
+        f"vdv build: error: --dask-address {address}: no Dask scheduler there: a TCP connection to 127.0.0.1 "
+        f"port {port} failed: Connection refused; start one with `dask scheduler`, or leave --dask-address out "
+        "for a local cluster"
+    )
+    assert main(["build", str(SHARED), "--dask-address", address, "--work", str(tmp_path / "w")]) == 2
+    assert "needs --runner dask" in _one_clear_line(capsys.readouterr().err)
+    assert not _leftovers(tmp_path, "w")
+
+
+def test_a_server_that_is_not_a_dask_scheduler_is_named():
+    """A listener that accepts and says nothing, and a Dask worker: the TCP try passes, Dask's
+    handshake tells them from a scheduler, which passes."""
+    from distributed import LocalCluster
+
+    from flows.build import SchedulerUnreachable, check_scheduler
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        address = f"tcp://127.0.0.1:{server.getsockname()[1]}"
+        started = time.monotonic()
+        with pytest.raises(SchedulerUnreachable) as caught:
+            check_scheduler(address, "--dask-address", timeout_s=2)
+        assert time.monotonic() - started < 10
+    assert str(caught.value).startswith(f"--dask-address {address}: no Dask scheduler answered within 2 s")
+    with LocalCluster(n_workers=1, processes=False, protocol="tcp", dashboard_address=None) as cluster:
+        check_scheduler(cluster.scheduler_address)  # a scheduler: no error
+        worker = next(iter(cluster.workers.values())).address
+        with pytest.raises(SchedulerUnreachable, match=f"{worker}: a Dask Worker answered, not a scheduler"):
+            check_scheduler(worker)
