@@ -613,8 +613,17 @@ def build(
         if train:
             report["train"] = tasks.train(work, train_dir or str(Path(work) / "train"), config)
         if release_out:
-            info = {k: report[k] for k in ("ingest", "screen", "score", "extract", "precision", "device")}
-            report["release"] = tasks.package(
-                work, release_out, config, allow_untrained, salt, json.loads(json.dumps(info, default=str))
-            )
+            report["release"] = release_stage(report, work, release_out, config, allow_untrained, salt)
     return report
+
+
+def release_stage(report: Mapping, work: str, out: str, config, allow_untrained: bool, salt: str | None) -> dict:
+    """The build's release; a release that refuses (nothing kept, stale shards, untrained
+    features not allowed) fails the build as a stage, with its one-line reason."""
+    from pipeline.release import ReleaseError
+
+    info = {k: report[k] for k in ("ingest", "screen", "score", "extract", "precision", "device")}
+    try:
+        return tasks.package(work, out, config, allow_untrained, salt, json.loads(json.dumps(info, default=str)))
+    except ReleaseError as err:
+        raise BuildError(f"release refused: {err}") from err

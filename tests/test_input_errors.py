@@ -272,6 +272,12 @@ def test_a_work_directory_that_cannot_be_written_is_one_line(command, unwritable
     assert line == f"vdv {command[0]}: error: --work {unwritable}: cannot write in it: Permission denied", line
 
 
+def test_release_from_a_work_directory_that_cannot_be_written_is_one_line(unwritable, tmp_path, capsys):
+    code = main(["release", "--work", str(unwritable), "--out", str(tmp_path / "out")])
+    assert _one_clear_line(capsys.readouterr().err).startswith(f"vdv release: error: --work {unwritable}: ")
+    assert code == 2 and not _leftovers(tmp_path, "out")
+
+
 @pytest.mark.parametrize("command", [["ingest", "RAW"], ["build", "RAW"], ["extract", "pose"]], ids=lambda c: c[0])
 def test_a_work_directory_that_cannot_be_made_is_one_line(command, tmp_path, capsys):
     argv = [str(SHARED) if a == "RAW" else a for a in command]
@@ -398,3 +404,24 @@ def test_a_server_that_is_not_a_dask_scheduler_is_named():
         worker = next(iter(cluster.workers.values())).address
         with pytest.raises(SchedulerUnreachable, match=f"{worker}: a Dask Worker answered, not a scheduler"):
             check_scheduler(worker)
+
+
+def test_release_with_no_kept_clips_is_one_line(tmp_path, capsys):
+    """The real sample screened with the default follower rule: its only creator is rejected."""
+    work = str(tmp_path / "work")
+    pairing = DEMO / "pairing.csv"
+    crawl = "2021-01-06T15:51:49Z"
+    assert main(["ingest", str(SHARED), "--pairing", str(pairing), "--crawl-time", crawl, "--work", work]) == 0
+    assert main(["screen", "--no-visual", "--work", work]) == 0
+    assert main(["score", "--work", work]) == 0
+    capsys.readouterr()
+    for extra in ([], ["--no-flow"]):
+        assert main(["release", "--work", work, "--out", str(tmp_path / "out"), *extra]) == 2
+        line = _one_clear_line(capsys.readouterr().err)
+        assert line == (
+            f"vdv release: error: --work {work}: no kept clips to release: screening rejected all 19 clip(s) "
+            f"(`vdv summary --work {work}` gives the reasons)"
+        )
+    assert main(["release", "--work", str(tmp_path / "never"), "--out", str(tmp_path / "out")]) == 2
+    assert "no such work directory; run `vdv build`" in _one_clear_line(capsys.readouterr().err)
+    assert not _leftovers(tmp_path, "out", "never")
