@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DEMO, SCRAPER_SAMPLE, SHARED, SHARED_CLIPS
+from conftest import DEMO, ROOT, SCRAPER_SAMPLE, SHARED, SHARED_CLIPS
 
 import models  # noqa: F401 - registers the models' configuration sections ([psgcn], [train], ...)
 from cli import main
@@ -425,3 +425,82 @@ def test_release_with_no_kept_clips_is_one_line(tmp_path, capsys):
     assert main(["release", "--work", str(tmp_path / "never"), "--out", str(tmp_path / "out")]) == 2
     assert "no such work directory; run `vdv build`" in _one_clear_line(capsys.readouterr().err)
     assert not _leftovers(tmp_path, "out", "never")
+
+
+# -- the sweep: every subcommand, bad set-up, no traceback ---------------------------------------
+
+
+def _leaf_commands(parser=None, prefix: tuple[str, ...] = ()):
+    """``(words, parser)`` of every runnable ``vdv`` subcommand, found in the parser itself."""
+    import argparse
+
+    from cli import build_parser
+
+    parser = parser or build_parser()
+    subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subparsers:
+        yield prefix, parser
+        return
+    for name, sub in subparsers[0].choices.items():
+        yield from _leaf_commands(sub, (*prefix, name))
+
+
+def _required_arguments(parser, tmp_path) -> list[str]:
+    """Values for a subcommand's required arguments: a choice where there are choices, else a path
+    that does not exist (``tmp_path/missing-<name>``)."""
+    argv = []
+    for action in parser._actions:
+        positional = not action.option_strings and action.dest != "help" and action.nargs not in ("?", "*")
+        if not (positional or (action.option_strings and action.required)):
+            continue
+        value = str(action.choices[0]) if action.choices else str(tmp_path / f"missing-{action.dest}")
+        argv += [value] if positional else [action.option_strings[-1], value]
+    return argv
+
+
+SWEPT = [" ".join(words) for words, _ in _leaf_commands()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", SWEPT)
+def test_every_command_meets_bad_set_up_without_a_traceback(command, unwritable, tmp_path):
+    """A non-writable --work, a missing --config and an unknown flag, for every subcommand the
+    parser knows (a new one is swept too): never a traceback on stderr. A command that writes its
+    work directory says so in one line naming --work and exits with code 2; the others may run."""
+    import subprocess
+    import sys
+
+    words, parser = next((w, p) for w, p in _leaf_commands() if " ".join(w) == command)
+    base = [sys.executable, "-m", "cli", *words, *_required_arguments(parser, tmp_path)]
+    closed = f"http://127.0.0.1:{_closed_port()}"  # `weights fetch` must not reach the network
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DASK_"))}
+    env.update(
+        PREFECT_HOME=str(tmp_path / "prefect"),
+        VDV_WEIGHTS_DIR=str(unwritable / "vdv-weights"),
+        http_proxy=closed,
+        https_proxy=closed,
+        HTTP_PROXY=closed,
+        HTTPS_PROXY=closed,
+        no_proxy="",
+        NO_PROXY="",
+    )
+    missing_config = tmp_path / "missing.toml"
+    cases = {
+        "unwritable --work": ["--work", str(unwritable)],
+        "missing --config": ["--config", str(missing_config), "--work", str(tmp_path / "work")],
+        "unknown flag": ["--no-such-flag", "--work", str(tmp_path / "work")],
+    }
+    for case, extra in cases.items():
+        done = subprocess.run([*base, *extra], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        said = f"{command} ({case}): rc {done.returncode}\n{done.stderr[-3000:]}"
+        assert "Traceback" not in done.stderr, said
+        last = (done.stderr.strip().splitlines() or [""])[-1]
+        if case == "missing --config":
+            assert done.returncode == 2 and f"configuration file {missing_config} does not exist" in last, said
+        elif case == "unknown flag":
+            assert done.returncode == 2 and "unrecognized arguments: --no-such-flag" in last, said
+        elif parser.get_default("work_access") is not None:
+            assert done.returncode == 2 and f"--work {unwritable}: " in last, said
+        else:
+            assert done.returncode in (0, 1, 2), said
+    assert not (tmp_path / "work").exists()
