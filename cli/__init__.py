@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 COMMANDS: tuple[str, ...] = (
@@ -23,6 +24,12 @@ COMMANDS: tuple[str, ...] = (
     "cli.release",
     "cli.report",
 )
+
+# What a command does with --work, set as ``work_access`` in its parser's defaults (cli.main
+# checks it before the command runs): None, it does not write it; "create", it writes it and may
+# make it (ingest, build); "update", it writes one that must exist already (screen, report). A
+# command that holds the lock itself in cli.main also sets ``writes_work`` (the lock's owner).
+WORK_ACCESS = (None, "create", "update")
 
 EPILOG = """\
 A run keeps its tables under a work directory (--work, default ./work):
@@ -63,15 +70,44 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose + 1, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    from pipeline.workdir import remove_created
+
+    created: list = []  # the work directory, when this command made it
+    code = _run(args, created)
+    if code == 2:
+        # stopped on bad input: a work directory this command made holds nothing worth keeping
+        for path in created:
+            remove_created(path)
+    return code
+
+
+def _run(args: argparse.Namespace, created: list) -> int:
+    """Run the command of ``args``; a usage or input error is one line on stderr and exit code 2.
+
+    A command that writes the work directory says so in its parser's defaults (``work_access``,
+    see :data:`WORK_ACCESS`); the directory is then made if the command may make it, and proven
+    writable, before the command runs (:func:`pipeline.workdir.prepare`). What this made is
+    appended to ``created``.
+    """
     from pipeline.config import ConfigError, load_config
     from pipeline.errors import InputError, WeightsError
     from pipeline.lock import WorkDirLocked, WorkLock
     from pipeline.tables import SchemaMismatch
+    from pipeline.workdir import prepare
 
     try:
         if getattr(args, "config", None):
             # the whole file is checked before any work starts, whichever command reads it
             load_config(args.config)
+        access = getattr(args, "work_access", None)
+        if access not in WORK_ACCESS:
+            raise ValueError(f"vdv {args.command}: work_access {access!r} is not one of {list(WORK_ACCESS)}")
+        if access == "update" and not os.path.isdir(args.work):
+            raise FileNotFoundError(
+                f"--work {args.work}: no such work directory; run `vdv ingest` first (or `vdv build`)"
+            )
+        if access is not None:
+            created.append(prepare(args.work, label="--work"))
         # a command that writes the work directory holds its lock (the flows take their own)
         writes = getattr(args, "writes_work", None)
         if writes:
@@ -85,6 +121,12 @@ def main(argv: list[str] | None = None) -> int:
         # SchemaMismatch: a table file of another table or schema version (an older work directory)
         # bad input: one line that names the file, section or value; no traceback
         print(f"vdv {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except (PermissionError, NotADirectoryError, IsADirectoryError) as err:
+        # a path the user gave that cannot be used as given; -vv logs where it was met
+        logging.getLogger("cli").debug("path error", exc_info=True)
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"vdv {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
         return 2
 
 

@@ -110,7 +110,7 @@ def _add_build(subparsers, parent: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--salt", help="salt of the uploader hashes (default: $VDV_RELEASE_SALT, else a random salt that is not kept)"
     )
-    p.set_defaults(func=_build)
+    p.set_defaults(func=_build, work_access="create")
 
 
 def _add_reextract(subparsers, parent: argparse.ArgumentParser) -> None:
@@ -129,7 +129,7 @@ def _add_reextract(subparsers, parent: argparse.ArgumentParser) -> None:
     p.add_argument("--overrides", metavar="CSV", help="with --raw-dir: screening override file")
     p.add_argument("--force", action="store_true", help="recompute even current shards")
     _flow_options(p)
-    p.set_defaults(func=_reextract)
+    p.set_defaults(func=_reextract, work_access="update")
 
 
 def _runner(args) -> dict:
@@ -147,21 +147,35 @@ def _runner(args) -> dict:
 
 
 def _check_inputs(args) -> None:
-    """Bad input files fail here, in one line, before a flow run (and its logging) starts."""
-    from pipeline.config import load_config
-    from pipeline.ingest import read_pairing
+    """Bad input fails here, in one line naming the option, before a flow run (and its logging)
+    starts: the files, the raw directory, the runner's options, the device and the scheduler."""
+    from pipeline.config import ConfigError, load_config
+    from pipeline.ingest import check_raw_dir, read_pairing
 
     load_config(args.config)
+    if args.raw_dir is not None:
+        check_raw_dir(args.raw_dir, "RAW_DIR" if args.command == "build" else "--raw-dir")
+    _runner(args)
+    if args.dask_address and args.runner != "dask":
+        raise ConfigError(f"--dask-address {args.dask_address} needs --runner dask (the runner is {args.runner})")
     if getattr(args, "pairing", None):
         read_pairing(args.pairing)
     if getattr(args, "overrides", None):
-        from pipeline.config import ConfigError
         from pipeline.screen import read_overrides
 
         try:
             read_overrides(args.overrides)
         except ValueError as err:
             raise ConfigError(str(err)) from err
+    # the slower checks last: torch's import, a connection to the scheduler
+    if args.device:
+        from pipeline.runtime import check_device
+
+        check_device(args.device, "--device")
+    if args.dask_address:
+        from flows.build import check_scheduler
+
+        check_scheduler(args.dask_address, "--dask-address")
 
 
 # flow parameters given by the option of the same name (besides --work, --config, --modalities)
@@ -274,5 +288,7 @@ def _print_report(report: dict, args) -> None:
         from cli.release import print_release
 
         print_release(report["release"], indent=" " * 9)
+    if report.get("report"):
+        print(f"report:  {report['report']}")
     if "seconds" in report:
         print(f"done in {report['seconds']:.1f} s (work: {os.path.abspath(report.get('work', args.work))})")

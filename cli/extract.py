@@ -47,7 +47,7 @@ def register(subparsers, parent: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--force", action="store_true", help="recompute shards that are already current")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run, writes_work="extract")
+    p.set_defaults(func=run, writes_work="extract", work_access="create")
 
 
 def select_clips(work: Path, *, every: bool = False, paths: list[str] | None = None) -> list[dict]:
@@ -74,10 +74,12 @@ def run(args) -> int:
     from pipeline import extraction
     from pipeline.config import ConfigError, load_config
     from pipeline.progress import progress
-    from pipeline.runtime import resolve_device, resolve_precision
+    from pipeline.runtime import check_device, resolve_device, resolve_precision
 
     work = Path(args.work)
     config = load_config(args.config)
+    if args.device:
+        check_device(args.device, "--device")  # before any extractor is built, naming the option
     device = resolve_device(args.device)
     try:
         precision = resolve_precision(args.precision or extraction.extract_config(config).precision, device)

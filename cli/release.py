@@ -53,8 +53,20 @@ def _release(args) -> int:
             file=sys.stderr,
         )
         return 2
-    from pipeline.release import ReleaseError
+    from pathlib import Path
 
+    from pipeline.release import NothingToRelease, ReleaseError, check_releasable
+    from pipeline.workdir import prepare
+
+    try:
+        # before a flow starts: a work directory this run cannot write (its lock), or one with
+        # nothing to release, is one line and exit code 2; a missing one is never made here
+        if Path(args.work).is_dir():
+            prepare(args.work, label="--work")
+        check_releasable(args.work, "--work")
+    except NothingToRelease as err:
+        print(f"vdv release: error: {err}", file=sys.stderr)
+        return 2
     try:
         result = _package(args) if args.no_flow or args.allow_missing else _release_flow(args)
     except ReleaseError as err:

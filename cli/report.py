@@ -35,7 +35,7 @@ def register(subparsers, parent: argparse.ArgumentParser) -> None:
         help="time spent computing scenic background images of kept clips that have none yet "
         "(a few seconds each; kept for the next run; 0: none; default: 300)",
     )
-    parser.set_defaults(func=_report)
+    parser.set_defaults(func=_report, work_access="update")
 
 
 def _positive(text: str) -> int:

@@ -204,8 +204,11 @@ TEXTS = {
             "              person at confidence >= 0.5 and inside the frame on at least half the\n"
             "              frames (joint_confidence, min_upper_body_share)\n"
             "  camera_motion  at most 30 % of frame pairs move faster than 0.05 frame diagonals per\n"
-            "              second (pans, zoom, rotation; max_moving_share, max_camera_speed), and\n"
-            "              no shot cut (hue-saturation histogram distance above 0.5; max_cuts 0)\n"
+            "              second (pans, zoom, rotation; max_moving_share, max_camera_speed), the\n"
+            "              view stays within 20 % zoom, 8 degrees of roll and a shift of 20 % of the\n"
+            "              width or height from the first frame (max_composed_scale,\n"
+            "              max_composed_rotation_deg, max_composed_shift), and no shot cut\n"
+            "              (hue-saturation histogram distance above 0.5; max_cuts 0)\n"
             "\n"
             "A reviewer override file wins over the rules (both decisions are stored). Writes the\n"
             "screening table and the screen rejections; `vdv report` shows each decision."
@@ -230,14 +233,14 @@ TEXTS = {
 
 def register(sub, parent: argparse.ArgumentParser) -> None:
     """ingest, screen and score write the work directory (under its lock); summary reads it."""
-    for name, add_options, func in (
-        ("ingest", _ingest_options, cmd_ingest),
-        ("screen", _screen_options, cmd_screen),
-        ("score", _score_options, cmd_score),
+    for name, add_options, func, access in (
+        ("ingest", _ingest_options, cmd_ingest, "create"),
+        ("screen", _screen_options, cmd_screen, "update"),
+        ("score", _score_options, cmd_score, "update"),
     ):
         p = sub.add_parser(name, parents=[parent], formatter_class=argparse.RawDescriptionHelpFormatter, **TEXTS[name])
         add_options(p)
-        p.set_defaults(func=func, writes_work=name)
+        p.set_defaults(func=func, writes_work=name, work_access=access)
     p = sub.add_parser("summary", parents=[parent], **TEXTS["summary"])
     p.set_defaults(func=cmd_summary)
 

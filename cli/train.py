@@ -99,7 +99,7 @@ def _add_sports(subparsers, parent: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--untrained", action="store_true", help="holistic features from seeded random weights (explicit only)"
     )
-    p.set_defaults(func=_sports)
+    p.set_defaults(func=_sports, work_access="create")
 
 
 def _usage_errors(func):

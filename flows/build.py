@@ -28,6 +28,7 @@ import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +36,13 @@ from prefect import flow
 
 from flows import artifacts, tasks
 from pipeline import extraction
-from pipeline.attempts import MAX_DEATHS, AttemptLedger
+from pipeline.attempts import MAX_DEATHS, AttemptLedger, release_marks_on_sigterm
 from pipeline.config import load_config
+from pipeline.errors import InputError
 from pipeline.lock import WorkLock
 
 RUNNERS = ("thread", "process", "dask")
+SCHEDULER_TIMEOUT_S = 10.0  # the Dask handshake's budget in check_scheduler
 
 
 class BuildError(RuntimeError):
@@ -60,7 +63,8 @@ def make_task_runner(
 ):
     """The Prefect task runner named by ``runner`` (see the module docstring).
 
-    ``worker_env``: environment of a local Dask cluster's worker processes.
+    ``worker_env``: environment of the worker processes this runner starts (a process pool's, a
+    local Dask cluster's).
     """
     if runner == "thread":
         from prefect.task_runners import ThreadPoolTaskRunner
@@ -69,7 +73,9 @@ def make_task_runner(
     if runner == "process":
         from prefect.task_runners import ProcessPoolTaskRunner
 
-        return ProcessPoolTaskRunner(max_workers=workers or 2)
+        return ProcessPoolTaskRunner(
+            max_workers=workers or 2, initializer=start_pool_worker, initargs=(dict(worker_env or {}),)
+        )
     if runner == "dask":
         import dask
         from prefect_dask import DaskTaskRunner
@@ -97,11 +103,93 @@ def make_task_runner(
     raise ValueError(f"unknown runner {runner!r}; choose one of {RUNNERS}")
 
 
+class SchedulerUnreachable(InputError):
+    """No Dask scheduler answers at the address a run was given; the message says what was tried."""
+
+
+def check_scheduler(address: str, label: str = "dask_address", timeout_s: float = SCHEDULER_TIMEOUT_S) -> None:
+    """Return once a Dask scheduler has answered at ``address``; else :class:`SchedulerUnreachable`.
+
+    Asked before a run does any work: without it a wrong address costs the client's 30 s connect
+    timeout and ends in an ``OSError`` from inside the task runner. Two tries, and the error names
+    the one that failed: a TCP connection to the host and port (refused or unanswered: nothing
+    listens there), then Dask's own handshake and an ``identity`` request, within ``timeout_s``
+    in all, which tells a scheduler from any other server on that port (a ``Client`` would wait
+    for ever on a server that accepts and says nothing). ``label`` names the option or parameter.
+    """
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    hint = f"start one with `dask scheduler`, or leave {label} out for a local cluster"
+    try:
+        scheme, location = parse_address(address, strict=False)
+        host, port = parse_host_port(location) if scheme in ("tcp", "tls") else (None, None)
+    except ValueError as err:
+        raise SchedulerUnreachable(f"{label} {address}: not a Dask address ({err}); e.g. tcp://host:8786") from None
+    if host is not None:
+        _tcp_probe(address, label, host, port, min(timeout_s, 5.0), hint)
+    try:
+        kind = _identity(address, timeout_s).get("type")
+    except (OSError, TimeoutError, ValueError) as err:
+        why = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+        raise SchedulerUnreachable(
+            f"{label} {address}: no Dask scheduler answered within {timeout_s:.0f} s ({why}); {hint}"
+        ) from None
+    if kind != "Scheduler":
+        raise SchedulerUnreachable(f"{label} {address}: a Dask {kind or 'server'} answered, not a scheduler; {hint}")
+
+
+def _identity(address: str, timeout_s: float) -> dict:
+    """The ``identity`` reply of the Dask server at ``address``, all within ``timeout_s``.
+
+    Run on a thread of its own, so that it never meets an event loop running in the caller's.
+    """
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from distributed.comm import connect
+
+    async def ask() -> dict:
+        comm = await connect(address, timeout=timeout_s)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            reply = await comm.read()
+        finally:
+            comm.abort()
+        return reply if isinstance(reply, dict) else {}
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, asyncio.wait_for(ask(), timeout_s)).result()
+
+
+def _tcp_probe(address: str, label: str, host: str, port: int, timeout_s: float, hint: str) -> None:
+    """A plain TCP connection to ``host:port``; refused or unanswered is :class:`SchedulerUnreachable`."""
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return
+    except TimeoutError:
+        tried = f"a TCP connection to {host} port {port} got no answer within {timeout_s:.0f} s"
+    except OSError as err:
+        tried = f"a TCP connection to {host} port {port} failed: {err.strerror or err}"
+    raise SchedulerUnreachable(f"{label} {address}: no Dask scheduler there: {tried}; {hint}")
+
+
+def start_pool_worker(env: Mapping[str, str]) -> None:
+    """Set up a process pool's worker when it starts: its environment (the flow's API, so that it
+    starts no temporary Prefect server of its own), and its attempt marks cleared when the pool
+    stops it (SIGTERM, sent to every worker when one dies), so that only the clip a worker died
+    on is blamed (:mod:`pipeline.attempts`)."""
+    os.environ.update(env)
+    release_marks_on_sigterm()
+
+
 def flow_api_env() -> dict[str, str]:
     """``PREFECT_API_URL`` of the running flow's API, for worker processes this flow starts.
 
-    Without it, each local Dask worker would start a temporary Prefect server of its own, record
-    its task runs there, and leave that server running when the cluster closes.
+    Without it, each local Dask worker or process-pool worker would start a temporary Prefect
+    server of its own (seconds of start-up for every worker), record its task runs there, and
+    leave that server running when the cluster closes.
     """
     from prefect.client.orchestration import get_client
 
@@ -111,7 +199,7 @@ def flow_api_env() -> dict[str, str]:
 
 def open_clip_runner(runner: str, workers: int | None, threads_per_worker: int, dask_address: str | None):
     """The task runner of the per-clip tasks, chosen by the flow's parameters."""
-    env = flow_api_env() if runner == "dask" and not dask_address else None
+    env = flow_api_env() if runner == "process" or runner == "dask" and not dask_address else None
     return make_task_runner(
         runner, dask_address=dask_address, workers=workers, threads_per_worker=threads_per_worker, worker_env=env
     )
@@ -205,12 +293,9 @@ def run_extraction(
     # one while the others are idle (the longest-processing-time-first rule)
     ledger = AttemptLedger.fresh(work)  # which clips a dead worker was on (pipeline.attempts)
     args = {"work": work, "plan": plan, "decode": decode, "force": force, "attempts": str(ledger.root)}
-    futures = {
-        runner.submit(tasks.extract_clip, {**args, "clip": clip}): clip
-        for clip in sorted(clips, key=lambda c: (-(c.get("duration_s") or 0.0), c["clip_id"]))
-    }
+    ordered = sorted(clips, key=lambda c: (-(c.get("duration_s") or 0.0), c["clip_id"]))
     try:
-        items, failures = _collect_items(futures, plan)
+        items, failures = _extract_rounds(runner, args, ordered, plan, ledger)
     finally:
         ledger.clear()
     order = {c["clip_id"]: i for i, c in enumerate(clips)}
@@ -232,26 +317,77 @@ def run_extraction(
     return result
 
 
-def _collect_items(futures: Mapping, plan: extraction.ExtractionPlan) -> tuple[list[extraction.ItemResult], list[str]]:
-    """The items of the extraction tasks as they finish, and the failures that are the run's.
+def _extract_rounds(
+    runner, args: Mapping, clips: list[dict], plan: extraction.ExtractionPlan, ledger: AttemptLedger
+) -> tuple[list[extraction.ItemResult], list[str]]:
+    """One extraction task per clip on ``runner``; the clips a broken process pool lost go to a
+    fresh pool of the same size, until none is lost. Returns the items and the run's failures.
+
+    A process pool whose worker dies is broken: every clip it held, the one the dead worker was
+    on and the ones that waited, fails with ``BrokenProcessPool``, and it takes no more work.
+    The ledger knows the clip the worker died on (its mark outlived the process; the pool's
+    other workers clear theirs, :func:`pipeline.attempts.release_marks_on_sigterm`). So every
+    lost clip is simply submitted again: a clip that only waited runs as if nothing happened,
+    the clip a worker died on gets its next worker, and after :data:`MAX_DEATHS` its own task
+    rejects it ``worker_died``. A pool that breaks with no clip's mark left behind (a worker
+    that dies outside any clip) is tried :data:`MAX_DEATHS` times, then the lost clips are the
+    run's failures. Dask needs no rounds: its scheduler gives a dead worker's clips to others.
+    """
+    import logging
+    from contextlib import ExitStack
+
+    items: list[extraction.ItemResult] = []
+    failures: list[str] = []
+    pool, todo, unexplained = runner, clips, 0
+    with ExitStack() as fresh:
+        while todo:
+            deaths = sum(len(ledger.dead(c["clip_id"])) for c in todo)
+            futures = {pool.submit(tasks.extract_clip, {**args, "clip": clip}): clip for clip in todo}
+            done, failed, todo = _collect_items(futures, plan)
+            items += done
+            failures += failed
+            if not todo:
+                break
+            if sum(len(ledger.dead(c["clip_id"])) for c in todo) == deaths:
+                unexplained += 1
+                if unexplained >= MAX_DEATHS:
+                    why = f"the process pool broke {unexplained} times with no clip's work in flight"
+                    failures += [f"{c['clip_id'][:12]}: {why}" for c in todo]
+                    break
+            logging.getLogger("flows").warning(
+                "a worker process died; the %d clip(s) its pool held go to a fresh pool", len(todo)
+            )
+            fresh.close()  # the previous fresh pool, if there was one
+            pool = fresh.enter_context(runner.duplicate())
+    return items, failures
+
+
+def _collect_items(
+    futures: Mapping, plan: extraction.ExtractionPlan
+) -> tuple[list[extraction.ItemResult], list[str], list[dict]]:
+    """The items of the extraction tasks as they finish, the failures that are the run's, and the
+    clips a broken process pool lost (:func:`_extract_rounds` submits them again).
 
     A clip whose workers died on it is rejected ``worker_died`` by its own task (the ledger of
-    :mod:`pipeline.attempts`). Should the runner give up on a clip first (Dask's
-    ``allowed-failures``, a broken process pool) it is rejected ``worker_died`` here, in every
-    modality. Any other task failure is the run's.
+    :mod:`pipeline.attempts`). Should Dask give up on a clip first (``allowed-failures``, its
+    backstop) it is rejected ``worker_died`` here, in every modality. Any other task failure is
+    the run's.
     """
     items: list[extraction.ItemResult] = []
     failures: list[str] = []
+    lost: list[dict] = []
     for future, clip in _as_completed(futures, "extract", unit="clip"):
         try:
             items.extend(extraction.ItemResult(**d) for d in future.result())
         except Exception as err:  # noqa: BLE001 - sorted below: a dead worker is the clip's, the rest the run's
-            if not _is_worker_death(err):
+            if type(err).__name__ == "BrokenProcessPool":
+                lost.append(clip)  # the worker that died may have been on another clip
+            elif _is_worker_death(err):
+                message = f"the runner gave up on it after worker processes died ({type(err).__name__})"
+                items.extend(extraction.worker_died(clip, plan.modalities, message))
+            else:
                 failures.append(f"{clip['clip_id'][:12]}: {type(err).__name__}: {err}")
-                continue
-            message = f"the runner gave up on it after worker processes died ({type(err).__name__})"
-            items.extend(extraction.worker_died(clip, plan.modalities, message))
-    return items, failures
+    return items, failures, lost
 
 
 def _as_completed(futures: Mapping, desc: str, *, unit: str):
@@ -345,6 +481,8 @@ def finish_run(work: str, name: str, kind: str, report: dict) -> None:
 
     log = logging.getLogger("flows")
     release = (report.get("release") or {}).get("path")
+    # the HTML report shows the flow run that finished last, build or reextract: it reads both
+    report.update(kind=kind, finished=datetime.now(UTC).isoformat(timespec="seconds"))
     write_report(work, name, report)  # the HTML report reads this run's counts from it
     try:
         # backgrounds come from the scenic extraction; the report decodes nothing itself here
@@ -391,17 +529,28 @@ def open_run(
     workers: int | None,
     threads_per_worker: int,
     dask_address: str | None,
+    device: str | None = None,
 ) -> Iterator[tuple[Any, dict[str, Any], dict[str, Any]]]:
     """The frame of a ``kind`` run (build, reextract): ``(clip runner, configuration, report)``.
 
-    The body runs under the work directory's lock with the per-clip task runner open and fills
-    the report; the run is finished (:func:`finish_run`) when the body returns, with its wall
-    time, and when a stage fails with a :class:`BuildError`, so the report says what happened.
+    Before any work: the configuration, the modalities, the device and the Dask scheduler are
+    checked, each error naming the parameter. The body runs under the work directory's lock with
+    the per-clip task runner open and fills the report; the run is finished (:func:`finish_run`)
+    when the body returns, with its wall time, and when a stage fails with a :class:`BuildError`,
+    so the report says what happened.
     """
+    from pipeline.runtime import check_device
+    from pipeline.workdir import prepare
+
     started = time.monotonic()
     artifacts.bridge_loggers()
     config = load_config(config_path)
     _check_modalities(modalities)
+    if device:
+        check_device(device, "device")
+    if runner == "dask" and dask_address:
+        check_scheduler(dask_address)
+    prepare(work, label="work")  # made if missing, and writable: else one error naming it
     clip_runner = open_clip_runner(runner, workers, threads_per_worker, dask_address)
     report: dict[str, Any] = {}
     with WorkLock(work, kind), clip_runner:
@@ -451,7 +600,9 @@ def build(
     features into the release (marked loudly); salt: uploader hash salt (else ``$VDV_RELEASE_SALT``);
     runner, workers, threads_per_worker, dask_address: where the per-clip tasks run (module docstring).
     """
-    frame = open_run("build", work, config_path, modalities, runner, workers, threads_per_worker, dask_address)
+    frame = open_run(
+        "build", work, config_path, modalities, runner, workers, threads_per_worker, dask_address, device=device
+    )
     with frame as (clip_runner, config, report):
         swept = extraction.sweep_partial_files(work)
         report.update({"raw_dir": raw_dir, "work": work, "pid": os.getpid(), "partial_removed": swept})
@@ -463,8 +614,17 @@ def build(
         if train:
             report["train"] = tasks.train(work, train_dir or str(Path(work) / "train"), config)
         if release_out:
-            info = {k: report[k] for k in ("ingest", "screen", "score", "extract", "precision", "device")}
-            report["release"] = tasks.package(
-                work, release_out, config, allow_untrained, salt, json.loads(json.dumps(info, default=str))
-            )
+            report["release"] = release_stage(report, work, release_out, config, allow_untrained, salt)
     return report
+
+
+def release_stage(report: Mapping, work: str, out: str, config, allow_untrained: bool, salt: str | None) -> dict:
+    """The build's release; a release that refuses (nothing kept, stale shards, untrained
+    features not allowed) fails the build as a stage, with its one-line reason."""
+    from pipeline.release import ReleaseError
+
+    info = {k: report[k] for k in ("ingest", "screen", "score", "extract", "precision", "device")}
+    try:
+        return tasks.package(work, out, config, allow_untrained, salt, json.loads(json.dumps(info, default=str)))
+    except ReleaseError as err:
+        raise BuildError(f"release refused: {err}") from err

@@ -39,7 +39,9 @@ def reextract(
     ``runner``, ``workers``, ``threads_per_worker`` and ``dask_address`` choose where the
     per-clip tasks run, as for the build flow.
     """
-    frame = open_run("reextract", work, config_path, modalities, runner, workers, threads_per_worker, dask_address)
+    frame = open_run(
+        "reextract", work, config_path, modalities, runner, workers, threads_per_worker, dask_address, device=device
+    )
     with frame as (clip_runner, config, report):
         report.update({"work": work, "modalities": list(modalities)})
         report["partial_removed"] = extraction.sweep_partial_files(work)

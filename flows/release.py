@@ -7,6 +7,8 @@ from prefect import flow
 from flows import artifacts, tasks
 from pipeline.config import load_config
 from pipeline.lock import WorkLock
+from pipeline.release import check_releasable
+from pipeline.workdir import prepare
 
 
 @flow(name="release")
@@ -24,6 +26,8 @@ def release(
     """
     artifacts.bridge_loggers()
     config = load_config(config_path)
+    check_releasable(work, "work")  # nothing to release: one error, before the lock
+    prepare(work, label="work")  # the lock needs a writable work directory
     with WorkLock(work, "release"):  # no build may change the shards while they are packaged
         build_info = tasks.read_state(work, "build_report")
         info = {

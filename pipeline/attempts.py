@@ -16,12 +16,20 @@ Layout: ``<work>/attempts/<clip_id>/<random>.attempt``, one small file per attem
 holding the worker's ``host:pid``. The directory is per build run: the build clears it (under
 the work directory's lock) when its extraction starts and when it ends. It must be on the
 storage the workers share, like the feature shards.
+
+A process that is *told* to stop is not killed by its clip. A process pool whose worker dies
+stops all the others with SIGTERM, whatever they are working on; a worker of such a pool runs
+:func:`release_marks_on_sigterm` when it starts, so that it removes its marks before it goes and
+only the clip of the worker that died keeps one. A kill that cannot be caught (SIGKILL: the
+kernel's out-of-memory killer) or a crash in native code leaves the mark, as it should.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +37,26 @@ from pathlib import Path
 
 MAX_DEATHS = 2  # a clip is given a second worker after its first dies, and rejected after that
 DIRNAME = "attempts"
+
+_in_flight: set[Path] = set()  # this process's marks whose attempt is running
+_in_flight_lock = threading.RLock()  # re-entrant: the SIGTERM handler runs on the main thread, which may hold it
+
+
+def _drop_marks_and_stop(signum: int, _frame) -> None:
+    """SIGTERM: remove this process's marks, then stop as SIGTERM stops a process."""
+    with _in_flight_lock:
+        marks = list(_in_flight)
+    for mark in marks:
+        mark.unlink(missing_ok=True)
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def release_marks_on_sigterm() -> None:
+    """Make this process remove its in-flight marks when it is stopped with SIGTERM (see the
+    module docstring). For the workers of a process pool; a Dask worker does not run it, since
+    its nanny stops a worker that exceeded its memory with SIGTERM, and that is the clip's doing."""
+    signal.signal(signal.SIGTERM, _drop_marks_and_stop)
 
 
 class AttemptLedger:
@@ -60,11 +88,15 @@ class AttemptLedger:
         directory = self.root / clip_id
         directory.mkdir(parents=True, exist_ok=True)
         mark = directory / f"{uuid.uuid4().hex}.attempt"
-        with open(mark, "w") as fh:
-            fh.write(worker)
-            fh.flush()
-            os.fsync(fh.fileno())  # on shared storage, the next worker must see it
+        with _in_flight_lock:
+            _in_flight.add(mark)  # before the file exists: a SIGTERM from here on removes it
         try:
+            with open(mark, "w") as fh:
+                fh.write(worker)
+                fh.flush()
+                os.fsync(fh.fileno())  # on shared storage, the next worker must see it
             yield
         finally:
             mark.unlink(missing_ok=True)
+            with _in_flight_lock:
+                _in_flight.discard(mark)

@@ -81,6 +81,23 @@ class DecodeParams:
         return {"fps": self.fps, "short_side": self.short_side, "max_side": self.max_side}
 
 
+def check_grid(section: str, *, fps: float, end_s: float | None = None, **sizes: int | None) -> None:
+    """Refuse grid settings no clip can be sampled on, naming ``[section]`` and the key.
+
+    Each modality's configuration calls it from ``__post_init__``, so that ``[pose] fps = -25``
+    is a configuration error when the file is read (one line, exit code 2), not an error of
+    :class:`DecodeParams` in every clip's task inside a build. ``sizes``: pixel sizes by key
+    (``max_side``, ``short_side``, ...), None where unset.
+    """
+    if not fps > 0:
+        raise ValueError(f"[{section}] fps = {fps} must be positive (samples per second of the time grid)")
+    if end_s is not None and not end_s > 0:
+        raise ValueError(f"[{section}] end_s = {end_s} must be positive (seconds of the clip), or left out")
+    for key, value in sizes.items():
+        if value is not None and value < 1:
+            raise ValueError(f"[{section}] {key} = {value} must be at least 1 (pixels)")
+
+
 @dataclass(frozen=True)
 class StreamInfo:
     """What every feature row records about its source: upright native size and declared rate."""

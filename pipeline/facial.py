@@ -48,7 +48,7 @@ import cv2
 import numpy as np
 
 from pipeline.config import section_config
-from pipeline.decode import DecodeParams, Sample, StreamInfo
+from pipeline.decode import DecodeParams, Sample, StreamInfo, check_grid
 from pipeline.errors import ClipError, Reason
 from pipeline.features import Batches, FeatureSequence, NetworkExtractor, PassShared
 from pipeline.provenance import sha256_file
@@ -79,6 +79,9 @@ class FacialConfig:
     end_s: float | None = None  # only the clip's first end_s seconds (previews, tests); None: all
 
     def __post_init__(self):
+        check_grid(
+            "facial", fps=self.fps, end_s=self.end_s, max_side=self.max_side, detect_max_side=self.detect_max_side
+        )
         if self.model not in MODELS:
             raise ValueError(f"[facial] model must be one of {sorted(MODELS)}, got {self.model!r}")
         if self.batch_size < 1:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import section_config
-from pipeline.decode import DecodeParams, Sample, StreamInfo
+from pipeline.decode import DecodeParams, Sample, StreamInfo, check_grid
 from pipeline.errors import ClipError, Reason
 from pipeline.features import Batches, FeatureSequence, NetworkExtractor, PassShared
 from pipeline.weights.inference import infer
@@ -47,6 +47,7 @@ class HolisticConfig:
     end_s: float | None = None  # only the clip's first end_s seconds (previews, tests); None: all
 
     def __post_init__(self):
+        check_grid("holistic", fps=self.fps, end_s=self.end_s, short_side=self.short_side, crop=self.crop)
         if self.crop > self.short_side:
             raise ValueError(f"[holistic] crop {self.crop} must not exceed short_side {self.short_side}")
         if self.batch_size < 1:

@@ -239,10 +239,8 @@ def prepare_clips(
     :func:`probe_file` found, computed elsewhere (the flows map it over clips on their workers);
     the other files are hashed and probed here.
     """
-    raw_dir = Path(raw_dir).resolve()
+    raw_dir = check_raw_dir(raw_dir)
     clips_dir = raw_dir / "clips"
-    if not clips_dir.is_dir():
-        raise FileNotFoundError(f"{clips_dir} does not exist (expected RAW_DIR/clips/ and RAW_DIR/metadata/)")
     crawl = parse_time(crawl_time if crawl_time is not None else config.crawl_time)
     pairing = pairing or {}
     records, rejections = load_records(raw_dir, crawl)
@@ -423,6 +421,24 @@ def _ingest_one(path, suffixes, pairing, records, used, probed, worker, config, 
     if isinstance(outcome, ClipError):
         return reject(outcome.reason, outcome.message)
     return path, clip_id, record, outcome
+
+
+def check_raw_dir(raw_dir: str | Path, label: str = "RAW_DIR") -> Path:
+    """``raw_dir`` resolved, once it is known to hold ``clips/``; else an :class:`InputError`.
+
+    An input error, not a missing file that might come back: a build's ingest task retries an
+    ``OSError``, and a raw directory given wrong is wrong on every retry. ``label`` names where
+    the path came from (the argument, an option, a flow parameter).
+    """
+    path = Path(raw_dir)
+    expected = "expected RAW_DIR/clips/ and RAW_DIR/metadata/"
+    if not path.exists():
+        raise InputError(f"{label} {raw_dir}: no such directory ({expected})")
+    if not path.is_dir():
+        raise InputError(f"{label} {raw_dir}: not a directory ({expected})")
+    if not (path / "clips").is_dir():
+        raise InputError(f"{label} {raw_dir}: no clips/ directory in it ({expected})")
+    return path.resolve()
 
 
 def clip_files(raw_dir: str | Path, config: IngestConfig = IngestConfig()) -> list[Path]:

@@ -56,7 +56,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from pipeline.config import section_config
-from pipeline.decode import DecodeParams, Sample, StreamInfo, target_size
+from pipeline.decode import DecodeParams, Sample, StreamInfo, check_grid, target_size
 from pipeline.features import FeatureExtractor, FeatureSequence, PassShared
 from pipeline.provenance import code_version, sha256_file
 from pipeline.skeleton import blazepose_to_mpii
@@ -445,6 +445,7 @@ class PoseConfig:
     weights_dir: str | None = None  # torch backend's weights cache; None: $VDV_WEIGHTS_DIR or ~/.cache/vdv/weights
 
     def __post_init__(self):
+        check_grid("pose", fps=self.fps, max_side=self.max_side)
         if self.backend not in BACKENDS:
             raise ValueError(f"[pose] backend must be one of {list(BACKENDS)}, got {self.backend!r}")
         if self.max_batch < 1 or self.max_wait_ms < 0:

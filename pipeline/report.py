@@ -5,8 +5,9 @@ network, no script needed, opens from disk):
 
 - ``index.html``: totals, screening by reason, ingest rejections with their reasons, the
   per-challenge histograms of raw and normalised virality scores, extraction totals per modality
-  and the slowest clips, the release (split counts per track, untrained features), then the
-  first page of clip cards;
+  and the slowest clips of the flow run that finished last (a build or a re-extraction: both
+  flows write the page, and it says which run it shows), the release (split counts per track,
+  untrained features), then the first page of clip cards;
 - ``all-NNN.html``, ``kept-NNN.html``, ``rejected-NNN.html`` and ``reason-<code>-NNN.html``:
   the clip cards, ``page_size`` to a page, so 4,292 clips stay quick to open and can be filtered
   by decision or reason;
@@ -36,6 +37,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +81,17 @@ class WorkTables:
     scale: list[dict] = field(default_factory=list)
     features: dict[str, dict[str, dict]] = field(default_factory=dict)  # modality -> clip_id -> provenance
     build: dict = field(default_factory=dict)  # flow_state/build_report.json
+    # the report of the last run of each flow (build, reextract), read from flow_state/, and which
+    # of them ran last: the extraction section shows that one, so a re-extraction is reported too
+    runs: dict[str, dict] = field(default_factory=dict)
+    last_run: str | None = None
     release: dict | None = None  # manifest.json of the release
     release_path: str | None = None
+
+    @property
+    def latest(self) -> dict:
+        """The report of the flow run that finished last (empty when no flow ran)."""
+        return self.runs.get(self.last_run, {}) if self.last_run else {}
 
 
 def _feature_provenance(work: Path, modality: str) -> dict[str, dict]:
@@ -101,6 +112,29 @@ def _feature_provenance(work: Path, modality: str) -> dict[str, dict]:
     return out
 
 
+FLOW_RUNS = ("build", "reextract")  # the flows whose reports (flow_state/<kind>_report.json) the page shows
+
+
+def _flow_runs(work: Path) -> tuple[dict[str, dict], str | None]:
+    """The last report of each flow in :data:`FLOW_RUNS` and the kind that finished last.
+
+    A report says when it finished (``finished``, written by the flows); an older one without
+    it is dated by its file.
+    """
+    runs, ends = {}, {}
+    for kind in FLOW_RUNS:
+        state = work / "flow_state" / f"{kind}_report.json"
+        if not state.is_file():
+            continue
+        try:
+            runs[kind] = json.loads(state.read_text())
+        except ValueError as err:
+            log.warning("report: %s is unreadable (%s); extraction totals come from the tables", state, err)
+            continue
+        ends[kind] = runs[kind].get("finished") or datetime.fromtimestamp(state.stat().st_mtime, UTC).isoformat()
+    return runs, max(ends, key=ends.get) if ends else None
+
+
 def read_work(work: str | os.PathLike, release_dir: str | os.PathLike | None = None) -> WorkTables:
     work = Path(work)
     data = WorkTables()
@@ -115,12 +149,8 @@ def read_work(work: str | os.PathLike, release_dir: str | os.PathLike | None = N
     data.scores = {r["clip_id"]: r for r in tables.read_table(work, tables.SCORES).to_pylist()}
     data.scale = tables.read_table(work, tables.SCORE_SCALE).to_pylist()
     data.features = {m: _feature_provenance(work, m) for m in MODALITIES}
-    state = work / "flow_state" / "build_report.json"
-    if state.is_file():
-        try:
-            data.build = json.loads(state.read_text())
-        except ValueError as err:
-            log.warning("report: %s is unreadable (%s); extraction totals come from the tables", state, err)
+    data.runs, data.last_run = _flow_runs(work)
+    data.build = data.runs.get("build", {})
     if release_dir is None:
         release_dir = (data.build.get("release") or {}).get("path")
     if release_dir is not None:
@@ -259,6 +289,22 @@ def rule_rows(rule: str, d: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
                 f"camera speed (diagonals/s); limit {_fmt(th.get('max_camera_speed'))}",
             ),
             ("max_speed", d.get("max_speed"), "fastest measured pair"),
+            (
+                "composed_shift",
+                d.get("composed_shift"),
+                "the view's furthest shift from the first frame, share of the width or height "
+                f"<= {_fmt(th.get('max_composed_shift'))}",
+            ),
+            (
+                "composed_scale_change",
+                d.get("composed_scale_change"),
+                f"zoom from the first frame <= {_fmt(th.get('max_composed_scale'))}",
+            ),
+            (
+                "composed_rotation_deg",
+                d.get("composed_rotation_deg"),
+                f"roll from the first frame (degrees) <= {_fmt(th.get('max_composed_rotation_deg'))}",
+            ),
             ("max_hist_distance", d.get("max_hist_distance"), f"a cut is a distance > {_fmt(th.get('cut_distance'))}"),
             ("cuts_at_s", d.get("cuts_at_s"), f"at most {_fmt(th.get('max_cuts'))} cut(s)"),
         ]
@@ -468,8 +514,9 @@ def _scores_html(data: WorkTables, hists: list[tuple[str, str]]) -> str:
 
 
 def _extraction_html(data: WorkTables) -> str:
-    items = data.build.get("items") or []
-    summaries = data.build.get("extract") or {}
+    run = data.latest
+    items = run.get("items") or []
+    summaries = run.get("extract") or {}
     failed_rows = Counter(r["stage"].split(":", 1)[-1] for r in data.rejections if r["stage"].startswith("extract"))
     rows = []
     for modality in MODALITIES:
@@ -487,8 +534,9 @@ def _extraction_html(data: WorkTables) -> str:
         shards = len(data.features.get(modality, {}))
         untrained = sum(bool(p.get("untrained")) for p in data.features.get(modality, {}).values())
         rows.append((modality, computed, skipped, failed, seconds, shards, untrained))
-    out = _table(("modality", "computed", "skipped", "failed", "seconds", "shards on disk", "untrained shards"), rows)
-    if not data.build:
+    out = _runs_html(data)
+    out += _table(("modality", "computed", "skipped", "failed", "seconds", "shards on disk", "untrained shards"), rows)
+    if not run:
         out += '<p class="note">no flow_state/build_report.json: counts of this run are unknown</p>'
     timed = sorted((i for i in items if i.get("seconds") is not None), key=lambda i: -float(i["seconds"]))[:SLOWEST]
     if timed:
@@ -507,9 +555,21 @@ def _extraction_html(data: WorkTables) -> str:
             ),
             cls="slowest",
         )
-    elif data.build:
-        out += '<p class="note">the build report has no per-clip timings (items)</p>'
+    elif run:
+        out += f'<p class="note">the {_e(data.last_run)} report has no per-clip timings (items)</p>'
     return out
+
+
+def _runs_html(data: WorkTables) -> str:
+    """Which flow run the counts below come from, and when each flow last finished."""
+    if not data.runs:
+        return ""
+    ends = "; ".join(
+        f"last {_e(kind)}: {_e(run.get('finished') or 'time not recorded')}"
+        + (f" ({_e(run['failed'])})" if run.get("failed") else "")
+        for kind, run in data.runs.items()
+    )
+    return f'<p class="runs">counts of the last run, <b>{_e(data.last_run)}</b>. {ends}</p>'
 
 
 def _release_html(data: WorkTables) -> str:

@@ -26,15 +26,63 @@ import logging
 import os
 from functools import cache
 
+from pipeline.errors import InputError
+
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "bfloat16", "float32")
 
 
-def resolve_device(device: str | None) -> str:
-    """``device`` as given, else ``"cuda"`` when a GPU is present, else ``"cpu"``."""
-    if device:
+class DeviceError(InputError):
+    """A device this machine cannot run on (``cuda`` without a GPU, a name torch does not know);
+    the message names the option or parameter that asked for it."""
+
+
+def check_device(device: str, label: str = "device") -> str:
+    """``device``, once this machine is known to have it; else a :class:`DeviceError` naming ``label``.
+
+    Asked once where a run starts, so that ``--device cuda`` on a machine without a GPU stops
+    before any clip is touched rather than in the first network's forward pass on a worker.
+    CUDA is asked without creating a context on the GPU: the process that checks (the parent of
+    a process pool or of Dask workers) may never run a network itself.
+    """
+    import torch
+
+    try:
+        kind = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise DeviceError(f"{label} {device}: not a device torch knows (cpu, cuda, cuda:N, mps, ...)") from None
+    if kind.type == "cpu":
         return device
+    if kind.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "no CUDA"
+            raise DeviceError(
+                f"{label} {device}: torch finds no CUDA GPU on this machine (torch {torch.__version__}, "
+                f"built with {build}); leave {label} out to run on the CPU"
+            )
+        if kind.index is not None and kind.index >= count:
+            raise DeviceError(f"{label} {device}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+        return device
+    try:  # any other kind (mps, xpu, ...): one element on it answers for it
+        torch.empty(1, device=kind)
+    except (RuntimeError, AssertionError, ValueError) as err:
+        raise DeviceError(f"{label} {device}: not available on this machine ({_first_line(err)})") from None
+    return device
+
+
+def _first_line(err: Exception, limit: int = 160) -> str:
+    """The first sentence of ``err``'s message (torch's run to many lines), at most ``limit`` characters."""
+    text = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def resolve_device(device: str | None) -> str:
+    """``device`` as given (checked: :func:`check_device`), else ``"cuda"`` when a GPU is present,
+    else ``"cpu"``."""
+    if device:
+        return check_device(device)
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"

@@ -70,7 +70,7 @@ import pyarrow.parquet as pq
 
 from pipeline import tables
 from pipeline.config import section_config
-from pipeline.decode import DecodeParams, Sample, StreamInfo, iter_samples, target_size
+from pipeline.decode import DecodeParams, Sample, StreamInfo, check_grid, iter_samples, target_size
 from pipeline.errors import ClipError, Reason
 from pipeline.features import Batches, FeatureSequence, NetworkExtractor, PassShared
 from pipeline.vibe import ViBeParams, WindowBackgrounds, WindowImage, write_backgrounds
@@ -118,6 +118,7 @@ class ScenicConfig:
     save_backgrounds: str | None = None  # directory for PNGs of the background images; None: not saved
 
     def __post_init__(self):
+        check_grid("scenic", fps=self.fps, end_s=self.end_s)  # its sizes have their own limits below
         if self.hop < 1 or self.window < self.hop or self.window % self.hop:
             raise ValueError(
                 f"[scenic] need 1 <= hop <= window, window a multiple of hop; got hop {self.hop}, window {self.window}"

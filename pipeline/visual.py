@@ -16,7 +16,8 @@ one), analyses each once and returns one :class:`~pipeline.rules.RuleResult` per
   ``max_moving_share`` of the measured frame pairs move faster than ``max_camera_speed`` (share
   of the frame diagonal per second), or when the motion composed over the clip takes the view
   further from the first sampled frame than ``max_composed_scale`` (zoom), ``max_composed_rotation_deg``
-  or ``max_composed_shift`` (pan, share of the diagonal) allow: a slow, steady move adds up;
+  or ``max_composed_shift`` (pan: the frame centre's shift along either axis, as a share of the
+  frame's width or height) allow: a slow, steady move adds up;
   ``shot_cut`` when more than ``max_cuts`` pairs have a colour-histogram distance above
   ``cut_distance``.
 
@@ -85,7 +86,9 @@ class VisualConfig:
     # real static-camera clips stay at or under half of each (tests/test_motion.py gives the margins)
     max_composed_scale: float = 0.2  # |scale - 1|: the view zoomed in or out by more than 20 %
     max_composed_rotation_deg: float = 8.0  # the camera rolled by more than 8 degrees
-    max_composed_shift: float = 0.15  # the frame centre moved by more than 15 % of the diagonal
+    # the frame centre moved by more than 20 % of the frame's width (a horizontal pan) or height
+    # (a vertical one), whatever the frame's shape: under 80 % of the first view left along the pan
+    max_composed_shift: float = 0.2
     cut_distance: float = 0.5  # Bhattacharyya distance of hue-saturation histograms
     max_cuts: int = 0
 
@@ -262,7 +265,9 @@ def rule_camera_motion(analysis: VisualAnalysis, config: VisualConfig = VisualCo
         "moving_share": round(moving_share, 3),
         "composed_scale_change": composed.scale_change,
         "composed_rotation_deg": composed.rotation_deg,
-        "composed_shift": composed.shift,
+        "composed_shift": composed.shift,  # the larger of the two below
+        "composed_shift_x": composed.shift_x,
+        "composed_shift_y": composed.shift_y,
         "max_hist_distance": round(max((p.hist_distance for p in analysis.pairs), default=0.0), 3),
         "cuts_at_s": [round(analysis.times[i + 1], 2) for i in cuts],
     }
@@ -405,6 +410,9 @@ def rule_thresholds(config: VisualConfig = VisualConfig()) -> dict[str, dict]:
         "camera_motion": {
             "max_camera_speed": config.max_camera_speed,
             "max_moving_share": config.max_moving_share,
+            "max_composed_scale": config.max_composed_scale,
+            "max_composed_rotation_deg": config.max_composed_rotation_deg,
+            "max_composed_shift": config.max_composed_shift,
             "cut_distance": config.cut_distance,
             "max_cuts": config.max_cuts,
         },

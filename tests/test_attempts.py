@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import textwrap
@@ -60,3 +61,32 @@ def test_a_clip_its_workers_died_on_is_rejected_without_running_again(tmp_path):
         ("no_such_modality", "rejected", "worker_died", "v1")
     ]
     assert "node:10" in items[0]["message"] and "node:11" in items[0]["message"]
+
+
+def _in_flight_until_stopped(root, clip_id: str, stop: signal.Signals) -> int:
+    """A process-pool worker (its start-up hook run) with an attempt in flight, stopped by ``stop``
+    from outside; returns its exit code."""
+    code = textwrap.dedent(
+        f"""
+        import sys, time
+        from pipeline.attempts import AttemptLedger, release_marks_on_sigterm
+        release_marks_on_sigterm()
+        with AttemptLedger({str(root)!r}).attempt({clip_id!r}, "node:1"):
+            print("in flight", flush=True)
+            time.sleep(60)
+        """
+    )
+    worker = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert worker.stdout.readline().strip() == "in flight"
+    worker.send_signal(stop)
+    return worker.wait(timeout=30)
+
+
+def test_a_worker_the_pool_stops_clears_its_mark_and_one_that_is_killed_does_not(tmp_path):
+    """When one worker of a process pool dies the pool stops the others with SIGTERM: their clips
+    are not to blame. A SIGKILL (the out-of-memory killer) leaves the mark, as a crash does."""
+    ledger = AttemptLedger(tmp_path / "attempts")
+    assert _in_flight_until_stopped(ledger.root, "e" * 64, signal.SIGTERM) == -signal.SIGTERM
+    assert ledger.dead("e" * 64) == []
+    assert _in_flight_until_stopped(ledger.root, "f" * 64, signal.SIGKILL) == -signal.SIGKILL
+    assert ledger.dead("f" * 64) == ["node:1"]

@@ -203,6 +203,9 @@ def test_changing_one_parameter_recomputes_that_modality_only(built):
     assert len(new_pose) == 3 and not new_pose & old_pose  # replaced, stale shards removed
     shard = pq.read_table(next((work / "features" / "pose").glob("*.parquet")))
     assert json.loads(shard.column("params")[0].as_py())["fps"] == 4.0
+    # the re-extraction has its page: the build report shows this run's counts and names it
+    page = Path(report["report"]).read_text()
+    assert report["kind"] == "reextract" and "counts of the last run, <b>reextract</b>" in page
 
 
 def test_release_flow_packages_the_work_directory(built, tmp_path):

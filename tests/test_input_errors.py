@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+
 import pytest
-from conftest import DEMO, SCRAPER_SAMPLE, SHARED, SHARED_CLIPS
+from conftest import DEMO, ROOT, SCRAPER_SAMPLE, SHARED, SHARED_CLIPS
 
 import models  # noqa: F401 - registers the models' configuration sections ([psgcn], [train], ...)
 from cli import main
@@ -214,3 +220,287 @@ def test_the_build_summary_names_unparseable_metadata(make_raw, tmp_path, capsys
     _print_report({"ingest": summary}, argparse.Namespace(json=False, work=str(tmp_path / "w")))
     out = capsys.readouterr().out
     assert f"bad metadata: {broken}: cannot parse metadata file: " in out and "line 1 column" in out
+
+
+# -- set-up a new user gets wrong: one line naming the flag, key or path; exit 2; nothing left -------
+
+
+def _writable(directory: Path) -> bool:
+    try:
+        fd, probe = tempfile.mkstemp(dir=directory)
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(probe)
+    return True
+
+
+@pytest.fixture
+def unwritable(tmp_path):
+    """A directory this process cannot write in: a read-only one, or, for root (whom permission
+    bits do not stop), ``/sys/kernel``, where the kernel refuses new files whoever asks."""
+    read_only = tmp_path / "read-only"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    try:
+        if not _writable(read_only):
+            yield read_only
+            return
+        for candidate in (Path("/sys/kernel"), Path("/sys")):
+            if candidate.is_dir() and not _writable(candidate):
+                yield candidate
+                return
+        pytest.skip("no directory here that this process cannot write in")
+    finally:
+        read_only.chmod(0o755)
+
+
+def _leftovers(tmp_path, *names: str) -> list[str]:
+    return [name for name in names if (tmp_path / name).exists()]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["ingest", "RAW"], ["build", "RAW"], ["screen"], ["score"], ["extract", "pose"], ["reextract"], ["report"]],
+    ids=lambda c: c[0],
+)
+def test_a_work_directory_that_cannot_be_written_is_one_line(command, unwritable, tmp_path, capsys):
+    argv = [str(SHARED) if a == "RAW" else a for a in command]
+    code = main([*argv, "--work", str(unwritable)])
+    line = _one_clear_line(capsys.readouterr().err)
+    assert code == 2
+    assert line == f"vdv {command[0]}: error: --work {unwritable}: cannot write in it: Permission denied", line
+
+
+def test_release_from_a_work_directory_that_cannot_be_written_is_one_line(unwritable, tmp_path, capsys):
+    code = main(["release", "--work", str(unwritable), "--out", str(tmp_path / "out")])
+    assert _one_clear_line(capsys.readouterr().err).startswith(f"vdv release: error: --work {unwritable}: ")
+    assert code == 2 and not _leftovers(tmp_path, "out")
+
+
+@pytest.mark.parametrize("command", [["ingest", "RAW"], ["build", "RAW"], ["extract", "pose"]], ids=lambda c: c[0])
+def test_a_work_directory_that_cannot_be_made_is_one_line(command, tmp_path, capsys):
+    argv = [str(SHARED) if a == "RAW" else a for a in command]
+    under_proc = Path("/proc") / f"vdv-{os.getpid()}" / "work"  # /proc makes no directory for anyone
+    assert main([*argv, "--work", str(under_proc)]) == 2
+    line = _one_clear_line(capsys.readouterr().err)
+    assert line.startswith(f"vdv {command[0]}: error: --work {under_proc}: cannot create the directory: "), line
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a directory")
+    assert main([*argv, "--work", str(a_file / "work")]) == 2
+    line = _one_clear_line(capsys.readouterr().err)
+    assert f"--work {a_file / 'work'}: cannot create the directory" in line and f"({a_file} is a file)" in line
+    assert main([*argv, "--work", str(a_file)]) == 2
+    assert f"--work {a_file}: not a directory" in _one_clear_line(capsys.readouterr().err)
+
+
+def test_a_work_directory_that_must_exist_is_named(tmp_path, capsys):
+    for command in (["screen"], ["score"], ["reextract"], ["report"]):
+        assert main([*command, "--work", str(tmp_path / "typo")]) == 2
+        line = _one_clear_line(capsys.readouterr().err)
+        assert f"--work {tmp_path / 'typo'}: no such work directory; run `vdv ingest` first" in line
+    assert not _leftovers(tmp_path, "typo")
+
+
+@pytest.mark.parametrize("command", ["build", "ingest"])
+def test_raw_dir_that_is_a_file_is_one_line_and_leaves_no_work_directory(command, tmp_path, capsys):
+    not_a_dir = SHARED / "SOURCES.md"
+    code = main([command, str(not_a_dir), "--work", str(tmp_path / "work")])
+    line = _one_clear_line(capsys.readouterr().err)
+    assert code == 2
+    assert line == (
+        f"vdv {command}: error: RAW_DIR {not_a_dir}: not a directory (expected RAW_DIR/clips/ and RAW_DIR/metadata/)"
+    )
+    assert not _leftovers(tmp_path, "work")  # ingest made it for its lock, and removed it again
+    assert main([command, str(SHARED_CLIPS), "--work", str(tmp_path / "work")]) == 2
+    assert "no clips/ directory in it" in _one_clear_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "expected"),
+    [
+        ("pose", "fps", "-25", "[pose] fps = -25 must be positive"),
+        ("holistic", "fps", "0.0", "[holistic] fps = 0.0 must be positive"),
+        ("facial", "end_s", "-1.0", "[facial] end_s = -1.0 must be positive"),
+        ("scenic", "fps", "-3.0", "[scenic] fps = -3.0 must be positive"),
+        ("pose", "max_side", "0", "[pose] max_side = 0 must be at least 1"),
+    ],
+)
+def test_a_grid_no_clip_can_be_sampled_on_is_a_config_error(section, key, value, expected, tmp_path, capsys):
+    """Refused when the file is read, not by every clip's task inside the build."""
+    config = tmp_path / "grid.toml"
+    config.write_text(f"[{section}]\n{key} = {value}\n")
+    code = main(["build", str(SHARED), "--config", str(config), "--work", str(tmp_path / "work")])
+    line = _one_clear_line(capsys.readouterr().err)
+    assert code == 2 and str(config) in line and expected in line, line
+    assert not _leftovers(tmp_path, "work")
+
+
+def _no_gpu() -> bool:
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+@pytest.mark.parametrize(
+    "command", [["build", "RAW", "--modalities", "holistic"], ["extract", "holistic"]], ids=lambda c: c[0]
+)
+def test_a_device_this_machine_lacks_is_one_line_naming_the_flag(command, tmp_path, capsys):
+    argv = [str(SHARED) if a == "RAW" else a for a in command]
+    work = ["--untrained", "--work", str(tmp_path / "work")]
+    assert main([*argv, *work, "--device", "tpu"]) == 2
+    line = _one_clear_line(capsys.readouterr().err)
+    assert line == f"vdv {command[0]}: error: --device tpu: not a device torch knows (cpu, cuda, cuda:N, mps, ...)"
+    if _no_gpu():
+        assert main([*argv, *work, "--device", "cuda"]) == 2
+        line = _one_clear_line(capsys.readouterr().err)
+        assert line.startswith(f"vdv {command[0]}: error: --device cuda: torch finds no CUDA GPU on this machine")
+        assert line.endswith("leave --device out to run on the CPU")
+    assert not _leftovers(tmp_path, "work")
+
+
+def _closed_port() -> int:
+    """A local port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_a_dask_address_where_nothing_listens_is_one_line(tmp_path, capsys):
+    address = f"127.0.0.1:{_closed_port()}"
+    started = time.monotonic()
+    code = main(["build", str(SHARED), "--runner", "dask", "--dask-address", address, "--work", str(tmp_path / "w")])
+    line = _one_clear_line(capsys.readouterr().err)
+    assert code == 2 and time.monotonic() - started < 10  # not the client's 30 s connect timeout
+    port = address.split(":")[1]
+    assert line == (
+        f"vdv build: error: --dask-address {address}: no Dask scheduler there: a TCP connection to 127.0.0.1 "
+        f"port {port} failed: Connection refused; start one with `dask scheduler`, or leave --dask-address out "
+        "for a local cluster"
+    )
+    assert main(["build", str(SHARED), "--dask-address", address, "--work", str(tmp_path / "w")]) == 2
+    assert "needs --runner dask" in _one_clear_line(capsys.readouterr().err)
+    assert not _leftovers(tmp_path, "w")
+
+
+def test_a_server_that_is_not_a_dask_scheduler_is_named():
+    """A listener that accepts and says nothing, and a Dask worker: the TCP try passes, Dask's
+    handshake tells them from a scheduler, which passes."""
+    from distributed import LocalCluster
+
+    from flows.build import SchedulerUnreachable, check_scheduler
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        address = f"tcp://127.0.0.1:{server.getsockname()[1]}"
+        started = time.monotonic()
+        with pytest.raises(SchedulerUnreachable) as caught:
+            check_scheduler(address, "--dask-address", timeout_s=2)
+        assert time.monotonic() - started < 10
+    assert str(caught.value).startswith(f"--dask-address {address}: no Dask scheduler answered within 2 s")
+    with LocalCluster(n_workers=1, processes=False, protocol="tcp", dashboard_address=None) as cluster:
+        check_scheduler(cluster.scheduler_address)  # a scheduler: no error
+        worker = next(iter(cluster.workers.values())).address
+        with pytest.raises(SchedulerUnreachable, match=f"{worker}: a Dask Worker answered, not a scheduler"):
+            check_scheduler(worker)
+
+
+def test_release_with_no_kept_clips_is_one_line(tmp_path, capsys):
+    """The real sample screened with the default follower rule: its only creator is rejected."""
+    work = str(tmp_path / "work")
+    pairing = DEMO / "pairing.csv"
+    crawl = "2021-01-06T15:51:49Z"
+    assert main(["ingest", str(SHARED), "--pairing", str(pairing), "--crawl-time", crawl, "--work", work]) == 0
+    assert main(["screen", "--no-visual", "--work", work]) == 0
+    assert main(["score", "--work", work]) == 0
+    capsys.readouterr()
+    for extra in ([], ["--no-flow"]):
+        assert main(["release", "--work", work, "--out", str(tmp_path / "out"), *extra]) == 2
+        line = _one_clear_line(capsys.readouterr().err)
+        assert line == (
+            f"vdv release: error: --work {work}: no kept clips to release: screening rejected all 19 clip(s) "
+            f"(`vdv summary --work {work}` gives the reasons)"
+        )
+    assert main(["release", "--work", str(tmp_path / "never"), "--out", str(tmp_path / "out")]) == 2
+    assert "no such work directory; run `vdv build`" in _one_clear_line(capsys.readouterr().err)
+    assert not _leftovers(tmp_path, "out", "never")
+
+
+# -- the sweep: every subcommand, bad set-up, no traceback ---------------------------------------
+
+
+def _leaf_commands(parser=None, prefix: tuple[str, ...] = ()):
+    """``(words, parser)`` of every runnable ``vdv`` subcommand, found in the parser itself."""
+    import argparse
+
+    from cli import build_parser
+
+    parser = parser or build_parser()
+    subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subparsers:
+        yield prefix, parser
+        return
+    for name, sub in subparsers[0].choices.items():
+        yield from _leaf_commands(sub, (*prefix, name))
+
+
+def _required_arguments(parser, tmp_path) -> list[str]:
+    """Values for a subcommand's required arguments: a choice where there are choices, else a path
+    that does not exist (``tmp_path/missing-<name>``)."""
+    argv = []
+    for action in parser._actions:
+        positional = not action.option_strings and action.dest != "help" and action.nargs not in ("?", "*")
+        if not (positional or (action.option_strings and action.required)):
+            continue
+        value = str(action.choices[0]) if action.choices else str(tmp_path / f"missing-{action.dest}")
+        argv += [value] if positional else [action.option_strings[-1], value]
+    return argv
+
+
+SWEPT = [" ".join(words) for words, _ in _leaf_commands()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", SWEPT)
+def test_every_command_meets_bad_set_up_without_a_traceback(command, unwritable, tmp_path):
+    """A non-writable --work, a missing --config and an unknown flag, for every subcommand the
+    parser knows (a new one is swept too): never a traceback on stderr. A command that writes its
+    work directory says so in one line naming --work and exits with code 2; the others may run."""
+    import subprocess
+    import sys
+
+    words, parser = next((w, p) for w, p in _leaf_commands() if " ".join(w) == command)
+    base = [sys.executable, "-m", "cli", *words, *_required_arguments(parser, tmp_path)]
+    closed = f"http://127.0.0.1:{_closed_port()}"  # `weights fetch` must not reach the network
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DASK_"))}
+    env.update(
+        PREFECT_HOME=str(tmp_path / "prefect"),
+        VDV_WEIGHTS_DIR=str(unwritable / "vdv-weights"),
+        http_proxy=closed,
+        https_proxy=closed,
+        HTTP_PROXY=closed,
+        HTTPS_PROXY=closed,
+        no_proxy="",
+        NO_PROXY="",
+    )
+    missing_config = tmp_path / "missing.toml"
+    cases = {
+        "unwritable --work": ["--work", str(unwritable)],
+        "missing --config": ["--config", str(missing_config), "--work", str(tmp_path / "work")],
+        "unknown flag": ["--no-such-flag", "--work", str(tmp_path / "work")],
+    }
+    for case, extra in cases.items():
+        done = subprocess.run([*base, *extra], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        said = f"{command} ({case}): rc {done.returncode}\n{done.stderr[-3000:]}"
+        assert "Traceback" not in done.stderr, said
+        last = (done.stderr.strip().splitlines() or [""])[-1]
+        if case == "missing --config":
+            assert done.returncode == 2 and f"configuration file {missing_config} does not exist" in last, said
+        elif case == "unknown flag":
+            assert done.returncode == 2 and "unrecognized arguments: --no-such-flag" in last, said
+        elif parser.get_default("work_access") is not None:
+            assert done.returncode == 2 and f"--work {unwritable}: " in last, said
+        else:
+            assert done.returncode in (0, 1, 2), said
+    assert not (tmp_path / "work").exists()

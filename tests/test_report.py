@@ -296,3 +296,29 @@ def test_contact_sheet_shows_the_frame_that_rejected_a_second_person(built):
     assert max(f["counted"] for f in frames) == max(per_frame) >= 2
     (card,) = [c for c in parse(index).cards if c["clip_id"] == multi["clip_id"]]
     assert f"{max(per_frame)} counted" in "".join(card["text"])
+
+
+def test_the_page_shows_the_flow_run_that_finished_last(tmp_path):
+    """A re-extraction writes the page too, and the page shows its counts and says so; after a
+    later build it shows the build's again."""
+    work = tmp_path / "work"
+    (work / "flow_state").mkdir(parents=True)
+
+    def run(kind: str, finished: str, statuses: list[str]) -> None:
+        items = [
+            {"clip_id": f"{i:064x}", "modality": "pose", "status": s, "worker": "w1", "seconds": 1.0}
+            for i, s in enumerate(statuses)
+        ]
+        state = {"kind": kind, "finished": finished, "items": items}
+        (work / "flow_state" / f"{kind}_report.json").write_text(json.dumps(state))
+
+    run("build", "2026-01-05T10:00:00+00:00", ["computed", "computed", "computed"])
+    run("reextract", "2026-01-06T03:00:00+00:00", ["computed", "skipped", "skipped"])
+    text = report.write_report(work, backgrounds_budget_s=0).read_text()
+    assert "counts of the last run, <b>reextract</b>" in text
+    assert "last build: 2026-01-05T10:00:00+00:00; last reextract: 2026-01-06T03:00:00+00:00" in text
+    assert "<tr><td>pose</td><td>1</td><td>2</td><td>0</td><td>3</td>" in text  # the re-extraction's
+    run("build", "2026-01-07T10:00:00+00:00", ["skipped", "skipped", "skipped"])
+    text = report.write_report(work, backgrounds_budget_s=0).read_text()
+    assert "counts of the last run, <b>build</b>" in text
+    assert "<tr><td>pose</td><td>0</td><td>3</td><td>0</td><td>3</td>" in text

@@ -1,28 +1,38 @@
 """A clip whose worker process dies is given one more worker, then recorded as rejected.
 
-The build runs on a local Dask cluster of one worker process, which its nanny restarts when it
-dies. ``tests/support/die_on_clip.py`` (a Dask worker preload) makes any worker that is handed one
-chosen clip exit on the spot. The clip must be tried twice, by two different processes, then be
-rejected ``worker_died``, while the other clips are computed and the build succeeds.
+Dask: the build runs on a local Dask cluster of one worker process, which its nanny restarts when
+it dies. ``tests/support/die_on_clip.py`` (a Dask worker preload) makes any worker that is handed
+one chosen clip exit on the spot. The clip must be tried twice, by two different processes, then
+be rejected ``worker_died``, while the other clips are computed and the build succeeds.
 
 With one worker, the clips submitted after the doomed one wait in the queue of the worker that
 dies, both times. Dask counts those deaths against them too, so this is also the test that a clip
 which only waited behind the doomed one is not blamed for it (``pipeline/attempts.py``).
+
+The process runner: a pool whose worker dies fails every clip it held. The test kills the worker
+process that works on one chosen clip (SIGKILL, as the kernel's out-of-memory killer does), found
+by the clip's attempt mark; the pool's lost clips go to a fresh pool, and the same holds: two
+tries by two processes, then ``worker_died`` for that clip alone.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from conftest import write_sample_run
 
 from pipeline import tables
+from pipeline.attempts import DIRNAME, MAX_DEATHS
 from pipeline.features import current_shards
+from pipeline.provenance import sha256_file
 from tests.support.runs import sample_clips, small_config
 
 pytestmark = pytest.mark.slow
@@ -71,3 +81,71 @@ def test_a_clip_whose_worker_dies_is_retried_once_then_rejected(tmp_path):
     ]
     assert [(Path(r["path"]).name, r["stage"]) for r in rejected] == [(DOOMED, "extract:pose")]
     assert not (tmp_path / "work" / "attempts").exists()  # the run's ledger goes with the run
+
+
+# the doomed clip is the longest, so the pool is handed it first and the others wait behind it
+# (the records are the demo pairing's, data/demo/pairing.csv)
+POOL_CLIPS = {
+    "hybrik_taiji.mp4": ("6897248745218444549", "#dancechallenge"),
+    "stgcn_ta_chi.mp4": ("6899121222454463749", "#dancechallenge"),
+    "tfjs_pose_1.mp4": ("6898094572598037766", "#dancechallenge"),
+}
+POOL_DOOMED = "hybrik_taiji.mp4"
+
+
+def _kill_workers_on(attempts: Path, stop: threading.Event, killed: list[int]) -> None:
+    """Kill (SIGKILL) each process that marks ``attempts`` (one clip's directory of the ledger)
+    as its work in flight, up to MAX_DEATHS of them, the moment its mark appears."""
+    while not stop.is_set() and len(killed) < MAX_DEATHS:
+        for mark in attempts.glob("*.attempt") if attempts.is_dir() else []:
+            try:
+                pid = int(mark.read_text().rsplit(":", 1)[1])
+            except (OSError, IndexError, ValueError):
+                continue  # being written
+            if pid not in killed:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+        time.sleep(0.01)
+
+
+def test_process_runner_blames_only_the_clip_a_killed_worker_was_on(tmp_path):
+    raw, pairing, config = write_sample_run(tmp_path, POOL_CLIPS, CONFIG)
+    work = tmp_path / "work"
+    doomed_id = sha256_file(raw / "clips" / POOL_DOOMED)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DASK_"))}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_LOGGING_LEVEL="WARNING")
+    command = [
+        sys.executable, "-m", "cli", "build", str(raw),
+        "--pairing", str(pairing), "--config", str(config), "--work", str(work), "--modalities", "pose",
+        "--runner", "process", "--workers", "1", "--json",
+    ]  # fmt: skip
+    killed: list[int] = []
+    stop = threading.Event()
+    killer = threading.Thread(target=_kill_workers_on, args=(work / DIRNAME / doomed_id, stop, killed))
+    killer.start()
+    try:
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    finally:
+        stop.set()
+        killer.join()
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(done.stdout[done.stdout.index("{") :])
+
+    assert len(killed) == MAX_DEATHS and len(set(killed)) == MAX_DEATHS, killed  # two tries, two processes
+    by_file = {Path(i["path"]).name: i for i in report["items"]}
+    doomed = by_file[POOL_DOOMED]
+    assert (doomed["status"], doomed["reason"]) == ("rejected", "worker_died"), doomed
+    assert all(f":{pid}" in doomed["message"] for pid in killed), doomed["message"]  # names both
+    # the clips that waited in the broken pools were computed by a later pool, not blamed
+    others = [i for name, i in by_file.items() if name != POOL_DOOMED]
+    assert len(others) == 2 and all(i["status"] == "computed" for i in others), others
+    assert not {int(i["worker"].rsplit(":", 1)[1]) for i in others} & set(killed)  # by a live worker
+    assert len(current_shards(work, "pose")) == 2
+    rejected = [
+        r
+        for f in tables.table_files(work, "rejections")
+        for r in tables.read_file(f, tables.REJECTIONS).to_pylist()
+        if r["reason"] == "worker_died"
+    ]
+    assert [(Path(r["path"]).name, r["stage"]) for r in rejected] == [(POOL_DOOMED, "extract:pose")]
+    assert not (work / DIRNAME).exists()

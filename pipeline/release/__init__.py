@@ -44,10 +44,10 @@ Modules, one job each:
 """
 
 from pipeline.release.card import dataset_card, read_card_header
-from pipeline.release.config import ReleaseConfig, ReleaseError
+from pipeline.release.config import NothingToRelease, ReleaseConfig, ReleaseError
 from pipeline.release.inventory import expected_extractors
 from pipeline.release.layout import RELEASE_FORMAT, RELEASE_SCORES, RELEASE_SPLIT, SCORES_CONFIG, shard_name
-from pipeline.release.package import ReleaseSummary, package_release
+from pipeline.release.package import ReleaseSummary, check_releasable, package_release
 from pipeline.release.policy import UNTRAINED_WARNING
 from pipeline.release.privacy import FORBIDDEN_COLUMNS, SALT_ENV, resolve_salt, salted_hash
 from pipeline.release.verify import VerifyResult, verify_release
@@ -60,10 +60,12 @@ __all__ = [
     "SALT_ENV",
     "SCORES_CONFIG",
     "UNTRAINED_WARNING",
+    "NothingToRelease",
     "ReleaseConfig",
     "ReleaseError",
     "ReleaseSummary",
     "VerifyResult",
+    "check_releasable",
     "dataset_card",
     "expected_extractors",
     "package_release",

@@ -12,6 +12,11 @@ class ReleaseError(RuntimeError):
     """A release cannot be made from this work directory; the message says why."""
 
 
+class NothingToRelease(ReleaseError):
+    """The work directory holds no kept, scored clip (never built, or screening kept none): a
+    wrong input rather than a failed release, so ``vdv release`` exits with code 2."""
+
+
 @dataclass(frozen=True)
 class ReleaseConfig:
     """Parameters of ``vdv release`` (config section ``[release]``)."""

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from pipeline import splits, tables
 from pipeline.provenance import sha256_file
 from pipeline.release.card import dataset_card
-from pipeline.release.config import ReleaseConfig, ReleaseError
+from pipeline.release.config import NothingToRelease, ReleaseConfig, ReleaseError
 from pipeline.release.inventory import Inventory, Shard, expected_extractors, feature_inventories
 from pipeline.release.layout import RELEASE_SCORES, RELEASE_SPLIT, SCORES_CONFIG, SPLITS
 from pipeline.release.manifest import build_manifest, feature_entries
@@ -56,6 +56,31 @@ class _Contents:
         return list(self.challenge_of)
 
 
+def check_releasable(work: str | os.PathLike, label: str = "work directory") -> int:
+    """How many kept, scored clips ``work`` holds; :class:`NothingToRelease` when none.
+
+    Asked before a release starts anything (``vdv release`` asks before its flow starts), so
+    that a work directory that was never built, or whose screening kept nothing, is one line
+    saying which, and which command comes first. ``label`` names the option or parameter.
+    """
+    where = f"{label} {work}"
+    if not Path(work).is_dir():
+        raise NothingToRelease(f"{where}: no such work directory; run `vdv build` (or ingest, screen and score) first")
+    scored = tables.read_table(work, tables.SCORES).num_rows
+    if scored:
+        return scored
+    screening = tables.read_table(work, tables.SCREENING).to_pylist()
+    kept = sum(bool(row["kept"]) for row in screening)
+    if not screening:
+        raise NothingToRelease(f"{where}: no clip was screened; run `vdv build` (or ingest, screen and score) first")
+    if not kept:
+        raise NothingToRelease(
+            f"{where}: no kept clips to release: screening rejected all {len(screening)} clip(s) "
+            f"(`vdv summary --work {work}` gives the reasons)"
+        )
+    raise NothingToRelease(f"{where}: screening kept {kept} clip(s) but none is scored; run `vdv score` first")
+
+
 def package_release(
     work: str | os.PathLike,
     out: str | os.PathLike,
@@ -88,6 +113,7 @@ def package_release(
     recorded in the manifest beside the run lineage.
     """
     work, out = Path(work), Path(out)
+    check_releasable(work)
     final = _target(out, config, overwrite)
     salt_bytes, salt_source = resolve_salt(salt)
     scores, uploader_of = released_scores(work, salt_bytes)
