@@ -125,6 +125,16 @@ class Tracked(NamedTuple):
     segmentation: np.ndarray | None
 
 
+# mediapipe's Python API keeps a calculator's graph options only when their protobuf module is
+# imported in Python; it never imports these two, so the pose graph runs their defaults (heatmap
+# kernel 9, no mask blending; pipeline.blazepose.calculators, HEATMAP_KERNEL). Importing either
+# changes mediapipe's output, and the torch backend follows the default.
+_OPTIONS_MEDIAPIPE_DROPS = (
+    "mediapipe.calculators.util.refine_landmarks_from_heatmap_calculator_pb2",
+    "mediapipe.calculators.image.segmentation_smoothing_calculator_pb2",
+)
+
+
 class BlazePose:
     """mediapipe's legacy BlazePose (full model) behind the :class:`PoseEstimator` interface.
 
@@ -150,6 +160,14 @@ class BlazePose:
     ):
         import mediapipe as mp
 
+        loaded = [m.rsplit(".", 1)[1] for m in _OPTIONS_MEDIAPIPE_DROPS if m in sys.modules]
+        if loaded:
+            log.warning(
+                "%s is imported in this process, so mediapipe's BlazePose now runs those graph options "
+                "(heatmap kernel 7, mask blending) and its landmarks differ from the torch backend's and from "
+                "shards made without it (by up to about 5 px)",
+                " and ".join(loaded),
+            )
         self._pose = mp.solutions.pose.Pose(
             static_image_mode=static,
             model_complexity=model_complexity,

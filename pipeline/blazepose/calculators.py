@@ -38,8 +38,13 @@ ROI_TARGET_ANGLE = math.pi / 2  # AlignmentPointsRectsCalculator: rotation_vecto
 CROP_SIZE = 256  # ImageToTensorCalculator: 256 x 256, range [0, 1], BORDER_REPLICATE (the default)
 NUM_LANDMARKS = 39  # TensorsToLandmarksCalculator: 33 pose + 2 auxiliary + 4 unused; sigmoid visibility/presence
 # RefineLandmarksFromHeatmapCalculator: the graph (its text, and the copy compiled into the wheel's
-# library) says kernel_size 7, the option's default is 9, and mediapipe's output matches 9: median
-# landmark error 0.25 % of the torso with 9, 0.72 % with 7, 0.49 % with 11 (4 clips, 240 frames)
+# library) says kernel_size 7, but mp.solutions.pose runs 9, the option's default. Its Python API
+# passes the expanded graph back to C++ through Python's protobuf, which keeps a calculator's
+# options only when their module is imported in Python; it imports every options module of the
+# pose graph except this one's, segmentation smoothing's and VisibilityCopy's, so those run on
+# their defaults (measured: median landmark error 0.25 % of the torso with 9, 0.72 % with 7;
+# importing refine_landmarks_from_heatmap_calculator_pb2 first makes mediapipe's output move by
+# up to 4.8 px, tests/test_blazepose.py). The mediapipe backend runs exactly that (pipeline.pose).
 HEATMAP_KERNEL = 9
 HEATMAP_MIN_CONFIDENCE = 0.5  # min_confidence_to_refine (the option's default)
 

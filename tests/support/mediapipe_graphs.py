@@ -5,6 +5,10 @@ subgraphs it expands (``PoseDetectionCpu``, ``PoseLandmarkFiltering``, ...) are 
 ``mediapipe/python/_framework_bindings*.so`` as serialized ``CalculatorGraphConfig`` messages.
 :func:`embedded_graph` finds one by its ``type`` field and parses it with mediapipe's own proto
 classes, so tests compare ``pipeline.blazepose.calculators``' constants with what the binary runs.
+
+Parsing the options needs every calculator's options module imported, and importing them changes
+what ``mp.solutions.pose`` computes in that process (``pipeline.blazepose.calculators``,
+``HEATMAP_KERNEL``). So tests call :func:`node_texts`, which does the parsing in a child process.
 """
 
 from __future__ import annotations
@@ -68,8 +72,20 @@ def embedded_graph(name: str):
     return best
 
 
-def node_texts(name: str) -> list[tuple[str, str]]:
-    """``(calculator, its node as text)`` for each node of subgraph ``name``."""
+def _node_texts_here(name: str) -> list[tuple[str, str]]:
     from google.protobuf import text_format
 
     return [(n.calculator, text_format.MessageToString(n)) for n in embedded_graph(name).node]
+
+
+def node_texts(name: str) -> list[tuple[str, str]]:
+    """``(calculator, its node as text)`` for each node of subgraph ``name``, parsed in a child
+    process so that this one never imports mediapipe's options modules (module docstring)."""
+    import json
+    import subprocess
+    import sys
+
+    code = f"import json; from tests.support.mediapipe_graphs import _node_texts_here; print(json.dumps(_node_texts_here({name!r})))"
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    return [tuple(pair) for pair in json.loads(done.stdout.strip().splitlines()[-1])]
