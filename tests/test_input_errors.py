@@ -7,9 +7,10 @@ from conftest import DEMO, SCRAPER_SAMPLE, SHARED, SHARED_CLIPS
 
 import models  # noqa: F401 - registers the models' configuration sections ([psgcn], [train], ...)
 from cli import main
-from pipeline.config import ConfigError, load_config
+from pipeline.config import ConfigError
 from pipeline.errors import InputError
 from pipeline.ingest import read_pairing
+from pipeline.sections import load_config
 
 # every command that reads --config; none gets as far as touching its inputs
 COMMANDS = [
