@@ -14,17 +14,18 @@ import os
 import sys
 
 from cli.flows import load_flow, prefect_defaults
-from pipeline.extraction import MODALITIES
+from pipeline import modalities as registry
 
 
 def _flow_options(parser: argparse.ArgumentParser) -> None:
+    names = registry.names()
     parser.add_argument(
         "--modalities",
         nargs="+",
-        choices=MODALITIES,
-        default=list(MODALITIES),
+        choices=names,
+        default=list(names),
         metavar="MODALITY",
-        help=f"extractors to run, each clip decoded once for all of them: {' '.join(MODALITIES)} (default: all four)",
+        help=f"extractors to run, each clip decoded once for all of them: {' '.join(names)} (default: all of them)",
     )
     parser.add_argument(
         "--untrained",
@@ -148,8 +149,8 @@ def _runner(args) -> dict:
 
 def _check_inputs(args) -> None:
     """Bad input files fail here, in one line, before a flow run (and its logging) starts."""
-    from pipeline.config import load_config
     from pipeline.ingest import read_pairing
+    from pipeline.sections import load_config
 
     load_config(args.config)
     if getattr(args, "pairing", None):

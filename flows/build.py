@@ -23,110 +23,85 @@ happens once, under the lock.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from prefect import flow
 
 from flows import artifacts, tasks
-from pipeline import extraction
-from pipeline.attempts import MAX_DEATHS, AttemptLedger
-from pipeline.config import load_config
+from flows.runners import (
+    as_completed,
+    clips_in_flight,
+    is_worker_death,
+    open_clip_runner,
+    survivors,
+)
+from pipeline import extraction, stages
+from pipeline import modalities as registry
+from pipeline.config import ConfigError
 from pipeline.lock import WorkLock
-
-RUNNERS = ("thread", "process", "dask")
+from pipeline.sections import load_config
 
 
 class BuildError(RuntimeError):
-    """A build stage failed as a whole (not one clip); ``report`` holds what it did before."""
-
-    def __init__(self, message: str, report: Mapping | None = None):
-        super().__init__(message)
-        self.report = dict(report or {})
+    """A build stage failed as a whole (not one clip); the run's report says what it did before."""
 
 
-def make_task_runner(
-    runner: str = "thread",
-    *,
-    dask_address: str | None = None,
-    workers: int | None = None,
-    threads_per_worker: int = 1,
-    worker_env: Mapping[str, str] | None = None,
-):
-    """The Prefect task runner named by ``runner`` (see the module docstring).
+@dataclass
+class BuildState:
+    """What a build or reextract run did, carried from :func:`open_run` through the stages to
+    :func:`finish_run`, which writes it as ``flow_state/<kind>_report.json`` (:meth:`report`)."""
 
-    ``worker_env``: environment of a local Dask cluster's worker processes.
-    """
-    if runner == "thread":
-        from prefect.task_runners import ThreadPoolTaskRunner
+    kind: str  # build | reextract
+    work: str
+    config: dict[str, Any]  # the run's checked configuration file
+    runner: Any = field(repr=False)  # the per-clip tasks' runner
+    started: float = field(default_factory=time.monotonic)
+    inputs: dict[str, Any] = field(default_factory=dict)  # what it was asked: raw_dir, runner, modalities, pid...
+    stages: dict[str, dict] = field(default_factory=dict)  # ingest, screen, score: each stage's summary
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    extraction: extraction.ExtractionRun | None = None
+    workers: list[str] = field(default_factory=list)  # the worker processes checked before mapping clips
+    train: dict | None = None
+    release: dict | None = None  # the release stage's record (pipeline.release.ReleaseRun.as_dict)
+    failed: str | None = None  # the stage failure that ended the run
+    seconds: float | None = None  # wall time, when the run got to its end
+    html_report: str | None = None  # <work>/report/index.html
+    html_error: str | None = None  # why it could not be written
 
-        return ThreadPoolTaskRunner(max_workers=workers or 2)
-    if runner == "process":
-        from prefect.task_runners import ProcessPoolTaskRunner
+    def build_info(self) -> dict:
+        """What the release records of the run that made the work directory."""
+        info = {k: v for k, v in self.stages.items() if k in ("ingest", "screen", "score")}
+        if self.extraction is not None:
+            plan = self.extraction.plan
+            info.update(extract=self.extraction.totals(), precision=plan.precision, device=plan.device)
+        return info
 
-        return ProcessPoolTaskRunner(max_workers=workers or 2)
-    if runner == "dask":
-        import dask
-        from prefect_dask import DaskTaskRunner
-
-        # Dask counts a worker's death against every task it held, queued ones too: only a
-        # backstop here, above the ledger's limit (pipeline.attempts); and a worker holds no
-        # more clips than it has threads, so few wait in a queue that a death empties
-        dask.config.set(
-            {
-                "distributed.scheduler.allowed-failures": MAX_DEATHS + 1,
-                "distributed.scheduler.worker-saturation": 1.0,
+    def report(self) -> dict:
+        """The run's JSON report: per-stage counts and seconds, per-modality totals, every item."""
+        out: dict[str, Any] = {**self.inputs, **self.stages}
+        if self.stage_seconds:
+            out["stage_seconds"] = dict(self.stage_seconds)
+        if self.extraction is not None:
+            out.update(self.extraction.summary(), workers=list(self.workers))
+            out["extract_totals"] = {
+                k: sum(t[k] for t in out["extract"].values()) for k in ("computed", "skipped", "failed")
             }
-        )
-        if dask_address:
-            return DaskTaskRunner(address=dask_address)
-        return DaskTaskRunner(
-            cluster_kwargs={
-                "n_workers": workers or 2,
-                "processes": True,
-                "threads_per_worker": threads_per_worker,
-                "dashboard_address": None,
-                "env": dict(worker_env or {}),
-            }
-        )
-    raise ValueError(f"unknown runner {runner!r}; choose one of {RUNNERS}")
-
-
-def flow_api_env() -> dict[str, str]:
-    """``PREFECT_API_URL`` of the running flow's API, for worker processes this flow starts.
-
-    Without it, each local Dask worker would start a temporary Prefect server of its own, record
-    its task runs there, and leave that server running when the cluster closes.
-    """
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        return {"PREFECT_API_URL": str(client.api_url).rstrip("/")}
-
-
-def open_clip_runner(runner: str, workers: int | None, threads_per_worker: int, dask_address: str | None):
-    """The task runner of the per-clip tasks, chosen by the flow's parameters."""
-    env = flow_api_env() if runner == "dask" and not dask_address else None
-    return make_task_runner(
-        runner, dask_address=dask_address, workers=workers, threads_per_worker=threads_per_worker, worker_env=env
-    )
-
-
-def clips_in_flight(runner) -> int | None:
-    """Clips processed at once on this machine's cores by ``runner`` (None: a remote cluster)."""
-    name = type(runner).__name__
-    if name == "DaskTaskRunner":
-        kwargs = getattr(runner, "cluster_kwargs", None) or {}
-        if kwargs.get("n_workers"):
-            # local cluster: its workers share this machine's cores
-            return kwargs["n_workers"] * kwargs.get("threads_per_worker", 1)
-        return None  # a remote cluster: its workers set their own threads
-    return getattr(runner, "_max_workers", None) or 1
+        optional = {
+            "train": self.train,
+            "release": self.release,
+            "failed": self.failed,
+            "seconds": self.seconds,
+            "report": self.html_report,
+            "report_error": self.html_error,
+        }
+        out.update({k: v for k, v in optional.items() if v is not None})
+        return out
 
 
 def check_workers(runner, plan: extraction.ExtractionPlan) -> list[str]:
@@ -146,137 +121,73 @@ def check_workers(runner, plan: extraction.ExtractionPlan) -> list[str]:
         ) from err
 
 
-def _is_worker_death(err: BaseException) -> bool:
-    return type(err).__name__ in ("KilledWorker", "BrokenProcessPool")
-
-
-def extraction_plan(
-    runner,
-    config: Mapping[str, Any],
-    modalities: Sequence[str],
-    *,
-    untrained: bool,
-    device: str | None,
-    precision: str | None = None,
-) -> extraction.ExtractionPlan:
-    """The plan of the per-clip tasks: device and precision resolved once, torch threads per clip."""
-    from pipeline.runtime import place, threads_per_task
-
-    section = extraction.extract_config(config)
-    try:
-        device, precision = place(device, precision or section.precision)
-    except ValueError as err:
-        raise BuildError(str(err)) from err
-    in_flight = clips_in_flight(runner)
-    return extraction.ExtractionPlan.make(
-        modalities,
-        config,
-        untrained=untrained,
-        device=device,
-        precision=precision,
-        # [extract] threads pins torch's threads per clip in flight; else the cores are shared out
-        threads=section.threads or (threads_per_task(in_flight) if in_flight else None),
-    )
-
-
-def run_extraction(
-    runner,
-    work: str,
-    clips: list[dict],
-    config: Mapping[str, Any],
+def extract_stage(
+    state: BuildState,
     modalities: Sequence[str],
     *,
     untrained: bool,
     device: str | None,
     precision: str | None = None,
     force: bool = False,
-) -> dict:
-    """Map one extraction task per clip and collect every clip x modality item.
+) -> None:
+    """The extraction stage of the kept clips (:func:`pipeline.extraction.run_extraction`), one
+    task per clip on the run's runner, into ``state``.
 
-    Returns ``{"precision", "workers", "items", "extract" (per-modality totals)}``. Raises
-    :class:`BuildError` when the extractors cannot start or a task fails for a reason that is
-    not the clip's.
+    Raises :class:`BuildError` when the extractors cannot start or a task fails for a reason that
+    is not the clip's; the items of the other clips are recorded first.
     """
-    plan = extraction_plan(runner, config, modalities, untrained=untrained, device=device, precision=precision)
-    workers = check_workers(runner, plan) if clips else []
-    decode = dict(config.get("decode", {}))
-    extraction.decode_config(config)  # a bad [decode] section fails here, not in every task
-    # longest clips first: the last clips to start are short, so no worker is left with a long
-    # one while the others are idle (the longest-processing-time-first rule)
-    ledger = AttemptLedger.fresh(work)  # which clips a dead worker was on (pipeline.attempts)
-    args = {"work": work, "plan": plan, "decode": decode, "force": force, "attempts": str(ledger.root)}
-    futures = {
-        runner.submit(tasks.extract_clip, {**args, "clip": clip}): clip
-        for clip in sorted(clips, key=lambda c: (-(c.get("duration_s") or 0.0), c["clip_id"]))
-    }
+    t0 = time.monotonic()
     try:
-        items, failures = _collect_items(futures, plan)
-    finally:
-        ledger.clear()
-    order = {c["clip_id"]: i for i, c in enumerate(clips)}
-    items.sort(key=lambda it: (order[it.clip_id], extraction.MODALITIES.index(it.modality)))
-    extraction.record_rejections(work, items)
-    result = {
-        "precision": plan.precision,
-        "device": plan.device,
-        "pose_backend": plan.pose_backend,
-        "workers": workers,
-        "items": [it.as_dict() for it in items],
-        "extract": {
-            m: extraction.totals(items).get(m, dict(computed=0, skipped=0, failed=0, seconds=0.0))
-            for m in plan.modalities
-        },
-    }
+        plan = extraction.plan_extraction(
+            modalities,
+            state.config,
+            untrained=untrained,
+            device=device,
+            precision=precision,
+            in_flight=clips_in_flight(state.runner),
+        )
+    except ConfigError as err:
+        raise BuildError(str(err)) from err
+    clips = stages.kept_clips(state.work)
+    state.workers = check_workers(state.runner, plan) if clips else []
+    failures: list[str] = []
+    state.extraction = extraction.run_extraction(
+        state.work,
+        clips,
+        plan,
+        decode=state.config.get("decode", {}),
+        force=force,
+        run_clips=_mapped_on(state.runner, plan, failures),
+    )
+    state.stage_seconds["extract"] = round(time.monotonic() - t0, 2)
     if failures:
-        raise BuildError(f"extraction failed on {len(failures)} clip(s), first: {failures[0]}", result)
-    return result
+        raise BuildError(f"extraction failed on {len(failures)} clip(s), first: {failures[0]}")
 
 
-def _collect_items(futures: Mapping, plan: extraction.ExtractionPlan) -> tuple[list[extraction.ItemResult], list[str]]:
-    """The items of the extraction tasks as they finish, and the failures that are the run's.
+def _mapped_on(runner, plan: extraction.ExtractionPlan, failures: list[str]):
+    """``run_clips`` of :func:`pipeline.extraction.run_extraction`: one ``extract_clip`` task per
+    clip on ``runner``, results as they finish.
 
     A clip whose workers died on it is rejected ``worker_died`` by its own task (the ledger of
     :mod:`pipeline.attempts`). Should the runner give up on a clip first (Dask's
     ``allowed-failures``, a broken process pool) it is rejected ``worker_died`` here, in every
-    modality. Any other task failure is the run's.
+    modality. Any other task failure is the run's: appended to ``failures``.
     """
-    items: list[extraction.ItemResult] = []
-    failures: list[str] = []
-    for future, clip in _as_completed(futures, "extract", unit="clip"):
-        try:
-            items.extend(extraction.ItemResult(**d) for d in future.result())
-        except Exception as err:  # noqa: BLE001 - sorted below: a dead worker is the clip's, the rest the run's
-            if not _is_worker_death(err):
-                failures.append(f"{clip['clip_id'][:12]}: {type(err).__name__}: {err}")
-                continue
-            message = f"the runner gave up on it after worker processes died ({type(err).__name__})"
-            items.extend(extraction.worker_died(clip, plan.modalities, message))
-    return items, failures
 
+    def run_clips(jobs: list[dict]):
+        futures = {runner.submit(tasks.extract_clip, {"job": job}): job["clip"] for job in jobs}
+        for future, clip in as_completed(futures, "extract", unit="clip"):
+            try:
+                items = [extraction.ItemResult(**d) for d in future.result()]
+            except Exception as err:  # noqa: BLE001 - sorted here: a dead worker is the clip's, the rest the run's
+                if not is_worker_death(err):
+                    failures.append(f"{clip['clip_id'][:12]}: {type(err).__name__}: {err}")
+                    continue
+                message = f"the runner gave up on it after worker processes died ({type(err).__name__})"
+                items = extraction.worker_died(clip, plan.modalities, message)
+            yield clip, items
 
-def _as_completed(futures: Mapping, desc: str, *, unit: str):
-    """``(future, value)`` of ``futures`` as they finish, with a progress bar (terminals only)."""
-    from prefect.futures import as_completed
-
-    from pipeline.progress import progress
-
-    with progress(len(futures), desc, unit=unit) as bar:
-        for future in as_completed(list(futures)):
-            yield future, futures[future]
-            bar.update()
-
-
-def _survivors(futures: Mapping, desc: str):
-    """``(value, result)`` of each future of ``futures`` whose worker did not die, as they finish;
-    any other failure is raised."""
-    for future, value in _as_completed(futures, desc, unit="clip"):
-        try:
-            result = future.result()
-        except Exception as err:  # noqa: BLE001 - only a dead worker is tolerated
-            if not _is_worker_death(err):
-                raise
-            continue
-        yield value, result
+    return run_clips
 
 
 def probe_clips(runner, raw_dir: str, config: Mapping[str, Any]) -> dict[str, dict]:
@@ -291,49 +202,38 @@ def probe_clips(runner, raw_dir: str, config: Mapping[str, Any]) -> dict[str, di
         for path in tasks.clip_files(raw_dir, config)
     }
     try:
-        return dict(_survivors(futures, "probe"))
+        return dict(survivors(futures, "probe"))
     finally:
         close_idle_workers()  # the ones a thread pool used in this process
 
 
 def run_rule_stages(
-    runner,
-    raw_dir: str,
-    work: str,
-    config: Mapping[str, Any],
-    pairing: str | None,
-    crawl_time: str | None,
-    overrides: str | None,
-) -> dict:
-    """ingest, the pixel rules mapped over clips, screen, score; the report's entries."""
+    state: BuildState, raw_dir: str, pairing: str | None, crawl_time: str | None, overrides: str | None
+) -> None:
+    """ingest, the pixel rules mapped over clips, screen, score; their summaries into ``state``."""
+    runner, work, config = state.runner, state.work, state.config
     t0 = time.monotonic()
     probed = probe_clips(runner, raw_dir, config)
-    report = {"ingest": tasks.ingest(raw_dir, work, config, pairing, crawl_time, probed)}
-    report["ingest"]["probed_by"] = sorted({found["worker"] for found in probed.values()})
+    state.stages["ingest"] = tasks.ingest(raw_dir, work, config, pairing, crawl_time, probed)
+    state.stages["ingest"]["probed_by"] = sorted({found["worker"] for found in probed.values()})
     t1 = time.monotonic()
-    todo = tasks.pixel_rule_clips(work, config)
     futures = {
-        runner.submit(tasks.screen_clip, {"work": work, "clip": clip, "config": dict(config)}): clip for clip in todo
+        runner.submit(tasks.screen_clip, {"work": work, "clip": clip, "config": dict(config)}): clip
+        for clip in stages.pixel_rule_clips(work, config)
     }
     computed = reused = 0
     # a clip whose worker died is left to the screen task below, which computes what is missing
-    for _clip, done in _survivors(futures, "pixel rules"):
+    for _clip, done in survivors(futures, "pixel rules"):
         computed += done["computed"]
         reused += not done["computed"]
-    report["screen"] = tasks.screen(work, config, overrides)
-    report["screen"]["pixel_rules"] = {"computed": computed, "reused": reused}
+    state.stages["screen"] = tasks.screen(work, config, overrides)
+    state.stages["screen"]["pixel_rules"] = {"computed": computed, "reused": reused}
     t2 = time.monotonic()
-    report["score"] = tasks.score(work, config)
-    report["stage_seconds"] = {"ingest": round(t1 - t0, 2), "screen": round(t2 - t1, 2)}
-    return report
+    state.stages["score"] = tasks.score(work, config)
+    state.stage_seconds.update(ingest=round(t1 - t0, 2), screen=round(t2 - t1, 2))
 
 
-def write_report(work: str, name: str, report: Mapping) -> Path:
-    tasks.write_state(work, name, report)
-    return Path(work) / tasks.STATE_DIR / f"{name}.json"
-
-
-def finish_run(work: str, name: str, kind: str, report: dict) -> None:
+def finish_run(state: BuildState) -> None:
     """Write the run's JSON report, the HTML build report and the Prefect artifacts.
 
     The HTML report and the artifacts are for people; a failure there is logged and recorded,
@@ -344,41 +244,27 @@ def finish_run(work: str, name: str, kind: str, report: dict) -> None:
     from pipeline.report import write_report as write_html
 
     log = logging.getLogger("flows")
-    release = (report.get("release") or {}).get("path")
-    write_report(work, name, report)  # the HTML report reads this run's counts from it
+    name = f"{state.kind}_report"
+    tasks.write_state(state.work, name, state.report())  # the HTML report reads this run's counts from it
     try:
-        # backgrounds come from the scenic extraction; the report decodes nothing itself here
-        report["report"] = str(write_html(work, release, backgrounds_budget_s=0))
+        # it reads the tables and what the stages left for it (thumbnails, scenic backgrounds)
+        state.html_report = str(write_html(state.work, (state.release or {}).get("path")))
     except Exception as err:  # noqa: BLE001 - see the docstring
         log.exception("the build report could not be written")
-        report["report_error"] = f"{type(err).__name__}: {err}"
-    write_report(work, name, report)
+        state.html_error = f"{type(err).__name__}: {err}"
+    report = state.report()
+    tasks.write_state(state.work, name, report)
     try:
-        artifacts.publish_artifacts(report, kind)
+        artifacts.publish_artifacts(report, state.kind)
     except Exception as err:  # noqa: BLE001 - see the docstring
         log.warning("Prefect artifacts not published: %s", err)
 
 
 def _check_modalities(modalities: Sequence[str]) -> None:
-    unknown = sorted(set(modalities) - set(extraction.MODALITIES))
-    if unknown:
-        raise BuildError(f"unknown modalities {unknown}; known: {list(extraction.MODALITIES)}")
-
-
-def extract_stage(runner, report: dict, work: str, config, modalities, **kwargs) -> None:
-    """Run the extraction into ``report`` (also on failure, so the report says what happened)."""
-    t0 = time.monotonic()
     try:
-        result = run_extraction(runner, work, tasks.kept_clips(work), config, modalities, **kwargs)
-    except BuildError as err:
-        report.update(err.report)
-        report["failed"] = str(err)
-        raise
-    report.update(result)
-    report.setdefault("stage_seconds", {})["extract"] = round(time.monotonic() - t0, 2)
-    report["extract_totals"] = {
-        k: sum(s[k] for s in report["extract"].values()) for k in ("computed", "skipped", "failed")
-    }
+        registry.ordered(modalities)
+    except ValueError as err:
+        raise BuildError(str(err)) from None
 
 
 @contextmanager
@@ -391,27 +277,27 @@ def open_run(
     workers: int | None,
     threads_per_worker: int,
     dask_address: str | None,
-) -> Iterator[tuple[Any, dict[str, Any], dict[str, Any]]]:
-    """The frame of a ``kind`` run (build, reextract): ``(clip runner, configuration, report)``.
+) -> Iterator[BuildState]:
+    """The frame of a ``kind`` run (build, reextract): its :class:`BuildState`.
 
     The body runs under the work directory's lock with the per-clip task runner open and fills
-    the report; the run is finished (:func:`finish_run`) when the body returns, with its wall
+    the state; the run is finished (:func:`finish_run`) when the body returns, with its wall
     time, and when a stage fails with a :class:`BuildError`, so the report says what happened.
     """
-    started = time.monotonic()
     artifacts.bridge_loggers()
     config = load_config(config_path)
     _check_modalities(modalities)
     clip_runner = open_clip_runner(runner, workers, threads_per_worker, dask_address)
-    report: dict[str, Any] = {}
+    state = BuildState(kind, work, config, clip_runner)
     with WorkLock(work, kind), clip_runner:
         try:
-            yield clip_runner, config, report
-        except BuildError:
-            finish_run(work, f"{kind}_report", kind, report)
+            yield state
+        except BuildError as err:
+            state.failed = str(err)
+            finish_run(state)
             raise
-        report["seconds"] = round(time.monotonic() - started, 1)
-        finish_run(work, f"{kind}_report", kind, report)
+        state.seconds = round(time.monotonic() - state.started, 1)
+        finish_run(state)
 
 
 @flow(name="build")
@@ -422,7 +308,7 @@ def build(
     pairing: str | None = None,
     overrides: str | None = None,
     crawl_time: str | None = None,
-    modalities: list[str] = list(extraction.MODALITIES),  # noqa: B006 - Prefect parameters need a JSON default
+    modalities: list[str] | None = None,
     untrained: bool = False,
     device: str | None = None,
     precision: str | None = None,
@@ -451,20 +337,19 @@ def build(
     features into the release (marked loudly); salt: uploader hash salt (else ``$VDV_RELEASE_SALT``);
     runner, workers, threads_per_worker, dask_address: where the per-clip tasks run (module docstring).
     """
+    modalities = list(modalities or registry.names())
     frame = open_run("build", work, config_path, modalities, runner, workers, threads_per_worker, dask_address)
-    with frame as (clip_runner, config, report):
-        swept = extraction.sweep_partial_files(work)
-        report.update({"raw_dir": raw_dir, "work": work, "pid": os.getpid(), "partial_removed": swept})
-        report["runner"] = {"name": runner, "workers": workers, "dask_address": dask_address}
-        report.update(run_rule_stages(clip_runner, raw_dir, work, config, pairing, crawl_time, overrides))
-        extract_stage(
-            clip_runner, report, work, config, modalities, untrained=untrained, device=device, precision=precision
-        )
+    with frame as state:
+        state.inputs.update(raw_dir=raw_dir, work=work, pid=os.getpid())
+        state.inputs["partial_removed"] = extraction.sweep_partial_files(work)
+        state.inputs["runner"] = {"name": runner, "workers": workers, "dask_address": dask_address}
+        run_rule_stages(state, raw_dir, pairing, crawl_time, overrides)
+        extract_stage(state, modalities, untrained=untrained, device=device, precision=precision)
         if train:
-            report["train"] = tasks.train(work, train_dir or str(Path(work) / "train"), config)
+            state.train = tasks.train(work, train_dir or str(Path(work) / "train"), state.config)
         if release_out:
-            info = {k: report[k] for k in ("ingest", "screen", "score", "extract", "precision", "device")}
-            report["release"] = tasks.package(
-                work, release_out, config, allow_untrained, salt, json.loads(json.dumps(info, default=str))
+            plan = state.extraction.plan
+            state.release = tasks.package(
+                work, release_out, state.config, allow_untrained, salt, state.build_info(), plan.precision, plan.device
             )
-    return report
+    return state.report()

@@ -5,8 +5,8 @@ from __future__ import annotations
 from prefect import flow
 
 from flows import artifacts, tasks
-from pipeline.config import load_config
 from pipeline.lock import WorkLock
+from pipeline.sections import load_config
 
 
 @flow(name="release")
@@ -29,7 +29,8 @@ def release(
         info = {
             k: build_info[k] for k in ("ingest", "screen", "score", "extract", "precision", "device") if k in build_info
         }
-        summary = tasks.package(work, out, config, allow_untrained, salt, info)
+        precision, device = build_info.get("precision"), build_info.get("device")
+        summary = tasks.package(work, out, config, allow_untrained, salt, info, precision, device)
     try:
         artifacts.publish_artifacts(summary, "release")
     except Exception as err:  # noqa: BLE001 - the artifacts are for people; the release is made
