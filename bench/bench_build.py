@@ -274,7 +274,8 @@ sys.path.insert(0, sys.argv[1])
 from pipeline import extraction
 from pipeline.runtime import resolve_precision
 device = sys.argv[3] or "cpu"
-plan = extraction.ExtractionPlan.make(extraction.MODALITIES, {}, untrained=True, device=device, precision=resolve_precision("auto", device))
+modalities = getattr(extraction, "MODALITIES", None) or ("pose", "holistic", "facial", "scenic")  # a tree with the registry has none
+plan = extraction.ExtractionPlan.make(modalities, {}, untrained=True, device=device, precision=resolve_precision("auto", device))
 ex = extraction.load_extractors(plan)
 def rss():
     with open("/proc/self/status") as fh:

@@ -23,7 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline import tables  # noqa: E402
-from pipeline.report import REPORT_DIR, THUMBS_DIR, write_report  # noqa: E402
+from pipeline.report import write_report  # noqa: E402
+from pipeline.tables import REPORT_DIR, THUMBS_DIR  # noqa: E402
 
 
 def scale_work(source: Path, target: Path, n: int) -> None:
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.out / "work"
     scale_work(args.work, work, args.clips)
     started = time.monotonic()
-    index = write_report(work, backgrounds_budget_s=0)
+    index = write_report(work)
     seconds = time.monotonic() - started
     pages = sorted(index.parent.glob("*.html"))
     largest = max(pages, key=lambda p: p.stat().st_size)

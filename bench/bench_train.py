@@ -36,7 +36,7 @@ def main() -> int:
     print(f"device: {name}; torch {torch.__version__}")
     n, t = a.batch, a.frames
     sk = (torch.randn(n, 3, t, 16, device=dev), torch.ones(n, t, dtype=torch.bool, device=dev))
-    inputs = {"skeletal": sk}
+    inputs = {"pose": sk}
     for m, d in (("holistic", 2048), ("facial", 512), ("scenic", 512)):
         tm = t if m == "holistic" else max(8, t // 8)
         inputs[m] = (torch.randn(n, tm, d, device=dev), torch.ones(n, tm, dtype=torch.bool, device=dev))

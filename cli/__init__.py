@@ -1,6 +1,6 @@
 """The ``vdv`` command line: one thin subcommand per stage.
 
-Each module in ``COMMANDS`` defines ``register(subparsers)``, which adds its subcommand(s) and
+Each module of :func:`command_modules` defines ``register(subparsers)``, which adds its subcommand(s) and
 sets ``func`` on the parser; ``func(args)`` returns the process exit code. Heavy libraries
 (torch, mediapipe) are imported inside the functions so that ``vdv --help`` stays fast.
 """
@@ -8,22 +8,18 @@ sets ``func`` on the parser; ``func(args)`` returns the process exit code. Heavy
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sys
 
-COMMANDS: tuple[str, ...] = (
-    # one line per command module; keep the order in which a user meets them
-    "cli.stages",
-    "cli.extract",
-    "cli.weights",
-    "cli.models",
-    "cli.train",
-    "cli.build",
-    "cli.release",
-    "cli.report",
-)
+
+def command_modules() -> tuple:
+    """The command modules, one line each, in the order in which a user meets them (imported
+    here, so that the graph of imports shows them; each imports its heavy libraries lazily)."""
+    from cli import build, extract, models, release, report, stages, train, weights
+
+    return (stages, extract, weights, models, train, build, release, report)
+
 
 # What a command does with --work, set as ``work_access`` in its parser's defaults (cli.main
 # checks it before the command runs): None, it does not write it; "create", it writes it and may
@@ -60,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     parent = common_options()
-    for name in COMMANDS:
-        importlib.import_module(name).register(sub, parent)
+    for module in command_modules():
+        module.register(sub, parent)
     return parser
 
 
@@ -89,8 +85,12 @@ def _run(args: argparse.Namespace, created: list) -> int:
     writable, before the command runs (:func:`pipeline.workdir.prepare`). What this made is
     appended to ``created``.
     """
-    from pipeline.config import ConfigError, load_config
+    from models import register_config
+    from pipeline.config import ConfigError
     from pipeline.errors import InputError, WeightsError
+    from pipeline.sections import load_config
+
+    register_config()  # the models' configuration sections ([train], [psgcn], ...), by a call
     from pipeline.lock import WorkDirLocked, WorkLock
     from pipeline.tables import SchemaMismatch
     from pipeline.workdir import prepare

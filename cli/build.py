@@ -14,17 +14,18 @@ import os
 import sys
 
 from cli.flows import load_flow, prefect_defaults
-from pipeline.extraction import MODALITIES
+from pipeline import modalities as registry
 
 
 def _flow_options(parser: argparse.ArgumentParser) -> None:
+    names = registry.names()
     parser.add_argument(
         "--modalities",
         nargs="+",
-        choices=MODALITIES,
-        default=list(MODALITIES),
+        choices=names,
+        default=list(names),
         metavar="MODALITY",
-        help=f"extractors to run, each clip decoded once for all of them: {' '.join(MODALITIES)} (default: all four)",
+        help=f"extractors to run, each clip decoded once for all of them: {' '.join(names)} (default: all of them)",
     )
     parser.add_argument(
         "--untrained",
@@ -149,8 +150,9 @@ def _runner(args) -> dict:
 def _check_inputs(args) -> None:
     """Bad input fails here, in one line naming the option, before a flow run (and its logging)
     starts: the files, the raw directory, the runner's options, the device and the scheduler."""
-    from pipeline.config import ConfigError, load_config
+    from pipeline.config import ConfigError
     from pipeline.ingest import check_raw_dir, read_pairing
+    from pipeline.sections import load_config
 
     load_config(args.config)
     if args.raw_dir is not None:
@@ -173,7 +175,7 @@ def _check_inputs(args) -> None:
 
         check_device(args.device, "--device")
     if args.dask_address:
-        from flows.build import check_scheduler
+        from flows.runners import check_scheduler
 
         check_scheduler(args.dask_address, "--dask-address")
 

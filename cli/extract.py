@@ -16,20 +16,21 @@ import logging
 import sys
 from pathlib import Path
 
-from pipeline.extraction import MODALITIES
+from pipeline import modalities as registry
 
 log = logging.getLogger(__name__)
 
 
 def register(subparsers, parent: argparse.ArgumentParser) -> None:
+    names = registry.names()
     p = subparsers.add_parser(
         "extract",
         parents=[parent],
-        help=f"compute feature modalities ({', '.join(MODALITIES)}) for the kept clips",
+        help=f"compute feature modalities ({', '.join(names)}) for the kept clips",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("modalities", nargs="+", choices=MODALITIES, metavar="MODALITY", help="one or more of: %(choices)s")
+    p.add_argument("modalities", nargs="+", choices=names, metavar="MODALITY", help="one or more of: %(choices)s")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--all", action="store_true", help="every clip of the clips table, kept or not")
     which.add_argument(
@@ -54,6 +55,7 @@ def select_clips(work: Path, *, every: bool = False, paths: list[str] | None = N
     """``clip_id``, ``path``, ``video_id`` of the clips to extract, in a stable order."""
     from pipeline import tables
     from pipeline.provenance import sha256_file
+    from pipeline.stages import kept_clips
 
     if paths:
         missing = [p for p in paths if not Path(p).is_file()]
@@ -62,57 +64,49 @@ def select_clips(work: Path, *, every: bool = False, paths: list[str] | None = N
 
             raise ConfigError(f"--clips: no such file: {', '.join(missing)}")
         return [{"clip_id": sha256_file(p), "path": str(p), "video_id": None} for p in paths]
-    clips = tables.read_table(work, tables.CLIPS).to_pylist()
     if not every:
-        screening = tables.read_table(work, tables.SCREENING).to_pylist()
-        kept = {row["clip_id"] for row in screening if row["kept"]}
-        clips = [c for c in clips if c["clip_id"] in kept]
-    return sorted(clips, key=lambda c: c["clip_id"])
+        return kept_clips(work)
+    return sorted(tables.read_table(work, tables.CLIPS).to_pylist(), key=lambda c: c["clip_id"])
 
 
 def run(args) -> int:
     from pipeline import extraction
-    from pipeline.config import ConfigError, load_config
-    from pipeline.progress import progress
-    from pipeline.runtime import check_device, resolve_device, resolve_precision
+    from pipeline.runtime import check_device
+    from pipeline.sections import load_config
 
     work = Path(args.work)
     config = load_config(args.config)
     if args.device:
         check_device(args.device, "--device")  # before any extractor is built, naming the option
-    device = resolve_device(args.device)
-    try:
-        precision = resolve_precision(args.precision or extraction.extract_config(config).precision, device)
-    except ValueError as err:
-        raise ConfigError(str(err)) from err
-    plan = extraction.ExtractionPlan.make(
-        args.modalities, config, untrained=args.untrained, device=device, precision=precision
+    plan = extraction.plan_extraction(
+        args.modalities, config, untrained=args.untrained, device=args.device, precision=args.precision
     )
     try:
         extractors = extraction.load_extractors(plan)
     except ImportError as err:
         print(f"vdv extract: error: the extractors cannot be loaded ({err})", file=sys.stderr)
         return 2
-    decode = extraction.decode_config(config)
     clips = select_clips(work, every=args.all, paths=args.clips)
-    names = " ".join(plan.modalities)
     if not clips:
+        names = " ".join(plan.modalities)
         print(f"extract {names}: no clips to extract in {work} (run ingest and screen first, or pass --clips)")
         return 0
     extraction.sweep_partial_files(work)  # under the work directory's lock (cli.main)
-    items: list[extraction.ItemResult] = []
-    with progress(len(clips), f"extract {names}", unit="clip", enabled=False if args.no_progress else None) as bar:
-        for clip in clips:
-            items.extend(extraction.extract_clip(clip, extractors, work, force=args.force, decode=decode))
-            bar.update()
-    written = extraction.record_rejections(work, items)
-    for modality, t in extraction.totals(items).items():
+    run = extraction.run_extraction(
+        work,
+        clips,
+        plan,
+        decode=config.get("decode", {}),
+        force=args.force,
+        show_progress=False if args.no_progress else None,
+    )
+    for modality, t in run.totals().items():
         ex = extractors[modality]
         print(
             f"extract {modality}: {t['computed']} computed, {t['skipped']} skipped (already current), "
             f"{t['failed']} failed (extractor {ex.name}, weights {ex.weights_sha256[:12]}, {ex.precision} on {ex.device})"
         )
-        if t["failed"] and modality in written:
-            print(f"  failures recorded in {written[modality]}")
-    done = [it for it in items if it.status != extraction.REJECTED]
-    return 1 if items and not done else 0
+        if t["failed"]:
+            print(f"  failures recorded in {extraction.rejections_path(work, modality)}")
+    done = [it for it in run.items if it.status != extraction.REJECTED]
+    return 1 if run.items and not done else 0

@@ -37,7 +37,7 @@ def _models(args) -> int:
     import torch
 
     from models import MODELS, build_from_config, parameter_count
-    from pipeline.config import load_config
+    from pipeline.sections import load_config
 
     names = args.names or list(MODELS)
     unknown = [n for n in names if n not in MODELS]

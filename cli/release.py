@@ -81,28 +81,21 @@ def _release(args) -> int:
 def _package(args) -> dict:
     """Package directly, without a flow run; the summary of the release, verified or not."""
     from flows.tasks import read_state
-    from pipeline import release
-    from pipeline.config import load_config, stage_config
+    from pipeline.release import release_stage
+    from pipeline.sections import load_config
 
-    run_config = load_config(args.config)
     built = read_state(args.work, "build_report")  # the precision the features were made in
-    summary = release.package_release(
+    run = release_stage(
         args.work,
         args.out,
-        config=stage_config(release.ReleaseConfig, run_config, "release"),
+        load_config(args.config),
         allow_untrained=args.allow_untrained,
         salt=args.salt,
-        run_config=run_config,
         allow_missing=args.allow_missing,
         precision=built.get("precision"),
         device=built.get("device"),
     )
-    return {
-        "path": str(summary.path),
-        "counts": summary.counts,
-        "untrained_modalities": summary.untrained_modalities,
-        "verified": release.verify_release(summary.path).ok,
-    }
+    return run.as_dict()
 
 
 def _release_flow(args) -> dict:

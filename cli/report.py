@@ -11,8 +11,9 @@ def register(subparsers, parent: argparse.ArgumentParser) -> None:
         parents=[parent],
         help="write the HTML build report of a work directory",
         description=(
-            "Write <work>/report/index.html: screening decisions with contact sheets of the sampled frames "
-            "(skeletons drawn), every rule's measured value against its threshold, the override line of each "
+            "Write <work>/report/index.html from what screening and extraction wrote: screening decisions with "
+            "contact sheets of the sampled frames (skeletons drawn), the scenic background of each kept clip, "
+            "every rule's measured value against its threshold, the override line of each "
             "rejected clip, ingest rejections, per-challenge score histograms, extraction totals and the "
             "release. Pages hold a fixed number of clip cards and can be filtered by decision or reason; "
             "images are files beside the pages, so the report opens offline."
@@ -30,10 +31,9 @@ def register(subparsers, parent: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backgrounds-budget",
         type=float,
-        default=300.0,
         metavar="SECONDS",
-        help="time spent computing scenic background images of kept clips that have none yet "
-        "(a few seconds each; kept for the next run; 0: none; default: 300)",
+        help="no longer used, accepted for old scripts: the report computes nothing; a kept clip's scenic "
+        "background is the one `vdv extract scenic` saved",
     )
     parser.set_defaults(func=_report, work_access="update")
 
@@ -55,9 +55,7 @@ def _report(args) -> int:
     from pipeline.tables import SchemaMismatch
 
     try:
-        index = write_report(
-            args.work, args.release, page_size=args.page_size, backgrounds_budget_s=args.backgrounds_budget
-        )
+        index = write_report(args.work, args.release, page_size=args.page_size)
     except SchemaMismatch as err:  # a table of another version or a damaged file: one line, no traceback
         print(f"vdv report: error: {err}", file=sys.stderr)
         return 2

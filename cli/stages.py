@@ -7,52 +7,23 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from pipeline import tables
-from pipeline.config import ConfigError, load_config, stage_config
-
-
-def _config(cls, args, section: str, **overrides):
-    """The stage's config from ``--config``; a bad value is a ConfigError naming the section."""
-    try:
-        return stage_config(cls, load_config(args.config), section, **overrides)
-    except (TypeError, ValueError) as err:
-        if isinstance(err, ConfigError):
-            raise
-        raise ConfigError(f"{args.config or 'defaults'}: [{section}]: {err}") from err
-
-
-def _require(work: str, spec: tables.TableSpec, command: str) -> list[dict]:
-    if not tables.table_files(work, spec.name):
-        raise FileNotFoundError(f"no {spec.name} table under {work}; run `vdv {command}` first")
-    return tables.read_table(work, spec).to_pylist()
-
-
-def _counts(rows: list[dict]) -> str:
-    counts = Counter(row["reason"] for row in rows)
-    return ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items())) or "none"
-
+from pipeline.sections import load_config
 
 # -- ingest ---------------------------------------------------------------------------------------
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from pipeline.ingest import IngestConfig, prepare_clips, read_pairing
-    from pipeline.metadata import parse_time
+    from pipeline.stages import rejection_counts, run_ingest
 
-    overrides = {"probe_budget_s": args.probe_budget, "challenge_rule": args.challenge_rule}
+    # [ingest] fields given as options, then the pairing file and the crawl time
+    options = {"probe_budget_s": args.probe_budget, "challenge_rule": args.challenge_rule}
     if args.challenge_hashtag:
-        overrides["challenge_hashtags"] = tuple(args.challenge_hashtag)
-    config = _config(IngestConfig, args, "ingest", **overrides)
-    try:
-        pairing = read_pairing(args.pairing) if args.pairing else None
-    except ValueError as err:
-        raise ConfigError(str(err)) from err
-    try:
-        crawl_time = parse_time(args.crawl_time if args.crawl_time is not None else config.crawl_time)
-    except ValueError as err:
-        raise ConfigError(f"crawl time: {err}") from err
-    result = prepare_clips(args.raw_dir, config=config, pairing=pairing, crawl_time=crawl_time, output_dir=args.work)
+        options["challenge_hashtags"] = tuple(args.challenge_hashtag)
+    options.update(pairing=args.pairing, crawl_time=args.crawl_time)
+    result = run_ingest(args.raw_dir, args.work, load_config(args.config), **options)
     print(
-        f"ingest: {len(result.clips)} clip(s) in the manifest, {len(result.rejections)} rejection(s): {_counts(result.rejections)}"
+        f"ingest: {len(result.clips)} clip(s) in the manifest, {len(result.rejections)} rejection(s): "
+        f"{rejection_counts(result.rejections)}"
     )
     for line in result.metadata_problems():
         print(f"  bad metadata: {line}")
@@ -64,28 +35,17 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_screen(args: argparse.Namespace) -> int:
-    from pipeline.screen import ScreenConfig, read_overrides, screen_clips, visual_screener
+    from pipeline.stages import pixel_rules, rejection_counts, run_screen
 
-    config = _config(
-        ScreenConfig, args, "screen", max_followers=args.max_followers, visual=False if args.no_visual else None
-    )
-    clips = _require(args.work, tables.CLIPS, "ingest")
-    try:
-        overrides = read_overrides(args.overrides) if args.overrides else None
-    except ValueError as err:
-        raise ConfigError(str(err)) from err
-    visual = None
-    if config.visual:
-        try:
-            visual = visual_screener(load_config(args.config), args.work)
-        except ImportError as err:
-            raise ConfigError(
-                f"pixel rules unavailable ({err}); pass --no-visual or set [screen] visual = false"
-            ) from err
-    result = screen_clips(clips, config, overrides=overrides, visual=visual, output_dir=args.work)
+    config = load_config(args.config)
+    settings = {"max_followers": args.max_followers, "visual": False if args.no_visual else None}
+    visual = pixel_rules(config, args.work, **settings)
+    result = run_screen(args.work, config, overrides=args.overrides, pixels=visual, **settings)
     for note in result.notes:
         print(f"screen: NOTE: {note}")
-    print(f"screen: {len(result.kept)} of {len(result.rows)} clip(s) kept; rejected: {_counts(result.rejections)}")
+    print(
+        f"screen: {len(result.kept)} of {len(result.rows)} clip(s) kept; rejected: {rejection_counts(result.rejections)}"
+    )
     if visual is not None:
         print(
             f"screen: pixel rules run on {visual.computed} clip(s), {visual.reused} reused (clip and rules unchanged)"
@@ -97,18 +57,13 @@ def cmd_screen(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from pipeline.virality import ScoreConfig, read_scale, score_clips
+    from pipeline.stages import rejection_counts, run_score
 
-    config = _config(ScoreConfig, args, "score")
-    clips = _require(args.work, tables.CLIPS, "ingest")
-    screening = _require(args.work, tables.SCREENING, "screen")
-    kept = [row["clip_id"] for row in screening if row["kept"]]
-    scale = read_scale(args.scale, config) if args.scale else None
-    result = score_clips(clips, config, kept=kept, scale=scale, output_dir=args.work)
+    result = run_score(args.work, load_config(args.config), scale=args.scale)
     for warning in result.warnings:
         print(f"score: WARNING: {warning}")
     source = f"stored scale {args.scale}" if args.scale else "scale fitted on the kept clips"
-    print(f"score: {len(result.rows)} clip(s) scored on the {source}; rejected: {_counts(result.rejections)}")
+    print(f"score: {len(result.rows)} clip(s) scored on the {source}; rejected: {rejection_counts(result.rejections)}")
     return 0
 
 

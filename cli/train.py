@@ -10,7 +10,7 @@ import sys
 
 # cheap (no torch): importing models also registers its configuration sections ([train], [data],
 # [sports], [psgcn], ...) with pipeline.config, so every command's check of --config knows them
-from models.ablations import ABLATIONS
+from models.ablations import ablations
 
 
 def register(subparsers, parent: argparse.ArgumentParser) -> None:
@@ -28,7 +28,7 @@ def _add_train(subparsers, parent: argparse.ArgumentParser) -> None:
         help="all (every challenge) or challenge-<name> (one challenge): the 80/20 split of that track",
     )
     p.add_argument("--model", help="multimodal (default), psgcn, stgcn, rtcn, tcn, lstm")
-    p.add_argument("--modalities", help="comma-separated streams, e.g. skeletal,holistic")
+    p.add_argument("--modalities", help="comma-separated streams, e.g. pose,holistic")
     p.add_argument("--epochs", type=int, help="epochs to train (default: [train] epochs of --config)")
     p.add_argument(
         "--profile",
@@ -46,12 +46,12 @@ def _add_evaluate(subparsers, parent: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", help="score this trained model on the test side of --track instead of training")
     p.add_argument("--tracks", help="comma-separated tracks (default: every track)")
     p.add_argument("--track", default="all", help="track of --checkpoint")
-    p.add_argument("--ablations", default="full", help="comma-separated: " + ",".join(ABLATIONS))
+    p.add_argument("--ablations", default="full", help="comma-separated: " + ",".join(ablations()))
     p.add_argument(
         "--model",
         help="multimodal (default), psgcn, stgcn, rtcn, tcn, lstm, or svr (the SVR baseline on pooled features)",
     )
-    p.add_argument("--modalities", help="comma-separated streams, e.g. skeletal,holistic")
+    p.add_argument("--modalities", help="comma-separated streams, e.g. pose,holistic")
     p.add_argument(
         "--epochs", type=int, help="epochs per (ablation, track) model (default: [train] epochs of --config)"
     )
@@ -86,12 +86,12 @@ def _add_sports(subparsers, parent: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser(
         "sports",
         parents=[parent],
-        help="AQA-7 sports rating (skeletal and holistic streams): extract, train on Split_4 train, SRC per class on Split_4 test",
+        help="AQA-7 sports rating (pose and holistic streams): extract, train on Split_4 train, SRC per class on Split_4 test",
     )
     p.add_argument("root", metavar="AQA7_ROOT", help="the unpacked AQA-7 tree (Seven/, Split_4/)")
     p.add_argument("--out", required=True, metavar="DIR", help="results.json, results.md and runs/<model>/")
-    p.add_argument("--model", help="multimodal (default: skeletal + holistic fusion), psgcn, rtcn, tcn, lstm")
-    p.add_argument("--modalities", help="comma-separated streams among skeletal,holistic (default: both)")
+    p.add_argument("--model", help="multimodal (default: pose + holistic fusion), psgcn, rtcn, tcn, lstm")
+    p.add_argument("--modalities", help="comma-separated streams among pose,holistic (default: both)")
     p.add_argument("--epochs", type=int, help="epochs to train (default: [train] epochs of --config)")
     p.add_argument("--device", help="auto (CUDA when present), cpu, cuda")
     p.add_argument("--per-class", action="store_true", help="one model per class instead of one over all classes")
@@ -120,7 +120,8 @@ def _configs(args):
     """(TrainConfig, DataConfig, the whole TOML mapping for the model sections)."""
     from models.data import DataConfig
     from models.train import TrainConfig
-    from pipeline.config import load_config, stage_config
+    from pipeline.config import stage_config
+    from pipeline.sections import load_config
 
     cfg = load_config(args.config)
     mods = tuple(args.modalities.split(",")) if getattr(args, "modalities", None) else None
@@ -181,13 +182,14 @@ def _feedback(args) -> int:
     model = feedback.skeleton_model(model)  # a fused model gives its skeleton stream
     source = open_source(args.source or args.work)
     out = Path(args.out)
+    stream = feedback.skeleton_stream()
     if args.clip:
-        loaded = source.load("skeletal", args.clip)
+        loaded = source.load(stream, args.clip)
         if loaded is None:
-            print(f"vdv feedback: no pose shard for clip {args.clip}")
+            print(f"vdv feedback: no {stream} shard for clip {args.clip}")
             return 2
         grad, joints, _ = feedback.clip_guidance(model, *loaded)
-        fps = 25.0  # the skeletal time grid (SPEC section 4)
+        fps = source.rate(stream) or 25.0  # the skeleton stream's time grid (SPEC section 4: 25 fps)
         feedback.save_guidance(out, grad, joints, fps)
         if args.video:
             drawn = feedback.render(
@@ -195,7 +197,7 @@ def _feedback(args) -> int:
             )
             print(json.dumps(drawn, indent=2))
     if args.tips:
-        ds = ViralityDataset(source, ("skeletal",), config=data_config)
+        ds = ViralityDataset(source, (stream,), config=data_config)
         print(
             json.dumps(feedback.save_tips(out, feedback.dance_tips(model, [ds[i] for i in range(len(ds))])), indent=2)
         )
@@ -214,17 +216,11 @@ def _sports(args) -> int:
 
         train = dataclasses.replace(train, modalities=sports.STREAMS)
     if not args.skip_extract:
-        from pipeline import holistic, pose
+        from pipeline.extraction import plan_extraction
 
         device = None if args.device in (None, "auto") else args.device
-        extractors = {}
-        if "skeletal" in train.modalities:
-            extractors["skeletal"] = pose.build_extractor(cfg.get("pose", {}), device=device)
-        if "holistic" in train.modalities:
-            extractors["holistic"] = holistic.build_extractor(
-                cfg.get("holistic", {}), untrained=args.untrained, device=device
-            )
-        prep = sports.prepare_aqa7(args.root, args.work, extractors, sports_config)
+        plan = plan_extraction(train.modalities, cfg, untrained=args.untrained, device=device)
+        prep = sports.prepare_aqa7(args.root, args.work, plan, sports_config)
         print(f"sports: {len(prep['train'])} train and {len(prep['test'])} test samples; {prep['rejected']} rejected")
     results = sports.train_sports(
         args.root, args.work, args.out, train, data, config=sports_config, per_class=args.per_class

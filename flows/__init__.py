@@ -7,4 +7,6 @@ without a server (Prefect's ephemeral mode) from ``vdv build`` / ``vdv reextract
 
 # the models' configuration sections ([train], [psgcn], ...) are known to every flow's
 # load_config, whether the flow was started by `vdv` or by a deployment's worker
-import models  # noqa: E402, F401
+from models import register_config
+
+register_config()

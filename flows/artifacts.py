@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from uuid import UUID
 
-from pipeline.extraction import MODALITIES
+from pipeline import modalities as registry
 
 BRIDGED_LOGGERS = ("pipeline", "models")
 KINDS = ("build", "reextract", "release")
@@ -54,9 +54,8 @@ def extraction_rows(report: Mapping[str, Any]) -> list[dict]:
     extract = report.get("extract") or {}
     failed_modalities = report.get("failed_modalities") or {}
     rows = []
-    for modality in [m for m in MODALITIES if m in extract or m in failed_modalities] + sorted(
-        set(extract) - set(MODALITIES)
-    ):
+    known = registry.names()
+    for modality in [m for m in known if m in extract or m in failed_modalities] + sorted(set(extract) - set(known)):
         s = extract.get(modality)
         if s is None:
             rows.append({"modality": modality, "computed": 0, "skipped": 0, "failed": "all", "seconds": None})

@@ -14,12 +14,13 @@ from prefect import flow
 
 from flows.build import extract_stage, open_run, run_rule_stages
 from pipeline import extraction
+from pipeline import modalities as registry
 
 
 @flow(name="reextract")
 def reextract(
     work: str = "work",
-    modalities: list[str] = list(extraction.MODALITIES),  # noqa: B006 - Prefect parameters need a JSON default
+    modalities: list[str] | None = None,
     config_path: str | None = None,
     raw_dir: str | None = None,
     pairing: str | None = None,
@@ -34,28 +35,20 @@ def reextract(
     threads_per_worker: int = 1,
     dask_address: str | None = None,
 ) -> dict:
-    """Re-extract ``modalities`` for the kept clips of ``work``; ``force`` recomputes even current shards.
+    """Re-extract ``modalities`` (default: every registered one) for the kept clips of ``work``;
+    ``force`` recomputes even current shards.
 
     ``runner``, ``workers``, ``threads_per_worker`` and ``dask_address`` choose where the
     per-clip tasks run, as for the build flow.
     """
+    modalities = list(modalities or registry.names())
     frame = open_run(
         "reextract", work, config_path, modalities, runner, workers, threads_per_worker, dask_address, device=device
     )
-    with frame as (clip_runner, config, report):
-        report.update({"work": work, "modalities": list(modalities)})
-        report["partial_removed"] = extraction.sweep_partial_files(work)
+    with frame as state:
+        state.inputs.update(work=work, modalities=list(modalities))
+        state.inputs["partial_removed"] = extraction.sweep_partial_files(work)
         if raw_dir:
-            report.update(run_rule_stages(clip_runner, raw_dir, work, config, pairing, crawl_time, overrides))
-        extract_stage(
-            clip_runner,
-            report,
-            work,
-            config,
-            modalities,
-            untrained=untrained,
-            device=device,
-            precision=precision,
-            force=force,
-        )
-    return report
+            run_rule_stages(state, raw_dir, pairing, crawl_time, overrides)
+        extract_stage(state, modalities, untrained=untrained, device=device, precision=precision, force=force)
+    return state.report()

@@ -5,9 +5,9 @@ from __future__ import annotations
 from prefect import flow
 
 from flows import artifacts, tasks
-from pipeline.config import load_config
 from pipeline.lock import WorkLock
 from pipeline.release import check_releasable
+from pipeline.sections import load_config
 from pipeline.workdir import prepare
 
 
@@ -33,7 +33,8 @@ def release(
         info = {
             k: build_info[k] for k in ("ingest", "screen", "score", "extract", "precision", "device") if k in build_info
         }
-        summary = tasks.package(work, out, config, allow_untrained, salt, info)
+        precision, device = build_info.get("precision"), build_info.get("device")
+        summary = tasks.package(work, out, config, allow_untrained, salt, info, precision, device)
     try:
         artifacts.publish_artifacts(summary, "release")
     except Exception as err:  # noqa: BLE001 - the artifacts are for people; the release is made

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,10 +26,8 @@ from typing import Any
 from prefect import task
 from prefect.logging import get_run_logger
 
-from pipeline import extraction, tables
-from pipeline.attempts import MAX_DEATHS, AttemptLedger
+from pipeline import extraction, stages, tables
 from pipeline.extraction import ExtractionPlan
-from pipeline.runtime import worker_name
 
 STATE_DIR = "flow_state"  # <work>/flow_state/: what the flows remember between runs (JSON)
 
@@ -51,13 +48,6 @@ def transient_io(task, task_run, state) -> bool:
     except Exception:  # noqa: BLE001 - any other failure is final
         return False
     return False
-
-
-def kept_clips(work: str | Path) -> list[dict]:
-    """Rows of the ``clips`` table that passed screening and got a score, ordered by clip id."""
-    scored = set(tables.read_table(work, tables.SCORES).column("clip_id").to_pylist())
-    clips = tables.read_table(work, tables.CLIPS).to_pylist()
-    return sorted((c for c in clips if c["clip_id"] in scored), key=lambda c: c["clip_id"])
 
 
 # -- rule stages ----------------------------------------------------------------------------------
@@ -89,34 +79,15 @@ def ingest(
     crawl_time: str | None = None,
     probed: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict:
-    """``pipeline.ingest.prepare_clips`` on ``raw_dir``, writing ``clips`` and its rejections;
-    ``probed``: the files already probed by ``probe_clip`` tasks, by path."""
-    from pipeline import ingest as stage
-    from pipeline.config import stage_config
-
-    cfg = stage_config(stage.IngestConfig, dict(config), "ingest")
-    pairs = stage.read_pairing(pairing) if pairing else None
-    result = stage.prepare_clips(
-        raw_dir, config=cfg, pairing=pairs, crawl_time=crawl_time, output_dir=work, probed=probed
+    """The ingest stage (:func:`pipeline.stages.run_ingest`) on ``raw_dir``, writing ``clips`` and
+    its rejections; ``probed``: the files already probed by ``probe_clip`` tasks, by path."""
+    summary = stages.ingest_summary(
+        stages.run_ingest(raw_dir, work, config, pairing=pairing, crawl_time=crawl_time, probed=probed)
     )
-    summary = {"clips": len(result.clips), "rejected": len(result.rejections), "reasons": result.reasons()}
-    summary["metadata_problems"] = result.metadata_problems()  # files or records that did not parse
     _log().info(
         "ingest: %d clip(s) accepted, %d rejected %s", summary["clips"], summary["rejected"], summary["reasons"]
     )
     return summary
-
-
-def pixel_rule_clips(work: str, config: Mapping[str, Any]) -> list[dict]:
-    """Clips whose pixel rules must run: they pass every cheap rule and the rules are on."""
-    from pipeline import screen as stage
-    from pipeline.config import stage_config
-
-    cfg = stage_config(stage.ScreenConfig, dict(config), "screen")
-    if not cfg.visual:
-        return []
-    clips = tables.read_table(work, tables.CLIPS).to_pylist()
-    return [c for c in clips if stage.needs_pixels(c, cfg)]
 
 
 @task(name="pixel-rules", tags=["screen"])
@@ -130,27 +101,10 @@ def screen_clip(work: str, clip: Mapping[str, Any], config: Mapping[str, Any]) -
 
 @task(name="screen")
 def screen(work: str, config: Mapping[str, Any], overrides: str | None = None) -> dict:
-    """``pipeline.screen.screen_clips`` over the clips table: the cheap rules again, the pixel
+    """The screen stage (:func:`pipeline.stages.run_screen`): the cheap rules again, the pixel
     rules from their per-clip shards (computed here only for a clip whose task did not store them)."""
-    from pipeline import screen as stage
-    from pipeline.config import stage_config
-
-    cfg = stage_config(stage.ScreenConfig, dict(config), "screen")
-    clips = tables.read_table(work, tables.CLIPS).to_pylist()
-    pixels = stage.PixelRules(config, work, thumbnails=True) if cfg.visual else None
-    result = stage.screen_clips(
-        clips, cfg, overrides=stage.read_overrides(overrides) if overrides else None, visual=pixels, output_dir=work
-    )
-    summary = {
-        "screened": len(result.rows),
-        "kept": len(result.kept),
-        "rejected": len(result.rows) - len(result.kept),
-        # every failing rule counts, so a clip rejected for two reasons appears under both
-        "reasons": dict(
-            Counter(reason for r in result.rows if not r["kept"] for reason in r["reasons"] or ["override_reject"])
-        ),
-        "notes": list(result.notes),
-    }
+    result = stages.run_screen(work, config, overrides=overrides)
+    summary = stages.screen_summary(result)
     _log().info("screen: %d kept, %d rejected", summary["kept"], summary["rejected"])
     for note in result.notes:
         _log().warning("screen: %s", note)
@@ -159,23 +113,11 @@ def screen(work: str, config: Mapping[str, Any], overrides: str | None = None) -
 
 @task(name="score")
 def score(work: str, config: Mapping[str, Any]) -> dict:
-    """``pipeline.virality.score_clips`` over the kept clips (scale fitted on them)."""
-    from pipeline import virality as stage
-    from pipeline.config import stage_config
-
-    cfg = stage_config(stage.ScoreConfig, dict(config), "score")
-    clips = tables.read_table(work, tables.CLIPS).to_pylist()
-    kept = [r["clip_id"] for r in tables.read_table(work, tables.SCREENING).to_pylist() if r["kept"]]
-    result = stage.score_clips(clips, cfg, kept=kept, output_dir=work)
+    """The score stage (:func:`pipeline.stages.run_score`) over the kept clips (scale fitted on them)."""
+    result = stages.run_score(work, config)
     for warning in result.warnings:
         _log().warning("score: %s", warning)
-    summary = {
-        "scored": len(result.rows),
-        "rejected": len(result.rejections),
-        "challenges": {
-            c: {"raw_min": s.raw_min, "raw_max": s.raw_max, "n_clips": s.n_clips} for c, s in result.scale.items()
-        },
-    }
+    summary = stages.score_summary(result)
     _log().info("score: %d clip(s) scored in %d challenge(s)", summary["scored"], len(summary["challenges"]))
     return summary
 
@@ -193,35 +135,12 @@ def check_worker(plan: ExtractionPlan) -> str:
 # No retries: a clip's failure is the data, which a retry does not change. A worker that dies
 # is a different matter: the flow's runner gives the clip one more worker (see flows/build.py).
 @task(name="extract-clip", tags=["extract"])
-def extract_clip(
-    work: str,
-    clip: Mapping[str, Any],
-    plan: ExtractionPlan,
-    decode: Mapping[str, Any],
-    attempts: str,
-    force: bool = False,
-) -> list[dict]:
-    """Every modality of ``plan`` for one clip, from one decode pass; one item dict per modality.
-
-    ``attempts``: the run's :class:`~pipeline.attempts.AttemptLedger` directory. The clip is
-    marked there while it is worked on, and a clip whose marks show that
-    :data:`~pipeline.attempts.MAX_DEATHS` workers died on it is rejected without running again.
-    """
-    log = _log()
-    ledger = AttemptLedger(attempts)
-    dead = ledger.dead(clip["clip_id"])
-    if len(dead) >= MAX_DEATHS:
-        message = f"{len(dead)} worker processes died while extracting it ({', '.join(dead)})"
-        log.warning("%s: rejected (worker_died) %s", clip["clip_id"][:12], message)
-        return [it.as_dict() for it in extraction.worker_died(clip, plan.modalities, message)]
-    extractors = extraction.load_extractors(plan)
-    cfg = extraction.decode_config({"decode": dict(decode)})
-    with ledger.attempt(clip["clip_id"], worker_name()):
-        items = extraction.extract_clip(clip, extractors, work, force=force, decode=cfg)
-    for it in items:
-        if it.status == extraction.REJECTED:
-            log.warning("%s %s: rejected (%s) %s", it.modality, it.clip_id[:12], it.reason, it.message)
-    return [it.as_dict() for it in items]
+def extract_clip(job: Mapping[str, Any]) -> list[dict]:
+    """Every modality of one clip, from one decode pass, under the run's attempt ledger; one item
+    dict per modality. ``job``: the keyword arguments of :func:`pipeline.extraction.attempt_clip`
+    (work, clip, plan, decode, attempts, force), as :func:`pipeline.extraction.run_extraction`
+    hands them out."""
+    return [it.as_dict() for it in extraction.attempt_clip(**job)]
 
 
 # -- training and release -------------------------------------------------------------------------
@@ -258,40 +177,33 @@ def package(
     allow_untrained: bool = False,
     salt: str | None = None,
     build_info: Mapping | None = None,
+    precision: str | None = None,
+    device: str | None = None,
 ) -> dict:
-    """``pipeline.release.package_release`` then ``verify_release``; fails if verification fails."""
-    from pipeline import release as stage
-    from pipeline.config import stage_config
+    """The release stage (:func:`pipeline.release.release_stage`); fails if verification fails.
 
-    cfg = stage_config(stage.ReleaseConfig, dict(config), "release")
-    info = dict(build_info or {})
-    summary = stage.package_release(
+    ``precision`` and ``device``: what the build resolved, so that identities are compared with
+    what it computed."""
+    from pipeline.release import release_stage
+
+    run = release_stage(
         work,
         out,
-        config=cfg,
+        config,
         allow_untrained=allow_untrained,
         salt=salt,
         build_info=build_info,
-        run_config=config,
-        # identities are compared with what the build computed: its resolved precision and device
-        precision=info.get("precision"),
-        device=info.get("device"),
+        precision=precision,
+        device=device,
     )
-    checked = stage.verify_release(summary.path)
-    if not checked.ok:
-        raise RuntimeError(f"release {summary.path} failed verification: {checked.problems[:5]}")
-    _log().info("release: %s (%s), verified", summary.path, summary.counts)
-    if summary.untrained_modalities:
+    if not run.checked.ok:
+        raise RuntimeError(f"release {run.summary.path} failed verification: {run.checked.problems[:5]}")
+    _log().info("release: %s (%s), verified", run.summary.path, run.summary.counts)
+    if run.summary.untrained_modalities:
         _log().warning(
-            "release: features of %s come from UNTRAINED weights (allowed explicitly)", summary.untrained_modalities
+            "release: features of %s come from UNTRAINED weights (allowed explicitly)", run.summary.untrained_modalities
         )
-    return {
-        "path": str(summary.path),
-        "counts": summary.counts,
-        "untrained_modalities": summary.untrained_modalities,
-        "missing": summary.missing,
-        "verified": True,
-    }
+    return run.as_dict()
 
 
 # -- flow state -----------------------------------------------------------------------------------

@@ -12,14 +12,14 @@ cheap (no torch): the command line imports it while it builds its parser, to rea
 :mod:`models.ablations` and to register the models' configuration sections.
 
 Configuration sections: ``[train]``, ``[data]``, ``[sports]`` and one per registered model
-(``[psgcn]``, ``[rtcn]``, ...) are the models' (:data:`models.sections.SECTIONS`). Importing this
-package registers them with :func:`pipeline.config.register_sections`, which imports them (and
-torch) only when a configuration file has a section no pipeline stage reads.
+(``[psgcn]``, ``[rtcn]``, ...) are the models' (:data:`models.sections.SECTIONS`).
+:func:`register_config` names them to :func:`pipeline.config.register_sections` (a call, made
+when this package is imported and again by the command line at start-up); they are imported
+(with torch) only when a configuration file has a section no pipeline stage reads.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from pipeline.config import register_sections
@@ -40,19 +40,34 @@ _EXPORTS: dict[str, str] = {
             "parameter_count",
             "save_checkpoint",
         ),
-        "models.registry",
+        "registry",
     ),
     **dict.fromkeys(
-        ("STREAMS", "AttentiveFusion", "FusionOutput", "MultiModalConfig", "MultiModalModel", "average_fusion"),
-        "models.fusion",
+        ("streams", "AttentiveFusion", "FusionOutput", "MultiModalConfig", "MultiModalModel", "average_fusion"),
+        "fusion",
     ),
-    **dict.fromkeys(("LSTMConfig", "LSTMRegressor", "SVRBaseline"), "models.baselines"),
-    **dict.fromkeys(("PSGCN", "PSGCNConfig"), "models.psgcn"),
-    **dict.fromkeys(("RTCN", "RTCNConfig"), "models.rtcn"),
-    **dict.fromkeys(("STGCN", "STGCNConfig"), "models.stgcn"),
-    "StreamOutput": "models.units",
+    **dict.fromkeys(("LSTMConfig", "LSTMRegressor", "SVRBaseline"), "baselines"),
+    **dict.fromkeys(("PSGCN", "PSGCNConfig"), "psgcn"),
+    **dict.fromkeys(("RTCN", "RTCNConfig"), "rtcn"),
+    **dict.fromkeys(("STGCN", "STGCNConfig"), "stgcn"),
+    "StreamOutput": "units",
 }
 __all__ = sorted(_EXPORTS)
+
+
+def _module(name: str):
+    """The submodule ``name`` of this package, imported now (named here, so the import graph shows it)."""
+    from models import baselines, fusion, psgcn, registry, rtcn, stgcn, units
+
+    return {
+        "baselines": baselines,
+        "fusion": fusion,
+        "psgcn": psgcn,
+        "registry": registry,
+        "rtcn": rtcn,
+        "stgcn": stgcn,
+        "units": units,
+    }[name]
 
 
 def __getattr__(name: str) -> Any:
@@ -60,7 +75,7 @@ def __getattr__(name: str) -> Any:
     if module is None:
         # not an export: the import system then looks for a submodule of that name
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(_module(module), name)
     globals()[name] = value
     return value
 
@@ -69,4 +84,15 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_EXPORTS))
 
 
-register_sections("models.sections:SECTIONS")
+def _sections() -> dict[str, type]:
+    from models.sections import SECTIONS
+
+    return SECTIONS
+
+
+def register_config() -> None:
+    """Register the models' configuration sections with the pipeline (downward, by a call)."""
+    register_sections(_sections)
+
+
+register_config()

@@ -2,10 +2,12 @@
 
 ``no_downsampling`` (PSGCN without graph down-sampling), ``no_relational_pooling`` (RTCN
 without relational pooling), ``average_fusion`` (no modality attention), ``no_<stream>`` for
-each appearance stream, ``no_mse``, ``no_ranking``; ``full`` is the model as configured.
+each sequence stream (every registered modality that an RTCN reads: holistic, facial, scenic),
+``no_mse``, ``no_ranking``; ``full`` is the model as configured.
 
-The one list of them: :func:`models.evaluate.run_protocol` trains one model per ablation and
-``vdv evaluate --ablations`` names them in its help, so this module imports nothing heavy.
+The one list of them (:func:`ablations`): :func:`models.evaluate.run_protocol` trains one model
+per ablation and ``vdv evaluate --ablations`` names them in its help, so this module imports
+nothing heavy.
 """
 
 from __future__ import annotations
@@ -13,28 +15,31 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
+from pipeline import modalities as registry
+
 if TYPE_CHECKING:
     from models.train import TrainConfig
 
-# name -> the TrainConfig fields it changes; "drop" removes that stream from the modalities
-ABLATIONS: dict[str, dict] = {
-    "full": {},
-    "no_downsampling": {"downsample": False},
-    "no_relational_pooling": {"relational_pooling": False},
-    "average_fusion": {"fusion": "average"},
-    "no_holistic": {"drop": "holistic"},
-    "no_facial": {"drop": "facial"},
-    "no_scenic": {"drop": "scenic"},
-    "no_mse": {"mse": False},
-    "no_ranking": {"ranking": False},
-}
+
+def ablations() -> dict[str, dict]:
+    """name -> the TrainConfig fields it changes; "drop" removes that stream from the modalities."""
+    return {
+        "full": {},
+        "no_downsampling": {"downsample": False},
+        "no_relational_pooling": {"relational_pooling": False},
+        "average_fusion": {"fusion": "average"},
+        **{f"no_{m}": {"drop": m} for m in registry.with_stream("sequence")},
+        "no_mse": {"mse": False},
+        "no_ranking": {"ranking": False},
+    }
 
 
 def ablation_config(base: TrainConfig, name: str) -> TrainConfig:
-    """``base`` with ablation ``name`` switched on (see :data:`ABLATIONS`)."""
-    if name not in ABLATIONS:
-        raise ValueError(f"unknown ablation {name!r}; known: {list(ABLATIONS)}")
-    change = dict(ABLATIONS[name])
+    """``base`` with ablation ``name`` switched on (see :func:`ablations`)."""
+    known = ablations()
+    if name not in known:
+        raise ValueError(f"unknown ablation {name!r}; known: {list(known)}")
+    change = dict(known[name])
     drop = change.pop("drop", None)
     if drop is not None:
         if drop not in base.modalities:

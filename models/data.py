@@ -12,15 +12,18 @@ Sources
 Tracks (:func:`track_splits`): ``all`` and one ``challenge-<name>`` track per challenge, each a
 fixed train/test split: a release's stored splits, else the rule of :mod:`pipeline.splits`.
 
-Modalities are named by stream (:data:`models.fusion.STREAMS`): ``skeletal`` (shards of
-``pose``), ``holistic``, ``facial``, ``scenic`` (SPEC section 4).
+Streams are the registered modalities, named as the pipeline names them
+(:mod:`pipeline.modalities`: ``pose``, ``holistic``, ``facial``, ``scenic``, SPEC section 4); the
+models' older name ``skeletal`` for ``pose`` is still read (checkpoints, releases, options).
 
 Temporal sampling (documented choice)
 -------------------------------------
-Every stream is brought to a fixed length ``T`` of its own (:class:`DataConfig`). A clip with at
-least ``T`` samples is sampled uniformly: sample ``i`` is source index ``floor((i + 0.5) * L / T)``,
-i.e. the centre of the i-th of ``T`` equal segments, so the whole clip is covered with an even
-stride. A shorter clip keeps all of its samples in order and is padded at the end with zeros.
+Every stream is brought to a fixed length ``T`` of its own: the seconds it sees (its modality's
+``span_s``, or ``[data] seconds``, :class:`DataConfig`) times the rate of its grid, read from its
+shards (``fps``), so a change of rate keeps the span. A clip with at least ``T`` samples is
+sampled uniformly: sample ``i`` is source index ``floor((i + 0.5) * L / T)``, i.e. the centre of
+the i-th of ``T`` equal segments, so the whole clip is covered with an even stride. A shorter
+clip keeps all of its samples in order and is padded at the end with zeros.
 The frame mask is true where a sample is real *and* valid (a person or a face was found); padded
 and invalid samples are zero and masked out.
 
@@ -44,23 +47,22 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from models.fusion import STREAMS
+from pipeline import modalities as registry
 from pipeline import splits as split_rule
 from pipeline import tables
 from pipeline.skeleton import MPII_INDEX, NUM_JOINTS
 
 log = logging.getLogger(__name__)
 
-# stream name (models.fusion.STREAMS) -> modality name of the feature shards (pipeline.features)
-SHARD_MODALITY = {"skeletal": "pose", "holistic": "holistic", "facial": "facial", "scenic": "scenic"}
 PELVIS, THORAX = MPII_INDEX["pelvis"], MPII_INDEX["thorax"]
 
 
@@ -68,16 +70,46 @@ PELVIS, THORAX = MPII_INDEX["pelvis"], MPII_INDEX["thorax"]
 class DataConfig:
     """How clips become fixed-size tensors. Config section ``[data]``."""
 
-    # samples per stream; at 25 fps 256 samples cover 10.2 s, the middle of VDV's usual 5-15 s
-    skeletal_frames: int = 256
-    holistic_frames: int = 256
-    facial_frames: int = 32  # 3 fps: 10.7 s
-    scenic_frames: int = 32  # one background per 12 frames at 25 fps: 15.4 s
+    # seconds of a clip each stream sees, by modality (``seconds = {facial = 12.0}``); a stream
+    # not named sees its modality's span_s (pose and holistic 10.24 s: 256 samples at 25 fps,
+    # the middle of VDV's usual 5-15 s; facial 10.7 s; scenic 15.4 s). Its frames are these
+    # seconds times its grid's rate, so changing a rate keeps the span.
+    seconds: dict[str, float] = field(default_factory=dict)
     normalize_skeleton: bool = True  # see the module docstring
     min_torso: float = 1e-6  # below this the torso is degenerate and the box height is used
 
-    def frames(self, modality: str) -> int:
-        return int(getattr(self, f"{modality}_frames"))
+    def __post_init__(self):
+        try:
+            seconds = {registry.canonical(m): float(s) for m, s in dict(self.seconds).items()}
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"[data] seconds must map registered modalities to seconds: {err}") from None
+        if any(not s > 0 for s in seconds.values()):
+            raise ValueError(f"[data] seconds must be positive, got {seconds}")
+        object.__setattr__(self, "seconds", seconds)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> DataConfig:
+        """A config as a checkpoint stores it; one written before spans were in seconds gives
+        frame counts (``skeletal_frames = 256``), read as the seconds they covered at the
+        modality's default rate."""
+        values = dict(values)
+        seconds = dict(values.pop("seconds", None) or {})
+        for key in [k for k in values if k.endswith("_frames")]:
+            modality = registry.get(key[: -len("_frames")])
+            seconds.setdefault(modality.name, int(values.pop(key)) / modality.default_rate())
+        names = {f.name for f in cls.__dataclass_fields__.values()}
+        return cls(seconds=seconds, **{k: v for k, v in values.items() if k in names})
+
+    def span(self, modality: str) -> float:
+        """Seconds of a clip the stream of ``modality`` sees."""
+        name = registry.canonical(modality)
+        return self.seconds.get(name, registry.get(name).span_s)
+
+    def frames(self, modality: str, rate: float | None = None) -> int:
+        """Samples of ``modality``'s stream: its span times ``rate`` (samples per second; None:
+        the modality's default rate), at least one."""
+        rate = registry.get(modality).default_rate() if rate is None else rate
+        return max(1, int(round(self.span(modality) * rate)))
 
 
 # -- pure functions -------------------------------------------------------------------------------
@@ -155,15 +187,18 @@ def _row_arrays(table: pa.Table, i: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return arr, valid
 
 
+def _fps(table: pa.Table) -> float | None:
+    return float(table.column("fps")[0].as_py()) if table.num_rows else None
+
+
 class WorkDirSource:
     """Feature shards and scores of a pipeline work directory."""
 
     def __init__(self, work: str | Path):
-        # imported here: pipeline.features brings the decoder (PyAV), which reading shards never uses
         from pipeline.features import current_shards
 
         self.work = Path(work)
-        self._shards = {m: current_shards(self.work, SHARD_MODALITY[m]) for m in STREAMS}
+        self._shards = {m: current_shards(self.work, m) for m in registry.names()}
 
     def records(self) -> list[ClipRecord]:
         scores = tables.read_table(self.work, tables.SCORES)
@@ -182,13 +217,19 @@ class WorkDirSource:
         ]
 
     def has(self, modality: str, clip_id: str) -> bool:
-        return clip_id[:16] in self._shards[modality]
+        return clip_id[:16] in self._shards[registry.canonical(modality)]
+
+    def rate(self, modality: str) -> float | None:
+        """Samples per second of ``modality``'s grid, from one of its shards (None: it has none)."""
+        shards = self._shards[registry.canonical(modality)]
+        return _fps(pq.read_table(next(iter(shards.values())), columns=["fps"])) if shards else None
 
     def load(self, modality: str, clip_id: str) -> tuple[np.ndarray, np.ndarray] | None:
+        modality = registry.canonical(modality)
         path = self._shards[modality].get(clip_id[:16])
         if path is None:
             return None
-        spec = tables.feature_spec(SHARD_MODALITY[modality], _feature_dim(pq.read_schema(path)))
+        spec = tables.feature_spec(modality, _feature_dim(pq.read_schema(path)))
         table = tables.read_file(path, spec)
         ids = table.column("clip_id").to_pylist()
         if clip_id not in ids:
@@ -203,22 +244,20 @@ class ReleaseSource:
     built from the ``clip_id`` column alone and row groups are read on demand (a few cached).
     """
 
-    # names a release may give each stream's config (the stream name, or the shard modality)
-    CONFIG_NAMES = {m: (m, SHARD_MODALITY[m]) for m in STREAMS}
-
     def __init__(self, release: str | Path):
         self.release = Path(release)
         self._index: dict[str, dict[str, tuple[Path, int, int]]] = {}
-        for modality in STREAMS:
+        for record in registry.registered():
             index: dict[str, tuple[Path, int, int]] = {}
-            for name in self.CONFIG_NAMES[modality]:
+            # a release names each config by its modality; older ones may use an alias ("skeletal")
+            for name in (record.name, *record.aliases):
                 for path in sorted((self.release / "data" / name).glob("*.parquet")):
                     meta = pq.ParquetFile(path)
                     for rg in range(meta.num_row_groups):
                         ids = meta.read_row_group(rg, columns=["clip_id"]).column("clip_id").to_pylist()
                         for row, cid in enumerate(ids):
                             index[cid] = (path, rg, row)
-            self._index[modality] = index
+            self._index[record.name] = index
 
     def records(self) -> list[ClipRecord]:
         # the scores are a Hugging Face config like the features (pipeline.release.SCORES_CONFIG)
@@ -241,7 +280,15 @@ class ReleaseSource:
         ]
 
     def has(self, modality: str, clip_id: str) -> bool:
-        return clip_id in self._index[modality]
+        return clip_id in self._index[registry.canonical(modality)]
+
+    def rate(self, modality: str) -> float | None:
+        """Samples per second of ``modality``'s grid, from its released rows (None: it has none)."""
+        index = self._index[registry.canonical(modality)]
+        if not index:
+            return None
+        path, rg, _ = next(iter(index.values()))
+        return _fps(pq.ParquetFile(path).read_row_group(rg, columns=["fps"]))
 
     @staticmethod
     @functools.lru_cache(maxsize=4)
@@ -249,7 +296,7 @@ class ReleaseSource:
         return pq.ParquetFile(path).read_row_group(rg, columns=["clip_id", "valid", "features"])
 
     def load(self, modality: str, clip_id: str) -> tuple[np.ndarray, np.ndarray] | None:
-        where = self._index[modality].get(clip_id)
+        where = self._index[registry.canonical(modality)].get(clip_id)
         if where is None:
             return None
         path, rg, row = where
@@ -300,8 +347,10 @@ class ViralityDataset:
     """Clips with their streams as fixed-size arrays and their virality score (a torch Dataset).
 
     Item: ``{"clip_id", "challenge", "score" (float32), "stream_mask" (M,) bool,
-    "<modality>" array, "<modality>_mask" (T_m,) bool}`` for each modality in ``modalities``:
-    skeletal ``(3, T, 16)``, appearance ``(T, D)``. ``default_collate`` batches it.
+    "<modality>" array, "<modality>_mask" (T_m,) bool}`` for each modality in ``modalities``
+    (default: every registered one): a skeleton stream ``(3, T, 16)``, a sequence stream
+    ``(T, D)``. ``default_collate`` batches it. :attr:`frames` gives each stream's ``T``,
+    :attr:`dims` each stream's ``D``.
 
     Clips without any present stream are left out and listed in :attr:`skipped` with the reason,
     so nothing is dropped silently.
@@ -310,17 +359,15 @@ class ViralityDataset:
     def __init__(
         self,
         source: WorkDirSource | ReleaseSource,
-        modalities: Sequence[str] = STREAMS,
+        modalities: Sequence[str] | None = None,
         *,
         clip_ids: Sequence[str] | None = None,
         config: DataConfig = DataConfig(),
         dims: dict[str, int] | None = None,
+        frames: dict[str, int] | None = None,
     ):
-        unknown = sorted(set(modalities) - set(STREAMS))
-        if unknown:
-            raise ValueError(f"unknown modalities {unknown}; known: {list(STREAMS)}")
         self.source = source
-        self.modalities = tuple(modalities)
+        self.modalities = tuple(registry.canonical(m) for m in (modalities or registry.names()))
         self.config = config
         records = {r.clip_id: r for r in source.records()}
         wanted = list(records) if clip_ids is None else list(clip_ids)
@@ -335,19 +382,24 @@ class ViralityDataset:
                 self.records.append(records[cid])
         if self.skipped:
             log.warning("%d clip(s) left out of the dataset: %s", len(self.skipped), self.skipped)
-        self.dims = dict(dims or {})
+        self.dims = {registry.canonical(m): d for m, d in (dims or {}).items()}
         for m in self.modalities:
-            if m == "skeletal":
-                self.dims[m] = NUM_JOINTS * 3
-            elif m not in self.dims:
+            if m not in self.dims:
                 self.dims[m] = self._probe_dim(m)
+        # each stream's T: its span at its grid's rate (the shards'), unless given (a test side takes the train side's)
+        self.frames = {registry.canonical(m): n for m, n in (frames or {}).items()}
+        for m in self.modalities:
+            if m not in self.frames:
+                self.frames[m] = config.frames(m, source.rate(m))
 
     def _probe_dim(self, modality: str) -> int:
+        if registry.get(modality).stream == "skeleton":
+            return NUM_JOINTS * 3
         for r in self.records:
             loaded = self.source.load(modality, r.clip_id)
             if loaded is not None:
                 return int(loaded[0].shape[1])
-        return tables.FEATURE_DIMS[SHARD_MODALITY[modality]]
+        return registry.get(modality).dim
 
     def __len__(self) -> int:
         return len(self.records)
@@ -362,9 +414,10 @@ class ViralityDataset:
 
     def stream(self, modality: str, clip_id: str) -> tuple[np.ndarray, np.ndarray]:
         """One stream of one clip as (array, frame mask); zeros and a false mask when absent."""
-        frames = self.config.frames(modality)
+        modality = registry.canonical(modality)
+        frames = self.frames[modality]
         loaded = self.source.load(modality, clip_id)
-        if modality == "skeletal":
+        if registry.get(modality).stream == "skeleton":
             if loaded is None:
                 return np.zeros((3, frames, NUM_JOINTS), np.float32), np.zeros(frames, bool)
             return skeleton_tensor(*loaded, frames, normalize=self.config.normalize_skeleton)
@@ -403,5 +456,5 @@ def train_test_datasets(
 ) -> tuple[ViralityDataset, ViralityDataset]:
     """The train and test sides as datasets; the test side takes the train side's stream sizes."""
     train = ViralityDataset(source, modalities, clip_ids=train_ids, config=config)
-    test = ViralityDataset(source, modalities, clip_ids=test_ids, config=config, dims=train.dims)
+    test = ViralityDataset(source, modalities, clip_ids=test_ids, config=config, dims=train.dims, frames=train.frames)
     return train, test

@@ -17,7 +17,7 @@ Baselines: every registered model trains through the same protocol (``--model st
 train side's pooled stream features (mean, std and max over each clip's valid frames of every
 selected modality, concatenated) and scores the test side.
 
-Ablation switches (paper Table 5, SPEC section 6): :data:`models.ablations.ABLATIONS`.
+Ablation switches (paper Table 5, SPEC section 6): :func:`models.ablations.ablations`.
 """
 
 from __future__ import annotations
@@ -93,8 +93,8 @@ def pooled_features(ds: ViralityDataset) -> np.ndarray:
         parts = []
         for m in ds.modalities:
             x = item[m]
-            if m == "skeletal":
-                x = x.transpose(1, 2, 0).reshape(x.shape[1], -1)  # (3, T, 16) -> (T, 16 * 3)
+            if x.ndim == 3:  # a skeleton stream: (3, T, 16) -> (T, 16 * 3)
+                x = x.transpose(1, 2, 0).reshape(x.shape[1], -1)
             parts.append(pool_sequence(x, item[f"{m}_mask"]))
         rows.append(np.concatenate(parts))
     return np.stack(rows) if rows else np.zeros((0, 0))

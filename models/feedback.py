@@ -29,21 +29,29 @@ import numpy as np
 
 from models import graph
 from models.data import NUM_JOINTS, normalize_skeleton
+from pipeline import modalities as registry
 from pipeline.tables import atomic_write
 
 JOINT_NAMES = tuple(name.replace("_", "-") for name in graph.JOINTS)  # plot labels
 BONES = graph.EDGES
 
 
+def skeleton_stream() -> str:
+    """The name of the skeleton stream (the registered modality a PSGCN reads: ``pose``), the
+    key of its arrays in dataset items."""
+    return registry.with_stream("skeleton")[0]
+
+
 def skeleton_model(model):
     """The skeleton model that action guidance differentiates: the model itself for PSGCN or
-    ST-GCN, the ``skeletal`` stream of a fused model. Anything else is a ValueError."""
+    ST-GCN, the skeleton stream of a fused model. Anything else is a ValueError."""
     if getattr(model, "input_kind", None) == "skeleton":
         return model
     if getattr(model, "arch", None) == "multimodal":
-        if "skeletal" not in model.streams:
+        found = [name for name in model.streams if registry.get(name).stream == "skeleton"]
+        if not found:
             raise ValueError(f"this fused model has no skeleton stream (streams {list(model.streams)})")
-        return model.streams["skeletal"]
+        return model.streams[found[0]]
     raise ValueError(f"a {getattr(model, 'arch', type(model).__name__)} model has no skeleton input to guide")
 
 
@@ -187,17 +195,20 @@ def _native_width(video: str | Path) -> float:
 def dance_tips(model, items: Sequence[dict]) -> dict[str, dict[str, np.ndarray]]:
     """Per challenge: ``temporal`` (T, 16), ``overall`` (16,) attention and ``clips`` (SPEC section 7).
 
-    ``items`` are dataset items (``skeletal`` (3, T, 16), ``skeletal_mask`` (T,), ``challenge``).
+    ``items`` are dataset items (the skeleton stream's ``pose`` (3, T, 16), ``pose_mask`` (T,),
+    ``challenge``; older items may say ``skeletal``).
     Only each clip's valid frames count (paper eq. 9); a frame index no clip has valid stays 0 in
     ``temporal``, and a clip with no valid frame is left out.
     """
     model = skeleton_model(model)
     by: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    name = skeleton_stream()
     for item in items:
-        mask = np.asarray(item["skeletal_mask"], bool)
+        key = name if name in item else "skeletal"
+        mask = np.asarray(item[f"{key}_mask"], bool)
         if not mask.any():
             continue
-        g = guidance(model, item["skeletal"], mask)
+        g = guidance(model, item[key], mask)
         by.setdefault(item["challenge"], []).append((np.linalg.norm(g, axis=-1), mask))
     tips = {}
     for ch, clips in sorted(by.items()):

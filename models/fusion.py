@@ -20,8 +20,13 @@ from torch import nn
 from models.psgcn import PSGCN, PSGCNConfig
 from models.rtcn import RTCN, RTCNConfig
 from models.units import StreamOutput
+from pipeline import modalities as registry
 
-STREAMS: tuple[str, ...] = ("skeletal", "holistic", "facial", "scenic")  # paper order of S
+
+def streams() -> tuple[str, ...]:
+    """The streams a fused model can have: the registered modalities, in their order (the paper's
+    order of S for the four built in: pose, holistic, facial, scenic)."""
+    return registry.names()
 
 
 class FusionOutput(NamedTuple):
@@ -105,33 +110,40 @@ def _as_config(value, cls):
 
 @dataclass(frozen=True)
 class MultiModalConfig:
-    streams: tuple[str, ...] = STREAMS  # drop one for the "w/o <stream>" ablations; sports: skeletal, holistic
-    holistic_dim: int = 2048  # TSN ResNet-50 (SPEC section 4)
-    facial_dim: int = 512  # InceptionResnetV1 by default; 2048 with the VGGFace2 ResNet-50
-    scenic_dim: int = 512  # ResNet-18 Places365
-    psgcn: PSGCNConfig = field(default_factory=PSGCNConfig)  # skeletal stream
-    rtcn: RTCNConfig = field(default_factory=RTCNConfig)  # every appearance stream; input_dim is set per stream
+    # registered modalities (pipeline.modalities); drop one for the "w/o <stream>" ablations; sports: pose, holistic
+    streams: tuple[str, ...] = field(default_factory=streams)
+    # per-sample width of each sequence stream (``dims = {facial = 2048}``); a stream not named has
+    # its modality's (holistic 2,048, facial 512, scenic 512: SPEC section 4)
+    dims: dict[str, int] = field(default_factory=dict)
+    psgcn: PSGCNConfig = field(default_factory=PSGCNConfig)  # the skeleton stream
+    rtcn: RTCNConfig = field(default_factory=RTCNConfig)  # every sequence stream; input_dim is set per stream
     fusion_hidden: int = 128  # width of the modality attention's hidden FC layer
     average_fusion: bool = False  # True: the "w/o modality attention" ablation
 
     def __post_init__(self):
-        # nested tables from TOML or a checkpoint arrive as dicts
-        object.__setattr__(self, "streams", tuple(self.streams))
+        # nested tables from TOML or a checkpoint arrive as dicts; older names ("skeletal") are read
+        try:
+            names = tuple(registry.canonical(s) for s in self.streams)
+            dims = {registry.canonical(s): int(d) for s, d in dict(self.dims).items()}
+        except ValueError as err:
+            raise ValueError(f"streams must be registered modalities: {err}") from None
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"streams must be distinct names from {streams()}, got {self.streams}")
+        object.__setattr__(self, "streams", names)
+        object.__setattr__(self, "dims", dims)
         object.__setattr__(self, "psgcn", _as_config(self.psgcn, PSGCNConfig))
         object.__setattr__(self, "rtcn", _as_config(self.rtcn, RTCNConfig))
-        unknown = [s for s in self.streams if s not in STREAMS]
-        if unknown or not self.streams or len(set(self.streams)) != len(self.streams):
-            raise ValueError(f"streams must be distinct names from {STREAMS}, got {self.streams}")
 
     def input_dim(self, stream: str) -> int:
-        return {"holistic": self.holistic_dim, "facial": self.facial_dim, "scenic": self.scenic_dim}[stream]
+        """The per-sample width of a sequence stream."""
+        return self.dims.get(stream, registry.get(stream).dim)
 
 
 class MultiModalModel(nn.Module):
     """The full framework: PSGCN on skeletons, an RTCN per appearance stream, attentive fusion.
 
     ``forward(inputs, present=None)``: ``inputs`` maps each configured stream name to
-    ``(x, mask)``, skeletal ``x`` (N, 3, T, 16), appearance ``x`` (N, T, D), ``mask`` (N, T)
+    ``(x, mask)``, a skeleton stream's ``x`` (N, 3, T, 16), a sequence stream's ``x`` (N, T, D), ``mask`` (N, T)
     bool or None; streams may have different T. ``present`` (N, M) bool, M streams in
     ``config.streams`` order; None derives it from the frame masks (a stream is present when it
     has a valid frame). Returns :class:`FusionOutput`; ``forward_streams`` also gives each
@@ -144,13 +156,13 @@ class MultiModalModel(nn.Module):
     def __init__(self, config: MultiModalConfig):
         super().__init__()
         self.config = config
-        streams = {}
+        built = {}
         for name in config.streams:
-            if name == "skeletal":
-                streams[name] = PSGCN(config.psgcn)
+            if registry.get(name).stream == "skeleton":
+                built[name] = PSGCN(config.psgcn)
             else:
-                streams[name] = RTCN(dataclasses.replace(config.rtcn, input_dim=config.input_dim(name)))
-        self.streams = nn.ModuleDict(streams)
+                built[name] = RTCN(dataclasses.replace(config.rtcn, input_dim=config.input_dim(name)))
+        self.streams = nn.ModuleDict(built)
         self.feature_dim = sum(s.feature_dim for s in self.streams.values())
         self.fusion = AttentiveFusion(
             tuple(s.feature_dim for s in self.streams.values()), config.fusion_hidden, config.average_fusion

@@ -85,7 +85,7 @@ def build_model(name: str, **overrides: Any) -> nn.Module:
 def model_config(name: str, config: dict[str, Any] | None = None, **overrides: Any) -> Any:
     """The config dataclass of model ``name`` from a run's configuration, then ``overrides``.
 
-    ``config`` is the whole TOML mapping (:func:`pipeline.config.load_config`); the model's own
+    ``config`` is the whole TOML mapping (:func:`pipeline.sections.load_config`); the model's own
     ``[<name>]`` table is read. The multi-modal model
     also takes its skeleton stream from ``[psgcn]`` and its appearance streams from ``[rtcn]``,
     a nested ``psgcn``/``rtcn`` table of ``[multimodal]`` winning key by key. ``overrides`` that
@@ -214,9 +214,51 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise ValueError(f"{path} is not a vdv model checkpoint")
     if ckpt.get("version") != CHECKPOINT_VERSION:
         raise ValueError(f"{path}: checkpoint format {ckpt.get('version')}, this code reads {CHECKPOINT_VERSION}")
+    ckpt = upgrade_checkpoint(ckpt)
     model_cls, config_cls = ARCHS[ckpt["arch"]]
     config = config_cls(**_tuples(ckpt["config"]))
     model = model_cls(config)
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
     return model.to(map_location), ckpt
+
+
+def upgrade_checkpoint(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint as today's code names things. One written before the models and the pipeline
+    shared one name per modality calls the skeleton stream ``skeletal`` (its streams, module
+    names, train config and dims) and gives the fused model's widths as ``holistic_dim``,
+    ``facial_dim`` and ``scenic_dim``; they are read as ``pose`` and ``dims``. A current
+    checkpoint comes back unchanged."""
+    from pipeline import modalities as registry
+
+    def known(name: str) -> str | None:
+        try:
+            return registry.canonical(name)
+        except ValueError:
+            return None
+
+    ckpt = dict(ckpt)
+    config = dict(ckpt["config"])
+    if ckpt["arch"] == "multimodal":
+        renamed = {s: known(s) or s for s in config.get("streams", ())}
+        config["streams"] = [renamed[s] for s in config.get("streams", ())]
+        dims = dict(config.get("dims") or {})
+        for key in [k for k in config if k.endswith("_dim") and known(k[: -len("_dim")])]:
+            dims.setdefault(known(key[: -len("_dim")]), config.pop(key))
+        config["dims"] = dims
+        ckpt["state_dict"] = {_renamed_key(k, renamed): v for k, v in ckpt["state_dict"].items()}
+    ckpt["config"] = config
+    ckpt["dims"] = {known(m) or m: d for m, d in (ckpt.get("dims") or {}).items()}
+    train = dict(ckpt.get("train_config") or {})
+    if train.get("modalities"):
+        train["modalities"] = [known(m) or m for m in train["modalities"]]
+    ckpt["train_config"] = train
+    return ckpt
+
+
+def _renamed_key(key: str, renamed: dict[str, str]) -> str:
+    """``streams.<old name>.…`` -> ``streams.<name>.…`` of a fused model's state dict."""
+    parts = key.split(".")
+    if len(parts) > 1 and parts[0] == "streams" and parts[1] in renamed:
+        parts[1] = renamed[parts[1]]
+    return ".".join(parts)

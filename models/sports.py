@@ -18,10 +18,13 @@ score outside the train range keeps its linear value (so its rank is exact) and 
 the distributed lists: they are deduplicated on (class, sample), the first row winning; a
 repeated row whose score differs is reported, not silently merged.
 
-The same framework runs with the skeletal and holistic streams only (SPEC section 8). A sample
-becomes a clip: its frames are encoded (PyAV) into a temporary MP4 at ``fps`` and handed to the
-pipeline's own extractors (``extract_to``), so a sports clip gets exactly the features, shards
-and provenance of a dance clip; its clip id is the sha256 of ``aqa7/<class>/<NNN>``.
+The same framework runs with the pose (skeleton) and holistic streams only (SPEC section 8). A
+sample becomes a clip: its frames are encoded (PyAV) into a temporary MP4 at ``fps`` and handed
+to the pipeline's own extraction stage (:func:`pipeline.extraction.run_extraction`: one decode
+pass per clip for every modality, the attempt ledger, the extraction rejections), so a sports
+clip gets exactly the features, shards and provenance of a dance clip; its clip id is the sha256
+of ``aqa7/<class>/<NNN>``. The scores, their scale and the sports rejections are written by the
+score stage's writer (:func:`pipeline.virality.write_scores`, stage ``sports``).
 
 Training and evaluation (:func:`train_sports`): the Split_4 train samples train the model (by
 default the attentive fusion of PSGCN and the holistic RTCN, :mod:`models.train`), the Split_4
@@ -47,10 +50,10 @@ import numpy as np
 
 from models.data import DataConfig, WorkDirSource, train_test_datasets
 from models.evaluate import spearman
-from models.fusion import STREAMS as ALL_STREAMS
 from models.train import TrainConfig, fit, predict
-from pipeline import tables
+from pipeline import extraction, tables
 from pipeline.errors import ClipError, Reason, rejection_row
+from pipeline.virality import ChallengeScale, ScoreResult, write_scores
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +70,8 @@ SPLIT_FILES = {
     "train": ("split_4_train_list.mat", "consolidated_train_list"),
     "test": ("split_4_test_list.mat", "consolidated_test_list"),
 }
-STREAMS: tuple[str, ...] = ALL_STREAMS[:2]  # skeletal and holistic only (SPEC section 8)
+STREAMS: tuple[str, ...] = ("pose", "holistic")  # the skeleton and holistic streams only (SPEC section 8)
+SCALE_PARAMS = json.dumps({"score": "AQA-7 expert score", "scale": "per-class min-max over the Split_4 train samples"})
 
 
 @dataclass(frozen=True)
@@ -211,13 +215,16 @@ def normalised_scores(samples: Iterable[SportsSample]) -> dict[str, float]:
     return out
 
 
-def prepare_aqa7(root: str | Path, work: str | Path, extractors: dict, config: SportsConfig = SportsConfig()) -> dict:
+def prepare_aqa7(
+    root: str | Path, work: str | Path, plan: extraction.ExtractionPlan, config: SportsConfig = SportsConfig()
+) -> dict:
     """Extract the streams of every AQA-7 sample into ``work`` and write its scores and splits.
 
-    ``extractors`` maps a stream name (``skeletal``, ``holistic``) to a pipeline
-    ``FeatureExtractor``. Writes ``<work>/features/...`` shards, ``<work>/scores`` (challenge =
-    class name, raw score = expert score, score = per-class min-max) and
-    ``<work>/rejections/rejections.sports.parquet`` for every problem. Returns
+    ``plan`` is the extraction plan of the streams (:func:`pipeline.extraction.plan_extraction`
+    of ``pose`` and ``holistic``). Writes ``<work>/features/...`` shards and the extraction
+    rejections (the extraction stage's), ``<work>/scores`` and ``score_scale`` (challenge = class
+    name, raw score = expert score, score = per-class min-max on the train samples) and
+    ``<work>/rejections/rejections.sports.parquet`` for every other problem. Returns
     ``{"train": [clip ids], "test": [clip ids], "rejected": n}``.
     """
     work = Path(work)
@@ -226,19 +233,19 @@ def prepare_aqa7(root: str | Path, work: str | Path, extractors: dict, config: S
         found, problems = read_split(root, split, config)
         samples += found
         rejections += [_rejection(f"{p['class_index']}/{p['sample']}", p["reason"], p["message"]) for p in problems]
-    kept = _extract(samples, work, extractors, config.fps, rejections)
+    kept, failed = _extract(samples, work, plan, config.fps, rejections)
     norm = normalised_scores(kept)
     for s in kept:
         if s.clip_id not in norm:
             message = f"class {s.class_name} has no train sample to fit its score scale on"
             rejections.append(_sample_rejection(s, Reason.NO_SCALE.value, message))
     kept = [s for s in kept if s.clip_id in norm]
-    tables.replace_table(_score_rows(kept, norm), tables.SCORES, work)
-    tables.write_table(rejections, tables.REJECTIONS, tables.shard_path(work, "rejections", "sports"))
+    scores = ScoreResult(_score_rows(kept, norm), _class_scales(kept), rejections)
+    write_scores(scores, SCALE_PARAMS, work, stage="sports")
     return {
         "train": [s.clip_id for s in kept if s.split == "train"],
         "test": [s.clip_id for s in kept if s.split == "test"],
-        "rejected": len(rejections),
+        "rejected": len(rejections) + failed,
     }
 
 
@@ -254,25 +261,52 @@ def _sample_rejection(s: SportsSample, reason: str, message: str) -> dict:
 
 
 def _extract(
-    samples: Iterable[SportsSample], work: Path, extractors: dict, fps: float, rejections: list[dict]
-) -> list[SportsSample]:
-    """Encode each sample's frames into a temporary MP4 and run every extractor on it; returns
-    the samples extracted, appending a rejection for each that failed."""
-    kept: list[SportsSample] = []
+    samples: list[SportsSample], work: Path, plan: extraction.ExtractionPlan, fps: float, rejections: list[dict]
+) -> tuple[list[SportsSample], int]:
+    """Every sample through the extraction stage, its frames encoded into a temporary MP4 just
+    before its turn; returns the samples every stream was extracted for, and how many samples
+    failed extraction (a sample whose frames do not encode gets a sports rejection instead, one
+    whose extraction failed its extraction rejection)."""
+    by_id = {s.clip_id: s for s in samples}
     with tempfile.TemporaryDirectory() as tmp:
-        for s in samples:
-            video = Path(tmp) / f"{s.clip_id[:16]}.mp4"
-            try:
-                encode_frames(frame_paths(s), video, fps)
-                for extractor in extractors.values():
-                    extractor.extract_to(work, video, s.clip_id)
-            except ClipError as err:
-                rejections.append(_sample_rejection(s, err.reason.value, err.message))
-                continue
-            finally:
-                video.unlink(missing_ok=True)
-            kept.append(s)
-    return kept
+        clips = [
+            {
+                "clip_id": s.clip_id,
+                "path": str(Path(tmp) / f"{s.clip_id[:16]}.mp4"),
+                "video_id": f"{s.class_index}/{s.sample:03d}",
+            }
+            for s in samples
+        ]
+
+        def encoded_then_extracted(jobs: list[dict]):
+            for job in jobs:
+                s, video = by_id[job["clip"]["clip_id"]], Path(job["clip"]["path"])
+                try:
+                    encode_frames(frame_paths(s), video, fps)
+                except ClipError as err:
+                    rejections.append(_sample_rejection(s, err.reason.value, err.message))
+                    continue
+                try:
+                    yield job["clip"], extraction.attempt_clip(**job)
+                finally:
+                    video.unlink(missing_ok=True)
+
+        run = extraction.run_extraction(work, clips, plan, run_clips=encoded_then_extracted)
+    done: dict[str, set[str]] = {}
+    for it in run.items:
+        if it.status != extraction.REJECTED:
+            done.setdefault(it.clip_id, set()).add(it.modality)
+    failed = {it.clip_id for it in run.items if it.status == extraction.REJECTED}
+    return [s for s in samples if done.get(s.clip_id) == set(plan.modalities)], len(failed)
+
+
+def _class_scales(kept: Sequence[SportsSample]) -> dict[str, ChallengeScale]:
+    """class name -> the train samples' score range (the scale the scores were normalised on)."""
+    names = {s.class_index: s.class_name for s in kept}
+    return {
+        names[c]: ChallengeScale(names[c], lo, hi, sum(s.split == "train" and s.class_index == c for s in kept))
+        for c, (lo, hi) in class_scales(kept).items()
+    }
 
 
 def _score_rows(kept: Sequence[SportsSample], norm: dict[str, float]) -> list[dict]:
@@ -328,8 +362,8 @@ def train_sports(
     the Split_4 test samples; SRC per class, overall and the Fisher-z mean over classes.
 
     ``train_config`` is a :class:`models.train.TrainConfig` (default: the paper's training with
-    the multimodal model on the skeletal and holistic streams); its modalities must be among
-    :data:`STREAMS`. Writes ``<out_dir>/results.json``, ``results.md`` and one run directory per
+    the multimodal model on the pose and holistic streams); its modalities must be among
+    :data:`STREAMS` (older names such as ``skeletal`` are read). Writes ``<out_dir>/results.json``, ``results.md`` and one run directory per
     trained model (checkpoint and GradNorm log). Samples without features (rejected while
     preparing) are left out and counted in ``skipped``.
     """

@@ -28,14 +28,15 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 import numpy as np
 
 from models.data import DataConfig, ViralityDataset, side_ids, track_split
-from models.fusion import STREAMS
+from models.fusion import streams
+from pipeline import modalities as registry
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class TrainConfig:
     profile: str = "paper"  # paper | small-data (see PROFILES)
     # multimodal | psgcn | stgcn (skeleton) | rtcn | tcn | lstm (one stream); svr (vdv evaluate only)
     model: str = "multimodal"
-    modalities: tuple[str, ...] = STREAMS
+    modalities: tuple[str, ...] = field(default_factory=streams)  # registered modalities; default: all
     epochs: int = 30
     batch_size: int = 8  # paper section 5.1
     lr: float = 1e-4
@@ -71,6 +72,10 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto: CUDA when present, else CPU
     num_workers: int = 0
+
+    def __post_init__(self):
+        # older configs and checkpoints name the skeleton stream "skeletal"
+        object.__setattr__(self, "modalities", tuple(registry.canonical(m) for m in self.modalities))
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -121,14 +126,16 @@ def build(config: TrainConfig, dims: dict[str, int], sections: dict | None = Non
     ``dims`` gives each appearance stream's feature size."""
     from models import MODELS, config_dict_shallow, model_config
 
+    kinds = [registry.get(m).stream for m in config.modalities]
     if config.model in SKELETON_MODELS:
-        if tuple(config.modalities) != ("skeletal",):
-            raise ValueError(f"{config.model} is a skeleton model; modalities must be ('skeletal',)")
+        if kinds != ["skeleton"]:
+            skeletons = registry.with_stream("skeleton")
+            raise ValueError(f"{config.model} is a skeleton model; modalities must be one of {skeletons}")
         extra = {"downsample": config.downsample} if config.model == "psgcn" else {}
         cfg = model_config(config.model, sections, dropout=config.dropout, **extra)
     elif config.model in SEQUENCE_MODELS:
-        if len(config.modalities) != 1 or config.modalities[0] == "skeletal":
-            raise ValueError(f"{config.model} takes exactly one appearance modality, got {config.modalities}")
+        if kinds != ["sequence"]:
+            raise ValueError(f"{config.model} takes exactly one sequence modality, got {config.modalities}")
         extra = {"relational_pooling": config.relational_pooling} if config.model == "rtcn" else {}
         cfg = model_config(
             config.model, sections, input_dim=dims[config.modalities[0]], dropout=config.dropout, **extra
@@ -140,7 +147,7 @@ def build(config: TrainConfig, dims: dict[str, int], sections: dict | None = Non
             "multimodal",
             sections,
             streams=tuple(config.modalities),
-            **{f"{m}_dim": dims[m] for m in config.modalities if m != "skeletal"},
+            dims={m: dims[m] for m, kind in zip(config.modalities, kinds, strict=True) if kind == "sequence"},
             psgcn={k: v for k, v in psgcn.items() if v is not None},
             rtcn={k: v for k, v in rtcn.items() if v is not None},
             average_fusion=True if config.fusion == "average" else None,
@@ -395,7 +402,7 @@ def load_checkpoint(path: str | Path, device: str = "auto"):
     if not train:
         train = {"model": state["arch"]}
     config = _config_from(TrainConfig, train)
-    data_config = _config_from(DataConfig, state.get("data_config") or {})
+    data_config = DataConfig.from_dict(state.get("data_config") or {})
     return model, config, data_config, dict(state.get("dims") or {})
 
 

@@ -1,34 +1,20 @@
-"""Loading stage configurations from one TOML file.
+"""Stage configurations: one frozen dataclass per ``[section]`` of a run's TOML file.
 
 Each stage owns a frozen dataclass of its parameters with documented defaults (in the stage's
-module). A run's configuration file has one table per stage, named by the stage::
-
-    [screen]
-    max_followers = 0        # 0 disables the follower rule
-
-    [score]
-    t_max_days = 7.0
-
-``load_config(path)`` returns the parsed mapping after :func:`check_config` has checked it
-whole: a section no stage reads (``[scren]``) and a value a stage refuses (``[holistic] crop =
-300`` with ``short_side = 256``) are a :class:`ConfigError` naming the file, the section and
-the value before any work starts, whichever command reads the file. ``stage_config(cls, mapping,
-"screen")`` builds the dataclass and rejects unknown keys so that a typo is an error, not a
-silent default.
+module). ``stage_config(cls, mapping, "screen")`` builds the dataclass from a parsed file and
+rejects unknown keys, so that a typo is an error, not a silent default; ``section_config`` takes
+a stage's own table, an instance or None. Reading and checking a whole file is
+:mod:`pipeline.sections` (``load_config``), which knows every stage's section.
 
 The layers above the pipeline read sections of the same file (the models' ``[train]``,
-``[data]``, ``[psgcn]``, ...); they name them with :func:`register_sections`, and pipeline
-imports none of them. A section is known once its layer is imported (``import models``).
+``[data]``, ``[psgcn]``, ...); they name them here with :func:`register_sections`, a call made at
+their start-up, so that pipeline imports none of them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import importlib
-import tomllib
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -38,102 +24,32 @@ class ConfigError(ValueError):
     """A configuration file or value is wrong; the message names the file and the key."""
 
 
-# section -> "module:dataclass" of the stage that reads it (imported only when the file has it)
-STAGE_SECTIONS: dict[str, str] = {
-    "ingest": "pipeline.ingest:IngestConfig",
-    "screen": "pipeline.screen:ScreenConfig",
-    "visual": "pipeline.visual:VisualConfig",
-    "score": "pipeline.virality:ScoreConfig",
-    "pose": "pipeline.pose:PoseConfig",
-    "holistic": "pipeline.holistic:HolisticConfig",
-    "facial": "pipeline.facial:FacialConfig",
-    "scenic": "pipeline.scenic:ScenicConfig",
-    "decode": "pipeline.extraction:DecodeConfig",
-    "extract": "pipeline.extraction:ExtractConfig",
-    "release": "pipeline.release:ReleaseConfig",
-}
-
-# Sections of the layers above the pipeline (the models' [train], [data], [psgcn], ...): they
-# register them (register_sections), so that pipeline imports none of those layers.
+# Sections of the layers above the pipeline: section -> dataclass, and providers of such
+# mappings not asked for yet (called only when a file has a section no stage reads).
 _registered: dict[str, type] = {}
-_pending: list[str] = []  # "module:attribute" of section mappings not imported yet
+_providers: list[Callable[[], Mapping[str, type]]] = []
 
 
-def register_sections(sections: Mapping[str, type] | str) -> None:
+def register_sections(sections: Mapping[str, type] | Callable[[], Mapping[str, type]]) -> None:
     """Let a layer above the pipeline name the sections it reads, each with its dataclass.
 
-    ``sections`` maps section -> dataclass, or is ``"module:attribute"`` naming such a mapping,
-    imported only when a file has a section no stage reads (``models`` registers its sections
-    this way, so torch is imported only for a file that has one). A stage's section cannot be
-    taken over.
+    ``sections`` maps section -> dataclass, or is a function returning such a mapping, called only
+    when a file has a section no stage reads (``models`` registers its sections this way, so torch
+    is imported only for a file that has one). A stage's section cannot be taken over
+    (:func:`pipeline.sections.load_config` checks it).
     """
-    if isinstance(sections, str):
-        if sections not in _pending:
-            _pending.append(sections)
+    if callable(sections):
+        if sections not in _providers:
+            _providers.append(sections)
         return
-    taken = sorted(set(sections) & set(STAGE_SECTIONS))
-    if taken:
-        raise ValueError(f"sections {taken} belong to pipeline stages")
     _registered.update(sections)
 
 
-def _registered_sections() -> dict[str, type]:
-    while _pending:
-        module, name = _pending[0].split(":")
-        register_sections(getattr(importlib.import_module(module), name))
-        _pending.pop(0)
-    return _registered
-
-
-def _section_class(section: str) -> type | None:
-    """The dataclass that reads ``[section]``: a stage's, or a registered one (``[train]``, ``[psgcn]``...)."""
-    target = STAGE_SECTIONS.get(section)
-    if target is not None:
-        module, name = target.split(":")
-        return getattr(importlib.import_module(module), name)
-    return _registered.get(section) or _registered_sections().get(section)
-
-
-def known_sections() -> list[str]:
-    return sorted(set(STAGE_SECTIONS) | set(_registered_sections()))
-
-
-def check_config(config: Mapping[str, Any], source: str | Path | None = None) -> None:
-    """Refuse a section no stage reads and any value its stage's dataclass refuses."""
-    where = f"{source}: " if source is not None else ""
-    for section, values in config.items():
-        if not isinstance(values, Mapping):
-            raise ConfigError(
-                f"{where}{section} = {values!r} is not a [section]; every setting belongs to a stage's section"
-            )
-        cls = _section_class(section)
-        if cls is None:
-            known = known_sections()
-            close = difflib.get_close_matches(section, known, n=1)
-            hint = f" (did you mean [{close[0]}]?)" if close else ""
-            raise ConfigError(f"{where}unknown section [{section}]{hint}; known sections: {', '.join(known)}")
-        try:
-            stage_config(cls, {section: dict(values)}, section)
-        except ConfigError as err:
-            raise ConfigError(f"{where}{err}") from None
-
-
-def load_config(path: str | Path | None) -> dict[str, Any]:
-    """Parse the TOML file ``path`` (None: every default) and check it whole (:func:`check_config`)."""
-    if path is None:
-        return {}
-    path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            config = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"configuration file {path} does not exist") from None
-    except IsADirectoryError:
-        raise ConfigError(f"configuration file {path} is a directory") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: {err}") from err
-    check_config(config, path)
-    return config
+def registered_sections() -> dict[str, type]:
+    """The sections registered by the layers above (their providers called now)."""
+    while _providers:
+        _registered.update(_providers.pop(0)())
+    return dict(_registered)
 
 
 def stage_config(cls: type[T], config: dict[str, Any] | None, section: str, **overrides: Any) -> T:

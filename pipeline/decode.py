@@ -43,11 +43,14 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import av
 import numpy as np
 
 from pipeline.errors import ClipError, Reason
+
+if TYPE_CHECKING:
+    import av
 
 QUEUE_SIZE = 16  # converted samples the decoder may run ahead of the consumers
 _POLL_S = 0.05  # how often a waiting consumer checks the decoder's clock
@@ -239,6 +242,8 @@ class _Decoder(threading.Thread):
             self._leave()
 
     def _decode(self) -> None:
+        import av  # PyAV: imported by the decoding thread, not by the readers of the grid's types
+
         path, clip_id = self.path, self.clip_id
         try:
             container = av.open(path)

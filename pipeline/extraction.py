@@ -1,7 +1,15 @@
-"""The one per-clip extraction loop: every requested modality of a clip from one decode pass.
+"""The one per-clip extraction loop, and the extraction stage's one driver.
 
-:func:`extract_clip` is the unit of work that ``vdv extract`` runs in a loop and the flows map
-over clips (one task per clip, on threads, processes or Dask workers):
+:func:`run_extraction` is the stage: ``vdv extract``, the flows and the sports benchmark call it
+with the clips and an :class:`ExtractionPlan` (:func:`plan_extraction`: modalities, their config
+sections, device and precision resolved once). It orders the clips longest first, hands each to
+:func:`attempt_clip` (in this process, or mapped by the caller over its workers: ``run_clips``),
+records the rejections and returns an :class:`ExtractionRun`. :func:`attempt_clip` is one clip
+under the attempt ledger (:mod:`pipeline.attempts`): a clip two workers died on is rejected,
+otherwise :func:`extract_clip` runs it.
+
+:func:`extract_clip` is the unit of work (one task per clip, on threads, processes or Dask
+workers):
 
 1. each modality whose current shard exists (same identity) is skipped, unless ``force``;
 2. the clip is decoded once (:func:`pipeline.decode.decode_pass`) for the grids of the
@@ -33,16 +41,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import tables
-from pipeline.config import section_config
+from pipeline import modalities, tables
+from pipeline.attempts import MAX_DEATHS, AttemptLedger
+from pipeline.config import ConfigError, section_config
 from pipeline.decode import decode_pass
 from pipeline.errors import ClipError, Reason, rejection_row
 from pipeline.features import FeatureExtractor, PassShared
 from pipeline.runtime import configure_threads, worker_name
 
 log = logging.getLogger(__name__)
-
-MODALITIES = tables.MODALITIES
 
 STAGE = "extract:{modality}"
 COMPUTED, SKIPPED, REJECTED = "computed", "skipped", "rejected"
@@ -92,7 +99,7 @@ class ExtractionPlan:
     @classmethod
     def make(
         cls,
-        modalities: Iterable[str],
+        wanted: Iterable[str],
         config: Mapping[str, Any],
         *,
         untrained: bool = False,
@@ -100,33 +107,12 @@ class ExtractionPlan:
         precision: str = "float32",
         threads: int | None = None,
     ) -> ExtractionPlan:
-        modalities = tuple(m for m in MODALITIES if m in set(modalities))
-        sections, backend = resolved_sections(modalities, config, device)
-        return cls(modalities, json.dumps(sections, sort_keys=True), untrained, device, precision, threads, backend)
+        chosen = modalities.ordered(wanted)
+        sections, backend = modalities.resolved_sections(chosen, config, device)
+        return cls(chosen, json.dumps(sections, sort_keys=True), untrained, device, precision, threads, backend)
 
     def section(self, modality: str) -> dict:
         return json.loads(self.sections)[modality]
-
-
-def resolved_sections(
-    modalities: Iterable[str], config: Mapping[str, Any], device: str | None
-) -> tuple[dict[str, dict], str]:
-    """Each modality's config section as a build on ``device`` runs it, and the BlazePose backend.
-
-    ``[pose] backend`` is resolved once (``auto``: torch on CUDA, mediapipe on the CPU) and is
-    also the backend of scenic's person mask, unless ``[scenic] mask_backend`` names one, so that
-    pose and scenic share one BlazePose run. The release resolves the same way to recompute
-    identities.
-    """
-    from pipeline.pose import resolve_backend
-
-    sections = {m: dict(config.get(m, {})) for m in modalities}
-    backend = resolve_backend(dict(config.get("pose", {})).get("backend", "auto"), device)
-    if "pose" in sections:
-        sections["pose"]["backend"] = backend
-    if "scenic" in sections:
-        sections["scenic"].setdefault("mask_backend", backend)
-    return sections, backend
 
 
 @dataclass
@@ -177,18 +163,6 @@ _CACHE: dict[tuple, dict[str, FeatureExtractor]] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def build_extractor(
-    modality: str, section: Mapping[str, Any], *, untrained: bool, device: str | None, precision: str
-) -> FeatureExtractor:
-    """The modality module's ``build_extractor`` on its config section."""
-    import importlib
-
-    if modality not in MODALITIES:
-        raise ValueError(f"unknown modality {modality!r}; known: {list(MODALITIES)}")
-    module = importlib.import_module(f"pipeline.{modality}")
-    return module.build_extractor(dict(section), untrained=untrained, device=device, precision=precision)
-
-
 def load_extractors(plan: ExtractionPlan) -> dict[str, FeatureExtractor]:
     """The plan's extractors, built once per process and reused (a model is loaded once).
 
@@ -200,12 +174,9 @@ def load_extractors(plan: ExtractionPlan) -> dict[str, FeatureExtractor]:
     with _CACHE_LOCK:
         configure_threads(plan.threads)
         if key not in _CACHE:
-            import importlib.util
-
-            if importlib.util.find_spec("torchvision") is not None:
-                importlib.import_module("torchvision.models")
+            _import_torchvision()
             _CACHE[key] = {
-                m: build_extractor(
+                m: modalities.build(
                     m, plan.section(m), untrained=plan.untrained, device=plan.device, precision=plan.precision
                 )
                 for m in plan.modalities
@@ -214,18 +185,33 @@ def load_extractors(plan: ExtractionPlan) -> dict[str, FeatureExtractor]:
         return _CACHE[key]
 
 
+def _import_torchvision() -> None:
+    """torchvision's models, imported once from one thread (see :func:`load_extractors`)."""
+    try:
+        import torchvision.models  # noqa: F401
+    except ImportError:
+        pass  # only the network modalities need it; they say so when they are built
+
+
 def _warn_unshared(extractors: Mapping[str, FeatureExtractor]) -> None:
-    """Say so when pose and scenic run in one build on different grids: each then runs BlazePose
-    on every frame, where one shared run would do (``pipeline.pose.PoseTrack``)."""
-    pose, scenic = extractors.get("pose"), extractors.get("scenic")
-    if pose is not None and scenic is not None and pose.track_key() != scenic.track_key():
-        log.warning(
-            "pose and scenic's person mask track with different grids or settings (%s against %s), so BlazePose "
-            "runs twice per frame; set [scenic] mask_max_side to [pose] max_side (and the same fps, no end_s, "
-            "the same detection and tracking confidences) to share one run",
-            pose.track_key(),
-            scenic.track_key(),
-        )
+    """Say so when extractors of one build could share a per-clip run (``shared_run``) but their
+    keys differ: each then computes it on its own (pose and scenic's mask: BlazePose twice a frame)."""
+    runs: dict[str, dict] = {}
+    for modality, extractor in extractors.items():
+        run = extractor.shared_run()
+        if run is not None:
+            runs.setdefault(run.kind, {})[modality] = run
+    for kind, users in runs.items():
+        keys = {run.key for run in users.values()}
+        if len(keys) > 1:
+            log.warning(
+                "%s runs %s per frame: %s run it with different grids or settings (%s); %s",
+                kind,
+                "twice" if len(keys) == 2 else f"{len(keys)} times",
+                " and ".join(users),
+                "; ".join(f"{m}: {run.key}" for m, run in users.items()),
+                next(iter(users.values())).hint,
+            )
 
 
 def extract_clip(
@@ -280,7 +266,7 @@ def _one_pass(clip_id, path, todo, work, decode: DecodeConfig, item) -> dict[str
         if params not in grids:
             grids.append(params)
         grid_of[modality] = grids.index(params)
-    shared = PassShared()  # pose and scenic share one BlazePose track on their common grid
+    shared = PassShared()  # extractors with equal shared_run keys share it (pose and scenic: one BlazePose track)
     consumers = {m: ex.consumer(clip_id, shared) for m, ex in todo.items()}
     seconds = dict.fromkeys(todo, 0.0)
     results: dict[str, ItemResult] = {}
@@ -334,19 +320,19 @@ def _one_pass(clip_id, path, todo, work, decode: DecodeConfig, item) -> dict[str
 
 
 def _write_preview(work: str | Path, modality: str, clip_id: str, preview) -> None:
-    """A modality's picture for the build report (scenic: one background image per clip).
+    """A modality's picture for the build report, in its record's ``preview`` folder (scenic: one
+    background image per clip, ``<work>/report/backgrounds/``); none without one.
 
     It comes from the pass that computed the features, so the report decodes nothing. For people
     only: a failure is logged, never a rejection.
     """
     import cv2
 
-    from pipeline.report import backgrounds_dir
-
-    if modality != "scenic":
+    kind = modalities.get(modality).preview
+    if kind is None:
         return
     t, image = preview
-    directory = backgrounds_dir(work)
+    directory = tables.preview_dir(work, kind.folder)
     target = directory / f"{clip_id[:16]}.{int(round(t * 1000)):07d}ms.png"
     try:
         ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
@@ -358,6 +344,131 @@ def _write_preview(work: str | Path, modality: str, clip_id: str, preview) -> No
                 stale.unlink(missing_ok=True)
     except OSError as err:
         log.warning("no report picture for %s %s: %s", modality, clip_id[:12], err)
+
+
+def plan_extraction(
+    wanted: Iterable[str],
+    config: Mapping[str, Any],
+    *,
+    untrained: bool = False,
+    device: str | None = None,
+    precision: str | None = None,
+    in_flight: int | None = None,
+) -> ExtractionPlan:
+    """The plan of an extraction stage: device and precision resolved once (``precision`` else
+    ``[extract] precision``), torch threads per clip (``[extract] threads``, else the cores shared
+    among ``in_flight`` clips). A device or precision the machine refuses is a ConfigError."""
+    from pipeline.runtime import place, threads_per_task
+
+    section = extract_config(config)
+    decode_config(config)  # a bad [decode] section fails here, not in every clip
+    try:
+        device, precision = place(device, precision or section.precision)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    threads = section.threads or (threads_per_task(in_flight) if in_flight else None)
+    return ExtractionPlan.make(wanted, config, untrained=untrained, device=device, precision=precision, threads=threads)
+
+
+def attempt_clip(
+    work: str,
+    clip: Mapping[str, Any],
+    plan: ExtractionPlan,
+    decode: Mapping[str, Any],
+    attempts: str,
+    force: bool = False,
+) -> list[ItemResult]:
+    """Every modality of ``plan`` for one clip, under the run's attempt ledger (``attempts``).
+
+    The clip is marked there while it is worked on; a clip whose marks show that
+    :data:`~pipeline.attempts.MAX_DEATHS` workers died on it is rejected ``worker_died`` without
+    running again. The extractors are this process's (:func:`load_extractors`).
+    """
+    ledger = AttemptLedger(attempts)
+    dead = ledger.dead(clip["clip_id"])
+    if len(dead) >= MAX_DEATHS:
+        message = f"{len(dead)} worker processes died while extracting it ({', '.join(dead)})"
+        log.warning("%s: rejected (worker_died) %s", clip["clip_id"][:12], message)
+        return worker_died(clip, plan.modalities, message)
+    extractors = load_extractors(plan)
+    with ledger.attempt(clip["clip_id"], worker_name()):
+        items = extract_clip(clip, extractors, work, force=force, decode=decode_config({"decode": dict(decode)}))
+    for it in items:
+        if it.status == REJECTED:
+            log.warning("%s %s: rejected (%s) %s", it.modality, it.clip_id[:12], it.reason, it.message)
+    return items
+
+
+@dataclass
+class ExtractionRun:
+    """What an extraction stage did: its plan and one item per clip x modality, in clip order."""
+
+    plan: ExtractionPlan
+    items: list[ItemResult]
+
+    def totals(self) -> dict[str, dict]:
+        """Per modality of the plan: computed, skipped, failed and seconds (:func:`totals`)."""
+        found = totals(self.items)
+        return {m: found.get(m, dict(computed=0, skipped=0, failed=0, seconds=0.0)) for m in self.plan.modalities}
+
+    def summary(self) -> dict:
+        """The JSON-able record of the stage (a build's report): resolved precision, device and
+        BlazePose backend, every item, the totals."""
+        return {
+            "precision": self.plan.precision,
+            "device": self.plan.device,
+            "pose_backend": self.plan.pose_backend,
+            "items": [it.as_dict() for it in self.items],
+            "extract": self.totals(),
+        }
+
+
+def _in_this_process(jobs: list[dict], show_progress: bool | None = None):
+    """Each job's clip and items, one clip after the other, with a progress bar on a terminal
+    (``show_progress`` False: none)."""
+    from pipeline.progress import progress
+
+    names = " ".join(jobs[0]["plan"].modalities) if jobs else ""
+    with progress(len(jobs), f"extract {names}", unit="clip", enabled=show_progress) as bar:
+        for job in jobs:
+            yield job["clip"], attempt_clip(**job)
+            bar.update()
+
+
+def run_extraction(
+    work: str | Path,
+    clips: Sequence[Mapping[str, Any]],
+    plan: ExtractionPlan,
+    *,
+    decode: Mapping[str, Any] | None = None,
+    force: bool = False,
+    run_clips=None,
+    show_progress: bool | None = None,
+) -> ExtractionRun:
+    """The extraction stage: every modality of ``plan`` for ``clips`` (``clip_id``, ``path``[,
+    ``video_id``, ``duration_s``]), the rejections recorded (:func:`record_rejections`).
+
+    Clips go longest first (the last to start are short, so no worker is left with a long one
+    while the others idle: the longest-processing-time-first rule). ``run_clips(jobs)`` runs them:
+    each job is the keyword arguments of :func:`attempt_clip`, and it yields ``(clip, items)``
+    per clip; the default runs them in this process, one after the other (``show_progress``
+    False: without a progress bar). ``decode``: the ``[decode]`` section.
+    """
+    ledger = AttemptLedger.fresh(work)  # which clips a dead worker was on (pipeline.attempts)
+    base = {"work": str(work), "plan": plan, "decode": dict(decode or {}), "force": force, "attempts": str(ledger.root)}
+    jobs = [
+        {**base, "clip": dict(clip)}
+        for clip in sorted(clips, key=lambda c: (-(c.get("duration_s") or 0.0), c["clip_id"]))
+    ]
+    try:
+        ran = run_clips(jobs) if run_clips is not None else _in_this_process(jobs, show_progress)
+        items = [it for _, found in ran for it in found]
+    finally:
+        ledger.clear()
+    order = {c["clip_id"]: i for i, c in enumerate(clips)}
+    items.sort(key=lambda it: (order[it.clip_id], plan.modalities.index(it.modality)))
+    record_rejections(work, items)
+    return ExtractionRun(plan, items)
 
 
 def rejections_path(work: str | Path, modality: str) -> Path:

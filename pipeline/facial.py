@@ -50,7 +50,7 @@ import numpy as np
 from pipeline.config import section_config
 from pipeline.decode import DecodeParams, Sample, StreamInfo, check_grid
 from pipeline.errors import ClipError, Reason
-from pipeline.features import Batches, FeatureSequence, NetworkExtractor, PassShared
+from pipeline.features import Batches, FeatureSequence, Modality, NetworkExtractor, PassShared
 from pipeline.provenance import sha256_file
 from pipeline.weights.inference import infer
 
@@ -152,7 +152,6 @@ def crop_vggface2(image: np.ndarray, box: np.ndarray, resize: int = 256, size: i
 
 
 class FacialExtractor(NetworkExtractor):
-    modality = "facial"
     name = "mtcnn-vggface2"
     code = ("pipeline.facial", "pipeline.decode")
     fixed_precision = "float32"  # see step 4 of the module docstring
@@ -165,12 +164,17 @@ class FacialExtractor(NetworkExtractor):
         untrained: bool = False,
         device: str | None = None,
         precision: str | None = None,
+        load: bool = True,
     ):
-        from facenet_pytorch import MTCNN
-
-        super().__init__(config, network=config.model, untrained=untrained, device=device, precision=precision)
+        super().__init__(
+            MODALITY, config, network=config.model, untrained=untrained, device=device, precision=precision, load=load
+        )
         self.dim = MODELS[config.model]
         self.name = f"mtcnn-{config.model.replace('_', '-')}"
+        if not load:
+            return
+        from facenet_pytorch import MTCNN
+
         self.detector = MTCNN(
             keep_all=True,
             min_face_size=config.min_face_size,
@@ -252,6 +256,7 @@ class FacialExtractor(NetworkExtractor):
         return infer(self.model, x, self.precision)
 
     def consumer(self, clip_id: str, shared: PassShared | None = None) -> _FacialClip:
+        self.require_loaded()
         return _FacialClip(self, clip_id)
 
 
@@ -302,12 +307,25 @@ def build_extractor(
     untrained: bool = False,
     device: str | None = None,
     precision: str | None = None,
+    load: bool = True,
 ) -> FacialExtractor:
     """The facial extractor from the ``[facial]`` section (a mapping) or a :class:`FacialConfig`.
 
     Raises :class:`~pipeline.errors.WeightsError` naming the fixing command when the embedding
     network's weights are not in the cache, unless ``untrained`` (explicit only) asks for seeded
     random weights. The MTCNN detector always uses the weights shipped with facenet-pytorch.
+    ``load=False`` describes it without loading either network (its identity only).
     """
     config = section_config(FacialConfig, config, "facial")
-    return FacialExtractor(config, untrained=untrained, device=device, precision=precision)
+    return FacialExtractor(config, untrained=untrained, device=device, precision=precision, load=load)
+
+
+MODALITY = Modality(
+    name="facial",
+    dim=MODELS[FacialConfig.model],  # the default network's; the shard's width follows [facial] model
+    config=FacialConfig,
+    build=build_extractor,
+    rate=lambda c: c.fps,
+    span_s=32 / 3,  # 32 samples at 3 fps
+    networks=tuple(MODELS),
+)

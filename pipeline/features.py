@@ -6,7 +6,7 @@ A modality module (``pose``, ``holistic``, ``facial``, ``scenic``) subclasses
 one by one and finally gives a :class:`FeatureSequence`. The extractor never opens the clip
 itself: :mod:`pipeline.extraction` decodes each clip once for every modality it needs
 (:func:`pipeline.decode.decode_pass`) and feeds each consumer its own grid. This base class turns
-a sequence into a row of ``feature_spec(modality)`` with full provenance, writes it atomically as
+a sequence into a row of ``feature_spec(modality, dim)`` with full provenance, writes it atomically as
 one shard per clip and knows whether a clip's current shard is still valid (same identity), so
 re-runs skip work. :meth:`~FeatureExtractor.compute` runs one extractor alone on a file. The
 extractors built on a network of the weights registry share :class:`NetworkExtractor`'s constructor.
@@ -19,19 +19,84 @@ crash in between leaves at worst an extra stale file that :func:`current_shards`
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import tables
+from pipeline.config import section_config
 from pipeline.decode import DecodeParams, Sample, StreamInfo, decode_pass
 from pipeline.errors import ClipError, Reason
 from pipeline.provenance import UNTRAINED, code_version, feature_identity
+
+STREAM_KINDS = ("skeleton", "sequence")
+"""The model streams a modality can feed: ``skeleton`` (PSGCN on ``(3, T, 16)``: 16 MPII joints x
+(x, y, confidence), so 48 values a sample) or ``sequence`` (RTCN on ``(T, D)``)."""
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A modality's picture for people: extraction writes one PNG per clip into
+    ``<work>/report/<folder>/`` (:func:`pipeline.tables.preview_dir`), the report shows it."""
+
+    folder: str  # under <work>/report/, e.g. "backgrounds"
+    caption: str  # what the report's card calls it, e.g. "scenic background (ViBe)"
+
+
+@dataclass(frozen=True)
+class Modality:
+    """One feature modality, declared once: its module's ``MODALITY``, listed in :mod:`pipeline.modalities`.
+
+    Every layer reads it from there. The name is the shard table ``features/<name>``, the
+    configuration section ``[name]``, the ``vdv extract`` argument, the release's config and the
+    models' stream. ``dim`` and ``rate`` fix the shard's vector width and time grid (the extractor
+    takes its ``modality`` and ``dim`` from the record), ``span_s`` the seconds of a clip a model
+    stream sees, so that the frames it gets follow a change of rate (``[data] seconds``).
+    """
+
+    name: str  # shard table, config section, CLI argument, release config and model stream
+    dim: int  # per-sample vector width with the default configuration
+    config: type  # frozen dataclass of the [name] section, with documented defaults
+    build: Callable[..., FeatureExtractor]  # build(section, *, untrained, device, precision, load) -> extractor
+    rate: Callable[[Any], float]  # samples per second of the shard's rows, from the section's dataclass
+    span_s: float  # seconds of a clip a model stream sees, unless [data] seconds says otherwise
+    networks: tuple[str, ...] = ()  # names in pipeline.weights.registry its extractor may load
+    stream: str = "sequence"  # the model stream that reads it (STREAM_KINDS)
+    preview: Preview | None = None  # its picture for the report (FeatureSequence.preview), if any
+    aliases: tuple[str, ...] = ()  # older names in checkpoints and releases (pose was the models' "skeletal")
+
+    def __post_init__(self):
+        if self.stream not in STREAM_KINDS:
+            raise ValueError(f"modality {self.name}: stream must be one of {STREAM_KINDS}, got {self.stream!r}")
+        if self.stream == "skeleton" and self.dim != 48:
+            raise ValueError(f"modality {self.name}: a skeleton stream has 16 joints x 3 = 48 values, not {self.dim}")
+        if self.dim < 1 or not self.span_s > 0:
+            raise ValueError(f"modality {self.name}: dim and span_s must be positive")
+
+    def section(self, values: Mapping[str, Any] | Any | None = None) -> Any:
+        """Its configuration dataclass from its own ``[name]`` table (a mapping), an instance, or None."""
+        return section_config(self.config, values, self.name)
+
+    def default_rate(self) -> float:
+        """Samples per second with the default configuration."""
+        return float(self.rate(self.config()))
+
+
+@dataclass(frozen=True)
+class SharedRun:
+    """A per-clip computation an extractor can share with others in one pass (:class:`PassShared`).
+
+    Extractors of one build share it when their ``key`` agrees; ``hint`` says what to set when it
+    does not (the extraction loop warns once per build)."""
+
+    kind: str  # what is shared, e.g. "BlazePose" (one tracking run per clip)
+    key: Hashable  # everything that decides its output, the grid included
+    hint: str  # how to make the keys agree
 
 
 @dataclass
@@ -146,11 +211,19 @@ class Batches:
 
 
 class FeatureExtractor:
-    """Base of the four modality extractors. Subclasses set the class attributes, ``params``, ``decode_params`` and ``consumer``."""
+    """Base of the modality extractors. Subclasses set ``name``, ``version``, ``weights_sha256``,
+    ``precision``, ``device`` and implement ``params``, ``decode_params`` and ``consumer``; the
+    modality and its width come from its :class:`Modality` record (:meth:`declare`).
+
+    An extractor built with ``load=False`` is *described*: everything that decides its identity
+    (configuration, code version, the weights' recorded sha256, precision) without its networks,
+    so a release can tell current shards without loading weights; it computes nothing.
+    """
 
     modality: str = ""
     name: str = ""  # extractor name recorded in provenance, e.g. "mediapipe-blazepose-full"
     dim: int = 0
+    loaded: bool = True  # False: described only (see the class docstring)
 
     # set by subclasses (usually in __init__)
     version: str = ""  # code_version(...) of the modules that compute the features
@@ -158,9 +231,22 @@ class FeatureExtractor:
     precision: str = "float32"
     device: str = "cpu"
 
+    def declare(self, record: Modality, dim: int | None = None) -> None:
+        """Take the modality's name and vector width from its record (``dim``: a width that depends
+        on the configuration, e.g. facial's network)."""
+        self.modality, self.dim = record.name, dim or record.dim
+
     @property
     def untrained(self) -> bool:
         return self.weights_sha256 == UNTRAINED
+
+    def shared_run(self) -> SharedRun | None:
+        """The per-clip computation this extractor shares with others in a pass, if any."""
+        return None
+
+    def require_loaded(self) -> None:
+        if not self.loaded:
+            raise RuntimeError(f"the {self.modality} extractor was built without its networks (load=False)")
 
     def params(self) -> dict:
         """Every parameter that changes the output (decode fps, resize, crop, thresholds...)."""
@@ -177,6 +263,7 @@ class FeatureExtractor:
 
     def compute(self, path: str | Path, clip_id: str, *, budget_s: float | None = None) -> FeatureSequence:
         """Decode ``path`` for this extractor alone and compute its features (``ClipError`` if bad)."""
+        self.require_loaded()
         consumer = self.consumer(clip_id)
         try:
             with decode_pass(path, [self.decode_params()], clip_id, budget_s=budget_s) as one:
@@ -278,27 +365,38 @@ class NetworkExtractor(FeatureExtractor):
 
     def __init__(
         self,
+        record: Modality,
         config,
         *,
         network: str | None = None,
         untrained: bool = False,
         device: str | None = None,
         precision: str | None = None,
+        load: bool = True,
     ):
         from pipeline.runtime import place
         from pipeline.weights import COMPUTE_MODULES
-        from pipeline.weights.inference import load_model
         from pipeline.weights.registry import get_spec
 
+        self.declare(record)
         self.config = config
         self.network = network or self.network
         self.device, self.precision = place(device, self.fixed_precision or precision)
         self.version = code_version(*self.code, *COMPUTE_MODULES, "pipeline.runtime")
         self.weights_spec = get_spec(self.network)
-        self.model, loaded = load_model(
-            self.network, cache_dir=config.weights_dir, untrained=untrained, seed=config.seed, device=self.device
-        )
-        self.weights_sha256 = loaded.sha256
+        self.loaded = load
+        if load:
+            from pipeline.weights.inference import load_model
+
+            self.model, loaded = load_model(
+                self.network, cache_dir=config.weights_dir, untrained=untrained, seed=config.seed, device=self.device
+            )
+            self.weights_sha256 = loaded.sha256
+        else:
+            from pipeline.weights.cache import recorded_sha256
+
+            self.model = None
+            self.weights_sha256 = recorded_sha256(self.network, cache_dir=config.weights_dir, untrained=untrained)
 
 
 def current_shards(work: str | Path, modality: str) -> dict[str, Path]:
@@ -311,5 +409,11 @@ def current_shards(work: str | Path, modality: str) -> dict[str, Path]:
     return found
 
 
+def shard_dim(path: str | Path) -> int:
+    """The per-sample vector width of a feature shard, from its schema."""
+    return pq.read_schema(path).field("features").type.value_type.list_size
+
+
 def read_features(path: str | Path, modality: str, dim: int | None = None) -> pa.Table:
-    return tables.read_file(path, tables.feature_spec(modality, dim))
+    """One feature shard, checked against its schema (``dim``: the width it must have; None: its own)."""
+    return tables.read_file(path, tables.feature_spec(modality, shard_dim(path) if dim is None else dim))

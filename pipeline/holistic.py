@@ -26,7 +26,7 @@ import numpy as np
 from pipeline.config import section_config
 from pipeline.decode import DecodeParams, Sample, StreamInfo, check_grid
 from pipeline.errors import ClipError, Reason
-from pipeline.features import Batches, FeatureSequence, NetworkExtractor, PassShared
+from pipeline.features import Batches, FeatureSequence, Modality, NetworkExtractor, PassShared
 from pipeline.weights.inference import infer
 
 log = logging.getLogger(__name__)
@@ -87,9 +87,7 @@ class _HolisticClip:
 
 
 class HolisticExtractor(NetworkExtractor):
-    modality = "holistic"
     name = "tsn-r50-kinetics400"
-    dim = 2048
     network = WEIGHTS
     code = ("pipeline.holistic", "pipeline.decode")
     config: HolisticConfig
@@ -125,6 +123,7 @@ class HolisticExtractor(NetworkExtractor):
         return infer(self.model, x, self.precision)
 
     def consumer(self, clip_id: str, shared: PassShared | None = None) -> _HolisticClip:
+        self.require_loaded()
         return _HolisticClip(self, clip_id)
 
 
@@ -134,11 +133,24 @@ def build_extractor(
     untrained: bool = False,
     device: str | None = None,
     precision: str | None = None,
+    load: bool = True,
 ) -> HolisticExtractor:
     """The holistic extractor from the ``[holistic]`` section (a mapping) or a :class:`HolisticConfig`.
 
     Raises :class:`~pipeline.errors.WeightsError` naming the fixing command when the TSN weights
     are not in the cache, unless ``untrained`` (explicit only) asks for seeded random weights.
+    ``load=False`` describes it without loading the network (its identity only).
     """
     config = section_config(HolisticConfig, config, "holistic")
-    return HolisticExtractor(config, untrained=untrained, device=device, precision=precision)
+    return HolisticExtractor(MODALITY, config, untrained=untrained, device=device, precision=precision, load=load)
+
+
+MODALITY = Modality(
+    name="holistic",
+    dim=2048,  # TSN ResNet-50's pooled trunk (SPEC section 4)
+    config=HolisticConfig,
+    build=build_extractor,
+    rate=lambda c: c.fps,
+    span_s=10.24,  # 256 samples at 25 fps, the middle of VDV's usual 5-15 s
+    networks=(WEIGHTS,),
+)

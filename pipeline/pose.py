@@ -57,7 +57,7 @@ import numpy as np
 
 from pipeline.config import section_config
 from pipeline.decode import DecodeParams, Sample, StreamInfo, check_grid, target_size
-from pipeline.features import FeatureExtractor, FeatureSequence, PassShared
+from pipeline.features import FeatureExtractor, FeatureSequence, Modality, PassShared, SharedRun
 from pipeline.provenance import code_version, sha256_file
 from pipeline.skeleton import blazepose_to_mpii
 
@@ -229,6 +229,20 @@ class Batching:
 
     max_batch: int = 64  # frames of different clips in one forward
     max_wait_ms: float = 5.0  # how long a step waits for a busy clip's frame
+
+
+def blazepose_sha256(cache_dir: str | None = None) -> tuple[str, str]:
+    """(landmark, detector) weights sha256 the torch backend records, without loading its networks:
+    the cache's, checked against their locks; a cache without them is filled from the mediapipe
+    wheel first, as the first load does (:func:`pipeline.weights.fetch.ensure_bundled`)."""
+    from pipeline.weights.cache import verify_weights
+    from pipeline.weights.fetch import ensure_bundled
+
+    found = []
+    for name in ("blazepose_landmark_full", "blazepose_detector"):
+        ensure_bundled(name, cache_dir=cache_dir)
+        found.append(verify_weights(name, cache_dir=cache_dir))
+    return found[0], found[1]
 
 
 @cache
@@ -476,13 +490,18 @@ class PoseConfig:
 
 
 class PoseExtractor(FeatureExtractor):
-    modality = "pose"
-    dim = 48
-
-    def __init__(self, config: PoseConfig = PoseConfig(), *, device: str | None = None, precision: str | None = None):
+    def __init__(
+        self,
+        config: PoseConfig = PoseConfig(),
+        *,
+        device: str | None = None,
+        precision: str | None = None,
+        load: bool = True,
+    ):
         if config.model_complexity != 1:
             raise ValueError("only model_complexity=1 (BlazePose full) ships in the mediapipe wheel")
-        self.config = config
+        self.declare(MODALITY)
+        self.config, self.loaded = config, load
         self.backend = resolve_backend(config.backend, device)
         self.version = code_version(
             "pipeline.pose", "pipeline.skeleton", "pipeline.decode", *backend_code(self.backend)
@@ -496,8 +515,11 @@ class PoseExtractor(FeatureExtractor):
         else:
             self.name = TorchBlazePose.name
             self.device, self.precision = blazepose_place(device, precision)
-            nets = shared_networks(self.device, self.precision, config.weights_dir)
-            self.weights_sha256, self.detector_sha256 = nets.landmark_sha256, nets.detector_sha256
+            if load:
+                nets = shared_networks(self.device, self.precision, config.weights_dir)
+                self.weights_sha256, self.detector_sha256 = nets.landmark_sha256, nets.detector_sha256
+            else:
+                self.weights_sha256, self.detector_sha256 = blazepose_sha256(config.weights_dir)
 
     def decode_params(self) -> DecodeParams:
         return DecodeParams(fps=self.config.fps, max_side=self.config.max_side)
@@ -532,7 +554,11 @@ class PoseExtractor(FeatureExtractor):
         )
         return self.decode_params(), settings
 
+    def shared_run(self) -> SharedRun:
+        return SharedRun("BlazePose", self.track_key(), TRACK_HINT)
+
     def consumer(self, clip_id: str, shared: PassShared | None = None) -> _PoseClip:
+        self.require_loaded()
         return _PoseClip(self, shared)
 
 
@@ -579,18 +605,38 @@ def build_extractor(
     untrained: bool = False,
     device: str | None = None,
     precision: str | None = None,
+    load: bool = True,
 ) -> PoseExtractor:
     """The pose extractor from the ``[pose]`` section (a mapping) or a :class:`PoseConfig`.
 
     BlazePose's weights ship inside the mediapipe wheel, so there is no untrained variant:
     ``untrained`` is accepted for a uniform CLI and the real model is used. ``device`` and
     ``precision`` decide the backend (``auto``) and where the torch backend runs
-    (:func:`blazepose_place`); mediapipe's runs on the CPU in float32.
+    (:func:`blazepose_place`); mediapipe's runs on the CPU in float32. ``load=False`` describes
+    it without loading the torch backend's networks (its identity only).
     """
     config = section_config(PoseConfig, config, "pose")
-    if untrained:
+    if untrained and load:
         log.warning("pose: BlazePose weights ship with mediapipe; extracting with the real model")
-    return PoseExtractor(config, device=device, precision=precision)
+    return PoseExtractor(config, device=device, precision=precision, load=load)
+
+
+TRACK_HINT = (
+    "set [scenic] mask_max_side to [pose] max_side (and the same fps, no end_s, the same detection and "
+    "tracking confidences) so that pose and scenic's person mask share one BlazePose run"
+)
+
+MODALITY = Modality(
+    name="pose",
+    dim=48,  # 16 MPII joints x (x, y, confidence), joint-major (pipeline.skeleton)
+    config=PoseConfig,
+    build=build_extractor,
+    rate=lambda c: c.fps,
+    span_s=10.24,  # 256 samples at 25 fps, the middle of VDV's usual 5-15 s
+    networks=("blazepose_detector", "blazepose_landmark_full"),  # the torch backend's
+    stream="skeleton",
+    aliases=("skeletal",),  # the models' name for it before one name served both layers
+)
 
 
 def backend_code(backend: str) -> tuple[str, ...]:

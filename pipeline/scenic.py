@@ -72,7 +72,7 @@ from pipeline import tables
 from pipeline.config import section_config
 from pipeline.decode import DecodeParams, Sample, StreamInfo, check_grid, iter_samples, target_size
 from pipeline.errors import ClipError, Reason
-from pipeline.features import Batches, FeatureSequence, NetworkExtractor, PassShared
+from pipeline.features import Batches, FeatureSequence, Modality, NetworkExtractor, PassShared, Preview, SharedRun
 from pipeline.vibe import ViBeParams, WindowBackgrounds, WindowImage, write_backgrounds
 from pipeline.weights.inference import infer
 
@@ -337,27 +337,28 @@ def write_background_pngs(
 
 
 class ScenicExtractor(NetworkExtractor):
-    modality = "scenic"
     name = "vibe-personmask-resnet18-places365"
-    dim = 512
     network = WEIGHTS
     code = ("pipeline.scenic", "pipeline.vibe", "pipeline.decode", "pipeline.pose")
     config: ScenicConfig
 
     def __init__(self, config: ScenicConfig, **kwargs):
-        from pipeline.pose import backend_code, resolve_backend, shared_networks
+        from pipeline.pose import backend_code, blazepose_sha256, resolve_backend, shared_networks
 
         device = kwargs.get("device")
         self.vibe_backend = resolve_vibe_backend(config.vibe_backend, device)
         # the code of the mask's backend and of the torch ViBe is part of the version
         vibe_code = ("pipeline.vibe_torch",) if self.vibe_backend == "torch" else ()
         self.code = type(self).code + backend_code(resolve_backend(config.mask_backend, device)) + vibe_code
-        super().__init__(config, **kwargs)
+        super().__init__(MODALITY, config, **kwargs)
         self.mask = mask_track(config, self.device, self.precision)
         self.mask_weights = {}
-        if self.mask.backend == "torch":
+        if self.mask.backend == "torch" and self.loaded:
             nets = shared_networks(self.mask.device, self.mask.precision, self.mask.weights_dir)
             self.mask_weights = {"landmark_sha256": nets.landmark_sha256, "detector_sha256": nets.detector_sha256}
+        elif self.mask.backend == "torch":
+            landmark, detector = blazepose_sha256(self.mask.weights_dir)
+            self.mask_weights = {"landmark_sha256": landmark, "detector_sha256": detector}
 
     def decode_params(self) -> DecodeParams:
         return decode_params(self.config)
@@ -365,6 +366,11 @@ class ScenicExtractor(NetworkExtractor):
     def track_key(self):
         """The grid and settings of the person mask's tracking BlazePose (as pose's ``track_key``)."""
         return self.decode_params(), self.mask
+
+    def shared_run(self) -> SharedRun:
+        from pipeline.pose import TRACK_HINT
+
+        return SharedRun("BlazePose", self.track_key(), TRACK_HINT)
 
     def params(self) -> dict:
         c, pre = self.config, self.weights_spec.preprocess
@@ -410,6 +416,7 @@ class ScenicExtractor(NetworkExtractor):
         return infer(self.model, x, self.precision)
 
     def consumer(self, clip_id: str, shared: PassShared | None = None) -> _ScenicClip:
+        self.require_loaded()
         return _ScenicClip(self, clip_id, shared)
 
 
@@ -481,11 +488,25 @@ def build_extractor(
     untrained: bool = False,
     device: str | None = None,
     precision: str | None = None,
+    load: bool = True,
 ) -> ScenicExtractor:
     """The scenic extractor from the ``[scenic]`` section (a mapping) or a :class:`ScenicConfig`.
 
     Raises :class:`~pipeline.errors.WeightsError` naming the fixing command when the Places365
     weights are not in the cache, unless ``untrained`` (explicit only) asks for seeded random weights.
+    ``load=False`` describes it without loading a network (its identity only).
     """
     config = section_config(ScenicConfig, config, "scenic")
-    return ScenicExtractor(config, untrained=untrained, device=device, precision=precision)
+    return ScenicExtractor(config, untrained=untrained, device=device, precision=precision, load=load)
+
+
+MODALITY = Modality(
+    name="scenic",
+    dim=512,  # ResNet-18's pooled trunk (SPEC section 4)
+    config=ScenicConfig,
+    build=build_extractor,
+    rate=lambda c: c.fps / c.hop,  # one background every `hop` grid frames
+    span_s=15.36,  # 32 backgrounds, one every 12 frames at 25 fps
+    networks=(WEIGHTS, "blazepose_detector", "blazepose_landmark_full"),  # the mask's, on the torch backend
+    preview=Preview("backgrounds", "scenic background (ViBe)"),  # one background image of each clip
+)

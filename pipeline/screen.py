@@ -232,17 +232,15 @@ class PixelRules:
         import time
 
         from pipeline import visual
-        from pipeline.extraction import worker_name
+        from pipeline.runtime import worker_name
 
         found = self.cached(clip["clip_id"])
         if found is not None:
             self.reused += 1
             return found, False
         self.computed += 1
-        from pipeline.report import thumbnails_dir
-
         t0 = time.monotonic()
-        thumbs = thumbnails_dir(self.work) if self.thumbnails else None
+        thumbs = tables.thumbnails_dir(self.work) if self.thumbnails else None
         results = _run_visual(
             lambda c: visual.screen_visual(
                 c["path"], c["clip_id"], self.config, duration_s=c.get("duration_s"), thumbnails=thumbs, pose=self.pose

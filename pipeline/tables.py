@@ -154,26 +154,24 @@ SCORE_SCALE = _spec(
 
 # -- feature shards -----------------------------------------------------------------------------
 
-MODALITIES: tuple[str, ...] = ("pose", "holistic", "facial", "scenic")
-"""The feature modalities, each with its own feature shards, in the order they are reported."""
-
-FEATURE_DIMS = {"pose": 48, "holistic": 2048, "facial": 512, "scenic": 512}
-"""Per-sample vector length of each modality. Pose is 16 MPII joints x (x, y, confidence),
-joint-major; facial is 512 (InceptionResnetV1) or 2048 (ResNet-50 VGGFace2)."""
-
 FEATURE_SCHEMA_VERSION = 1
 
 
-def feature_spec(modality: str, dim: int | None = None) -> TableSpec:
-    """Schema of a feature shard: one row per clip, each sample a fixed-size vector.
+def feature_table(modality: str) -> str:
+    """The table name of ``modality``'s feature shards: ``features/<modality>``."""
+    return f"features/{modality}"
+
+
+def feature_spec(modality: str, dim: int) -> TableSpec:
+    """Schema of a feature shard of ``modality``: one row per clip, each sample a vector of ``dim``
+    (the modality's record says its width: :mod:`pipeline.modalities`).
 
     One row per clip (not per frame) keeps a clip's sequence contiguous and written in one
     atomic file, which makes incremental re-extraction and crash safety per clip trivial, and a
     training dataset reads one row to get a (T, D) array.
     """
-    d = dim if dim is not None else FEATURE_DIMS[modality]
     return _spec(
-        f"features/{modality}",
+        feature_table(modality),
         FEATURE_SCHEMA_VERSION,
         [
             pa.field("clip_id", pa.string(), nullable=False),
@@ -184,7 +182,7 @@ def feature_spec(modality: str, dim: int | None = None) -> TableSpec:
             pa.field("frame_height", pa.int32()),
             pa.field("timestamps", pa.list_(pa.float32()), nullable=False),  # seconds
             pa.field("valid", pa.list_(pa.bool_()), nullable=False),  # person / face found
-            pa.field("features", pa.list_(pa.list_(pa.float32(), d)), nullable=False),
+            pa.field("features", pa.list_(pa.list_(pa.float32(), dim)), nullable=False),
             # provenance: enough to tell what a re-extraction would change
             pa.field("extractor", pa.string(), nullable=False),
             pa.field("extractor_version", pa.string(), nullable=False),  # hash of its code
@@ -196,6 +194,29 @@ def feature_spec(modality: str, dim: int | None = None) -> TableSpec:
             pa.field("identity", pa.string(), nullable=False),  # sha256 of all of the above
         ],
     )
+
+
+# -- the work directory's folders that are not tables ---------------------------------------------
+
+REPORT_DIR = "report"  # <work>/report/: the build report (pipeline.report) and the pictures it shows
+THUMBS_DIR = "thumbs"  # <work>/report/thumbs/: contact-sheet thumbnails, written by screening
+
+
+def report_dir(work: str | os.PathLike) -> Path:
+    """``<work>/report/``: the build report's pages and the pictures the stages leave for it."""
+    return Path(work) / REPORT_DIR
+
+
+def thumbnails_dir(work: str | os.PathLike) -> Path:
+    """Where screening writes contact-sheet thumbnails: ``screen_visual(..., thumbnails=thumbnails_dir(work))``."""
+    return report_dir(work) / THUMBS_DIR
+
+
+def preview_dir(work: str | os.PathLike, folder: str) -> Path:
+    """Where extraction leaves a modality's pictures for the report: ``<work>/report/<folder>/``
+    (the record's ``preview``; scenic's background images are ``backgrounds``), one
+    ``<clip_id[:16]>.<ms>ms.png`` per clip."""
+    return report_dir(work) / folder
 
 
 # -- writer and reader --------------------------------------------------------------------------

@@ -191,8 +191,8 @@ def _rejection(clip: Mapping[str, Any], reason: Reason, message: str) -> dict:
 # -- the stored scale -----------------------------------------------------------------------------
 
 
-def scale_rows(scale: Mapping[str, ChallengeScale], config: ScoreConfig) -> list[dict]:
-    params = config.params()
+def scale_rows(scale: Mapping[str, ChallengeScale], config: ScoreConfig | str) -> list[dict]:
+    params = config if isinstance(config, str) else config.params()
     return [
         {"challenge": s.challenge, "raw_min": s.raw_min, "raw_max": s.raw_max, "n_clips": s.n_clips, "params": params}
         for s in sorted(scale.values(), key=lambda s: s.challenge)
@@ -226,9 +226,13 @@ def read_scale(path: str | Path, config: ScoreConfig) -> dict[str, ChallengeScal
     return scale
 
 
-def write_scores(result: ScoreResult, config: ScoreConfig, work: str | Path) -> tuple[Path, Path, Path]:
-    """Write ``scores``, the scale used (``score_scale``) and the score rejections."""
+def write_scores(
+    result: ScoreResult, config: ScoreConfig | str, work: str | Path, *, stage: str = STAGE
+) -> tuple[Path, Path, Path]:
+    """Write ``scores``, the scale used (``score_scale``) and the rejections of ``stage``
+    (``rejections.<stage>``). ``config``: the score configuration, or the JSON that says how
+    another scale was made (the sports benchmark's expert scores)."""
     scores = tables.replace_table(result.rows, tables.SCORES, work)
     scale = tables.replace_table(scale_rows(result.scale, config), tables.SCORE_SCALE, work)
-    rejected = tables.write_table(result.rejections, tables.REJECTIONS, tables.shard_path(work, "rejections", STAGE))
+    rejected = tables.write_table(result.rejections, tables.REJECTIONS, tables.shard_path(work, "rejections", stage))
     return scores, scale, rejected

@@ -78,7 +78,7 @@ def build_release(root: Path) -> Path:
     records = json.loads((SHARED / "metadata" / "tiktok_scraper_sample.json").read_text())
     clips = []
     for i, (cid, source, rows, valid) in enumerate(windows()):
-        write_stream(work, "skeletal", cid, rows, valid, name="blazepose-window", params={"source": source})
+        write_stream(work, "pose", cid, rows, valid, name="blazepose-window", params={"source": source})
         rec = records[i % len(records)]
         clips.append(
             {
@@ -119,7 +119,7 @@ def session_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 SMALL_RUN = """\
 [data]
-skeletal_frames = 32  # windows are 24 frames: 8 padded frames in every clip
+seconds = { pose = 1.28 }  # 32 frames at 25 fps; windows are 24 frames: 8 padded frames in every clip
 
 [psgcn]
 channels = [8, 16, 16]

@@ -23,11 +23,14 @@ MODELS_MAY_IMPORT = {
     "pipeline.config",
     "pipeline.decode",
     "pipeline.errors",
+    "pipeline.extraction",
     "pipeline.features",
+    "pipeline.modalities",
     "pipeline.progress",
     "pipeline.skeleton",
     "pipeline.splits",
     "pipeline.tables",
+    "pipeline.virality",
 }
 
 

@@ -56,7 +56,9 @@ def test_a_clip_its_workers_died_on_is_rejected_without_running_again(tmp_path):
         _die_during(ledger.root, clip["clip_id"], f"node:{pid + 10}")
     # the plan names a modality that does not exist: loading it would raise, so nothing is loaded
     plan = ExtractionPlan(modalities=("no_such_modality",), sections="{}", untrained=True, device="cpu")
-    items = tasks.extract_clip.fn(str(tmp_path), clip, plan, {}, str(ledger.root))
+    items = tasks.extract_clip.fn(
+        {"work": str(tmp_path), "clip": clip, "plan": plan, "decode": {}, "attempts": str(ledger.root)}
+    )
     assert [(i["modality"], i["status"], i["reason"], i["video_id"]) for i in items] == [
         ("no_such_modality", "rejected", "worker_died", "v1")
     ]

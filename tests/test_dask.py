@@ -55,7 +55,7 @@ def test_build_on_a_local_dask_cluster_of_two_processes(tmp_path):
         assert (e["computed"], e["skipped"], e["failed"]) == (4, 0, 0)
         assert len(current_shards(tmp_path / "work", modality)) == 4
     scenic = tables.read_file(
-        next(iter(current_shards(tmp_path / "work", "scenic").values())), tables.feature_spec("scenic")
+        next(iter(current_shards(tmp_path / "work", "scenic").values())), tables.feature_spec("scenic", 512)
     )
     assert scenic.column("untrained")[0].as_py() is True
     assert release.verify_release(report["release"]["path"]).ok

@@ -53,8 +53,8 @@ def work(tmp_path: Path) -> Path:
     a, b = "a" * 64, "b" * 64
     valid = np.ones(len(dance), bool)
     valid[10:20] = False  # no person found in these frames
-    write_stream(tmp_path, "skeletal", a, dance, valid)
-    write_stream(tmp_path, "skeletal", b, squats)
+    write_stream(tmp_path, "pose", a, dance, valid)
+    write_stream(tmp_path, "pose", b, squats)
     write_stream(tmp_path, "holistic", a, rng.normal(size=(120, 2048)))
     write_stream(tmp_path, "holistic", b, rng.normal(size=(65, 2048)))
     write_stream(tmp_path, "facial", a, rng.normal(size=(12, 512)), fps=3.0)
@@ -98,15 +98,17 @@ def test_skeleton_normalisation_on_real_keypoints() -> None:
 
 
 def test_dataset_items_masks_and_absent_streams(work: Path) -> None:
-    cfg = data.DataConfig(skeletal_frames=64, holistic_frames=100, facial_frames=8)
-    ds = data.ViralityDataset(data.open_source(work), ("skeletal", "holistic", "facial"), config=cfg)
+    # spans in seconds; the frames follow each stream's rate in its shards (25 fps, facial 3 fps)
+    cfg = data.DataConfig(seconds={"pose": 64 / 25, "holistic": 4.0, "facial": 8 / 3})
+    ds = data.ViralityDataset(data.open_source(work), ("pose", "holistic", "facial"), config=cfg)
     # the third clip has a score but no features: left out, with its reason recorded
-    assert len(ds) == 2 and ds.skipped == {"c" * 64: "no features of ['skeletal', 'holistic', 'facial']"}
+    assert len(ds) == 2 and ds.skipped == {"c" * 64: "no features of ['pose', 'holistic', 'facial']"}
+    assert ds.frames == {"pose": 64, "holistic": 100, "facial": 8}
     a = ds[ds.clip_ids.index("a" * 64)]
     b = ds[ds.clip_ids.index("b" * 64)]
-    assert a["skeletal"].shape == (3, 64, 16) and a["holistic"].shape == (100, 2048) and a["facial"].shape == (8, 512)
+    assert a["pose"].shape == (3, 64, 16) and a["holistic"].shape == (100, 2048) and a["facial"].shape == (8, 512)
     # 120 frames sampled to 64 uniformly: the 10 frames without a person are masked (about 5)
-    assert 3 <= (~a["skeletal_mask"]).sum() <= 7
+    assert 3 <= (~a["pose_mask"]).sum() <= 7
     # 65 holistic frames padded to 100
     assert b["holistic_mask"].sum() == 65 and not b["holistic"][65:].any()
     # clip b never had a face: the facial stream is absent
@@ -115,15 +117,29 @@ def test_dataset_items_masks_and_absent_streams(work: Path) -> None:
     assert a["score"] == pytest.approx(0.25) and b["challenge"] == "c2"
 
 
+def test_changing_a_rate_keeps_the_span_a_stream_sees(work: Path) -> None:
+    """``[facial] fps = 5`` instead of 3: the facial stream still sees its 10.7 s, in more frames."""
+    default = data.DataConfig()
+    assert default.frames("facial", 3.0) == 32 and default.frames("facial", 5.0) == 53
+    assert default.frames("pose", 25.0) == 256 and default.frames("scenic", 25 / 12) == 32
+    rng = np.random.default_rng(1)
+    write_stream(work, "facial", "a" * 64, rng.normal(size=(60, 512)), fps=5.0)  # re-extracted at 5 fps
+    write_stream(work, "facial", "b" * 64, rng.normal(size=(40, 512)), fps=5.0)
+    ds = data.ViralityDataset(data.open_source(work), ("facial",))
+    assert ds.frames == {"facial": 53} and ds[0]["facial"].shape == (53, 512)
+    assert ds.frames["facial"] / 5.0 == pytest.approx(32 / 3.0, abs=0.2)  # the same span as 32 at 3 fps
+
+
 def test_dataset_batches_with_default_collate(work: Path) -> None:
     import torch
     from torch.utils.data import DataLoader
 
-    cfg = data.DataConfig(skeletal_frames=16, facial_frames=4, holistic_frames=8, scenic_frames=4)
+    cfg = data.DataConfig(seconds={"pose": 16 / 25, "facial": 4 / 3, "holistic": 8 / 25, "scenic": 4 * 12 / 25})
     ds = data.ViralityDataset(data.open_source(work), config=cfg)
-    assert ds.dims == {"skeletal": 48, "holistic": 2048, "facial": 512, "scenic": 512}
+    assert ds.dims == {"pose": 48, "holistic": 2048, "facial": 512, "scenic": 512}
+    assert ds.frames == {"pose": 16, "holistic": 8, "facial": 4, "scenic": 4}  # scenic: its default rate
     batch = next(iter(DataLoader(ds, batch_size=2)))
-    assert batch["skeletal"].shape == (2, 3, 16, 16) and batch["skeletal"].dtype == torch.float32
+    assert batch["pose"].shape == (2, 3, 16, 16) and batch["pose"].dtype == torch.float32
     assert batch["stream_mask"].shape == (2, 4)
     assert not batch["stream_mask"][:, 3].any()  # no scenic shards at all
 
@@ -148,11 +164,33 @@ def test_a_packaged_release_is_a_source(release: Path) -> None:
     assert tracks["all"] == {r["clip_id"]: r["split"] for r in stored}
     assert set(tracks) == {"all", "challenge-lifting", "challenge-taichi"}
     assert all(sum(s == "test" for s in t.values()) >= 10 for t in tracks.values())
-    ds = data.ViralityDataset(src, ("skeletal",), config=data.DataConfig(skeletal_frames=32))
+    # the models' older name of the pose stream is still read
+    ds = data.ViralityDataset(src, ("skeletal",), config=data.DataConfig(seconds={"skeletal": 32 / 25}))
     item = ds[0]
-    assert item["skeletal"].shape == (3, 32, 16) and not item["skeletal_mask"][realdata.WINDOW :].any()
+    assert ds.modalities == ("pose",) and item["pose"].shape == (3, 32, 16)
+    assert not item["pose_mask"][realdata.WINDOW :].any()
+
+
+def test_a_release_that_names_the_pose_config_skeletal_still_loads(release: Path, tmp_path: Path) -> None:
+    import shutil
+
+    old = tmp_path / "old-release"
+    shutil.copytree(release, old)
+    (old / "data" / "pose").rename(old / "data" / "skeletal")
+    src = data.open_source(old)
+    cid, _, rows, _ = realdata.windows()[0]
+    assert src.has("pose", cid) and src.rate("pose") == 25.0
+    np.testing.assert_array_equal(src.load("pose", cid)[0], rows)
+
+
+def test_old_data_configs_in_frames_read_as_seconds() -> None:
+    old = {"skeletal_frames": 256, "holistic_frames": 128, "facial_frames": 32, "scenic_frames": 32, "min_torso": 1e-5}
+    cfg = data.DataConfig.from_dict(old)
+    assert cfg.seconds == pytest.approx({"pose": 10.24, "holistic": 5.12, "facial": 32 / 3, "scenic": 15.36})
+    assert [cfg.frames(m) for m in ("pose", "holistic", "facial", "scenic")] == [256, 128, 32, 32]
+    assert cfg.min_torso == 1e-5
 
 
 def test_unknown_modality_is_an_error(work: Path) -> None:
-    with pytest.raises(ValueError, match="unknown modalities"):
+    with pytest.raises(ValueError, match="unknown modality 'audio'"):
         data.ViralityDataset(data.open_source(work), ("audio",))

@@ -194,7 +194,7 @@ class _BlockingContainer:
 
 def test_a_decoder_that_blocks_is_given_up_and_the_clip_rejected(monkeypatch):
     release = threading.Event()
-    monkeypatch.setattr("pipeline.decode.av.open", lambda *a, **k: _BlockingContainer(release))
+    monkeypatch.setattr("av.open", lambda *a, **k: _BlockingContainer(release))
     started = time.monotonic()
     try:
         with pytest.raises(ClipError) as err:

@@ -12,6 +12,7 @@ from scipy.stats import spearmanr
 
 from cli import main
 from models import ablations, data, evaluate, train
+from pipeline import modalities
 from tests import realdata
 from tests.test_train import make_work
 
@@ -24,7 +25,12 @@ def test_spearman() -> None:
 
 def test_ablation_switches() -> None:
     base = train.TrainConfig()
-    assert ablations.ablation_config(base, "no_facial").modalities == ("skeletal", "holistic", "scenic")
+    assert ablations.ablation_config(base, "no_facial").modalities == ("pose", "holistic", "scenic")
+    assert [a for a in ablations.ablations() if a.startswith("no_") and a[3:] in modalities.names()] == [
+        "no_holistic",
+        "no_facial",
+        "no_scenic",
+    ]  # one per sequence stream of the registry
     assert ablations.ablation_config(base, "average_fusion").fusion == "average"
     assert ablations.ablation_config(base, "no_downsampling").downsample is False
     assert ablations.ablation_config(base, "no_relational_pooling").relational_pooling is False
@@ -40,8 +46,8 @@ def test_protocol_writes_json_and_markdown(tmp_path: Path) -> None:
     tracks = data.track_splits(src)
     assert set(tracks) == {"all", "challenge-c0", "challenge-c1"}
     assert sum(s == "test" for s in tracks["all"].values()) == 3  # round(0.2 * 16)
-    cfg = train.TrainConfig(model="psgcn", modalities=("skeletal",), epochs=1, device="cpu")
-    small = data.DataConfig(skeletal_frames=8)
+    cfg = train.TrainConfig(model="psgcn", modalities=("pose",), epochs=1, device="cpu")
+    small = data.DataConfig(seconds={"pose": 8 / 25})
     res = evaluate.run_protocol(
         src, tmp_path / "eval", cfg, small, tracks=["all"], ablations=["full", "no_downsampling"]
     )
@@ -55,7 +61,7 @@ def test_protocol_writes_json_and_markdown(tmp_path: Path) -> None:
 def test_cli_train_then_evaluate_checkpoint(tmp_path: Path, capsys) -> None:
     work = make_work(tmp_path / "work", n=12)
     cfg = tmp_path / "vdv.toml"
-    cfg.write_text("[data]\nskeletal_frames = 8\n")
+    cfg.write_text("[data]\nseconds = { pose = 0.32 }\n")
     rc = main(
         [
             "train",
@@ -68,7 +74,7 @@ def test_cli_train_then_evaluate_checkpoint(tmp_path: Path, capsys) -> None:
             "--model",
             "psgcn",
             "--modalities",
-            "skeletal",
+            "pose",
             "--epochs",
             "1",
             "--device",
@@ -102,7 +108,7 @@ def release(tmp_path_factory) -> Path:
 def test_evaluate_a_checkpoint_on_a_packaged_release(release: Path, tmp_path: Path) -> None:
     """Train and evaluate on package_release's output: the all-challenge track and both
     challenge tracks have at least 10 test clips, so SRC is a number, per track and challenge."""
-    run = realdata.train_on_release(release, tmp_path / "run", "--model", "psgcn", "--modalities", "skeletal")
+    run = realdata.train_on_release(release, tmp_path / "run", "--model", "psgcn", "--modalities", "pose")
     for track in ("all", "challenge-taichi"):
         rc = main(
             ["evaluate", "--source", str(release), "--out", str(tmp_path / track), "--device", "cpu"]
@@ -123,7 +129,7 @@ def test_evaluate_a_checkpoint_on_a_packaged_release(release: Path, tmp_path: Pa
 
 def test_the_svr_baseline_runs_per_track_from_vdv_evaluate(release: Path, tmp_path: Path) -> None:
     rc = main(
-        ["evaluate", "--source", str(release), "--out", str(tmp_path), "--model", "svr", "--modalities", "skeletal"]
+        ["evaluate", "--source", str(release), "--out", str(tmp_path), "--model", "svr", "--modalities", "pose"]
         + ["--config", str(_small_config(tmp_path))]
     )
     assert rc == 0
@@ -135,13 +141,9 @@ def test_the_svr_baseline_runs_per_track_from_vdv_evaluate(release: Path, tmp_pa
     # the SVR is fitted on the train side only: refitting by hand on the same pooled features agrees
     src = data.open_source(release)
     splits = data.track_splits(src)["all"]
-    cfg = data.DataConfig(skeletal_frames=32)
-    train_ds = data.ViralityDataset(
-        src, ("skeletal",), clip_ids=[c for c, s in splits.items() if s == "train"], config=cfg
-    )
-    test_ds = data.ViralityDataset(
-        src, ("skeletal",), clip_ids=[c for c, s in splits.items() if s == "test"], config=cfg
-    )
+    cfg = data.DataConfig(seconds={"pose": 32 / 25})
+    train_ds = data.ViralityDataset(src, ("pose",), clip_ids=[c for c, s in splits.items() if s == "train"], config=cfg)
+    test_ds = data.ViralityDataset(src, ("pose",), clip_ids=[c for c, s in splits.items() if s == "test"], config=cfg)
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVR
@@ -149,7 +151,7 @@ def test_the_svr_baseline_runs_per_track_from_vdv_evaluate(release: Path, tmp_pa
     def pooled(ds):
         rows = []
         for i in range(len(ds)):
-            x, m = ds[i]["skeletal"], ds[i]["skeletal_mask"]
+            x, m = ds[i]["pose"], ds[i]["pose_mask"]
             frames = x.transpose(1, 2, 0).reshape(x.shape[1], -1)[m].astype(np.float64)
             rows.append(np.concatenate([frames.mean(0), frames.std(0), frames.max(0)]))
         return np.stack(rows)

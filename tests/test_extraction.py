@@ -46,7 +46,7 @@ def count_opens(monkeypatch):
         opened.append(str(path))
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr("pipeline.decode.av.open", counting)
+    monkeypatch.setattr("av.open", counting)
     return opened
 
 

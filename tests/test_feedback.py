@@ -68,7 +68,7 @@ def test_dance_tips_per_challenge(tmp_path: Path) -> None:
         rows = load_keypoint_file(SHARED / "keypoints" / name)
         for start in (0, 20):
             x, m = skeleton_tensor(rows[start : start + 40], np.ones(40, bool), 16)
-            items.append({"skeletal": x, "skeletal_mask": m, "challenge": ch})
+            items.append({"pose": x, "pose_mask": m, "challenge": ch})
     tips = feedback.dance_tips(model, items)
     assert sorted(tips) == ["dance", "squats"]
     t = tips["dance"]
@@ -88,8 +88,8 @@ def test_dance_tips_leave_padding_and_invalid_frames_out() -> None:
     x16, m16 = skeleton_tensor(rows, np.ones(16, bool), 16)
     x24, m24 = skeleton_tensor(rows, np.ones(16, bool), 24)  # 8 padded frames at the end
     assert m24.sum() == 16
-    alone = feedback.dance_tips(model, [{"skeletal": x16, "skeletal_mask": m16, "challenge": "d"}])["d"]
-    padded = feedback.dance_tips(model, [{"skeletal": x24, "skeletal_mask": m24, "challenge": "d"}])["d"]
+    alone = feedback.dance_tips(model, [{"pose": x16, "pose_mask": m16, "challenge": "d"}])["d"]
+    padded = feedback.dance_tips(model, [{"pose": x24, "pose_mask": m24, "challenge": "d"}])["d"]
     mag = np.linalg.norm(feedback.guidance(model, x16, m16), axis=-1)  # (16, 16)
     np.testing.assert_allclose(alone["overall"], mag.mean(axis=0), rtol=1e-5)
     np.testing.assert_allclose(padded["overall"], mag.mean(axis=0), rtol=1e-4, atol=1e-7)
@@ -99,11 +99,11 @@ def test_dance_tips_leave_padding_and_invalid_frames_out() -> None:
     holes = m16.copy()
     holes[:4] = False
     items = [
-        {"skeletal": x16, "skeletal_mask": m16, "challenge": "d"},
-        {"skeletal": x16 * holes[None, :, None], "skeletal_mask": holes, "challenge": "d"},
+        {"pose": x16, "pose_mask": m16, "challenge": "d"},
+        {"pose": x16 * holes[None, :, None], "pose_mask": holes, "challenge": "d"},
     ]
     both = feedback.dance_tips(model, items)["d"]
-    mag2 = np.linalg.norm(feedback.guidance(model, *(items[1][k] for k in ("skeletal", "skeletal_mask"))), axis=-1)
+    mag2 = np.linalg.norm(feedback.guidance(model, *(items[1][k] for k in ("pose", "pose_mask"))), axis=-1)
     np.testing.assert_allclose(both["temporal"][:4], mag[:4], rtol=1e-5)  # only the first clip there
     np.testing.assert_allclose(both["temporal"][4:], (mag[4:] + mag2[4:]) / 2, rtol=1e-5)
     overall = (mag.mean(axis=0) + mag2[4:].mean(axis=0)) / 2
@@ -123,7 +123,7 @@ def test_vdv_feedback_from_a_release_checkpoint(model: str, release: Path, tmp_p
     from cli import main
     from models import load_checkpoint
 
-    run = realdata.train_on_release(release, tmp_path / "run", "--model", model, "--modalities", "skeletal")
+    run = realdata.train_on_release(release, tmp_path / "run", "--model", model, "--modalities", "pose")
     cid, _, rows, valid = realdata.windows()[3]
     rc = main(
         ["feedback", "--source", str(release), "--checkpoint", str(run / "checkpoint.pt")]
@@ -133,7 +133,7 @@ def test_vdv_feedback_from_a_release_checkpoint(model: str, release: Path, tmp_p
     grad = np.load(tmp_path / "fb" / "guidance.npy")
     assert grad.shape == (realdata.WINDOW, 16, 2) and np.abs(grad[valid]).sum() > 0
     fused, _ = load_checkpoint(run / "checkpoint.pt")
-    stream = fused.streams["skeletal"] if model == "multimodal" else fused
+    stream = fused.streams["pose"] if model == "multimodal" else fused
     assert feedback.skeleton_model(fused) is (stream if model == "multimodal" else fused)
     expected, _, _ = feedback.clip_guidance(stream, rows, valid)
     np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-9)

@@ -22,9 +22,10 @@ os.environ.pop("PREFECT_API_URL", None)
 from conftest import write_sample_run  # noqa: E402
 
 from flows import tasks  # noqa: E402
-from flows.build import build, make_task_runner  # noqa: E402
+from flows.build import build  # noqa: E402
 from flows.reextract import reextract  # noqa: E402
-from pipeline import extraction, release, tables  # noqa: E402
+from flows.runners import make_task_runner  # noqa: E402
+from pipeline import modalities, release, tables  # noqa: E402
 from pipeline.features import current_shards  # noqa: E402
 from pipeline.provenance import sha256_file  # noqa: E402
 from tests.support.runs import sample_clips, small_config
@@ -32,7 +33,7 @@ from tests.support.runs import sample_clips, small_config
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 # three short real clips: two static single-person clips (Kinetics) and the rendered dancer
 CLIPS = sample_clips("stgcn_ta_chi.mp4", "stgcn_clean_and_jerk.mp4", "tfjs_pose_1.mp4")
-MODALITIES = list(extraction.MODALITIES)
+MODALITIES = list(modalities.names())
 # small grids and sizes keep the test within seconds on two cores; the shapes of the real
 # pipeline are unchanged (the demo and the default configuration use the SPEC's rates)
 CONFIG = small_config("pose", "holistic", "facial", "scenic", "release", visual="{visual}", pose_fps="{pose_fps}")
@@ -65,7 +66,13 @@ def test_extract_clip_task_records_a_bad_clip_and_goes_on(tmp_path):
         {"clip_id": sha256_file(good), "path": str(good)},
     ]
     plan = ExtractionPlan.make(["pose"], {"pose": {"fps": 5.0, "max_side": 256}})
-    items = [it for clip in clips for it in tasks.extract_clip.fn(str(work), clip, plan, {}, str(work / "attempts"))]
+    items = [
+        it
+        for clip in clips
+        for it in tasks.extract_clip.fn(
+            {"work": str(work), "clip": clip, "plan": plan, "decode": {}, "attempts": str(work / "attempts")}
+        )
+    ]
     assert [(i["clip_id"], i["status"]) for i in items] == [
         (clips[0]["clip_id"], "rejected"),
         (clips[1]["clip_id"], "computed"),
@@ -74,7 +81,13 @@ def test_extract_clip_task_records_a_bad_clip_and_goes_on(tmp_path):
     shard = pq.read_table(current_shards(work, "pose")[clips[1]["clip_id"][:16]])
     assert shard.column("clip_id").to_pylist() == [clips[1]["clip_id"]]
     assert len(shard.column("timestamps")[0]) == 20  # 4 s at 5 fps
-    again = [it for clip in clips for it in tasks.extract_clip.fn(str(work), clip, plan, {}, str(work / "attempts"))]
+    again = [
+        it
+        for clip in clips
+        for it in tasks.extract_clip.fn(
+            {"work": str(work), "clip": clip, "plan": plan, "decode": {}, "attempts": str(work / "attempts")}
+        )
+    ]
     assert [i["status"] for i in again] == ["rejected", "skipped"]
 
 

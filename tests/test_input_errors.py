@@ -13,9 +13,10 @@ from conftest import DEMO, ROOT, SCRAPER_SAMPLE, SHARED, SHARED_CLIPS
 
 import models  # noqa: F401 - registers the models' configuration sections ([psgcn], [train], ...)
 from cli import main
-from pipeline.config import ConfigError, load_config
+from pipeline.config import ConfigError
 from pipeline.errors import InputError
 from pipeline.ingest import read_pairing
+from pipeline.sections import load_config
 
 # every command that reads --config; none gets as far as touching its inputs
 COMMANDS = [
@@ -388,7 +389,7 @@ def test_a_server_that_is_not_a_dask_scheduler_is_named():
     handshake tells them from a scheduler, which passes."""
     from distributed import LocalCluster
 
-    from flows.build import SchedulerUnreachable, check_scheduler
+    from flows.runners import SchedulerUnreachable, check_scheduler
 
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))

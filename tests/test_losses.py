@@ -151,8 +151,7 @@ def test_virality_loss_on_a_model_logs_terms_and_weights():
     model = build_model(
         "multimodal",
         streams=("holistic", "scenic"),
-        holistic_dim=8,
-        scenic_dim=8,
+        dims={"holistic": 8, "scenic": 8},
         rtcn={"channels": (8, 8, 8, 8, 16, 16)},
         fusion_hidden=8,
     )

@@ -23,6 +23,7 @@ from models import (
     save_checkpoint,
 )
 from models.fusion import FusionOutput
+from pipeline import modalities
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SQUATS = SHARED / "keypoints" / "tfjs_pose_squats.full.json"  # 65 frames x 33 BlazePose landmarks (x, y, z)
@@ -35,9 +36,7 @@ SMALL = {
     "tcn": {"input_dim": 24, "channels": (16, 16, 32, 32, 64, 64)},
     "lstm": {"input_dim": 24, "hidden": 32},
     "multimodal": {
-        "holistic_dim": 24,
-        "facial_dim": 12,
-        "scenic_dim": 12,
+        "dims": {"holistic": 24, "facial": 12, "scenic": 12},
         "psgcn": {"channels": (8, 16, 32)},
         "rtcn": {"channels": (16, 16, 32, 32, 64, 64)},
         "fusion_hidden": 16,
@@ -73,7 +72,7 @@ def make_inputs(model, n: int = 2, t: int = 16, seed: int = 0):
     cfg = model.config
     inputs = {}
     for name in cfg.streams:
-        if name == "skeletal":
+        if modalities.get(name).stream == "skeleton":
             inputs[name] = (real_skeletons(t)[:n], torch.ones(n, t, dtype=torch.bool))
         else:
             steps = {"holistic": t, "facial": max(2, t // 8), "scenic": max(2, t // 12)}[name]
@@ -198,9 +197,9 @@ def test_checkpoint_keeps_ablation_switches(tmp_path):
     model = small("psgcn", downsample=False)
     rebuilt, _ = load_checkpoint(save_checkpoint(tmp_path / "p.pt", model))
     assert rebuilt.config.downsample is False and rebuilt.vertices == [16] * 9
-    mm = small("multimodal", streams=("skeletal", "facial"), average_fusion=True)
+    mm = small("multimodal", streams=("pose", "facial"), average_fusion=True)
     rebuilt, _ = load_checkpoint(save_checkpoint(tmp_path / "mm.pt", mm))
-    assert rebuilt.config.streams == ("skeletal", "facial") and rebuilt.config.average_fusion
+    assert rebuilt.config.streams == ("pose", "facial") and rebuilt.config.average_fusion
     assert rebuilt.config.psgcn.channels == (8, 16, 32)
 
 
@@ -312,7 +311,7 @@ def test_multimodal_missing_face_stream_dropping_and_average():
     inputs["facial"] = (x, mask.clone().index_fill_(0, torch.tensor([0]), False))  # no face in clip 0
     with torch.no_grad():
         out, streams = model.forward_streams(inputs)
-    assert set(streams) == {"skeletal", "holistic", "facial", "scenic"}
+    assert set(streams) == {"pose", "holistic", "facial", "scenic"}
     assert out.weights[0, 2] == 0.0 and out.weights[1, 2] > 0.0
     torch.testing.assert_close(out.stream_scores[1], torch.stack([s.score[1] for s in streams.values()]))
     # training through a clip without any face stays finite (no NaN from the empty attention)
@@ -321,7 +320,7 @@ def test_multimodal_missing_face_stream_dropping_and_average():
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     model.zero_grad(set_to_none=True)
     model.eval()
-    dropped = small("multimodal", streams=("skeletal", "holistic", "scenic")).eval()
+    dropped = small("multimodal", streams=("pose", "holistic", "scenic")).eval()
     assert "facial" not in dropped.streams and dropped.fusion.feature_dims == (32, 64, 64)
     assert dropped(inputs).weights.shape == (2, 3)  # extra inputs for dropped streams are ignored
     averaged = small("multimodal", average_fusion=True).eval()
@@ -330,11 +329,11 @@ def test_multimodal_missing_face_stream_dropping_and_average():
         w = averaged(inputs).weights
     torch.testing.assert_close(w, torch.tensor([[1 / 3, 1 / 3, 0.0, 1 / 3], [0.25, 0.25, 0.25, 0.25]]))
     with pytest.raises(ValueError, match="lack streams"):
-        model({"skeletal": inputs["skeletal"]})
-    sports = small("multimodal", streams=("skeletal", "holistic"))  # SPEC section 8
-    assert list(sports.streams) == ["skeletal", "holistic"]
+        model({"pose": inputs["pose"]})
+    sports = small("multimodal", streams=("pose", "holistic"))  # SPEC section 8
+    assert list(sports.streams) == ["pose", "holistic"]
     with pytest.raises(ValueError, match="streams"):
-        build_model("multimodal", streams=("skeletal", "audio"))
+        build_model("multimodal", streams=("pose", "audio"))
 
 
 def test_wrong_layouts_are_refused_with_a_message():
@@ -403,7 +402,7 @@ def test_vdv_models_prints_every_model_with_its_parameter_count():
     assert sorted(listed) == sorted(MODELS)
     for name in ("psgcn", "tcn", "lstm"):
         assert listed[name]["parameters"] == parameter_count(build_model(name))
-    assert listed["multimodal"]["streams"]["skeletal"] == listed["psgcn"]["parameters"]
+    assert listed["multimodal"]["streams"]["pose"] == listed["psgcn"]["parameters"]
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         assert main(["models", "psgcn"]) == 0
@@ -414,12 +413,13 @@ def test_vdv_models_prints_every_model_with_its_parameter_count():
 def test_models_are_configured_from_the_run_configuration(tmp_path):
     from cli import main
     from models import build_from_config
-    from pipeline.config import ConfigError, load_config
+    from pipeline.config import ConfigError
+    from pipeline.sections import load_config
 
     path = tmp_path / "run.toml"
     path.write_text(
         "[psgcn]\ndownsample = false\nchannels = [8, 16, 32]\n\n"
-        "[multimodal]\nstreams = ['skeletal', 'holistic']\nholistic_dim = 24\n"
+        "[multimodal]\nstreams = ['skeletal', 'holistic']\ndims = { holistic = 24 }\n"  # the older name is read
         "[multimodal.psgcn]\nchannels = [8, 16, 32]\n[multimodal.rtcn]\nchannels = [16, 16, 32, 32, 64, 64]\n"
     )
     config = load_config(path)
@@ -427,7 +427,7 @@ def test_models_are_configured_from_the_run_configuration(tmp_path):
     assert flat.config.downsample is False and flat.config.channels == (8, 16, 32)
     assert build_from_config("psgcn", config, downsample=True).vertices[-1] == 4
     mm = build_from_config("multimodal", config)
-    assert mm.config.streams == ("skeletal", "holistic") and mm.config.rtcn.channels[-1] == 64
+    assert mm.config.streams == ("pose", "holistic") and mm.config.rtcn.channels[-1] == 64
     assert build_from_config("tcn", {}).config.relational_pooling is False
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
@@ -436,3 +436,27 @@ def test_models_are_configured_from_the_run_configuration(tmp_path):
     path.write_text("[psgcn]\ndownsampling = false\n")
     with pytest.raises(ConfigError, match=r"\[psgcn\] has unknown keys \['downsampling'\]"):
         build_from_config("psgcn", load_config(path))
+
+
+def test_a_checkpoint_of_the_code_before_one_name_per_modality_still_loads():
+    """``tests/fixtures/legacy-checkpoint.pt`` was written by commit 341daea
+    (``make_legacy_checkpoint.py``): its skeleton stream is ``skeletal`` in the streams, module
+    names, train config, data config (in frames) and dims, its widths ``<stream>_dim``."""
+    from models import train
+
+    fixtures = Path(__file__).parent / "fixtures"
+    model, state = load_checkpoint(fixtures / "legacy-checkpoint.pt")
+    assert model.config.streams == ("pose", "holistic", "facial", "scenic")
+    assert model.config.dims == {"holistic": 6, "facial": 4, "scenic": 4}
+    assert list(model.streams) == ["pose", "holistic", "facial", "scenic"]
+    assert state["dims"] == {"pose": 48, "holistic": 6, "facial": 4, "scenic": 4}
+    expected = torch.load(fixtures / "legacy-checkpoint.expected.pt", weights_only=True)
+    inputs = {modalities.canonical(k): (v, None) for k, v in expected["inputs"].items()}
+    with torch.no_grad():
+        out = model(inputs)
+    torch.testing.assert_close(out.score, expected["score"])  # the saved weights, renamed, not fresh ones
+    torch.testing.assert_close(out.weights, expected["weights"])
+    _, config, data_config, dims = train.load_checkpoint(fixtures / "legacy-checkpoint.pt", "cpu")
+    assert config.modalities == ("pose", "holistic", "facial", "scenic") and dims["pose"] == 48
+    # the frames it trained with, now as seconds at each stream's default rate: the same frames
+    assert [data_config.frames(m) for m in config.modalities] == [16, 16, 4, 4]

@@ -19,6 +19,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline import modalities as registry
 from pipeline import release, splits, tables
 from pipeline.decode import DecodeParams, iter_samples
 from pipeline.features import FeatureExtractor, FeatureSequence
@@ -67,7 +68,7 @@ class ColourExtractor(FeatureExtractor):
 
 def colour_extractors(untrained_modality: str | None = None, modalities=("pose", "facial")) -> dict:
     """What ``make_work`` extracts with, as ``package_release(extractors=...)`` expects it."""
-    return {m: [ColourExtractor(m, tables.FEATURE_DIMS[m], untrained=m == untrained_modality)] for m in modalities}
+    return {m: [ColourExtractor(m, registry.get(m).dim, untrained=m == untrained_modality)] for m in modalities}
 
 
 def records() -> list[dict]:
@@ -141,7 +142,7 @@ def make_work(
         work,
     )
     for modality in modalities:
-        ex = ColourExtractor(modality, tables.FEATURE_DIMS[modality], untrained=modality == untrained_modality)
+        ex = ColourExtractor(modality, registry.get(modality).dim, untrained=modality == untrained_modality)
         for name, cid in ids.items():
             ex.extract_to(work, SHARED / "clips" / name, cid)
     return ids
@@ -353,7 +354,7 @@ def test_stale_features_never_ship(tmp_path):
     that was not re-extracted at all makes the release refuse, naming it and the fix."""
     work = tmp_path / "work"
     ids = make_work(work, modalities=("pose",))
-    new = ColourExtractor("pose", tables.FEATURE_DIMS["pose"], cells=2)  # the changed [pose] parameters
+    new = ColourExtractor("pose", registry.get("pose").dim, cells=2)  # the changed [pose] parameters
     names = list(ids)
     failed, forgotten = ids[names[0]], ids[names[1]]
     for name in names[2:]:
@@ -450,3 +451,87 @@ def test_verify_reports_a_malformed_manifest_or_a_missing_directory(released, tm
     assert "manifest.json: checksum mismatch" in problems
     assert any(p.startswith("manifest.json is malformed (KeyError") for p in problems)
     assert release.verify_release(tmp_path / "nowhere").problems == [f"{tmp_path / 'nowhere'} is not a directory"]
+
+
+SCENIC_SMALL = {"scenic": {"end_s": 1.0, "short_side": 48, "mask_max_side": 256}}
+
+
+def _extract_scenic(work: Path, ids: dict[str, str], untrained: bool):
+    from pipeline import extraction
+
+    plan = extraction.plan_extraction(["scenic"], SCENIC_SMALL, untrained=untrained, device="cpu", precision="float32")
+    clips = [{"clip_id": cid, "path": str(SHARED / "clips" / name)} for name, cid in ids.items()]
+    run = extraction.run_extraction(work, clips, plan, show_progress=False)
+    assert {it.status for it in run.items} == {"computed"}
+    return plan
+
+
+def _no_network_loads(monkeypatch) -> None:
+    from pipeline import pose
+    from pipeline.weights import inference
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the release loaded a network")
+
+    monkeypatch.setattr(inference, "load_model", refuse)
+    monkeypatch.setattr(pose, "shared_networks", refuse)
+
+
+def test_a_release_is_packaged_without_the_weights_cache(tmp_path, monkeypatch):
+    """Identities come from the configuration, the code and the recorded weights sha256: with no
+    weights cache at all, untrained features (explicitly allowed) are released, and no network
+    is loaded to tell which shards are current."""
+    work = tmp_path / "work"
+    ids = make_work(work, clips=CLIPS[:2], modalities=())
+    monkeypatch.setenv("VDV_WEIGHTS_DIR", str(tmp_path / "no-cache"))
+    plan = _extract_scenic(work, ids, untrained=True)
+    _no_network_loads(monkeypatch)
+    run = release.release_stage(
+        work, tmp_path / "out", SCENIC_SMALL, allow_untrained=True, salt="s", device="cpu", precision=plan.precision
+    )
+    assert run.checked.ok and run.summary.untrained_modalities == ["scenic"]
+    shards = {
+        p: pq.read_table(p, columns=["clip_id", "identity"]).to_pylist()[0]
+        for p in (work / "features" / "scenic").glob("*.parquet")
+    }
+    manifest = json.loads((run.summary.path / "manifest.json").read_text())
+    assert manifest["features"]["scenic"]["identities"] == {r["clip_id"]: r["identity"] for r in shards.values()}
+    assert not (tmp_path / "no-cache").exists()  # nothing was written into a cache either
+    with pytest.raises(release.ReleaseError, match="scenic: .*--allow-untrained"):
+        release.release_stage(
+            work, tmp_path / "refused", SCENIC_SMALL, salt="s", device="cpu", precision=plan.precision
+        )
+
+
+def test_a_weights_file_changed_after_extraction_names_the_stale_modality(tmp_path, monkeypatch):
+    """Features extracted with the cached Places365 weights; then the cache's file is replaced
+    (other weights imported) or altered: the release refuses, naming scenic, without loading it."""
+    from test_weights import _reference, write_published
+
+    from pipeline.weights import cache, fetch
+
+    work = tmp_path / "work"
+    ids = make_work(work, clips=CLIPS[:2], modalities=())
+    weights = tmp_path / "cache"
+    monkeypatch.setenv("VDV_WEIGHTS_DIR", str(weights))
+    reference = _reference("resnet18_places365")
+    write_published("resnet18_places365", tmp_path / "w1.pth.tar", reference)
+    fetch.import_weights("resnet18_places365", tmp_path / "w1.pth.tar", allow_other_source=True)
+    plan = _extract_scenic(work, ids, untrained=False)
+    _no_network_loads(monkeypatch)
+    kwargs = {"salt": "s", "device": "cpu", "precision": plan.precision}
+    assert release.release_stage(work, tmp_path / "a", SCENIC_SMALL, **kwargs).checked.ok
+
+    # other weights imported into the cache: the shards were made with the old ones
+    write_published("resnet18_places365", tmp_path / "w2.pth.tar", {k: v * 1.01 for k, v in reference.items()})
+    fetch.import_weights("resnet18_places365", tmp_path / "w2.pth.tar", allow_other_source=True)
+    with pytest.raises(release.ReleaseError) as caught:
+        release.release_stage(work, tmp_path / "b", SCENIC_SMALL, **kwargs)
+    assert "scenic" in str(caught.value) and "only stale shards" in str(caught.value)
+    assert "--modalities scenic" in str(caught.value)
+
+    # a file altered behind its lock: the recorded sha256 no longer holds, and scenic is named
+    path = cache.cached_file("resnet18_places365")
+    path.write_bytes(path.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(release.ReleaseError, match="scenic: weights resnet18_places365 failed verification"):
+        release.release_stage(work, tmp_path / "c", SCENIC_SMALL, **kwargs)

@@ -22,8 +22,9 @@ from conftest import write_sample_run
 from PIL import Image
 
 from cli import main as vdv
-from pipeline import report, screen, tables, visual
+from pipeline import extraction, report, screen, tables, visual
 from pipeline.ingest import IngestConfig, prepare_clips, read_pairing
+from pipeline.report import render
 from pipeline.virality import score_clips
 
 CLIPS = {
@@ -33,6 +34,7 @@ CLIPS = {
     "sports2d_demo.mp4": ("6900582589468380422", "#workoutchallenge"),
 }
 CONFIG = '[ingest]\ncrawl_time = "2021-01-06T15:51:49Z"\n[screen]\nmax_followers = 0\n'
+SCENIC = {"short_side": 48, "end_s": 3.0, "mask_max_side": 256}  # small: a background is all the report needs
 
 
 class Page(HTMLParser):
@@ -102,12 +104,16 @@ def built(tmp_path_factory):
     vcfg = visual.VisualConfig()
 
     def pixel_rules(clip):
-        return visual.screen_visual(clip["path"], clip["clip_id"], vcfg, thumbnails=report.thumbnails_dir(work))
+        return visual.screen_visual(clip["path"], clip["clip_id"], vcfg, thumbnails=tables.thumbnails_dir(work))
 
     screened = screen.screen_clips(
         ingest.clips, screen.ScreenConfig(max_followers=0), visual=pixel_rules, output_dir=work
     )
     score_clips(ingest.clips, kept=screened.kept, output_dir=work)
+    # the kept clip's scenic background is the one its extraction pass saves for the report
+    plan = extraction.plan_extraction(["scenic"], {"scenic": SCENIC}, untrained=True, device="cpu")
+    kept = [c for c in ingest.clips if c["clip_id"] in screened.kept]
+    extraction.run_extraction(work, kept, plan, show_progress=False)
     index = report.write_report(work)
     return work, index
 
@@ -123,7 +129,7 @@ def test_every_clip_has_a_card_and_every_image_exists(built):
     assert referenced and all(p.is_file() and p.stat().st_size > 0 for p in referenced)
     for img in referenced:
         Image.open(img).verify()  # a real image file, not a placeholder
-    # the kept clip has its thumbnails and a scenic background next to them
+    # the kept clip has its thumbnails and the scenic background its extraction saved next to them
     kept = {r["clip_id"] for r in screening if r["kept"]}
     assert len(kept) == 1
     (card,) = [c for c in page.cards if c["clip_id"] in kept]
@@ -217,7 +223,7 @@ def test_filters_overrides_histograms_and_regeneration(built, tmp_path, capsys):
     assert hist == {s["challenge"] for s in scores}
     # ingest rejections are listed with their reasons
     ingest = [r for r in tables.read_table(work, tables.REJECTIONS).to_pylist() if r["stage"] == "ingest"]
-    assert ingest and index.read_text().count("<td>no_clip</td>") >= min(len(ingest), report.ROW_LIMIT)
+    assert ingest and index.read_text().count("<td>no_clip</td>") >= min(len(ingest), render.ROW_LIMIT)
     # `vdv report` regenerates the page; a missing work directory is one line and exit 2
     index.unlink()
     assert vdv(["report", "--work", str(work)]) == 0
@@ -266,7 +272,7 @@ def test_build_report_items_and_release(tmp_path):
         "notes": [],
     }
     (release / "manifest.json").write_text(json.dumps(manifest))
-    index = report.write_report(work, tmp_path / "release", backgrounds_budget_s=0)
+    index = report.write_report(work, tmp_path / "release")
     text = index.read_text()
     # modality, computed, skipped, failed, seconds (totals of the items)
     assert "<tr><td>pose</td><td>1</td><td>1</td><td>0</td><td>12.6</td>" in text
@@ -277,7 +283,7 @@ def test_build_report_items_and_release(tmp_path):
     assert "<tr><td>scores</td><td>7</td><td>2</td></tr>" in text
     # a damaged manifest hides the release section; a damaged table is one line and exit 2
     (release / "manifest.json").write_text("{not json")
-    assert "no release given or recorded" in report.write_report(work, release, backgrounds_budget_s=0).read_text()
+    assert "no release given or recorded" in report.write_report(work, release).read_text()
     (work / "screening").mkdir()
     (work / "screening" / "screening.000000.parquet").write_bytes(b"not parquet")
     assert vdv(["report", "--work", str(work)]) == 2
@@ -314,11 +320,42 @@ def test_the_page_shows_the_flow_run_that_finished_last(tmp_path):
 
     run("build", "2026-01-05T10:00:00+00:00", ["computed", "computed", "computed"])
     run("reextract", "2026-01-06T03:00:00+00:00", ["computed", "skipped", "skipped"])
-    text = report.write_report(work, backgrounds_budget_s=0).read_text()
+    text = report.write_report(work).read_text()
     assert "counts of the last run, <b>reextract</b>" in text
     assert "last build: 2026-01-05T10:00:00+00:00; last reextract: 2026-01-06T03:00:00+00:00" in text
     assert "<tr><td>pose</td><td>1</td><td>2</td><td>0</td><td>3</td>" in text  # the re-extraction's
     run("build", "2026-01-07T10:00:00+00:00", ["skipped", "skipped", "skipped"])
-    text = report.write_report(work, backgrounds_budget_s=0).read_text()
+    text = report.write_report(work).read_text()
     assert "counts of the last run, <b>build</b>" in text
     assert "<tr><td>pose</td><td>0</td><td>3</td><td>0</td><td>3</td>" in text
+
+
+@pytest.mark.slow
+def test_the_report_reads_and_computes_nothing(built, monkeypatch):
+    """Writing the report decodes no clip and computes no feature: it shows what screening and
+    extraction left. A kept clip whose background extraction did not save has none on its card."""
+    import shutil
+
+    from pipeline import decode
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the report decoded a clip")
+
+    monkeypatch.setattr(decode, "decode_pass", refuse)
+    monkeypatch.setattr(decode, "iter_samples", refuse)
+    work, _ = built
+    saved = work / "report" / "backgrounds"
+    aside = work.parent / "backgrounds-aside"
+    shutil.move(saved, aside)
+    try:
+        page = parse(report.write_report(work))
+        (card,) = [
+            c
+            for c in page.cards
+            if any("thumb" in (i.get("class") or "") for i in c["imgs"]) and "KEPT" in "".join(c["text"])
+        ]
+        assert not any("preview" in (i.get("class") or "") for i in card["imgs"])
+    finally:
+        shutil.move(aside, saved)
+    page = parse(report.write_report(work))
+    assert any("preview backgrounds" in (i.get("class") or "") for c in page.cards for i in c["imgs"])

@@ -44,7 +44,7 @@ def test_default_rule_rejects_the_real_sample_creator(make_raw):
 
 
 def test_demo_config_turns_the_follower_rule_off():
-    from pipeline.config import load_config
+    from pipeline.sections import load_config
 
     config = stage_config(ScreenConfig, load_config(ROOT / "data" / "demo" / "config.toml"), "screen")
     assert config.max_followers == 0 and not config.follower_rule_on

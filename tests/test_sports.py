@@ -11,9 +11,8 @@ from scipy.io import savemat
 
 from models import sports
 from models.data import ViralityDataset, open_source
-from pipeline import tables
+from pipeline import extraction, tables
 from pipeline.decode import DecodeParams, iter_samples
-from pipeline.features import FeatureExtractor, FeatureSequence
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -47,34 +46,39 @@ def test_read_split_dedupes_and_reports(aqa: Path) -> None:
     assert frames[0].name == "img_00001.jpg" and len(frames) == 11
 
 
-class MeanColour(FeatureExtractor):
-    """A cheap stand-in holistic extractor: per-frame mean colour, to keep the test fast."""
-
-    modality, name, dim, version = "holistic", "mean-colour", 3, "test"
-
-    def params(self) -> dict:
-        return {"fps": 25.0}
-
-    def compute(self, path, clip_id) -> FeatureSequence:
-        imgs = [s.image for s in iter_samples(path, DecodeParams(fps=25.0))]
-        return FeatureSequence(
-            np.arange(len(imgs)) / 25.0, np.ones(len(imgs), bool), np.stack([i.mean(axis=(0, 1)) for i in imgs]), 25.0
-        )
+# the holistic network small and untrained: the tests check the plumbing, not the features
+HOLISTIC = {"short_side": 64, "crop": 56, "batch_size": 16}
 
 
-def test_prepare_writes_shards_scores_and_rejections(aqa: Path, tmp_path: Path) -> None:
-    prep = sports.prepare_aqa7(aqa, tmp_path, {"holistic": MeanColour()})
+def holistic_plan(**sections):
+    return extraction.plan_extraction(
+        list(sections), {m: dict(v) for m, v in sections.items()}, untrained=True, device="cpu", precision="float32"
+    )
+
+
+def test_prepare_writes_shards_scores_and_rejections(aqa: Path, tmp_path: Path, monkeypatch) -> None:
+    opened = []
+    real = extraction.decode_pass
+    monkeypatch.setattr(extraction, "decode_pass", lambda *a, **k: opened.append(a[0]) or real(*a, **k))
+    prep = sports.prepare_aqa7(aqa, tmp_path, holistic_plan(holistic=HOLISTIC))
     # class 2's only train sample has no frames, so its test sample has no scale to be scored on
     assert len(prep["train"]) == 3 and len(prep["test"]) == 0 and prep["rejected"] == 2
+    assert len(opened) == 4  # the extraction stage's loop: one decode pass per encoded sample
     scores = tables.read_table(tmp_path, tables.SCORES).to_pylist()
     by = {r["video_id"]: r for r in scores}
     assert by["6/003"]["raw_score"] == pytest.approx(101.6) and by["6/003"]["score"] == 0.5  # one clip in its class
     assert by["1/001"]["score"] == 0.0 and by["1/002"]["score"] == 1.0
+    # the score stage's writer: scores, the per-class scale they were normalised on, the rejections
+    scale = {r["challenge"]: r for r in tables.read_table(tmp_path, tables.SCORE_SCALE).to_pylist()}
+    assert (scale["diving"]["raw_min"], scale["diving"]["raw_max"], scale["diving"]["n_clips"]) == (45.5, 80.0, 2)
     rej = tables.read_table(tmp_path, tables.REJECTIONS, "rejections").to_pylist()
     assert [r["reason"] for r in rej] == ["no_clip", "no_scale"] and rej[1]["video_id"] == "2/7"
+    assert not (tmp_path / "attempts").exists()  # the attempt ledger, cleared once the stage is done
     ds = ViralityDataset(open_source(tmp_path), ("holistic",))
     item = ds[0]
-    assert item["holistic"].shape == (256, 3) and item["holistic_mask"].sum() == 11  # 11 frames at 25 fps
+    assert item["holistic"].shape == (256, 2048) and item["holistic_mask"].sum() == 11  # 11 frames at 25 fps
+    again = sports.prepare_aqa7(aqa, tmp_path, holistic_plan(holistic=HOLISTIC))
+    assert again == prep  # current shards are skipped, as in any build
 
 
 @pytest.fixture(scope="module")
@@ -100,13 +104,9 @@ def aqa_split4(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def prepared(aqa_split4: Path, tmp_path_factory) -> tuple[Path, dict]:
-    """The tree's samples through the real pose extractor (BlazePose) and the cheap holistic one."""
-    from pipeline.pose import PoseConfig, build_extractor
-
+    """The tree's samples through the real pose extractor (BlazePose) and a small untrained holistic one."""
     work = tmp_path_factory.mktemp("sports-work")
-    prep = sports.prepare_aqa7(
-        aqa_split4, work, {"skeletal": build_extractor(PoseConfig(max_side=256)), "holistic": MeanColour()}
-    )
+    prep = sports.prepare_aqa7(aqa_split4, work, holistic_plan(pose={"max_side": 256}, holistic=HOLISTIC))
     return work, prep
 
 
@@ -133,14 +133,14 @@ def test_train_sports_reports_src_per_class_on_split4_test(aqa_split4: Path, pre
     assert len(prep["train"]) == 7 and len(prep["test"]) == 5 and prep["rejected"] == 0
     assert sports.split_ids(aqa_split4) == {"train": prep["train"], "test": prep["test"]}
     # the real skeleton: BlazePose found the lifter in the frames of the sample
-    _, valid = open_source(work).load("skeletal", prep["test"][0])
+    _, valid = open_source(work).load("pose", prep["test"][0])
     assert len(valid) == 10 and valid.sum() >= 8
 
     config = TrainConfig(model="multimodal", epochs=2, batch_size=4, dropout=0.1)
-    data = DataConfig(skeletal_frames=16, holistic_frames=16)
+    data = DataConfig(seconds={"pose": 16 / 25, "holistic": 16 / 25})
     res = sports.train_sports(aqa_split4, work, out, config, data)
 
-    assert tuple(res["train_config"]["modalities"]) == ("skeletal", "holistic")  # SPEC section 8: two streams only
+    assert tuple(res["train_config"]["modalities"]) == ("pose", "holistic")  # SPEC section 8: two streams only
     assert set(res["classes"]) == {"diving", "gym_vault"}
     assert res["classes"]["diving"]["n_test"] == 3 and res["classes"]["diving"]["n_train"] == 4
     assert res["classes"]["gym_vault"]["n_test"] == 2 and res["classes"]["gym_vault"]["n_train"] == 3
@@ -157,7 +157,7 @@ def test_train_sports_reports_src_per_class_on_split4_test(aqa_split4: Path, pre
 def test_train_sports_refuses_streams_outside_spec(aqa_split4: Path, tmp_path: Path) -> None:
     from models.train import TrainConfig
 
-    with pytest.raises(ValueError, match="skeletal"):
+    with pytest.raises(ValueError, match="facial"):
         sports.train_sports(
             aqa_split4, tmp_path, tmp_path / "out", TrainConfig(model="multimodal", modalities=("skeletal", "facial"))
         )
@@ -175,7 +175,7 @@ def test_vdv_sports_cli_per_class_skeleton_model(aqa_split4: Path, prepared, tmp
 
     work, prep = prepared
     config = tmp_path / "sports.toml"
-    config.write_text("[data]\nskeletal_frames = 16\n\n[train]\nbatch_size = 4\n")
+    config.write_text("[data]\nseconds = { pose = 0.64 }\n\n[train]\nbatch_size = 4\n")
     argv = ["sports", str(aqa_split4), "--work", str(work), "--out", str(tmp_path / "out"), "--config", str(config)]
     rc = main([*argv, "--skip-extract", "--per-class", "--model", "psgcn", "--modalities", "skeletal", "--epochs", "1"])
     assert rc == 0

@@ -42,7 +42,7 @@ def make_work(root: Path, n: int = 12, *, facial_every: int = 3, seed: int = 0) 
         cid = f"{i:02d}" * 32
         seq = seqs[i % 2]
         start = int(rng.integers(0, len(seq) - 40))
-        write_stream(root, "skeletal", cid, seq[start : start + 40])
+        write_stream(root, "pose", cid, seq[start : start + 40])
         write_stream(root, "holistic", cid, rng.normal(size=(40, 64)))
         has_face = i % facial_every != 0
         write_stream(root, "facial", cid, rng.normal(size=(5, 32)) * has_face, np.full(5, has_face), fps=3.0)
@@ -62,7 +62,8 @@ def make_work(root: Path, n: int = 12, *, facial_every: int = 3, seed: int = 0) 
     return root
 
 
-SMALL = data.DataConfig(skeletal_frames=16, holistic_frames=16, facial_frames=4, scenic_frames=4)
+# the shards are at 25 fps (facial 3 fps): 16, 16, 4 and 4 samples
+SMALL = data.DataConfig(seconds={"pose": 16 / 25, "holistic": 16 / 25, "facial": 4 / 3, "scenic": 4 * 12 / 25})
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +72,8 @@ def work(tmp_path_factory) -> Path:
 
 
 def test_psgcn_trains_logs_weights_and_checkpoints(work: Path, tmp_path: Path) -> None:
-    ds = data.ViralityDataset(data.open_source(work), ("skeletal",), config=SMALL)
-    cfg = train.TrainConfig(model="psgcn", modalities=("skeletal",), epochs=2, device="cpu")
+    ds = data.ViralityDataset(data.open_source(work), ("pose",), config=SMALL)
+    cfg = train.TrainConfig(model="psgcn", modalities=("pose",), epochs=2, device="cpu")
     result = train.fit(ds, cfg, out_dir=tmp_path)
     lines = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert len(lines) == 4  # 12 clips, batch 8 -> 2 steps per epoch, 2 epochs
@@ -81,7 +82,7 @@ def test_psgcn_trains_logs_weights_and_checkpoints(work: Path, tmp_path: Path) -
     assert all(np.isfinite(x["loss"]) for x in lines)
     # the checkpoint carries its config and rebuilds the same model
     model, cfg2, dcfg, dims = train.load_checkpoint(result.checkpoint, "cpu")
-    assert cfg2 == cfg and dcfg == SMALL and dims == {"skeletal": 48}
+    assert cfg2 == cfg and dcfg == SMALL and dims == {"pose": 48}
     p1 = train.predict(result.model, ds, cfg)["final"]
     p2 = train.predict(model, ds, cfg2)["final"]
     assert np.allclose(p1, p2, atol=1e-6)
@@ -89,21 +90,21 @@ def test_psgcn_trains_logs_weights_and_checkpoints(work: Path, tmp_path: Path) -
 
 def test_step_lr_halves_every_ten_epochs(work: Path, tmp_path: Path) -> None:
     ds = data.ViralityDataset(
-        data.open_source(work), ("skeletal",), clip_ids=None, config=data.DataConfig(skeletal_frames=8)
+        data.open_source(work), ("pose",), clip_ids=None, config=data.DataConfig(seconds={"pose": 8 / 25})
     )
-    cfg = train.TrainConfig(model="psgcn", modalities=("skeletal",), epochs=2, lr_step_epochs=1, device="cpu")
+    cfg = train.TrainConfig(model="psgcn", modalities=("pose",), epochs=2, lr_step_epochs=1, device="cpu")
     train.fit(ds, cfg, out_dir=tmp_path)
     lrs = [json.loads(x)["lr"] for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert lrs[0] == pytest.approx(1e-4) and lrs[-1] == pytest.approx(5e-5)
 
 
 def test_resume_continues_from_the_checkpoint(work: Path, tmp_path: Path) -> None:
-    ds = data.ViralityDataset(data.open_source(work), ("skeletal",), config=data.DataConfig(skeletal_frames=8))
-    cfg = train.TrainConfig(model="psgcn", modalities=("skeletal",), epochs=1, device="cpu")
+    ds = data.ViralityDataset(data.open_source(work), ("pose",), config=data.DataConfig(seconds={"pose": 8 / 25}))
+    cfg = train.TrainConfig(model="psgcn", modalities=("pose",), epochs=1, device="cpu")
     train.fit(ds, cfg, out_dir=tmp_path)
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 1
-    longer = train.TrainConfig(model="psgcn", modalities=("skeletal",), epochs=2, device="cpu")
+    longer = train.TrainConfig(model="psgcn", modalities=("pose",), epochs=2, device="cpu")
     result = train.fit(ds, longer, out_dir=tmp_path, resume=True)
     assert [h["epoch"] for h in result.history] == [1]  # only the missing epoch ran
     steps = [json.loads(x)["step"] for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
@@ -112,9 +113,9 @@ def test_resume_continues_from_the_checkpoint(work: Path, tmp_path: Path) -> Non
 
 def test_multimodal_with_a_missing_face_stream(work: Path, tmp_path: Path) -> None:
     src = data.open_source(work)
-    ds = data.ViralityDataset(src, ("skeletal", "holistic", "facial"), config=SMALL)
+    ds = data.ViralityDataset(src, ("pose", "holistic", "facial"), config=SMALL)
     assert not all(ds[i]["stream_mask"][2] for i in range(len(ds)))  # some clips have no face
-    cfg = train.TrainConfig(modalities=("skeletal", "holistic", "facial"), epochs=1, device="cpu")
+    cfg = train.TrainConfig(modalities=("pose", "holistic", "facial"), epochs=1, device="cpu")
     result = train.fit(ds, cfg, out_dir=tmp_path)
     out = train.predict(result.model, ds, cfg)
     assert out["final"].shape == (12,) and out["streams"].shape == (12, 3)
@@ -130,8 +131,8 @@ def test_gradnorm_weights_move_when_gradient_scales_differ(work: Path, tmp_path:
     """With scores scaled to [0, 1] the MSE gradient is far smaller than the ranking terms':
     GradNorm must move (a, b, c) away from (1, 1, 1), and the log must show it per step."""
     src = data.open_source(work)
-    ds = data.ViralityDataset(src, ("skeletal", "holistic"), config=SMALL)
-    cfg = train.TrainConfig(modalities=("skeletal", "holistic"), epochs=3, device="cpu", gradnorm_lr=0.05)
+    ds = data.ViralityDataset(src, ("pose", "holistic"), config=SMALL)
+    cfg = train.TrainConfig(modalities=("pose", "holistic"), epochs=3, device="cpu", gradnorm_lr=0.05)
     train.fit(ds, cfg, out_dir=tmp_path)
     log = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     first, last = log[0]["weights"], log[-1]["weights"]
@@ -141,13 +142,13 @@ def test_gradnorm_weights_move_when_gradient_scales_differ(work: Path, tmp_path:
 
 
 def test_loss_ablation_no_mse_fixes_its_weight_at_zero(work: Path, tmp_path: Path) -> None:
-    ds = data.ViralityDataset(data.open_source(work), ("skeletal",), config=data.DataConfig(skeletal_frames=8))
-    cfg = train.TrainConfig(model="psgcn", modalities=("skeletal",), epochs=1, mse=False, device="cpu")
+    ds = data.ViralityDataset(data.open_source(work), ("pose",), config=data.DataConfig(seconds={"pose": 8 / 25}))
+    cfg = train.TrainConfig(model="psgcn", modalities=("pose",), epochs=1, mse=False, device="cpu")
     train.fit(ds, cfg, out_dir=tmp_path)
     log = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert all(x["weights"]["a"] == 0.0 for x in log)
     with pytest.raises(ValueError, match="disabled"):
-        train.fit(ds, train.TrainConfig(model="psgcn", modalities=("skeletal",), mse=False, ranking=False))
+        train.fit(ds, train.TrainConfig(model="psgcn", modalities=("pose",), mse=False, ranking=False))
 
 
 def test_wrong_modalities_for_a_model_are_an_error(work: Path) -> None:
@@ -160,27 +161,27 @@ def test_model_sections_are_trained_and_restored(work: Path, tmp_path: Path) -> 
     without the sections (the one checkpoint format: architecture + full model config)."""
     from models import load_checkpoint
 
-    ds = data.ViralityDataset(data.open_source(work), ("skeletal",), config=data.DataConfig(skeletal_frames=8))
+    ds = data.ViralityDataset(data.open_source(work), ("pose",), config=data.DataConfig(seconds={"pose": 8 / 25}))
     sections = {"psgcn": {"channels": [8, 16, 24], "temporal_kernel": 3}}
-    cfg = train.TrainConfig(model="psgcn", modalities=("skeletal",), epochs=1, device="cpu")
+    cfg = train.TrainConfig(model="psgcn", modalities=("pose",), epochs=1, device="cpu")
     result = train.fit(ds, cfg, out_dir=tmp_path, sections=sections)
     assert result.model.config.channels == (8, 16, 24) and result.model.feature_dim == 24
     model, state = load_checkpoint(result.checkpoint)
     assert state["arch"] == "psgcn" and state["config"]["temporal_kernel"] == 3
     assert model.config == result.model.config
     assert model.blocks[0].tcn.conv.kernel_size == (3, 1)
-    assert state["train_config"]["model"] == "psgcn" and state["data_config"]["skeletal_frames"] == 8
+    assert state["train_config"]["model"] == "psgcn" and state["data_config"]["seconds"] == {"pose": 0.32}
     p1 = train.predict(result.model, ds, cfg)["final"]
     p2 = train.predict(model, ds, cfg)["final"]
     np.testing.assert_allclose(p1, p2, atol=1e-6)
     # the fused model takes its streams from [psgcn] and [rtcn], its fusion from [multimodal]
     mm = train.build(
-        train.TrainConfig(modalities=("skeletal", "holistic")),
+        train.TrainConfig(modalities=("pose", "holistic")),
         {"holistic": 64},
         {**sections, "rtcn": {"heads": 2, "channels": [8, 8, 8, 8, 16, 16]}, "multimodal": {"fusion_hidden": 7}},
     )
     assert mm.config.psgcn.channels == (8, 16, 24) and mm.config.rtcn.heads == 2
-    assert mm.config.fusion_hidden == 7 and mm.config.holistic_dim == 64
+    assert mm.config.fusion_hidden == 7 and mm.config.dims == {"holistic": 64}
     from pipeline.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"\[psgcn\]"):
@@ -193,7 +194,7 @@ def test_small_data_profile_fills_only_default_fields() -> None:
     small = train.TrainConfig(profile="small-data").resolved()
     assert small.lr == train.PROFILES["small-data"]["lr"] != 1e-4
     # no dropout (README "Learning check"): 0.0 must reach the model, not fall back to its 0.5
-    skeleton = dataclasses.replace(small, model="psgcn", modalities=("skeletal",))
+    skeleton = dataclasses.replace(small, model="psgcn", modalities=("pose",))
     assert small.dropout == 0.0 and train.build(skeleton, {}).config.dropout == 0.0
     mine = train.TrainConfig(profile="small-data", lr=3e-4).resolved()
     assert mine.lr == 3e-4 and mine.batch_size == small.batch_size
@@ -206,12 +207,13 @@ def test_train_and_resume_from_a_packaged_release(release: Path, tmp_path: Path,
     data/pose/ of real skeleton windows), then ``--resume`` for one more epoch."""
     from models import load_checkpoint
 
-    run = realdata.train_on_release(release, tmp_path / "run", "--model", "psgcn", "--modalities", "skeletal")
+    run = realdata.train_on_release(release, tmp_path / "run", "--model", "psgcn", "--modalities", "pose")
     model, state = load_checkpoint(run / "checkpoint.pt")
     assert state["arch"] == "psgcn" and model.config.channels == (8, 16, 16) and state["epoch"] == 1
     n_train = sum(1 for r in pq.read_table(release / "splits" / "all.parquet").to_pylist() if r["split"] == "train")
     steps = [json.loads(x)["step"] for x in (run / "train_log.jsonl").read_text().splitlines()]
     assert steps == list(range(1, -(-n_train // 8) + 1))  # every train clip of the release, batch 8
+    # the models' older name of the pose stream is still an accepted option
     realdata.train_on_release(release, run, "--model", "psgcn", "--modalities", "skeletal", "--epochs", "2", "--resume")
     _, state = load_checkpoint(run / "checkpoint.pt")
     assert state["epoch"] == 2 and state["step"] == 2 * steps[-1]

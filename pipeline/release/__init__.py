@@ -41,6 +41,7 @@ Modules, one job each:
 - ``card``: the dataset card (``README.md``)
 - ``package``: :func:`package_release` (staging, data, manifest, card, checksums, final swap)
 - ``verify``: :func:`verify_release`
+- ``stage``: :func:`release_stage`, the stage's driver (package, then verify)
 """
 
 from pipeline.release.card import dataset_card, read_card_header
@@ -50,6 +51,7 @@ from pipeline.release.layout import RELEASE_FORMAT, RELEASE_SCORES, RELEASE_SPLI
 from pipeline.release.package import ReleaseSummary, check_releasable, package_release
 from pipeline.release.policy import UNTRAINED_WARNING
 from pipeline.release.privacy import FORBIDDEN_COLUMNS, SALT_ENV, resolve_salt, salted_hash
+from pipeline.release.stage import ReleaseRun, release_stage
 from pipeline.release.verify import VerifyResult, verify_release
 
 __all__ = [
@@ -63,6 +65,7 @@ __all__ = [
     "NothingToRelease",
     "ReleaseConfig",
     "ReleaseError",
+    "ReleaseRun",
     "ReleaseSummary",
     "VerifyResult",
     "check_releasable",
@@ -70,6 +73,7 @@ __all__ = [
     "expected_extractors",
     "package_release",
     "read_card_header",
+    "release_stage",
     "resolve_salt",
     "salted_hash",
     "shard_name",

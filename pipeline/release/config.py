@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline import splits
-from pipeline.tables import MODALITIES
 
 
 class ReleaseError(RuntimeError):
@@ -23,7 +22,9 @@ class ReleaseConfig:
 
     name: str = "vdv"  # directory is <out>/<name>-<version>
     version: str = "0.1.0"
-    modalities: tuple[str, ...] = MODALITIES  # feature configs to package when present
+    modalities: tuple[str, ...] | None = (
+        None  # feature configs to package when present; None: every registered modality
+    )
     max_shard_mb: float = 256.0  # uncompressed MiB per Parquet file (HF suggests <= ~500 MB)
     train_fraction: float = splits.TRAIN_FRACTION  # SPEC section 6: 80/20
     # SPEC section 6: an uploader's clips never straddle train and test. A demo whose records all

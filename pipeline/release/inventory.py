@@ -1,14 +1,15 @@
 """Which feature shards of a work directory go into a release.
 
 A shard is current when its identity is one that the extractors the run's configuration builds
-compute for its clip. Each kept clip of a modality has a current shard, or is ``rejected`` (its
-extraction failed and was recorded), ``stale`` (only shards of another identity) or ``missing``
-(none at all).
+compute for its clip. Those identities come from the extractors as described by the registry
+(:func:`pipeline.modalities.describe`: configuration, code version, the weights' recorded sha256,
+precision), so no network is loaded: a release only copies shards. Each kept clip of a modality
+has a current shard, or is ``rejected`` (its extraction failed and was recorded), ``stale``
+(only shards of another identity) or ``missing`` (none at all).
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,29 +74,25 @@ def expected_extractors(
 ) -> dict[str, list]:
     """modality -> the extractors the run's configuration builds, whose identities a shard must match.
 
-    With real weights in the cache that is the trained extractor; with ``allow_untrained`` the
-    seeded random one counts too (a build run with ``--untrained``; with ``work`` given, only
-    when the weights are missing or ``work`` holds untrained shards). Missing weights without
-    ``allow_untrained`` are a :class:`ReleaseError` naming the fix.
+    The extractors are described, not loaded (:func:`pipeline.modalities.describe`). With real
+    weights in the cache that is the trained extractor; with ``allow_untrained`` the seeded random
+    one counts too (a build run with ``--untrained``; with ``work`` given, only when the weights
+    are missing or ``work`` holds untrained shards). Missing or changed weights without
+    ``allow_untrained`` are a :class:`ReleaseError` naming the modality and the fix.
     """
-    from pipeline.extraction import resolved_sections
+    from pipeline import modalities as registry
 
     out: dict[str, list] = {}
-    sections, _ = resolved_sections(modalities, run_config or {}, device)
+    sections, _ = registry.resolved_sections(modalities, run_config or {}, device)
     for modality in modalities:
-        module = importlib.import_module(f"pipeline.{modality}")
         section = sections[modality]
-        kwargs: dict = {"device": device}
-        if precision is not None:
-            # the extraction rewrite adds build_extractor(..., precision=) (resolved "bfloat16"/"float32")
-            kwargs["precision"] = precision
         built, error = [], None
         try:
-            built.append(module.build_extractor(section, untrained=False, **kwargs))
+            built.append(registry.describe(modality, section, untrained=False, device=device, precision=precision))
         except WeightsError as err:
             error = err
         if allow_untrained and (error is not None or work is None or _has_untrained_shards(work, modality)):
-            untrained = module.build_extractor(section, untrained=True, **kwargs)
+            untrained = registry.describe(modality, section, untrained=True, device=device, precision=precision)
             if all(e.identity("x") != untrained.identity("x") for e in built):
                 built.append(untrained)
         if not built:

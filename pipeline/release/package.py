@@ -3,6 +3,7 @@ target (data, splits, score scale, manifest, card, checksums), then rename it in
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline import modalities as registry
 from pipeline import splits, tables
 from pipeline.provenance import sha256_file
 from pipeline.release.card import dataset_card
@@ -24,7 +26,6 @@ from pipeline.release.manifest import build_manifest, feature_entries
 from pipeline.release.policy import assign_tracks, check_complete, left_out_notes, split_notes, untrained_modalities
 from pipeline.release.privacy import released_scores, resolve_salt
 from pipeline.release.shards import SplitSource, write_config
-from pipeline.tables import MODALITIES
 
 log = logging.getLogger(__name__)
 _DEFAULT_CONFIG = ReleaseConfig()  # frozen, so one shared default is safe
@@ -114,6 +115,7 @@ def package_release(
     """
     work, out = Path(work), Path(out)
     check_releasable(work)
+    config = dataclasses.replace(config, modalities=_configured(config))  # the manifest names them
     final = _target(out, config, overwrite)
     salt_bytes, salt_source = resolve_salt(salt)
     scores, uploader_of = released_scores(work, salt_bytes)
@@ -142,14 +144,21 @@ def package_release(
 
 
 def _target(out: Path, config: ReleaseConfig, overwrite: bool) -> Path:
-    """``<out>/<name>-<version>``, after checking the configured modalities and ``overwrite``."""
-    unknown = sorted(set(config.modalities) - set(MODALITIES))
-    if unknown:
-        raise ReleaseError(f"unknown modalities {unknown}; known: {list(MODALITIES)}")
+    """``<out>/<name>-<version>``, after checking ``overwrite``."""
     final = out / f"{config.name}-{config.version}"
     if final.exists() and not overwrite:
         raise ReleaseError(f"{final} exists; remove it or release another version")
     return final
+
+
+def _configured(config: ReleaseConfig) -> tuple[str, ...]:
+    """The modalities ``[release] modalities`` names (default: every registered one), in registry order."""
+    if config.modalities is None:
+        return registry.names()
+    try:
+        return registry.ordered(config.modalities)
+    except ValueError as err:
+        raise ReleaseError(str(err)) from None
 
 
 def _fresh_staging(out: Path, final: Path) -> Path:
@@ -201,7 +210,7 @@ def _write_data(
         )
     }
     for modality, inv in contents.inventories.items():
-        spec = tables.feature_spec(modality, inv.dim)
+        spec = tables.feature_spec(modality, inv.dim or registry.get(modality).dim)  # no shard: the record's width
         members = {
             split: [inv.found[c] for c in clip_ids if split_of[c] == split and c in inv.found] for split in SPLITS
         }

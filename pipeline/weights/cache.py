@@ -87,6 +87,15 @@ def verify_weights(name: str, *, cache_dir: str | os.PathLike | None = None) -> 
     return found
 
 
+def recorded_sha256(name: str, *, cache_dir: str | os.PathLike | None = None, untrained: bool = False) -> str:
+    """The weights sha256 a load of ``name`` would record, without loading the network: ``"untrained"``,
+    or the cached file's, checked against its lock (:func:`verify_weights`; a missing or changed
+    file raises :class:`WeightsError`). What an extractor's identity needs (``load=False``)."""
+    if untrained:
+        return UNTRAINED
+    return verify_weights(name, cache_dir=cache_dir)
+
+
 def status(name: str, *, cache_dir: str | os.PathLike | None = None) -> str:
     """ "ok", "missing" or "CORRUPT" for the cached copy of ``name`` (used by ``vdv weights list``)."""
     try:

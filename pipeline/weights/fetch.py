@@ -230,3 +230,16 @@ def fetch_weights(
         finally:
             _remove_if_empty(target.parent)
     return import_weights(name, target, cache_dir=cache_dir)
+
+
+def ensure_bundled(name: str, *, cache_dir: str | os.PathLike | None = None) -> None:
+    """Import ``name`` from its package (``spec.bundled``: BlazePose, from the mediapipe wheel) when
+    the cache has neither its file nor its lock; a file that is there is left to verification."""
+    spec = get_spec(name)
+    if spec.bundled is None or cached_file(name, cache_dir).exists() or lock_file(name, cache_dir).exists():
+        return
+    log.warning("%s is not in the weights cache: importing %s from the mediapipe wheel", name, spec.source_file)
+    try:
+        fetch_weights(name, cache_dir=cache_dir)
+    except OSError as err:
+        raise WeightsError(f"cannot write {name} into the weights cache: {err}") from err

@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from models.data import SHARD_MODALITY
-from pipeline import tables
+from pipeline import modalities, tables
 from pipeline.features import FeatureExtractor, FeatureSequence
 
 
@@ -47,10 +46,11 @@ def write_stream(
     name: str = "arrays",
     params: dict | None = None,
 ) -> Path:
-    """Write ``features`` (T, D) of ``stream`` (skeletal, holistic, ...) as the clip's shard."""
+    """Write ``features`` (T, D) of ``stream`` (pose, holistic, ...; an older name such as skeletal
+    too) as the clip's shard."""
     features = np.asarray(features, dtype=np.float32)
     valid = np.ones(len(features), bool) if valid is None else np.asarray(valid, bool)
     seq = FeatureSequence(timestamps=np.arange(len(features)) / fps, valid=valid, features=features, fps=fps)
-    return ArrayShardWriter(SHARD_MODALITY[stream], features.shape[1], name=name, params=params).write(
+    return ArrayShardWriter(modalities.canonical(stream), features.shape[1], name=name, params=params).write(
         work, clip_id, seq
     )

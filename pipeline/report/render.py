@@ -1,179 +1,42 @@
-"""The build report: ``<work>/report/index.html``, a static site people look at to check decisions.
-
-It reads the work directory's tables and writes plain HTML and image files beside it (no
-network, no script needed, opens from disk):
-
-- ``index.html``: totals, screening by reason, ingest rejections with their reasons, the
-  per-challenge histograms of raw and normalised virality scores, extraction totals per modality
-  and the slowest clips of the flow run that finished last (a build or a re-extraction: both
-  flows write the page, and it says which run it shows), the release (split counts per track,
-  untrained features), then the first page of clip cards;
-- ``all-NNN.html``, ``kept-NNN.html``, ``rejected-NNN.html`` and ``reason-<code>-NNN.html``:
-  the clip cards, ``page_size`` to a page, so 4,292 clips stay quick to open and can be filtered
-  by decision or reason;
-- ``thumbs/``: the contact-sheet thumbnails that screening wrote while it decoded the clip
-  (``pipeline.visual.screen_visual(..., thumbnails=<work>/report/thumbs)``), the detected
-  skeletons drawn on them; the report never decodes a clip for them;
-- ``img/``: the score histograms and, for kept clips, one scenic background image
-  (``<work>/report/backgrounds/<clip_id[:16]>.*.png`` when the scenic extractor saved them there,
-  else computed here from the clip's first ViBe window and kept for the next run).
+"""The build report's HTML: pages of clip cards and the overview sections, from what
+:mod:`pipeline.report.gather` read. Plain HTML and image files beside it (no network, no script
+needed, opens from disk); every file is written atomically (``tables.atomic_write``). The
+extraction section shows the flow run that finished last, a build or a re-extraction (both
+flows write the page), and says which.
 
 A clip card shows the decision (automatic, override), every rule's measured value next to its
 threshold (followers, duration, people per frame, joint visibility, camera speed, cut distance),
-the scores, and for a rejected clip the override line to paste into the reviewer file. Measured
+the contact sheet screening wrote and the pictures extraction saved (scenic's background), the
+scores, and for a rejected clip the override line to paste into the reviewer file. Measured
 values carry ``data-rule``/``data-key`` attributes so that a test can compare them with the
-``screening`` table. Every file is written atomically (``tables.atomic_write``).
+``screening`` table.
 """
 
 from __future__ import annotations
 
 import html
 import json
-import logging
 import math
-import os
 import re
-import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
+from pipeline import modalities, tables
+from pipeline.report.gather import WorkTables
 
-from pipeline import tables
-
-log = logging.getLogger(__name__)
-
-REPORT_DIR = "report"
-THUMBS_DIR = "thumbs"  # <work>/report/thumbs: written by screening
-BACKGROUNDS_DIR = "backgrounds"  # <work>/report/backgrounds: scenic PNGs, saved or computed here
-IMG_DIR = "img"
+THUMBS_DIR = tables.THUMBS_DIR
+IMG_DIR = "img"  # <work>/report/img/: the score histograms, drawn here
 PAGE_SIZE = 50
 SLOWEST = 10
-MODALITIES = tables.MODALITIES
 ROW_LIMIT = 1000  # rows of a table shown inline; the rest are counted
-
-
-def thumbnails_dir(work: str | os.PathLike) -> Path:
-    """Where screening writes contact-sheet thumbnails: ``screen_visual(..., thumbnails=thumbnails_dir(work))``."""
-    return Path(work) / REPORT_DIR / THUMBS_DIR
-
-
-def backgrounds_dir(work: str | os.PathLike) -> Path:
-    """Where the report looks for saved scenic backgrounds (``<clip_id[:16]>.<ms>ms.png``)."""
-    return Path(work) / REPORT_DIR / BACKGROUNDS_DIR
-
-
-# -- reading the work directory -------------------------------------------------------------------
-
-
-@dataclass
-class WorkTables:
-    """Everything the report shows, read once."""
-
-    clips: dict[str, dict] = field(default_factory=dict)  # clip_id -> clips row
-    screening: list[dict] = field(default_factory=list)  # rows, details parsed
-    rejections: list[dict] = field(default_factory=list)  # every stage
-    scores: dict[str, dict] = field(default_factory=dict)  # clip_id -> scores row
-    scale: list[dict] = field(default_factory=list)
-    features: dict[str, dict[str, dict]] = field(default_factory=dict)  # modality -> clip_id -> provenance
-    build: dict = field(default_factory=dict)  # flow_state/build_report.json
-    # the report of the last run of each flow (build, reextract), read from flow_state/, and which
-    # of them ran last: the extraction section shows that one, so a re-extraction is reported too
-    runs: dict[str, dict] = field(default_factory=dict)
-    last_run: str | None = None
-    release: dict | None = None  # manifest.json of the release
-    release_path: str | None = None
-
-    @property
-    def latest(self) -> dict:
-        """The report of the flow run that finished last (empty when no flow ran)."""
-        return self.runs.get(self.last_run, {}) if self.last_run else {}
-
-
-def _feature_provenance(work: Path, modality: str) -> dict[str, dict]:
-    """clip_id -> (extractor, untrained, device, precision) of each feature shard, without the arrays."""
-    out = {}
-    for path in tables.table_files(work, f"features/{modality}"):
-        try:
-            meta = pq.read_schema(path).metadata or {}
-            if meta.get(b"vdv.table", b"").decode() != tables.feature_spec(modality).name:
-                log.warning("report: %s is not a %s feature shard; ignored", path, modality)
-                continue
-            rows = pq.read_table(path, columns=["clip_id", "extractor", "untrained", "device", "precision"])
-        except (OSError, ValueError, KeyError) as err:
-            log.warning("report: cannot read %s: %s", path, err)
-            continue
-        for row in rows.to_pylist():
-            out[row["clip_id"]] = row
-    return out
-
-
-FLOW_RUNS = ("build", "reextract")  # the flows whose reports (flow_state/<kind>_report.json) the page shows
-
-
-def _flow_runs(work: Path) -> tuple[dict[str, dict], str | None]:
-    """The last report of each flow in :data:`FLOW_RUNS` and the kind that finished last.
-
-    A report says when it finished (``finished``, written by the flows); an older one without
-    it is dated by its file.
-    """
-    runs, ends = {}, {}
-    for kind in FLOW_RUNS:
-        state = work / "flow_state" / f"{kind}_report.json"
-        if not state.is_file():
-            continue
-        try:
-            runs[kind] = json.loads(state.read_text())
-        except ValueError as err:
-            log.warning("report: %s is unreadable (%s); extraction totals come from the tables", state, err)
-            continue
-        ends[kind] = runs[kind].get("finished") or datetime.fromtimestamp(state.stat().st_mtime, UTC).isoformat()
-    return runs, max(ends, key=ends.get) if ends else None
-
-
-def read_work(work: str | os.PathLike, release_dir: str | os.PathLike | None = None) -> WorkTables:
-    work = Path(work)
-    data = WorkTables()
-    data.clips = {r["clip_id"]: r for r in tables.read_table(work, tables.CLIPS).to_pylist()}
-    for row in tables.read_table(work, tables.SCREENING).to_pylist():
-        try:
-            row["details"] = json.loads(row["details"] or "{}")
-        except ValueError:
-            row["details"] = {"unreadable": row["details"]}
-        data.screening.append(row)
-    data.rejections = tables.read_table(work, tables.REJECTIONS).to_pylist()
-    data.scores = {r["clip_id"]: r for r in tables.read_table(work, tables.SCORES).to_pylist()}
-    data.scale = tables.read_table(work, tables.SCORE_SCALE).to_pylist()
-    data.features = {m: _feature_provenance(work, m) for m in MODALITIES}
-    data.runs, data.last_run = _flow_runs(work)
-    data.build = data.runs.get("build", {})
-    if release_dir is None:
-        release_dir = (data.build.get("release") or {}).get("path")
-    if release_dir is not None:
-        manifest = Path(release_dir) / "manifest.json"
-        if not manifest.is_file():
-            # a release output directory holding one <name>-<version>/
-            found = sorted(Path(release_dir).glob("*/manifest.json"))
-            manifest = found[-1] if found else manifest
-        try:
-            data.release = json.loads(manifest.read_text()) if manifest.is_file() else None
-            data.release_path = str(manifest.parent)
-        except (OSError, ValueError) as err:
-            log.warning("report: %s is unreadable (%s); the release is not shown", manifest, err)
-            data.release = None
-        if data.release is None and not manifest.is_file():
-            log.warning("report: no release manifest under %s", release_dir)
-    return data
 
 
 # -- small HTML helpers -----------------------------------------------------------------------------
 
 
-def _e(value: Any) -> str:
+def escape(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
@@ -194,8 +57,8 @@ def _fmt(value: Any) -> str:
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[Any]], cls: str = "") -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_e(_fmt(c))}</td>" for c in row) + "</tr>" for row in rows)
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{escape(_fmt(c))}</td>" for c in row) + "</tr>" for row in rows)
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
@@ -223,14 +86,14 @@ code.override{background:#ffe;border:1px solid #dd8;padding:1px 4px;user-select:
 """
 
 
-def _page(title: str, body: str) -> str:
+def html_page(title: str, body: str) -> str:
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>{_e(title)}</title><style>{CSS}</style></head><body>{body}</body></html>\n"
+        f"<title>{escape(title)}</title><style>{CSS}</style></head><body>{body}</body></html>\n"
     )
 
 
-def _write_text(path: Path, text: str) -> None:
+def write_text(path: Path, text: str) -> None:
     tables.atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
@@ -321,7 +184,7 @@ def _joint_threshold(conf: Mapping[str, float], threshold: float | None) -> str:
 
 
 def _value_attr(value: Any) -> str:
-    return _e(json.dumps(value, sort_keys=True))
+    return escape(json.dumps(value, sort_keys=True))
 
 
 def _rules_html(row: Mapping[str, Any]) -> str:
@@ -333,11 +196,13 @@ def _rules_html(row: Mapping[str, Any]) -> str:
         verdict = "pass" if passed else "fail"
         entries = rule_rows(rule, d)
         for i, (key, value, threshold) in enumerate(entries):
-            rule_cell = f'<td rowspan="{len(entries)}" class="{verdict}">{_e(rule)}: {verdict}</td>' if i == 0 else ""
+            rule_cell = (
+                f'<td rowspan="{len(entries)}" class="{verdict}">{escape(rule)}: {verdict}</td>' if i == 0 else ""
+            )
             lines.append(
-                f"<tr>{rule_cell}<td>{_e(key)}</td>"
-                f'<td class="measured" data-rule="{_e(rule)}" data-key="{_e(key)}" data-value="{_value_attr(value)}">'
-                f"{_e(_fmt(value))}</td><td>{_e(threshold)}</td></tr>"
+                f"<tr>{rule_cell}<td>{escape(key)}</td>"
+                f'<td class="measured" data-rule="{escape(rule)}" data-key="{escape(key)}" data-value="{_value_attr(value)}">'
+                f"{escape(_fmt(value))}</td><td>{escape(threshold)}</td></tr>"
             )
     if not lines:
         return '<p class="note">no rule evaluated</p>'
@@ -347,69 +212,10 @@ def _rules_html(row: Mapping[str, Any]) -> str:
     )
 
 
-# -- images -----------------------------------------------------------------------------------------
+# -- images ---------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Budget:
-    """Seconds left for computing backgrounds in this run (each takes a few seconds of decoding)."""
-
-    seconds: float
-    skipped: int = 0
-
-    def __post_init__(self):
-        self.deadline = time.monotonic() + max(0.0, self.seconds)
-
-    def left(self) -> bool:
-        return time.monotonic() < self.deadline
-
-
-def _background_for(
-    work: Path, report: Path, clip: Mapping[str, Any] | None, clip_id: str, budget: _Budget
-) -> str | None:
-    """Relative path (from the report) of one scenic background image of a kept clip, or None.
-
-    A saved one (``backgrounds/<clip_id[:16]>.*.png``) is used as it is; otherwise one is computed
-    from the clip's first whole ViBe window while ``budget`` lasts, and kept for later runs.
-    """
-    directory = report / BACKGROUNDS_DIR
-    saved = sorted(directory.glob(f"{clip_id[:16]}.*.png")) if directory.is_dir() else []
-    if saved:
-        return saved[len(saved) // 2].relative_to(report).as_posix()
-    if clip is None or not clip.get("path") or not Path(clip["path"]).exists():
-        return None
-    if not budget.left():
-        budget.skipped += 1
-        return None
-    import cv2
-
-    from pipeline.errors import ClipError
-    from pipeline.scenic import ScenicConfig, backgrounds
-
-    config = ScenicConfig()
-    full = config.window // config.hop - 1  # the first background made from a whole window
-    chosen = None
-    try:
-        for i, item in enumerate(backgrounds(clip["path"], config, clip_id)):
-            chosen = item
-            if i >= full:
-                break
-    except (ClipError, OSError, ValueError) as err:
-        log.warning("report: no background for %s: %s", clip_id[:12], err)
-        return None
-    if chosen is None:
-        return None
-    t, window = chosen
-    image = window.image  # a scenic WindowImage: the background and its inpainted share
-    target = directory / f"{clip_id[:16]}.{int(round(t * 1000)):07d}ms.png"
-    ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    if not ok:
-        return None
-    tables.atomic_write(target, lambda tmp: tmp.write_bytes(data.tobytes()))
-    return target.relative_to(report).as_posix()
-
-
-def _histograms(data: WorkTables, report: Path) -> list[tuple[str, str]]:
+def histograms(data: WorkTables, report: Path) -> list[tuple[str, str]]:
     """One PNG per challenge (raw and normalised score of the kept clips); (challenge, path)."""
     by_challenge: dict[str, list[dict]] = {}
     for row in data.scores.values():
@@ -450,7 +256,7 @@ def _histograms(data: WorkTables, report: Path) -> list[tuple[str, str]]:
 # -- the sections ------------------------------------------------------------------------------------
 
 
-def _summary_html(data: WorkTables) -> str:
+def summary_html(data: WorkTables) -> str:
     kept = sum(r["kept"] for r in data.screening)
     ingest = [r for r in data.rejections if r["stage"] == "ingest"]
     parts = [
@@ -459,11 +265,11 @@ def _summary_html(data: WorkTables) -> str:
         f"{len(data.scores)} scored.</p>"
     ]
     notes = (data.build.get("screen") or {}).get("notes") or []
-    parts += [f'<p class="warn">{_e(n)}</p>' for n in notes]
+    parts += [f'<p class="warn">{escape(n)}</p>' for n in notes]
     return "".join(parts)
 
 
-def _screening_reasons_html(data: WorkTables) -> str:
+def screening_reasons_html(data: WorkTables) -> str:
     counts = Counter(reason for r in data.screening if not r["kept"] for reason in r["reasons"] or ["override_reject"])
     if not counts:
         return '<p class="note">no clip was rejected by screening</p>'
@@ -471,14 +277,14 @@ def _screening_reasons_html(data: WorkTables) -> str:
         (reason, n, f'<a href="{_page_name(f"reason-{_slug(reason)}", 1)}">cards</a>')
         for reason, n in counts.most_common()
     ]
-    body = "".join(f"<tr><td>{_e(r)}</td><td>{n}</td><td>{link}</td></tr>" for r, n, link in rows)
+    body = "".join(f"<tr><td>{escape(r)}</td><td>{n}</td><td>{link}</td></tr>" for r, n, link in rows)
     return (
         "<p>A clip rejected for several reasons counts under each.</p>"
         f"<table><thead><tr><th>reason</th><th>clips</th><th></th></tr></thead><tbody>{body}</tbody></table>"
     )
 
 
-def _ingest_html(data: WorkTables) -> str:
+def ingest_html(data: WorkTables) -> str:
     rows = [r for r in data.rejections if r["stage"] == "ingest"]
     if not rows:
         return '<p class="note">no ingest rejection</p>'
@@ -496,7 +302,7 @@ def _ingest_html(data: WorkTables) -> str:
     return out + "</details>"
 
 
-def _scores_html(data: WorkTables, hists: list[tuple[str, str]]) -> str:
+def scores_html(data: WorkTables, hists: list[tuple[str, str]]) -> str:
     if not hists:
         return '<p class="note">no clip was scored</p>'
     scale = _table(
@@ -507,19 +313,19 @@ def _scores_html(data: WorkTables, hists: list[tuple[str, str]]) -> str:
         ),
     )
     imgs = "".join(
-        f'<figure class="hist"><img src="{_e(p)}" alt="score histograms of {_e(c)}" data-challenge="{_e(c)}"></figure>'
+        f'<figure class="hist"><img src="{escape(p)}" alt="score histograms of {escape(c)}" data-challenge="{escape(c)}"></figure>'
         for c, p in hists
     )
     return scale + imgs
 
 
-def _extraction_html(data: WorkTables) -> str:
+def extraction_html(data: WorkTables) -> str:
     run = data.latest
     items = run.get("items") or []
     summaries = run.get("extract") or {}
     failed_rows = Counter(r["stage"].split(":", 1)[-1] for r in data.rejections if r["stage"].startswith("extract"))
     rows = []
-    for modality in MODALITIES:
+    for modality in modalities.names():
         mine = [i for i in items if i.get("modality") == modality]
         if mine:
             status = Counter(i.get("status") for i in mine)
@@ -534,7 +340,7 @@ def _extraction_html(data: WorkTables) -> str:
         shards = len(data.features.get(modality, {}))
         untrained = sum(bool(p.get("untrained")) for p in data.features.get(modality, {}).values())
         rows.append((modality, computed, skipped, failed, seconds, shards, untrained))
-    out = _runs_html(data)
+    out = runs_html(data)
     out += _table(("modality", "computed", "skipped", "failed", "seconds", "shards on disk", "untrained shards"), rows)
     if not run:
         out += '<p class="note">no flow_state/build_report.json: counts of this run are unknown</p>'
@@ -556,29 +362,29 @@ def _extraction_html(data: WorkTables) -> str:
             cls="slowest",
         )
     elif run:
-        out += f'<p class="note">the {_e(data.last_run)} report has no per-clip timings (items)</p>'
+        out += f'<p class="note">the {escape(data.last_run)} report has no per-clip timings (items)</p>'
     return out
 
 
-def _runs_html(data: WorkTables) -> str:
+def runs_html(data: WorkTables) -> str:
     """Which flow run the counts below come from, and when each flow last finished."""
     if not data.runs:
         return ""
     ends = "; ".join(
-        f"last {_e(kind)}: {_e(run.get('finished') or 'time not recorded')}"
-        + (f" ({_e(run['failed'])})" if run.get("failed") else "")
+        f"last {escape(kind)}: {escape(run.get('finished') or 'time not recorded')}"
+        + (f" ({escape(run['failed'])})" if run.get("failed") else "")
         for kind, run in data.runs.items()
     )
-    return f'<p class="runs">counts of the last run, <b>{_e(data.last_run)}</b>. {ends}</p>'
+    return f'<p class="runs">counts of the last run, <b>{escape(data.last_run)}</b>. {ends}</p>'
 
 
-def _release_html(data: WorkTables) -> str:
+def release_html(data: WorkTables) -> str:
     if data.release is None:
         return '<p class="note">no release given or recorded</p>'
     m = data.release
-    out = f"<p>{_e(m.get('name'))} {_e(m.get('version'))} at <code>{_e(data.release_path)}</code></p>"
+    out = f"<p>{escape(m.get('name'))} {escape(m.get('version'))} at <code>{escape(data.release_path)}</code></p>"
     if m.get("untrained"):
-        out += f'<p class="warn">UNTRAINED features: {_e(", ".join(m.get("untrained_modalities") or []))}</p>'
+        out += f'<p class="warn">UNTRAINED features: {escape(", ".join(m.get("untrained_modalities") or []))}</p>'
     else:
         out += "<p>every feature comes from trained weights</p>"
     out += _table(
@@ -594,7 +400,7 @@ def _release_html(data: WorkTables) -> str:
         ((t, i.get("challenge") or "all", i.get("train"), i.get("test")) for t, i in (m.get("tracks") or {}).items()),
         cls="release-tracks",
     )
-    out += "".join(f'<p class="note">{_e(n)}</p>' for n in m.get("notes") or [])
+    out += "".join(f'<p class="note">{escape(n)}</p>' for n in m.get("notes") or [])
     return out
 
 
@@ -609,15 +415,16 @@ def _page_name(kind: str, page: int) -> str:
     return f"{kind}-{page:03d}.html"
 
 
-def _card_html(row: Mapping[str, Any], data: WorkTables, report: Path, work: Path, *, budget: _Budget) -> str:
+def card_html(row: Mapping[str, Any], data: WorkTables, report: Path) -> str:
+    """One clip's card (``report``: the report directory, where the thumbnails are looked for)."""
     clip_id = row["clip_id"]
     clip = data.clips.get(clip_id) or {}
     kept = row["kept"]
     decision = "kept" if kept else "rejected"
     name = Path(clip.get("path") or "").name or "?"
     title = (
-        f'<h3><span class="badge {decision}">{decision.upper()}</span> {_e(row.get("video_id"))} '
-        f'<span class="note">{_e(name)} &middot; {_e(clip.get("challenge"))} &middot; {_e(clip_id[:12])}</span></h3>'
+        f'<h3><span class="badge {decision}">{decision.upper()}</span> {escape(row.get("video_id"))} '
+        f'<span class="note">{escape(name)} &middot; {escape(clip.get("challenge"))} &middot; {escape(clip_id[:12])}</span></h3>'
     )
     decision_line = f"automatic decision: {'keep' if row['automatic_kept'] else 'reject'}"
     if row.get("override"):
@@ -626,7 +433,7 @@ def _card_html(row: Mapping[str, Any], data: WorkTables, report: Path, work: Pat
         )
     if row["reasons"]:
         decision_line += "; reasons: " + ", ".join(row["reasons"])
-    parts = [title, f'<p class="decision">{_e(decision_line)}</p>']
+    parts = [title, f'<p class="decision">{escape(decision_line)}</p>']
 
     sheet = (row["details"].get("one_dancer") or {}).get("contact_sheet") or {}
     listed = sheet.get("frames") or []
@@ -638,19 +445,12 @@ def _card_html(row: Mapping[str, Any], data: WorkTables, report: Path, work: Pat
         counted = f.get("counted", people)
         found = f"{counted} counted" + (f" ({people} found)" if people != counted else "")
         figures.append(
-            f'<figure><img class="thumb" src="{_e(src)}" loading="lazy" alt="frame at {f["t"]:.1f} s" '
-            f'data-joints="{_value_attr(f.get("joints"))}" data-min-conf="{_e(sheet.get("min_conf"))}">'
+            f'<figure><img class="thumb" src="{escape(src)}" loading="lazy" alt="frame at {f["t"]:.1f} s" '
+            f'data-joints="{_value_attr(f.get("joints"))}" data-min-conf="{escape(sheet.get("min_conf"))}">'
             f"<figcaption>{f['t']:.1f} s, {found}</figcaption></figure>"
         )
     if kept:
-        bg = _background_for(work, report, clip, clip_id, budget)
-        if bg is not None:
-            stamp = re.search(r"\.(\d+)ms\.png$", bg)
-            when = f" at {int(stamp.group(1)) / 1000:.1f} s" if stamp else ""
-            figures.append(
-                f'<figure><img class="background" src="{_e(bg)}" loading="lazy" alt="scenic background">'
-                f"<figcaption>scenic background (ViBe){when}</figcaption></figure>"
-            )
+        figures += [_preview_html(*found) for found in data.previews.get(clip_id, [])]
     if len(frames) < len(listed):
         parts.append(
             f'<p class="warn">{len(listed) - len(frames)} thumbnail(s) recorded by screening are missing '
@@ -675,14 +475,25 @@ def _card_html(row: Mapping[str, Any], data: WorkTables, report: Path, work: Pat
     if not kept:
         key = row.get("video_id") or clip_id
         parts.append(
-            f'<p>to keep it, add to the reviewer file: <code class="override">{_e(key)},keep,reviewed</code></p>'
+            f'<p>to keep it, add to the reviewer file: <code class="override">{escape(key)},keep,reviewed</code></p>'
         )
-    return f'<section class="card {decision}" id="clip-{_e(clip_id)}" data-clip-id="{_e(clip_id)}">{"".join(parts)}</section>'
+    return f'<section class="card {decision}" id="clip-{escape(clip_id)}" data-clip-id="{escape(clip_id)}">{"".join(parts)}</section>'
+
+
+def _preview_html(modality: str, src: str, caption: str) -> str:
+    """A picture extraction saved (``<clip_id[:16]>.<ms>ms.png``), captioned with its time."""
+    stamp = re.search(r"\.(\d+)ms\.png$", src)
+    when = f" at {int(stamp.group(1)) / 1000:.1f} s" if stamp else ""
+    folder = Path(src).parent.name
+    return (
+        f'<figure><img class="preview {escape(folder)}" src="{escape(src)}" loading="lazy" alt="{escape(caption)}" '
+        f'data-modality="{escape(modality)}"><figcaption>{escape(caption)}{when}</figcaption></figure>'
+    )
 
 
 def _nav(views: Sequence[tuple[str, str, int]]) -> str:
     links = ['<a href="index.html">overview</a>']
-    links += [f'<a href="{_page_name(kind, 1)}">{_e(label)} ({n})</a>' for kind, label, n in views]
+    links += [f'<a href="{_page_name(kind, 1)}">{escape(label)} ({n})</a>' for kind, label, n in views]
     return f"<nav>{''.join(links)}</nav>"
 
 
@@ -695,67 +506,10 @@ def _pager(kind: str, page: int, pages: int) -> str:
     return f'<nav class="pager">page {" ".join(links)}</nav>'
 
 
-# -- entry point ------------------------------------------------------------------------------------
+# -- the pages --------------------------------------------------------------------------------------
 
 
-def write_report(
-    work: str | os.PathLike,
-    release_dir: str | os.PathLike | None = None,
-    *,
-    page_size: int = PAGE_SIZE,
-    backgrounds_budget_s: float = 300.0,
-) -> Path:
-    """Write ``<work>/report/`` from the work directory's tables; return the path of ``index.html``.
-
-    ``release_dir`` is a release (``<out>/<name>-<version>``, or the ``--release-out`` directory
-    holding one); None uses the one recorded in ``flow_state/build_report.json``, if any.
-    A kept clip without a saved scenic background gets one computed (a few seconds of decoding
-    each) until ``backgrounds_budget_s`` is spent (0: none); computed ones are kept, so the next
-    run goes on where this one stopped, and the page says how many are still missing.
-    """
-    if page_size < 1:
-        raise ValueError("page_size must be at least 1")
-    work = Path(work)
-    if not work.is_dir():
-        raise FileNotFoundError(f"work directory {work} does not exist")
-    report = work / REPORT_DIR
-    data = read_work(work, release_dir)
-    rows = sorted(
-        data.screening,
-        key=lambda r: (not r["kept"], Path((data.clips.get(r["clip_id"]) or {}).get("path") or "").name, r["clip_id"]),
-    )
-    budget = _Budget(backgrounds_budget_s)
-    cards = {r["clip_id"]: _card_html(r, data, report, work, budget=budget) for r in rows}
-
-    nav, written, first_page = _write_pages(report, rows, cards, page_size)
-    hists = _histograms(data, report)
-    sections = [
-        ("Summary", _summary_html(data)),
-        ("Screening by reason", _screening_reasons_html(data)),
-        ("Ingest rejections", _ingest_html(data)),
-        ("Virality scores per challenge", _scores_html(data, hists)),
-        ("Feature extraction", _extraction_html(data)),
-        ("Release", _release_html(data)),
-    ]
-    body = f'<h1>vdv build report</h1><p class="note">work directory <code>{_e(work.resolve())}</code></p>{nav}'
-    if budget.skipped:
-        body += (
-            f'<p class="note">{budget.skipped} kept clip(s) have no scenic background yet: the time budget of '
-            "this run was spent; `vdv report` computes more</p>"
-        )
-    body += "".join(f"<h2>{_e(title)}</h2>{content}" for title, content in sections)
-    body += first_page
-    index = report / "index.html"
-    _write_text(index, _page("vdv build report", body))
-    # pages of an earlier report whose view no longer exists (a reason that no longer occurs)
-    for stale in report.glob("*-[0-9][0-9][0-9].html"):
-        if stale.name not in written:
-            stale.unlink(missing_ok=True)
-    log.info("report: %s (%d clip card(s))", index, len(cards))
-    return index
-
-
-def _write_pages(report: Path, rows: list[dict], cards: Mapping[str, str], page_size: int) -> tuple[str, set[str], str]:
+def write_pages(report: Path, rows: list[dict], cards: Mapping[str, str], page_size: int) -> tuple[str, set[str], str]:
     """The paged views (all, kept, rejected, one per reason): their navigation bar, the page names
     written, and the first page of "all" (shown on the index)."""
     reasons = Counter(reason for r in rows if not r["kept"] for reason in r["reasons"])
@@ -777,15 +531,12 @@ def _write_pages(report: Path, rows: list[dict], cards: Mapping[str, str], page_
             chunk = members[(page - 1) * page_size : page * page_size]
             body = "".join(cards[r["clip_id"]] for r in chunk) or '<p class="note">no clip</p>'
             pager = _pager(kind, page, pages)
-            block = f'<h2>{_e(label)}: {len(members)} clip(s)</h2>{pager}<div class="cards">{body}</div>{pager}'
+            block = f'<h2>{escape(label)}: {len(members)} clip(s)</h2>{pager}<div class="cards">{body}</div>{pager}'
             name = _page_name(kind, page)
-            _write_text(
-                report / name, _page(f"vdv report: {label}, page {page}", f"<h1>vdv build report</h1>{nav}{block}")
+            write_text(
+                report / name, html_page(f"vdv report: {label}, page {page}", f"<h1>vdv build report</h1>{nav}{block}")
             )
             written.add(name)
             if kind == "all" and page == 1:
                 first_page = block
     return nav, written, first_page
-
-
-__all__ = ["backgrounds_dir", "read_work", "rule_rows", "thumbnails_dir", "write_report"]

@@ -1,0 +1,212 @@
+"""Where a build's per-clip tasks run: the task runners, the clips in flight, results as they finish.
+
+The flow's ``runner`` parameter names the runner (``flows/build.py`` docstring): ``thread``
+(default) runs ``workers`` clips at once in this process, sharing one copy of each model;
+``process`` a process pool; ``dask`` prefect-dask's ``DaskTaskRunner`` on a local cluster of
+``workers`` processes with ``threads_per_worker`` clips each, or on the scheduler at
+``dask_address``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from pipeline.attempts import MAX_DEATHS, release_marks_on_sigterm
+from pipeline.errors import InputError
+
+RUNNERS = ("thread", "process", "dask")
+SCHEDULER_TIMEOUT_S = 10.0  # the Dask handshake's budget in check_scheduler
+
+
+def make_task_runner(
+    runner: str = "thread",
+    *,
+    dask_address: str | None = None,
+    workers: int | None = None,
+    threads_per_worker: int = 1,
+    worker_env: Mapping[str, str] | None = None,
+):
+    """The Prefect task runner named by ``runner`` (see the module docstring).
+
+    ``worker_env``: environment of the worker processes this runner starts (a process pool's, a
+    local Dask cluster's).
+    """
+    if runner == "thread":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=workers or 2)
+    if runner == "process":
+        from prefect.task_runners import ProcessPoolTaskRunner
+
+        return ProcessPoolTaskRunner(
+            max_workers=workers or 2, initializer=start_pool_worker, initargs=(dict(worker_env or {}),)
+        )
+    if runner == "dask":
+        import dask
+        from prefect_dask import DaskTaskRunner
+
+        # Dask counts a worker's death against every task it held, queued ones too: only a
+        # backstop here, above the ledger's limit (pipeline.attempts); and a worker holds no
+        # more clips than it has threads, so few wait in a queue that a death empties
+        dask.config.set(
+            {
+                "distributed.scheduler.allowed-failures": MAX_DEATHS + 1,
+                "distributed.scheduler.worker-saturation": 1.0,
+            }
+        )
+        if dask_address:
+            return DaskTaskRunner(address=dask_address)
+        return DaskTaskRunner(
+            cluster_kwargs={
+                "n_workers": workers or 2,
+                "processes": True,
+                "threads_per_worker": threads_per_worker,
+                "dashboard_address": None,
+                "env": dict(worker_env or {}),
+            }
+        )
+    raise ValueError(f"unknown runner {runner!r}; choose one of {RUNNERS}")
+
+
+class SchedulerUnreachable(InputError):
+    """No Dask scheduler answers at the address a run was given; the message says what was tried."""
+
+
+def check_scheduler(address: str, label: str = "dask_address", timeout_s: float = SCHEDULER_TIMEOUT_S) -> None:
+    """Return once a Dask scheduler has answered at ``address``; else :class:`SchedulerUnreachable`.
+
+    Asked before a run does any work: without it a wrong address costs the client's 30 s connect
+    timeout and ends in an ``OSError`` from inside the task runner. Two tries, and the error names
+    the one that failed: a TCP connection to the host and port (refused or unanswered: nothing
+    listens there), then Dask's own handshake and an ``identity`` request, within ``timeout_s``
+    in all, which tells a scheduler from any other server on that port (a ``Client`` would wait
+    for ever on a server that accepts and says nothing). ``label`` names the option or parameter.
+    """
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    hint = f"start one with `dask scheduler`, or leave {label} out for a local cluster"
+    try:
+        scheme, location = parse_address(address, strict=False)
+        host, port = parse_host_port(location) if scheme in ("tcp", "tls") else (None, None)
+    except ValueError as err:
+        raise SchedulerUnreachable(f"{label} {address}: not a Dask address ({err}); e.g. tcp://host:8786") from None
+    if host is not None:
+        _tcp_probe(address, label, host, port, min(timeout_s, 5.0), hint)
+    try:
+        kind = _identity(address, timeout_s).get("type")
+    except (OSError, TimeoutError, ValueError) as err:
+        why = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+        raise SchedulerUnreachable(
+            f"{label} {address}: no Dask scheduler answered within {timeout_s:.0f} s ({why}); {hint}"
+        ) from None
+    if kind != "Scheduler":
+        raise SchedulerUnreachable(f"{label} {address}: a Dask {kind or 'server'} answered, not a scheduler; {hint}")
+
+
+def _identity(address: str, timeout_s: float) -> dict:
+    """The ``identity`` reply of the Dask server at ``address``, all within ``timeout_s``.
+
+    Run on a thread of its own, so that it never meets an event loop running in the caller's.
+    """
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from distributed.comm import connect
+
+    async def ask() -> dict:
+        comm = await connect(address, timeout=timeout_s)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            reply = await comm.read()
+        finally:
+            comm.abort()
+        return reply if isinstance(reply, dict) else {}
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, asyncio.wait_for(ask(), timeout_s)).result()
+
+
+def _tcp_probe(address: str, label: str, host: str, port: int, timeout_s: float, hint: str) -> None:
+    """A plain TCP connection to ``host:port``; refused or unanswered is :class:`SchedulerUnreachable`."""
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return
+    except TimeoutError:
+        tried = f"a TCP connection to {host} port {port} got no answer within {timeout_s:.0f} s"
+    except OSError as err:
+        tried = f"a TCP connection to {host} port {port} failed: {err.strerror or err}"
+    raise SchedulerUnreachable(f"{label} {address}: no Dask scheduler there: {tried}; {hint}")
+
+
+def start_pool_worker(env: Mapping[str, str]) -> None:
+    """Set up a process pool's worker when it starts: its environment (the flow's API, so that it
+    starts no temporary Prefect server of its own), and its attempt marks cleared when the pool
+    stops it (SIGTERM, sent to every worker when one dies), so that only the clip a worker died
+    on is blamed (:mod:`pipeline.attempts`)."""
+    os.environ.update(env)
+    release_marks_on_sigterm()
+
+
+def flow_api_env() -> dict[str, str]:
+    """``PREFECT_API_URL`` of the running flow's API, for worker processes this flow starts.
+
+    Without it, each local Dask worker or process-pool worker would start a temporary Prefect
+    server of its own (seconds of start-up for every worker), record its task runs there, and
+    leave that server running when the cluster closes.
+    """
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return {"PREFECT_API_URL": str(client.api_url).rstrip("/")}
+
+
+def open_clip_runner(runner: str, workers: int | None, threads_per_worker: int, dask_address: str | None):
+    """The task runner of the per-clip tasks, chosen by the flow's parameters."""
+    env = flow_api_env() if runner == "process" or runner == "dask" and not dask_address else None
+    return make_task_runner(
+        runner, dask_address=dask_address, workers=workers, threads_per_worker=threads_per_worker, worker_env=env
+    )
+
+
+def clips_in_flight(runner) -> int | None:
+    """Clips processed at once on this machine's cores by ``runner`` (None: a remote cluster)."""
+    name = type(runner).__name__
+    if name == "DaskTaskRunner":
+        kwargs = getattr(runner, "cluster_kwargs", None) or {}
+        if kwargs.get("n_workers"):
+            # local cluster: its workers share this machine's cores
+            return kwargs["n_workers"] * kwargs.get("threads_per_worker", 1)
+        return None  # a remote cluster: its workers set their own threads
+    return getattr(runner, "_max_workers", None) or 1
+
+
+def is_worker_death(err: BaseException) -> bool:
+    return type(err).__name__ in ("KilledWorker", "BrokenProcessPool")
+
+
+def as_completed(futures: Mapping, desc: str, *, unit: str):
+    """``(future, value)`` of ``futures`` as they finish, with a progress bar (terminals only)."""
+    from prefect.futures import as_completed as finished
+
+    from pipeline.progress import progress
+
+    with progress(len(futures), desc, unit=unit) as bar:
+        for future in finished(list(futures)):
+            yield future, futures[future]
+            bar.update()
+
+
+def survivors(futures: Mapping, desc: str):
+    """``(value, result)`` of each future of ``futures`` whose worker did not die, as they finish;
+    any other failure is raised."""
+    for future, value in as_completed(futures, desc, unit="clip"):
+        try:
+            result = future.result()
+        except Exception as err:  # noqa: BLE001 - only a dead worker is tolerated
+            if not is_worker_death(err):
+                raise
+            continue
+        yield value, result
