@@ -24,7 +24,9 @@ def command_modules() -> tuple:
 # What a command does with --work, set as ``work_access`` in its parser's defaults (cli.main
 # checks it before the command runs): None, it does not write it; "create", it writes it and may
 # make it (ingest, build); "update", it writes one that must exist already (screen, report). A
-# command that holds the lock itself in cli.main also sets ``writes_work`` (the lock's owner).
+# command that holds the lock itself in cli.main also sets ``writes_work`` (the lock's owner), and
+# one that writes other directories names their destinations in ``output_dirs`` (made and proven
+# writable before the command runs, like --work).
 WORK_ACCESS = (None, "create", "update")
 
 EPILOG = """\
@@ -108,6 +110,10 @@ def _run(args: argparse.Namespace, created: list) -> int:
             )
         if access is not None:
             created.append(prepare(args.work, label="--work"))
+        for dest in getattr(args, "output_dirs", ()):
+            # an output directory is proven writable before the work, not after it
+            if getattr(args, dest, None):
+                created.append(prepare(getattr(args, dest), label="--" + dest.replace("_", "-")))
         # a command that writes the work directory holds its lock (the flows take their own)
         writes = getattr(args, "writes_work", None)
         if writes:

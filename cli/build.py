@@ -111,7 +111,7 @@ def _add_build(subparsers, parent: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--salt", help="salt of the uploader hashes (default: $VDV_RELEASE_SALT, else a random salt that is not kept)"
     )
-    p.set_defaults(func=_build, work_access="create")
+    p.set_defaults(func=_build, work_access="create", output_dirs=("train_dir", "release_out"))
 
 
 def _add_reextract(subparsers, parent: argparse.ArgumentParser) -> None:

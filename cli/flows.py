@@ -30,9 +30,38 @@ def load_flow(name: str):
     else:
         raise ValueError(f"unknown flow {name!r}")
     _quiet_http()
+    _plain_expected_failures()
     return flow
 
 
 def _quiet_http() -> None:
     """Prefect's client logs every API request at INFO through httpx; keep the run's own log readable."""
     logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+class _NoTraceback(logging.Filter):
+    """Drops the traceback from Prefect's log record of a failure the run explains in one line
+    (bad input, missing weights, a release or build that cannot go on); the message stays. Any
+    other exception keeps its traceback, and -vv keeps them all."""
+
+    def __init__(self, expected: tuple[type[BaseException], ...]):
+        super().__init__()
+        self.expected = expected
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, self.expected) and not logging.getLogger().isEnabledFor(logging.DEBUG):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _plain_expected_failures() -> None:
+    from flows.build import BuildError
+    from pipeline.errors import InputError, WeightsError
+    from pipeline.release import ReleaseError
+
+    expected = (BuildError, InputError, ReleaseError, WeightsError)
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoTraceback) for f in logger.filters):
+            logger.addFilter(_NoTraceback(expected))

@@ -56,20 +56,23 @@ def _release(args) -> int:
     from pathlib import Path
 
     from pipeline.release import NothingToRelease, ReleaseError, check_releasable
-    from pipeline.workdir import prepare
+    from pipeline.workdir import prepare, remove_created
 
     try:
         # before a flow starts: a work directory this run cannot write (its lock), or one with
-        # nothing to release, is one line and exit code 2; a missing one is never made here
+        # nothing to release, or an --out it cannot write, is one line and exit code 2; a missing
+        # work directory is never made here
         if Path(args.work).is_dir():
             prepare(args.work, label="--work")
         check_releasable(args.work, "--work")
+        created = prepare(args.out, label="--out")
     except NothingToRelease as err:
         print(f"vdv release: error: {err}", file=sys.stderr)
         return 2
     try:
         result = _package(args) if args.no_flow or args.allow_missing else _release_flow(args)
     except ReleaseError as err:
+        remove_created(created)  # the --out this run made holds no release
         print(f"vdv release: {err}", file=sys.stderr)
         return 1
     if not result["verified"]:

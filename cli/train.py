@@ -36,7 +36,7 @@ def _add_train(subparsers, parent: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", help="auto (CUDA when present), cpu, cuda")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
-    p.set_defaults(func=_train)
+    p.set_defaults(func=_train, output_dirs=("out",))
 
 
 def _add_evaluate(subparsers, parent: argparse.ArgumentParser) -> None:
@@ -57,7 +57,7 @@ def _add_evaluate(subparsers, parent: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--profile", help="training profile: paper (the default) or small-data")
     p.add_argument("--device", help="auto (CUDA when present), cpu, cuda")
-    p.set_defaults(func=_evaluate)
+    p.set_defaults(func=_evaluate, output_dirs=("out",))
 
 
 def _add_feedback(subparsers, parent: argparse.ArgumentParser) -> None:
@@ -79,7 +79,7 @@ def _add_feedback(subparsers, parent: argparse.ArgumentParser) -> None:
     p.add_argument("--video", help="the clip's video file, to draw the arrows on")
     p.add_argument("--frames", default="0", help="comma-separated frame indices saved as PNG")
     p.add_argument("--tips", action="store_true", help="also compute dance tips per challenge over every clip")
-    p.set_defaults(func=_feedback)
+    p.set_defaults(func=_feedback, output_dirs=("out",))
 
 
 def _add_sports(subparsers, parent: argparse.ArgumentParser) -> None:
@@ -99,7 +99,7 @@ def _add_sports(subparsers, parent: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--untrained", action="store_true", help="holistic features from seeded random weights (explicit only)"
     )
-    p.set_defaults(func=_sports, work_access="create")
+    p.set_defaults(func=_sports, work_access="create", output_dirs=("out",))
 
 
 def _usage_errors(func):

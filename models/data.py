@@ -333,11 +333,15 @@ def side_ids(split: dict[str, str], side: str) -> list[str]:
 
 
 def open_source(path: str | Path) -> WorkDirSource | ReleaseSource:
-    """A release when ``path/data`` exists, else a work directory."""
+    """A release when ``path/data`` exists, else a work directory; one without scored clips is a
+    ValueError that says which stage to run."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
-    return ReleaseSource(path) if (path / "data").is_dir() else WorkDirSource(path)
+    source = ReleaseSource(path) if (path / "data").is_dir() else WorkDirSource(path)
+    if not source.records():
+        raise ValueError(f"{path} has no scored clips: run `vdv build` (or ingest, screen and score) first")
+    return source
 
 
 # -- the dataset ----------------------------------------------------------------------------------

@@ -447,4 +447,9 @@ def train_track(
     data_config = data_config or DataConfig()
     train_ids = side_ids(track_split(source, track), "train")
     ds = ViralityDataset(source, modalities or config.modalities, clip_ids=train_ids, config=data_config)
+    if not len(ds):
+        raise ValueError(
+            f"track {track}: none of its {len(train_ids)} training clip(s) has a {' or '.join(ds.modalities)} shard"
+            " (run `vdv extract` first)"
+        )
     return fit(ds, config, out_dir=out_dir, resume=resume, data_config=data_config, sections=sections)

@@ -295,6 +295,31 @@ def test_a_work_directory_that_cannot_be_made_is_one_line(command, tmp_path, cap
     assert f"--work {a_file}: not a directory" in _one_clear_line(capsys.readouterr().err)
 
 
+@pytest.mark.parametrize(
+    "command, flag",
+    [
+        (["train"], "--out"),
+        (["evaluate"], "--out"),
+        (["feedback"], "--out"),
+        (["sports"], "--out"),
+        (["build", "RAW"], "--release-out"),
+        (["build", "RAW"], "--train-dir"),
+    ],
+    ids=lambda c: c if isinstance(c, str) else c[0],
+)
+def test_an_output_directory_that_cannot_be_made_is_one_line_before_any_work(command, flag, tmp_path, capsys):
+    words, parser = next((w, p) for w, p in _leaf_commands() if list(w) == command[:1])
+    under_proc = Path("/proc") / f"vdv-{os.getpid()}" / "out"
+    argv = [str(SHARED) if a == "RAW" else a for a in command]
+    required = _required_arguments(parser, tmp_path)
+    if flag in required:
+        del required[required.index(flag) : required.index(flag) + 2]
+    assert main([*argv, *required[len(argv) - 1 :], flag, str(under_proc), "--work", str(tmp_path / "work")]) == 2
+    line = _one_clear_line(capsys.readouterr().err)
+    assert line.startswith(f"vdv {command[0]}: error: {flag} {under_proc}: cannot create the directory: "), line
+    assert not _leftovers(tmp_path, "work")
+
+
 def test_a_work_directory_that_must_exist_is_named(tmp_path, capsys):
     for command in (["screen"], ["score"], ["reextract"], ["report"]):
         assert main([*command, "--work", str(tmp_path / "typo")]) == 2
@@ -428,6 +453,40 @@ def test_release_with_no_kept_clips_is_one_line(tmp_path, capsys):
     assert not _leftovers(tmp_path, "out", "never")
 
 
+def test_training_or_evaluating_without_clips_or_features_is_one_line(tmp_path, capsys):
+    """An empty work directory names the stage to run; scored clips without shards name extract.
+    Neither leaves the --out directory behind."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for command in (["train"], ["evaluate"]):
+        assert main([*command, "--work", str(empty), "--out", str(tmp_path / "out")]) == 2
+        line = _one_clear_line(capsys.readouterr().err)
+        assert (
+            line
+            == f"vdv {command[0]}: error: {empty} has no scored clips: run `vdv build` (or ingest, screen and score) first"
+        )
+    work = str(tmp_path / "work")
+    config = DEMO / "config.toml"
+    assert (
+        main(["ingest", str(SHARED), "--pairing", str(DEMO / "pairing.csv"), "--work", work, "--config", str(config)])
+        == 0
+    )
+    assert main(["screen", "--no-visual", "--work", work, "--config", str(config)]) == 0
+    assert main(["score", "--work", work, "--config", str(config)]) == 0
+    capsys.readouterr()
+    argv = ["train", "--work", work, "--out", str(tmp_path / "out"), "--config", str(config)]
+    assert main(argv) == 2
+    line = _one_clear_line(capsys.readouterr().err)
+    assert line.startswith("vdv train: error: track all: none of its ") and line.endswith(
+        "training clip(s) has a pose or holistic or facial or scenic shard (run `vdv extract` first)"
+    ), line
+    assert not _leftovers(tmp_path, "out")
+    under_proc = Path("/proc") / f"vdv-{os.getpid()}" / "release"
+    assert main(["release", "--work", work, "--out", str(under_proc), "--config", str(config)]) == 2
+    line = _one_clear_line(capsys.readouterr().err)
+    assert line.startswith(f"vdv release: error: --out {under_proc}: cannot create the directory: "), line
+
+
 # -- the sweep: every subcommand, bad set-up, no traceback ---------------------------------------
 
 
@@ -505,3 +564,36 @@ def test_every_command_meets_bad_set_up_without_a_traceback(command, unwritable,
         else:
             assert done.returncode in (0, 1, 2), said
     assert not (tmp_path / "work").exists()
+
+
+def test_a_flow_failure_the_run_explains_is_logged_without_a_traceback():
+    """Prefect logs a failed flow with its traceback; for a failure vdv explains in one line (a
+    release or build that cannot go on, bad input, missing weights) only the message is kept.
+    Any other exception keeps its traceback, and so does every one at -vv."""
+    import logging
+    import sys
+
+    from cli.flows import load_flow
+    from pipeline.release import ReleaseError
+
+    load_flow("release")
+
+    def filtered(name: str, err: Exception, level: int) -> logging.LogRecord:
+        """The record as Prefect's logger ``name`` passes it to its handlers (its filters applied)."""
+        try:
+            raise err
+        except type(err):
+            record = logging.LogRecord(name, logging.ERROR, __file__, 1, "failed: %r", (err,), sys.exc_info())
+        logging.getLogger().setLevel(level)
+        assert logging.getLogger(name).filter(record)
+        return record
+
+    root_level = logging.getLogger().level
+    try:
+        for name in ("prefect.flow_runs", "prefect.task_runs"):
+            record = filtered(name, ReleaseError("pose: 5 kept clip(s) have only stale shards"), logging.INFO)
+            assert record.exc_info is None and "stale shards" in record.getMessage()
+            assert filtered(name, KeyError("a bug"), logging.INFO).exc_info is not None
+            assert filtered(name, ReleaseError("stale"), logging.DEBUG).exc_info is not None
+    finally:
+        logging.getLogger().setLevel(root_level)
