@@ -54,6 +54,8 @@ def _report(args) -> int:
     from pipeline.report import write_report
     from pipeline.tables import SchemaMismatch
 
+    if args.backgrounds_budget is not None:
+        print("vdv report: --backgrounds-budget is no longer used (the report computes nothing)", file=sys.stderr)
     try:
         index = write_report(args.work, args.release, page_size=args.page_size)
     except SchemaMismatch as err:  # a table of another version or a damaged file: one line, no traceback

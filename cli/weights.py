@@ -85,6 +85,7 @@ def _fetch(args) -> int:
     from pipeline.weights.registry import REGISTRY
 
     names = [args.name] if args.name else [s.name for s in REGISTRY.values() if s.url or s.bundled]
+    _writable_cache(args)
     for name in names:
         lock = fetch_weights(name, cache_dir=args.dir)
         print(f"{name}: ok, sha256 {lock['sha256']}")
@@ -95,6 +96,7 @@ def _import(args) -> int:
     from pipeline.weights.cache import cached_file
     from pipeline.weights.fetch import import_weights
 
+    _writable_cache(args)
     lock = import_weights(args.name, args.path, cache_dir=args.dir, allow_other_source=args.allow_other_source)
     print(f"{args.name}: imported {lock['tensors']} tensors (dropped {', '.join(lock['dropped']) or 'nothing'})")
     print(
@@ -102,6 +104,18 @@ def _import(args) -> int:
     )
     print(f"  cached {cached_file(args.name, args.dir)} sha256 {lock['sha256']}")
     return 0
+
+
+def _writable_cache(args) -> None:
+    """The cache a fetch or import writes, made and proven writable first; the error names where
+    its path came from (--dir, $VDV_WEIGHTS_DIR or the default)."""
+    import os
+
+    from pipeline.weights.cache import ENV_DIR, weights_dir
+    from pipeline.workdir import prepare
+
+    label = "--dir" if args.dir else f"${ENV_DIR}" if os.environ.get(ENV_DIR) else "the weights cache"
+    prepare(weights_dir(args.dir), label=label)
 
 
 def _verify(args) -> int:

@@ -597,3 +597,15 @@ def test_a_flow_failure_the_run_explains_is_logged_without_a_traceback():
             assert filtered(name, ReleaseError("stale"), logging.DEBUG).exc_info is not None
     finally:
         logging.getLogger().setLevel(root_level)
+
+
+def test_a_weights_cache_that_cannot_be_written_is_named_by_where_its_path_came_from(tmp_path, capsys, monkeypatch):
+    under_proc = Path("/proc") / f"vdv-{os.getpid()}" / "weights"
+    monkeypatch.setenv("VDV_WEIGHTS_DIR", str(under_proc))
+    for command in (["fetch", "blazepose_detector"], ["import", "blazepose_detector", str(tmp_path / "none.pth")]):
+        assert main(["weights", *command]) == 2
+        line = _one_clear_line(capsys.readouterr().err)
+        assert line.startswith(f"vdv weights: error: $VDV_WEIGHTS_DIR {under_proc}: cannot create the directory"), line
+    assert main(["weights", "fetch", "blazepose_detector", "--dir", str(under_proc / "d")]) == 2
+    line = _one_clear_line(capsys.readouterr().err)
+    assert line.startswith(f"vdv weights: error: --dir {under_proc / 'd'}: cannot create the directory"), line
