@@ -25,8 +25,8 @@ def command_modules() -> tuple:
 # checks it before the command runs): None, it does not write it; "create", it writes it and may
 # make it (ingest, build); "update", it writes one that must exist already (screen, report). A
 # command that holds the lock itself in cli.main also sets ``writes_work`` (the lock's owner), and
-# one that writes other directories names their destinations in ``output_dirs`` (made and proven
-# writable before the command runs, like --work).
+# one that writes other directories names their destinations in ``output_dirs`` (proven
+# writable before the command runs, like --work, and removed again if the check made them).
 WORK_ACCESS = (None, "create", "update")
 
 EPILOG = """\
@@ -95,7 +95,7 @@ def _run(args: argparse.Namespace, created: list) -> int:
     register_config()  # the models' configuration sections ([train], [psgcn], ...), by a call
     from pipeline.lock import WorkDirLocked, WorkLock
     from pipeline.tables import SchemaMismatch
-    from pipeline.workdir import prepare
+    from pipeline.workdir import prepare, remove_created
 
     try:
         if getattr(args, "config", None):
@@ -111,9 +111,10 @@ def _run(args: argparse.Namespace, created: list) -> int:
         if access is not None:
             created.append(prepare(args.work, label="--work"))
         for dest in getattr(args, "output_dirs", ()):
-            # an output directory is proven writable before the work, not after it
+            # an output directory is proven writable before the work, not after it, and left as
+            # it was: the command makes it when it writes there
             if getattr(args, dest, None):
-                created.append(prepare(getattr(args, dest), label="--" + dest.replace("_", "-")))
+                remove_created(prepare(getattr(args, dest), label="--" + dest.replace("_", "-")))
         # a command that writes the work directory holds its lock (the flows take their own)
         writes = getattr(args, "writes_work", None)
         if writes:

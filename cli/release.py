@@ -65,14 +65,13 @@ def _release(args) -> int:
         if Path(args.work).is_dir():
             prepare(args.work, label="--work")
         check_releasable(args.work, "--work")
-        created = prepare(args.out, label="--out")
+        remove_created(prepare(args.out, label="--out"))  # proven writable; made when the release is
     except NothingToRelease as err:
         print(f"vdv release: error: {err}", file=sys.stderr)
         return 2
     try:
         result = _package(args) if args.no_flow or args.allow_missing else _release_flow(args)
     except ReleaseError as err:
-        remove_created(created)  # the --out this run made holds no release
         print(f"vdv release: {err}", file=sys.stderr)
         return 1
     if not result["verified"]:
