@@ -284,11 +284,15 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (backends, batch)")
     parser.add_argument("--precision", default="float32", help="torch precision of the batch figure")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64, 256])
-    parser.add_argument("--steps", type=int, default=40, help="steps per batch size (the clips' frames bound it)")
+    parser.add_argument(
+        "--steps", type=int, default=40, help="steps per batch size, the first 3 a warm-up (the clips' frames bound it)"
+    )
     parser.add_argument(
         "--clip-dir", type=Path, default=CLIPS, help="where the clips are (default ../shared/data/clips)"
     )
     args = parser.parse_args()
+    if args.steps < 4:
+        parser.error(f"--steps {args.steps}: at least 4 (the first 3 steps warm up and are not timed)")
     globals()["CLIPS"] = args.clip_dir
     for name, run in (("memory", memory), ("backends", backends), ("batch", batch)):
         if args.only in (None, name):
