@@ -66,12 +66,7 @@ def test_a_clip_whose_worker_dies_is_retried_once_then_rejected(tmp_path):
 
     attempts = deaths.read_text().split()
     assert len(attempts) == 2 and len(set(attempts)) == 2, attempts  # two tries, two processes
-    by_file = {Path(i["path"]).name: i for i in report["items"]}
-    doomed = by_file[DOOMED]
-    assert (doomed["status"], doomed["reason"]) == ("rejected", "worker_died"), doomed
-    assert all(f":{pid}" in doomed["message"] for pid in attempts), doomed["message"]  # names both
-    others = [i for name, i in by_file.items() if name != DOOMED]
-    assert len(others) == 2 and all(i["status"] == "computed" for i in others), others
+    _only_the_doomed_clip_blamed(report, DOOMED, attempts)
     assert len(current_shards(tmp_path / "work", "pose")) == 2
     rejected = [
         r
@@ -132,13 +127,8 @@ def test_process_runner_blames_only_the_clip_a_killed_worker_was_on(tmp_path):
     report = json.loads(done.stdout[done.stdout.index("{") :])
 
     assert len(killed) == MAX_DEATHS and len(set(killed)) == MAX_DEATHS, killed  # two tries, two processes
-    by_file = {Path(i["path"]).name: i for i in report["items"]}
-    doomed = by_file[POOL_DOOMED]
-    assert (doomed["status"], doomed["reason"]) == ("rejected", "worker_died"), doomed
-    assert all(f":{pid}" in doomed["message"] for pid in killed), doomed["message"]  # names both
     # the clips that waited in the broken pools were computed by a later pool, not blamed
-    others = [i for name, i in by_file.items() if name != POOL_DOOMED]
-    assert len(others) == 2 and all(i["status"] == "computed" for i in others), others
+    others = _only_the_doomed_clip_blamed(report, POOL_DOOMED, killed)
     assert not {int(i["worker"].rsplit(":", 1)[1]) for i in others} & set(killed)  # by a live worker
     assert len(current_shards(work, "pose")) == 2
     rejected = [
@@ -149,3 +139,15 @@ def test_process_runner_blames_only_the_clip_a_killed_worker_was_on(tmp_path):
     ]
     assert [(Path(r["path"]).name, r["stage"]) for r in rejected] == [(POOL_DOOMED, "extract:pose")]
     assert not (work / DIRNAME).exists()
+
+
+def _only_the_doomed_clip_blamed(report: dict, doomed_file: str, pids) -> list[dict]:
+    """The doomed clip is rejected ``worker_died`` naming every dead process; the two others were
+    computed. Returns the others' report items."""
+    by_file = {Path(i["path"]).name: i for i in report["items"]}
+    doomed = by_file[doomed_file]
+    assert (doomed["status"], doomed["reason"]) == ("rejected", "worker_died"), doomed
+    assert all(f":{pid}" in doomed["message"] for pid in pids), doomed["message"]  # names both
+    others = [i for name, i in by_file.items() if name != doomed_file]
+    assert len(others) == 2 and all(i["status"] == "computed" for i in others), others
+    return others
