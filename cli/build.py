@@ -88,7 +88,10 @@ def _add_build(subparsers, parent: argparse.ArgumentParser) -> None:
         "--pairing", metavar="CSV", help="CSV pairing clip files with metadata records (file,video_id[,challenge])"
     )
     p.add_argument(
-        "--overrides", metavar="CSV", help="reviewer override file for screening (clip or video id, keep/reject, note)"
+        "--overrides",
+        metavar="CSV",
+        help="reviewer override file (clip or video id, keep/reject, note) for screening, and for ingest: "
+        "a keep admits a clip judged a re-encoding of an earlier upload",
     )
     p.add_argument(
         "--crawl-time",
@@ -127,7 +130,7 @@ def _add_reextract(subparsers, parent: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--raw-dir", metavar="DIR", help="re-run ingest, screen and score on this raw directory first")
     p.add_argument("--pairing", metavar="CSV", help="with --raw-dir: pairing file")
-    p.add_argument("--overrides", metavar="CSV", help="with --raw-dir: screening override file")
+    p.add_argument("--overrides", metavar="CSV", help="with --raw-dir: override file of ingest and screening")
     p.add_argument("--force", action="store_true", help="recompute even current shards")
     _flow_options(p)
     p.set_defaults(func=_reextract, work_access="update")

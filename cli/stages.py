@@ -19,7 +19,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     options = {"probe_budget_s": args.probe_budget, "challenge_rule": args.challenge_rule}
     if args.challenge_hashtag:
         options["challenge_hashtags"] = tuple(args.challenge_hashtag)
-    options.update(pairing=args.pairing, crawl_time=args.crawl_time)
+    options.update(pairing=args.pairing, crawl_time=args.crawl_time, override_file=args.overrides)
     result = run_ingest(args.raw_dir, args.work, load_config(args.config), **options)
     print(
         f"ingest: {len(result.clips)} clip(s) in the manifest, {len(result.rejections)} rejection(s): "
@@ -27,6 +27,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     )
     for line in result.metadata_problems():
         print(f"  bad metadata: {line}")
+    for row in result.clips:
+        if row.get("ingest_override"):
+            print(f"  {Path(row['path']).name}: {row['ingest_override_note']}")
     print(f"  tables: {Path(args.work) / 'clips'}  {tables.shard_path(args.work, 'rejections', 'ingest')}")
     return 0
 
@@ -224,6 +227,12 @@ def _ingest_options(p: argparse.ArgumentParser) -> None:
         "--challenge-rule",
         choices=("none", "music_id", "hashtag"),
         help="how a record without an explicit challenge gets one (default none; [ingest] challenge_rule)",
+    )
+    p.add_argument(
+        "--overrides",
+        metavar="CSV",
+        help="reviewer overrides, the file screening reads (id,decision,note): a keep admits a clip that "
+        "ingest judged a re-encoding of an earlier upload, recorded in its clips row",
     )
     p.add_argument(
         "--challenge-hashtag",

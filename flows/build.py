@@ -259,7 +259,7 @@ def run_rule_stages(
     runner, work, config = state.runner, state.work, state.config
     t0 = time.monotonic()
     probed = probe_clips(runner, raw_dir, config)
-    state.stages["ingest"] = tasks.ingest(raw_dir, work, config, pairing, crawl_time, probed)
+    state.stages["ingest"] = tasks.ingest(raw_dir, work, config, pairing, crawl_time, probed, overrides)
     state.stages["ingest"]["probed_by"] = sorted({found["worker"] for found in probed.values()})
     t1 = time.monotonic()
     futures = {

@@ -78,12 +78,15 @@ def ingest(
     pairing: str | None = None,
     crawl_time: str | None = None,
     probed: Mapping[str, Mapping[str, Any]] | None = None,
+    overrides: str | None = None,
 ) -> dict:
     """The ingest stage (:func:`pipeline.stages.run_ingest`) on ``raw_dir``, writing ``clips`` and
-    its rejections; ``probed``: the files already probed by ``probe_clip`` tasks, by path."""
-    summary = stages.ingest_summary(
-        stages.run_ingest(raw_dir, work, config, pairing=pairing, crawl_time=crawl_time, probed=probed)
+    its rejections; ``probed``: the files already probed by ``probe_clip`` tasks, by path;
+    ``overrides``: the reviewer override CSV (a keep admits a clip judged a duplicate)."""
+    result = stages.run_ingest(
+        raw_dir, work, config, pairing=pairing, crawl_time=crawl_time, probed=probed, override_file=overrides
     )
+    summary = stages.ingest_summary(result)
     _log().info(
         "ingest: %d clip(s) accepted, %d rejected %s", summary["clips"], summary["rejected"], summary["reasons"]
     )

@@ -48,7 +48,7 @@ from pipeline.metadata import (
 from pipeline.probe import MIN_DECODABLE_RATIO, ProbeResult, ProbeWorker, borrowed_worker
 from pipeline.provenance import sha256_file
 from pipeline.runtime import worker_name
-from pipeline.signature import DURATION_TOLERANCE_S, DURATION_TOLERANCE_SHARE, Signature, near_duplicate
+from pipeline.signature import SIGNATURE_VERSION, Signature, SignatureIndex, best_match_pairwise, signature_version
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ def load_records(raw_dir: str | Path, crawl_time: datetime | None) -> tuple[dict
     return records, rejections
 
 
-def _clip_row(path: Path, clip_id: str, record: MetadataRecord, probe: ProbeResult) -> dict:
+def _clip_row(path: Path, clip_id: str, record: MetadataRecord, probe: ProbeResult, override: str | None) -> dict:
     return {
         "clip_id": clip_id,
         "video_id": record.video_id,
@@ -220,6 +220,8 @@ def _clip_row(path: Path, clip_id: str, record: MetadataRecord, probe: ProbeResu
         "audio_codec": probe.audio_codec,
         "size_bytes": path.stat().st_size,
         "content_signature": probe.content_signature,
+        "ingest_override": None if override is None else "keep",
+        "ingest_override_note": override,
     }
 
 
@@ -231,13 +233,16 @@ def prepare_clips(
     crawl_time: datetime | str | None = None,
     output_dir: str | Path | None = None,
     probed: Mapping[str, Mapping[str, Any]] | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> IngestResult:
     """Build the clip manifest of ``raw_dir``; write the tables only when ``output_dir`` is given.
 
     ``crawl_time`` (the ``--crawl-time`` option) wins over ``config.crawl_time``; both apply only
     to records without their own crawl time column. ``probed`` maps a file's path to what
     :func:`probe_file` found, computed elsewhere (the flows map it over clips on their workers);
-    the other files are hashed and probed here.
+    the other files are hashed and probed here. ``overrides``: the reviewer's decisions by clip id
+    or video id (``pipeline.screen.read_overrides``); a ``keep`` admits a clip that ingest judged
+    a re-encoding of an earlier upload, and its row says so.
     """
     raw_dir = check_raw_dir(raw_dir)
     clips_dir = raw_dir / "clips"
@@ -251,7 +256,7 @@ def prepare_clips(
         log.warning("pairing names %s, which is not in %s", name, clips_dir)
     used: dict[str, str] = {}  # video id -> file name that claimed its record
     candidates = _probe_files(files, pairing, records, used, config, result.rejections, probed or {})
-    result.clips = [_clip_row(*c) for c in _unique_content(candidates, result.rejections)]
+    result.clips = [_clip_row(*c, note) for *c, note in _unique_content(candidates, result.rejections, overrides or {})]
     result.clips.sort(key=lambda row: row["path"])
 
     for video_id, record in sorted(records.items()):
@@ -270,16 +275,23 @@ def prepare_clips(
 def _probe_files(files, pairing, records, used, config, rejections: list[dict], known) -> list[tuple]:
     """``(path, clip_id, record, probe)`` of each acceptable file; the others' rows go to ``rejections``.
 
-    ``known``: :func:`probe_file` results by path, used instead of hashing and probing again.
+    ``known``: :func:`probe_file` results by path, used instead of hashing and probing again; one
+    whose content signature is of another version (another duplicate rule) is probed again.
     """
     suffixes = {s.lower() for s in config.video_suffixes}
     candidates: list[tuple[Path, str, MetadataRecord, ProbeResult]] = []
     probed: dict[str, ProbeResult | ClipError] = {}  # same bytes are probed once
     hashes: dict[str, str] = {}
+    stale = 0
     for found in known.values():
         if found.get("clip_id"):
             hashes[found["path"]] = found["clip_id"]
+            if _stale_signature(found.get("probe")):
+                stale += 1
+                continue
             probed[found["clip_id"]] = _outcome(found)
+    if stale:
+        log.info("%d clip(s) probed again: their content signatures are not of version %s", stale, SIGNATURE_VERSION)
     with ProbeWorker(config.probe_budget_s, config.min_decodable_ratio) as worker:
         for i, path in enumerate(files, start=1):
             outcome = _ingest_one(path, suffixes, pairing, records, used, probed, worker, config, hashes)
@@ -304,9 +316,12 @@ def _probe_files(files, pairing, records, used, config, rejections: list[dict], 
     return candidates
 
 
-def _unique_content(candidates: list[tuple], rejections: list[dict]) -> list[tuple]:
-    """The candidates left once duplicate content is dropped: the earliest upload survives (SPEC
-    section 2), whether the bytes are the same or re-encoded; the dropped ones' rows go to ``rejections``."""
+def _unique_content(candidates: list[tuple], rejections: list[dict], overrides: Mapping[str, Any]) -> list[tuple]:
+    """The candidates left once duplicate content is dropped, each with its override note (None
+    when no override applied): the earliest upload survives (SPEC section 2), whether the bytes
+    are the same or re-encoded; the dropped ones' rows go to ``rejections``. A re-encoding that
+    the reviewer's ``overrides`` keep (by clip id or video id) stays, its note saying what ingest
+    judged."""
     by_content: dict[str, list] = defaultdict(list)
     for candidate in candidates:
         by_content[candidate[1]].append(candidate)
@@ -326,23 +341,35 @@ def _unique_content(candidates: list[tuple], rejections: list[dict]) -> list[tup
                     path=str(dup_path),
                 )
             )
-    near = near_duplicates(survivors)
-    for kept, dropped, bits in near:
+    notes: dict[str, str] = {}
+    dropped_ids: set[str] = set()
+    for kept, dropped, bits in near_duplicates(survivors):
         path, _, record, _ = kept
         dup_path, dup_id, dup, _ = dropped
+        judged = (
+            f"re-encoding of video {record.video_id} ({path.name}), uploaded earlier: same duration and "
+            f"frames (perceptual hashes {bits:.1f} bits apart on average, every slice but one close)"
+        )
+        override = _keep_override(overrides, dup_id, dup.video_id)
+        if override is not None:
+            notes[dup_id] = (
+                f"kept by reviewer override{f' ({override.note})' if override.note else ''}; ingest judged: {judged}"
+            )
+            log.info("%s: %s", dup_path.name, notes[dup_id])
+            continue
+        dropped_ids.add(dup_id)
         rejections.append(
             rejection_row(
-                STAGE,
-                Reason.DUPLICATE_CONTENT,
-                f"re-encoding of video {record.video_id} ({path.name}), uploaded earlier: same duration and "
-                f"frames (perceptual hashes {bits:.1f} bits apart on average)",
-                clip_id=dup_id,
-                video_id=dup.video_id,
-                path=str(dup_path),
+                STAGE, Reason.DUPLICATE_CONTENT, judged, clip_id=dup_id, video_id=dup.video_id, path=str(dup_path)
             )
         )
-    dropped_ids = {dropped[1] for _, dropped, _ in near}
-    return [c for c in survivors if c[1] not in dropped_ids]
+    return [(*c, notes.get(c[1])) for c in survivors if c[1] not in dropped_ids]
+
+
+def _keep_override(overrides: Mapping[str, Any], clip_id: str, video_id: str):
+    """The reviewer's ``keep`` for this clip (by clip id, else video id), or None."""
+    override = overrides.get(clip_id) or overrides.get(video_id)
+    return override if override is not None and override.decision == "keep" else None
 
 
 def _upload_order(candidate) -> tuple:
@@ -350,33 +377,29 @@ def _upload_order(candidate) -> tuple:
     return (record.create_time, record.video_id)
 
 
-def near_duplicates(candidates: list[tuple]) -> list[tuple[tuple, tuple, float]]:
+def near_duplicates(candidates: list[tuple], *, pairwise: bool = False) -> list[tuple[tuple, tuple, float]]:
     """(kept, dropped, mean hash bits) for each candidate that re-encodes an earlier upload.
 
     ``candidates`` are ``(path, clip_id, record, probe)`` of distinct bytes. They are taken in
-    upload order; each is compared with the earlier survivors of about its duration only (a
-    bucket of one second and its neighbours covers the duration tolerance of clips up to 60 s
-    and beyond), so the pass stays near linear for thousands of clips.
+    upload order; each is compared with the earlier survivors (:func:`pipeline.signature.near_duplicate`)
+    and dropped for the closest one that matches. The survivors are held in a
+    :class:`~pipeline.signature.SignatureIndex`, which finds the few that can match without
+    comparing every pair (thousands of clips of one challenge sound share one duration);
+    ``pairwise`` compares every pair instead, the reference the index must agree with.
     """
-    span = 1.0  # seconds per duration bucket
-    kept_by_bucket: dict[int, list[tuple[tuple, Signature]]] = defaultdict(list)
+    index = SignatureIndex()
+    kept: list[tuple] = []
     found = []
     for candidate in sorted(candidates, key=_upload_order):
         signature = Signature.parse(candidate[3].content_signature)
         if signature is None:
-            continue
-        bucket = int(signature.duration_s // span)
-        reach = 1 + int((DURATION_TOLERANCE_S + DURATION_TOLERANCE_SHARE * signature.duration_s * 1.1) // span)
-        match = None
-        for b in range(bucket - reach, bucket + reach + 1):
-            for earlier, earlier_signature in kept_by_bucket.get(b, ()):
-                bits = near_duplicate(earlier_signature, signature)
-                if bits is not None and (match is None or bits < match[1]):
-                    match = (earlier, bits)
+            continue  # no signature: the probe said so (a frame it could not hash)
+        match = best_match_pairwise(index.signatures, signature) if pairwise else index.best_match(signature)
         if match is not None:
-            found.append((match[0], candidate, match[1]))
+            found.append((kept[match[0]], candidate, match[1]))
         else:
-            kept_by_bucket[bucket].append((candidate, signature))
+            index.add(signature)
+            kept.append(candidate)
     return found
 
 
@@ -471,6 +494,12 @@ def probe_file(path: str | Path, config: IngestConfig = IngestConfig()) -> dict[
     except ClipError as err:
         found["reason"], found["message"] = err.reason.value, err.message
     return found
+
+
+def _stale_signature(probe: ProbeResult | None) -> bool:
+    """True for a probe whose content signature another duplicate rule made (it would never match)."""
+    version = signature_version(probe.content_signature) if probe is not None else None
+    return version is not None and version != SIGNATURE_VERSION
 
 
 def _outcome(found: Mapping[str, Any]) -> ProbeResult | ClipError:

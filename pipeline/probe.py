@@ -30,9 +30,6 @@ log = logging.getLogger(__name__)
 MIN_DECODABLE_RATIO = 0.9  # SPEC section 2: under 90 % of the claimed duration is truncated
 
 
-SIGNATURE_FRAMES = 6  # frames hashed for the content signature, at the middles of equal slices of the clip
-
-
 @dataclass(frozen=True)
 class ProbeResult:
     duration_s: float  # decodable: first frame's presentation time to the end of the last decodable frame
@@ -145,13 +142,11 @@ class _Sampler:
         return decoded
 
 
-def _signature_targets(start: float, claimed: float | None, rate: float) -> list[float]:
-    """Target times: the middles of SIGNATURE_FRAMES equal slices of the clip, from its start."""
-    length = claimed if claimed and claimed > 0 else None
-    if length is None:
-        # no claimed duration (rare): one frame per second from the start, as many as we sample
-        return [start + 0.5 + k for k in range(SIGNATURE_FRAMES)]
-    return [start + length * (k + 0.5) / SIGNATURE_FRAMES for k in range(SIGNATURE_FRAMES)]
+def _signature_targets(start: float, claimed: float | None) -> list[float]:
+    """The presentation times of the content signature's frames (:func:`pipeline.signature.sample_times`)."""
+    from pipeline.signature import sample_times
+
+    return sample_times(start, claimed)
 
 
 def probe(
@@ -179,7 +174,8 @@ def probe(
         audio = container.streams.audio
         rate = float(stream.average_rate) if stream.average_rate else 0.0
         start = float(stream.start_time * tb) if stream.start_time is not None and tb is not None else 0.0
-        sampler = _Sampler(codec, tb, _signature_targets(start, claimed, rate))
+        targets = _signature_targets(start, claimed)
+        sampler = _Sampler(codec, tb, targets)
         packets, durations = _demux(container, stream, sampler, path)
         if packets == 0:
             raise ClipError(clip_id, Reason.ZERO_FRAMES, f"{path} holds no video frame")
@@ -200,7 +196,7 @@ def probe(
                 f"{path}: decodable {duration:.2f} s of {claimed:.2f} s claimed ({duration / claimed:.0%} < {min_decodable_ratio:.0%})",
             )
         rotation = clockwise_rotation(sampler.first)
-        hashes = _signature_hashes(sampler, rotation, path)
+        hashes = _signature_hashes(sampler, targets, rotation, path)
         return ProbeResult(
             duration_s=round(duration, 6),
             container_duration_s=None if claimed is None else round(claimed, 6),
@@ -263,11 +259,19 @@ def _decodable_duration(
     return max(0.0, end - t0)
 
 
-def _signature_hashes(sampler: _Sampler, rotation: int, path) -> list:
-    from pipeline.signature import frame_hash
+def _signature_hashes(sampler: _Sampler, targets: list[float], rotation: int, path) -> list:
+    from pipeline.signature import signature_hashes
 
+    # the sampler holds its frames in time order; the signature wants them in the targets' order
+    # (the instants of neighbouring slices interleave in a clip shorter than a few seconds)
+    order = sorted(range(len(targets)), key=targets.__getitem__)
+    frames = [None] * len(targets)
+    for rank, index in enumerate(order[: len(sampler.frames)]):
+        frames[index] = sampler.frames[rank]
     try:
-        return [frame_hash(frame, rotation) for frame in sampler.frames]
+        if None in frames:
+            raise ValueError(f"{len(sampler.frames)} of {len(targets)} signature frames decoded")
+        return signature_hashes(frames, rotation)
     except (av.error.FFmpegError, ValueError) as err:
         # a frame the hash cannot read leaves the clip without a signature, never rejects it
         log.warning("%s: no content signature (%s); near-duplicates of it will not be caught", path, err)

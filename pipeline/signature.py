@@ -28,16 +28,44 @@ different clips). Cropping, mirroring or overlays added by a re-uploader are not
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
 
-SIGNATURE_VERSION = "p1"  # a signature of another version never matches
+SIGNATURE_VERSION = "p2"  # a signature of another version never matches (p1: 6 single frames, mean rule)
+SLICES = 12  # equal slices of the clip, one hash each, compared slice by slice
+INSTANTS_S = (-0.2, -0.1, 0.0, 0.1, 0.2)  # around a slice's middle: the frames shown then are averaged
 HASH_SIZE = 32  # side of the grey thumbnail the DCT is taken of
 LOW_FREQUENCIES = 8  # 8 x 8 lowest DCT coefficients -> 64 bits (DC excluded, its bit is 0)
-MAX_MEAN_BITS = 10.0  # near-duplicate: mean Hamming distance per frame hash at most this (of 64)
+MAX_SLICE_BITS = 6  # near-duplicate: every slice but one within this many bits (of 64)
+SPARE_SLICES = 1  # slices allowed beyond MAX_SLICE_BITS (a cut, a dropped or repeated frame)
 DURATION_TOLERANCE_S = 0.25  # plus a share of the longer duration: re-encoders may drop or add a frame
 DURATION_TOLERANCE_SHARE = 0.02
+
+
+def sample_times(start: float, length: float | None) -> list[float]:
+    """Presentation times whose frames make the signature: ``len(INSTANTS_S)`` instants around the
+    middle of each of ``SLICES`` equal slices of the clip, slice by slice (frame rate independent:
+    the frame shown at an instant is what a viewer sees then, whatever the rate)."""
+    if not length or length <= 0:
+        # no claimed duration (rare): one slice per second from the start
+        middles = [start + 0.5 + k for k in range(SLICES)]
+    else:
+        middles = [start + length * (k + 0.5) / SLICES for k in range(SLICES)]
+    return [m + d for m in middles for d in INSTANTS_S]
+
+
+def signature_hashes(frames: list, rotation: int = 0) -> list[int]:
+    """One hash per slice from the frames shown at :func:`sample_times` (in that order): the
+    pHash of their mean grey picture. Averaging a few tenths of a second makes the hash
+    insensitive to which frame a re-encoder kept (another frame rate) and to coding noise."""
+    per = len(INSTANTS_S)
+    if len(frames) != SLICES * per:
+        raise ValueError(f"{len(frames)} frames for a {SLICES} x {per} signature")
+    side = 4 * HASH_SIZE
+    greys = [f.to_ndarray(format="gray", width=side, height=side).astype(np.float32) for f in frames]
+    return [image_hash(np.mean(greys[k * per : (k + 1) * per], axis=0), rotation) for k in range(SLICES)]
 
 
 def frame_hash(frame, rotation: int = 0) -> int:
@@ -62,8 +90,13 @@ def image_hash(grey: np.ndarray, rotation: int = 0, cv2=None) -> int:
 
 
 def make_signature(duration_s: float, hashes: list[int]) -> str:
-    """``p1:<duration ms>:<hash>,<hash>,...`` (hashes as 16 hex digits), stored in the clips table."""
+    """``p2:<duration ms>:<hash>,<hash>,...`` (hashes as 16 hex digits), stored in the clips table."""
     return f"{SIGNATURE_VERSION}:{round(duration_s * 1000)}:" + ",".join(f"{h:016x}" for h in hashes)
+
+
+def signature_version(text: str | None) -> str | None:
+    """The version prefix of a stored signature (None for none)."""
+    return text.partition(":")[0] if text else None
 
 
 @dataclass(frozen=True)
@@ -83,12 +116,15 @@ class Signature:
         return cls(int(millis) / 1000, tuple(int(h, 16) for h in hashes.split(",") if h))
 
 
+def slice_bits(a: Signature, b: Signature) -> list[int]:
+    """Hamming distance of the two hashes of each slice, slice by slice."""
+    return [(x ^ y).bit_count() for x, y in zip(a.hashes, b.hashes, strict=False)]
+
+
 def mean_bits(a: Signature, b: Signature) -> float:
-    """Mean Hamming distance of the frame hashes, slice by slice (64 when there are none)."""
-    pairs = list(zip(a.hashes, b.hashes, strict=False))
-    if not pairs:
-        return 64.0
-    return sum((x ^ y).bit_count() for x, y in pairs) / len(pairs)
+    """Mean Hamming distance of the slice hashes (64 when there are none)."""
+    bits = slice_bits(a, b)
+    return sum(bits) / len(bits) if bits else 64.0
 
 
 def durations_agree(a: Signature, b: Signature) -> bool:
@@ -96,9 +132,96 @@ def durations_agree(a: Signature, b: Signature) -> bool:
     return abs(a.duration_s - b.duration_s) <= DURATION_TOLERANCE_S + DURATION_TOLERANCE_SHARE * longer
 
 
-def near_duplicate(a: Signature | None, b: Signature | None, max_mean_bits: float = MAX_MEAN_BITS) -> float | None:
-    """The mean hash distance when ``a`` and ``b`` show the same video, else None."""
-    if a is None or b is None or len(a.hashes) != len(b.hashes) or not durations_agree(a, b):
+def near_duplicate(a: Signature | None, b: Signature | None, max_slice_bits: int = MAX_SLICE_BITS) -> float | None:
+    """The mean hash distance when ``a`` and ``b`` show the same video, else None.
+
+    Same video: durations agree, both have the same number of slices, and every slice but
+    ``SPARE_SLICES`` is within ``max_slice_bits`` of its counterpart at the same time.
+    """
+    if a is None or b is None or not a.hashes or len(a.hashes) != len(b.hashes) or not durations_agree(a, b):
         return None
-    bits = mean_bits(a, b)
-    return bits if bits <= max_mean_bits else None
+    bits = slice_bits(a, b)
+    if sum(d > max_slice_bits for d in bits) > SPARE_SLICES:
+        return None
+    return sum(bits) / len(bits)
+
+
+# -- finding near-duplicates among many clips -----------------------------------------------------
+
+BANDS = 4  # each indexed slice hash is cut into this many 16-bit bands
+BAND_BITS = 64 // BANDS
+BAND_SLACK = MAX_SLICE_BITS // BANDS  # bits a band of a matching slice may differ by (pigeonhole)
+INDEXED_SLICES = SPARE_SLICES + 1  # of the first this many slices, at least one is within MAX_SLICE_BITS
+_BAND_MASK = (1 << BAND_BITS) - 1
+
+
+# every band value within BAND_SLACK bits of a value v is v ^ mask for one of these masks
+_NEAR_MASKS = tuple(
+    sum(1 << b for b in bits) for r in range(BAND_SLACK + 1) for bits in itertools.combinations(range(BAND_BITS), r)
+)
+if BANDS * (BAND_SLACK + 1) <= MAX_SLICE_BITS:
+    raise RuntimeError("SignatureIndex would miss near-duplicates: BANDS * (BAND_SLACK + 1) must exceed MAX_SLICE_BITS")
+
+
+class SignatureIndex:
+    """Signatures indexed so that every one that can be a near-duplicate of a query is found
+    without comparing the query with all of them (multi-index hashing).
+
+    Why nothing is missed: a near-duplicate has at most ``SPARE_SLICES`` slices beyond
+    ``MAX_SLICE_BITS``, so of its first ``INDEXED_SLICES`` slices one at least is within
+    ``MAX_SLICE_BITS`` bits of the query's; cut into ``BANDS`` bands, that slice has a band within
+    ``BAND_SLACK`` bits (``BANDS`` bands of ``BAND_SLACK + 1`` bits or more would need more than
+    ``MAX_SLICE_BITS``). The index keys every stored signature under each band of its first
+    ``INDEXED_SLICES`` slices; a query looks up its own bands and their values within
+    ``BAND_SLACK`` bits. The candidates are then confirmed by :func:`near_duplicate` itself, so the
+    decisions are those of comparing every pair.
+    """
+
+    def __init__(self):
+        self._table: dict[tuple[int, int, int], list[int]] = {}
+        self.signatures: list[Signature] = []
+
+    def add(self, signature: Signature) -> int:
+        """Store ``signature``; returns its position (the order of :meth:`add` calls)."""
+        position = len(self.signatures)
+        self.signatures.append(signature)
+        for key in self._keys(signature):
+            self._table.setdefault(key, []).append(position)
+        return position
+
+    @staticmethod
+    def _keys(signature: Signature):
+        for s, h in enumerate(signature.hashes[:INDEXED_SLICES]):
+            for band in range(BANDS):
+                yield (s, band, (h >> (band * BAND_BITS)) & _BAND_MASK)
+
+    def candidates(self, signature: Signature) -> set[int]:
+        """Positions of the stored signatures that may be near-duplicates of ``signature``."""
+        found: set[int] = set()
+        table = self._table
+        for s, band, value in self._keys(signature):
+            for mask in _NEAR_MASKS:
+                hit = table.get((s, band, value ^ mask))
+                if hit:
+                    found.update(hit)
+        return found
+
+    def best_match(self, signature: Signature) -> tuple[int, float] | None:
+        """(position, mean bits) of the closest stored near-duplicate of ``signature``; the earliest
+        stored among equally close ones; None when there is none."""
+        best = None
+        for position in sorted(self.candidates(signature)):
+            bits = near_duplicate(self.signatures[position], signature)
+            if bits is not None and (best is None or bits < best[1]):
+                best = (position, bits)
+        return best
+
+
+def best_match_pairwise(stored: list[Signature], signature: Signature) -> tuple[int, float] | None:
+    """What :meth:`SignatureIndex.best_match` answers, by comparing ``signature`` with every stored one."""
+    best = None
+    for position, other in enumerate(stored):
+        bits = near_duplicate(other, signature)
+        if bits is not None and (best is None or bits < best[1]):
+            best = (position, bits)
+    return best

@@ -43,7 +43,10 @@ def require_table(work: str | Path, spec: tables.TableSpec, command: str) -> lis
     """The rows of a table an earlier stage wrote; FileNotFoundError naming that stage when absent."""
     if not tables.table_files(work, spec.name):
         raise FileNotFoundError(f"no {spec.name} table under {work}; run `vdv {command}` first")
-    return tables.read_table(work, spec).to_pylist()
+    try:
+        return tables.read_table(work, spec).to_pylist()
+    except tables.SchemaMismatch as err:  # an older work directory: that stage writes it anew
+        raise tables.SchemaMismatch(f"{err}; run `vdv {command}` again") from None
 
 
 # -- ingest ---------------------------------------------------------------------------------------
@@ -57,17 +60,20 @@ def run_ingest(
     pairing: str | Path | None = None,
     crawl_time: str | None = None,
     probed: Mapping[str, Mapping[str, Any]] | None = None,
+    override_file: str | Path | None = None,
     **overrides: Any,
 ) -> IngestResult:
     """``clips`` and the ingest rejections of ``raw_dir`` (:func:`pipeline.ingest.prepare_clips`).
 
     ``pairing``: a pairing CSV; ``crawl_time``: the ``--crawl-time`` option (wins over ``[ingest]
-    crawl_time``); ``probed``: files already probed elsewhere, by path; ``overrides``: fields of
-    ``[ingest]`` given on the command line.
+    crawl_time``); ``probed``: files already probed elsewhere, by path; ``override_file``: the
+    reviewer override CSV of screening (its ``keep`` admits a clip ingest judged a duplicate);
+    ``overrides``: fields of ``[ingest]`` given on the command line.
     """
     from pipeline.metadata import parse_time
 
     cfg = stage_section(IngestConfig, config, "ingest", **overrides)
+    decisions = _read_override_file(override_file)
     try:
         pairs = read_pairing(pairing) if pairing else None
     except InputError:
@@ -78,7 +84,19 @@ def run_ingest(
         crawl = parse_time(crawl_time if crawl_time is not None else cfg.crawl_time)
     except ValueError as err:
         raise ConfigError(f"crawl time: {err}") from err
-    return prepare_clips(raw_dir, config=cfg, pairing=pairs, crawl_time=crawl, output_dir=work, probed=probed)
+    return prepare_clips(
+        raw_dir, config=cfg, pairing=pairs, crawl_time=crawl, output_dir=work, probed=probed, overrides=decisions
+    )
+
+
+def _read_override_file(path: str | Path | None) -> dict | None:
+    """The reviewer override CSV (:func:`pipeline.screen.read_overrides`); a bad one is a ConfigError."""
+    try:
+        return read_overrides(path) if path else None
+    except InputError:
+        raise
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
 
 
 def ingest_summary(result: IngestResult) -> dict:
@@ -87,6 +105,8 @@ def ingest_summary(result: IngestResult) -> dict:
         "rejected": len(result.rejections),
         "reasons": result.reasons(),
         "metadata_problems": result.metadata_problems(),  # files or records that did not parse
+        # clips ingest judged duplicates that a reviewer's keep admitted
+        "kept_by_override": sum(1 for row in result.clips if row.get("ingest_override")),
     }
 
 
@@ -130,12 +150,7 @@ def run_screen(
     """
     cfg = stage_section(ScreenConfig, config, "screen", **settings)
     clips = require_table(work, tables.CLIPS, "ingest")
-    try:
-        decisions = read_overrides(overrides) if overrides else None
-    except InputError:
-        raise
-    except ValueError as err:
-        raise ConfigError(str(err)) from err
+    decisions = _read_override_file(overrides)
     if cfg.visual and pixels is None:
         pixels = pixel_rules(config, work, **settings)
     return screen_clips(clips, cfg, overrides=decisions, visual=pixels if cfg.visual else None, output_dir=work)

@@ -51,7 +51,7 @@ def _spec(name: str, version: int, fields: Sequence[pa.Field]) -> TableSpec:
 
 CLIPS = _spec(
     "clips",
-    2,  # v2: content_signature
+    3,  # v2: content_signature; v3: signature p2 (slice rule), ingest_override, ingest_override_note
     [
         pa.field("clip_id", pa.string(), nullable=False),  # sha256 of the file's bytes
         pa.field("video_id", pa.string(), nullable=False),  # platform id (TikTok video id)
@@ -79,6 +79,8 @@ CLIPS = _spec(
         pa.field("audio_codec", pa.string()),
         pa.field("size_bytes", pa.int64()),
         pa.field("content_signature", pa.string()),  # perceptual hashes + duration (pipeline/signature.py)
+        pa.field("ingest_override", pa.string()),  # keep: a reviewer admitted what ingest judged a duplicate
+        pa.field("ingest_override_note", pa.string()),  # the reviewer's note and what ingest judged
     ],
 )
 
