@@ -101,14 +101,12 @@ def windows(path: Path, window: float, out: Path) -> list[tuple[Path, dict[str, 
         a = start + k * window
         picture = shown(frames, a, a + window, fps)
         base = out / f"{path.stem}.w{k}"
-        original = encode(base.with_suffix(".orig.mp4"), picture, "libx264", fps, options={"crf": "20"})
+        original = encode(Path(f"{base}.orig.mp4"), picture, "libx264", fps, options={"crf": "20"})
         variants = {
-            "mpeg4_half": encode(base.with_suffix(".mpeg4.mp4"), half(picture), "mpeg4", fps, bitrate=120_000),
-            "hevc": encode(base.with_suffix(".hevc.mp4"), picture, "libx265", fps, bitrate=300_000, options=QUIET_X265),
-            "half_fps": encode(
-                base.with_suffix(".half.mp4"), shown(frames, a, a + window, fps / 2), "libx264", fps / 2
-            ),
-            "h264_low": encode(base.with_suffix(".low.mp4"), half(picture), "libx264", fps, bitrate=60_000),
+            "mpeg4_half": encode(Path(f"{base}.mpeg4.mp4"), half(picture), "mpeg4", fps, bitrate=120_000),
+            "hevc": encode(Path(f"{base}.hevc.mp4"), picture, "libx265", fps, bitrate=300_000, options=QUIET_X265),
+            "half_fps": encode(Path(f"{base}.half.mp4"), shown(frames, a, a + window, fps / 2), "libx264", fps / 2),
+            "h264_low": encode(Path(f"{base}.low.mp4"), half(picture), "libx264", fps, bitrate=60_000),
         }
         made.append((original, variants))
     return made
