@@ -187,13 +187,23 @@ class SignatureIndex:
     def __init__(self):
         self._table: dict[tuple[int, int, int], list[int]] = {}
         self.signatures: list[Signature] = []
+        # the hashes and durations of the stored signatures of SLICES slices, as arrays, so that the
+        # candidates of a query are confirmed in one vector operation
+        self._hashes = np.zeros((1024, SLICES), dtype=np.uint64)
+        self._durations = np.zeros(1024, dtype=np.float64)
 
     def add(self, signature: Signature) -> int:
         """Store ``signature``; returns its position (the order of :meth:`add` calls)."""
         position = len(self.signatures)
         self.signatures.append(signature)
-        for key in self._keys(signature):
-            self._table.setdefault(key, []).append(position)
+        if len(signature.hashes) == SLICES:
+            if position >= len(self._durations):
+                self._hashes = np.concatenate([self._hashes, np.zeros_like(self._hashes)])
+                self._durations = np.concatenate([self._durations, np.zeros_like(self._durations)])
+            self._hashes[position] = signature.hashes
+            self._durations[position] = signature.duration_s
+            for key in self._keys(signature):
+                self._table.setdefault(key, []).append(position)
         return position
 
     @staticmethod
@@ -215,13 +225,28 @@ class SignatureIndex:
 
     def best_match(self, signature: Signature) -> tuple[int, float] | None:
         """(position, mean bits) of the closest stored near-duplicate of ``signature``; the earliest
-        stored among equally close ones; None when there is none."""
-        best = None
-        for position in sorted(self.candidates(signature)):
-            bits = near_duplicate(self.signatures[position], signature)
-            if bits is not None and (best is None or bits < best[1]):
-                best = (position, bits)
-        return best
+        stored among equally close ones; None when there is none (:func:`near_duplicate` decides)."""
+        if len(signature.hashes) != SLICES:  # not of this version's shape: compared one by one
+            return best_match_pairwise(self.signatures, signature)
+        found = self.candidates(signature)
+        if not found:
+            return None
+        positions = np.fromiter(sorted(found), dtype=np.int64, count=len(found))
+        durations = self._durations[positions]
+        agree = np.abs(durations - signature.duration_s) <= (
+            DURATION_TOLERANCE_S + DURATION_TOLERANCE_SHARE * np.maximum(durations, signature.duration_s)
+        )
+        positions = positions[agree]
+        if not len(positions):
+            return None
+        query = np.array(signature.hashes, dtype=np.uint64)
+        bits = np.bitwise_count(self._hashes[positions] ^ query).astype(np.int64)
+        close = (bits > MAX_SLICE_BITS).sum(axis=1) <= SPARE_SLICES
+        if not close.any():
+            return None
+        totals = bits.sum(axis=1)[close]
+        best = int(np.argmin(totals))  # the first of the smallest: positions are in storing order
+        return int(positions[close][best]), int(totals[best]) / SLICES
 
 
 def best_match_pairwise(stored: list[Signature], signature: Signature) -> tuple[int, float] | None:

@@ -14,6 +14,7 @@ from conftest import SHARED_CLIPS
 from test_signature import _row, reencode
 
 from cli import main
+from flows import tasks
 from pipeline import tables
 from pipeline.ingest import IngestConfig, near_duplicates, prepare_clips, probe_file
 from pipeline.signature import (
@@ -139,6 +140,13 @@ def test_a_reviewer_keep_admits_a_clip_judged_a_reencoding(make_raw, tmp_path, c
     assert "a duet of the original" in note and "re-encoding of video orig" in note and note in out
     rejected = tables.read_table(work, tables.REJECTIONS).to_pylist()
     assert not [r for r in rejected if r["reason"] == "duplicate_content"]
+    # the build flow's ingest task takes the same file (`vdv build --overrides`)
+    summary = tasks.ingest.fn(str(raw), str(tmp_path / "built"), {}, None, None, None, str(overrides))
+    assert summary["kept_by_override"] == 1 and summary["clips"] == 2
+    built = {
+        c["video_id"]: c["ingest_override"] for c in tables.read_table(tmp_path / "built", tables.CLIPS).to_pylist()
+    }
+    assert built == {"orig": None, "reup": "keep"}
 
 
 def test_a_bad_override_file_is_one_line_before_any_probe(make_raw, tmp_path, capsys):
