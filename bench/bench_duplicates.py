@@ -17,11 +17,11 @@ sorted) and the decision, then the margins of the rule: the largest "all slices 
 ``SPARE_SLICES``" distance among re-encodings (must stay at or under ``MAX_SLICE_BITS``) and the
 smallest among distinct takes (must stay above it).
 
-Pairs of windows in which nothing moves (every slice of a window within ``MAX_SLICE_BITS`` of
-its first: an empty room, a parked scene) show the same pictures; no signature of the pictures
-can tell them apart, and they are counted separately ("still").
+Pairs with a window in which nothing moves (every slice within ``STILL_BITS`` of its first: an
+empty room, a person standing still) are counted separately ("still"): two such windows of one
+camera can show the same picture, which no signature of the pictures can tell apart.
 
-    PYTHONPATH=. python bench/bench_duplicates.py [--window 5.2] [--clips DIR] [--keep DIR]
+    PYTHONPATH=. python bench/bench_duplicates.py [--window 5.2] [--clips DIR] [--keep DIR [--reuse]]
 """
 
 from __future__ import annotations
@@ -69,7 +69,12 @@ def shown(frames, start: float, end: float, fps: float) -> list:
     return out
 
 
+REUSE = False  # --reuse: a window file already in --keep is not written again
+
+
 def encode(dst: Path, frames: list, codec: str, fps: float, *, bitrate: int | None = None, options=None) -> Path:
+    if REUSE and dst.exists():
+        return dst
     h, w = frames[0].shape[:2]
     with av.open(str(dst), "w") as out:
         stream = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
@@ -117,8 +122,11 @@ def evidence(a: Signature, b: Signature) -> int:
     return sorted(slice_bits(a, b))[-1 - SPARE_SLICES]
 
 
+STILL_BITS = 2  # a window whose slices all agree within this many bits: nothing moves in it
+
+
 def still(s: Signature) -> bool:
-    return all((h ^ s.hashes[0]).bit_count() <= MAX_SLICE_BITS for h in s.hashes)
+    return all((h ^ s.hashes[0]).bit_count() <= STILL_BITS for h in s.hashes)
 
 
 def report(pairs: dict[str, list], out=sys.stdout) -> None:
@@ -154,7 +162,10 @@ def main(argv=None) -> int:
     parser.add_argument("--window", type=float, default=5.2, help="window length, seconds (default 5.2)")
     parser.add_argument("--clips", type=Path, default=CLIPS, help="directory of real clips")
     parser.add_argument("--keep", type=Path, help="write the windows here instead of a temporary directory")
+    parser.add_argument("--reuse", action="store_true", help="with --keep: reuse the window files already there")
     args = parser.parse_args(argv)
+    global REUSE
+    REUSE = args.reuse and args.keep is not None
     t0 = time.process_time()
     with tempfile.TemporaryDirectory() as tmp:
         out = args.keep or Path(tmp)
