@@ -98,8 +98,8 @@ def test_worker_kills_a_probe_that_hangs_and_goes_on(tmp_path):
         elapsed = time.monotonic() - start
         assert info.value.reason is Reason.DECODE_TIMEOUT and info.value.clip_id == "c0"
         assert 2.0 <= elapsed < 15.0
-        # a fresh worker serves the next clip
-        assert worker.probe(SHARED_CLIPS / "tfjs_pose_1.mp4").frame_count == 120
+        # a fresh worker serves the next clip (its own budget generous: the machine may be loaded)
+        assert worker.probe(SHARED_CLIPS / "tfjs_pose_1.mp4", budget_s=120.0).frame_count == 120
         with pytest.raises(ClipError) as info:
             worker.probe(tmp_path / "missing.mp4")
         assert info.value.reason is Reason.NOT_A_VIDEO
