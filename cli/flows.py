@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -162,29 +163,29 @@ def stop_left_server(work: str | os.PathLike) -> int | None:
 
 @contextmanager
 def temporary_server(work: str | os.PathLike):
-    """The run's :class:`TemporaryServer` while the body runs, when Prefect would start one (no
-    API URL set, ephemeral mode on); else None. Call it with the work directory's lock held."""
+    """The run's :class:`TemporaryServer` from here to the end of the process, when Prefect
+    would start one (no API URL set, ephemeral mode on); else None. Call it with the work
+    directory's lock held.
+
+    The server outlives the body: Prefect's log and event workers send what they hold when the
+    interpreter exits, and the server is stopped after them (``atexit``, as Prefect stops its
+    own), or by :func:`stoppable` when a signal ends the command.
+    """
     global _server
     from prefect.context import refresh_global_settings_context
     from prefect.settings import get_current_settings
 
-    stop_left_server(work)
     settings = get_current_settings()
-    if settings.api.url or not settings.server.ephemeral.enabled:
-        yield None
+    if _server is not None or settings.api.url or not settings.server.ephemeral.enabled:
+        yield _server
         return
-    server = TemporaryServer(work)
-    try:
-        _server = server
-        server.start(float(settings.server.ephemeral.startup_timeout_seconds))
-        os.environ["PREFECT_API_URL"] = server.url  # for this process and the workers it starts
-        refresh_global_settings_context()
-        yield server
-    finally:
-        os.environ.pop("PREFECT_API_URL", None)
-        refresh_global_settings_context()
-        server.stop()
-        _server = None
+    stop_left_server(work)
+    server = _server = TemporaryServer(work)
+    atexit.register(server.stop)
+    server.start(float(settings.server.ephemeral.startup_timeout_seconds))
+    os.environ["PREFECT_API_URL"] = server.url  # for this process and the workers it starts
+    refresh_global_settings_context()
+    yield server
 
 
 def _uvicorn(port: int) -> list[str]:

@@ -191,3 +191,66 @@ def test_a_busy_work_directory_is_refused_at_once(tmp_path, command):
     assert len(lines) == 1 and lines[0].startswith(f"vdv {command}: error: work directory "), done.stderr[-3000:]
     assert "'vdv build'" in lines[0] and f"pid {os.getpid()}" in lines[0]
     assert not (tmp_path / "prefect" / "prefect.db").exists()  # refused before a server started
+
+
+# A command whose orderly stop never comes: its body swallows the first signal's exception and
+# waits on, holding the lock, an attempt mark and a child process (what a run stuck in a worker
+# looks like from the signal's side).
+_STUCK = """
+import subprocess, sys, time
+import cli.flows
+from cli.flows import stoppable
+from pipeline.attempts import AttemptLedger
+from pipeline.lock import WorkLock
+
+work = sys.argv[1]
+cli.flows.STOP_GRACE_S = float(sys.argv[2])
+
+def body():
+    with WorkLock(work, "vdv build", shared=True):
+        ledger = AttemptLedger.fresh(work)
+        with ledger.attempt("c" * 64, "test:1"):
+            child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+            print(child.pid, flush=True)
+            while True:
+                try:
+                    time.sleep(300)
+                except KeyboardInterrupt:
+                    print("swallowed", flush=True)
+
+stoppable("build", body)
+"""
+
+
+@pytest.mark.parametrize("second", [False, True])
+def test_a_stuck_stop_is_forced_and_a_second_ctrl_c_exits_at_once(tmp_path, second):
+    """The first SIGINT's orderly stop is stuck: the timer (STOP_GRACE_S, 6 s) forces it; a second
+    SIGINT forces it at once (the timer is set to 600 s there, past the wait's bound). Either way:
+    exit 130, one line, the child process, the lock and the mark gone."""
+    from cli.flows import STOP_GRACE_S
+
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    grace = 600.0 if second else STOP_GRACE_S
+    proc = _start([sys.executable, "-c", _STUCK, str(work), str(grace)], env)
+    try:
+        child = int(proc.stdout.readline())
+        assert (work / LOCK_NAME).exists() and list((work / DIRNAME).glob("*/*.attempt"))
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.stdout.readline().strip() == "swallowed"  # the orderly stop is stuck
+        sent = time.monotonic()
+        if second:
+            os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    print(f"ended {took:.1f} s after the {'second' if second else 'first'} SIGINT (timer {grace:.0f} s)")
+    assert proc.returncode == 130, err[-3000:]
+    assert err.strip().splitlines() == [err.strip().splitlines()[-1]]
+    assert err.startswith("vdv build: stopped by SIGINT (Ctrl-C);"), err
+    assert start_time(child) is None
+    assert not (work / LOCK_NAME).exists() and not (work / DIRNAME).exists()
