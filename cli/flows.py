@@ -262,11 +262,20 @@ WORKER_GRACE_S = 1.5  # a worker process told to stop (SIGTERM) gets this long b
 
 
 class _Stop:
-    """The signal handlers of one command (see :func:`stoppable`)."""
+    """The signal handlers of one command (see :func:`stoppable`).
+
+    Two views of each signal: Python's handler (:meth:`handle`, in the main thread, between
+    bytecodes; during a flow run Prefect's own SIGTERM handler comes first) raises
+    :class:`~pipeline.stopping.Stopped`; a watcher thread reads the signal numbers the
+    interpreter writes to its wakeup descriptor the moment a signal arrives, whoever handles it
+    and whatever the main thread is doing, and starts the timer of the forced stop (a second
+    signal: the forced stop at once).
+    """
 
     def __init__(self, command: str):
         self.command = command
-        self.signum: int | None = None
+        self.signum: int | None = None  # the first signal Python's handler saw
+        self.seen: list[int] = []  # the signals the watcher saw
         self._ending = threading.RLock()
 
     def handle(self, signum: int, _frame) -> None:
@@ -275,17 +284,33 @@ class _Stop:
         if self.signum is not None:
             self.end(forced=True)  # a second signal: out at once
         self.signum = signum
-        timer = threading.Timer(STOP_GRACE_S, self.end, kwargs={"forced": True})
-        timer.daemon = True
-        timer.start()  # the orderly stop below may not take longer than this
         raise Stopped(signum)
+
+    def watch(self, wakeup: socket.socket, watched: set[int]) -> None:
+        while True:
+            try:
+                data = wakeup.recv(64)
+            except OSError:
+                return
+            if not data:
+                return
+            for signum in data:
+                if signum not in watched:
+                    continue
+                self.seen.append(signum)
+                if len(self.seen) == 1:  # the orderly stop may not take longer than this
+                    timer = threading.Timer(STOP_GRACE_S, self.end, kwargs={"forced": True})
+                    timer.daemon = True
+                    timer.start()
+                else:
+                    self.end(forced=True)
 
     def end(self, *, forced: bool = False) -> None:
         """Stop every process this one started, clear the attempt marks, release the work
         directory's lock, stop the temporary server, say so in one line and exit (130 or 143)."""
         from pipeline import attempts, lock, stopping
 
-        with self._ending:  # the main thread, or the timer: one of them ends the process
+        with self._ending:  # the main thread, the timer or the watcher: one of them ends the process
             logging.disable(logging.CRITICAL)  # the run's late complaints about what is being stopped
             grace = 0.0 if forced else WORKER_GRACE_S
             stopping.stop_processes(stopping.descendants(), grace)
@@ -293,7 +318,7 @@ class _Stop:
             lock.release_all()
             if _server is not None:
                 _server.stop(grace_s=grace)
-            signum = self.signum or signal.SIGINT
+            signum = self.signum or (self.seen or [signal.SIGINT])[0]
             during = stopping.under_way()
             line = (
                 f"vdv {self.command}: stopped by {stopping.NAMES.get(signum, signum)}"
@@ -320,12 +345,19 @@ def stoppable(command: str, body):
     for sig in (signal.SIGINT, signal.SIGTERM):
         if signal.getsignal(sig) is not signal.SIG_IGN:  # ignored: a background job of a shell, nohup
             previous[sig] = signal.signal(sig, stop.handle)
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    old_wakeup = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    threading.Thread(target=stop.watch, args=(reader, set(previous)), name="vdv-signals", daemon=True).start()
     try:
         return body()
     except BaseException:
-        if stop.signum is None:
+        if stop.signum is None and not stop.seen:
             raise
         stop.end()
     finally:
+        signal.set_wakeup_fd(old_wakeup)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        writer.close()
+        reader.close()
