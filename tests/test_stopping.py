@@ -254,3 +254,19 @@ def test_a_stuck_stop_is_forced_and_a_second_ctrl_c_exits_at_once(tmp_path, seco
     assert err.startswith("vdv build: stopped by SIGINT (Ctrl-C);"), err
     assert start_time(child) is None
     assert not (work / LOCK_NAME).exists() and not (work / DIRNAME).exists()
+
+
+def test_the_silence_bound_is_checked_with_the_configuration(tmp_path):
+    """``[runner] worker_silence_s`` shorter than three heartbeats of a running clip would fail
+    healthy runs: refused when the file is loaded, naming the key."""
+    from flows.runners import register_config
+    from pipeline.config import ConfigError
+    from pipeline.sections import load_config
+
+    register_config()
+    path = tmp_path / "run.toml"
+    path.write_text("[runner]\nworker_silence_s = 20\n")
+    assert load_config(path)["runner"] == {"worker_silence_s": 20}
+    path.write_text("[runner]\nworker_silence_s = 10\n")
+    with pytest.raises(ConfigError, match=r"\[runner\] worker_silence_s must be at least 15"):
+        load_config(path)
