@@ -119,6 +119,8 @@ class TemporaryServer:
                 break
             if self.proc.returncode != 3:  # 3: uvicorn found the port taken, try another
                 raise RuntimeError(f"the temporary Prefect server exited with code {self.proc.returncode}")
+        else:
+            raise RuntimeError("the temporary Prefect server found no free port in 5 tries")
         from pipeline import stopping, tables
 
         started = stopping.start_time(self.proc.pid)
@@ -340,6 +342,8 @@ def stoppable(command: str, body):
     abandoned (their attempt marks cleared), the lock released, one line on stderr and exit code
     130 (SIGINT) or 143 (SIGTERM); a second signal ends it at once. A signal this process
     inherited as ignored stays ignored. Returns ``body()``'s value."""
+    if threading.current_thread() is not threading.main_thread():
+        return body()  # signals reach the main thread only: its caller handles them
     stop = _Stop(command)
     previous = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
