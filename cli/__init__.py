@@ -93,6 +93,9 @@ def _run(args: argparse.Namespace, created: list) -> int:
     from pipeline.sections import load_config
 
     register_config()  # the models' configuration sections ([train], [psgcn], ...), by a call
+    from flows.runners import register_config as register_runner_config
+
+    register_runner_config()  # the flows' [runner] section
     from pipeline.lock import WorkDirLocked, WorkLock
     from pipeline.tables import SchemaMismatch
     from pipeline.workdir import prepare, remove_created

@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-from cli.flows import load_flow, prefect_defaults
+from cli.flows import load_flow, prefect_defaults, stoppable, temporary_server
 from pipeline import modalities as registry
 
 
@@ -213,26 +213,38 @@ def _run_flow(args, name: str, options: tuple[str, ...]) -> int:
     """Run the flow ``name`` with the runner and ``options`` of ``args``; print its report.
 
     Exit code 1 when a stage fails (its one-line error, then what the run reported before it) or
-    another run holds the work directory (its one-line error).
+    another run holds the work directory (its one-line error, before anything slow starts);
+    130 or 143 when Ctrl-C or SIGTERM stopped it (``cli.flows.stoppable``).
     """
     prefect_defaults()  # set before anything the input checks import (load_flow sets them too)
     _check_inputs(args)
-    flow = load_flow(name)
-    from flows.build import BuildError
     from pipeline.lock import WorkDirLocked
 
-    params = {option: getattr(args, option) for option in options}
     try:
-        report = flow(
-            **_runner(args), work=args.work, config_path=args.config, modalities=list(args.modalities), **params
-        )
-    except BuildError as err:
-        print(f"vdv {name}: {err}", file=sys.stderr)
-        _print_report(_read_report(args.work, f"{name}_report"), args)
-        return 1
+        return stoppable(f"{name}", lambda: _locked_flow(args, name, options))
     except WorkDirLocked as err:
         print(f"vdv {name}: error: {err}", file=sys.stderr)
         return 1
+
+
+def _locked_flow(args, name: str, options: tuple[str, ...]) -> int:
+    """The flow run under the work directory's lock, taken first (the flow joins it) so that a
+    busy directory is refused at once, with the run's temporary Prefect server."""
+    from pipeline.lock import WorkLock
+
+    with WorkLock(args.work, f"vdv {name}", shared=True), temporary_server(args.work):
+        flow = load_flow(name)
+        from flows.build import BuildError
+
+        params = {option: getattr(args, option) for option in options}
+        try:
+            report = flow(
+                **_runner(args), work=args.work, config_path=args.config, modalities=list(args.modalities), **params
+            )
+        except BuildError as err:
+            print(f"vdv {name}: {err}", file=sys.stderr)
+            _print_report(_read_report(args.work, f"{name}_report"), args)
+            return 1
     _print_report(report, args)
     return 0
 

@@ -70,6 +70,13 @@ def select_clips(work: Path, *, every: bool = False, paths: list[str] | None = N
 
 
 def run(args) -> int:
+    """The command; Ctrl-C or SIGTERM stops it (``cli.flows.stoppable``: exit code 130 or 143)."""
+    from cli.flows import stoppable
+
+    return stoppable("extract", lambda: _extract(args))
+
+
+def _extract(args) -> int:
     from pipeline import extraction
     from pipeline.runtime import check_device
     from pipeline.sections import load_config

@@ -69,8 +69,10 @@ def _release(args) -> int:
     except NothingToRelease as err:
         print(f"vdv release: error: {err}", file=sys.stderr)
         return 2
+    from cli.flows import stoppable
+
     try:
-        result = _package(args) if args.no_flow or args.allow_missing else _release_flow(args)
+        result = stoppable("release", lambda: _locked_release(args))
     except ReleaseError as err:
         print(f"vdv release: {err}", file=sys.stderr)
         return 1
@@ -78,6 +80,15 @@ def _release(args) -> int:
         return _verify(result["path"])
     print_release(result)
     return 0
+
+
+def _locked_release(args) -> dict:
+    """The release under the work directory's lock, taken first (the flow joins it): a busy
+    directory is refused at once, before a temporary Prefect server starts."""
+    from pipeline.lock import WorkLock
+
+    with WorkLock(args.work, "vdv release", shared=True):
+        return _package(args) if args.no_flow or args.allow_missing else _release_flow(args)
 
 
 def _package(args) -> dict:
@@ -102,12 +113,14 @@ def _package(args) -> dict:
 
 def _release_flow(args) -> dict:
     """The release flow (packages and verifies, or fails)."""
-    from cli.flows import load_flow
+    from cli.flows import load_flow, prefect_defaults, temporary_server
 
-    release_flow = load_flow("release")
-    return release_flow(
-        work=args.work, out=args.out, config_path=args.config, allow_untrained=args.allow_untrained, salt=args.salt
-    )
+    prefect_defaults()
+    with temporary_server(args.work):
+        release_flow = load_flow("release")
+        return release_flow(
+            work=args.work, out=args.out, config_path=args.config, allow_untrained=args.allow_untrained, salt=args.salt
+        )
 
 
 def print_release(release: Mapping, indent: str = "  ") -> None:

@@ -37,12 +37,15 @@ from prefect import flow
 
 from flows import artifacts, tasks
 from flows.runners import (
+    WorkersSilent,
     as_completed,
     check_scheduler,
     clips_in_flight,
     is_worker_death,
     open_clip_runner,
+    opened,
     survivors,
+    worker_silence_s,
 )
 from pipeline import extraction, stages
 from pipeline import modalities as registry
@@ -164,14 +167,14 @@ def extract_stage(
         plan,
         decode=state.config.get("decode", {}),
         force=force,
-        run_clips=_mapped_on(state.runner, plan, failures),
+        run_clips=_mapped_on(state.runner, plan, failures, worker_silence_s(state.config)),
     )
     state.stage_seconds["extract"] = round(time.monotonic() - t0, 2)
     if failures:
         raise BuildError(f"extraction failed on {len(failures)} clip(s), first: {failures[0]}")
 
 
-def _mapped_on(runner, plan: extraction.ExtractionPlan, failures: list[str]):
+def _mapped_on(runner, plan: extraction.ExtractionPlan, failures: list[str], silence_s: float):
     """``run_clips`` of :func:`pipeline.extraction.run_extraction`: one ``extract_clip`` task per
     clip on ``runner``, results as they finish; the clips a broken process pool lost go to a
     fresh pool of the same size, until none is lost.
@@ -185,7 +188,8 @@ def _mapped_on(runner, plan: extraction.ExtractionPlan, failures: list[str]):
     ``worker_died``. A pool that breaks with no clip's mark left behind (a worker dying outside
     any clip) is tried :data:`MAX_DEATHS` times, then its lost clips are the run's failures. Dask
     needs no rounds: its scheduler gives a dead worker's clips to others. Any other task failure
-    is the run's: appended to ``failures``.
+    is the run's: appended to ``failures``. Workers silent for ``silence_s`` seconds fail the
+    run (:class:`~flows.runners.WorkersSilent`).
     """
 
     def run_clips(jobs: list[dict]):
@@ -195,7 +199,7 @@ def _mapped_on(runner, plan: extraction.ExtractionPlan, failures: list[str]):
             while todo:
                 deaths = sum(len(ledger.dead(j["clip"]["clip_id"])) for j in todo)
                 lost: list[dict] = []
-                yield from _finished_clips(pool, todo, plan, failures, lost)
+                yield from _finished_clips(pool, todo, plan, failures, lost, silence_s)
                 todo = lost
                 if not todo:
                     break
@@ -214,12 +218,15 @@ def _mapped_on(runner, plan: extraction.ExtractionPlan, failures: list[str]):
     return run_clips
 
 
-def _finished_clips(pool, jobs: list[dict], plan: extraction.ExtractionPlan, failures: list[str], lost: list[dict]):
+def _finished_clips(
+    pool, jobs: list[dict], plan: extraction.ExtractionPlan, failures: list[str], lost: list[dict], silence_s: float
+):
     """``(clip, items)`` of each job's task on ``pool`` as it finishes; a job a broken process pool
     lost goes to ``lost``. Should the runner give up on a clip (Dask's ``allowed-failures``, its
     backstop) it is rejected ``worker_died`` here, in every modality."""
     futures = {pool.submit(tasks.extract_clip, {"job": job}): job for job in jobs}
-    for future, job in as_completed(futures, "extract", unit="clip"):
+    ledger = AttemptLedger(jobs[0]["attempts"])
+    for future, job in as_completed(futures, "extract", unit="clip", silence_s=silence_s, ledger=ledger):
         clip = job["clip"]
         try:
             items = [extraction.ItemResult(**d) for d in future.result()]
@@ -247,7 +254,7 @@ def probe_clips(runner, raw_dir: str, config: Mapping[str, Any]) -> dict[str, di
         for path in tasks.clip_files(raw_dir, config)
     }
     try:
-        return dict(survivors(futures, "probe"))
+        return dict(survivors(futures, "probe", worker_silence_s(config)))
     finally:
         close_idle_workers()  # the ones a thread pool used in this process
 
@@ -268,7 +275,7 @@ def run_rule_stages(
     }
     computed = reused = 0
     # a clip whose worker died is left to the screen task below, which computes what is missing
-    for _clip, done in survivors(futures, "pixel rules"):
+    for _clip, done in survivors(futures, "pixel rules", worker_silence_s(config)):
         computed += done["computed"]
         reused += not done["computed"]
     state.stages["screen"] = tasks.screen(work, config, overrides)
@@ -345,13 +352,17 @@ def open_run(
     prepare(work, label="work")  # made if missing, and writable: else one error naming it
     clip_runner = open_clip_runner(runner, workers, threads_per_worker, dask_address)
     state = BuildState(kind, work, config, clip_runner)
-    with WorkLock(work, kind), clip_runner:
+    with WorkLock(work, kind), opened(clip_runner):
         try:
             yield state
         except BuildError as err:
             state.failed = str(err)
             finish_run(state)
             raise
+        except WorkersSilent as err:
+            state.failed = str(err)
+            finish_run(state)
+            raise BuildError(str(err)) from err
         state.seconds = round(time.monotonic() - state.started, 1)
         finish_run(state)
 

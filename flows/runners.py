@@ -5,18 +5,62 @@ The flow's ``runner`` parameter names the runner (``flows/build.py`` docstring):
 ``process`` a process pool; ``dask`` prefect-dask's ``DaskTaskRunner`` on a local cluster of
 ``workers`` processes with ``threads_per_worker`` clips each, or on the scheduler at
 ``dask_address``.
+
+No wait on a worker is unbounded (:func:`as_completed`): a run waits as long as its workers show
+a sign of life (a task finishes, or a running clip's attempt mark is touched, every
+:data:`pipeline.attempts.BEAT_S` seconds), and fails with :class:`WorkersSilent` after
+``[runner] worker_silence_s`` seconds without one (a worker frozen, or none left to take the
+clips: a Dask nanny that could not restart its worker). A run stopped by a signal abandons its
+runner at once (:func:`abandon`): no clip in flight is waited for.
 """
 
 from __future__ import annotations
 
 import os
+import queue
+import time
 from collections.abc import Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 
-from pipeline.attempts import MAX_DEATHS, release_marks_on_sigterm
+from pipeline.attempts import BEAT_S, MAX_DEATHS, AttemptLedger, release_marks_on_sigterm
+from pipeline.config import register_sections
 from pipeline.errors import InputError
 
 RUNNERS = ("thread", "process", "dask")
 SCHEDULER_TIMEOUT_S = 10.0  # the Dask handshake's budget in check_scheduler
+POLL_S = 1.0  # how often a wait on workers looks for a sign of life
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    """Configuration section ``[runner]``: how long a run waits on silent workers."""
+
+    # seconds without a sign of life from the workers (a task finished, a running clip's mark
+    # touched) after which the run fails instead of waiting for ever; well above a worker's
+    # start-up and model loading on a loaded machine (tens of seconds), and above one clip's
+    # pixel rules or probe, which touch no mark
+    worker_silence_s: float = 600.0
+
+    def __post_init__(self):
+        if not self.worker_silence_s >= 3 * BEAT_S:
+            raise ValueError(
+                f"[runner] worker_silence_s must be at least {3 * BEAT_S:.0f} (three heartbeats of a running "
+                f"clip, every {BEAT_S:.0f} s), got {self.worker_silence_s}"
+            )
+
+
+def register_config() -> None:
+    """Name the ``[runner]`` section to the configuration check (a call, as the models do)."""
+    register_sections({"runner": RunnerConfig})
+
+
+register_config()
+
+
+class WorkersSilent(RuntimeError):
+    """No worker showed a sign of life for ``[runner] worker_silence_s`` seconds; the message says
+    how many tasks were left."""
 
 
 def make_task_runner(
@@ -163,6 +207,13 @@ def flow_api_env() -> dict[str, str]:
         return {"PREFECT_API_URL": str(client.api_url).rstrip("/")}
 
 
+def worker_silence_s(config: Mapping) -> float:
+    """``[runner] worker_silence_s`` of a run's configuration."""
+    from pipeline.config import stage_config
+
+    return stage_config(RunnerConfig, dict(config), "runner").worker_silence_s
+
+
 def open_clip_runner(runner: str, workers: int | None, threads_per_worker: int, dask_address: str | None):
     """The task runner of the per-clip tasks, chosen by the flow's parameters."""
     env = flow_api_env() if runner == "process" or runner == "dask" and not dask_address else None
@@ -187,22 +238,45 @@ def is_worker_death(err: BaseException) -> bool:
     return type(err).__name__ in ("KilledWorker", "BrokenProcessPool")
 
 
-def as_completed(futures: Mapping, desc: str, *, unit: str):
-    """``(future, value)`` of ``futures`` as they finish, with a progress bar (terminals only)."""
-    from prefect.futures import as_completed as finished
+def as_completed(futures: Mapping, desc: str, *, unit: str, silence_s: float, ledger: AttemptLedger | None = None):
+    """``(future, value)`` of ``futures`` as they finish, with a progress bar (terminals only).
 
+    Raises :class:`WorkersSilent` when ``silence_s`` seconds pass without a sign of life: no
+    future finished and no attempt mark of ``ledger`` touched (see the module docstring).
+    """
     from pipeline.progress import progress
 
+    finished: queue.SimpleQueue = queue.SimpleQueue()
+    for future in futures:
+        future.add_done_callback(finished.put)
+    pending = set(futures)
+    life = time.time()
     with progress(len(futures), desc, unit=unit) as bar:
-        for future in finished(list(futures)):
+        while pending:
+            try:
+                future = finished.get(timeout=POLL_S)
+            except queue.Empty:
+                beat = ledger.last_beat() if ledger is not None else None
+                life = max(life, beat or life)
+                if time.time() - life > silence_s:
+                    raise WorkersSilent(
+                        f"{desc}: no worker showed a sign of life for {silence_s:.0f} s "
+                        f"([runner] worker_silence_s) with {len(pending)} of {len(futures)} {unit}(s) unfinished; "
+                        "a worker hung, or none is left to take them"
+                    ) from None
+                continue
+            if future not in pending:
+                continue  # a callback that fired twice
+            pending.discard(future)
+            life = time.time()
             yield future, futures[future]
             bar.update()
 
 
-def survivors(futures: Mapping, desc: str):
+def survivors(futures: Mapping, desc: str, silence_s: float):
     """``(value, result)`` of each future of ``futures`` whose worker did not die, as they finish;
     any other failure is raised."""
-    for future, value in as_completed(futures, desc, unit="clip"):
+    for future, value in as_completed(futures, desc, unit="clip", silence_s=silence_s):
         try:
             result = future.result()
         except Exception as err:  # noqa: BLE001 - only a dead worker is tolerated
@@ -210,3 +284,53 @@ def survivors(futures: Mapping, desc: str):
                 raise
             continue
         yield value, result
+
+
+@contextmanager
+def opened(runner):
+    """``with opened(runner):`` runs the body with ``runner`` started; the runner is closed as
+    usual when the body ends, and abandoned (:func:`abandon`) when a signal stopped it or its
+    workers went silent."""
+    with runner:
+        try:
+            yield runner
+        except BaseException as err:
+            if not isinstance(err, Exception) or WorkersSilent in (type(err), type(err.__cause__)):
+                abandon(runner)  # stopped (KeyboardInterrupt, Prefect's TerminationSignal), or hung
+            raise
+
+
+def abandon(runner) -> None:
+    """Stop ``runner`` without waiting for its clips in flight: queued tasks are cancelled, a
+    thread pool's running ones are left to die with this process, and the worker processes of
+    this process (a process pool's, a local Dask cluster's) are stopped. Prefect's own exit of
+    the runner then has nothing left to wait for."""
+    from pipeline.stopping import descendants, stop_processes
+
+    for event in list(getattr(runner, "_cancel_events", {}).values()):
+        try:
+            event.set()
+        except (OSError, ValueError):
+            pass  # a process pool's event, already closed
+    executor = getattr(runner, "_executor", None)
+    if executor is not None:
+        executor.shutdown(wait=False, cancel_futures=True)
+        runner._executor = None  # Prefect's exit would wait for it
+    if type(runner).__name__ == "DaskTaskRunner":
+        _abandon_dask(runner)
+    stop_processes(descendants(), grace_s=2.0)
+
+
+def _abandon_dask(runner) -> None:
+    """Close a Dask runner's local cluster (its nannies stop their workers, and restart none),
+    within a few seconds; its remaining processes are stopped by the caller."""
+    import logging
+
+    runner._exit_stack.pop_all()  # Prefect's exit would close them again, with no time limit
+    for closing in (getattr(runner, "_client", None), getattr(runner, "_cluster", None)):
+        if closing is None:
+            continue
+        try:
+            closing.close(timeout=3)
+        except Exception as err:  # noqa: BLE001 - the processes are stopped next whatever happened here
+            logging.getLogger("flows").debug("closing %s: %s", type(closing).__name__, err)

@@ -17,6 +17,11 @@ holding the worker's ``host:pid``. The directory is per build run: the build cle
 the work directory's lock) when its extraction starts and when it ends. It must be on the
 storage the workers share, like the feature shards.
 
+A mark is also a heartbeat: while its attempt runs, a thread of the worker process touches it
+every :data:`BEAT_S` seconds, so the build waiting on its workers can tell a clip being worked
+on from a worker gone silent (:meth:`AttemptLedger.last_beat`; ``flows/runners.py`` bounds its
+wait by it). A run stopped by a signal clears every ledger it opened (:func:`clear_open`).
+
 A process that is *told* to stop is not killed by its clip. A process pool whose worker dies
 stops all the others with SIGTERM, whatever they are working on; a worker of such a pool runs
 :func:`release_marks_on_sigterm` when it starts, so that it removes its marks before it goes and
@@ -30,6 +35,7 @@ import os
 import shutil
 import signal
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,9 +43,42 @@ from pathlib import Path
 
 MAX_DEATHS = 2  # a clip is given a second worker after its first dies, and rejected after that
 DIRNAME = "attempts"
+BEAT_S = 5.0  # a running attempt's mark is touched this often
 
 _in_flight: set[Path] = set()  # this process's marks whose attempt is running
 _in_flight_lock = threading.RLock()  # re-entrant: the SIGTERM handler runs on the main thread, which may hold it
+_beater: threading.Thread | None = None
+_open: set[Path] = set()  # the ledgers this process opened (AttemptLedger.fresh) and has not cleared
+
+
+def _beat_forever() -> None:
+    """Touch every running attempt's mark of this process every :data:`BEAT_S` seconds."""
+    while True:
+        time.sleep(BEAT_S)
+        with _in_flight_lock:
+            marks = list(_in_flight)
+        for mark in marks:
+            try:
+                os.utime(mark)
+            except OSError:
+                pass  # ended in between, or its ledger was cleared
+
+
+def _start_beating() -> None:
+    global _beater
+    with _in_flight_lock:
+        if _beater is None or not _beater.is_alive():
+            _beater = threading.Thread(target=_beat_forever, name="vdv-attempt-heartbeat", daemon=True)
+            _beater.start()
+
+
+def clear_open() -> int:
+    """Clear every ledger this process opened and has not cleared (a run stopped by a signal
+    abandons its clips in flight); how many there were."""
+    roots = list(_open)
+    for root in roots:
+        AttemptLedger(root).clear()
+    return len(roots)
 
 
 def _drop_marks_and_stop(signum: int, _frame) -> None:
@@ -70,10 +109,24 @@ class AttemptLedger:
         """The ledger of a run that starts now: ``<work>/attempts``, emptied."""
         ledger = cls(Path(work) / DIRNAME)
         ledger.clear()
+        _open.add(ledger.root)
         return ledger
 
     def clear(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+        _open.discard(self.root)
+
+    def last_beat(self) -> float | None:
+        """The latest time (``time.time()``) a mark of this ledger was written or touched; None
+        when no attempt is marked."""
+        latest = None
+        for mark in self.root.glob("*/*.attempt"):
+            try:
+                t = mark.stat().st_mtime
+            except OSError:
+                continue  # ended in between
+            latest = t if latest is None else max(latest, t)
+        return latest
 
     def dead(self, clip_id: str) -> list[str]:
         """``host:pid`` of each attempt at ``clip_id`` that started and never ended."""
@@ -90,6 +143,7 @@ class AttemptLedger:
         mark = directory / f"{uuid.uuid4().hex}.attempt"
         with _in_flight_lock:
             _in_flight.add(mark)  # before the file exists: a SIGTERM from here on removes it
+        _start_beating()
         try:
             with open(mark, "w") as fh:
                 fh.write(worker)

@@ -15,6 +15,11 @@ holds ``<work>/.vdv.lock`` while it runs:
   a network file system); hosts are assumed to keep their clocks within a few seconds. The one
   shortcut: a lock written on this same host by a process that no longer exists is stale at
   once, so a build killed a moment ago can be restarted without waiting for its heartbeat to age.
+
+A lock taken with ``shared=True`` is joined by a later ``WorkLock`` on the same directory in
+the same process, which leaves its release to the first: ``vdv build`` takes the lock before
+anything slow (a busy directory is refused at once), and the flow it runs joins it.
+:func:`release_all` releases every lock this process holds (a run stopped by a signal).
 """
 
 from __future__ import annotations
@@ -36,6 +41,10 @@ HEARTBEAT_S = 10.0
 STALE_S = 60.0
 
 
+_held: dict[Path, WorkLock] = {}  # the locks this process holds, by the lock file's absolute path
+_held_lock = threading.Lock()
+
+
 class WorkDirLocked(RuntimeError):
     """Another live run holds the work directory; the message names it."""
 
@@ -48,7 +57,13 @@ class WorkLock:
     """``with WorkLock(work, "vdv build"):`` holds ``<work>/.vdv.lock`` (see the module docstring)."""
 
     def __init__(
-        self, work: str | os.PathLike, command: str, *, heartbeat_s: float = HEARTBEAT_S, stale_s: float = STALE_S
+        self,
+        work: str | os.PathLike,
+        command: str,
+        *,
+        heartbeat_s: float = HEARTBEAT_S,
+        stale_s: float = STALE_S,
+        shared: bool = False,
     ):
         if stale_s <= 2 * heartbeat_s:
             raise ValueError("stale_s must exceed two heartbeats")
@@ -59,6 +74,8 @@ class WorkLock:
         self.started = time.time()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.shared = shared  # a later WorkLock of this process on the directory joins this one
+        self._joined = False  # joined a shared lock of this process: released by its first holder
 
     def _owner(self) -> dict:
         return {
@@ -93,6 +110,11 @@ class WorkLock:
         os.replace(tmp, self.path)
 
     def acquire(self) -> WorkLock:
+        key = self.path.absolute()
+        with _held_lock:
+            if key in _held and _held[key].shared:
+                self._joined = True
+                return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(3):
             try:
@@ -119,6 +141,8 @@ class WorkLock:
             raise WorkDirLocked(f"{self.path.parent}: could not take the lock {self.path}")
         self._thread = threading.Thread(target=self._beat, name="vdv-lock-heartbeat", daemon=True)
         self._thread.start()
+        with _held_lock:
+            _held[key] = self
         return self
 
     def _beat(self) -> None:
@@ -130,8 +154,13 @@ class WorkLock:
             self._write()
 
     def release(self) -> None:
+        if self._joined:
+            return
+        with _held_lock:
+            if _held.get(self.path.absolute()) is self:
+                del _held[self.path.absolute()]
         self._stop.set()
-        if self._thread is not None:
+        if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(5)
         if (self._read() or {}).get("token") == self.token:
             self.path.unlink(missing_ok=True)
@@ -141,6 +170,15 @@ class WorkLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def release_all() -> int:
+    """Release every work directory lock this process holds; how many it held."""
+    with _held_lock:
+        locks = list(_held.values())
+    for lock in locks:
+        lock.release()
+    return len(locks)
 
 
 def _dead_here(owner: dict) -> bool:

@@ -17,10 +17,13 @@ scheduled run, a redirected log file or a CI job gets the log lines and no bar.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 from collections.abc import Iterable, Iterator
 from typing import IO, TypeVar
+
+from pipeline import stopping
 
 T = TypeVar("T")
 
@@ -66,11 +69,22 @@ def progress(
         leave=True,
     )
     redirect = logging_redirect_tqdm(tqdm_class=type(bar)) if shown else contextlib.nullcontext()
+    if not shown:  # a disabled bar counts nothing: count here what a stopped run says it finished
+        bar.update = functools.partial(_count, bar)
+    stopping.bar_opened(desc, unit, bar)
     try:
         with redirect:
             yield bar
+    except BaseException:
+        stopping.bar_interrupted(bar)
+        raise
     finally:
+        stopping.bar_closed(bar)
         bar.close()
+
+
+def _count(bar, n: float = 1) -> None:
+    bar.n += n
 
 
 def track(

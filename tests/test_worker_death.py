@@ -40,7 +40,9 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS = sample_clips("stgcn_ta_chi.mp4", "stgcn_clean_and_jerk.mp4", "tfjs_pose_1.mp4")
 DOOMED = "stgcn_clean_and_jerk.mp4"
-CONFIG = small_config("pose")
+# a build that waits on silent workers fails after this instead of hanging (flows/runners.py);
+# well above a worker's restart and model loading on a loaded machine
+CONFIG = small_config("pose") + "\n[runner]\nworker_silence_s = 300\n"
 
 
 def test_a_clip_whose_worker_dies_is_retried_once_then_rejected(tmp_path):
@@ -139,6 +141,46 @@ def test_process_runner_blames_only_the_clip_a_killed_worker_was_on(tmp_path):
     ]
     assert [(Path(r["path"]).name, r["stage"]) for r in rejected] == [(POOL_DOOMED, "extract:pose")]
     assert not (work / DIRNAME).exists()
+
+
+def test_a_build_whose_worker_freezes_fails_instead_of_hanging(tmp_path):
+    """A Dask worker that freezes on a clip (SIGSTOP: its nanny sees it alive, the scheduler waits
+    minutes for its heartbeat) holds the build's wait; after ``[runner] worker_silence_s`` without
+    a sign of life the build fails with one line, and stops the frozen worker on its way out."""
+    config = small_config("pose") + "\n[runner]\nworker_silence_s = 20\n"
+    raw, pairing, config_path = write_sample_run(tmp_path, sample_clips("tfjs_pose_1.mp4"), config)
+    frozen = tmp_path / "frozen.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DASK_"))}
+    env.update(
+        PREFECT_HOME=str(tmp_path / "prefect"),
+        PREFECT_LOGGING_LEVEL="WARNING",
+        DASK_DISTRIBUTED__WORKER__PRELOAD=json.dumps([str(ROOT / "tests" / "support" / "die_on_clip.py")]),
+        VDV_TEST_DIE_ON_CLIP="tfjs_pose_1.mp4",
+        VDV_TEST_DIE_HOW="freeze",
+        VDV_TEST_DIE_LOG=str(frozen),
+    )
+    command = [
+        sys.executable, "-m", "cli", "build", str(raw),
+        "--pairing", str(pairing), "--config", str(config_path),
+        "--work", str(tmp_path / "work"), "--modalities", "pose",
+        "--runner", "dask", "--workers", "1",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        out, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 1, out[-2000:] + err[-3000:]
+    assert "no worker showed a sign of life for 20 s ([runner] worker_silence_s) with 1 of 1 clip(s)" in err, err[
+        -3000:
+    ]
+    pid = int(frozen.read_text().split()[0])
+    assert not os.path.exists(f"/proc/{pid}") or "Z" in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1][:3]
+    assert not (tmp_path / "work" / DIRNAME).exists() and not (tmp_path / "work" / ".vdv.lock").exists()
 
 
 def _only_the_doomed_clip_blamed(report: dict, doomed_file: str, pids) -> list[dict]:
