@@ -47,9 +47,10 @@ from pipeline.provenance import sha256_file
 log = logging.getLogger(__name__)
 
 TABLE = tables.CHECKSUMS.name
-SEGMENT_ROWS = 1000
+SEGMENT_ROWS = 256
 """Rows of one process's segment before it starts another: the rewrite after each record stays
-a few milliseconds, and a run of 17,000 shards leaves at most 17 segments per process."""
+short (docs/INTEGRITY.md), and a run of 17,000 shards leaves about 70 segments in all (plus one
+per process), folded into one table by the next run."""
 
 SHARD, CLIP = "shard", "clip"
 
@@ -256,7 +257,8 @@ def _sha256(data: bytes) -> str:
 
 
 def _stat_key(st: os.stat_result) -> tuple:
-    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    # an inode number can use all 64 bits (some network file systems); the column is a signed int64
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino & (2**63 - 1))
 
 
 def clip_sha256(work: str | os.PathLike | None, path: str | os.PathLike) -> str:
