@@ -67,18 +67,18 @@ def bench_modality(root: Path, modality: str, n: int, clip_s: float) -> dict:
         for _ in range(min(n, 4))
     ]
     tables_ = [ex.table(cid, seqs[i % len(seqs)]) for i, cid in enumerate(ids)]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for i, cid in enumerate(ids):  # the bare write, as before the ledger
         target = ex.shard_path(root / f"{modality}-bare", cid)
         tables.atomic_write(target, lambda tmp, table=tables_[i]: pq.write_table(table, tmp, compression="zstd"))
-    bare = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    bare, bare_cpu = time.perf_counter() - t0, time.process_time() - c0
+    t0, c0 = time.perf_counter(), time.process_time()
     paths = [checksums.write_shard(work, ex.shard_path(work, cid), tables_[i]) for i, cid in enumerate(ids)]
-    recorded = time.perf_counter() - t0
+    recorded, recorded_cpu = time.perf_counter() - t0, time.process_time() - c0
     checksums._KNOWN.clear()  # a fresh process: the ledger is read once
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     assert all(checksums.check_shard(work, p).ok for p in paths)
-    check = time.perf_counter() - t0
+    check, check_cpu = time.perf_counter() - t0, time.process_time() - c0
     spec = ex.spec()
     t0 = time.perf_counter()
     for p in paths:
@@ -91,6 +91,9 @@ def bench_modality(root: Path, modality: str, n: int, clip_s: float) -> dict:
         "write": _per_1000(bare, n),
         "write_recorded": _per_1000(recorded, n),
         "check": _per_1000(check, n),
+        "write_cpu": _per_1000(bare_cpu, n),
+        "write_recorded_cpu": _per_1000(recorded_cpu, n),
+        "check_cpu": _per_1000(check_cpu, n),
         "read": _per_1000(read, n),
     }
 
@@ -196,12 +199,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-checksums-", dir=os.environ.get("TMPDIR")) as tmp:
         root = Path(tmp)
         print(f"shards of a {args.seconds:g} s clip, {args.shards} per modality; seconds per 1,000 shards")
-        print(f"{'modality':<9} {'rows':>5} {'MB':>6} {'write':>7} {'+record':>8} {'check':>7} {'read':>7}")
+        print("wall seconds (CPU seconds of this process in brackets: what a loaded machine does not inflate)")
+        print(f"{'modality':<9} {'rows':>5} {'MB':>6} {'write':>15} {'write+record':>15} {'check':>15} {'read':>7}")
         for m in modalities.names():
             r = bench_modality(root, m, args.shards, args.seconds)
             print(
-                f"{m:<9} {r['rows']:>5} {r['mb']:>6.2f} {r['write']:>7.2f} {r['write_recorded']:>8.2f} "
-                f"{r['check']:>7.2f} {r['read']:>7.2f}"
+                f"{m:<9} {r['rows']:>5} {r['mb']:>6.2f} {r['write']:>7.2f} ({r['write_cpu']:>5.2f}) "
+                f"{r['write_recorded']:>7.2f} ({r['write_recorded_cpu']:>5.2f}) {r['check']:>7.2f} ({r['check_cpu']:>5.2f}) "
+                f"{r['read']:>7.2f}"
             )
         print(f"fold of {args.records} records: {bench_fold(root, args.records):.2f} s")
         seg = bench_segment(root)
