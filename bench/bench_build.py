@@ -285,7 +285,7 @@ def watch():
     while not stop.wait(0.05):
         peak[0] = max(peak[0], rss())
 threading.Thread(target=watch, daemon=True).start()
-items = extraction.extract_clip({"clip_id": "m" * 64, "path": sys.argv[2]}, ex, sys.argv[4])
+items = extraction.extract_clip({"clip_id": "m" * 64, "path": sys.argv[2]}, ex, sys.argv[4], confirm=False)
 stop.set()
 print(json.dumps({"base": base, "peak": max(peak[0], rss()), "status": [i.status for i in items]}))
 """

@@ -435,10 +435,7 @@ def load_keypoint_sources(files=KEYPOINT_FILES) -> dict[str, np.ndarray]:
 def extract_sources(work: Path, clips=CLIPS, min_frames: int = 60) -> dict[str, np.ndarray]:
     """Skeletons of the real clips by ``pipeline.pose`` (cached in ``work``), normalised, the
     longest run of frames with a person."""
-    import pyarrow.parquet as pq
-
     from models.data import WorkDirSource
-    from pipeline import tables
     from pipeline.pose import PoseConfig, build_extractor
 
     extractor = build_extractor(PoseConfig(max_side=320))
@@ -446,11 +443,9 @@ def extract_sources(work: Path, clips=CLIPS, min_frames: int = 60) -> dict[str, 
     for name in clips:
         path = SHARED / "clips" / f"{name}.mp4"
         cid = name.ljust(64, "_")[:64]
-        target = extractor.shard_path(work, cid)
-        if not target.exists():
+        if not extractor.is_current(work, cid):
             t0 = time.perf_counter()
-            table = extractor.table(cid, extractor.compute(path, cid))
-            tables.atomic_write(target, lambda tmp, table=table: pq.write_table(table, tmp))
+            extractor.write(work, cid, extractor.compute(path, cid))  # its checksum recorded
             print(f"pose {name}: {time.perf_counter() - t0:.1f} s", flush=True)
         feats, valid = WorkDirSource(work).load("skeletal", cid)
         seg = longest_valid_run(valid)

@@ -39,6 +39,8 @@ class Reason(StrEnum):
     NO_SCALE = "no_scale"  # scored on a stored scale that lacks the clip's challenge
     # extraction
     EXTRACT_FAILED = "extract_failed"
+    # screening and extraction: the file at the clip's path is no longer the ingested content
+    CLIP_CHANGED = "clip_changed"
     # the sports benchmark's (AQA-7) split files
     CONFLICTING_DUPLICATE = "conflicting_duplicate"  # a sample listed twice with different scores
     UNKNOWN_CLASS = "unknown_class"  # a class index the benchmark does not define

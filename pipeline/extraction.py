@@ -11,7 +11,9 @@ otherwise :func:`extract_clip` runs it.
 :func:`extract_clip` is the unit of work (one task per clip, on threads, processes or Dask
 workers):
 
-1. each modality whose current shard exists (same identity) is skipped, unless ``force``;
+1. each modality whose current shard exists (same identity, and the sha256 recorded when it was
+   written) is skipped, unless ``force``; the clip file is confirmed to be the ingested content
+   (:func:`pipeline.checksums.confirm_clip`) before it is decoded;
 2. the clip is decoded once (:func:`pipeline.decode.decode_pass`) for the grids of the
    modalities left, and every sample goes to its modality's consumer; a modality that fails on
    this clip (``ClipError``) is dropped from the pass and recorded, the others go on;
@@ -41,7 +43,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import modalities, tables
+from pipeline import checksums, modalities, tables
 from pipeline.attempts import MAX_DEATHS, AttemptLedger
 from pipeline.config import ConfigError, section_config
 from pipeline.decode import decode_pass
@@ -221,10 +223,14 @@ def extract_clip(
     *,
     force: bool = False,
     decode: DecodeConfig = DecodeConfig(),
+    confirm: bool = True,
 ) -> list[ItemResult]:
     """Every modality of ``extractors`` for one clip (``clip_id``, ``path``[, ``video_id``]).
 
-    Returns one :class:`ItemResult` per modality. Never raises for a bad clip.
+    Returns one :class:`ItemResult` per modality. Never raises for a bad clip. A shard is reused
+    only when it is the file its writer recorded (:mod:`pipeline.checksums`); before decoding,
+    the clip file must still hash to ``clip_id`` (``clip_changed`` otherwise), unless ``confirm``
+    is False (clips whose ids are not their files' sums: the sports benchmark's samples).
     """
     clip_id, path = clip["clip_id"], str(clip["path"])
     me = worker_name()
@@ -245,7 +251,7 @@ def extract_clip(
     results: dict[str, ItemResult] = {}
     todo: dict[str, FeatureExtractor] = {}
     for modality, extractor in extractors.items():
-        if not force and extractor.is_current(work, clip_id):
+        if not force and _reusable(extractor, work, clip_id):
             results[modality] = item(modality, SKIPPED)
         else:
             todo[modality] = extractor
@@ -253,9 +259,24 @@ def extract_clip(
         missing = ClipError(clip_id, Reason.NO_CLIP, f"{path} does not exist")
         results.update({m: item(m, REJECTED, err=missing) for m in todo})
         todo = {}
+    if todo and confirm:
+        try:  # its pixels are about to be used: the file must still be the ingested content
+            checksums.confirm_clip(work, clip_id, path)
+        except ClipError as err:
+            results.update({m: item(m, REJECTED, err=err) for m in todo})
+            todo = {}
     if todo:
         results.update(_one_pass(clip_id, path, todo, work, decode, item))
     return [results[m] for m in extractors]
+
+
+def _reusable(extractor: FeatureExtractor, work: str | Path, clip_id: str) -> bool:
+    """Whether the clip's current shard exists and is the file its writer recorded; a damaged
+    or unrecorded one is named in the log and computed again."""
+    check = extractor.check_shard(work, clip_id)
+    if check.status in ("unrecorded", "differs"):
+        log.warning("%s %s: shard not reused, computed again: %s", extractor.modality, clip_id[:12], check.why())
+    return check.ok
 
 
 def _one_pass(clip_id, path, todo, work, decode: DecodeConfig, item) -> dict[str, ItemResult]:
@@ -377,6 +398,7 @@ def attempt_clip(
     decode: Mapping[str, Any],
     attempts: str,
     force: bool = False,
+    confirm: bool = True,
 ) -> list[ItemResult]:
     """Every modality of ``plan`` for one clip, under the run's attempt ledger (``attempts``).
 
@@ -392,7 +414,9 @@ def attempt_clip(
         return worker_died(clip, plan.modalities, message)
     extractors = load_extractors(plan)
     with ledger.attempt(clip["clip_id"], worker_name()):
-        items = extract_clip(clip, extractors, work, force=force, decode=decode_config({"decode": dict(decode)}))
+        items = extract_clip(
+            clip, extractors, work, force=force, decode=decode_config({"decode": dict(decode)}), confirm=confirm
+        )
     for it in items:
         if it.status == REJECTED:
             log.warning("%s %s: rejected (%s) %s", it.modality, it.clip_id[:12], it.reason, it.message)
@@ -444,6 +468,7 @@ def run_extraction(
     force: bool = False,
     run_clips=None,
     show_progress: bool | None = None,
+    confirm: bool = True,
 ) -> ExtractionRun:
     """The extraction stage: every modality of ``plan`` for ``clips`` (``clip_id``, ``path``[,
     ``video_id``, ``duration_s``]), the rejections recorded (:func:`record_rejections`).
@@ -452,10 +477,13 @@ def run_extraction(
     while the others idle: the longest-processing-time-first rule). ``run_clips(jobs)`` runs them:
     each job is the keyword arguments of :func:`attempt_clip`, and it yields ``(clip, items)``
     per clip; the default runs them in this process, one after the other (``show_progress``
-    False: without a progress bar). ``decode``: the ``[decode]`` section.
+    False: without a progress bar). ``decode``: the ``[decode]`` section. ``confirm`` False: the
+    clips' ids are not their files' sha256 (:func:`extract_clip`).
     """
     ledger = AttemptLedger.fresh(work)  # which clips a dead worker was on (pipeline.attempts)
     base = {"work": str(work), "plan": plan, "decode": dict(decode or {}), "force": force, "attempts": str(ledger.root)}
+    if not confirm:
+        base["confirm"] = False
     jobs = [
         {**base, "clip": dict(clip)}
         for clip in sorted(clips, key=lambda c: (-(c.get("duration_s") or 0.0), c["clip_id"]))
@@ -509,12 +537,14 @@ def totals(items: Iterable[ItemResult]) -> dict[str, dict]:
 
 
 def sweep_partial_files(work: str | Path) -> int:
-    """Remove hidden temporary files under ``features/`` left by a killed run.
+    """Remove hidden temporary files under ``features/`` left by a killed run, and fold the
+    checksum ledger's per-process segments into its table (:func:`pipeline.checksums.fold`).
 
     ``tables.atomic_write`` writes ``.<name>.<random>.tmp`` and renames it into place; a process
     killed in between leaves the temporary file, which readers already ignore. Run it only while
     holding the work directory's lock (:mod:`pipeline.lock`): then no other writer is in flight.
     """
+    checksums.fold(work)
     root = Path(work) / "features"
     removed = 0
     for path in root.glob("*/.*.tmp") if root.is_dir() else ():

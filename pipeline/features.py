@@ -13,7 +13,8 @@ extractors built on a network of the weights registry share :class:`NetworkExtra
 
 Feature shard of a clip: ``<work>/features/<modality>/<modality>.<clip_id[:16]>.<identity[:12]>.parquet``.
 When a clip's identity changes the new shard is written first, then the stale one removed, so a
-crash in between leaves at worst an extra stale file that :func:`current_shards` ignores.
+crash in between leaves at worst an extra stale file that :func:`current_shards` ignores. A shard's
+sha256 is recorded when it is written and checked whenever it is reused (:mod:`pipeline.checksums`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import tables
+from pipeline import checksums, tables
 from pipeline.config import section_config
 from pipeline.decode import DecodeParams, Sample, StreamInfo, decode_pass
 from pipeline.errors import ClipError, Reason
@@ -322,13 +323,19 @@ class FeatureExtractor:
     def shard_path(self, work: str | Path, clip_id: str) -> Path:
         return tables.shard_path(work, f"features/{self.modality}", f"{clip_id[:16]}.{self.identity(clip_id)[:12]}")
 
+    def check_shard(self, work: str | Path, clip_id: str) -> checksums.ShardCheck:
+        """The clip's shard of this identity, hashed and compared with the sum recorded when it was
+        written (:func:`pipeline.checksums.check_shard`)."""
+        return checksums.check_shard(work, self.shard_path(work, clip_id))
+
     def is_current(self, work: str | Path, clip_id: str) -> bool:
-        return self.shard_path(work, clip_id).exists()
+        """Whether the clip's shard of this identity exists and is the file its writer recorded."""
+        return self.check_shard(work, clip_id).ok
 
     def extract_to(self, work: str | Path, path: str | Path, clip_id: str, *, force: bool = False) -> tuple[Path, bool]:
         """Compute and write the clip's shard unless a current one exists. Returns (shard, computed)."""
         target = self.shard_path(work, clip_id)
-        if target.exists() and not force:
+        if not force and self.is_current(work, clip_id):
             return target, False
         return self.write(work, clip_id, self.compute(path, clip_id)), True
 
@@ -338,8 +345,7 @@ class FeatureExtractor:
         if not np.isfinite(seq.features).all():
             # a numerical failure (e.g. overflow in bf16) must not become a released feature
             raise ClipError(clip_id, Reason.EXTRACT_FAILED, f"{self.modality} features are not finite")
-        table = self.table(clip_id, seq)
-        tables.atomic_write(target, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+        checksums.write_shard(work, target, self.table(clip_id, seq))  # atomic, its sha256 recorded
         for stale in Path(target.parent).glob(f"{self.modality}.{clip_id[:16]}.*.parquet"):
             if stale != target:
                 stale.unlink(missing_ok=True)

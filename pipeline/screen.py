@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import tables
+from pipeline.checksums import check_shard, confirm_clip, write_shard
 from pipeline.errors import ClipError, Reason, rejection_row
 from pipeline.rules import RuleResult
 
@@ -201,6 +202,7 @@ class PixelRules:
         self.pose = visual.counter_settings(dict(config or {}))  # [pose] backend, resolved here
         self.work = None if work is None else Path(work)
         self.computed = self.reused = 0  # this object's cache misses and hits
+        self.changed = 0  # clips whose file is no longer the ingested content (clip_changed)
         self.thumbnails = bool(thumbnails and self.work is not None)
         self._fingerprint = canonical_json(
             {
@@ -221,19 +223,31 @@ class PixelRules:
         """The clip's stored results when they are current, else None."""
         if self.work is None:
             return None
-        path = self.shard_path(clip_id)
-        if not path.exists():
+        check = check_shard(self.work, self.shard_path(clip_id), keep=True)
+        if not check.ok:
+            if check.status != "missing":
+                log.warning("pixel rules of %s not reused, computed again: %s", clip_id[:12], check.why())
             return None
-        row = tables.read_file(path, tables.PIXEL_RULES).to_pylist()[0]
+        row = tables.read_file(check.path, tables.PIXEL_RULES, data=check.data).to_pylist()[0]
         return _decode(row["results"])
 
     def run(self, clip: Mapping[str, Any]) -> tuple[list[RuleResult], bool]:
-        """``(results, computed)``: the stored results, or the rules run now (and stored)."""
+        """``(results, computed)``: the stored results, or the rules run now (and stored).
+
+        First the clip file is confirmed to be the ingested content (its sha256 is the clip id,
+        :func:`pipeline.checksums.confirm_clip`); a changed file is the ``clip_changed`` result,
+        never stored. A stored result is reused only when its shard is the file that was written
+        (:func:`pipeline.checksums.check_shard`)."""
         import time
 
         from pipeline import visual
         from pipeline.runtime import worker_name
 
+        try:  # the file must still be the ingested content, whether its results are stored or not
+            confirm_clip(self.work, clip["clip_id"], clip["path"])
+        except ClipError as err:
+            self.changed += 1
+            return [RuleResult("visual", False, [err.reason], {"error": err.message})], False
         found = self.cached(clip["clip_id"])
         if found is not None:
             self.reused += 1
@@ -255,7 +269,8 @@ class PixelRules:
                 "seconds": round(time.monotonic() - t0, 3),
                 "worker": worker_name(),
             }
-            target = tables.write_table([row], tables.PIXEL_RULES, self.shard_path(clip["clip_id"]))
+            target = self.shard_path(clip["clip_id"])
+            write_shard(self.work, target, tables.to_table([row], tables.PIXEL_RULES, where=str(target)))
             for stale in target.parent.glob(f"pixel_rules.{clip['clip_id'][:16]}.*.parquet"):
                 if stale != target:
                     stale.unlink(missing_ok=True)
@@ -358,6 +373,7 @@ def screen_clips(
                     # the first failing rule is the row's reason; the message lists every one
                     Reason(row["reasons"][0]),
                     "; ".join(row["reasons"])
+                    + _changed_note(row)
                     + (f" (override note: {override.note})" if override and override.note else ""),
                     clip_id=row["clip_id"],
                     video_id=row["video_id"],
@@ -371,6 +387,13 @@ def screen_clips(
     if output_dir is not None:
         write_screening(result, output_dir)
     return result
+
+
+def _changed_note(row: Mapping[str, Any]) -> str:
+    """``: <what changed, and the fix>`` for a clip whose file changed after ingest, else ``""``."""
+    if Reason.CLIP_CHANGED.value not in row["reasons"]:
+        return ""
+    return ": " + json.loads(row["details"]).get("visual", {}).get("error", "")
 
 
 def write_screening(result: ScreenResult, work: str | Path) -> tuple[Path, Path]:

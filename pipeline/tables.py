@@ -154,6 +154,28 @@ SCORE_SCALE = _spec(
     ],
 )
 
+CHECKSUMS = _spec(
+    "checksums",
+    1,
+    [
+        pa.field("kind", pa.string(), nullable=False),  # shard | clip
+        # shard: relative to the work directory (features/pose/pose.<...>.parquet); clip: absolute
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("sha256", pa.string(), nullable=False),  # of the file's bytes when it was recorded
+        pa.field("size", pa.int64(), nullable=False),
+        # clip files only (the fast path: any change of these forces a hash); null for shards
+        pa.field("mtime_ns", pa.int64()),
+        pa.field("ctime_ns", pa.int64()),
+        pa.field("inode", pa.int64()),
+        pa.field("recorded", pa.timestamp("ms", tz="UTC"), nullable=False),
+        pa.field("writer", pa.string(), nullable=False),  # host:pid
+    ],
+)
+"""The work directory's ledger of file checksums (:mod:`pipeline.checksums`): every feature and
+pixel-rule shard's sha256 recorded when it is written, and each clip file's sha256 with the stat
+it was hashed at. ``<work>/checksums/checksums.000000.parquet`` (folded) plus one segment per
+writing process, ``checksums.w-<host>-<pid>-<token>.parquet``, folded at the next run's start."""
+
 # -- feature shards -----------------------------------------------------------------------------
 
 FEATURE_SCHEMA_VERSION = 1
@@ -286,18 +308,21 @@ def shard_path(root: str | os.PathLike, table: str, part: int | str) -> Path:
     return Path(root) / table / f"{leaf}.{part}.parquet"
 
 
-def read_file(path: str | os.PathLike, spec: TableSpec) -> pa.Table:
-    """Read one Parquet file, checking its table name, version and schema."""
+def read_file(path: str | os.PathLike, spec: TableSpec, *, data: bytes | None = None) -> pa.Table:
+    """Read one Parquet file, checking its table name, version and schema (``data``: the file's
+    bytes, already read and checked by the caller; ``path`` then only names it)."""
     path = Path(path)
+    source = path if data is None else pa.BufferReader(data)
     try:
-        meta = pq.read_schema(path).metadata or {}
+        meta = pq.read_schema(source).metadata or {}
     except (OSError, pa.ArrowInvalid) as err:
         raise SchemaMismatch(f"{path}: not a readable Parquet file ({err})") from err
     name = meta.get(b"vdv.table", b"?").decode()
     version = meta.get(b"vdv.schema_version", b"?").decode()
     if name != spec.name or version != str(spec.version):
         raise SchemaMismatch(f"{path}: holds table {name!r} v{version}, expected {spec.name!r} v{spec.version}")
-    return to_table(pq.read_table(path), spec, where=str(path))
+    source = path if data is None else pa.BufferReader(data)
+    return to_table(pq.read_table(source), spec, where=str(path))
 
 
 def table_files(root: str | os.PathLike, table: str) -> list[Path]:

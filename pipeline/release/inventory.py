@@ -5,7 +5,8 @@ compute for its clip. Those identities come from the extractors as described by 
 (:func:`pipeline.modalities.describe`: configuration, code version, the weights' recorded sha256,
 precision), so no network is loaded: a release only copies shards. Each kept clip of a modality
 has a current shard, or is ``rejected`` (its extraction failed and was recorded), ``stale``
-(only shards of another identity) or ``missing`` (none at all).
+(only shards of another identity), ``damaged`` (its current shard is not the file its writer
+recorded: altered, truncated or never recorded, :mod:`pipeline.checksums`) or ``missing`` (none at all).
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import tables
+from pipeline import checksums, tables
 from pipeline.errors import WeightsError
 from pipeline.release.config import ReleaseError
 
@@ -40,6 +42,7 @@ class Shard:
     path: Path
     provenance: dict  # the shard's provenance columns (_PROVENANCE_COLUMNS)
     bytes: int  # uncompressed size of its data (row-group metadata)
+    sha256: str = ""  # the sum it was checked at (recorded when it was written); packing checks it again
 
 
 @dataclass
@@ -51,6 +54,7 @@ class Inventory:
     stale: list[str] = field(default_factory=list)  # only shards of another identity
     stale_untrained: list[str] = field(default_factory=list)  # stale, and the newest shard is untrained
     rejected: dict[str, str] = field(default_factory=dict)  # clip id -> "reason: message" of the failure
+    damaged: dict[str, str] = field(default_factory=dict)  # clip id -> why its shard is not the one written
     dim: int | None = None  # the per-sample vector width of the current shards
 
     @property
@@ -60,7 +64,7 @@ class Inventory:
 
     def left_out(self) -> list[str]:
         """The kept clips this modality's config does not hold, sorted."""
-        return sorted(self.missing + self.stale + list(self.rejected))
+        return sorted(self.missing + self.stale + list(self.rejected) + list(self.damaged))
 
 
 def expected_extractors(
@@ -128,7 +132,9 @@ def feature_inventory(
     inv, dims = Inventory(), set()
     for cid in clip_ids:
         shards = sorted(by_clip.get(cid[:16], []), key=lambda p: p.stat().st_mtime, reverse=True)
-        current = _current_shard(cid, shards, extractors)
+        current = _current_shard(work, cid, shards, extractors, inv)
+        if cid in inv.damaged:
+            continue
         if current is None:
             _record_absent(inv, cid, shards, rejections)
             continue
@@ -141,8 +147,13 @@ def feature_inventory(
     return inv
 
 
-def _current_shard(cid: str, shards: list[Path], extractors: list | None) -> tuple[Shard, int] | None:
-    """The current one of a clip's shards (newest first) and its vector width, or None."""
+def _current_shard(
+    work: Path, cid: str, shards: list[Path], extractors: list | None, inv: Inventory
+) -> tuple[Shard, int] | None:
+    """The current one of a clip's shards (newest first) and its vector width, or None.
+
+    The shard must be the file its writer recorded (its sha256, :mod:`pipeline.checksums`);
+    one that is not (altered, truncated, or never recorded) goes to ``inv.damaged``."""
     if extractors is None:
         wanted = None
         path = shards[0] if shards else None
@@ -151,7 +162,11 @@ def _current_shard(cid: str, shards: list[Path], extractors: list | None) -> tup
         path = next((p for p in shards if any(w.startswith(p.name.split(".")[2]) for w in wanted)), None)
     if path is None:
         return None
-    pf = pq.ParquetFile(path)
+    check = checksums.check_shard(work, path, keep=True)
+    if not check.ok:
+        inv.damaged[cid] = check.why()
+        return None
+    pf = pq.ParquetFile(pa.BufferReader(check.data))
     prov = pf.read(columns=_PROVENANCE_COLUMNS).to_pylist()
     if len(prov) != 1 or prov[0]["clip_id"] != cid:
         raise ReleaseError(f"{path}: expected one row of clip {cid}")
@@ -159,7 +174,7 @@ def _current_shard(cid: str, shards: list[Path], extractors: list | None) -> tup
         return None  # a 12-character prefix matched by chance; the full identity decides
     size = sum(pf.metadata.row_group(i).total_byte_size for i in range(pf.metadata.num_row_groups))
     dim = pf.schema_arrow.field("features").type.value_type.list_size
-    return Shard(path, prov[0], size), dim
+    return Shard(path, prov[0], size, check.sha256), dim
 
 
 def _record_absent(inv: Inventory, cid: str, shards: list[Path], rejections: Mapping[str, dict]) -> None:
@@ -176,7 +191,12 @@ def _record_absent(inv: Inventory, cid: str, shards: list[Path], rejections: Map
 
 
 def _is_untrained(path: Path) -> bool:
-    return any(pq.ParquetFile(path).read(columns=["untrained"]).column("untrained").to_pylist())
+    """Whether the shard says it is untrained (a file that cannot be read says nothing: whether
+    it is current is decided by its checksum, :func:`_current_shard`)."""
+    try:
+        return any(pq.ParquetFile(path).read(columns=["untrained"]).column("untrained").to_pylist())
+    except (OSError, pa.ArrowException):
+        return False
 
 
 def _has_untrained_shards(work: Path, modality: str) -> bool:

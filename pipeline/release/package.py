@@ -4,6 +4,7 @@ target (data, splits, score scale, manifest, card, checksums), then rename it in
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -233,8 +234,22 @@ def _score_source(part: pa.Table) -> SplitSource:
 
 
 def _shard_source(shards: list[Shard], spec: tables.TableSpec) -> SplitSource:
-    """One split of a modality: each clip's shard streamed in, one clip at a time."""
-    return SplitSource([s.bytes for s in shards], lambda group: (tables.read_file(shards[i].path, spec) for i in group))
+    """One split of a modality: each clip's shard streamed in, one clip at a time, hashed as it is
+    read (:func:`_packed`)."""
+    return SplitSource([s.bytes for s in shards], lambda group: (_packed(shards[i], spec) for i in group))
+
+
+def _packed(shard: Shard, spec: tables.TableSpec) -> pa.Table:
+    """A shard's table from bytes whose sha256 is the one it was taken at (recorded when it was
+    written); a file changed since is a :class:`ReleaseError` naming the clip and the fix."""
+    data = shard.path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != shard.sha256:
+        clip, modality = shard.provenance["clip_id"], spec.name.rsplit("/", 1)[-1]
+        raise ReleaseError(
+            f"{modality}: the shard of clip {clip[:16]} changed while the release was written ({shard.path}); "
+            f"re-extract it (`vdv extract {modality} --work {shard.path.parents[2]}`) and release again"
+        )
+    return tables.read_file(shard.path, spec, data=data)
 
 
 def _write_tracks(staging: Path, tracks: Mapping[str, dict[str, str]], challenge_of: Mapping[str, str]) -> dict:

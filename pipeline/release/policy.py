@@ -75,7 +75,12 @@ def check_complete(work: Path, inventories: Mapping[str, Inventory], allow_missi
                 f"{modality}: {len(inv.missing)} kept clip(s) have no shard and no recorded rejection: "
                 f"{', '.join(c[:16] for c in inv.missing)}"
             )
-        if inv.stale or inv.missing:
+        if inv.damaged:
+            problems.append(
+                f"{modality}: {len(inv.damaged)} kept clip(s) have a shard that is not the file extraction wrote "
+                "(checksum): " + ", ".join(f"clip {c[:16]} ({why})" for c, why in inv.damaged.items())
+            )
+        if inv.stale or inv.missing or inv.damaged:
             fixes.append(modality)
     if not problems or allow_missing:
         for problem in problems:
@@ -96,7 +101,7 @@ def left_out_notes(inventories: Mapping[str, Inventory]) -> list[str]:
                 f"{modality}: {len(inv.rejected)} kept clip(s) left out, their extraction was rejected: "
                 + ", ".join(f"{c[:16]} ({why.split(':')[0]})" for c, why in sorted(inv.rejected.items()))
             )
-        left_out = inv.stale + inv.missing
+        left_out = inv.stale + inv.missing + list(inv.damaged)
         if left_out:
             notes.append(
                 f"{modality}: {len(left_out)} kept clip(s) left out without current features (--allow-missing): "

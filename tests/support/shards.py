@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
-from pipeline import modalities, tables
+from pipeline import checksums, modalities
 from pipeline.features import FeatureExtractor, FeatureSequence
 
 
@@ -29,10 +28,7 @@ class ArrayShardWriter(FeatureExtractor):
         return self._params
 
     def write(self, work: str | Path, clip_id: str, seq: FeatureSequence) -> Path:
-        target = self.shard_path(work, clip_id)
-        table = self.table(clip_id, seq)
-        tables.atomic_write(target, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
-        return target
+        return checksums.write_shard(work, self.shard_path(work, clip_id), self.table(clip_id, seq))
 
 
 def write_stream(
