@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import tables
-from pipeline.errors import ClipError, Reason, rejection_row
+from pipeline.errors import ClipError, Reason, disk_full, rejection_row
 from pipeline.rules import RuleResult
 from pipeline.textfiles import csv_rows, read_text
 
@@ -292,6 +292,8 @@ def _run_visual(visual: VisualScreen, clip: Mapping[str, Any]) -> list[RuleResul
     except ClipError as err:
         return [RuleResult("visual", False, [err.reason], {"error": err.message})]
     except Exception as err:  # noqa: BLE001 - one clip's failure is recorded, the run goes on
+        if (full := disk_full(err)) is not None:
+            raise full from err  # the machine's fault, not the clip's: the run stops
         log.exception("pixel rules failed on %s", clip["path"])
         return [RuleResult("visual", False, [Reason.EXTRACT_FAILED], {"error": f"{type(err).__name__}: {err}"})]
 
