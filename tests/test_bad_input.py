@@ -286,3 +286,43 @@ def test_cli_refuses_min_above_max_duration_in_one_line_exit_2(tmp_path, capsys)
     assert "max_duration_s = 60.0" in line
     config.write_text("[screen]\nmin_duration_s = 70.0\nmax_duration_s = 0\n")  # 0 disables the maximum
     assert load_config(config)["screen"]["min_duration_s"] == 70.0
+
+
+# -- weights files that are not checkpoints ------------------------------------------------------
+
+
+class _Hostile:
+    def __reduce__(self):
+        return (os.system, ("echo hostile",))
+
+
+def _torch_file(path: Path, obj) -> bytes:
+    import torch
+
+    torch.save(obj, path)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "named"),
+    [
+        ("resnet18_places365", lambda p: b"<html>Not Found</html>\n", "is not a checkpoint: it is text starting"),
+        ("resnet18_places365", lambda p: b"", "is empty (0 bytes), not a checkpoint"),
+        ("resnet50_vggface2", lambda p: b"\x80\x02}q\x00X\x01\x00\x00\x00a", "it ends before its pickle does"),
+        ("resnet18_places365", lambda p: _torch_file(p, {"x": _Hostile()}), "refused to load global posix.system"),
+        ("blazepose_detector", lambda p: b"model,version\n", "is not a TFLite model: no TFL3 identifier"),
+        ("blazepose_detector", lambda p: b"", "is empty (0 bytes), not a TFLite model"),
+    ],
+)
+def test_weights_import_of_a_file_that_is_no_checkpoint_is_one_line(tmp_path, capsys, caplog, name, make, named):
+    source = tmp_path / "weights.bin"
+    source.write_bytes(make(source))
+    argv = ["weights", "import", name, str(source), "--dir", str(tmp_path / "cache"), "--allow-other-source"]
+    with caplog.at_level(logging.DEBUG, logger="pipeline.weights"):
+        assert main(argv) == 2
+    assert "weights_only" not in caplog.text  # not in the log either, at any level
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"vdv weights: error: {source}") and named in lines[0]
+    assert "weights_only" not in err  # never torch's advice to load the file with code enabled
