@@ -188,7 +188,7 @@ def load_records(raw_dir: str | Path, crawl_time: datetime | None) -> tuple[dict
                 log.info(
                     "video %s appears in %s and %s; keeping the later crawl", record.video_id, old.source, record.source
                 )
-                if _crawl_key(record) == _crawl_key(old):
+                if old.crawl_time is not None and _crawl_key(record) == _crawl_key(old):
                     _warn_conflict(old, record)
                 if _crawl_key(record) <= _crawl_key(old):
                     continue
@@ -208,7 +208,7 @@ def _warn_conflict(kept: MetadataRecord, other: MetadataRecord) -> None:
         if getattr(kept, name) != getattr(other, name)
     ]
     if differ:
-        when = kept.crawl_time.isoformat() if kept.crawl_time else "unknown"
+        when = kept.crawl_time.isoformat() if kept.crawl_time else None
         log.warning(
             "video %s: %s and %s have the same crawl time (%s) but different %s; keeping %s (first by file name)",
             kept.video_id,
