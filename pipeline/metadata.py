@@ -288,7 +288,7 @@ def _raw_items(path: Path) -> tuple[list[dict], str]:
         return list(csv_rows(text, str(path))), "columns"
     if suffix == ".jsonl":
         items = []
-        for number, line in enumerate(text.splitlines(), start=1):
+        for number, line in enumerate(text.split("\n"), start=1):  # not splitlines: U+2028 may sit in a caption
             if not line.strip():
                 continue
             try:
