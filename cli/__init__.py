@@ -89,7 +89,7 @@ def _run(args: argparse.Namespace, created: list) -> int:
     """
     from models import register_config
     from pipeline.config import ConfigError
-    from pipeline.errors import InputError, WeightsError
+    from pipeline.errors import DiskFull, InputError, WeightsError, disk_full
     from pipeline.sections import load_config
 
     register_config()  # the models' configuration sections ([train], [psgcn], ...), by a call
@@ -138,6 +138,15 @@ def _run(args: argparse.Namespace, created: list) -> int:
         where = f"{err.filename}: " if err.filename else ""
         print(f"vdv {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        full = disk_full(err)
+        if full is None:
+            raise
+        if full.filename is None and getattr(args, "work", None):
+            full = DiskFull(full.errno, full.strerror, args.work)  # the write that failed named no file
+        # the machine's fault, not the input's: the command stops; what it finished is kept
+        print(f"vdv {args.command}: error: {full}", file=sys.stderr)
+        return 1
 
 
 def _one_line(err: Exception) -> str:

@@ -67,10 +67,10 @@ class _NoTraceback(logging.Filter):
 
 def _plain_expected_failures() -> None:
     from flows.build import BuildError
-    from pipeline.errors import InputError, WeightsError
+    from pipeline.errors import DiskFull, InputError, WeightsError
     from pipeline.release import ReleaseError
 
-    expected = (BuildError, InputError, ReleaseError, WeightsError)
+    expected = (BuildError, DiskFull, InputError, ReleaseError, WeightsError)
     for name in ("prefect.flow_runs", "prefect.task_runs"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _NoTraceback) for f in logger.filters):

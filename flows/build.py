@@ -51,6 +51,7 @@ from pipeline import extraction, stages
 from pipeline import modalities as registry
 from pipeline.attempts import MAX_DEATHS, AttemptLedger
 from pipeline.config import ConfigError
+from pipeline.errors import disk_full
 from pipeline.lock import WorkLock
 from pipeline.sections import load_config
 
@@ -231,6 +232,8 @@ def _finished_clips(
         try:
             items = [extraction.ItemResult(**d) for d in future.result()]
         except Exception as err:  # noqa: BLE001 - sorted here: a dead worker is the clip's, the rest the run's
+            if (full := disk_full(err)) is not None:
+                raise BuildError(str(full)) from err  # the machine's fault: the build stops, no clip is blamed
             if type(err).__name__ == "BrokenProcessPool":
                 lost.append(job)  # the worker that died may have been on another clip
                 continue
@@ -301,7 +304,10 @@ def finish_run(state: BuildState) -> None:
         # it reads the tables and what the stages left for it (thumbnails, scenic backgrounds)
         state.html_report = str(write_html(state.work, (state.release or {}).get("path")))
     except Exception as err:  # noqa: BLE001 - see the docstring
-        log.exception("the build report could not be written")
+        if (full := disk_full(err)) is not None:
+            log.error("the build report could not be written: %s", full)
+        else:
+            log.exception("the build report could not be written")
         state.html_error = f"{type(err).__name__}: {err}"
     report = state.report()
     tasks.write_state(state.work, name, report)
@@ -354,17 +360,37 @@ def open_run(
     state = BuildState(kind, work, config, clip_runner)
     with WorkLock(work, kind), opened(clip_runner):
         try:
-            yield state
+            try:
+                yield state
+            except OSError as err:
+                if (full := disk_full(err)) is None:
+                    raise
+                raise BuildError(str(full)) from err  # a full disk stops the build: one line, no clip blamed
         except BuildError as err:
             state.failed = str(err)
-            finish_run(state)
+            _finish_failed(state)
             raise
         except WorkersSilent as err:
             state.failed = str(err)
             finish_run(state)
             raise BuildError(str(err)) from err
         state.seconds = round(time.monotonic() - state.started, 1)
+        try:
+            finish_run(state)
+        except OSError as err:
+            if (full := disk_full(err)) is None:
+                raise
+            raise BuildError(str(full)) from err
+
+
+def _finish_failed(state: BuildState) -> None:
+    """:func:`finish_run` of a failed run; a full disk there adds nothing to the failure reported."""
+    try:
         finish_run(state)
+    except OSError as err:
+        if disk_full(err) is None:
+            raise
+        logging.getLogger("flows").warning("the run's report could not be written: %s", disk_full(err))
 
 
 @flow(name="build")

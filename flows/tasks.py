@@ -40,11 +40,14 @@ def _log() -> logging.Logger | logging.LoggerAdapter:
 
 
 def transient_io(task, task_run, state) -> bool:
-    """Retry condition: only an ``OSError`` (a full disk, an NFS hiccup) is worth a retry."""
+    """Retry condition: only an ``OSError`` (an NFS hiccup) is worth a retry; a full disk is
+    not (it stops the run, with one line naming the directory)."""
+    from pipeline.errors import disk_full
+
     try:
         state.result()
-    except OSError:
-        return True
+    except OSError as err:
+        return disk_full(err) is None
     except Exception:  # noqa: BLE001 - any other failure is final
         return False
     return False

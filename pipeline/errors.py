@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from enum import StrEnum
+from pathlib import Path
 
 
 class Reason(StrEnum):
@@ -64,6 +67,45 @@ class InputError(ValueError):
 
 class WeightsError(RuntimeError):
     """Model weights are missing, corrupt or of an unexpected format; the message names the fix."""
+
+
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})  # a full device, a spent disk quota
+
+
+class DiskFull(OSError):
+    """No space left where the run writes (a full device or a spent quota): the machine's fault,
+    never a clip's. A clip that meets it is not rejected and its attempt is not a failure; the
+    run stops with one line naming the directory, and a rerun with space goes on from there.
+
+    An ``OSError`` (errno, strerror, filename), so that it crosses process boundaries as one.
+    """
+
+    def __str__(self) -> str:
+        target = Path(self.filename) if self.filename else None
+        if target is None:
+            where = "the directory it writes in"
+        elif target.is_dir():
+            where = str(target)
+        else:
+            where = f"{target.parent} (writing {target.name})"
+        return (
+            f"no space left on the device of {where}: {self.strerror or 'No space left on device'}; "
+            "free space there and run the command again (what was finished is kept)"
+        )
+
+
+def disk_full(err: BaseException | None) -> DiskFull | None:
+    """``err`` as a :class:`DiskFull` when it, or an error it was raised from, says the device is
+    full (ENOSPC) or the quota spent (EDQUOT); None otherwise."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, DiskFull):
+            return err
+        if isinstance(err, OSError) and err.errno in NO_SPACE:
+            return DiskFull(err.errno, os.strerror(err.errno), err.filename)
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def rejection_row(

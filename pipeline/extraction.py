@@ -47,7 +47,7 @@ from pipeline import checksums, modalities, tables
 from pipeline.attempts import MAX_DEATHS, AttemptLedger
 from pipeline.config import ConfigError, section_config
 from pipeline.decode import decode_pass
-from pipeline.errors import ClipError, Reason, rejection_row
+from pipeline.errors import ClipError, Reason, disk_full, rejection_row
 from pipeline.features import FeatureExtractor, PassShared
 from pipeline.runtime import configure_threads, worker_name
 
@@ -307,6 +307,7 @@ def _one_pass(clip_id, path, todo, work, decode: DecodeConfig, item) -> dict[str
                         except ClipError as err:
                             drop(modality, err)
                         except Exception as err:  # noqa: BLE001 - this clip's failure; the run goes on
+                            _not_a_full_disk(err)
                             log.exception("%s failed on %s", modality, path)
                             drop(modality, ClipError(clip_id, Reason.EXTRACT_FAILED, f"{type(err).__name__}: {err}"))
                         finally:
@@ -328,6 +329,7 @@ def _one_pass(clip_id, path, todo, work, decode: DecodeConfig, item) -> dict[str
                 drop(modality, err)
                 continue
             except Exception as err:  # noqa: BLE001 - this clip's failure; the run goes on
+                _not_a_full_disk(err)
                 log.exception("%s failed on %s", modality, path)
                 drop(modality, ClipError(clip_id, Reason.EXTRACT_FAILED, f"{type(err).__name__}: {err}"))
                 continue
@@ -338,6 +340,13 @@ def _one_pass(clip_id, path, todo, work, decode: DecodeConfig, item) -> dict[str
         for consumer in consumers.values():
             consumer.close()
     return results
+
+
+def _not_a_full_disk(err: BaseException) -> None:
+    """Raise :class:`~pipeline.errors.DiskFull` when ``err`` is a full device: the machine's
+    fault, never the clip's, so it stops the run instead of becoming an ``extract_failed``."""
+    if (full := disk_full(err)) is not None:
+        raise full from err
 
 
 def _write_preview(work: str | Path, modality: str, clip_id: str, preview) -> None:
@@ -364,6 +373,7 @@ def _write_preview(work: str | Path, modality: str, clip_id: str, preview) -> No
             if stale != target:
                 stale.unlink(missing_ok=True)
     except OSError as err:
+        _not_a_full_disk(err)
         log.warning("no report picture for %s %s: %s", modality, clip_id[:12], err)
 
 

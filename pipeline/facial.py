@@ -90,6 +90,11 @@ class FacialConfig:
             raise ValueError(f"[facial] min_confidence must be in [0, 1], got {self.min_confidence}")
         if len(self.thresholds) != 3:
             raise ValueError(f"[facial] thresholds needs three values (P, R, O-Net), got {self.thresholds}")
+        if self.min_face_size > self.detect_max_side:
+            raise ValueError(
+                f"[facial] min_face_size = {self.min_face_size} is above detect_max_side = {self.detect_max_side}: "
+                "no face fits the detection copy"
+            )
 
 
 @cache

@@ -25,8 +25,10 @@ probe's own pass over the file, :mod:`pipeline.signature`).
 from __future__ import annotations
 
 import csv
+import errno
 import functools
 import logging
+import os
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -49,6 +51,7 @@ from pipeline.probe import MIN_DECODABLE_RATIO, ProbeResult, ProbeWorker, borrow
 from pipeline.provenance import sha256_file
 from pipeline.runtime import worker_name
 from pipeline.signature import SIGNATURE_VERSION, Signature, SignatureIndex, best_match_pairwise, signature_version
+from pipeline.textfiles import TextFileError, csv_rows, read_text
 
 log = logging.getLogger(__name__)
 
@@ -127,28 +130,27 @@ def read_pairing(path: str | Path) -> dict[str, Pairing]:
     """
     path = Path(path)
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(line for line in fh if not line.lstrip().startswith("#"))
-            columns = [c.strip() for c in reader.fieldnames or ()]
-            missing = [c for c in PAIRING_COLUMNS if c not in columns]
-            if missing:
-                raise InputError(
-                    f"{path}: pairing file lacks column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
-                    f"(header: {','.join(columns) or 'none'}; expected file,video_id[,challenge])"
-                )
-            reader.fieldnames = columns
-            pairing: dict[str, Pairing] = {}
-            for row in reader:
-                i = reader.line_num
-                name = (row.get("file") or "").strip()
-                video_id = (row.get("video_id") or "").strip()
-                if not name or not video_id:
-                    raise InputError(f"{path}:{i}: empty file or video_id")
-                if name in pairing:
-                    raise InputError(f"{path}:{i}: {name} is paired twice")
-                pairing[name] = Pairing(video_id, (row.get("challenge") or "").strip() or None)
-    except UnicodeDecodeError as err:
-        raise InputError(f"{path}: pairing file is not UTF-8 text ({err.reason} at byte {err.start})") from None
+        reader = csv_rows(read_text(path, "pairing file"), f"{path}: pairing file", skip_comments=True)
+        columns = [c.strip() for c in reader.fieldnames or ()]
+        missing = [c for c in PAIRING_COLUMNS if c not in columns]
+        if missing:
+            raise InputError(
+                f"{path}: pairing file lacks column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+                f"(header: {','.join(columns) or 'none'}; expected file,video_id[,challenge])"
+            )
+        reader.fieldnames = columns
+        pairing: dict[str, Pairing] = {}
+        for row in reader:
+            i = reader.line_num
+            name = (row.get("file") or "").strip()
+            video_id = (row.get("video_id") or "").strip()
+            if not name or not video_id:
+                raise InputError(f"{path}:{i}: empty file or video_id")
+            if name in pairing:
+                raise InputError(f"{path}:{i}: {name} is paired twice")
+            pairing[name] = Pairing(video_id, (row.get("challenge") or "").strip() or None)
+    except TextFileError as err:
+        raise InputError(str(err)) from None
     except csv.Error as err:
         raise InputError(f"{path}: pairing file is not valid CSV ({err})") from None
     return pairing
@@ -186,10 +188,36 @@ def load_records(raw_dir: str | Path, crawl_time: datetime | None) -> tuple[dict
                 log.info(
                     "video %s appears in %s and %s; keeping the later crawl", record.video_id, old.source, record.source
                 )
+                if old.crawl_time is not None and _crawl_key(record) == _crawl_key(old):
+                    _warn_conflict(old, record)
                 if _crawl_key(record) <= _crawl_key(old):
                     continue
             records[record.video_id] = record
     return records, rejections
+
+
+_COMPARED = ("likes", "comments", "reposts", "plays", "followers", "create_time")
+
+
+def _warn_conflict(kept: MetadataRecord, other: MetadataRecord) -> None:
+    """Two records of one video crawled at the same time: nothing says which counts are the
+    latest, so the first file (by name) is kept, and a warning names both files when they differ."""
+    differ = [
+        f"{name} {getattr(kept, name)} vs {getattr(other, name)}"
+        for name in _COMPARED
+        if getattr(kept, name) != getattr(other, name)
+    ]
+    if differ:
+        when = kept.crawl_time.isoformat() if kept.crawl_time else None
+        log.warning(
+            "video %s: %s and %s have the same crawl time (%s) but different %s; keeping %s (first by file name)",
+            kept.video_id,
+            kept.source,
+            other.source,
+            when,
+            ", ".join(differ),
+            Path(kept.source).name,
+        )
 
 
 def _clip_row(path: Path, clip_id: str, record: MetadataRecord, probe: ProbeResult, override: str | None) -> dict:
@@ -417,9 +445,8 @@ def _ingest_one(path, suffixes, pairing, records, used, probed, worker, config, 
     try:
         clip_id = hashes.get(str(path)) or sha256_file(path)
     except OSError as err:
-        return rejection_row(
-            STAGE, Reason.UNREADABLE, f"cannot read {path.name}: {err}", video_id=video_id, path=str(path)
-        )
+        message = _broken_link(path) or f"cannot read {path.name}: {err.strerror or err}"
+        return rejection_row(STAGE, Reason.UNREADABLE, message, video_id=video_id, path=str(path))
     reject = functools.partial(rejection_row, STAGE, clip_id=clip_id, video_id=video_id, path=str(path))
     record = records.get(video_id)
     if record is None:
@@ -472,8 +499,33 @@ def clip_files(raw_dir: str | Path, config: IngestConfig = IngestConfig()) -> li
 
 
 def _listed(clips_dir: Path) -> list[Path]:
-    """The files of ``clips_dir`` that ingest looks at (hidden files are not clips), sorted."""
-    return sorted(p for p in clips_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+    """The files of ``clips_dir`` that ingest looks at (hidden files are not clips), sorted.
+
+    A symbolic link that leads nowhere (its target is gone, or it is a loop) is listed too, so
+    that it becomes a rejection rather than vanishing; a link to a directory is not a clip.
+    """
+    return sorted(
+        p
+        for p in clips_dir.iterdir()
+        if not p.name.startswith(".") and (p.is_file() or (p.is_symlink() and not p.is_dir()))
+    )
+
+
+def _broken_link(path: Path) -> str | None:
+    """Why the symbolic link ``path`` cannot be followed (a missing target, a loop); None when it
+    is not a broken link."""
+    if not path.is_symlink():
+        return None
+    try:
+        target = os.readlink(path)
+        path.resolve(strict=True)
+    except RuntimeError:  # Python < 3.13 reports a loop so
+        return f"{path.name} is a symbolic link loop ({path.name} -> {target})"
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return f"{path.name} is a symbolic link loop ({path.name} -> {target})"
+        return f"{path.name} is a symbolic link to {target}, which does not exist"
+    return None
 
 
 def probe_file(path: str | Path, config: IngestConfig = IngestConfig()) -> dict[str, Any]:

@@ -106,8 +106,12 @@ class WorkLock:
 
     def _write(self) -> None:
         tmp = self.path.with_name(f".{self.path.name}.{self.token}.tmp")
-        tmp.write_text(json.dumps(self._owner()))
-        os.replace(tmp, self.path)
+        try:
+            tmp.write_text(json.dumps(self._owner()))
+            os.replace(tmp, self.path)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a full disk leaves no stray file
+            raise
 
     def acquire(self) -> WorkLock:
         key = self.path.absolute()
@@ -151,7 +155,10 @@ class WorkLock:
             if not owner or owner.get("token") != self.token:
                 log.error("lost the lock %s to another run", self.path)
                 return
-            self._write()
+            try:
+                self._write()
+            except OSError as err:  # a full disk: the run stops on its own writes; the beat tries again
+                log.warning("cannot renew the lock %s: %s", self.path, err)
 
     def release(self) -> None:
         if self._joined:

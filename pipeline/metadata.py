@@ -30,13 +30,14 @@ import csv
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ClipError, Reason
+from pipeline.textfiles import TextFileError, csv_rows, read_text
 
 METADATA_SUFFIXES = (".json", ".jsonl", ".csv")
 
@@ -111,7 +112,7 @@ def parse_crawl_stamp(name: str | Path) -> datetime | None:
 def parse_time(value: Any) -> datetime | None:
     """ISO 8601 text (naive = UTC) or Unix seconds (13 digits: milliseconds) -> aware UTC datetime.
 
-    Raises ValueError for a value that is neither.
+    Raises ValueError for a value that is neither (an object, a list, a time out of range).
     """
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
@@ -119,48 +120,92 @@ def parse_time(value: Any) -> datetime | None:
         return None
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"not a time: {_shown(value)}")
     text = str(value).strip()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        seconds = float(text)
-        if len(text.split(".")[0]) >= 13:  # a millisecond stamp, as crawlers write them
-            seconds /= 1000.0
-        return datetime.fromtimestamp(seconds, tz=UTC)
-    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    try:
+        if re.fullmatch(r"\d+(\.\d+)?", text):
+            seconds = float(text)
+            if len(text.split(".")[0]) >= 13:  # a millisecond stamp, as crawlers write them
+                seconds /= 1000.0
+            return datetime.fromtimestamp(seconds, tz=UTC)
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except (ValueError, OverflowError, OSError):
+        raise ValueError(f"not a time: {_shown(value)}") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _count(value: Any) -> int | None:
-    """A count as int; None when absent. Raises ValueError for text that is not a number."""
+    """A count as int; None when absent. Raises ValueError for anything that is not a whole number."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    if isinstance(value, bool):
-        raise ValueError(f"not a count: {value!r}")
-    number = float(value)
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"not a count: {_shown(value)}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"not a count: {_shown(value)}") from None
     if math.isnan(number):
         return None
-    if number != int(number):
-        raise ValueError(f"not a whole count: {value!r}")
+    if math.isinf(number) or number != int(number):
+        raise ValueError(f"not a whole count: {_shown(value)}")
     return int(number)
 
 
 def _text(value: Any) -> str | None:
+    """Text or a number as stripped text; None when absent. Raises ValueError for an object or a list."""
     if value is None:
         return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"not text or a number: {_shown(value)}")
     text = str(value).strip()
     return text or None
 
 
+def _shown(value: Any) -> str:
+    """What a wrong value is, shortly: its JSON kind and the start of its text."""
+    kinds = {dict: "an object", list: "a list", str: "text", bool: "a boolean", int: "a number", float: "a number"}
+    kind = kinds.get(type(value), type(value).__name__)
+    text = repr(value)
+    return f"{kind} {text[:40]}{'...' if len(text) > 40 else ''}"
+
+
+def _object(record: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """``record[key]`` when it is an object ({} when absent); a ValueError naming the field otherwise."""
+    value = record.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"field {key!r} is {_shown(value)}, expected an object")
+    return value
+
+
+def _field(source: Mapping[str, Any], key: str, parse, label: str | None = None) -> Any:
+    """``parse(source[key])``, whose ValueError or TypeError is re-raised naming the field."""
+    try:
+        return parse(source.get(key))
+    except (ValueError, TypeError, OverflowError) as err:
+        raise ValueError(f"field {label or key!r}: {err}") from None
+
+
 def split_hashtags(value: Any) -> tuple[str, ...]:
-    """Normalise hashtags (lower case, no ``#``) from a list, list of ``{name}`` or a string."""
+    """Normalise hashtags (lower case, no ``#``) from a list, list of ``{name}`` or a string.
+
+    Raises ValueError for anything else (an object, a number, a list of lists).
+    """
     if value is None:
         return ()
     if isinstance(value, str):
         items: Iterable[Any] = re.split(r"[\s,;]+", value)
-    else:
+    elif isinstance(value, list | tuple):
         items = value
+    else:
+        raise ValueError(f"not a list of hashtags: {_shown(value)}")
     tags = []
     for item in items:
-        name = item.get("name") if isinstance(item, dict) else item
+        name = item.get("name") if isinstance(item, Mapping) else item
+        if name is not None and (isinstance(name, bool) or not isinstance(name, str | int)):
+            raise ValueError(f"not a hashtag: {_shown(item)}")
         name = str(name or "").strip().lstrip("#").lower()
         if name:
             tags.append(name)
@@ -170,52 +215,55 @@ def split_hashtags(value: Any) -> tuple[str, ...]:
 # -- record readers -------------------------------------------------------------------------------
 
 
-def _from_scraper(obj: dict, source: str) -> MetadataRecord:
-    author = obj.get("authorMeta") or {}
-    music = obj.get("musicMeta") or {}
-    video_id = _text(obj.get("id"))
+def _from_scraper(obj: Mapping[str, Any], source: str) -> MetadataRecord:
+    """A tiktok-scraper record; a field of the wrong kind is a ValueError that names it."""
+    author = _object(obj, "authorMeta")
+    music = _object(obj, "musicMeta")
+    video_id = _field(obj, "id", _text)
     if video_id is None:
         raise ValueError("record has no 'id'")
+    crawl = _field(obj, "crawlTime", parse_time)
     return MetadataRecord(
         video_id=video_id,
         source=source,
-        likes=_count(obj.get("diggCount")),
-        comments=_count(obj.get("commentCount")),
-        reposts=_count(obj.get("shareCount")),
-        plays=_count(obj.get("playCount")),
-        followers=_count(author.get("fans")),
-        create_time=parse_time(obj.get("createTime")),
-        uploader_id=_text(author.get("id")),
-        music_id=_text(music.get("musicId")),
-        hashtags=split_hashtags(obj.get("hashtags")),
+        likes=_field(obj, "diggCount", _count),
+        comments=_field(obj, "commentCount", _count),
+        reposts=_field(obj, "shareCount", _count),
+        plays=_field(obj, "playCount", _count),
+        followers=_field(author, "fans", _count, "authorMeta.fans"),
+        create_time=_field(obj, "createTime", parse_time),
+        uploader_id=_field(author, "id", _text, "authorMeta.id"),
+        music_id=_field(music, "musicId", _text, "musicMeta.musicId"),
+        hashtags=_field(obj, "hashtags", split_hashtags),
         # a scraper record may carry these when a crawler adds them; usually absent
-        crawl_time=parse_time(obj.get("crawlTime")),
-        crawl_time_source="column" if obj.get("crawlTime") is not None else None,
+        crawl_time=crawl,
+        crawl_time_source="column" if crawl is not None else None,
     )
 
 
-def _from_columns(row: dict, source: str) -> MetadataRecord:
-    video_id = _text(row.get("video_id"))
+def _from_columns(row: Mapping[str, Any], source: str) -> MetadataRecord:
+    """A CSV row or JSON object with the plain columns; a wrong value is a ValueError naming its column."""
+    video_id = _field(row, "video_id", _text)
     if video_id is None:
         raise ValueError("row has no 'video_id'")
-    crawl = parse_time(row.get("crawl_time"))
-    challenge = _text(row.get("challenge"))
+    crawl = _field(row, "crawl_time", parse_time)
+    challenge = _field(row, "challenge", _text)
     return MetadataRecord(
         video_id=video_id,
         source=source,
-        likes=_count(row.get("likes")),
-        comments=_count(row.get("comments")),
-        reposts=_count(row.get("reposts")),
-        plays=_count(row.get("plays")),
-        followers=_count(row.get("followers")),
-        create_time=parse_time(row.get("create_time")),
+        likes=_field(row, "likes", _count),
+        comments=_field(row, "comments", _count),
+        reposts=_field(row, "reposts", _count),
+        plays=_field(row, "plays", _count),
+        followers=_field(row, "followers", _count),
+        create_time=_field(row, "create_time", parse_time),
         crawl_time=crawl,
         crawl_time_source="column" if crawl is not None else None,
         challenge=challenge,
         challenge_source="column" if challenge else None,
-        uploader_id=_text(row.get("uploader_id")),
-        music_id=_text(row.get("music_id")),
-        hashtags=split_hashtags(row.get("hashtags")),
+        uploader_id=_field(row, "uploader_id", _text),
+        music_id=_field(row, "music_id", _text),
+        hashtags=_field(row, "hashtags", split_hashtags),
     )
 
 
@@ -229,24 +277,26 @@ class MetadataProblem:
 
 
 def _raw_items(path: Path) -> tuple[list[dict], str]:
-    """The file's raw records and their flavour (``scraper`` or ``columns``)."""
+    """The file's raw records and their flavour (``scraper`` or ``columns``).
+
+    The text is UTF-8 with or without a byte-order mark (:mod:`pipeline.textfiles`); a CSV must
+    be comma-separated.
+    """
     suffix = path.suffix.lower()
+    text = read_text(path, "metadata file")
     if suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as fh:
-            return list(csv.DictReader(fh)), "columns"
+        return list(csv_rows(text, str(path))), "columns"
     if suffix == ".jsonl":
         items = []
-        with open(path, encoding="utf-8") as fh:
-            for number, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    items.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"line {number}: {err.msg} (column {err.colno})") from None
+        for number, line in enumerate(text.split("\n"), start=1):  # not splitlines: U+2028 may sit in a caption
+            if not line.strip():
+                continue
+            try:
+                items.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"line {number}: {err.msg} (column {err.colno})") from None
         return items, "columns"
-    with open(path, encoding="utf-8") as fh:
-        data = json.load(fh)
+    data = json.loads(text)
     if isinstance(data, dict):
         # tiktok-scraper's programmatic output wraps the list as {"collector": [...]}
         data = data.get("collector", data.get("items"))
@@ -256,33 +306,48 @@ def _raw_items(path: Path) -> tuple[list[dict], str]:
     return data, flavour
 
 
+def _record_id(item: Mapping[str, Any]) -> str | None:
+    """The video id of a record that did not parse, when it has a usable one."""
+    for key in ("id", "video_id"):
+        try:
+            found = _text(item.get(key))
+        except ValueError:
+            continue
+        if found:
+            return found
+    return None
+
+
 def read_metadata_file(
     path: str | Path, crawl_time: datetime | None = None
 ) -> tuple[list[MetadataRecord], list[MetadataProblem]]:
     """Read one metadata file; fill the crawl time by the SPEC section 1 order.
 
-    Returns the records and the problems (unparsable file or rows); never raises for bad content.
+    Returns the records and the problems (unparsable file or rows); never raises for bad content:
+    a record with a field of the wrong kind (an ``authorMeta`` that is text, a count ``"12k"``)
+    is one problem naming the record and the field, and the file's other records are read.
     """
     path = Path(path)
     source = str(path)
     try:
         items, flavour = _raw_items(path)
-    except UnicodeDecodeError as err:
-        return [], [MetadataProblem(source, None, f"{source}: not UTF-8 text ({err.reason} at byte {err.start})")]
-    except (OSError, ValueError, csv.Error) as err:
+    except TextFileError as err:
+        return [], [MetadataProblem(source, None, str(err))]
+    except (OSError, ValueError, csv.Error, RecursionError) as err:
         # JSONDecodeError is a ValueError and carries the line and column
         return [], [MetadataProblem(source, None, f"{source}: cannot parse metadata file: {err}")]
     stamp = parse_crawl_stamp(path.name)
     records, problems = [], []
     for i, item in enumerate(items):
         if not isinstance(item, dict):
-            problems.append(MetadataProblem(source, None, f"record {i} is not an object"))
+            problems.append(MetadataProblem(source, None, f"record {i} is {_shown(item)}, not an object"))
             continue
+        video_id = _record_id(item)
         try:
             record = _from_scraper(item, source) if flavour == "scraper" else _from_columns(item, source)
         except (ValueError, TypeError, OverflowError) as err:
-            video_id = _text(item.get("id") or item.get("video_id"))
-            problems.append(MetadataProblem(source, video_id, f"record {i}: {err}"))
+            named = f"record {i} (video {video_id})" if video_id else f"record {i}"
+            problems.append(MetadataProblem(source, video_id, f"{named}: {err}"))
             continue
         if record.crawl_time is None:
             if crawl_time is not None:

@@ -165,9 +165,7 @@ def probe(
     from pipeline.signature import make_signature
 
     with _open(path, clip_id) as container:
-        if not container.streams.video:
-            raise ClipError(clip_id, Reason.NOT_A_VIDEO, f"{path} has no video stream")
-        stream = container.streams.video[0]
+        stream = _video_stream(container, path, clip_id)
         codec = stream.codec_context
         tb = stream.time_base
         claimed = claimed_duration(container, stream)
@@ -179,6 +177,11 @@ def probe(
         packets, durations = _demux(container, stream, sampler, path)
         if packets == 0:
             raise ClipError(clip_id, Reason.ZERO_FRAMES, f"{path} holds no video frame")
+        if packets == 1:
+            # one frame is a picture, whatever the container: it has no motion and no duration
+            raise ClipError(
+                clip_id, Reason.NOT_A_VIDEO, f"{path} holds a single {codec.name} frame: a still image, not a video"
+            )
         # the last group, decoded whole: frames leave the decoder in presentation order, so the
         # n that decode are the group's n earliest presentation times
         decoded = sampler.finish()
@@ -210,6 +213,45 @@ def probe(
             audio_codec=audio[0].codec_context.name if audio else None,
             content_signature=make_signature(duration, hashes) if hashes else None,
         )
+
+
+IMAGE_DEMUXERS = frozenset({"image2", "image2pipe", "gif", "apng", "ico", "jpegxl_anim"})
+"""FFmpeg demuxers of image files, besides every ``*_pipe`` one (png_pipe, jpeg_pipe, webp_pipe, ...)."""
+
+
+def image_format(container) -> str | None:
+    """The demuxer's name when FFmpeg read the file as an image (still or animated), else None.
+
+    The rule (BEHAVIOUR section 1, "not a video"): a file is a video only when FFmpeg opens it
+    with a video container's demuxer. An image renamed ``.mp4`` is recognised by its content and
+    opened with an image demuxer (``png_pipe``, ``jpeg_pipe``, ``webp_pipe``, ``gif``, ...),
+    which PyAV presents as a one-frame stream at a made-up 25 fps; an animated GIF or PNG is an
+    image format too (no audio, a palette, no platform serves dances so).
+    """
+    for name in (container.format.name or "").split(","):
+        if name in IMAGE_DEMUXERS or name.endswith("_pipe"):
+            return name
+    return None
+
+
+def _video_stream(container, path, clip_id: str | None):
+    """The clip's video stream: the first one that is not an attached picture (cover art).
+
+    Raises NOT_A_VIDEO for an image file (:func:`image_format`), a file without a video stream,
+    or one whose only video streams are attached pictures.
+    """
+    image = image_format(container)
+    if image is not None:
+        codec = container.streams.video[0].codec_context.name if container.streams.video else "no"
+        raise ClipError(
+            clip_id, Reason.NOT_A_VIDEO, f"{path} is an image ({image} demuxer, {codec} codec), not a video"
+        )
+    if not container.streams.video:
+        raise ClipError(clip_id, Reason.NOT_A_VIDEO, f"{path} has no video stream")
+    moving = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+    if not moving:
+        raise ClipError(clip_id, Reason.NOT_A_VIDEO, f"{path} holds only an attached picture (cover art), no video")
+    return moving[0]
 
 
 def _open(path: str | Path, clip_id: str | None):

@@ -21,7 +21,6 @@ clips in flight. ``vdv screen`` and the build flow use the same cache.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import json
@@ -33,8 +32,9 @@ from typing import Any
 
 from pipeline import tables
 from pipeline.checksums import check_shard, confirm_clip, write_shard
-from pipeline.errors import ClipError, Reason, rejection_row
+from pipeline.errors import ClipError, Reason, disk_full, rejection_row
 from pipeline.rules import RuleResult
+from pipeline.textfiles import csv_rows, read_text
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,22 @@ class ScreenConfig:
     max_duration_s: float | None = 60.0
     # run the pixel rules of pipeline.visual on clips that pass the cheap rules
     visual: bool = True
+
+    def __post_init__(self):
+        # settings that would reject every clip are refused when the file is read, naming the keys
+        if self.max_followers is not None and self.max_followers < 0:
+            raise ValueError(
+                f"[screen] max_followers = {self.max_followers} must not be negative (0 disables the rule)"
+            )
+        if self.min_duration_s < 0:
+            raise ValueError(f"[screen] min_duration_s = {self.min_duration_s} must not be negative")
+        if self.max_duration_s is not None and self.max_duration_s < 0:
+            raise ValueError(f"[screen] max_duration_s = {self.max_duration_s} must not be negative (0 disables it)")
+        if self.max_duration_s and self.min_duration_s > self.max_duration_s:
+            raise ValueError(
+                f"[screen] min_duration_s = {self.min_duration_s} is above max_duration_s = {self.max_duration_s}: "
+                "no clip could pass the duration rule"
+            )
 
     @property
     def follower_rule_on(self) -> bool:
@@ -134,23 +150,23 @@ def read_overrides(path: str | Path) -> dict[str, Override]:
     ``clip_id`` or ``video_id`` are accepted as the name of the id column.
     """
     path = Path(path)
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        names = set(reader.fieldnames or ())
-        id_column = next((c for c in ("id", "clip_id", "video_id") if c in names), None)
-        if id_column is None or "decision" not in names:
-            raise ValueError(f"{path}: an override file needs columns 'id' (or clip_id/video_id) and 'decision'")
-        overrides: dict[str, Override] = {}
-        for i, row in enumerate(reader, start=2):
-            key = (row.get(id_column) or "").strip()
-            decision = (row.get("decision") or "").strip().lower()
-            if not key:
-                raise ValueError(f"{path}:{i}: empty id")
-            if decision not in ("keep", "reject"):
-                raise ValueError(f"{path}:{i}: decision must be keep or reject, not {decision!r}")
-            if key in overrides:
-                raise ValueError(f"{path}:{i}: {key} has two overrides")
-            overrides[key] = Override(decision, (row.get("note") or "").strip() or None)
+    # UTF-8 with or without a byte-order mark, comma-separated (pipeline.textfiles)
+    reader = csv_rows(read_text(path, "override file"), f"{path}: override file")
+    names = set(reader.fieldnames or ())
+    id_column = next((c for c in ("id", "clip_id", "video_id") if c in names), None)
+    if id_column is None or "decision" not in names:
+        raise ValueError(f"{path}: an override file needs columns 'id' (or clip_id/video_id) and 'decision'")
+    overrides: dict[str, Override] = {}
+    for i, row in enumerate(reader, start=2):
+        key = (row.get(id_column) or "").strip()
+        decision = (row.get("decision") or "").strip().lower()
+        if not key:
+            raise ValueError(f"{path}:{i}: empty id")
+        if decision not in ("keep", "reject"):
+            raise ValueError(f"{path}:{i}: decision must be keep or reject, not {decision!r}")
+        if key in overrides:
+            raise ValueError(f"{path}:{i}: {key} has two overrides")
+        overrides[key] = Override(decision, (row.get("note") or "").strip() or None)
     return overrides
 
 
@@ -291,6 +307,8 @@ def _run_visual(visual: VisualScreen, clip: Mapping[str, Any]) -> list[RuleResul
     except ClipError as err:
         return [RuleResult("visual", False, [err.reason], {"error": err.message})]
     except Exception as err:  # noqa: BLE001 - one clip's failure is recorded, the run goes on
+        if (full := disk_full(err)) is not None:
+            raise full from err  # the machine's fault, not the clip's: the run stops
         log.exception("pixel rules failed on %s", clip["path"])
         return [RuleResult("visual", False, [Reason.EXTRACT_FAILED], {"error": f"{type(err).__name__}: {err}"})]
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import ConfigError, registered_sections, stage_config
+from pipeline.textfiles import TextFileError, read_text
 
 
 def stage_sections() -> dict[str, type]:
@@ -88,12 +89,14 @@ def load_config(path: str | Path | None) -> dict[str, Any]:
         return {}
     path = Path(path)
     try:
-        with open(path, "rb") as fh:
-            config = tomllib.load(fh)
+        # UTF-8 with or without a byte-order mark (Windows editors write one); any other encoding is named
+        config = tomllib.loads(read_text(path, "configuration file"))
     except FileNotFoundError:
         raise ConfigError(f"configuration file {path} does not exist") from None
     except IsADirectoryError:
         raise ConfigError(f"configuration file {path} is a directory") from None
+    except TextFileError as err:
+        raise ConfigError(str(err)) from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: {err}") from err
     check_config(config, path)

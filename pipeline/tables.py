@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from pipeline.errors import DiskFull, disk_full
 
 
 class SchemaMismatch(ValueError):
@@ -274,25 +277,61 @@ def to_table(rows: Iterable[Mapping[str, Any]] | pa.Table, spec: TableSpec, *, w
     return table
 
 
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system allows (Linux's
+    ``/proc/self/status``), else set and restored at once under a lock."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write) -> Path:
     """Call ``write(tmp_path)`` then rename the temporary file onto ``path``.
 
     The temporary file is hidden and lives in the destination directory, so the rename is
-    atomic on POSIX file systems and a crash leaves no visible partial file.
+    atomic on POSIX file systems and a crash leaves no visible partial file. The file gets the
+    mode a plain ``open`` gives (0666 less the umask), not mkstemp's private 0600. A full
+    device (or a spent quota) is a :class:`~pipeline.errors.DiskFull` naming ``path``, with the
+    temporary file removed.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        _raise_disk_full(err, path)
+        raise
     os.close(fd)
     try:
         write(Path(tmp))
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        # mkstemp makes the file 0600; the final file gets what open() would give it (0666 & ~umask)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        _raise_disk_full(err, path)
         raise
     return path
+
+
+def _raise_disk_full(err: BaseException, path: Path) -> None:
+    """Raise :class:`~pipeline.errors.DiskFull` naming ``path`` when ``err`` is a full device."""
+    full = disk_full(err)
+    if full is not None and not isinstance(err, DiskFull):
+        raise DiskFull(full.errno, full.strerror, str(path)) from err
 
 
 def write_table(rows: Iterable[Mapping[str, Any]] | pa.Table, spec: TableSpec, path: str | os.PathLike) -> Path:

@@ -98,6 +98,14 @@ class VisualConfig:
             raise ValueError(f"[visual] upper_body_joints: unknown MPII joints {sorted(unknown)}")
         if self.fps <= 0 or self.max_frames < 2:
             raise ValueError("[visual] needs fps > 0 and max_frames >= 2")
+        if self.max_people < 2:
+            raise ValueError(
+                f"[visual] max_people = {self.max_people} stops counting before a second person, so the "
+                "one_dancer rule could never see one (multi_person_share); it needs at least 2"
+            )
+        for name in ("min_person_share", "multi_person_share", "min_upper_body_share", "max_moving_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"[visual] {name} = {getattr(self, name)} must be a share in [0, 1]")
 
     def count_params(self) -> CountParams:
         return CountParams(

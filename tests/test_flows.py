@@ -258,6 +258,32 @@ def test_a_modality_without_weights_fails_the_run_with_one_message(built, tmp_pa
     assert after == before  # not one rejection per clip
 
 
+def test_a_full_disk_stops_the_run_in_one_line_blames_no_clip_and_a_rerun_continues(built, monkeypatch):
+    """A full disk under the work directory is the machine's fault: the run stops with one line
+    naming the directory, no clip gets a rejection, no attempt stays marked; with space again the
+    same run goes through."""
+    from flows.build import BuildError
+    from tests.support.full_disk import FullDisk
+
+    _, kwargs, _ = built
+    work = Path(kwargs["work"])
+    rejections = work / "rejections" / "rejections.extract-pose.parquet"
+    before = tables.read_file(rejections, tables.REJECTIONS).num_rows if rejections.exists() else 0
+    disk = FullDisk(work / "features" / "pose", monkeypatch, mount=False)  # it holds the shards of the build
+    disk.fill()
+    run = dict(work=kwargs["work"], modalities=["pose"], config_path=kwargs["config_path"], untrained=True, force=True)
+    with pytest.raises(BuildError) as caught:
+        reextract(**run)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"no space left on the device of {work / 'features' / 'pose'}")
+    assert tasks.read_state(work, "reextract_report")["failed"] == message
+    after = tables.read_file(rejections, tables.REJECTIONS).num_rows if rejections.exists() else 0
+    assert after == before and not list((work / "attempts").rglob("*.attempt"))  # no attempt counts as a death
+    disk.free()
+    report = reextract(**run)
+    assert report["extract"]["pose"]["computed"] == len(CLIPS) and report["extract"]["pose"]["failed"] == 0
+
+
 def test_screening_follows_changed_metadata_without_rerunning_pixel_rules(built, tmp_path):
     """A re-crawl that raises a clip's followers re-evaluates the cheap rule at once, while the
     pixel rules of every clip are reused (same bytes, settings and code)."""

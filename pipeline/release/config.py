@@ -36,3 +36,9 @@ class ReleaseConfig:
         "Features and scores are released for research. The clips themselves are not part of the "
         "release; they remain the property of their uploaders and are referred to by video id only."
     )
+
+    def __post_init__(self):
+        if not 0.0 < self.train_fraction < 1.0:
+            raise ValueError(f"[release] train_fraction = {self.train_fraction} must lie in (0, 1)")
+        if not self.max_shard_mb > 0:
+            raise ValueError(f"[release] max_shard_mb = {self.max_shard_mb} must be positive")

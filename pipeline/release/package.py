@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -137,9 +138,15 @@ def package_release(
     contents = _Contents(scores, challenge_of, tracks, inventories, untrained, notes, salt_source)
 
     staging = _fresh_staging(out, final)
-    counts = _assemble(staging, work, contents, config, build_info)
-    files = _write_checksums(staging)
-    _move_into_place(staging, final)
+    try:
+        counts = _assemble(staging, work, contents, config, build_info)
+        files = _write_checksums(staging)
+        _move_into_place(staging, final)
+    except BaseException:
+        # a full disk, an interrupt: what was staged is of no use to anyone (a SIGKILL, which
+        # cannot be caught, leaves it to the next release's sweep, _sweep_stale)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     missing = {m: inv.left_out() for m, inv in inventories.items() if inv.left_out()}
     return ReleaseSummary(final, counts, untrained, missing, files=files + 1)
 
@@ -163,12 +170,78 @@ def _configured(config: ReleaseConfig) -> tuple[str, ...]:
 
 
 def _fresh_staging(out: Path, final: Path) -> Path:
-    """An empty hidden sibling of ``final``, private to this process."""
+    """An empty hidden sibling of ``final``, private to this process; the directories that
+    releases which died left in ``out`` are removed first (:func:`sweep_stale`)."""
     out.mkdir(parents=True, exist_ok=True)
+    sweep_stale(out)
     staging = out / f".{final.name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     return staging
+
+
+_LEFT_BEHIND = re.compile(r"^\..+\.(partial|old)-(\d+)$")
+
+
+def sweep_stale(out: Path) -> list[Path]:
+    """Remove the hidden ``.<name>.partial-PID`` and ``.<name>.old-PID`` directories in ``out``
+    whose process is gone (killed, or its disk filled before it could clean up); returns them.
+
+    A directory of a process still running is left alone (another release in progress), unless
+    that process id now belongs to a process started after the directory was made (the id was
+    reused). This process's own are its to handle.
+    """
+    removed = []
+    try:
+        entries = list(out.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _LEFT_BEHIND.match(entry.name)
+        if not match or not entry.is_dir() or entry.is_symlink():
+            continue
+        pid = int(match.group(2))
+        if pid == os.getpid() or _running_since(pid, entry):
+            continue
+        log.warning("removing %s, left behind by release process %d, which is gone", entry, pid)
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry)
+    return removed
+
+
+def _running_since(pid: int, entry: Path) -> bool:
+    """Whether process ``pid`` runs and may be the one that made ``entry``."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process: alive
+    except OSError:
+        return False
+    started = _start_time(pid)
+    if started is None:
+        return True  # no /proc: a running process with that id is taken to be its maker
+    try:
+        made = entry.stat().st_mtime
+    except OSError:
+        return False
+    # a process started after the directory's last change cannot have made it (1 s of slack
+    # for clock granularity)
+    return started <= made + 1.0
+
+
+def _start_time(pid: int) -> float | None:
+    """When process ``pid`` started (Unix seconds), from ``/proc``; None without it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22: start time after boot, in clock ticks
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("btime "):
+                return int(line.split()[1]) + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def _assemble(
@@ -281,8 +354,13 @@ def _move_into_place(staging: Path, final: Path) -> None:
     """Rename ``staging`` to ``final``; a previous release there is moved aside first, then removed."""
     if final.exists():
         trash = final.parent / f".{final.name}.old-{os.getpid()}"
+        shutil.rmtree(trash, ignore_errors=True)
         final.rename(trash)
-        staging.rename(final)
+        try:
+            staging.rename(final)
+        except BaseException:
+            trash.rename(final)  # the previous release stays where it was
+            raise
         shutil.rmtree(trash, ignore_errors=True)
     else:
         staging.rename(final)

@@ -36,35 +36,98 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
     when that refuses (mmengine objects, numpy arrays) they go through ``torch.load`` with the
     restricted :mod:`pipeline.unpickle`. Anything else is read as a plain pickle (the VGGFace2
     ``.pkl``, written by Python 2, hence ``latin1``) through the same restricted unpickler.
+
+    Every failure is one :class:`WeightsError` line with the reason: an empty file, a file that
+    is text or of another format (named by its first bytes), a pickle that breaks off, a global
+    the restricted unpickler refuses. Never torch's advice to load with ``weights_only=False``:
+    that runs whatever the file names.
     """
     import pickle
-
-    import torch
+    import warnings
 
     from pipeline import unpickle
 
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path} does not exist or is not a file")
+    _check_format(path)
     try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as err:
-            log.info("%s needs the restricted unpickler: %s", path.name, str(err).splitlines()[0])
-        except RuntimeError as err:
-            if zipfile.is_zipfile(path) or "magic number" not in str(err).lower():
-                raise
-            # not a torch file at all: a plain pickle
-            with open(path, "rb") as fh:
-                return unpickle.load(fh, encoding="latin1")
-        if zipfile.is_zipfile(path) or _is_legacy_torch(path):
-            return torch.load(path, map_location="cpu", pickle_module=unpickle, weights_only=False)
+        with warnings.catch_warnings():
+            # torch warns about pickle protocols its weights-only reader may not handle; we fall back anyway
+            warnings.simplefilter("ignore", UserWarning)
+            return _load(path)
+    except unpickle.RefusedGlobal as err:
+        raise WeightsError(f"{path}: {err}; the file was not loaded (it may hold code)") from err
+    except WeightsError:
+        raise
+    except EOFError as err:
+        raise WeightsError(f"{path} is not a readable checkpoint: it ends before its pickle does (cut short?)") from err
+    except (pickle.UnpicklingError, RuntimeError, ValueError, OSError) as err:
+        raise WeightsError(f"{path} is not a readable checkpoint: {_reason(err)}") from err
+    except Exception as err:  # noqa: BLE001 - a damaged pickle breaks the unpickler in any way
+        raise WeightsError(f"{path} is not a readable checkpoint: a damaged pickle ({_reason(err)})") from err
+
+
+def _load(path: Path) -> Any:
+    import pickle
+
+    import torch
+
+    from pipeline import unpickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # torch's message goes on to advise weights_only=False, which runs code: never passed on
+        log.debug("%s holds more than tensors (%s): reading it with the restricted unpickler", path.name, _reason(err))
+    except RuntimeError as err:
+        if zipfile.is_zipfile(path) or "magic number" not in str(err).lower():
+            raise
+        # not a torch file at all: a plain pickle
         with open(path, "rb") as fh:
             return unpickle.load(fh, encoding="latin1")
-    except unpickle.RefusedGlobal as err:
-        raise WeightsError(f"{path}: {err}; the file was not loaded") from err
-    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, OSError) as err:
-        raise WeightsError(f"{path} is not a readable checkpoint: {err}") from err
+    if zipfile.is_zipfile(path) or _is_legacy_torch(path):
+        return torch.load(path, map_location="cpu", pickle_module=unpickle, weights_only=False)
+    with open(path, "rb") as fh:
+        return unpickle.load(fh, encoding="latin1")
+
+
+_PICKLE_PROTOCOL = 0x80  # a pickle of protocol 2 or later (torch's legacy files included) starts so
+_ZIP = b"PK\x03\x04"
+
+
+def _check_format(path: Path) -> None:
+    """Refuse, in one line, a file that cannot be a checkpoint: empty, or not a zip or a pickle
+    of protocol 2 or later (every torch file, and the published pickles, are one of those)."""
+    with open(path, "rb") as fh:
+        head = fh.read(64)
+    if not head:
+        raise WeightsError(f"{path} is empty (0 bytes), not a checkpoint; fetch or copy the file again")
+    if head.startswith(_ZIP) or head[0] == _PICKLE_PROTOCOL:
+        return
+    kind = "text" if _is_text(head) else "binary data"
+    raise WeightsError(
+        f"{path} is not a checkpoint: it is {kind} starting {head[:24]!r} (a torch file is a zip archive "
+        "or a pickle); check that the download was the file itself and not a web page"
+    )
+
+
+def _is_text(head: bytes) -> bool:
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(c.isprintable() or c in "\r\n\t" for c in text)
+
+
+def _reason(err: BaseException) -> str:
+    """The first line of ``err``'s message, without torch's advice to load with weights_only=False."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    first = lines[0] if lines else type(err).__name__
+    if "weights_only" in first or "Weights only load failed" in first:
+        detail = next((line for line in lines if line.startswith("WeightsUnpickler error")), "")
+        first = detail or "torch's weights-only reader refused it"
+    return f"{type(err).__name__}: {first}" if lines else type(err).__name__
 
 
 def _is_legacy_torch(path: Path) -> bool:

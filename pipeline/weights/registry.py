@@ -66,10 +66,17 @@ def _mediapipe_file(*parts: str) -> Callable[[], Path]:
 def _read_tflite(path: Path) -> Any:
     from pipeline.weights.tflite import GraphError, read_graph
 
+    data = Path(path).read_bytes()
+    if not data:
+        raise WeightsError(f"{path} is empty (0 bytes), not a TFLite model; fetch or copy the file again")
+    if data[4:8] != b"TFL3":  # a TFLite flatbuffer's file identifier
+        raise WeightsError(f"{path} is not a TFLite model: no TFL3 identifier (it starts {data[:24]!r})")
     try:
-        return read_graph(path)
+        return read_graph(data)
     except GraphError as err:
         raise WeightsError(f"{path}: {err}") from err
+    except Exception as err:  # noqa: BLE001 - a damaged flatbuffer fails in the parser in any way
+        raise WeightsError(f"{path} is a damaged TFLite model: {type(err).__name__}: {err}") from err
 
 
 # mediapipe's models are Apache-2.0 (google/mediapipe LICENSE; the BlazePose GHUM 3D model card)
