@@ -48,7 +48,9 @@ from pipeline import extraction, stages
 from pipeline import modalities as registry
 from pipeline.attempts import MAX_DEATHS, AttemptLedger
 from pipeline.config import ConfigError
+from pipeline.errors import InputError
 from pipeline.lock import WorkLock
+from pipeline.placement import Placement
 from pipeline.sections import load_config
 
 
@@ -65,6 +67,7 @@ class BuildState:
     work: str
     config: dict[str, Any]  # the run's checked configuration file
     runner: Any = field(repr=False)  # the per-clip tasks' runner
+    placement: Placement = field(default_factory=Placement)  # resolved once (pipeline.placement), recorded in work
     started: float = field(default_factory=time.monotonic)
     inputs: dict[str, Any] = field(default_factory=dict)  # what it was asked: raw_dir, runner, modalities, pid...
     stages: dict[str, dict] = field(default_factory=dict)  # ingest, screen, score: each stage's summary
@@ -133,12 +136,10 @@ def extract_stage(
     modalities: Sequence[str],
     *,
     untrained: bool,
-    device: str | None,
-    precision: str | None = None,
     force: bool = False,
 ) -> None:
     """The extraction stage of the kept clips (:func:`pipeline.extraction.run_extraction`), one
-    task per clip on the run's runner, into ``state``.
+    task per clip on the run's runner, on the run's placement, into ``state``.
 
     Raises :class:`BuildError` when the extractors cannot start or a task fails for a reason that
     is not the clip's; the items of the other clips are recorded first.
@@ -149,9 +150,8 @@ def extract_stage(
             modalities,
             state.config,
             untrained=untrained,
-            device=device,
-            precision=precision,
             in_flight=clips_in_flight(state.runner),
+            placement=state.placement,
         )
     except ConfigError as err:
         raise BuildError(str(err)) from err
@@ -262,8 +262,11 @@ def run_rule_stages(
     state.stages["ingest"] = tasks.ingest(raw_dir, work, config, pairing, crawl_time, probed)
     state.stages["ingest"]["probed_by"] = sorted({found["worker"] for found in probed.values()})
     t1 = time.monotonic()
+    placement = state.placement
     futures = {
-        runner.submit(tasks.screen_clip, {"work": work, "clip": clip, "config": dict(config)}): clip
+        runner.submit(
+            tasks.screen_clip, {"work": work, "clip": clip, "config": dict(config), "placement": placement}
+        ): clip
         for clip in stages.pixel_rule_clips(work, config)
     }
     computed = reused = 0
@@ -271,7 +274,7 @@ def run_rule_stages(
     for _clip, done in survivors(futures, "pixel rules"):
         computed += done["computed"]
         reused += not done["computed"]
-    state.stages["screen"] = tasks.screen(work, config, overrides)
+    state.stages["screen"] = tasks.screen(work, config, overrides, placement)
     state.stages["screen"]["pixel_rules"] = {"computed": computed, "reused": reused}
     t2 = time.monotonic()
     state.stages["score"] = tasks.score(work, config)
@@ -322,16 +325,20 @@ def open_run(
     threads_per_worker: int,
     dask_address: str | None,
     device: str | None = None,
+    precision: str | None = None,
 ) -> Iterator[BuildState]:
     """The frame of a ``kind`` run (build, reextract): its :class:`BuildState`.
 
     Before any work: the configuration, the modalities, the device and the Dask scheduler are
     checked, each error naming the parameter, and the work directory is made if missing and
-    proven writable. The body runs under the work directory's lock with the per-clip task runner
+    proven writable. The run's placement is resolved once (:mod:`pipeline.placement`: a build from
+    its flags and configuration, a reextract with the work directory's record filling in what they
+    leave open) and recorded in the work directory under the lock. The body runs under the work directory's lock with the per-clip task runner
     open and fills the state; the run is finished (:func:`finish_run`) when the body returns,
     with its wall time, and when a stage fails with a :class:`BuildError`, so the report says
     what happened.
     """
+    from pipeline.placement import write_placement
     from pipeline.runtime import check_device
     from pipeline.workdir import prepare
 
@@ -340,12 +347,15 @@ def open_run(
     _check_modalities(modalities)
     if device:
         check_device(device, "device")
+    placement = _placement(kind, work, config, device, precision)
     if runner == "dask" and dask_address:
         check_scheduler(dask_address)
     prepare(work, label="work")  # made if missing, and writable: else one error naming it
     clip_runner = open_clip_runner(runner, workers, threads_per_worker, dask_address)
-    state = BuildState(kind, work, config, clip_runner)
+    state = BuildState(kind, work, config, clip_runner, placement=placement)
     with WorkLock(work, kind), clip_runner:
+        write_placement(work, placement, kind)
+        state.inputs["placement"] = placement.as_dict()
         try:
             yield state
         except BuildError as err:
@@ -354,6 +364,23 @@ def open_run(
             raise
         state.seconds = round(time.monotonic() - state.started, 1)
         finish_run(state)
+
+
+def _placement(kind: str, work: str, config: Mapping[str, Any], device: str | None, precision: str | None):
+    """The run's placement: a build's from its parameters and configuration; a reextract's with
+    the work directory's record filling in the rest. A precision the device refuses is a ConfigError."""
+    from pipeline.placement import resolve_placement, run_placement
+
+    try:
+        if kind == "build":
+            return resolve_placement(config, device, precision)
+        return run_placement(work, config, device, precision)
+    except ConfigError:
+        raise
+    except ValueError as err:
+        if isinstance(err, InputError):
+            raise
+        raise ConfigError(str(err)) from err
 
 
 @flow(name="build")
@@ -395,14 +422,23 @@ def build(
     """
     modalities = list(modalities or registry.names())
     frame = open_run(
-        "build", work, config_path, modalities, runner, workers, threads_per_worker, dask_address, device=device
+        "build",
+        work,
+        config_path,
+        modalities,
+        runner,
+        workers,
+        threads_per_worker,
+        dask_address,
+        device=device,
+        precision=precision,
     )
     with frame as state:
         state.inputs.update(raw_dir=raw_dir, work=work, pid=os.getpid())
         state.inputs["partial_removed"] = extraction.sweep_partial_files(work)
         state.inputs["runner"] = {"name": runner, "workers": workers, "dask_address": dask_address}
         run_rule_stages(state, raw_dir, pairing, crawl_time, overrides)
-        extract_stage(state, modalities, untrained=untrained, device=device, precision=precision)
+        extract_stage(state, modalities, untrained=untrained)
         if train:
             state.train = tasks.train(work, train_dir or str(Path(work) / "train"), state.config)
         if release_out:

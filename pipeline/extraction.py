@@ -47,6 +47,7 @@ from pipeline.config import ConfigError, section_config
 from pipeline.decode import decode_pass
 from pipeline.errors import ClipError, Reason, rejection_row
 from pipeline.features import FeatureExtractor, PassShared
+from pipeline.placement import Placement
 from pipeline.runtime import configure_threads, worker_name
 
 log = logging.getLogger(__name__)
@@ -92,9 +93,11 @@ class ExtractionPlan:
     sections: str  # JSON of {modality: its config section}
     untrained: bool = False
     device: str | None = None
-    precision: str = "float32"  # resolved once for the build (pipeline.runtime.resolve_precision)
+    precision: str = "float32"  # resolved once for the build (pipeline.placement)
     threads: int | None = None  # torch threads of each clip processed at once in a process
-    pose_backend: str = "mediapipe"  # [pose] backend resolved once (pipeline.pose.resolve_backend)
+    pose_backend: str = "mediapipe"  # [pose] backend resolved once (pipeline.placement)
+    vibe_backend: str = "numpy"  # [scenic] vibe_backend resolved once
+    blazepose_precision: str = "float32"  # the torch BlazePose's precision
 
     @classmethod
     def make(
@@ -106,10 +109,32 @@ class ExtractionPlan:
         device: str | None = None,
         precision: str = "float32",
         threads: int | None = None,
+        placement: Placement | None = None,
     ) -> ExtractionPlan:
+        """The plan of ``placement`` (else of ``device`` and ``precision``, resolved here)."""
+        from pipeline.placement import resolve_placement
+
         chosen = modalities.ordered(wanted)
-        sections, backend = modalities.resolved_sections(chosen, config, device)
-        return cls(chosen, json.dumps(sections, sort_keys=True), untrained, device, precision, threads, backend)
+        placement = placement or resolve_placement(config, device, precision)
+        sections, _ = modalities.resolved_sections(chosen, config, placement=placement)
+        return cls(
+            chosen,
+            json.dumps(sections, sort_keys=True),
+            untrained,
+            placement.device,
+            placement.precision,
+            threads,
+            placement.pose_backend,
+            placement.vibe_backend,
+            placement.blazepose_precision,
+        )
+
+    @property
+    def placement(self) -> Placement:
+        """The build's placement this plan was made for."""
+        return Placement(
+            self.device or "cpu", self.precision, self.pose_backend, self.vibe_backend, self.blazepose_precision
+        )
 
     def section(self, modality: str) -> dict:
         return json.loads(self.sections)[modality]
@@ -354,20 +379,23 @@ def plan_extraction(
     device: str | None = None,
     precision: str | None = None,
     in_flight: int | None = None,
+    placement: Placement | None = None,
 ) -> ExtractionPlan:
-    """The plan of an extraction stage: device and precision resolved once (``precision`` else
-    ``[extract] precision``), torch threads per clip (``[extract] threads``, else the cores shared
-    among ``in_flight`` clips). A device or precision the machine refuses is a ConfigError."""
-    from pipeline.runtime import place, threads_per_task
+    """The plan of an extraction stage: the run's ``placement`` (else resolved here once from
+    ``device``, ``precision`` and the configuration, :func:`pipeline.placement.resolve_placement`),
+    torch threads per clip (``[extract] threads``, else the cores shared among ``in_flight``
+    clips). A device or precision the machine refuses is a ConfigError."""
+    from pipeline.placement import resolve_placement
+    from pipeline.runtime import threads_per_task
 
     section = extract_config(config)
     decode_config(config)  # a bad [decode] section fails here, not in every clip
     try:
-        device, precision = place(device, precision or section.precision)
+        placement = placement or resolve_placement(config, device, precision)
     except ValueError as err:
         raise ConfigError(str(err)) from err
     threads = section.threads or (threads_per_task(in_flight) if in_flight else None)
-    return ExtractionPlan.make(wanted, config, untrained=untrained, device=device, precision=precision, threads=threads)
+    return ExtractionPlan.make(wanted, config, untrained=untrained, threads=threads, placement=placement)
 
 
 def attempt_clip(

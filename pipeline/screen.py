@@ -33,6 +33,7 @@ from typing import Any
 
 from pipeline import tables
 from pipeline.errors import ClipError, Reason, rejection_row
+from pipeline.placement import Placement
 from pipeline.rules import RuleResult
 
 log = logging.getLogger(__name__)
@@ -156,10 +157,12 @@ def read_overrides(path: str | Path) -> dict[str, Override]:
 # -- the stage ------------------------------------------------------------------------------------
 
 
-def visual_screener(config: Mapping[str, Any] | None = None, work: str | Path | None = None) -> PixelRules:
+def visual_screener(
+    config: Mapping[str, Any] | None = None, work: str | Path | None = None, placement: Placement | None = None
+) -> PixelRules:
     """The pixel rules of ``pipeline.visual`` with their ``[visual]`` configuration, cached in
     ``work`` when given (see :class:`PixelRules`), with contact-sheet thumbnails for the report."""
-    return PixelRules(config, work, thumbnails=work is not None)
+    return PixelRules(config, work, thumbnails=work is not None, placement=placement)
 
 
 def _encode(results: list[RuleResult]) -> str:
@@ -190,7 +193,12 @@ class PixelRules:
     """
 
     def __init__(
-        self, config: Mapping[str, Any] | None = None, work: str | Path | None = None, *, thumbnails: bool = False
+        self,
+        config: Mapping[str, Any] | None = None,
+        work: str | Path | None = None,
+        *,
+        thumbnails: bool = False,
+        placement: Placement | None = None,
     ):
         from pipeline import visual
         from pipeline.config import stage_config
@@ -198,7 +206,8 @@ class PixelRules:
         from pipeline.provenance import canonical_json, code_version
 
         self.config = stage_config(visual.VisualConfig, dict(config or {}), "visual")
-        self.pose = visual.counter_settings(dict(config or {}))  # [pose] backend, resolved here
+        # the people counter runs where the run's placement says (resolved here when not given)
+        self.pose = visual.counter_settings(dict(config or {}), placement)
         self.work = None if work is None else Path(work)
         self.computed = self.reused = 0  # this object's cache misses and hits
         self.thumbnails = bool(thumbnails and self.work is not None)
@@ -232,7 +241,6 @@ class PixelRules:
         import time
 
         from pipeline import visual
-        from pipeline.runtime import worker_name
 
         found = self.cached(clip["clip_id"])
         if found is not None:
@@ -240,26 +248,41 @@ class PixelRules:
             return found, False
         self.computed += 1
         t0 = time.monotonic()
-        thumbs = tables.thumbnails_dir(self.work) if self.thumbnails else None
         results = _run_visual(
             lambda c: visual.screen_visual(
-                c["path"], c["clip_id"], self.config, duration_s=c.get("duration_s"), thumbnails=thumbs, pose=self.pose
+                c["path"],
+                c["clip_id"],
+                self.config,
+                duration_s=c.get("duration_s"),
+                thumbnails=self.thumbs_dir(),
+                pose=self.pose,
             ),
             clip,
         )
-        if self.work is not None:
-            row = {
-                "clip_id": clip["clip_id"],
-                "identity": self.identity(clip["clip_id"]),
-                "results": _encode(results),
-                "seconds": round(time.monotonic() - t0, 3),
-                "worker": worker_name(),
-            }
-            target = tables.write_table([row], tables.PIXEL_RULES, self.shard_path(clip["clip_id"]))
-            for stale in target.parent.glob(f"pixel_rules.{clip['clip_id'][:16]}.*.parquet"):
-                if stale != target:
-                    stale.unlink(missing_ok=True)
+        self.store(clip, results, time.monotonic() - t0)
         return results, True
+
+    def thumbs_dir(self) -> Path | None:
+        """Where the contact sheets go (None: not written)."""
+        return tables.thumbnails_dir(self.work) if self.thumbnails else None
+
+    def store(self, clip: Mapping[str, Any], results: list[RuleResult], seconds: float) -> None:
+        """Write the clip's results as its current shard (nothing without ``work``)."""
+        from pipeline.runtime import worker_name
+
+        if self.work is None:
+            return
+        row = {
+            "clip_id": clip["clip_id"],
+            "identity": self.identity(clip["clip_id"]),
+            "results": _encode(results),
+            "seconds": round(seconds, 3),
+            "worker": worker_name(),
+        }
+        target = tables.write_table([row], tables.PIXEL_RULES, self.shard_path(clip["clip_id"]))
+        for stale in target.parent.glob(f"pixel_rules.{clip['clip_id'][:16]}.*.parquet"):
+            if stale != target:
+                stale.unlink(missing_ok=True)
 
     def __call__(self, clip: Mapping[str, Any]) -> list[RuleResult]:
         return self.run(clip)[0]

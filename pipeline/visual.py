@@ -41,6 +41,7 @@ from pipeline.decode import DecodeParams, claimed_duration, iter_samples
 from pipeline.errors import ClipError, Reason
 from pipeline.motion import MotionParams, PairMotion, composed_motion, pair_motion, prepare
 from pipeline.people import CountParams, Person, count_people, find_people_many
+from pipeline.placement import Placement
 from pipeline.pose import TrackSettings, open_blazepose
 from pipeline.rules import RuleResult
 from pipeline.skeleton import LIMBS, MPII_INDEX, blazepose_to_mpii
@@ -422,19 +423,30 @@ def rule_thresholds(config: VisualConfig = VisualConfig()) -> dict[str, dict]:
 # -- clips -------------------------------------------------------------------------------------
 
 
-def counter_settings(config: dict | None = None) -> TrackSettings:
-    """The people counter's BlazePose from a run's configuration: ``[pose] backend`` resolved
-    for this machine (torch on CUDA, mediapipe on the CPU when ``auto``), on the device and in
-    the precision the torch backend would extract with (``[extract] precision``)."""
+def counter_settings(config: dict | None = None, placement: Placement | None = None) -> TrackSettings:
+    """The people counter's BlazePose in a run of ``placement`` (:mod:`pipeline.placement`; None:
+    resolved here from the configuration for this machine): its pose backend, and for the torch
+    backend its device and BlazePose precision, as extraction runs them."""
     from pipeline.config import stage_config
-    from pipeline.pose import PoseConfig, blazepose_place, resolve_backend
+    from pipeline.placement import resolve_placement
+    from pipeline.pose import PoseConfig
 
-    pose = stage_config(PoseConfig, dict(config or {}), "pose")
-    backend = resolve_backend(pose.backend, None)
-    if backend != "torch":
-        return TrackSettings(backend=backend)
-    device, precision = blazepose_place(None, dict(dict(config or {}).get("extract", {})).get("precision", "auto"))
-    return TrackSettings(backend="torch", device=device, precision=precision, weights_dir=pose.weights_dir)
+    config = dict(config or {})
+    pose = stage_config(PoseConfig, config, "pose")
+    placement = placement or resolve_placement(config)
+    if placement.pose_backend != "torch":
+        return TrackSettings(backend=placement.pose_backend)
+    return TrackSettings(
+        backend="torch",
+        device=placement.device,
+        precision=placement.blazepose_precision,
+        weights_dir=pose.weights_dir,
+    )
+
+
+def counter_record(pose: TrackSettings) -> dict:
+    """What the pixel rules' results record of the people counter: backend, device, precision."""
+    return {"backend": pose.backend, "device": pose.device, "precision": pose.precision}
 
 
 def _duration(path: str | Path) -> float | None:
@@ -509,6 +521,8 @@ def screen_visual(
     for result in results:
         result.details["sampled_fps"] = round(params.fps, 4)
         result.details["thresholds"] = thresholds.get(result.rule, {})
+        if result.rule == "one_dancer":
+            result.details["people_counter"] = counter_record(pose or TrackSettings())
     if sheet is not None:
         target = next(r for r in results if r.rule == "one_dancer")
         try:
