@@ -48,6 +48,7 @@ from pipeline import extraction, stages
 from pipeline import modalities as registry
 from pipeline.attempts import MAX_DEATHS, AttemptLedger
 from pipeline.config import ConfigError
+from pipeline.decode import decoded_per_clip
 from pipeline.errors import InputError
 from pipeline.lock import WorkLock
 from pipeline.placement import Placement
@@ -73,6 +74,10 @@ class BuildState:
     stages: dict[str, dict] = field(default_factory=dict)  # ingest, screen, score: each stage's summary
     stage_seconds: dict[str, float] = field(default_factory=dict)
     extraction: extraction.ExtractionRun | None = None
+    plan: extraction.ExtractionPlan | None = None  # made before the pixel rules when they share the pass
+    one_pass: dict[str, list[dict]] = field(default_factory=dict)  # clip_id -> items of its one pass
+    decoded: dict[str, int] = field(default_factory=dict)  # clip_id -> frames this run decoded for it
+    decoding: dict | None = None  # pipeline.decode.decoded_per_clip over the kept clips
     workers: list[str] = field(default_factory=list)  # the worker processes checked before mapping clips
     train: dict | None = None
     release: dict | None = None  # the release stage's record (pipeline.release.ReleaseRun.as_dict)
@@ -102,6 +107,7 @@ class BuildState:
             }
         out["kind"] = self.kind
         optional = {
+            "decoding": self.decoding,
             "finished": self.finished,
             "train": self.train,
             "release": self.release,
@@ -145,16 +151,7 @@ def extract_stage(
     is not the clip's; the items of the other clips are recorded first.
     """
     t0 = time.monotonic()
-    try:
-        plan = extraction.plan_extraction(
-            modalities,
-            state.config,
-            untrained=untrained,
-            in_flight=clips_in_flight(state.runner),
-            placement=state.placement,
-        )
-    except ConfigError as err:
-        raise BuildError(str(err)) from err
+    plan = state.plan or make_plan(state, modalities, untrained=untrained)
     clips = stages.kept_clips(state.work)
     state.workers = check_workers(state.runner, plan) if clips else []
     failures: list[str] = []
@@ -164,14 +161,32 @@ def extract_stage(
         plan,
         decode=state.config.get("decode", {}),
         force=force,
-        run_clips=_mapped_on(state.runner, plan, failures),
+        run_clips=_mapped_on(state.runner, plan, failures, state.one_pass),
     )
+    for it in state.extraction.items:
+        if it.clip_id not in state.one_pass:  # a one-pass clip's frames are counted with its pixel rules
+            state.decoded[it.clip_id] = max(state.decoded.get(it.clip_id, 0), it.decoded_frames)
+    state.decoding = {**decoded_per_clip(state.decoded, clips), "one_pass": state.plan is not None}
     state.stage_seconds["extract"] = round(time.monotonic() - t0, 2)
     if failures:
         raise BuildError(f"extraction failed on {len(failures)} clip(s), first: {failures[0]}")
 
 
-def _mapped_on(runner, plan: extraction.ExtractionPlan, failures: list[str]):
+def make_plan(state: BuildState, modalities: Sequence[str], *, untrained: bool) -> extraction.ExtractionPlan:
+    """The run's extraction plan, on its placement; a configuration error fails the run as a stage."""
+    try:
+        return extraction.plan_extraction(
+            modalities,
+            state.config,
+            untrained=untrained,
+            in_flight=clips_in_flight(state.runner),
+            placement=state.placement,
+        )
+    except ConfigError as err:
+        raise BuildError(str(err)) from err
+
+
+def _mapped_on(runner, plan: extraction.ExtractionPlan, failures: list[str], done: Mapping[str, list[dict]]):
     """``run_clips`` of :func:`pipeline.extraction.run_extraction`: one ``extract_clip`` task per
     clip on ``runner``, results as they finish; the clips a broken process pool lost go to a
     fresh pool of the same size, until none is lost.
@@ -185,10 +200,15 @@ def _mapped_on(runner, plan: extraction.ExtractionPlan, failures: list[str]):
     ``worker_died``. A pool that breaks with no clip's mark left behind (a worker dying outside
     any clip) is tried :data:`MAX_DEATHS` times, then its lost clips are the run's failures. Dask
     needs no rounds: its scheduler gives a dead worker's clips to others. Any other task failure
-    is the run's: appended to ``failures``.
+    is the run's: appended to ``failures``. A clip in ``done`` was extracted in its pixel rules'
+    pass (:mod:`pipeline.onepass`): its items are those.
     """
 
     def run_clips(jobs: list[dict]):
+        for job in jobs:
+            if job["clip"]["clip_id"] in done:
+                yield job["clip"], [extraction.ItemResult(**d) for d in done[job["clip"]["clip_id"]]]
+        jobs = [j for j in jobs if j["clip"]["clip_id"] not in done]
         pool, todo, unexplained = runner, jobs, 0
         ledger = AttemptLedger(jobs[0]["attempts"]) if jobs else None
         with ExitStack() as fresh:
@@ -262,23 +282,36 @@ def run_rule_stages(
     state.stages["ingest"] = tasks.ingest(raw_dir, work, config, pairing, crawl_time, probed)
     state.stages["ingest"]["probed_by"] = sorted({found["worker"] for found in probed.values()})
     t1 = time.monotonic()
-    placement = state.placement
-    futures = {
-        runner.submit(
-            tasks.screen_clip, {"work": work, "clip": clip, "config": dict(config), "placement": placement}
-        ): clip
-        for clip in stages.pixel_rule_clips(work, config)
-    }
+    futures = _pixel_rule_tasks(state, stages.pixel_rule_clips(work, config))
     computed = reused = 0
     # a clip whose worker died is left to the screen task below, which computes what is missing
     for _clip, done in survivors(futures, "pixel rules"):
         computed += done["computed"]
         reused += not done["computed"]
-    state.stages["screen"] = tasks.screen(work, config, overrides, placement)
+        state.decoded[done["clip_id"]] = state.decoded.get(done["clip_id"], 0) + done.get("decoded_frames", 0)
+        if done.get("items"):
+            state.one_pass[done["clip_id"]] = done["items"]
+    state.stages["screen"] = tasks.screen(work, config, overrides, state.placement)
     state.stages["screen"]["pixel_rules"] = {"computed": computed, "reused": reused}
     t2 = time.monotonic()
     state.stages["score"] = tasks.score(work, config)
     state.stage_seconds.update(ingest=round(t1 - t0, 2), screen=round(t2 - t1, 2))
+
+
+def _pixel_rule_tasks(state: BuildState, clips: list[dict]) -> dict:
+    """One pixel-rule task per clip on the run's runner: the rules alone, or, with a plan made
+    for it (:mod:`pipeline.onepass`), the rules and the extraction from one decode pass."""
+    base = {"work": state.work, "config": dict(state.config)}
+    if state.plan is None:
+        return {
+            state.runner.submit(tasks.screen_clip, {**base, "clip": clip, "placement": state.placement}): clip
+            for clip in clips
+        }
+    state.workers = check_workers(state.runner, state.plan) if clips else []
+    return {
+        state.runner.submit(tasks.screen_extract_clip, {**base, "clip": clip, "plan": state.plan}): clip
+        for clip in sorted(clips, key=lambda c: (-(c.get("duration_s") or 0.0), c["clip_id"]))
+    }
 
 
 def finish_run(state: BuildState) -> None:
@@ -437,6 +470,10 @@ def build(
         state.inputs.update(raw_dir=raw_dir, work=work, pid=os.getpid())
         state.inputs["partial_removed"] = extraction.sweep_partial_files(work)
         state.inputs["runner"] = {"name": runner, "workers": workers, "dask_address": dask_address}
+        from pipeline.onepass import one_pass_on
+
+        if one_pass_on(state.config, state.placement):  # screen and extract in one decode pass
+            state.plan = make_plan(state, modalities, untrained=untrained)
         run_rule_stages(state, raw_dir, pairing, crawl_time, overrides)
         extract_stage(state, modalities, untrained=untrained)
         if train:

@@ -99,8 +99,23 @@ def screen_clip(
     the people counter on the run's ``placement``."""
     from pipeline.screen import PixelRules
 
-    results, computed = PixelRules(config, work, thumbnails=True, placement=placement).run(clip)
-    return {"clip_id": clip["clip_id"], "computed": computed, "passed": all(r.passed for r in results)}
+    pixels = PixelRules(config, work, thumbnails=True, placement=placement)
+    results, computed = pixels.run(clip)
+    return {
+        "clip_id": clip["clip_id"],
+        "computed": computed,
+        "passed": all(r.passed for r in results),
+        "decoded_frames": pixels.decoded_frames,
+    }
+
+
+@task(name="pixel-rules-and-extract", tags=["screen", "extract"])
+def screen_extract_clip(work: str, clip: Mapping[str, Any], config: Mapping[str, Any], plan: ExtractionPlan) -> dict:
+    """The pixel rules of one clip and, when they pass, its features, from one decode pass
+    (:func:`pipeline.onepass.screen_and_extract`)."""
+    from pipeline.onepass import screen_and_extract
+
+    return screen_and_extract(work, clip, config, plan)
 
 
 @task(name="screen")

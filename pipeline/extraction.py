@@ -36,7 +36,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ from typing import Any
 from pipeline import modalities, tables
 from pipeline.attempts import MAX_DEATHS, AttemptLedger
 from pipeline.config import ConfigError, section_config
-from pipeline.decode import decode_pass
+from pipeline.decode import DecodeParams, Sample, decode_pass
 from pipeline.errors import ClipError, Reason, rejection_row
 from pipeline.features import FeatureExtractor, PassShared
 from pipeline.placement import Placement
@@ -54,6 +54,18 @@ log = logging.getLogger(__name__)
 
 STAGE = "extract:{modality}"
 COMPUTED, SKIPPED, REJECTED = "computed", "skipped", "rejected"
+DISCARDED = "discarded"  # computed in a pass whose rider (the pixel rules) rejected the clip: not written
+
+
+@dataclass
+class Rider:
+    """A grid that rides along a clip's extraction pass (the node build's pixel rules,
+    :mod:`pipeline.onepass`): ``push`` gets each sample of ``params``' grid; after the pass,
+    ``finish(error)`` (the decoder's error, or None) says whether the features are written."""
+
+    params: DecodeParams
+    push: Callable[[Sample], None]
+    finish: Callable[[ClipError | None], bool]
 
 
 @dataclass(frozen=True)
@@ -75,9 +87,14 @@ class ExtractConfig:
 
     precision: str = "auto"  # auto | bfloat16 | float32, resolved once per build
     threads: int | None = None  # torch threads per clip in flight; None: the cores shared out
+    # screen and extract a clip in one decode pass (pipeline.onepass): auto (on CUDA) | true | false
+    one_pass: str | bool = "auto"
 
     def __post_init__(self):
         from pipeline.runtime import PRECISIONS
+
+        if self.one_pass not in ("auto", True, False):
+            raise ValueError(f"[extract] one_pass must be auto, true or false, got {self.one_pass!r}")
 
         if self.precision not in PRECISIONS:
             raise ValueError(f"[extract] precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
@@ -153,6 +170,7 @@ class ItemResult:
     message: str | None = None
     video_id: str | None = None
     path: str | None = None
+    decoded_frames: int = 0  # frames out of the codec in this clip's pass (the same on each of its items)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -246,10 +264,13 @@ def extract_clip(
     *,
     force: bool = False,
     decode: DecodeConfig = DecodeConfig(),
+    rider: Rider | None = None,
 ) -> list[ItemResult]:
     """Every modality of ``extractors`` for one clip (``clip_id``, ``path``[, ``video_id``]).
 
-    Returns one :class:`ItemResult` per modality. Never raises for a bad clip.
+    Returns one :class:`ItemResult` per modality. Never raises for a bad clip. ``rider``: a grid
+    served by the same pass (:class:`Rider`), when there is a pass; its ``finish`` returning False
+    leaves every computed modality ``discarded`` (nothing written).
     """
     clip_id, path = clip["clip_id"], str(clip["path"])
     me = worker_name()
@@ -279,11 +300,15 @@ def extract_clip(
         results.update({m: item(m, REJECTED, err=missing) for m in todo})
         todo = {}
     if todo:
-        results.update(_one_pass(clip_id, path, todo, work, decode, item))
+        passed, frames = _one_pass(clip_id, path, todo, work, decode, item, rider)
+        for found in passed.values():
+            found.decoded_frames = frames
+        results.update(passed)
     return [results[m] for m in extractors]
 
 
-def _one_pass(clip_id, path, todo, work, decode: DecodeConfig, item) -> dict[str, ItemResult]:
+def _one_pass(clip_id, path, todo, work, decode: DecodeConfig, item, rider=None) -> tuple[dict[str, ItemResult], int]:
+    """The pass of one clip: its items, and the frames the codec put out for it."""
     grids = []  # distinct grids; modalities with equal grids share their samples
     grid_of: dict[str, int] = {}
     for modality, extractor in todo.items():
@@ -291,6 +316,11 @@ def _one_pass(clip_id, path, todo, work, decode: DecodeConfig, item) -> dict[str
         if params not in grids:
             grids.append(params)
         grid_of[modality] = grids.index(params)
+    if rider is not None and rider.params not in grids:
+        grids.append(rider.params)
+    rider_grid = None if rider is None else grids.index(rider.params)
+    error: ClipError | None = None
+    frames = 0
     shared = PassShared()  # extractors with equal shared_run keys share it (pose and scenic: one BlazePose track)
     consumers = {m: ex.consumer(clip_id, shared) for m, ex in todo.items()}
     seconds = dict.fromkeys(todo, 0.0)
@@ -304,6 +334,8 @@ def _one_pass(clip_id, path, todo, work, decode: DecodeConfig, item) -> dict[str
         with decode_pass(path, grids, clip_id, budget_s=decode.time_budget_s) as one:
             try:
                 for grid, sample in one:
+                    if grid == rider_grid:
+                        rider.push(sample)
                     for modality in [m for m in consumers if grid_of[m] == grid]:
                         t0 = time.monotonic()
                         try:
@@ -315,12 +347,18 @@ def _one_pass(clip_id, path, todo, work, decode: DecodeConfig, item) -> dict[str
                             drop(modality, ClipError(clip_id, Reason.EXTRACT_FAILED, f"{type(err).__name__}: {err}"))
                         finally:
                             seconds[modality] += time.monotonic() - t0
-                    if not consumers:
+                    if not consumers and rider is None:
                         break
             except ClipError as err:  # the decoder's: every modality still in the pass shares it
+                error = err
                 for modality in list(consumers):
                     drop(modality, err)
             info = one.info
+        frames = one.frames_decoded
+        if rider is not None and not rider.finish(error):
+            for modality in list(consumers):
+                results[modality] = item(modality, DISCARDED, seconds[modality])
+                consumers.pop(modality).close()
         for modality, consumer in list(consumers.items()):
             t0 = time.monotonic()
             try:
@@ -341,7 +379,7 @@ def _one_pass(clip_id, path, todo, work, decode: DecodeConfig, item) -> dict[str
     finally:
         for consumer in consumers.values():
             consumer.close()
-    return results
+    return results, frames
 
 
 def _write_preview(work: str | Path, modality: str, clip_id: str, preview) -> None:

@@ -210,6 +210,7 @@ class PixelRules:
         self.pose = visual.counter_settings(dict(config or {}), placement)
         self.work = None if work is None else Path(work)
         self.computed = self.reused = 0  # this object's cache misses and hits
+        self.decoded_frames = 0  # frames its own decode passes put out (pipeline.decode)
         self.thumbnails = bool(thumbnails and self.work is not None)
         self._fingerprint = canonical_json(
             {
@@ -248,6 +249,7 @@ class PixelRules:
             return found, False
         self.computed += 1
         t0 = time.monotonic()
+        stats: dict = {}
         results = _run_visual(
             lambda c: visual.screen_visual(
                 c["path"],
@@ -256,11 +258,38 @@ class PixelRules:
                 duration_s=c.get("duration_s"),
                 thumbnails=self.thumbs_dir(),
                 pose=self.pose,
+                stats=stats,
             ),
             clip,
         )
+        self.decoded_frames += stats.get("decoded_frames", 0)
         self.store(clip, results, time.monotonic() - t0)
         return results, True
+
+    def judge(self, clip: Mapping[str, Any], sampled, error: ClipError | None, seconds: float) -> list[RuleResult]:
+        """The rules on frames sampled by a pass that served other grids too (``sampled``: a
+        :class:`pipeline.visual.SampledFrames`; ``error``: that pass's decoder error), stored as
+        :meth:`run` stores them."""
+        import time
+
+        from pipeline import visual
+
+        self.computed += 1
+        t0 = time.monotonic()
+        results = _run_visual(
+            lambda c: visual.judge_frames(
+                sampled.frames,
+                c["clip_id"],
+                self.config,
+                sampled.params,
+                thumbnails=self.thumbs_dir(),
+                pose=self.pose,
+                error=error,
+            ),
+            clip,
+        )
+        self.store(clip, results, seconds + time.monotonic() - t0)
+        return results
 
     def thumbs_dir(self) -> Path | None:
         """Where the contact sheets go (None: not written)."""
