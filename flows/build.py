@@ -13,7 +13,8 @@ per-clip tasks run, so a deployment chooses it per run like any other parameter.
 ``process`` a process pool; ``dask`` prefect-dask's ``DaskTaskRunner`` on a local cluster of
 ``workers`` processes with ``threads_per_worker`` clips each, or on the scheduler at
 ``dask_address``. Torch's threads are split so that the clips in flight in one process do not
-oversubscribe its cores. The stage tasks between the maps (ingest, screen, score, release) run
+oversubscribe its cores. On CUDA the defaults hold ``[pose] max_batch`` clips in flight per
+process so that batches fill (:func:`flows.runners.resolve_layout`). The stage tasks between the maps (ingest, screen, score, release) run
 in the flow's own process.
 
 The flow holds the work directory's lock (:mod:`pipeline.lock`) for its whole run, whether it
@@ -23,6 +24,7 @@ happens once, under the lock.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -37,11 +39,13 @@ from prefect import flow
 
 from flows import artifacts, tasks
 from flows.runners import (
+    Layout,
     as_completed,
     check_scheduler,
     clips_in_flight,
     is_worker_death,
     open_clip_runner,
+    resolve_layout,
     survivors,
 )
 from pipeline import extraction, stages
@@ -355,7 +359,7 @@ def open_run(
     modalities: Sequence[str],
     runner: str,
     workers: int | None,
-    threads_per_worker: int,
+    threads_per_worker: int | None,
     dask_address: str | None,
     device: str | None = None,
     precision: str | None = None,
@@ -384,8 +388,10 @@ def open_run(
     if runner == "dask" and dask_address:
         check_scheduler(dask_address)
     prepare(work, label="work")  # made if missing, and writable: else one error naming it
-    clip_runner = open_clip_runner(runner, workers, threads_per_worker, dask_address)
+    layout = _layout(runner, workers, threads_per_worker, dask_address, config, placement)
+    clip_runner = open_clip_runner(runner, layout.workers, layout.threads_per_worker, dask_address)
     state = BuildState(kind, work, config, clip_runner, placement=placement)
+    state.inputs["layout"] = dataclasses.asdict(layout)
     with WorkLock(work, kind), clip_runner:
         write_placement(work, placement, kind)
         state.inputs["placement"] = placement.as_dict()
@@ -416,6 +422,21 @@ def _placement(kind: str, work: str, config: Mapping[str, Any], device: str | No
         raise ConfigError(str(err)) from err
 
 
+def _layout(runner, workers, threads_per_worker, dask_address, config, placement: Placement) -> Layout:
+    """The clips in flight (:func:`flows.runners.resolve_layout`): on CUDA, enough per process to
+    fill ``[pose] max_batch`` unless the parameters say otherwise; a layout that would step one
+    clip per forward on CUDA is said once."""
+    from pipeline.pose import PoseConfig
+
+    max_batch = int(dict(config.get("pose", {}) or {}).get("max_batch", PoseConfig.max_batch))
+    layout = resolve_layout(
+        runner, workers, threads_per_worker, device=placement.device, max_batch=max_batch, remote=bool(dask_address)
+    )
+    if layout.warning:
+        logging.getLogger("flows").warning(layout.warning)
+    return layout
+
+
 @flow(name="build")
 def build(
     raw_dir: str,
@@ -435,7 +456,7 @@ def build(
     salt: str | None = None,
     runner: str = "thread",
     workers: int | None = None,
-    threads_per_worker: int = 1,
+    threads_per_worker: int | None = None,
     dask_address: str | None = None,
 ) -> dict:
     """Build the dataset in ``work`` from ``raw_dir`` (``RAW_DIR/clips`` and ``RAW_DIR/metadata``).

@@ -32,7 +32,7 @@ def reextract(
     force: bool = False,
     runner: str = "thread",
     workers: int | None = None,
-    threads_per_worker: int = 1,
+    threads_per_worker: int | None = None,
     dask_address: str | None = None,
 ) -> dict:
     """Re-extract ``modalities`` (default: every registered one) for the kept clips of ``work``;

@@ -53,6 +53,10 @@ if TYPE_CHECKING:
     import av
 
 QUEUE_SIZE = 16  # converted samples the decoder may run ahead of the consumers
+HELD_FRAMES = 2  # decoded pictures the pass holds: the previous and the current frame
+# pictures a codec may hold inside FFmpeg (an estimate, not counted here): H.264's 16 reference
+# frames and one per frame thread (thread_type AUTO: about one per core, 17 on 16 cores)
+CODEC_FRAMES = 33
 _POLL_S = 0.05  # how often a waiting consumer checks the decoder's clock
 
 
@@ -389,6 +393,15 @@ def iter_samples(
     with decode_pass(path, [params], clip_id, budget_s=budget_s) as one:
         for _, sample in one:
             yield sample
+
+
+def host_bytes_in_flight(clips: int, width: int = 1920, height: int = 1080) -> int:
+    """Host memory the decoding of ``clips`` clips in flight holds at most, frames of ``width`` x
+    ``height``: per clip :data:`QUEUE_SIZE` converted RGB samples (at most full size), one more in
+    the consumer's hands (a batch holds one frame of each clip), and :data:`HELD_FRAMES` +
+    :data:`CODEC_FRAMES` decoded YUV 4:2:0 pictures. 64 clips of 1080p: about 12.8 GiB."""
+    rgb, yuv = width * height * 3, width * height * 3 // 2
+    return clips * ((QUEUE_SIZE + 1) * rgb + (HELD_FRAMES + CODEC_FRAMES) * yuv)
 
 
 def decoded_per_clip(decoded: dict[str, int], clips: Sequence[dict]) -> dict:

@@ -74,3 +74,26 @@ def test_one_pass_is_on_with_cuda_unless_configured():
     assert one_pass_on({}, gpu) and not one_pass_on({}, cpu)
     assert one_pass_on({"extract": {"one_pass": True}}, cpu)
     assert not one_pass_on({"extract": {"one_pass": False}}, gpu)
+
+
+def test_the_build_report_says_decoded_frames_per_kept_clip():
+    from pipeline.decode import decoded_per_clip
+    from pipeline.report.render import decoding_html
+
+    clips = [
+        {"clip_id": "a", "frame_count": 300},  # decoded once
+        {"clip_id": "b", "frame_count": 300},  # screened, then extracted: twice
+        {"clip_id": "c", "frame_count": 10},  # everything reused: nothing decoded
+    ]
+    found = decoded_per_clip({"a": 300, "b": 600}, clips)
+    assert found == {
+        "clips": 2,
+        "not_decoded": 1,
+        "decoded_frames": 900,
+        "frame_count": 600,
+        "ratio": 1.5,
+        "max_ratio": 2.0,
+    }
+    html = decoding_html({"decoding": {**found, "one_pass": False}})
+    assert "<b>1.50x</b>" in html and "worst clip 2.00x" in html and "1 reused" in html
+    assert decoding_html({}) == ""

@@ -50,3 +50,48 @@ def test_the_record_is_read_back_and_flags_win(tmp_path):
         with pytest.raises(DeviceError, match="recorded placement runs on cuda"):
             pl.run_placement(tmp_path, {}, None, None)
     assert pl.run_placement(tmp_path, {}, "cpu", "float32").device == "cpu"
+
+
+# -- the layout: clips in flight per process ---------------------------------------------------------
+
+
+def test_cuda_defaults_fill_the_pose_batch_and_the_cpu_keeps_its_defaults():
+    from flows.runners import resolve_layout
+
+    thread = resolve_layout("thread", None, None, device="cuda", max_batch=64)
+    assert (thread.workers, thread.per_process, thread.warning) == (64, 64, None)
+    dask = resolve_layout("dask", None, None, device="cuda:0", max_batch=32)
+    assert (dask.workers, dask.threads_per_worker, dask.per_process, dask.warning) == (1, 32, 32, None)
+    cpu = resolve_layout("thread", None, None, device="cpu", max_batch=64)
+    assert (cpu.workers, cpu.per_process, cpu.warning) == (2, 2, None)
+    cpu_dask = resolve_layout("dask", None, None, device="cpu", max_batch=64)
+    assert (cpu_dask.workers, cpu_dask.threads_per_worker) == (2, 1)
+    # what the user gives is kept
+    assert resolve_layout("thread", 8, None, device="cuda", max_batch=64).workers == 8
+    assert resolve_layout("dask", 2, 16, device="cuda", max_batch=64).threads_per_worker == 16
+    # a remote cluster sets its own threads: nothing to say
+    assert resolve_layout("dask", None, None, device="cuda", max_batch=64, remote=True).warning is None
+
+
+@pytest.mark.parametrize(
+    ("runner", "workers", "threads", "fix"),
+    [("thread", 1, None, "--workers"), ("dask", 4, 1, "--threads-per-worker"), ("process", None, None, "--runner")],
+)
+def test_one_clip_per_forward_on_cuda_is_said(runner, workers, threads, fix):
+    from flows.runners import resolve_layout
+
+    layout = resolve_layout(runner, workers, threads, device="cuda", max_batch=64)
+    assert layout.per_process == 1 and "one clip per process" in layout.warning and fix in layout.warning
+    assert resolve_layout(runner, workers, threads, device="cpu", max_batch=64).warning is None
+
+
+def test_the_default_cuda_layout_fits_the_host_memory_of_a_node():
+    from flows.runners import resolve_layout
+    from pipeline.decode import host_bytes_in_flight
+
+    per_process = resolve_layout("thread", None, None, device="cuda", max_batch=64).per_process
+    one = host_bytes_in_flight(1)
+    assert host_bytes_in_flight(per_process) == per_process * one  # per clip, whatever the others
+    # 17 RGB samples (6,220,800 B each at 1080p) and 35 YUV pictures (3,110,400 B): 214,617,600 B a clip
+    assert one == 214_617_600
+    assert host_bytes_in_flight(per_process) < 32 * 2**30
