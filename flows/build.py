@@ -167,9 +167,12 @@ def extract_stage(
         force=force,
         run_clips=_mapped_on(state.runner, plan, failures, state.one_pass),
     )
+    passes: dict[str, int] = {}  # the clip's one extraction pass, the same count on each of its items
     for it in state.extraction.items:
         if it.clip_id not in state.one_pass:  # a one-pass clip's frames are counted with its pixel rules
-            state.decoded[it.clip_id] = max(state.decoded.get(it.clip_id, 0), it.decoded_frames)
+            passes[it.clip_id] = max(passes.get(it.clip_id, 0), it.decoded_frames)
+    for clip_id, frames in passes.items():
+        state.decoded[clip_id] = state.decoded.get(clip_id, 0) + frames
     state.decoding = {**decoded_per_clip(state.decoded, clips), "one_pass": state.plan is not None}
     state.stage_seconds["extract"] = round(time.monotonic() - t0, 2)
     if failures:

@@ -185,6 +185,13 @@ def test_a_kept_clip_is_opened_at_most_three_times_in_a_whole_build(built, tmp_p
     assert len(probe_opens) == 1
 
 
+def test_the_report_counts_every_decode_of_a_kept_clip(built):
+    """On the CPU a kept clip is decoded by its pixel rules, then by its extraction: twice."""
+    report = built[2]
+    assert report["decoding"]["one_pass"] is False and report["decoding"]["clips"] == 3
+    assert report["decoding"]["ratio"] == 2.0 and report["decoding"]["max_ratio"] == 2.0
+
+
 def test_second_build_does_no_extraction_work(built):
     root, kwargs, first = built
     before = {
