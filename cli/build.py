@@ -54,14 +54,15 @@ def _flow_options(parser: argparse.ArgumentParser) -> None:
         "--workers",
         type=int,
         metavar="N",
-        help="clips processed at once: thread-pool size, process-pool size or local Dask worker processes (default: 2)",
+        help="clips processed at once: thread-pool size, process-pool size or local Dask worker processes "
+        "(default: 2; on CUDA a thread pool of [pose] max_batch, or one Dask worker)",
     )
     parser.add_argument(
         "--threads-per-worker",
         type=int,
-        default=1,
         metavar="N",
-        help="with a local Dask cluster: clips in flight per worker process, sharing its models (default: 1)",
+        help="with a local Dask cluster: clips in flight per worker process, sharing its models "
+        "(default: 1; on CUDA [pose] max_batch, so that batches fill)",
     )
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
 
@@ -138,7 +139,7 @@ def _add_reextract(subparsers, parent: argparse.ArgumentParser) -> None:
 
 def _runner(args) -> dict:
     """The flow parameters that choose where the per-clip tasks run."""
-    if args.workers is not None and args.workers < 1 or args.threads_per_worker < 1:
+    if any(n is not None and n < 1 for n in (args.workers, args.threads_per_worker)):
         from pipeline.config import ConfigError
 
         raise ConfigError("--workers and --threads-per-worker must be at least 1")

@@ -38,13 +38,15 @@ def register(subparsers, parent: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--untrained", action="store_true", help="allow randomly initialised weights (marked in every row)")
     p.add_argument(
-        "--device", help="torch device for the network modalities, e.g. cpu or cuda (default: CUDA if present)"
+        "--device",
+        help="torch device for the network modalities, e.g. cpu or cuda (default: the work directory's "
+        "recorded placement, else CUDA if present)",
     )
     p.add_argument(
         "--precision",
         choices=("auto", "bfloat16", "float32"),
         help="numeric precision of the appearance networks; auto is bfloat16 where the device supports it "
-        "(default: [extract] precision, else auto)",
+        "(default: [extract] precision, else the work directory's recorded placement, else auto)",
     )
     p.add_argument("--force", action="store_true", help="recompute shards that are already current")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -78,6 +80,9 @@ def run(args) -> int:
 
 def _extract(args) -> int:
     from pipeline import extraction
+    from pipeline.config import ConfigError
+    from pipeline.errors import InputError
+    from pipeline.placement import run_placement, write_placement
     from pipeline.runtime import check_device
     from pipeline.sections import load_config
 
@@ -85,9 +90,15 @@ def _extract(args) -> int:
     config = load_config(args.config)
     if args.device:
         check_device(args.device, "--device")  # before any extractor is built, naming the option
-    plan = extraction.plan_extraction(
-        args.modalities, config, untrained=args.untrained, device=args.device, precision=args.precision
-    )
+    try:  # the flags win; the work directory's recorded placement fills in what they leave open
+        placement = run_placement(work, config, args.device, args.precision)
+    except ConfigError:
+        raise
+    except ValueError as err:
+        if isinstance(err, InputError):
+            raise
+        raise ConfigError(str(err)) from err
+    plan = extraction.plan_extraction(args.modalities, config, untrained=args.untrained, placement=placement)
     try:
         extractors = extraction.load_extractors(plan)
     except ImportError as err:
@@ -99,6 +110,7 @@ def _extract(args) -> int:
         print(f"extract {names}: no clips to extract in {work} (run ingest and screen first, or pass --clips)")
         return 0
     extraction.sweep_partial_files(work)  # under the work directory's lock (cli.main)
+    write_placement(work, placement, "extract")
     run = extraction.run_extraction(
         work,
         clips,

@@ -94,10 +94,12 @@ def _locked_release(args) -> dict:
 def _package(args) -> dict:
     """Package directly, without a flow run; the summary of the release, verified or not."""
     from flows.tasks import read_state
+    from pipeline.placement import recorded_place
     from pipeline.release import release_stage
     from pipeline.sections import load_config
 
-    built = read_state(args.work, "build_report")  # the precision the features were made in
+    built = read_state(args.work, "build_report")
+    precision, device = recorded_place(args.work, built)  # what the features were made with
     run = release_stage(
         args.work,
         args.out,
@@ -105,8 +107,8 @@ def _package(args) -> dict:
         allow_untrained=args.allow_untrained,
         salt=args.salt,
         allow_missing=args.allow_missing,
-        precision=built.get("precision"),
-        device=built.get("device"),
+        precision=precision,
+        device=device,
     )
     return run.as_dict()
 

@@ -13,7 +13,8 @@ per-clip tasks run, so a deployment chooses it per run like any other parameter.
 ``process`` a process pool; ``dask`` prefect-dask's ``DaskTaskRunner`` on a local cluster of
 ``workers`` processes with ``threads_per_worker`` clips each, or on the scheduler at
 ``dask_address``. Torch's threads are split so that the clips in flight in one process do not
-oversubscribe its cores. The stage tasks between the maps (ingest, screen, score, release) run
+oversubscribe its cores. On CUDA the defaults hold ``[pose] max_batch`` clips in flight per
+process so that batches fill (:func:`flows.runners.resolve_layout`). The stage tasks between the maps (ingest, screen, score, release) run
 in the flow's own process.
 
 The flow holds the work directory's lock (:mod:`pipeline.lock`) for its whole run, whether it
@@ -23,6 +24,7 @@ happens once, under the lock.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -37,6 +39,7 @@ from prefect import flow
 
 from flows import artifacts, tasks
 from flows.runners import (
+    Layout,
     WorkersSilent,
     as_completed,
     check_scheduler,
@@ -44,6 +47,7 @@ from flows.runners import (
     is_worker_death,
     open_clip_runner,
     opened,
+    resolve_layout,
     survivors,
     worker_silence_s,
 )
@@ -51,8 +55,10 @@ from pipeline import extraction, stages
 from pipeline import modalities as registry
 from pipeline.attempts import MAX_DEATHS, AttemptLedger
 from pipeline.config import ConfigError
-from pipeline.errors import disk_full
+from pipeline.decode import decoded_per_clip
+from pipeline.errors import InputError, disk_full
 from pipeline.lock import WorkLock
+from pipeline.placement import Placement
 from pipeline.sections import load_config
 
 
@@ -69,11 +75,16 @@ class BuildState:
     work: str
     config: dict[str, Any]  # the run's checked configuration file
     runner: Any = field(repr=False)  # the per-clip tasks' runner
+    placement: Placement = field(default_factory=Placement)  # resolved once (pipeline.placement), recorded in work
     started: float = field(default_factory=time.monotonic)
     inputs: dict[str, Any] = field(default_factory=dict)  # what it was asked: raw_dir, runner, modalities, pid...
     stages: dict[str, dict] = field(default_factory=dict)  # ingest, screen, score: each stage's summary
     stage_seconds: dict[str, float] = field(default_factory=dict)
     extraction: extraction.ExtractionRun | None = None
+    plan: extraction.ExtractionPlan | None = None  # made before the pixel rules when they share the pass
+    one_pass: dict[str, list[dict]] = field(default_factory=dict)  # clip_id -> items of its one pass
+    decoded: dict[str, int] = field(default_factory=dict)  # clip_id -> frames this run decoded for it
+    decoding: dict | None = None  # pipeline.decode.decoded_per_clip over the kept clips
     workers: list[str] = field(default_factory=list)  # the worker processes checked before mapping clips
     train: dict | None = None
     release: dict | None = None  # the release stage's record (pipeline.release.ReleaseRun.as_dict)
@@ -103,6 +114,7 @@ class BuildState:
             }
         out["kind"] = self.kind
         optional = {
+            "decoding": self.decoding,
             "finished": self.finished,
             "train": self.train,
             "release": self.release,
@@ -137,28 +149,16 @@ def extract_stage(
     modalities: Sequence[str],
     *,
     untrained: bool,
-    device: str | None,
-    precision: str | None = None,
     force: bool = False,
 ) -> None:
     """The extraction stage of the kept clips (:func:`pipeline.extraction.run_extraction`), one
-    task per clip on the run's runner, into ``state``.
+    task per clip on the run's runner, on the run's placement, into ``state``.
 
     Raises :class:`BuildError` when the extractors cannot start or a task fails for a reason that
     is not the clip's; the items of the other clips are recorded first.
     """
     t0 = time.monotonic()
-    try:
-        plan = extraction.plan_extraction(
-            modalities,
-            state.config,
-            untrained=untrained,
-            device=device,
-            precision=precision,
-            in_flight=clips_in_flight(state.runner),
-        )
-    except ConfigError as err:
-        raise BuildError(str(err)) from err
+    plan = state.plan or make_plan(state, modalities, untrained=untrained)
     clips = stages.kept_clips(state.work)
     state.workers = check_workers(state.runner, plan) if clips else []
     failures: list[str] = []
@@ -168,14 +168,37 @@ def extract_stage(
         plan,
         decode=state.config.get("decode", {}),
         force=force,
-        run_clips=_mapped_on(state.runner, plan, failures, worker_silence_s(state.config)),
+        run_clips=_mapped_on(state.runner, plan, failures, state.one_pass, worker_silence_s(state.config)),
     )
+    passes: dict[str, int] = {}  # the clip's one extraction pass, the same count on each of its items
+    for it in state.extraction.items:
+        if it.clip_id not in state.one_pass:  # a one-pass clip's frames are counted with its pixel rules
+            passes[it.clip_id] = max(passes.get(it.clip_id, 0), it.decoded_frames)
+    for clip_id, frames in passes.items():
+        state.decoded[clip_id] = state.decoded.get(clip_id, 0) + frames
+    state.decoding = {**decoded_per_clip(state.decoded, clips), "one_pass": state.plan is not None}
     state.stage_seconds["extract"] = round(time.monotonic() - t0, 2)
     if failures:
         raise BuildError(f"extraction failed on {len(failures)} clip(s), first: {failures[0]}")
 
 
-def _mapped_on(runner, plan: extraction.ExtractionPlan, failures: list[str], silence_s: float):
+def make_plan(state: BuildState, modalities: Sequence[str], *, untrained: bool) -> extraction.ExtractionPlan:
+    """The run's extraction plan, on its placement; a configuration error fails the run as a stage."""
+    try:
+        return extraction.plan_extraction(
+            modalities,
+            state.config,
+            untrained=untrained,
+            in_flight=clips_in_flight(state.runner),
+            placement=state.placement,
+        )
+    except ConfigError as err:
+        raise BuildError(str(err)) from err
+
+
+def _mapped_on(
+    runner, plan: extraction.ExtractionPlan, failures: list[str], done: Mapping[str, list[dict]], silence_s: float
+):
     """``run_clips`` of :func:`pipeline.extraction.run_extraction`: one ``extract_clip`` task per
     clip on ``runner``, results as they finish; the clips a broken process pool lost go to a
     fresh pool of the same size, until none is lost.
@@ -190,10 +213,15 @@ def _mapped_on(runner, plan: extraction.ExtractionPlan, failures: list[str], sil
     any clip) is tried :data:`MAX_DEATHS` times, then its lost clips are the run's failures. Dask
     needs no rounds: its scheduler gives a dead worker's clips to others. Any other task failure
     is the run's: appended to ``failures``. Workers silent for ``silence_s`` seconds fail the
-    run (:class:`~flows.runners.WorkersSilent`).
+    run (:class:`~flows.runners.WorkersSilent`). A clip in ``done`` was extracted in its pixel
+    rules' pass (:mod:`pipeline.onepass`): its items are those.
     """
 
     def run_clips(jobs: list[dict]):
+        for job in jobs:
+            if job["clip"]["clip_id"] in done:
+                yield job["clip"], [extraction.ItemResult(**d) for d in done[job["clip"]["clip_id"]]]
+        jobs = [j for j in jobs if j["clip"]["clip_id"] not in done]
         pool, todo, unexplained = runner, jobs, 0
         ledger = AttemptLedger(jobs[0]["attempts"]) if jobs else None
         with ExitStack() as fresh:
@@ -272,20 +300,36 @@ def run_rule_stages(
     state.stages["ingest"] = tasks.ingest(raw_dir, work, config, pairing, crawl_time, probed, overrides)
     state.stages["ingest"]["probed_by"] = sorted({found["worker"] for found in probed.values()})
     t1 = time.monotonic()
-    futures = {
-        runner.submit(tasks.screen_clip, {"work": work, "clip": clip, "config": dict(config)}): clip
-        for clip in stages.pixel_rule_clips(work, config)
-    }
+    futures = _pixel_rule_tasks(state, stages.pixel_rule_clips(work, config))
     computed = reused = 0
     # a clip whose worker died is left to the screen task below, which computes what is missing
     for _clip, done in survivors(futures, "pixel rules", worker_silence_s(config)):
         computed += done["computed"]
         reused += not done["computed"]
-    state.stages["screen"] = tasks.screen(work, config, overrides)
+        state.decoded[done["clip_id"]] = state.decoded.get(done["clip_id"], 0) + done.get("decoded_frames", 0)
+        if done.get("items"):
+            state.one_pass[done["clip_id"]] = done["items"]
+    state.stages["screen"] = tasks.screen(work, config, overrides, state.placement)
     state.stages["screen"]["pixel_rules"] = {"computed": computed, "reused": reused}
     t2 = time.monotonic()
     state.stages["score"] = tasks.score(work, config)
     state.stage_seconds.update(ingest=round(t1 - t0, 2), screen=round(t2 - t1, 2))
+
+
+def _pixel_rule_tasks(state: BuildState, clips: list[dict]) -> dict:
+    """One pixel-rule task per clip on the run's runner: the rules alone, or, with a plan made
+    for it (:mod:`pipeline.onepass`), the rules and the extraction from one decode pass."""
+    base = {"work": state.work, "config": dict(state.config)}
+    if state.plan is None:
+        return {
+            state.runner.submit(tasks.screen_clip, {**base, "clip": clip, "placement": state.placement}): clip
+            for clip in clips
+        }
+    state.workers = check_workers(state.runner, state.plan) if clips else []
+    return {
+        state.runner.submit(tasks.screen_extract_clip, {**base, "clip": clip, "plan": state.plan}): clip
+        for clip in sorted(clips, key=lambda c: (-(c.get("duration_s") or 0.0), c["clip_id"]))
+    }
 
 
 def finish_run(state: BuildState) -> None:
@@ -332,19 +376,23 @@ def open_run(
     modalities: Sequence[str],
     runner: str,
     workers: int | None,
-    threads_per_worker: int,
+    threads_per_worker: int | None,
     dask_address: str | None,
     device: str | None = None,
+    precision: str | None = None,
 ) -> Iterator[BuildState]:
     """The frame of a ``kind`` run (build, reextract): its :class:`BuildState`.
 
     Before any work: the configuration, the modalities, the device and the Dask scheduler are
     checked, each error naming the parameter, and the work directory is made if missing and
-    proven writable. The body runs under the work directory's lock with the per-clip task runner
+    proven writable. The run's placement is resolved once (:mod:`pipeline.placement`: a build from
+    its flags and configuration, a reextract with the work directory's record filling in what they
+    leave open) and recorded in the work directory under the lock. The body runs under the work directory's lock with the per-clip task runner
     open and fills the state; the run is finished (:func:`finish_run`) when the body returns,
     with its wall time, and when a stage fails with a :class:`BuildError`, so the report says
     what happened.
     """
+    from pipeline.placement import write_placement
     from pipeline.runtime import check_device
     from pipeline.workdir import prepare
 
@@ -353,12 +401,17 @@ def open_run(
     _check_modalities(modalities)
     if device:
         check_device(device, "device")
+    placement = _placement(kind, work, config, device, precision)
     if runner == "dask" and dask_address:
         check_scheduler(dask_address)
     prepare(work, label="work")  # made if missing, and writable: else one error naming it
-    clip_runner = open_clip_runner(runner, workers, threads_per_worker, dask_address)
-    state = BuildState(kind, work, config, clip_runner)
+    layout = _layout(runner, workers, threads_per_worker, dask_address, config, placement)
+    clip_runner = open_clip_runner(runner, layout.workers, layout.threads_per_worker, dask_address)
+    state = BuildState(kind, work, config, clip_runner, placement=placement)
+    state.inputs["layout"] = dataclasses.asdict(layout)
     with WorkLock(work, kind), opened(clip_runner):
+        write_placement(work, placement, kind)
+        state.inputs["placement"] = placement.as_dict()
         try:
             try:
                 yield state
@@ -393,6 +446,38 @@ def _finish_failed(state: BuildState) -> None:
         logging.getLogger("flows").warning("the run's report could not be written: %s", disk_full(err))
 
 
+def _placement(kind: str, work: str, config: Mapping[str, Any], device: str | None, precision: str | None):
+    """The run's placement: a build's from its parameters and configuration; a reextract's with
+    the work directory's record filling in the rest. A precision the device refuses is a ConfigError."""
+    from pipeline.placement import resolve_placement, run_placement
+
+    try:
+        if kind == "build":
+            return resolve_placement(config, device, precision)
+        return run_placement(work, config, device, precision)
+    except ConfigError:
+        raise
+    except ValueError as err:
+        if isinstance(err, InputError):
+            raise
+        raise ConfigError(str(err)) from err
+
+
+def _layout(runner, workers, threads_per_worker, dask_address, config, placement: Placement) -> Layout:
+    """The clips in flight (:func:`flows.runners.resolve_layout`): on CUDA, enough per process to
+    fill ``[pose] max_batch`` unless the parameters say otherwise; a layout that would step one
+    clip per forward on CUDA is said once."""
+    from pipeline.pose import PoseConfig
+
+    max_batch = int(dict(config.get("pose", {}) or {}).get("max_batch", PoseConfig.max_batch))
+    layout = resolve_layout(
+        runner, workers, threads_per_worker, device=placement.device, max_batch=max_batch, remote=bool(dask_address)
+    )
+    if layout.warning:
+        logging.getLogger("flows").warning(layout.warning)
+    return layout
+
+
 @flow(name="build")
 def build(
     raw_dir: str,
@@ -412,7 +497,7 @@ def build(
     salt: str | None = None,
     runner: str = "thread",
     workers: int | None = None,
-    threads_per_worker: int = 1,
+    threads_per_worker: int | None = None,
     dask_address: str | None = None,
 ) -> dict:
     """Build the dataset in ``work`` from ``raw_dir`` (``RAW_DIR/clips`` and ``RAW_DIR/metadata``).
@@ -432,14 +517,27 @@ def build(
     """
     modalities = list(modalities or registry.names())
     frame = open_run(
-        "build", work, config_path, modalities, runner, workers, threads_per_worker, dask_address, device=device
+        "build",
+        work,
+        config_path,
+        modalities,
+        runner,
+        workers,
+        threads_per_worker,
+        dask_address,
+        device=device,
+        precision=precision,
     )
     with frame as state:
         state.inputs.update(raw_dir=raw_dir, work=work, pid=os.getpid())
         state.inputs["partial_removed"] = extraction.sweep_partial_files(work)
         state.inputs["runner"] = {"name": runner, "workers": workers, "dask_address": dask_address}
+        from pipeline.onepass import one_pass_on
+
+        if one_pass_on(state.config, state.placement):  # screen and extract in one decode pass
+            state.plan = make_plan(state, modalities, untrained=untrained)
         run_rule_stages(state, raw_dir, pairing, crawl_time, overrides)
-        extract_stage(state, modalities, untrained=untrained, device=device, precision=precision)
+        extract_stage(state, modalities, untrained=untrained)
         if train:
             state.train = tasks.train(work, train_dir or str(Path(work) / "train"), state.config)
         if release_out:

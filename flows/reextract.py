@@ -32,23 +32,33 @@ def reextract(
     force: bool = False,
     runner: str = "thread",
     workers: int | None = None,
-    threads_per_worker: int = 1,
+    threads_per_worker: int | None = None,
     dask_address: str | None = None,
 ) -> dict:
     """Re-extract ``modalities`` (default: every registered one) for the kept clips of ``work``;
     ``force`` recomputes even current shards.
 
     ``runner``, ``workers``, ``threads_per_worker`` and ``dask_address`` choose where the
-    per-clip tasks run, as for the build flow.
+    per-clip tasks run, as for the build flow. ``device`` and ``precision`` win over the placement
+    the work directory records (:mod:`pipeline.placement`), which fills in what they leave open.
     """
     modalities = list(modalities or registry.names())
     frame = open_run(
-        "reextract", work, config_path, modalities, runner, workers, threads_per_worker, dask_address, device=device
+        "reextract",
+        work,
+        config_path,
+        modalities,
+        runner,
+        workers,
+        threads_per_worker,
+        dask_address,
+        device=device,
+        precision=precision,
     )
     with frame as state:
         state.inputs.update(work=work, modalities=list(modalities))
         state.inputs["partial_removed"] = extraction.sweep_partial_files(work)
         if raw_dir:
             run_rule_stages(state, raw_dir, pairing, crawl_time, overrides)
-        extract_stage(state, modalities, untrained=untrained, device=device, precision=precision, force=force)
+        extract_stage(state, modalities, untrained=untrained, force=force)
     return state.report()

@@ -6,6 +6,7 @@ from prefect import flow
 
 from flows import artifacts, tasks
 from pipeline.lock import WorkLock
+from pipeline.placement import recorded_place
 from pipeline.release import check_releasable
 from pipeline.sections import load_config
 from pipeline.workdir import prepare
@@ -33,7 +34,7 @@ def release(
         info = {
             k: build_info[k] for k in ("ingest", "screen", "score", "extract", "precision", "device") if k in build_info
         }
-        precision, device = build_info.get("precision"), build_info.get("device")
+        precision, device = recorded_place(work, build_info)
         summary = tasks.package(work, out, config, allow_untrained, salt, info, precision, device)
     try:
         artifacts.publish_artifacts(summary, "release")

@@ -113,6 +113,62 @@ def make_task_runner(
     raise ValueError(f"unknown runner {runner!r}; choose one of {RUNNERS}")
 
 
+DEFAULT_WORKERS = 2  # clips in flight (thread or process pool) or local Dask workers, on the CPU
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How many clips a run holds in flight, where: what :func:`resolve_layout` decided."""
+
+    workers: int  # thread-pool size, process-pool size, or local Dask worker processes
+    threads_per_worker: int  # clips in flight per local Dask worker process
+    per_process: int | None  # clips in flight in each process that runs networks (None: a remote cluster's)
+    warning: str | None = None  # said once when a CUDA build would step one clip per forward
+
+
+def resolve_layout(
+    runner: str,
+    workers: int | None,
+    threads_per_worker: int | None,
+    *,
+    device: str,
+    max_batch: int,
+    remote: bool = False,
+) -> Layout:
+    """The run's layout from the options the user gave (None: left to the default) and the
+    placement's ``device``.
+
+    On the CPU the defaults are :data:`DEFAULT_WORKERS` clips (or local Dask worker processes of
+    one clip each). On CUDA the networks batch frames of the clips in flight in a process
+    (``pipeline.batching``), so the defaults hold ``max_batch`` (``[pose] max_batch``) clips in
+    flight per process: a thread pool of ``max_batch`` workers, or one local Dask worker process
+    (one GPU, one copy of the models) with ``max_batch`` threads. What the user gave is kept; a
+    CUDA layout left with one clip per process (a process pool, ``--workers 1``,
+    ``--threads-per-worker 1``) gets a ``warning``. A remote Dask cluster sets its own threads.
+    """
+    cuda = device.startswith("cuda")
+    if runner == "dask":
+        n = workers or (1 if cuda else DEFAULT_WORKERS)
+        threads = threads_per_worker or (max_batch if cuda else 1)
+        per_process = None if remote else threads
+    elif runner == "thread":
+        n = workers or (max_batch if cuda else DEFAULT_WORKERS)
+        threads, per_process = threads_per_worker or 1, n
+    else:  # a process pool: each worker process holds one clip
+        n, threads, per_process = workers or DEFAULT_WORKERS, threads_per_worker or 1, 1
+    warning = None
+    if cuda and per_process == 1 and max_batch > 1:
+        fix = {
+            "thread": "raise --workers",
+            "dask": "raise --threads-per-worker",
+        }.get(runner, "use --runner thread or --runner dask")
+        warning = (
+            f"{runner} runner on {device} holds one clip per process: every forward steps one clip's frame "
+            f"([pose] max_batch = {max_batch} is never filled); {fix} to batch the clips in flight"
+        )
+    return Layout(n, threads, per_process, warning)
+
+
 class SchedulerUnreachable(InputError):
     """No Dask scheduler answers at the address a run was given; the message says what was tried."""
 

@@ -28,6 +28,7 @@ from prefect.logging import get_run_logger
 
 from pipeline import extraction, stages, tables
 from pipeline.extraction import ExtractionPlan
+from pipeline.placement import Placement
 
 STATE_DIR = "flow_state"  # <work>/flow_state/: what the flows remember between runs (JSON)
 
@@ -97,19 +98,39 @@ def ingest(
 
 
 @task(name="pixel-rules", tags=["screen"])
-def screen_clip(work: str, clip: Mapping[str, Any], config: Mapping[str, Any]) -> dict:
-    """The pixel rules of one clip, stored in its ``pixel_rules`` shard (reused while current)."""
+def screen_clip(
+    work: str, clip: Mapping[str, Any], config: Mapping[str, Any], placement: Placement | None = None
+) -> dict:
+    """The pixel rules of one clip, stored in its ``pixel_rules`` shard (reused while current),
+    the people counter on the run's ``placement``."""
     from pipeline.screen import PixelRules
 
-    results, computed = PixelRules(config, work, thumbnails=True).run(clip)
-    return {"clip_id": clip["clip_id"], "computed": computed, "passed": all(r.passed for r in results)}
+    pixels = PixelRules(config, work, thumbnails=True, placement=placement)
+    results, computed = pixels.run(clip)
+    return {
+        "clip_id": clip["clip_id"],
+        "computed": computed,
+        "passed": all(r.passed for r in results),
+        "decoded_frames": pixels.decoded_frames,
+    }
+
+
+@task(name="pixel-rules-and-extract", tags=["screen", "extract"])
+def screen_extract_clip(work: str, clip: Mapping[str, Any], config: Mapping[str, Any], plan: ExtractionPlan) -> dict:
+    """The pixel rules of one clip and, when they pass, its features, from one decode pass
+    (:func:`pipeline.onepass.screen_and_extract`)."""
+    from pipeline.onepass import screen_and_extract
+
+    return screen_and_extract(work, clip, config, plan)
 
 
 @task(name="screen")
-def screen(work: str, config: Mapping[str, Any], overrides: str | None = None) -> dict:
+def screen(
+    work: str, config: Mapping[str, Any], overrides: str | None = None, placement: Placement | None = None
+) -> dict:
     """The screen stage (:func:`pipeline.stages.run_screen`): the cheap rules again, the pixel
     rules from their per-clip shards (computed here only for a clip whose task did not store them)."""
-    result = stages.run_screen(work, config, overrides=overrides)
+    result = stages.run_screen(work, config, overrides=overrides, placement=placement)
     summary = stages.screen_summary(result)
     _log().info("screen: %d kept, %d rejected", summary["kept"], summary["rejected"])
     for note in result.notes:

@@ -38,7 +38,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -46,15 +46,28 @@ from typing import Any
 from pipeline import checksums, modalities, tables
 from pipeline.attempts import MAX_DEATHS, AttemptLedger
 from pipeline.config import ConfigError, section_config
-from pipeline.decode import decode_pass
+from pipeline.decode import DecodeParams, Sample, decode_pass
 from pipeline.errors import ClipError, Reason, disk_full, rejection_row
 from pipeline.features import FeatureExtractor, PassShared
+from pipeline.placement import Placement
 from pipeline.runtime import configure_threads, worker_name
 
 log = logging.getLogger(__name__)
 
 STAGE = "extract:{modality}"
 COMPUTED, SKIPPED, REJECTED = "computed", "skipped", "rejected"
+DISCARDED = "discarded"  # computed in a pass whose rider (the pixel rules) rejected the clip: not written
+
+
+@dataclass
+class Rider:
+    """A grid that rides along a clip's extraction pass (the node build's pixel rules,
+    :mod:`pipeline.onepass`): ``push`` gets each sample of ``params``' grid; after the pass,
+    ``finish(error)`` (the decoder's error, or None) says whether the features are written."""
+
+    params: DecodeParams
+    push: Callable[[Sample], None]
+    finish: Callable[[ClipError | None], bool]
 
 
 @dataclass(frozen=True)
@@ -76,9 +89,14 @@ class ExtractConfig:
 
     precision: str = "auto"  # auto | bfloat16 | float32, resolved once per build
     threads: int | None = None  # torch threads per clip in flight; None: the cores shared out
+    # screen and extract a clip in one decode pass (pipeline.onepass): auto (on CUDA) | true | false
+    one_pass: str | bool = "auto"
 
     def __post_init__(self):
         from pipeline.runtime import PRECISIONS
+
+        if self.one_pass not in ("auto", True, False):
+            raise ValueError(f"[extract] one_pass must be auto, true or false, got {self.one_pass!r}")
 
         if self.precision not in PRECISIONS:
             raise ValueError(f"[extract] precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
@@ -94,9 +112,11 @@ class ExtractionPlan:
     sections: str  # JSON of {modality: its config section}
     untrained: bool = False
     device: str | None = None
-    precision: str = "float32"  # resolved once for the build (pipeline.runtime.resolve_precision)
+    precision: str = "float32"  # resolved once for the build (pipeline.placement)
     threads: int | None = None  # torch threads of each clip processed at once in a process
-    pose_backend: str = "mediapipe"  # [pose] backend resolved once (pipeline.pose.resolve_backend)
+    pose_backend: str = "mediapipe"  # [pose] backend resolved once (pipeline.placement)
+    vibe_backend: str = "numpy"  # [scenic] vibe_backend resolved once
+    blazepose_precision: str = "float32"  # the torch BlazePose's precision
 
     @classmethod
     def make(
@@ -108,10 +128,32 @@ class ExtractionPlan:
         device: str | None = None,
         precision: str = "float32",
         threads: int | None = None,
+        placement: Placement | None = None,
     ) -> ExtractionPlan:
+        """The plan of ``placement`` (else of ``device`` and ``precision``, resolved here)."""
+        from pipeline.placement import resolve_placement
+
         chosen = modalities.ordered(wanted)
-        sections, backend = modalities.resolved_sections(chosen, config, device)
-        return cls(chosen, json.dumps(sections, sort_keys=True), untrained, device, precision, threads, backend)
+        placement = placement or resolve_placement(config, device, precision)
+        sections, _ = modalities.resolved_sections(chosen, config, placement=placement)
+        return cls(
+            chosen,
+            json.dumps(sections, sort_keys=True),
+            untrained,
+            placement.device,
+            placement.precision,
+            threads,
+            placement.pose_backend,
+            placement.vibe_backend,
+            placement.blazepose_precision,
+        )
+
+    @property
+    def placement(self) -> Placement:
+        """The build's placement this plan was made for."""
+        return Placement(
+            self.device or "cpu", self.precision, self.pose_backend, self.vibe_backend, self.blazepose_precision
+        )
 
     def section(self, modality: str) -> dict:
         return json.loads(self.sections)[modality]
@@ -130,6 +172,7 @@ class ItemResult:
     message: str | None = None
     video_id: str | None = None
     path: str | None = None
+    decoded_frames: int = 0  # frames out of the codec in this clip's pass (the same on each of its items)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -224,6 +267,7 @@ def extract_clip(
     force: bool = False,
     decode: DecodeConfig = DecodeConfig(),
     confirm: bool = True,
+    rider: Rider | None = None,
 ) -> list[ItemResult]:
     """Every modality of ``extractors`` for one clip (``clip_id``, ``path``[, ``video_id``]).
 
@@ -231,6 +275,8 @@ def extract_clip(
     only when it is the file its writer recorded (:mod:`pipeline.checksums`); before decoding,
     the clip file must still hash to ``clip_id`` (``clip_changed`` otherwise), unless ``confirm``
     is False (clips whose ids are not their files' sums: the sports benchmark's samples).
+    ``rider``: a grid served by the same pass (:class:`Rider`), when there is a pass; its
+    ``finish`` returning False leaves every computed modality ``discarded`` (nothing written).
     """
     clip_id, path = clip["clip_id"], str(clip["path"])
     me = worker_name()
@@ -266,7 +312,10 @@ def extract_clip(
             results.update({m: item(m, REJECTED, err=err) for m in todo})
             todo = {}
     if todo:
-        results.update(_one_pass(clip_id, path, todo, work, decode, item))
+        passed, frames = _one_pass(clip_id, path, todo, work, decode, item, rider)
+        for found in passed.values():
+            found.decoded_frames = frames
+        results.update(passed)
     return [results[m] for m in extractors]
 
 
@@ -279,7 +328,8 @@ def _reusable(extractor: FeatureExtractor, work: str | Path, clip_id: str) -> bo
     return check.ok
 
 
-def _one_pass(clip_id, path, todo, work, decode: DecodeConfig, item) -> dict[str, ItemResult]:
+def _one_pass(clip_id, path, todo, work, decode: DecodeConfig, item, rider=None) -> tuple[dict[str, ItemResult], int]:
+    """The pass of one clip: its items, and the frames the codec put out for it."""
     grids = []  # distinct grids; modalities with equal grids share their samples
     grid_of: dict[str, int] = {}
     for modality, extractor in todo.items():
@@ -287,6 +337,11 @@ def _one_pass(clip_id, path, todo, work, decode: DecodeConfig, item) -> dict[str
         if params not in grids:
             grids.append(params)
         grid_of[modality] = grids.index(params)
+    if rider is not None and rider.params not in grids:
+        grids.append(rider.params)
+    rider_grid = None if rider is None else grids.index(rider.params)
+    error: ClipError | None = None
+    frames = 0
     shared = PassShared()  # extractors with equal shared_run keys share it (pose and scenic: one BlazePose track)
     consumers = {m: ex.consumer(clip_id, shared) for m, ex in todo.items()}
     seconds = dict.fromkeys(todo, 0.0)
@@ -300,6 +355,8 @@ def _one_pass(clip_id, path, todo, work, decode: DecodeConfig, item) -> dict[str
         with decode_pass(path, grids, clip_id, budget_s=decode.time_budget_s) as one:
             try:
                 for grid, sample in one:
+                    if grid == rider_grid:
+                        rider.push(sample)
                     for modality in [m for m in consumers if grid_of[m] == grid]:
                         t0 = time.monotonic()
                         try:
@@ -312,12 +369,18 @@ def _one_pass(clip_id, path, todo, work, decode: DecodeConfig, item) -> dict[str
                             drop(modality, ClipError(clip_id, Reason.EXTRACT_FAILED, f"{type(err).__name__}: {err}"))
                         finally:
                             seconds[modality] += time.monotonic() - t0
-                    if not consumers:
+                    if not consumers and rider is None:
                         break
             except ClipError as err:  # the decoder's: every modality still in the pass shares it
+                error = err
                 for modality in list(consumers):
                     drop(modality, err)
             info = one.info
+        frames = one.frames_decoded
+        if rider is not None and not rider.finish(error):
+            for modality in list(consumers):
+                results[modality] = item(modality, DISCARDED, seconds[modality])
+                consumers.pop(modality).close()
         for modality, consumer in list(consumers.items()):
             t0 = time.monotonic()
             try:
@@ -339,7 +402,7 @@ def _one_pass(clip_id, path, todo, work, decode: DecodeConfig, item) -> dict[str
     finally:
         for consumer in consumers.values():
             consumer.close()
-    return results
+    return results, frames
 
 
 def _not_a_full_disk(err: BaseException) -> None:
@@ -385,20 +448,23 @@ def plan_extraction(
     device: str | None = None,
     precision: str | None = None,
     in_flight: int | None = None,
+    placement: Placement | None = None,
 ) -> ExtractionPlan:
-    """The plan of an extraction stage: device and precision resolved once (``precision`` else
-    ``[extract] precision``), torch threads per clip (``[extract] threads``, else the cores shared
-    among ``in_flight`` clips). A device or precision the machine refuses is a ConfigError."""
-    from pipeline.runtime import place, threads_per_task
+    """The plan of an extraction stage: the run's ``placement`` (else resolved here once from
+    ``device``, ``precision`` and the configuration, :func:`pipeline.placement.resolve_placement`),
+    torch threads per clip (``[extract] threads``, else the cores shared among ``in_flight``
+    clips). A device or precision the machine refuses is a ConfigError."""
+    from pipeline.placement import resolve_placement
+    from pipeline.runtime import threads_per_task
 
     section = extract_config(config)
     decode_config(config)  # a bad [decode] section fails here, not in every clip
     try:
-        device, precision = place(device, precision or section.precision)
+        placement = placement or resolve_placement(config, device, precision)
     except ValueError as err:
         raise ConfigError(str(err)) from err
     threads = section.threads or (threads_per_task(in_flight) if in_flight else None)
-    return ExtractionPlan.make(wanted, config, untrained=untrained, device=device, precision=precision, threads=threads)
+    return ExtractionPlan.make(wanted, config, untrained=untrained, threads=threads, placement=placement)
 
 
 def attempt_clip(

@@ -21,6 +21,7 @@ from typing import Any
 
 from pipeline import facial, holistic, pose, scenic
 from pipeline.features import FeatureExtractor, Modality
+from pipeline.placement import Placement
 
 BUILT_IN: tuple[Modality, ...] = (pose.MODALITY, holistic.MODALITY, facial.MODALITY, scenic.MODALITY)
 """The modalities every build knows, in the order they are reported (the paper's order of streams)."""
@@ -85,21 +86,31 @@ def with_stream(kind: str) -> tuple[str, ...]:
 
 
 def resolved_sections(
-    modalities: Iterable[str], config: Mapping[str, Any], device: str | None
+    modalities: Iterable[str],
+    config: Mapping[str, Any],
+    device: str | None = None,
+    *,
+    placement: Placement | None = None,
 ) -> tuple[dict[str, dict], str]:
-    """Each modality's config section as a build on ``device`` runs it, and the BlazePose backend.
+    """Each modality's config section as a build of ``placement`` runs it, and the BlazePose backend.
 
-    ``[pose] backend`` is resolved once (``auto``: torch on CUDA, mediapipe on the CPU) and is
-    also the backend of scenic's person mask, unless ``[scenic] mask_backend`` names one, so that
-    pose and scenic share one BlazePose run. The release resolves the same way to recompute
-    identities.
+    ``[pose] backend`` comes resolved from the placement (:mod:`pipeline.placement`; without one,
+    by the same rule for ``device``) and is also the backend of scenic's person mask, unless
+    ``[scenic] mask_backend`` names one, so that pose and scenic share one BlazePose run; scenic's
+    ``vibe_backend`` is the placement's when the section leaves it to ``auto``. The release
+    resolves the same way to recompute identities.
     """
     sections = {m: dict(config.get(m, {})) for m in modalities}
-    backend = pose.resolve_backend(dict(config.get("pose", {})).get("backend", "auto"), device)
+    if placement is not None:
+        backend = placement.pose_backend
+    else:
+        backend = pose.resolve_backend(dict(config.get("pose", {})).get("backend", "auto"), device)
     if "pose" in sections:
         sections["pose"]["backend"] = backend
     if "scenic" in sections:
         sections["scenic"].setdefault("mask_backend", backend)
+        if placement is not None and sections["scenic"].get("vibe_backend", "auto") == "auto":
+            sections["scenic"]["vibe_backend"] = placement.vibe_backend
     return sections, backend
 
 

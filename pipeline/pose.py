@@ -70,27 +70,25 @@ BACKENDS = ("auto", "torch", "mediapipe")
 
 
 def resolve_backend(backend: str, device: str | None) -> str:
-    """``[pose] backend`` for a build on ``device``: ``auto`` is ``torch`` on CUDA, else ``mediapipe``."""
-    if backend not in BACKENDS:
-        raise ValueError(f"[pose] backend must be one of {list(BACKENDS)}, got {backend!r}")
-    if backend != "auto":
-        return backend
+    """``[pose] backend`` for a build on ``device``: the rule of
+    :func:`pipeline.placement.pose_backend_for` (``auto``: torch on CUDA, else mediapipe)."""
+    from pipeline.placement import pose_backend_for
     from pipeline.runtime import resolve_device
 
-    return "torch" if resolve_device(device).startswith("cuda") else "mediapipe"
+    if backend not in BACKENDS:
+        raise ValueError(f"[pose] backend must be one of {list(BACKENDS)}, got {backend!r}")
+    return backend if backend != "auto" else pose_backend_for(backend, resolve_device(device))
 
 
 def blazepose_place(device: str | None, precision: str | None) -> tuple[str, str]:
     """Where and in what precision the torch BlazePose runs: :func:`pipeline.runtime.place`, then
-    float16 for a 16-bit build on CUDA (PCK@0.05 against mediapipe 0.98 in the feasibility study,
-    bf16 0.95), and float32 on the CPU, where bf16 is barely faster for these depthwise networks
-    and falls below the agreement target (PCK 0.94 on the real clips, ``bench/bench_pose.py``)."""
+    the rule of :func:`pipeline.placement.blazepose_precision_for` (float16 for a 16-bit build on
+    CUDA, float32 on the CPU: PCK 0.94 in bf16 on the real clips, ``bench/bench_pose.py``)."""
+    from pipeline.placement import blazepose_precision_for
     from pipeline.runtime import place
 
     device, precision = place(device, precision)
-    if precision != "float32":
-        precision = "float16" if device.startswith("cuda") else "float32"
-    return device, precision
+    return device, blazepose_precision_for(precision, device)
 
 
 class PoseEstimator(Protocol):

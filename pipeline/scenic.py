@@ -149,12 +149,14 @@ class ScenicConfig:
 
 
 def resolve_vibe_backend(backend: str, device: str | None) -> str:
-    """``[scenic] vibe_backend`` on ``device``: ``auto`` is ``torch`` on CUDA, else ``numpy``."""
+    """``[scenic] vibe_backend`` on ``device``: the rule of :func:`pipeline.placement.vibe_backend_for`
+    (``auto``: torch on CUDA, else numpy)."""
     if backend != "auto":
         return backend
+    from pipeline.placement import vibe_backend_for
     from pipeline.runtime import resolve_device
 
-    return "torch" if resolve_device(device).startswith("cuda") else "numpy"
+    return vibe_backend_for(backend, resolve_device(device))
 
 
 def decode_params(config: ScenicConfig) -> DecodeParams:

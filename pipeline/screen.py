@@ -33,6 +33,7 @@ from typing import Any
 from pipeline import tables
 from pipeline.checksums import check_shard, confirm_clip, write_shard
 from pipeline.errors import ClipError, Reason, disk_full, rejection_row
+from pipeline.placement import Placement
 from pipeline.rules import RuleResult
 from pipeline.textfiles import csv_rows, read_text
 
@@ -173,10 +174,12 @@ def read_overrides(path: str | Path) -> dict[str, Override]:
 # -- the stage ------------------------------------------------------------------------------------
 
 
-def visual_screener(config: Mapping[str, Any] | None = None, work: str | Path | None = None) -> PixelRules:
+def visual_screener(
+    config: Mapping[str, Any] | None = None, work: str | Path | None = None, placement: Placement | None = None
+) -> PixelRules:
     """The pixel rules of ``pipeline.visual`` with their ``[visual]`` configuration, cached in
     ``work`` when given (see :class:`PixelRules`), with contact-sheet thumbnails for the report."""
-    return PixelRules(config, work, thumbnails=work is not None)
+    return PixelRules(config, work, thumbnails=work is not None, placement=placement)
 
 
 def _encode(results: list[RuleResult]) -> str:
@@ -207,7 +210,12 @@ class PixelRules:
     """
 
     def __init__(
-        self, config: Mapping[str, Any] | None = None, work: str | Path | None = None, *, thumbnails: bool = False
+        self,
+        config: Mapping[str, Any] | None = None,
+        work: str | Path | None = None,
+        *,
+        thumbnails: bool = False,
+        placement: Placement | None = None,
     ):
         from pipeline import visual
         from pipeline.config import stage_config
@@ -215,10 +223,12 @@ class PixelRules:
         from pipeline.provenance import canonical_json, code_version
 
         self.config = stage_config(visual.VisualConfig, dict(config or {}), "visual")
-        self.pose = visual.counter_settings(dict(config or {}))  # [pose] backend, resolved here
+        # the people counter runs where the run's placement says (resolved here when not given)
+        self.pose = visual.counter_settings(dict(config or {}), placement)
         self.work = None if work is None else Path(work)
         self.computed = self.reused = 0  # this object's cache misses and hits
         self.changed = 0  # clips whose file is no longer the ingested content (clip_changed)
+        self.decoded_frames = 0  # frames its own decode passes put out (pipeline.decode)
         self.thumbnails = bool(thumbnails and self.work is not None)
         self._fingerprint = canonical_json(
             {
@@ -257,7 +267,6 @@ class PixelRules:
         import time
 
         from pipeline import visual
-        from pipeline.runtime import worker_name
 
         try:  # the file must still be the ingested content, whether its results are stored or not
             confirm_clip(self.work, clip["clip_id"], clip["path"])
@@ -270,27 +279,70 @@ class PixelRules:
             return found, False
         self.computed += 1
         t0 = time.monotonic()
-        thumbs = tables.thumbnails_dir(self.work) if self.thumbnails else None
+        stats: dict = {}
         results = _run_visual(
             lambda c: visual.screen_visual(
-                c["path"], c["clip_id"], self.config, duration_s=c.get("duration_s"), thumbnails=thumbs, pose=self.pose
+                c["path"],
+                c["clip_id"],
+                self.config,
+                duration_s=c.get("duration_s"),
+                thumbnails=self.thumbs_dir(),
+                pose=self.pose,
+                stats=stats,
             ),
             clip,
         )
-        if self.work is not None:
-            row = {
-                "clip_id": clip["clip_id"],
-                "identity": self.identity(clip["clip_id"]),
-                "results": _encode(results),
-                "seconds": round(time.monotonic() - t0, 3),
-                "worker": worker_name(),
-            }
-            target = self.shard_path(clip["clip_id"])
-            write_shard(self.work, target, tables.to_table([row], tables.PIXEL_RULES, where=str(target)))
-            for stale in target.parent.glob(f"pixel_rules.{clip['clip_id'][:16]}.*.parquet"):
-                if stale != target:
-                    stale.unlink(missing_ok=True)
+        self.decoded_frames += stats.get("decoded_frames", 0)
+        self.store(clip, results, time.monotonic() - t0)
         return results, True
+
+    def judge(self, clip: Mapping[str, Any], sampled, error: ClipError | None, seconds: float) -> list[RuleResult]:
+        """The rules on frames sampled by a pass that served other grids too (``sampled``: a
+        :class:`pipeline.visual.SampledFrames`; ``error``: that pass's decoder error), stored as
+        :meth:`run` stores them."""
+        import time
+
+        from pipeline import visual
+
+        self.computed += 1
+        t0 = time.monotonic()
+        results = _run_visual(
+            lambda c: visual.judge_frames(
+                sampled.frames,
+                c["clip_id"],
+                self.config,
+                sampled.params,
+                thumbnails=self.thumbs_dir(),
+                pose=self.pose,
+                error=error,
+            ),
+            clip,
+        )
+        self.store(clip, results, seconds + time.monotonic() - t0)
+        return results
+
+    def thumbs_dir(self) -> Path | None:
+        """Where the contact sheets go (None: not written)."""
+        return tables.thumbnails_dir(self.work) if self.thumbnails else None
+
+    def store(self, clip: Mapping[str, Any], results: list[RuleResult], seconds: float) -> None:
+        """Write the clip's results as its current shard (nothing without ``work``)."""
+        from pipeline.runtime import worker_name
+
+        if self.work is None:
+            return
+        row = {
+            "clip_id": clip["clip_id"],
+            "identity": self.identity(clip["clip_id"]),
+            "results": _encode(results),
+            "seconds": round(seconds, 3),
+            "worker": worker_name(),
+        }
+        target = self.shard_path(clip["clip_id"])
+        write_shard(self.work, target, tables.to_table([row], tables.PIXEL_RULES, where=str(target)))
+        for stale in target.parent.glob(f"pixel_rules.{clip['clip_id'][:16]}.*.parquet"):
+            if stale != target:
+                stale.unlink(missing_ok=True)
 
     def __call__(self, clip: Mapping[str, Any]) -> list[RuleResult]:
         return self.run(clip)[0]

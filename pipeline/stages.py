@@ -24,6 +24,7 @@ from pipeline import tables
 from pipeline.config import ConfigError, stage_config
 from pipeline.errors import InputError
 from pipeline.ingest import IngestConfig, IngestResult, prepare_clips, read_pairing
+from pipeline.placement import Placement
 from pipeline.screen import PixelRules, ScreenConfig, ScreenResult, read_overrides, screen_clips
 from pipeline.virality import ScoreConfig, ScoreResult, read_scale, score_clips
 
@@ -113,13 +114,15 @@ def ingest_summary(result: IngestResult) -> dict:
 # -- screen ---------------------------------------------------------------------------------------
 
 
-def pixel_rules(config: Mapping[str, Any] | None, work: str | Path, **overrides: Any) -> PixelRules | None:
+def pixel_rules(
+    config: Mapping[str, Any] | None, work: str | Path, placement: Placement | None = None, **overrides: Any
+) -> PixelRules | None:
     """The pixel rules of this run, cached in ``work`` with contact-sheet thumbnails; None when
     ``[screen] visual`` is off. A missing library is a ConfigError saying how to run without them."""
     if not stage_section(ScreenConfig, config, "screen", **overrides).visual:
         return None
     try:
-        return PixelRules(config, work, thumbnails=True)
+        return PixelRules(config, work, thumbnails=True, placement=placement)
     except ImportError as err:
         raise ConfigError(f"pixel rules unavailable ({err}); pass --no-visual or set [screen] visual = false") from err
 
@@ -140,19 +143,21 @@ def run_screen(
     *,
     overrides: str | Path | None = None,
     pixels: PixelRules | None = None,
+    placement: Placement | None = None,
     **settings: Any,
 ) -> ScreenResult:
     """``screening`` and the screen rejections of the ``clips`` table (:func:`pipeline.screen.screen_clips`).
 
     The cheap rules run again; the pixel rules come from their per-clip shards, computed here for
     a clip that has none (``pixels``: the run's :func:`pixel_rules`, made here when None and the
-    rules are on). ``overrides``: a reviewer override CSV; ``settings``: fields of ``[screen]``.
+    rules are on, with the people counter on ``placement``). ``overrides``: a reviewer override
+    CSV; ``settings``: fields of ``[screen]``.
     """
     cfg = stage_section(ScreenConfig, config, "screen", **settings)
     clips = require_table(work, tables.CLIPS, "ingest")
     decisions = _read_override_file(overrides)
     if cfg.visual and pixels is None:
-        pixels = pixel_rules(config, work, **settings)
+        pixels = pixel_rules(config, work, placement, **settings)
     return screen_clips(clips, cfg, overrides=decisions, visual=pixels if cfg.visual else None, output_dir=work)
 
 

@@ -130,6 +130,23 @@ PIXEL_RULES = _spec(
 """One shard per clip (``<work>/pixel_rules/pixel_rules.<clip_id[:16]>.<identity[:12]>.parquet``),
 written as soon as the clip's pixel rules finish, so a crash loses at most the clips in flight."""
 
+PLACEMENT = _spec(
+    "placement",
+    1,
+    [
+        pa.field("device", pa.string(), nullable=False),
+        pa.field("precision", pa.string(), nullable=False),  # the appearance networks'
+        pa.field("pose_backend", pa.string(), nullable=False),  # pose, the people counter, scenic's mask
+        pa.field("vibe_backend", pa.string(), nullable=False),
+        pa.field("blazepose_precision", pa.string(), nullable=False),  # the torch BlazePose's
+        pa.field("run", pa.string(), nullable=False),  # build | reextract | extract: the run that recorded it
+        pa.field("recorded", pa.timestamp("s", tz="UTC"), nullable=False),
+    ],
+)
+"""One row, ``<work>/placement/placement.current.parquet``: the placement of the last run that
+extracted in the work directory (:mod:`pipeline.placement`); ``release``, ``reextract`` and
+``extract`` read it back."""
+
 SCORES = _spec(
     "scores",
     1,

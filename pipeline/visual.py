@@ -37,10 +37,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.decode import DecodeParams, claimed_duration, iter_samples
+from pipeline.decode import DecodeParams, claimed_duration, decode_pass
 from pipeline.errors import ClipError, Reason
 from pipeline.motion import MotionParams, PairMotion, composed_motion, pair_motion, prepare
 from pipeline.people import CountParams, Person, count_people, find_people_many
+from pipeline.placement import Placement
 from pipeline.pose import TrackSettings, open_blazepose
 from pipeline.rules import RuleResult
 from pipeline.skeleton import LIMBS, MPII_INDEX, blazepose_to_mpii
@@ -430,19 +431,30 @@ def rule_thresholds(config: VisualConfig = VisualConfig()) -> dict[str, dict]:
 # -- clips -------------------------------------------------------------------------------------
 
 
-def counter_settings(config: dict | None = None) -> TrackSettings:
-    """The people counter's BlazePose from a run's configuration: ``[pose] backend`` resolved
-    for this machine (torch on CUDA, mediapipe on the CPU when ``auto``), on the device and in
-    the precision the torch backend would extract with (``[extract] precision``)."""
+def counter_settings(config: dict | None = None, placement: Placement | None = None) -> TrackSettings:
+    """The people counter's BlazePose in a run of ``placement`` (:mod:`pipeline.placement`; None:
+    resolved here from the configuration for this machine): its pose backend, and for the torch
+    backend its device and BlazePose precision, as extraction runs them."""
     from pipeline.config import stage_config
-    from pipeline.pose import PoseConfig, blazepose_place, resolve_backend
+    from pipeline.placement import resolve_placement
+    from pipeline.pose import PoseConfig
 
-    pose = stage_config(PoseConfig, dict(config or {}), "pose")
-    backend = resolve_backend(pose.backend, None)
-    if backend != "torch":
-        return TrackSettings(backend=backend)
-    device, precision = blazepose_place(None, dict(dict(config or {}).get("extract", {})).get("precision", "auto"))
-    return TrackSettings(backend="torch", device=device, precision=precision, weights_dir=pose.weights_dir)
+    config = dict(config or {})
+    pose = stage_config(PoseConfig, config, "pose")
+    placement = placement or resolve_placement(config)
+    if placement.pose_backend != "torch":
+        return TrackSettings(backend=placement.pose_backend)
+    return TrackSettings(
+        backend="torch",
+        device=placement.device,
+        precision=placement.blazepose_precision,
+        weights_dir=pose.weights_dir,
+    )
+
+
+def counter_record(pose: TrackSettings) -> dict:
+    """What the pixel rules' results record of the people counter: backend, device, precision."""
+    return {"backend": pose.backend, "device": pose.device, "precision": pose.precision}
 
 
 def _duration(path: str | Path) -> float | None:
@@ -475,13 +487,37 @@ def sample_frames(
     clip_id: str | None = None,
     config: VisualConfig = VisualConfig(),
     params: DecodeParams | None = None,
+    stats: dict | None = None,
 ):
-    """Yield ``(time, RGB frame)`` of the clip's sampled frames (at most ``max_frames``)."""
+    """Yield ``(time, RGB frame)`` of the clip's sampled frames (at most ``max_frames``).
+
+    ``stats`` (a dict) gets ``decoded_frames``: the frames the codec put out for them."""
     params = params or sample_params(path, config)
-    for sample in iter_samples(path, params, clip_id, budget_s=config.time_budget_s):
-        if sample.index >= config.max_frames:
-            return
-        yield sample.t, sample.image
+    with decode_pass(path, [params], clip_id, budget_s=config.time_budget_s) as one:
+        try:
+            for _, sample in one:
+                if sample.index >= config.max_frames:
+                    return
+                yield sample.t, sample.image
+        finally:
+            if stats is not None:
+                stats["decoded_frames"] = stats.get("decoded_frames", 0) + one.frames_decoded
+
+
+class SampledFrames:
+    """The sampled frames of a clip, collected from a decode pass that serves other grids too
+    (the node build's one pass, :mod:`pipeline.onepass`): :meth:`push` each sample of
+    :attr:`params`' grid, then :func:`judge_frames` on :attr:`frames`. The frames are the ones
+    :func:`sample_frames` yields: a grid's samples do not depend on the other grids of a pass."""
+
+    def __init__(self, path: str | Path, config: VisualConfig = VisualConfig(), duration_s: float | None = None):
+        self.config = config
+        self.params = sample_params(path, config, duration_s)
+        self.frames: list[tuple[float, np.ndarray]] = []
+
+    def push(self, sample) -> None:
+        if sample.index < self.config.max_frames:
+            self.frames.append((sample.t, sample.image))
 
 
 def screen_visual(
@@ -492,12 +528,14 @@ def screen_visual(
     duration_s: float | None = None,
     thumbnails: str | Path | None = None,
     pose: TrackSettings | None = None,
+    stats: dict | None = None,
 ) -> list[RuleResult]:
     """Run every pixel rule on one clip; never raises for a bad clip (see the module docstring).
 
     ``pose``: the BlazePose backend of the people counter (:func:`counter_settings`; default mediapipe).
 
     ``duration_s`` (the probe's) spares an open of the file to size the sampling grid.
+    ``stats`` (a dict) gets ``decoded_frames``, the frames decoded to sample the clip.
     Each result's details carry the rule's configured ``thresholds`` beside what it measured.
     ``thumbnails`` (a directory): a :class:`ContactSheet` of the analysed frames is written there
     and described under ``contact_sheet`` in the ``one_dancer`` details (file names, the main
@@ -505,9 +543,30 @@ def screen_visual(
     recorded as ``contact_sheet_error``; it never changes the decision.
     """
     params = sample_params(path, config, duration_s)
+    try:
+        frames = list(sample_frames(path, clip_id, config, params, stats))
+    except ClipError as err:
+        return [RuleResult("visual_decode", False, [err.reason], {"message": err.message})]
+    return judge_frames(frames, clip_id, config, params, thumbnails=thumbnails, pose=pose)
+
+
+def judge_frames(
+    frames: list[tuple[float, np.ndarray]],
+    clip_id: str,
+    config: VisualConfig,
+    params: DecodeParams,
+    *,
+    thumbnails: str | Path | None = None,
+    pose: TrackSettings | None = None,
+    error: ClipError | None = None,
+) -> list[RuleResult]:
+    """Every pixel rule on a clip's sampled ``frames`` (on the grid ``params``), as
+    :func:`screen_visual` runs them; ``error``: the decoder's, when the decode failed."""
+    if error is not None:
+        return [RuleResult("visual_decode", False, [error.reason], {"message": error.message})]
     sheet = ContactSheet(min_conf=config.joint_confidence) if thumbnails is not None else None
     try:
-        analysis = analyse_frames(sample_frames(path, clip_id, config, params), config, sheet=sheet, pose=pose)
+        analysis = analyse_frames(frames, config, sheet=sheet, pose=pose)
     except ClipError as err:
         return [RuleResult("visual_decode", False, [err.reason], {"message": err.message})]
     if analysis.n_frames == 0:
@@ -517,6 +576,8 @@ def screen_visual(
     for result in results:
         result.details["sampled_fps"] = round(params.fps, 4)
         result.details["thresholds"] = thresholds.get(result.rule, {})
+        if result.rule == "one_dancer":
+            result.details["people_counter"] = counter_record(pose or TrackSettings())
     if sheet is not None:
         target = next(r for r in results if r.rule == "one_dancer")
         try:
@@ -529,12 +590,14 @@ def screen_visual(
 
 __all__ = [
     "ContactSheet",
+    "SampledFrames",
     "VisualConfig",
     "VisualAnalysis",
     "analyse_frames",
     "apply_rules",
     "counter_settings",
     "draw_skeleton",
+    "judge_frames",
     "rule_camera_motion",
     "rule_one_dancer",
     "rule_thresholds",

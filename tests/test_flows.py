@@ -185,6 +185,13 @@ def test_a_kept_clip_is_opened_at_most_three_times_in_a_whole_build(built, tmp_p
     assert len(probe_opens) == 1
 
 
+def test_the_report_counts_every_decode_of_a_kept_clip(built):
+    """On the CPU a kept clip is decoded by its pixel rules, then by its extraction: twice."""
+    report = built[2]
+    assert report["decoding"]["one_pass"] is False and report["decoding"]["clips"] == 3
+    assert report["decoding"]["ratio"] == 2.0 and report["decoding"]["max_ratio"] == 2.0
+
+
 def test_second_build_does_no_extraction_work(built):
     root, kwargs, first = built
     before = {
@@ -339,3 +346,30 @@ def test_two_flows_on_one_work_directory_the_second_fails_fast_naming_the_first(
     runner.join(300)
     assert outcome["report"]["extract"]["pose"]["computed"] == 3  # the first run finished undisturbed
     assert not lock.exists()
+
+
+# -- the placement reaches the pixel rules --------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_device_and_precision_flags_reach_the_pixel_rules(prefect_harness, tmp_path, monkeypatch):
+    """``vdv build --device cpu --precision float32`` on a machine where torch finds a GPU: the
+    people counter runs mediapipe's BlazePose on the CPU, as extraction does, not torch on CUDA."""
+    import torch
+
+    from flows.build import open_run, run_rule_stages
+    from pipeline.placement import Placement, read_placement
+    from pipeline.runtime import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU node, as far as the rules go
+    assert resolve_device(None) == "cuda"  # where the counter ran before, whatever the flags
+    raw, pairing, config = write_sample_run(tmp_path, sample_clips("stgcn_ta_chi.mp4"), config_text())
+    work = str(tmp_path / "work")
+    with open_run("build", work, str(config), ["pose"], "thread", 1, 1, None, "cpu", "float32") as state:
+        run_rule_stages(state, str(raw), str(pairing), None, None)
+    wanted = Placement("cpu", "float32", "mediapipe", "numpy", "float32")
+    assert read_placement(work) == wanted
+    (shard,) = (Path(work) / "pixel_rules").glob("*.parquet")
+    results = json.loads(pq.read_table(shard).to_pylist()[0]["results"])
+    counter = next(r for r in results if r["rule"] == "one_dancer")["details"]["people_counter"]
+    assert counter == {"backend": "mediapipe", "device": "cpu", "precision": "float32"}

@@ -342,6 +342,7 @@ def extraction_html(data: WorkTables) -> str:
         rows.append((modality, computed, skipped, failed, seconds, shards, untrained))
     out = runs_html(data)
     out += _table(("modality", "computed", "skipped", "failed", "seconds", "shards on disk", "untrained shards"), rows)
+    out += decoding_html(run)
     if not run:
         out += '<p class="note">no flow_state/build_report.json: counts of this run are unknown</p>'
     timed = sorted((i for i in items if i.get("seconds") is not None), key=lambda i: -float(i["seconds"]))[:SLOWEST]
@@ -364,6 +365,19 @@ def extraction_html(data: WorkTables) -> str:
     elif run:
         out += f'<p class="note">the {escape(data.last_run)} report has no per-clip timings (items)</p>'
     return out
+
+
+def decoding_html(run: dict) -> str:
+    """Decoded frames per kept clip in the run (``decoding`` of its report, pipeline.decode.decoded_per_clip)."""
+    d = run.get("decoding") or {}
+    if not d.get("clips"):
+        return ""
+    how = "screened and extracted in one pass" if d.get("one_pass") else "screened and extracted in separate passes"
+    return (
+        f'<p class="decoding">decoded frames per kept clip: <b>{d["ratio"]:.2f}x</b> its frame count '
+        f"(worst clip {d['max_ratio']:.2f}x; {d['decoded_frames']} frames out of the codec for {d['frame_count']} "
+        f"frames of {d['clips']} kept clip(s) decoded in this run, {d.get('not_decoded', 0)} reused; {how})</p>"
+    )
 
 
 def runs_html(data: WorkTables) -> str:
