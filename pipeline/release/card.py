@@ -25,8 +25,9 @@ def dataset_card(
 
     ``root`` is the directory being packaged: with it, each split's ``num_bytes`` (which the
     ``datasets`` library requires beside ``name`` and ``num_examples``, else it warns that the
-    splits field is malformed) is the uncompressed size of its Parquet data, ``dataset_size`` their
-    sum, and the card shows per-challenge score histograms read from the released scores.
+    splits field is malformed) is its size in memory as ``load_dataset`` reports it
+    (:func:`_split_bytes`), ``dataset_size`` their sum, and the card shows per-challenge score
+    histograms read from the released scores.
     """
     header = _card_header(manifest, configs, config, root)
     lines = ["---", yaml.safe_dump(header, sort_keys=False).rstrip(), "---", ""]
@@ -102,13 +103,25 @@ def _dataset_info(name: str, entry: Mapping, manifest: Mapping, root: Path | Non
 
 
 def _split_bytes(root: Path | None, files: Sequence[str]) -> int:
-    """Uncompressed size of a split's Parquet data (row-group metadata; the data is not read)."""
+    """A split's size in memory as ``datasets.load_dataset`` reports it in its split info.
+
+    ``datasets`` reads a Parquet file in batches of its first row group's rows and adds up the
+    Arrow size of each batch (``ArrowWriter``, ``pa.Table.nbytes``); the same reading gives the
+    same figure. Read one batch at a time, so memory stays at one row group.
+    """
+    import pyarrow.dataset as ds
+
     if root is None:
         return 0
     total = 0
     for name in files:
-        meta = pq.ParquetFile(root / name).metadata
-        total += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        with open(root / name, "rb") as fh:
+            fragment = ds.ParquetFileFormat().make_fragment(fh)
+            if not fragment.row_groups:
+                continue
+            rows = fragment.row_groups[0].num_rows
+            batches = fragment.to_batches(batch_size=rows, batch_readahead=0, fragment_readahead=0)
+            total += sum(pa.Table.from_batches([batch]).nbytes for batch in batches)
     return total
 
 
