@@ -30,6 +30,7 @@ docs/SCALE.md) unless ``--clean``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import math
@@ -57,7 +58,11 @@ def _templates(demo: Path) -> list[dict]:
 
     clips = {r["clip_id"]: r for r in tables.read_table(demo, tables.CLIPS).to_pylist()}
     kept = sorted(r["clip_id"] for r in tables.read_table(demo, tables.SCREENING).to_pylist() if r["kept"])
-    pixel = {r["clip_id"]: r for r in tables.read_table(demo, tables.PIXEL_RULES).to_pylist()}
+    pixel = {  # either layout: flat, or fanned out by clip id
+        r["clip_id"]: r
+        for path in sorted((demo / "pixel_rules").rglob("pixel_rules.*.parquet"))
+        for r in tables.read_file(path, tables.PIXEL_RULES).to_pylist()
+    }
     out = []
     for cid in kept:
         shards = {}
@@ -154,7 +159,7 @@ def build_work(of: dict, config: dict, work: Path) -> None:
 
     pixels = PixelRules(config, work, thumbnails=True)
     thumbs = tables.thumbnails_dir(work)
-    writers = {}
+    writers, sequences = {}, {}
     for i, (cid, t) in enumerate(of.items()):
         results = json.loads(t["pixel"]["results"])
         for result in results:
@@ -168,24 +173,25 @@ def build_work(of: dict, config: dict, work: Path) -> None:
         tables.write_table([row], tables.PIXEL_RULES, pixels.shard_path(cid))
         scale = np.float32(1 + (i + 1) * 1e-6)
         for m, shard in t["shards"].items():
-            table = pq.read_table(shard)
-            if m not in writers:
+            if (shard, m) not in sequences:
+                table = pq.read_table(shard)
                 prov = table.slice(0, 1).to_pylist()[0]
-                section = modalities.resolved_sections([m], config, prov["device"])[0][m]
-                writers[m] = modalities.describe(
-                    m, section, untrained=prov["untrained"], device=prov["device"], precision=prov["precision"]
+                if m not in writers:
+                    section = modalities.resolved_sections([m], config, prov["device"])[0][m]
+                    writers[m] = modalities.describe(
+                        m, section, untrained=prov["untrained"], device=prov["device"], precision=prov["precision"]
+                    )
+                sequences[(shard, m)] = FeatureSequence(
+                    timestamps=np.asarray(prov["timestamps"], np.float64),
+                    valid=np.asarray(prov["valid"], bool),
+                    features=table.column("features")[0].values.flatten().to_numpy().reshape(-1, writers[m].dim),
+                    fps=prov["fps"],
+                    source_fps=prov["source_fps"],
+                    frame_width=prov["frame_width"],
+                    frame_height=prov["frame_height"],
                 )
-            features = table.column("features")[0].values.flatten().to_numpy().reshape(-1, writers[m].dim)
-            seq = FeatureSequence(
-                timestamps=np.asarray(table.column("timestamps")[0].as_py(), np.float64),
-                valid=np.asarray(table.column("valid")[0].as_py(), bool),
-                features=features * scale,
-                fps=table.column("fps")[0].as_py(),
-                source_fps=table.column("source_fps")[0].as_py(),
-                frame_width=table.column("frame_width")[0].as_py(),
-                frame_height=table.column("frame_height")[0].as_py(),
-            )
-            writers[m].write(work, cid, seq)
+            seq = sequences[(shard, m)]
+            writers[m].write(work, cid, dataclasses.replace(seq, features=seq.features * scale))
         for folder, png in t["previews"]:
             target = tables.preview_path(work, folder, cid, int(png.name.split(".")[1][:-2]))
             target.parent.mkdir(parents=True, exist_ok=True)

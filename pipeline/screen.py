@@ -215,14 +215,21 @@ class PixelRules:
         return hashlib.sha256(f"{clip_id}\n{self._fingerprint}".encode()).hexdigest()
 
     def shard_path(self, clip_id: str) -> Path:
+        """``<work>/pixel_rules/<clip_id[:2]>/pixel_rules.<clip_id[:16]>.<identity[:12]>.parquet``:
+        fanned out by clip id, so that a crawl of any size keeps each folder small (docs/SCALE.md)."""
+        flat = self._flat_path(clip_id)
+        return flat.parent / clip_id[: tables.FAN_OUT] / flat.name
+
+    def _flat_path(self, clip_id: str) -> Path:
+        """Where a shard was written before the fan-out; still read."""
         return tables.shard_path(self.work, "pixel_rules", f"{clip_id[:16]}.{self.identity(clip_id)[:12]}")
 
     def cached(self, clip_id: str) -> list[RuleResult] | None:
         """The clip's stored results when they are current, else None."""
         if self.work is None:
             return None
-        path = self.shard_path(clip_id)
-        if not path.exists():
+        path = next((p for p in (self.shard_path(clip_id), self._flat_path(clip_id)) if p.exists()), None)
+        if path is None:
             return None
         row = tables.read_file(path, tables.PIXEL_RULES).to_pylist()[0]
         return _decode(row["results"])
@@ -256,7 +263,8 @@ class PixelRules:
                 "worker": worker_name(),
             }
             target = tables.write_table([row], tables.PIXEL_RULES, self.shard_path(clip["clip_id"]))
-            for stale in target.parent.glob(f"pixel_rules.{clip['clip_id'][:16]}.*.parquet"):
+            pattern = f"pixel_rules.{clip['clip_id'][:16]}.*.parquet"
+            for stale in [*target.parent.glob(pattern), *target.parent.parent.glob(pattern)]:
                 if stale != target:
                     stale.unlink(missing_ok=True)
         return results, True
