@@ -106,6 +106,8 @@ def write_tables(
                 pending.clear()
 
             for part in parts:
+                if not part.num_rows:
+                    continue  # no empty row group: readers size batches by the first one's rows
                 pending.append(part)
                 rows += part.num_rows
                 size += part.nbytes
