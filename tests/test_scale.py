@@ -154,3 +154,18 @@ def test_bench_scale_runs_at_50_clips(tmp_path: Path) -> None:
     assert by_stage["ingest"]["clips"] == 50 and by_stage["screen"]["kept"] == 50
     assert by_stage["verify"]["ok"] is True and by_stage["loader:release"]["clips"] == 50
     assert all(line["cpu_s"] > 0 and line["rss_mib"] > 0 for line in by_stage.values())
+
+
+def test_the_card_shows_streaming_for_a_config_too_large_to_load_whole() -> None:
+    from pipeline.release import card
+
+    lines = card._loading(
+        [
+            {"config_name": "holistic", "dataset_size": card.STREAMING_BYTES + 1},
+            {"config_name": "pose", "dataset_size": card.STREAMING_BYTES},
+        ]
+    )
+    (holistic,) = [line for line in lines if line.startswith("| holistic")]
+    (pose,) = [line for line in lines if line.startswith("| pose")]
+    assert 'load_dataset("<this directory>", "holistic", streaming=True)' in holistic
+    assert "streaming" not in pose and "4.0 GiB" in pose

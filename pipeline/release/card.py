@@ -16,6 +16,9 @@ from pipeline.release.layout import SCORES_CONFIG
 LICENSE_NAME = "vdv-research-use"  # license_name of a `license: other` card (Hugging Face card metadata)
 LICENSE_LINK = "README.md#license"  # the card's own License section holds the terms
 BAR = "\u2588"  # a full block: one unit of a text histogram bar
+# a config whose data takes more than this in memory is shown loaded with streaming=True:
+# load_dataset writes the whole config into an Arrow cache of that size and maps it (docs/SCALE.md)
+STREAMING_BYTES = 4 << 30
 
 
 def dataset_card(
@@ -33,6 +36,7 @@ def dataset_card(
     lines = ["---", yaml.safe_dump(header, sort_keys=False).rstrip(), "---", ""]
     lines += _opening(manifest, config)
     lines += _configs_and_tracks(manifest, configs)
+    lines += _loading(header["dataset_info"])
     lines += _scores(root, configs)
     lines += _provenance_and_license(manifest, config)
     return "\n".join(lines)
@@ -159,6 +163,32 @@ def _configs_and_tracks(manifest: Mapping, configs: Mapping[str, dict]) -> list[
     ]
     lines += [f"| {t} | {i['train']} | {i['test']} |" for t, i in manifest["tracks"].items()]
     return lines + [""]
+
+
+def _loading(infos: Sequence[Mapping]) -> list[str]:
+    """How to load each config with ``datasets``: its size once loaded, and streaming above
+    :data:`STREAMING_BYTES`."""
+    lines = [
+        "## Loading",
+        "",
+        "`load_dataset` converts a config into an Arrow cache of its in-memory size before use; a config "
+        f"over {STREAMING_BYTES / 2**30:.0f} GiB is best streamed (one row group at a time):",
+        "",
+        "| config | in memory | load with |",
+        "|---|---|---|",
+    ]
+    for info in infos:
+        name, size = info["config_name"], info["dataset_size"]
+        streaming = ", streaming=True" if size > STREAMING_BYTES else ""
+        lines.append(f'| {name} | {_size(size)} | `load_dataset("<this directory>", "{name}"{streaming})` |')
+    return lines + [""]
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
 
 
 def _scores(root: Path | None, configs: Mapping[str, dict]) -> list[str]:
