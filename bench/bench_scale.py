@@ -323,10 +323,12 @@ def _epoch(source_path: Path) -> dict:
 
     config = TrainConfig().resolved()
     ds = ViralityDataset(open_source(source_path), config.modalities)
-    started = time.process_time()
-    clips = sum(len(batch["clip_id"]) for batch in _make_loader(ds, config, shuffle=True, seed=config.seed))
+    batches = iter(_make_loader(ds, config, shuffle=True, seed=config.seed))
+    clips = len(next(batches)["clip_id"])  # the first batch pays torch's lazy imports: not timed
+    started, first = time.process_time(), clips
+    clips += sum(len(batch["clip_id"]) for batch in batches)
     cpu = time.process_time() - started
-    return {"clips": clips, "clips_per_cpu_s": round(clips / cpu, 1) if cpu else None}
+    return {"clips": clips, "clips_per_cpu_s": round((clips - first) / cpu, 1) if cpu else None}
 
 
 def child(name: str, target: Path, config_path: Path) -> None:

@@ -339,7 +339,8 @@ class FeatureExtractor:
             # a numerical failure (e.g. overflow in bf16) must not become a released feature
             raise ClipError(clip_id, Reason.EXTRACT_FAILED, f"{self.modality} features are not finite")
         table = self.table(clip_id, seq)
-        tables.atomic_write(target, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+        options = tables.feature_write_options(table.schema)  # docs/SCALE.md
+        tables.atomic_write(target, lambda tmp: pq.write_table(table, tmp, compression="zstd", **options))
         for stale in Path(target.parent).glob(f"{self.modality}.{clip_id[:16]}.*.parquet"):
             if stale != target:
                 stale.unlink(missing_ok=True)

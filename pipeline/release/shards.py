@@ -23,9 +23,6 @@ from pipeline.release.layout import shard_name
 
 ROW_GROUP_BYTES = 1 << 20  # uncompressed bytes a row group collects before it is written
 STATISTICS = ["clip_id"]  # the columns of a feature config whose row groups carry min/max statistics
-# a feature config's vectors: plain floats split by byte (no dictionary, which floats never fill
-# usefully): about half the size of dictionary-then-plain zstd pages, and faster to decode
-FEATURE_ENCODING = {"features.list.element.list.element": "BYTE_STREAM_SPLIT"}
 
 
 @dataclass(frozen=True)
@@ -94,10 +91,8 @@ def write_tables(
         nonlocal rows
         pending: list[pa.Table] = []
         size = 0
-        options = {}
-        if statistics is not True:  # a feature config: dictionaries for its text columns only
-            options["use_dictionary"] = [f.name for f in schema if pa.types.is_string(f.type)]
-            options["column_encoding"] = {k: v for k, v in FEATURE_ENCODING.items() if k.split(".")[0] in schema.names}
+        # a feature config: dictionaries for its text columns only, byte-split float vectors
+        options = tables.feature_write_options(schema) if "features" in schema.names else {}
         with pq.ParquetWriter(tmp, schema, compression="zstd", write_statistics=statistics, **options) as writer:
 
             def flush() -> None:
