@@ -45,7 +45,6 @@ The confidence is kept, untouched, as the third channel. Output layout ``(C=3, T
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -174,8 +173,7 @@ class ClipRecord:
     uploader: str | None = None
 
 
-def _feature_dim(schema: pa.Schema) -> int:
-    return schema.field("features").type.value_type.list_size
+_READ_COLUMNS = ["clip_id", "valid", "features"]  # what a stream needs of a row; never the provenance text
 
 
 def _row_arrays(table: pa.Table, i: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -191,8 +189,27 @@ def _fps(table: pa.Table) -> float | None:
     return float(table.column("fps")[0].as_py()) if table.num_rows else None
 
 
+def _check_feature_file(path: Path, schema: pa.Schema, modality: str) -> None:
+    """Refuse a file that is not a feature table of ``modality`` at the schema version this reads
+    (:func:`pipeline.tables.read_file`'s check, from the footer already read)."""
+    spec = tables.feature_spec(modality, schema.field("features").type.value_type.list_size)
+    meta = schema.metadata or {}
+    name = meta.get(b"vdv.table", b"?").decode()
+    version = meta.get(b"vdv.schema_version", b"?").decode()
+    if name != spec.name or version != str(spec.version):
+        raise tables.SchemaMismatch(f"{path}: holds table {name!r} v{version}, expected {spec.name!r} v{spec.version}")
+    for column in _READ_COLUMNS:
+        if schema.field(column).type != spec.schema.field(column).type:
+            raise tables.SchemaMismatch(f"{path}: column {column!r} is {schema.field(column).type}")
+
+
 class WorkDirSource:
-    """Feature shards and scores of a pipeline work directory."""
+    """Feature shards and scores of a pipeline work directory.
+
+    A read opens the clip's shard once and decodes only the columns a stream needs
+    (``clip_id``, ``valid``, ``features``), after checking the table's name, version and types
+    from the footer: the provenance text is never decoded.
+    """
 
     def __init__(self, work: str | Path):
         from pipeline.features import current_shards
@@ -229,8 +246,12 @@ class WorkDirSource:
         path = self._shards[modality].get(clip_id[:16])
         if path is None:
             return None
-        spec = tables.feature_spec(modality, _feature_dim(pq.read_schema(path)))
-        table = tables.read_file(path, spec)
+        try:
+            shard = pq.ParquetFile(path)
+            _check_feature_file(path, shard.schema_arrow, modality)
+            table = shard.read(columns=_READ_COLUMNS)
+        except (OSError, KeyError, pa.ArrowInvalid) as err:
+            raise tables.SchemaMismatch(f"{path}: not a readable feature shard ({err})") from err
         ids = table.column("clip_id").to_pylist()
         if clip_id not in ids:
             return None  # a 16-character prefix collision: not this clip's shard
@@ -241,23 +262,42 @@ class ReleaseSource:
     """A dataset release: ``data/<config>/*.parquet`` per modality plus ``scores``.
 
     The per-modality files hold many clips each, so an index of (file, row group, row) per clip is
-    built from the ``clip_id`` column alone and row groups are read on demand (a few cached).
+    built from the ``clip_id`` column alone. Each file is opened once (its footer parsed once, not
+    on every read) and a clip's row group is read on demand with only the columns a stream needs.
+    A release puts up to about 1 MiB of clips in a row group (docs/SCALE.md): the row groups read
+    are kept, most recently used first, up to :attr:`CACHE_BYTES` decoded, so a row group of many
+    small clips (pose, facial, scenic) is decoded about once per epoch whatever the clips' order.
+    Open files and the cache are not pickled: a worker process opens its own.
     """
+
+    CACHE_BYTES = 512 << 20
 
     def __init__(self, release: str | Path):
         self.release = Path(release)
         self._index: dict[str, dict[str, tuple[Path, int, int]]] = {}
+        self._files: dict[Path, pq.ParquetFile] = {}
+        self._cache: dict[tuple[Path, int], pa.Table] = {}
+        self._cached_bytes = 0
         for record in registry.registered():
             index: dict[str, tuple[Path, int, int]] = {}
             # a release names each config by its modality; older ones may use an alias ("skeletal")
             for name in (record.name, *record.aliases):
                 for path in sorted((self.release / "data" / name).glob("*.parquet")):
-                    meta = pq.ParquetFile(path)
+                    meta = self._file(path)
                     for rg in range(meta.num_row_groups):
                         ids = meta.read_row_group(rg, columns=["clip_id"]).column("clip_id").to_pylist()
                         for row, cid in enumerate(ids):
                             index[cid] = (path, rg, row)
             self._index[record.name] = index
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_files": {}, "_cache": {}, "_cached_bytes": 0}
+
+    def _file(self, path: Path) -> pq.ParquetFile:
+        opened = self._files.get(path)
+        if opened is None:
+            opened = self._files[path] = pq.ParquetFile(path)
+        return opened
 
     def records(self) -> list[ClipRecord]:
         # the scores are a Hugging Face config like the features (pipeline.release.SCORES_CONFIG)
@@ -288,12 +328,18 @@ class ReleaseSource:
         if not index:
             return None
         path, rg, _ = next(iter(index.values()))
-        return _fps(pq.ParquetFile(path).read_row_group(rg, columns=["fps"]))
+        return _fps(self._file(path).read_row_group(rg, columns=["fps"]))
 
-    @staticmethod
-    @functools.lru_cache(maxsize=4)
-    def _row_group(path: Path, rg: int) -> pa.Table:
-        return pq.ParquetFile(path).read_row_group(rg, columns=["clip_id", "valid", "features"])
+    def _row_group(self, path: Path, rg: int) -> pa.Table:
+        key = (path, rg)
+        table = self._cache.pop(key, None)
+        if table is None:
+            table = self._file(path).read_row_group(rg, columns=_READ_COLUMNS)
+            self._cached_bytes += table.nbytes
+        self._cache[key] = table  # most recently used last
+        while self._cached_bytes > self.CACHE_BYTES and len(self._cache) > 1:
+            self._cached_bytes -= self._cache.pop(next(iter(self._cache))).nbytes
+        return table
 
     def load(self, modality: str, clip_id: str) -> tuple[np.ndarray, np.ndarray] | None:
         where = self._index[registry.canonical(modality)].get(clip_id)

@@ -166,17 +166,18 @@ def _relative(work: str | os.PathLike, path: str | os.PathLike) -> str:
 # -- shards -----------------------------------------------------------------------------------------
 
 
-def write_shard(work: str | os.PathLike, path: str | os.PathLike, table: pa.Table) -> Path:
+def write_shard(work: str | os.PathLike, path: str | os.PathLike, table: pa.Table, **options) -> Path:
     """Write ``table`` as the shard ``path`` under ``work`` (atomically) and record its sha256.
 
     The one way a feature or pixel-rule shard is written: the sum is of the bytes written, taken
     before the rename; the record follows the rename, so a crash in between leaves a shard without
-    a record, which readers treat as missing.
+    a record, which readers treat as missing. ``options``: Parquet writer options (encodings,
+    statistics; :func:`pipeline.tables.feature_write_options`).
     """
     written: dict = {}
 
     def write(tmp: Path) -> None:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, compression="zstd", **options)
         written.update(sha256=sha256_file(tmp), size=tmp.stat().st_size)
 
     target = tables.atomic_write(path, write)

@@ -425,14 +425,14 @@ def _write_preview(work: str | Path, modality: str, clip_id: str, preview) -> No
     if kind is None:
         return
     t, image = preview
-    directory = tables.preview_dir(work, kind.folder)
-    target = directory / f"{clip_id[:16]}.{int(round(t * 1000)):07d}ms.png"
+    target = tables.preview_path(work, kind.folder, clip_id, int(round(t * 1000)))
     try:
         ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         if not ok:
             raise OSError("PNG encoding failed")
         tables.atomic_write(target, lambda tmp: tmp.write_bytes(data.tobytes()))
-        for stale in directory.glob(f"{clip_id[:16]}.*.png"):
+        old = tables.preview_dir(work, kind.folder).glob(f"{clip_id[:16]}.*.png")  # flat, before the fan-out
+        for stale in [*target.parent.glob(f"{clip_id[:16]}.*.png"), *old]:
             if stale != target:
                 stale.unlink(missing_ok=True)
     except OSError as err:

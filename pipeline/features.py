@@ -345,7 +345,9 @@ class FeatureExtractor:
         if not np.isfinite(seq.features).all():
             # a numerical failure (e.g. overflow in bf16) must not become a released feature
             raise ClipError(clip_id, Reason.EXTRACT_FAILED, f"{self.modality} features are not finite")
-        checksums.write_shard(work, target, self.table(clip_id, seq))  # atomic, its sha256 recorded
+        table = self.table(clip_id, seq)
+        options = tables.feature_write_options(table.schema)  # docs/SCALE.md
+        checksums.write_shard(work, target, table, **options)  # atomic, its sha256 recorded
         for stale in Path(target.parent).glob(f"{self.modality}.{clip_id[:16]}.*.parquet"):
             if stale != target:
                 stale.unlink(missing_ok=True)

@@ -243,7 +243,12 @@ class PixelRules:
         return hashlib.sha256(f"{clip_id}\n{self._fingerprint}".encode()).hexdigest()
 
     def shard_path(self, clip_id: str) -> Path:
-        return tables.shard_path(self.work, "pixel_rules", f"{clip_id[:16]}.{self.identity(clip_id)[:12]}")
+        """``<work>/pixel_rules/<clip_id[:2]>/pixel_rules.<clip_id[:16]>.<identity[:12]>.parquet``:
+        fanned out by clip id, so that a crawl of any size keeps each folder small (docs/SCALE.md).
+        A shard of the flat layout before the fan-out has no checksum record, so it is never
+        reused (:mod:`pipeline.checksums`); the next write removes it."""
+        flat = tables.shard_path(self.work, "pixel_rules", f"{clip_id[:16]}.{self.identity(clip_id)[:12]}")
+        return flat.parent / clip_id[: tables.FAN_OUT] / flat.name
 
     def cached(self, clip_id: str) -> list[RuleResult] | None:
         """The clip's stored results when they are current, else None."""
@@ -340,7 +345,8 @@ class PixelRules:
         }
         target = self.shard_path(clip["clip_id"])
         write_shard(self.work, target, tables.to_table([row], tables.PIXEL_RULES, where=str(target)))
-        for stale in target.parent.glob(f"pixel_rules.{clip['clip_id'][:16]}.*.parquet"):
+        pattern = f"pixel_rules.{clip['clip_id'][:16]}.*.parquet"  # older identities, and the flat layout
+        for stale in [*target.parent.glob(pattern), *target.parent.parent.glob(pattern)]:
             if stale != target:
                 stale.unlink(missing_ok=True)
 

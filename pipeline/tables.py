@@ -206,6 +206,18 @@ def feature_table(modality: str) -> str:
     return f"features/{modality}"
 
 
+def feature_write_options(schema: pa.Schema) -> dict[str, Any]:
+    """``pyarrow.parquet`` writer options for a feature table (a shard or a release config):
+    dictionaries for the text columns only, the vectors as ``BYTE_STREAM_SPLIT`` floats. A
+    dictionary never fills usefully with float features and its fallback made the files larger
+    and slower to decode (docs/SCALE.md: 137 MB against 72 MB, 15.7 against 8.7 ms a clip)."""
+    vectors = "features.list.element.list.element"
+    return {
+        "use_dictionary": [f.name for f in schema if pa.types.is_string(f.type)],
+        "column_encoding": {vectors: "BYTE_STREAM_SPLIT"} if "features" in schema.names else {},
+    }
+
+
 def feature_spec(modality: str, dim: int) -> TableSpec:
     """Schema of a feature shard of ``modality``: one row per clip, each sample a vector of ``dim``
     (the modality's record says its width: :mod:`pipeline.modalities`).
@@ -244,6 +256,13 @@ def feature_spec(modality: str, dim: int) -> TableSpec:
 
 REPORT_DIR = "report"  # <work>/report/: the build report (pipeline.report) and the pictures it shows
 THUMBS_DIR = "thumbs"  # <work>/report/thumbs/: contact-sheet thumbnails, written by screening
+FAN_OUT = 2  # hex characters of the clip id that name a picture's sub-folder: 256 of them
+
+# Pictures fan out by clip id (docs/SCALE.md): ``thumbs/<clip_id[:2]>/<clip_id[:16]>.f<NN>.jpg``
+# and ``<folder>/<clip_id[:2]>/<clip_id[:16]>.<ms>ms.png``, so that no folder holds more than a
+# few hundred files at VDV's size (6 thumbnails a clip made 25,752 in one folder at 4,292 clips).
+# Pictures written before, flat in their folder, are still found: a thumbnail is looked up by
+# the path screening recorded for it, and :func:`preview_files` lists both layouts.
 
 
 def report_dir(work: str | os.PathLike) -> Path:
@@ -256,11 +275,46 @@ def thumbnails_dir(work: str | os.PathLike) -> Path:
     return report_dir(work) / THUMBS_DIR
 
 
+def thumbnail_name(clip_id: str, suffix: str) -> str:
+    """A thumbnail's path under :func:`thumbnails_dir`, as screening records it:
+    ``<clip_id[:2]>/<clip_id[:16]>.<suffix>`` (``suffix`` e.g. ``f03.jpg``)."""
+    return f"{clip_id[:FAN_OUT]}/{clip_id[:16]}.{suffix}"
+
+
 def preview_dir(work: str | os.PathLike, folder: str) -> Path:
     """Where extraction leaves a modality's pictures for the report: ``<work>/report/<folder>/``
     (the record's ``preview``; scenic's background images are ``backgrounds``), one
-    ``<clip_id[:16]>.<ms>ms.png`` per clip."""
+    ``<clip_id[:2]>/<clip_id[:16]>.<ms>ms.png`` per clip (:func:`preview_path`)."""
     return report_dir(work) / folder
+
+
+def preview_path(work: str | os.PathLike, folder: str, clip_id: str, ms: int) -> Path:
+    """The picture of ``clip_id`` at ``ms`` milliseconds in ``folder``: ``<clip_id[:2]>/<clip_id[:16]>.<ms>ms.png``."""
+    return preview_dir(work, folder) / clip_id[:FAN_OUT] / f"{clip_id[:16]}.{ms:07d}ms.png"
+
+
+def preview_files(work: str | os.PathLike, folder: str) -> dict[str, list[Path]]:
+    """Every picture of ``folder``, listed once: ``clip_id[:16]`` -> its PNGs, sorted by name.
+    Both layouts: fanned out by clip id, and flat (pictures written before the fan-out)."""
+    directory = preview_dir(work, folder)
+    found: dict[str, list[Path]] = {}
+    if not directory.is_dir():
+        return found
+    with os.scandir(directory) as entries:
+        listed = [(e.name, e.is_dir()) for e in entries if not e.name.startswith(".")]
+    for name, is_dir in listed:
+        if is_dir and len(name) == FAN_OUT:
+            with os.scandir(directory / name) as inner:
+                files = [
+                    directory / name / e.name for e in inner if e.name.endswith(".png") and not e.name.startswith(".")
+                ]
+        elif name.endswith(".png"):
+            files = [directory / name]
+        else:
+            continue
+        for path in files:
+            found.setdefault(path.name.split(".", 1)[0], []).append(path)
+    return {key: sorted(paths, key=lambda p: p.name) for key, paths in found.items()}
 
 
 # -- writer and reader --------------------------------------------------------------------------

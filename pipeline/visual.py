@@ -360,7 +360,8 @@ class ContactSheet:
         return sorted(set(picks))
 
     def write(self, directory: str | Path, clip_id: str) -> dict:
-        """Write the thumbnails as ``<clip_id[:16]>.f<NN>.jpg`` (atomic writes); return what to record.
+        """Write the thumbnails as ``<clip_id[:2]>/<clip_id[:16]>.f<NN>.jpg`` (atomic writes,
+        :func:`pipeline.tables.thumbnail_name`); return what to record.
 
         The record lists, per thumbnail, its file, the frame's time and index among the sampled
         frames, the scale from the analysed frame, and the main person's joints in thumbnail
@@ -368,7 +369,7 @@ class ContactSheet:
         """
         import cv2
 
-        from pipeline.tables import atomic_write
+        from pipeline.tables import atomic_write, thumbnail_name
 
         directory = Path(directory)
         frames = []
@@ -379,7 +380,7 @@ class ContactSheet:
                 draw_skeleton(canvas, joints, OTHER_COLOUR, self.min_conf)
             if people:
                 draw_skeleton(canvas, people[0], MAIN_COLOUR, self.min_conf)
-            name = f"{clip_id[:16]}.f{index:02d}.jpg"
+            name = thumbnail_name(clip_id, f"f{index:02d}.jpg")
             ok, data = cv2.imencode(
                 ".jpg", cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, self.quality]
             )

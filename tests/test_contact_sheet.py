@@ -25,8 +25,10 @@ def test_thumbnails_do_not_change_the_rules_and_a_bad_directory_is_recorded(tmp_
     with_sheet = visual.screen_visual(CLIP, "c" * 64, config, thumbnails=tmp_path / "thumbs")
     assert _without_sheet(plain) == _without_sheet(with_sheet)
     sheet = next(r for r in with_sheet if r.rule == "one_dancer").details["contact_sheet"]
-    files = sorted(p.name for p in (tmp_path / "thumbs").iterdir())
+    # fanned out by clip id (pipeline.tables.thumbnail_name): thumbs/cc/cccccccccccccccc.fNN.jpg
+    files = sorted(p.relative_to(tmp_path / "thumbs").as_posix() for p in (tmp_path / "thumbs").rglob("*.jpg"))
     assert files == sorted(f["file"] for f in sheet["frames"]) and 2 <= len(files) <= 6
+    assert all(f.startswith("cc/cccccccccccccccc.f") for f in files)
     for frame in sheet["frames"]:
         assert max(frame["size"]) <= 256 and frame["size"][1] <= 144
         assert frame["joints"] is None or len(frame["joints"]) == 16

@@ -231,7 +231,7 @@ def test_filters_overrides_histograms_and_regeneration(built, tmp_path, capsys):
     assert vdv(["report", "--work", str(tmp_path / "nope")]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
     # a thumbnail deleted since screening is not referenced, and the card says so
-    thumbs = sorted((work / "report" / "thumbs").glob("*.jpg"))
+    thumbs = sorted((work / "report" / "thumbs").rglob("*.jpg"))
     moved = tmp_path / thumbs[0].name
     thumbs[0].rename(moved)
     try:

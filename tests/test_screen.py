@@ -166,7 +166,6 @@ def test_screening_tables_written(tmp_path):
 def test_pixel_rules_are_stored_per_clip_and_reused_while_clip_settings_and_code_are_unchanged(tmp_path):
     from pathlib import Path
 
-    from pipeline import tables
     from pipeline.provenance import sha256_file
     from pipeline.screen import PixelRules
 
@@ -175,8 +174,9 @@ def test_pixel_rules_are_stored_per_clip_and_reused_while_clip_settings_and_code
     config = {"visual": {"max_frames": 6}}
     results, computed = PixelRules(config, tmp_path).run(clip)
     assert computed and [r.rule for r in results] == ["one_dancer", "upper_body_visible", "camera_motion"]
-    shards = tables.table_files(tmp_path, "pixel_rules")
+    shards = sorted((tmp_path / "pixel_rules").rglob("*.parquet"))  # fanned out by clip id
     assert len(shards) == 1 and shards[0].name.startswith(f"pixel_rules.{clip['clip_id'][:16]}.")
+    assert shards[0].parent.name == clip["clip_id"][:2]
     again, computed = PixelRules(config, tmp_path).run(clip)  # a new process would see the same
     assert not computed and [(r.rule, r.passed, r.reasons, r.details) for r in again] == [
         (r.rule, r.passed, r.reasons, r.details) for r in results
@@ -184,4 +184,4 @@ def test_pixel_rules_are_stored_per_clip_and_reused_while_clip_settings_and_code
     changed = PixelRules({"visual": {"max_frames": 5}}, tmp_path)
     assert changed.identity(clip["clip_id"]) != PixelRules(config).identity(clip["clip_id"])
     _, computed = changed.run(clip)
-    assert computed and len(tables.table_files(tmp_path, "pixel_rules")) == 1  # the stale shard replaced
+    assert computed and len(list((tmp_path / "pixel_rules").rglob("*.parquet"))) == 1  # the stale shard replaced

@@ -16,6 +16,9 @@ from pipeline.release.layout import SCORES_CONFIG
 LICENSE_NAME = "vdv-research-use"  # license_name of a `license: other` card (Hugging Face card metadata)
 LICENSE_LINK = "README.md#license"  # the card's own License section holds the terms
 BAR = "\u2588"  # a full block: one unit of a text histogram bar
+# a config whose data takes more than this in memory is shown loaded with streaming=True:
+# load_dataset writes the whole config into an Arrow cache of that size and maps it (docs/SCALE.md)
+STREAMING_BYTES = 4 << 30
 
 
 def dataset_card(
@@ -25,13 +28,15 @@ def dataset_card(
 
     ``root`` is the directory being packaged: with it, each split's ``num_bytes`` (which the
     ``datasets`` library requires beside ``name`` and ``num_examples``, else it warns that the
-    splits field is malformed) is the uncompressed size of its Parquet data, ``dataset_size`` their
-    sum, and the card shows per-challenge score histograms read from the released scores.
+    splits field is malformed) is its size in memory as ``load_dataset`` reports it
+    (:func:`_split_bytes`), ``dataset_size`` their sum, and the card shows per-challenge score
+    histograms read from the released scores.
     """
     header = _card_header(manifest, configs, config, root)
     lines = ["---", yaml.safe_dump(header, sort_keys=False).rstrip(), "---", ""]
     lines += _opening(manifest, config)
     lines += _configs_and_tracks(manifest, configs)
+    lines += _loading(header["dataset_info"])
     lines += _scores(root, configs)
     lines += _provenance_and_license(manifest, config)
     return "\n".join(lines)
@@ -102,13 +107,25 @@ def _dataset_info(name: str, entry: Mapping, manifest: Mapping, root: Path | Non
 
 
 def _split_bytes(root: Path | None, files: Sequence[str]) -> int:
-    """Uncompressed size of a split's Parquet data (row-group metadata; the data is not read)."""
+    """A split's size in memory as ``datasets.load_dataset`` reports it in its split info.
+
+    ``datasets`` reads a Parquet file in batches of its first row group's rows and adds up the
+    Arrow size of each batch (``ArrowWriter``, ``pa.Table.nbytes``); the same reading gives the
+    same figure. Read one batch at a time, so memory stays at one row group.
+    """
+    import pyarrow.dataset as ds
+
     if root is None:
         return 0
     total = 0
     for name in files:
-        meta = pq.ParquetFile(root / name).metadata
-        total += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        with open(root / name, "rb") as fh:
+            fragment = ds.ParquetFileFormat().make_fragment(fh)
+            if not fragment.row_groups:
+                continue
+            rows = fragment.row_groups[0].num_rows
+            batches = fragment.to_batches(batch_size=rows, batch_readahead=0, fragment_readahead=0)
+            total += sum(pa.Table.from_batches([batch]).nbytes for batch in batches)
     return total
 
 
@@ -146,6 +163,32 @@ def _configs_and_tracks(manifest: Mapping, configs: Mapping[str, dict]) -> list[
     ]
     lines += [f"| {t} | {i['train']} | {i['test']} |" for t, i in manifest["tracks"].items()]
     return lines + [""]
+
+
+def _loading(infos: Sequence[Mapping]) -> list[str]:
+    """How to load each config with ``datasets``: its size once loaded, and streaming above
+    :data:`STREAMING_BYTES`."""
+    lines = [
+        "## Loading",
+        "",
+        "`load_dataset` converts a config into an Arrow cache of its in-memory size before use; a config "
+        f"over {STREAMING_BYTES / 2**30:.0f} GiB is best streamed (one row group at a time):",
+        "",
+        "| config | in memory | load with |",
+        "|---|---|---|",
+    ]
+    for info in infos:
+        name, size = info["config_name"], info["dataset_size"]
+        streaming = ", streaming=True" if size > STREAMING_BYTES else ""
+        lines.append(f'| {name} | {_size(size)} | `load_dataset("<this directory>", "{name}"{streaming})` |')
+    return lines + [""]
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
 
 
 def _scores(root: Path | None, configs: Mapping[str, dict]) -> list[str]:

@@ -27,7 +27,7 @@ from pipeline.release.layout import RELEASE_SCORES, RELEASE_SPLIT, SCORES_CONFIG
 from pipeline.release.manifest import build_manifest, feature_entries
 from pipeline.release.policy import assign_tracks, check_complete, left_out_notes, split_notes, untrained_modalities
 from pipeline.release.privacy import released_scores, resolve_salt
-from pipeline.release.shards import SplitSource, write_config
+from pipeline.release.shards import STATISTICS, SplitSource, write_config
 
 log = logging.getLogger(__name__)
 _DEFAULT_CONFIG = ReleaseConfig()  # frozen, so one shared default is safe
@@ -293,7 +293,8 @@ def _write_data(
             log.warning("%s: %d kept clip(s) have no shard and are absent from the release", modality, len(inv.missing))
     configs, counts = {}, {}
     for name, (schema, by_split) in sources.items():
-        files, counts[name] = write_config(staging, name, schema, by_split, max_bytes)
+        statistics = True if name == SCORES_CONFIG else STATISTICS  # never on a feature config's provenance text
+        files, counts[name] = write_config(staging, name, schema, by_split, max_bytes, statistics=statistics)
         configs[name] = {"files": files, "schema": schema}
     return configs, counts
 

@@ -70,17 +70,15 @@ def _feature_provenance(work: Path, modality: str) -> dict[str, dict]:
 
 def _previews(work: Path, clip_ids) -> dict[str, list[tuple[str, str, str]]]:
     """The pictures extraction saved of each clip: for each modality with a preview, the middle
-    one of the clip's PNGs (``<clip_id[:16]>.<ms>ms.png``)."""
+    one of the clip's PNGs (``<clip_id[:16]>.<ms>ms.png``). Each folder is listed once."""
     report = tables.report_dir(work)
     found: dict[str, list[tuple[str, str, str]]] = {}
     for record in modalities.registered():
         if record.preview is None:
             continue
-        directory = tables.preview_dir(work, record.preview.folder)
-        if not directory.is_dir():
-            continue
+        saved_by_clip = tables.preview_files(work, record.preview.folder)
         for clip_id in clip_ids:
-            saved = sorted(directory.glob(f"{clip_id[:16]}.*.png"))
+            saved = saved_by_clip.get(clip_id[:16])
             if saved:
                 path = saved[len(saved) // 2].relative_to(report).as_posix()
                 found.setdefault(clip_id, []).append((record.name, path, record.preview.caption))

@@ -498,7 +498,7 @@ def _preview_html(modality: str, src: str, caption: str) -> str:
     """A picture extraction saved (``<clip_id[:16]>.<ms>ms.png``), captioned with its time."""
     stamp = re.search(r"\.(\d+)ms\.png$", src)
     when = f" at {int(stamp.group(1)) / 1000:.1f} s" if stamp else ""
-    folder = Path(src).parent.name
+    folder = src.split("/", 1)[0]  # the preview folder under report/, whatever its fan-out
     return (
         f'<figure><img class="preview {escape(folder)}" src="{escape(src)}" loading="lazy" alt="{escape(caption)}" '
         f'data-modality="{escape(modality)}"><figcaption>{escape(caption)}{when}</figcaption></figure>'

@@ -1,0 +1,171 @@
+"""VDV at full size: the training loader yields what it yielded before, a release's files are laid
+out for random and sequential reads, the card's sizes are what ``datasets`` reports, pictures fan
+out by clip id and the report lists each folder once (docs/SCALE.md)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import tables
+from pipeline.release import read_card_header
+from pipeline.release.shards import ROW_GROUP_BYTES
+from tests.support import epoch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# sha256 of the first epoch's batches (tests/support/epoch.py), computed once with the code of
+# commit 95d487e (before the loader and the release layout changed) by
+#   git archive 95d487e | tar -x -C REF && cp tests/support/epoch.py REF/tests/support/
+#   cd REF && PYTHONPATH=REF python -m tests.support.epoch DIR
+# The two sources order their clips differently (a release's stored split, the work directory's
+# scores table), hence two values.
+GOLDEN = {
+    "work": "36fd078a11075a4a65c197d640d9ff96356ce69f4857da31766253be192b477b",
+    "release": "e17a6d3cbf7349c4426f84b0cc867b134824a4b275cc55bfd4738d882d78ccd3",
+}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, Path]:
+    return epoch.build(tmp_path_factory.mktemp("epoch"))
+
+
+@pytest.mark.parametrize("side", ["work", "release"])
+def test_an_epoch_yields_the_reference_batches(built: tuple[Path, Path], side: str) -> None:
+    work, release = built
+    digest, clips = epoch.epoch_digest(work if side == "work" else release)
+    assert clips == 40  # the all track's train side of the 50 clips
+    assert digest == GOLDEN[side]
+
+
+def test_release_row_groups_hold_whole_clips_up_to_the_bound_without_text_statistics(built) -> None:
+    _, release = built
+    for path in sorted((release / "data").glob("*/*.parquet")):
+        meta = pq.ParquetFile(path).metadata
+        config = path.parent.name
+        names = [meta.schema.column(i).path for i in range(meta.num_columns)]
+        sizes = []
+        for rg in range(meta.num_row_groups):
+            group = meta.row_group(rg)
+            sizes.append(group.total_byte_size)
+            stats = {names[i] for i in range(group.num_columns) if group.column(i).is_stats_set}
+            if config != "scores":
+                # min/max of clip_id only: never of the provenance text (params, identity...)
+                assert stats == {"clip_id"}, (path, stats)
+        if config == "holistic":  # 96 floats x up to 500 samples a clip: several clips per group
+            assert meta.num_row_groups < meta.num_rows
+        # a group closes once it holds ROW_GROUP_BYTES: every group but the last reaches it, and
+        # none is bigger than the bound plus one clip (the largest holistic clip is < 0.2 MiB)
+        assert all(size >= ROW_GROUP_BYTES * 0.9 for size in sizes[:-1]), (path, sizes)
+        assert all(size < ROW_GROUP_BYTES + (1 << 20) for size in sizes), (path, sizes)
+
+
+def test_the_card_sizes_are_what_load_dataset_reports(built, caplog) -> None:
+    datasets = pytest.importorskip("datasets")
+    _, release = built
+    header = read_card_header(release / "README.md")
+    cache = release.parent / "hf-cache"
+    with caplog.at_level(logging.WARNING):
+        for info in header["dataset_info"]:
+            loaded = datasets.load_dataset(str(release), info["config_name"], cache_dir=str(cache))
+            for split in info["splits"]:
+                reported = loaded[split["name"]].info.splits[split["name"]]
+                assert split["num_examples"] == reported.num_examples
+                assert split["num_bytes"] == reported.num_bytes, (info["config_name"], split["name"])
+    assert not [r for r in caplog.records if r.name.startswith("datasets")], caplog.text
+
+
+def test_pictures_fan_out_by_clip_id_and_old_flat_ones_are_still_found(tmp_path: Path) -> None:
+    from pipeline.extraction import _write_preview
+
+    clip = "ab" + "c" * 62
+    flat = tables.preview_dir(tmp_path, "backgrounds") / f"{clip[:16]}.0001000ms.png"
+    flat.parent.mkdir(parents=True)
+    flat.write_bytes(b"old")  # a picture of the layout before the fan-out
+    other = "de" + "f" * 62
+    old_other = tables.preview_dir(tmp_path, "backgrounds") / f"{other[:16]}.0002000ms.png"
+    old_other.write_bytes(b"old")
+    assert tables.preview_files(tmp_path, "backgrounds") == {clip[:16]: [flat], other[:16]: [old_other]}
+    _write_preview(tmp_path, "scenic", clip, (1.5, np.zeros((8, 8, 3), np.uint8)))
+    new = tables.preview_path(tmp_path, "backgrounds", clip, 1500)
+    assert new.parent.name == "ab" and new.is_file()
+    assert not flat.exists()  # the clip's stale picture of the old layout is replaced
+    assert tables.preview_files(tmp_path, "backgrounds") == {clip[:16]: [new], other[:16]: [old_other]}
+    assert tables.thumbnail_name(clip, "f03.jpg") == f"ab/{clip[:16]}.f03.jpg"
+
+
+def test_the_report_lists_the_picture_folder_once(tmp_path: Path, monkeypatch) -> None:
+    from pipeline.report import gather
+
+    clips = [f"{i:02x}" + "0" * 62 for i in range(30)]
+    for i, clip in enumerate(clips):
+        target = tables.preview_path(tmp_path, "backgrounds", clip, 1000 + i)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(b"png")
+    listed: list[str] = []
+    real_scandir = os.scandir
+
+    def counting_scandir(path):
+        listed.append(str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", counting_scandir)
+    monkeypatch.setattr(Path, "glob", lambda *a, **k: pytest.fail("the report globs a picture folder per clip"))
+    found = gather._previews(tmp_path, clips)
+    assert [found[c][0][1] for c in clips] == [
+        tables.preview_path(tmp_path, "backgrounds", c, 1000 + i).relative_to(tables.report_dir(tmp_path)).as_posix()
+        for i, c in enumerate(clips)
+    ]
+    top = str(tables.preview_dir(tmp_path, "backgrounds"))
+    assert listed.count(top) == 1  # once for the 30 clips, then each of its sub-folders once
+    assert len(listed) == 1 + len({c[:2] for c in clips})
+
+
+@pytest.mark.slow
+def test_bench_scale_runs_at_50_clips(tmp_path: Path) -> None:
+    """The benchmark end to end at its baseline size, on the demo build's outputs."""
+    demo = ROOT / "out" / "demo" / "work"
+    if not (demo / "screening").is_dir():
+        pytest.skip("needs a built demo (make demo): the benchmark copies its real outputs")
+    out = tmp_path / "bench"
+    stages = ["ingest", "screen", "score", "release", "verify", "loader:release"]
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_scale.py"), "--out", str(out), "--json", str(tmp_path / "b.jsonl")]
+        + ["--stages", *stages],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=1800,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import json
+
+    lines = [json.loads(line) for line in (tmp_path / "b.jsonl").read_text().splitlines()]
+    by_stage = {line["stage"]: line for line in lines if "clips" in line}
+    assert set(by_stage) == set(stages)
+    assert by_stage["ingest"]["clips"] == 50 and by_stage["screen"]["kept"] == 50
+    assert by_stage["verify"]["ok"] is True and by_stage["loader:release"]["clips"] == 50
+    assert all(line["cpu_s"] > 0 and line["rss_mib"] > 0 for line in by_stage.values())
+
+
+def test_the_card_shows_streaming_for_a_config_too_large_to_load_whole() -> None:
+    from pipeline.release import card
+
+    lines = card._loading(
+        [
+            {"config_name": "holistic", "dataset_size": card.STREAMING_BYTES + 1},
+            {"config_name": "pose", "dataset_size": card.STREAMING_BYTES},
+        ]
+    )
+    (holistic,) = [line for line in lines if line.startswith("| holistic")]
+    (pose,) = [line for line in lines if line.startswith("| pose")]
+    assert 'load_dataset("<this directory>", "holistic", streaming=True)' in holistic
+    assert "streaming" not in pose and "4.0 GiB" in pose
