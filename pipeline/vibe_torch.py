@@ -214,8 +214,7 @@ class ViBeBank:
         redraw = (untrusted & ~exclude) | is_first[:, None]
         samples = torch.where(redraw[:, None, None], drawn, samples)
         untrusted = torch.where(is_first[:, None], exclude, untrusted & exclude)
-        distance = (samples.to(torch.int16) - frame.to(torch.int16)[:, :, None]).abs().sum(dim=1)  # (g, N, HW)
-        background = is_background((distance <= 3 * p.radius).sum(dim=1), p)
+        background = is_background(self._matches(samples, frame), p)
         free = ~exclude
         reset = scene_changed((~background & free).sum(dim=1), free.sum(dim=1), p) & ~is_first
         samples = torch.where(reset[:, None, None, None], drawn, samples)
@@ -240,9 +239,13 @@ class ViBeBank:
         counter = torch.arange(hw, device=self.device, dtype=torch.int64)[None, :, None] * per_pixel
         counter = counter + torch.arange(per_pixel, device=self.device, dtype=torch.int64)
         h = _mix(_mix(counter ^ key[:, None, None]))  # (g, HW, per_pixel)
-        shifts = torch.arange(_PICKS_PER_HASH, device=self.device, dtype=torch.int64) * _PICK_BITS
-        picks = (h[..., :pick_hashes, None] >> shifts) & 7  # (g, HW, hashes, 10)
-        picks = picks.flatten(2)[..., : p.n_samples].transpose(1, 2)  # (g, N, HW)
+        picks = torch.stack(  # (g, N, HW) uint8, one sample at a time (an int64 (g, N, HW) is large)
+            [
+                ((h[..., i // _PICKS_PER_HASH] >> (_PICK_BITS * (i % _PICKS_PER_HASH))) & 7).to(torch.uint8)
+                for i in range(p.n_samples)
+            ],
+            dim=1,
+        )
         unit = (1 << _UNIT_BITS) - 1
         slot = (1 << _SLOT_BITS) - 1
         own, spread = h[..., pick_hashes], h[..., pick_hashes + 1]
@@ -257,13 +260,21 @@ class ViBeBank:
 
     @staticmethod
     def _neighbour_values(frame: torch.Tensor, neighbours: torch.Tensor, picks: torch.Tensor) -> torch.Tensor:
-        """Each sample's value from its picked 8-neighbour: (g, 3, N, HW) uint8."""
-        g, _, hw = frame.shape
-        n = picks.shape[1]
-        pixel = torch.arange(hw, device=frame.device)
-        index = neighbours.reshape(-1)[pixel * 8 + picks]  # (g, N, HW)
-        source = frame[:, :, None, :].expand(g, 3, n, hw)
-        return source.gather(3, index[:, None].expand(g, 3, n, hw))
+        """Each sample's value from its picked 8-neighbour: (g, 3, N, HW) uint8 (a ``where`` per
+        direction over the frame shifted that way: no int64 index as large as the model)."""
+        shifted = frame[:, :, neighbours.t()]  # (g, 3, 8, HW)
+        drawn = shifted[:, :, :1].expand(-1, -1, picks.shape[1], -1)
+        for d in range(1, len(NEIGHBOURS)):
+            drawn = torch.where((picks == d)[:, None], shifted[:, :, d : d + 1], drawn)
+        return drawn
+
+    def _matches(self, samples: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
+        """Samples within L1 distance ``3 * radius`` of each pixel: (g, HW), channel by channel."""
+        distance = None
+        for c in range(3):
+            d = (samples[:, c].to(torch.int16) - frame[:, c, None].to(torch.int16)).abs_()
+            distance = d if distance is None else distance.add_(d)
+        return (distance <= 3 * self.params.radius).sum(dim=1)
 
     def _own_update(self, samples, frame, write, slot) -> torch.Tensor:
         """A drawn background pixel replaces its sample ``slot`` by its value."""
