@@ -238,17 +238,17 @@ class ViBeBank:
         per_pixel = pick_hashes + 2
         counter = torch.arange(hw, device=self.device, dtype=torch.int64)[None, :, None] * per_pixel
         counter = counter + torch.arange(per_pixel, device=self.device, dtype=torch.int64)
-        h = _mix(_mix(counter ^ key[:, None, None]))  # (g, HW, per_pixel)
+        h = _mix(_mix(counter ^ key[:, None, None])).permute(2, 0, 1).contiguous()  # (per_pixel, g, HW)
         picks = torch.stack(  # (g, N, HW) uint8, one sample at a time (an int64 (g, N, HW) is large)
             [
-                ((h[..., i // _PICKS_PER_HASH] >> (_PICK_BITS * (i % _PICKS_PER_HASH))) & 7).to(torch.uint8)
+                ((h[i // _PICKS_PER_HASH] >> (_PICK_BITS * (i % _PICKS_PER_HASH))) & 7).to(torch.uint8)
                 for i in range(p.n_samples)
             ],
             dim=1,
         )
         unit = (1 << _UNIT_BITS) - 1
         slot = (1 << _SLOT_BITS) - 1
-        own, spread = h[..., pick_hashes], h[..., pick_hashes + 1]
+        own, spread = h[pick_hashes], h[pick_hashes + 1]
         return {
             "picks": picks,
             "own": ((own & unit) * p.subsampling) >> _UNIT_BITS == 0,
@@ -260,13 +260,11 @@ class ViBeBank:
 
     @staticmethod
     def _neighbour_values(frame: torch.Tensor, neighbours: torch.Tensor, picks: torch.Tensor) -> torch.Tensor:
-        """Each sample's value from its picked 8-neighbour: (g, 3, N, HW) uint8 (a ``where`` per
-        direction over the frame shifted that way: no int64 index as large as the model)."""
-        shifted = frame[:, :, neighbours.t()]  # (g, 3, 8, HW)
-        drawn = shifted[:, :, :1].expand(-1, -1, picks.shape[1], -1)
-        for d in range(1, len(NEIGHBOURS)):
-            drawn = torch.where((picks == d)[:, None], shifted[:, :, d : d + 1], drawn)
-        return drawn
+        """Each sample's value from its picked 8-neighbour: (g, 3, N, HW) uint8, one gather."""
+        g, _, hw = frame.shape
+        n = picks.shape[1]
+        index = neighbours.reshape(-1)[torch.arange(hw, device=frame.device) * 8 + picks]  # (g, N, HW) int64
+        return frame[:, :, None, :].expand(g, 3, n, hw).gather(3, index[:, None].expand(g, 3, n, hw))
 
     def _matches(self, samples: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
         """Samples within L1 distance ``3 * radius`` of each pixel: (g, HW), channel by channel."""
