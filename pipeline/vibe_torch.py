@@ -11,8 +11,11 @@ than ``reset_share`` of the free pixels in the foreground re-initialises the mod
 No host waits. :meth:`ViBeBank.step` advances one frame of every clip of the step with one
 fixed sequence of tensor operations per frame size: every decision is made densely for every
 pixel with ``where`` (no boolean-mask indexing, no ``nonzero``, no value read on the host), the
-frames and masks of a size group go up in one copy, and the foreground masks and reset counts of
-the whole step come down in one. A clip's model lives in a row of its frame size's pool.
+frames and masks of a size group go up in one copy (their rows, first-frame flags and draw keys in
+a second, small one), and the foreground masks and reset counts of the whole step come down in one.
+Built for a GPU: the update is dense (every sample of every pixel passes through ``where``), so on
+the CPU numpy's sparse :class:`pipeline.vibe.ViBe` is much faster and stays the default there
+(docs/GPU_NODE.md). A clip's model lives in a row of its frame size's pool.
 
 Randomness is counter-based: every draw is a 32-bit integer hash (:func:`_mix`, integer ``torch``
 operations only, so identical on every device) of the clip's seed and frame index, the pixel
