@@ -1,14 +1,15 @@
 """Cost of the scenic background images before and after person masking, the Places365 input
 against the published preprocessing, and the scenic and facial extractors end to end.
 
-    python bench/bench_vibe.py [--clip PATH] [--seconds S] [--device cpu|cuda] [--out out/bench_vibe]
+    python bench/bench_vibe.py [--clip PATH] [--seconds S] [--device cpu|cuda] [--out out/bench_vibe] [--vibe-only]
 
 Prints:
 
 - the cost per grid frame of the background images: *before* (the previous design: a fresh ViBe
   model per 120-frame window, up to 10 live, at a 160 px grid, image = mean of the samples) and
   *after* (the BlazePose person mask plus one ViBe model and the window means, at the 256 px
-  grid), the mask and ViBe apart;
+  grid), the mask and ViBe apart; then numpy's ViBe against the torch one on the same frames and
+  masks (``--vibe-only`` stops there);
 - how far the network's input (224 x 224 RGB pixels) is from the Places365 reference demo
   applied to the native frame (resize to 256 x 256, centre 224): mean absolute error in grey
   levels, for the previous geometry (160 px grid, short side to 256, crop), for the 160 px grid
@@ -105,6 +106,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="excerpt length (default %(default)s)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     parser.add_argument("--out", default="out/bench_vibe", help="directory for the background PNGs")
+    parser.add_argument("--vibe-only", action="store_true", help="stop after the ViBe figures")
     args = parser.parse_args()
 
     import numpy as np
@@ -155,6 +157,27 @@ def main() -> None:
         f"window means {1000 * vibe_s:.1f}; {w}x{h}, {len(found)} backgrounds, inpainted share mean "
         f"{np.mean(filled):.3f} max {np.max(filled):.3f})  peak RSS {peak_rss_mib():.0f} MiB"
     )
+    # the torch ViBe on the same frames and masks (pipeline.vibe_torch, through the batch server)
+    from pipeline.vibe_torch import vibe_model
+
+    windows = WindowBackgrounds(
+        window=config.window,
+        hop=config.hop,
+        params=config.vibe_params(),
+        inpaint_radius=config.inpaint_radius,
+        model=vibe_model(config.vibe_params(), config.seed, device),
+    )
+    start = time.perf_counter()
+    for frame, mask in zip(frames, person, strict=True):
+        windows.push(frame, mask)
+    torch_s = (time.perf_counter() - start) / len(frames)
+    windows.close()
+    print(
+        f"ViBe      numpy {1000 * vibe_s:.1f} ms/grid frame, torch ({device}, one clip a step) "
+        f"{1000 * torch_s:.1f} ms/grid frame: torch/numpy {torch_s / vibe_s:.2f}x (window means included in both)"
+    )
+    if args.vibe_only:
+        return
     paths = write_backgrounds(
         [(t, o.image) for t, o in found], Path(args.out) / Path(args.clip).stem, Path(args.clip).stem
     )

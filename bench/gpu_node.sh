@@ -2,11 +2,13 @@
 # The GPU node's figures in one run of under 8 minutes (a lent H200 through the device tool).
 #
 # Here, once:   bash bench/gpu_node.sh prepare
-#   fills .gpu/ (ignored by git, about 55 MB): wheels the GPU image lacks (PyAV, tflite,
-#   facenet-pytorch; for its Python 3.12), BlazePose's two .tflite files from the installed
+#   fills .gpu/ (ignored by git, about 57 MB): wheels the GPU image lacks (PyAV, tflite,
+#   facenet-pytorch; for its Python 3.12) and, installed without dependencies, what they and the
+#   weights need (safetensors, flatbuffers, requests: the image lists them, a dry run lacked them), BlazePose's two .tflite files from the installed
 #   mediapipe wheel, and six real clips from ../shared/data/clips (the device gets no ../shared).
 # There:        run(command="bash bench/gpu_node.sh", carry=[".gpu"], timeout_s=540)
-#   installs the wheels into /tmp/site, imports the BlazePose networks into a fresh weights
+#   installs the wheels into /tmp/site, checks that everything its Python steps import imports
+#   (bench/gpu_imports.py: one line and exit 1 if not), imports the BlazePose networks into a fresh weights
 #   cache (sha256 recorded as here), then prints, and writes to $OUT/gpu_node.txt:
 #   1. nvidia-smi and torch's view of the device;
 #   2. pose frames/s at batch 1, 16, 64 and 256 (bench/bench_pose.py --only batch), float16;
@@ -22,7 +24,8 @@ if [ "${1:-}" = "prepare" ]; then
   rm -rf .gpu && mkdir -p .gpu/whl .gpu/models .gpu/clips
   "$PY" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-    -d .gpu/whl av==18.1.0 tflite==2.18.0 facenet-pytorch==2.6.0
+    -d .gpu/whl av==18.1.0 tflite==2.18.0 facenet-pytorch==2.6.0 safetensors==0.8.0 flatbuffers==25.12.19 \
+    requests==2.34.2
   "$PY" - <<'EOF'
 import shutil
 from pipeline.weights.registry import get_spec
@@ -40,6 +43,10 @@ mkdir -p "$OUT"
 exec > >(tee "$OUT/gpu_node.txt") 2>&1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .gpu/whl/*.whl
 export PYTHONPATH="/tmp/site:$PWD" VDV_WEIGHTS_DIR=/tmp/vdv-weights VDV_BENCH_CLIPS="$PWD/.gpu/clips" PYTHONUNBUFFERED=1
+python3 bench/gpu_imports.py || exit 1
+# every Python step from here runs under torch.cuda.set_sync_debug_mode("warn") and prints its own
+# host waits (synchronising CUDA calls) at exit (bench/support/sitecustomize.py)
+export PYTHONPATH="$PWD/bench/support:$PYTHONPATH" VDV_BENCH_SYNCS=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 - <<'EOF'
 import torch

@@ -75,8 +75,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-# 8-connected neighbourhood used by the initialisation and the spatial propagation
-_NEIGHBOURS = np.array([(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)], dtype=np.intp)
+# 8-connected neighbourhood used by the initialisation and the spatial propagation (dy, dx)
+NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
+_NEIGHBOURS = np.array(NEIGHBOURS, dtype=np.intp)
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,25 @@ class ViBeParams:
             raise ValueError(f"subsampling must be >= 1, got {self.subsampling}")
         if not 0.0 < self.reset_share <= 1.0:
             raise ValueError(f"reset_share must be in (0, 1], got {self.reset_share}")
+
+
+# -- the rules, shared by this model and pipeline.vibe_torch's (numpy arrays or torch tensors) --
+
+
+def is_background(matches, params: ViBeParams):
+    """ViBe's classification: a value is background when at least ``min_matches`` of its samples
+    lie within L1 distance ``3 * radius`` (``matches`` counts them, per pixel)."""
+    return matches >= params.min_matches
+
+
+def scene_changed(foreground_free, free, params: ViBeParams):
+    """The reset rule (module docstring): more than ``reset_share`` of the ``free`` pixels (outside
+    the person mask; counts per model) are foreground. Compared in float64 on both backends."""
+    if params.reset_share >= 1.0:
+        return free < 0  # never (all False, of the counts' kind)
+    if hasattr(free, "double"):  # torch
+        return (free > 0) & (foreground_free.double() > params.reset_share * free.double())
+    return (free > 0) & (np.float64(foreground_free) > params.reset_share * np.float64(free))
 
 
 def _planar(frame: np.ndarray) -> np.ndarray:
@@ -177,9 +197,9 @@ class ViBe:
         if len(ys):
             self.samples[:, :, ys, xs] = self._draw(planes, ys, xs)
             self.untrusted[ys, xs] = False
-        background = self.matches(planes) >= p.min_matches
+        background = is_background(self.matches(planes), p)
         free = ~exclude
-        if p.reset_share < 1.0 and free.any() and (~background & free).sum() > p.reset_share * free.sum():
+        if scene_changed((~background & free).sum(), free.sum(), p):
             # the scene itself changed: start over on this frame (module docstring)
             self._initialise(planes, exclude)
             self.resets += 1

@@ -338,3 +338,17 @@ def segmentation_grid(rois: torch.Tensor, out_w: int, out_h: int, width: int, he
     u = (cos * dx + sin * dy) / side * CROP_SIZE + CROP_SIZE / 2
     v = (-sin * dx + cos * dy) / side * CROP_SIZE + CROP_SIZE / 2
     return torch.stack([(2 * u + 1) / CROP_SIZE - 1, (2 * v + 1) / CROP_SIZE - 1], dim=-1)
+
+
+def detection_rois(keypoints: torch.Tensor, pads: torch.Tensor) -> torch.Tensor:
+    """:func:`remove_letterbox` and :func:`alignment_roi` on the device: the ROIs (N, 4) of the
+    first detections' keypoints (N, 4, 2) in the letterboxed square, ``pads`` (N, 4) being each
+    image's ``(pad_x, pad_y, width, height)``; float64 as the numpy functions compute."""
+    pad, size = pads[:, None, :2], pads[:, None, 2:]
+    points = (keypoints - pad) / (1 - 2 * pad) * size
+    centre, scale = points[:, 0], points[:, 1]
+    d = scale - centre
+    side = 2.0 * torch.hypot(d[:, 0], d[:, 1]) * ROI_SCALE
+    angle = ROI_TARGET_ANGLE - torch.atan2(-d[:, 1], d[:, 0])
+    rotation = angle - 2 * math.pi * torch.floor((angle + math.pi) / (2 * math.pi))
+    return torch.stack([centre[:, 0], centre[:, 1], side, rotation], dim=1)

@@ -150,87 +150,124 @@ class PoseEngine:
 
     def step(self, slots, images, mask_sizes=None) -> list[Result]:
         """One frame (H, W, 3 uint8 RGB) for each of ``slots``; ``mask_sizes`` (per slot, a
-        (width, height) or None for the frame's size) where segmentation is on."""
+        (width, height) or None for the frame's size) where segmentation is on.
+
+        Host work per step, not per frame: the rows are ordered by (frame size, mask size), each
+        frame size goes up in one copy, the detector's ROIs are made on the device, the landmark
+        network runs on every row (a row whose detector found nobody is dropped after it), each
+        (frame size, mask size) group's masks are one ``grid_sample``, and everything the step
+        returns comes down in one copy (:meth:`_download`)."""
         slots = np.asarray(slots, dtype=np.int64)
         if len(set(slots.tolist())) != len(slots):
             raise ValueError("a slot appears twice in one step")
         n = len(slots)
         self.time_us[slots] += calc.FRAME_INTERVAL_US
-        frames = [torch.from_numpy(np.ascontiguousarray(im)).to(self.nets.device) for im in images]
         sizes = np.array([(im.shape[1], im.shape[0]) for im in images], dtype=np.float64)
-        rois = self.roi[slots].copy()
-        tracked = self.has_roi[slots] & (not self.options.static)
-        detect = np.flatnonzero(~tracked)
-        if len(detect):
-            found, det_rois = self._detect([frames[i] for i in detect], sizes[detect])
-            rois[detect] = det_rois
-            tracked[detect] = found
+        masks_wh = [self._mask_size(mask_sizes, i, sizes[i]) for i in range(n)]
+        order = np.array(sorted(range(n), key=lambda i: (images[i].shape, masks_wh[i])), dtype=np.int64)
+        detect = ~(self.has_roi[slots[order]] & (not self.options.static))  # in step order
+        rois = self.roi[slots[order]].copy()
+        for i in np.flatnonzero(detect):  # until detected: the whole frame (a harmless crop)
+            rois[i] = calc.letterbox(*(int(v) for v in sizes[order[i]]))[0]
+        blocks = _blocks([images[i].shape for i in order])
+        frames = [self._upload([images[order[i]] for i in range(a, b)]) for a, b in blocks]
+        rois_dev = torch.from_numpy(rois).to(self.nets.device)
+        found = torch.ones(n, dtype=torch.bool, device=self.nets.device)
+        if detect.any():
+            rois_dev, found = self._detect(frames, blocks, detect, sizes[order], rois_dev, found)
+        flag, decoded, seg = self._landmarks(frames, blocks, rois_dev)
+        mask_blocks = _blocks([(images[i].shape, masks_wh[i]) for i in order]) if seg is not None else []
+        probs = [self._segment(seg, rois_dev, a, b, sizes[order[a]], masks_wh[order[a]]) for a, b in mask_blocks]
+        flag, found, rois, decoded, masks = self._download(flag, found, rois_dev, decoded, probs, mask_blocks)
+        landmarks = calc.project(decoded, rois)
+        kept = found & (flag > self.options.min_tracking_confidence)  # ThresholdingCalculator: strictly above
         results = [Result(None) for _ in range(n)]
-        rows = np.flatnonzero(tracked)
-        lost = np.ones(n, dtype=bool)
+        rows = np.flatnonzero(kept)  # step order
         if len(rows):
-            kept, landmarks, aux, seg = self._landmarks([frames[i] for i in rows], rois[rows])
-            rows, landmarks, aux = rows[kept], landmarks[kept], aux[kept]
-            lost[rows] = False
-            if len(rows):
-                landmarks, next_roi = self._filter(slots[rows], landmarks, aux)
-                for j, i in enumerate(rows):
-                    results[i].landmarks = landmarks[j]
-                if not self.options.static:
-                    self.roi[slots[rows]] = next_roi
-                    self.has_roi[slots[rows]] = True
-                if seg is not None:
-                    seg = seg[torch.as_tensor(kept, device=seg.device)]
-                    masks = self._segment(seg, rois[rows], sizes[rows], mask_sizes, rows)
-                    for i, mask in zip(rows, masks, strict=True):
-                        results[i].segmentation = mask
+            owners = order[rows]
+            filtered, next_roi = self._filter(slots[owners], landmarks[rows, :33], landmarks[rows, 33:35])
+            for j, i in enumerate(owners):
+                results[i].landmarks = filtered[j]
+                if masks is not None:
+                    results[i].segmentation = masks[rows[j]]
+            if not self.options.static:
+                self.roi[slots[owners]] = next_roi
+                self.has_roi[slots[owners]] = True
+        lost = np.ones(n, dtype=bool)
+        lost[order[rows]] = False
         self._forget(slots[lost])
         return results
 
-    def _by_size(self, frames: list[torch.Tensor]):
-        """Indices of ``frames`` grouped by frame size, each group stacked (g, 3, H, W) float32."""
-        groups: dict[tuple, list[int]] = {}
-        for i, f in enumerate(frames):
-            groups.setdefault(tuple(f.shape), []).append(i)
-        for idx in groups.values():
-            yield idx, torch.stack([frames[i] for i in idx]).permute(0, 3, 1, 2).float()
+    @staticmethod
+    def _mask_size(mask_sizes, i: int, size: np.ndarray) -> tuple[int, int]:
+        asked = mask_sizes[i] if mask_sizes is not None else None
+        return tuple(int(v) for v in (asked or size))
 
-    def _detect(self, frames: list[torch.Tensor], sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The detector on letterboxed frames: (found (n,), ROIs (n, 4) in pixels)."""
-        n = len(frames)
-        inputs = torch.empty((n, 3, calc.DETECTOR_SIZE, calc.DETECTOR_SIZE), device=self.nets.device)
-        pads = np.zeros((n, 2))
-        for idx, batch in self._by_size(frames):
-            w, h = sizes[idx[0]]
+    def _upload(self, images: list[np.ndarray]) -> torch.Tensor:
+        """Frames of one size in one copy (pinned and asynchronous on CUDA): (g, 3, H, W) float32."""
+        host = torch.from_numpy(np.stack(images))
+        cuda = self.nets.device.type == "cuda"
+        if cuda:
+            host = host.pin_memory()
+        return host.to(self.nets.device, non_blocking=cuda).permute(0, 3, 1, 2).float()
+
+    def _detect(self, frames, blocks, detect, sizes, rois, found):
+        """The detector on the letterboxed frames of the ``detect`` rows: their ROIs and
+        found flags replace ``rois`` (n, 4) and ``found`` (n,), on the device."""
+        device = self.nets.device
+        inputs, pads, where = [], [], []
+        for (a, b), batch in zip(blocks, frames, strict=True):
+            pick = np.flatnonzero(detect[a:b])
+            if not len(pick):
+                continue
+            w, h = sizes[a]
             box, pad = calc.letterbox(int(w), int(h))
-            pads[idx] = pad
-            boxes = torch.as_tensor(np.repeat(box[None], len(idx), 0), device=self.nets.device)
-            crops = calc.crop(batch, boxes, calc.DETECTOR_SIZE, "zeros")
-            inputs[torch.as_tensor(idx, device=self.nets.device)] = crops * (2.0 / 255.0) - 1.0
-        out = self.nets.run(self.nets.detector, inputs)
-        found, _, keypoints = calc.first_detection(
+            if len(pick) < b - a:
+                batch = batch.index_select(0, torch.from_numpy(pick).to(device))
+            boxes = torch.from_numpy(np.repeat(box[None], len(pick), 0)).to(device)
+            inputs.append(calc.crop(batch, boxes, calc.DETECTOR_SIZE, "zeros") * (2.0 / 255.0) - 1.0)
+            pads += [(*pad, w, h)] * len(pick)
+            where.extend((a + pick).tolist())
+        out = self.nets.run(self.nets.detector, torch.cat(inputs))
+        hit, _, keypoints = calc.first_detection(
             out["Identity"], out["Identity_1"], self.nets.anchors, self.options.min_detection_confidence
         )
-        found = found.cpu().numpy()
-        keypoints = keypoints.double().cpu().numpy()  # (n, 4, 2) in the letterboxed square
-        points = np.stack([calc.remove_letterbox(keypoints[i], tuple(pads[i])) for i in range(n)]) * sizes[:, None, :]
-        return found, calc.alignment_roi(points[:, 0], points[:, 1])
+        detected = calc.detection_rois(keypoints.double(), torch.tensor(pads, dtype=torch.float64, device=device))
+        index = torch.tensor(where, device=device)
+        detected = torch.where(hit[:, None], detected, rois.index_select(0, index))  # nobody: a harmless crop
+        return rois.index_copy(0, index, detected), found.index_copy(0, index, hit)
 
-    def _landmarks(self, frames: list[torch.Tensor], rois: np.ndarray):
-        """The landmark network on the crops: (kept (n,) bool, landmarks (n, 33, 5) and
-        auxiliary landmarks (n, 2, 5) in frame pixels, segmentation logits (n, 1, 256, 256) or None)."""
-        n = len(frames)
-        inputs = torch.empty((n, 3, calc.CROP_SIZE, calc.CROP_SIZE), device=self.nets.device)
-        for idx, batch in self._by_size(frames):
-            boxes = torch.as_tensor(rois[idx], device=self.nets.device)
-            inputs[torch.as_tensor(idx, device=self.nets.device)] = calc.crop(batch, boxes, calc.CROP_SIZE, "border")
-        out = self.nets.run(self.nets.landmark, inputs / 255.0)
-        flag = out["Identity_1"][:, 0].cpu().numpy()
-        decoded = calc.decode_landmarks(out["Identity"], out["Identity_3"]).double().cpu().numpy()
-        projected = calc.project(decoded, rois)
-        kept = flag > self.options.min_tracking_confidence  # ThresholdingCalculator: strictly above
+    def _landmarks(self, frames, blocks, rois: torch.Tensor):
+        """The landmark network on every row's crop: (pose flag (n,), landmarks (n, 39, 5) in crop
+        pixels, segmentation logits (n, 1, 256, 256) or None), on the device."""
+        crops = [
+            calc.crop(batch, rois[a:b], calc.CROP_SIZE, "border") for (a, b), batch in zip(blocks, frames, strict=True)
+        ]
+        out = self.nets.run(self.nets.landmark, torch.cat(crops) / 255.0)
+        decoded = calc.decode_landmarks(out["Identity"], out["Identity_3"])
         seg = out["Identity_2"] if self.options.segmentation else None
-        return kept, projected[:, :33], projected[:, 33:35], seg
+        return out["Identity_1"][:, 0], decoded, seg
+
+    def _download(self, flag, found, rois, decoded, probs, mask_blocks):
+        """Everything the step returns in one device-to-host copy: (flag, found, ROIs (float64),
+        landmarks (n, 39, 5) float64, masks (float32 (h, w) per row) or None)."""
+        n = len(flag)
+        head = torch.cat([flag.double(), found.double(), rois.reshape(-1), decoded.double().reshape(-1)])
+        parts = [head.view(torch.uint8)] + [p.float().reshape(-1).view(torch.uint8) for p in probs]
+        host = torch.cat(parts).cpu().numpy()
+        values = host[: head.numel() * 8].view(np.float64)
+        flag, found = values[:n].astype(np.float32), values[n : 2 * n] > 0.5  # the network's float32
+        rois = values[2 * n : 6 * n].reshape(n, 4)
+        decoded = values[6 * n :].reshape(n, calc.NUM_LANDMARKS, 5)
+        if not mask_blocks:
+            return flag, found, rois, decoded, None
+        masks, at = [None] * n, head.numel() * 8
+        for (a, b), p in zip(mask_blocks, probs, strict=True):
+            h, w = p.shape[-2:]
+            block = host[at : at + 4 * (b - a) * h * w].view(np.float32).reshape(b - a, h, w)
+            masks[a:b] = list(block)
+            at += block.nbytes
+        return flag, found, rois, decoded, masks
 
     def _filter(self, slots: np.ndarray, landmarks: np.ndarray, aux: np.ndarray):
         """PoseLandmarkFiltering and PoseLandmarksToRoi: (33 x (x, y, visibility), next ROIs)."""
@@ -251,16 +288,21 @@ class PoseEngine:
         out = np.concatenate([xyz[..., :2], vis[..., None]], axis=-1)
         return out, next_roi
 
-    def _segment(self, logits, rois, sizes, mask_sizes, rows) -> list[np.ndarray]:
-        """The masks of the tracked rows, each at its asked size (TensorsToSegmentationCalculator's
-        sigmoid, WarpAffineCalculator's inverse warp with BORDER_ZERO)."""
-        probs = torch.sigmoid(logits)
-        masks = []
-        for j, row in enumerate(rows.tolist()):
-            w, h = (int(v) for v in sizes[j])
-            size = (mask_sizes[row] if mask_sizes is not None else None) or (w, h)
-            roi = torch.as_tensor(rois[j : j + 1], device=probs.device)
-            grid = calc.segmentation_grid(roi, size[0], size[1], w, h).to(probs.dtype)
-            mask = F.grid_sample(probs[j : j + 1], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-            masks.append(mask[0, 0].cpu().numpy())
-        return masks
+    def _segment(self, logits, rois, a: int, b: int, size, mask_wh) -> torch.Tensor:
+        """The masks of rows ``a:b`` (one frame size, one mask size) in one ``grid_sample``
+        (TensorsToSegmentationCalculator's sigmoid, WarpAffineCalculator's inverse warp with
+        BORDER_ZERO): (b - a, 1, h, w) on the device."""
+        w, h = (int(v) for v in size)
+        probs = torch.sigmoid(logits[a:b])
+        grid = calc.segmentation_grid(rois[a:b], mask_wh[0], mask_wh[1], w, h).to(probs.dtype)
+        return F.grid_sample(probs, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def _blocks(keys: list) -> list[tuple[int, int]]:
+    """The runs of equal keys of a sorted list, as (start, stop)."""
+    out, start = [], 0
+    for i in range(1, len(keys) + 1):
+        if i == len(keys) or keys[i] != keys[start]:
+            out.append((start, i))
+            start = i
+    return out
