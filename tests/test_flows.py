@@ -369,7 +369,7 @@ def test_device_and_precision_flags_reach_the_pixel_rules(prefect_harness, tmp_p
         run_rule_stages(state, str(raw), str(pairing), None, None)
     wanted = Placement("cpu", "float32", "mediapipe", "numpy", "float32")
     assert read_placement(work) == wanted
-    (shard,) = (Path(work) / "pixel_rules").glob("*.parquet")
+    (shard,) = (Path(work) / "pixel_rules").rglob("*.parquet")  # fanned out by clip id
     results = json.loads(pq.read_table(shard).to_pylist()[0]["results"])
     counter = next(r for r in results if r["rule"] == "one_dancer")["details"]["people_counter"]
     assert counter == {"backend": "mediapipe", "device": "cpu", "precision": "float32"}

@@ -177,7 +177,10 @@ def test_cli_extracts_kept_clips_and_records_failures(tmp_path, capsys):
     from pipeline import tables
 
     work = tmp_path / "work"
-    good, missing, dropped = "a" * 64, "b" * 64, "c" * 64
+    from pipeline.provenance import sha256_file
+
+    # the kept clip's id is its file's sha256, as ingest records it (extraction confirms the file)
+    good, missing, dropped = sha256_file(CLIPS / "tfjs_pose_1.mp4"), "b" * 64, "c" * 64
     clips = [
         {"clip_id": good, "video_id": "1", "path": str(CLIPS / "tfjs_pose_1.mp4")},
         {"clip_id": missing, "video_id": "2", "path": str(tmp_path / "gone.mp4")},
