@@ -80,9 +80,7 @@ def run(args) -> int:
 
 def _extract(args) -> int:
     from pipeline import extraction
-    from pipeline.config import ConfigError
-    from pipeline.errors import InputError
-    from pipeline.placement import run_placement, write_placement
+    from pipeline.placement import checked_placement, write_placement
     from pipeline.runtime import check_device
     from pipeline.sections import load_config
 
@@ -90,14 +88,8 @@ def _extract(args) -> int:
     config = load_config(args.config)
     if args.device:
         check_device(args.device, "--device")  # before any extractor is built, naming the option
-    try:  # the flags win; the work directory's recorded placement fills in what they leave open
-        placement = run_placement(work, config, args.device, args.precision)
-    except ConfigError:
-        raise
-    except ValueError as err:
-        if isinstance(err, InputError):
-            raise
-        raise ConfigError(str(err)) from err
+    # the flags win; the work directory's recorded placement fills in what they leave open
+    placement = checked_placement(work, config, args.device, args.precision)
     plan = extraction.plan_extraction(args.modalities, config, untrained=args.untrained, placement=placement)
     try:
         extractors = extraction.load_extractors(plan)

@@ -56,9 +56,9 @@ from pipeline import modalities as registry
 from pipeline.attempts import MAX_DEATHS, AttemptLedger
 from pipeline.config import ConfigError
 from pipeline.decode import decoded_per_clip
-from pipeline.errors import InputError, disk_full
+from pipeline.errors import disk_full
 from pipeline.lock import WorkLock
-from pipeline.placement import Placement
+from pipeline.placement import Placement, checked_placement
 from pipeline.sections import load_config
 
 
@@ -401,7 +401,8 @@ def open_run(
     _check_modalities(modalities)
     if device:
         check_device(device, "device")
-    placement = _placement(kind, work, config, device, precision)
+    # a build decides afresh; a reextract's work directory fills in what the flags leave open
+    placement = checked_placement(work, config, device, precision, recorded=kind != "build")
     if runner == "dask" and dask_address:
         check_scheduler(dask_address)
     prepare(work, label="work")  # made if missing, and writable: else one error naming it
@@ -444,23 +445,6 @@ def _finish_failed(state: BuildState) -> None:
         if disk_full(err) is None:
             raise
         logging.getLogger("flows").warning("the run's report could not be written: %s", disk_full(err))
-
-
-def _placement(kind: str, work: str, config: Mapping[str, Any], device: str | None, precision: str | None):
-    """The run's placement: a build's from its parameters and configuration; a reextract's with
-    the work directory's record filling in the rest. A precision the device refuses is a ConfigError."""
-    from pipeline.placement import resolve_placement, run_placement
-
-    try:
-        if kind == "build":
-            return resolve_placement(config, device, precision)
-        return run_placement(work, config, device, precision)
-    except ConfigError:
-        raise
-    except ValueError as err:
-        if isinstance(err, InputError):
-            raise
-        raise ConfigError(str(err)) from err
 
 
 def _layout(runner, workers, threads_per_worker, dask_address, config, placement: Placement) -> Layout:

@@ -162,6 +162,31 @@ def run_placement(
     return resolve_placement(config, device, precision, recorded=read_placement(work))
 
 
+def checked_placement(
+    work: str | Path,
+    config: Mapping[str, Any] | None,
+    device: str | None,
+    precision: str | None,
+    *,
+    recorded: bool = True,
+) -> Placement:
+    """A command's placement: :func:`run_placement` (``recorded``: the work directory's record fills
+    in what the flags leave open) or :func:`resolve_placement` (a build decides afresh). A precision
+    the device refuses or an unknown backend is a ConfigError (one line, exit 2); a device this
+    machine lacks stays the InputError it is."""
+    from pipeline.config import ConfigError
+    from pipeline.errors import InputError
+
+    try:
+        if recorded:
+            return run_placement(work, config, device, precision)
+        return resolve_placement(config, device, precision)
+    except (ConfigError, InputError):
+        raise
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+
+
 def recorded_place(work: str | Path, report: Mapping[str, Any] | None = None) -> tuple[str | None, str | None]:
     """``(precision, device)`` the features of ``work`` were made with, as the release compares
     identities: the recorded placement, else the last build report's (``report``), else unknown."""
