@@ -24,7 +24,7 @@ demo: $(STAMP)
 		--work out/demo/work --release-out out/demo/release --untrained --allow-untrained
 
 # two processes, one test file each at a time, one torch thread each: the 2-core CPU is shared
-# without OpenMP threads waiting on each other (about 11 minutes here, 23 in one process)
+# without OpenMP threads waiting on each other (about 25 minutes here with nothing else running)
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(VENV)/bin/python -m pytest -n 2 --dist loadfile
 
