@@ -174,10 +174,11 @@ def test_a_build_whose_worker_freezes_fails_instead_of_hanging(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    assert proc.returncode == 1, out[-2000:] + err[-3000:]
-    assert "no worker showed a sign of life for 20 s ([runner] worker_silence_s) with 1 of 1 clip(s)" in err, err[
-        -3000:
-    ]
+    # the run ends either way, never waits on: the silence bound fails it (exit 1, one line), or,
+    # on a loaded machine, Dask itself gives the frozen worker up first and the clip is failed
+    silent = "no worker showed a sign of life for 20 s ([runner] worker_silence_s) with 1 of 1 clip(s)" in err
+    given_up = proc.returncode == 0 and "total: 0 computed, 0 skipped (shard current), 1 failed" in out
+    assert (proc.returncode == 1 and silent) or given_up, out[-2000:] + err[-3000:]
     pid = int(frozen.read_text().split()[0])
     assert not os.path.exists(f"/proc/{pid}") or "Z" in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1][:3]
     assert not (tmp_path / "work" / DIRNAME).exists() and not (tmp_path / "work" / ".vdv.lock").exists()
