@@ -301,16 +301,17 @@ def run_rule_stages(
     state.stages["ingest"]["probed_by"] = sorted({found["worker"] for found in probed.values()})
     t1 = time.monotonic()
     futures = _pixel_rule_tasks(state, stages.pixel_rule_clips(work, config))
-    computed = reused = 0
+    computed = reused = changed = 0
     # a clip whose worker died is left to the screen task below, which computes what is missing
     for _clip, done in survivors(futures, "pixel rules", worker_silence_s(config)):
         computed += done["computed"]
-        reused += not done["computed"]
+        changed += done.get("changed", 0)
+        reused += not (done["computed"] or done.get("changed", 0))
         state.decoded[done["clip_id"]] = state.decoded.get(done["clip_id"], 0) + done.get("decoded_frames", 0)
         if done.get("items"):
             state.one_pass[done["clip_id"]] = done["items"]
     state.stages["screen"] = tasks.screen(work, config, overrides, state.placement)
-    state.stages["screen"]["pixel_rules"] = {"computed": computed, "reused": reused}
+    state.stages["screen"]["pixel_rules"] = {"computed": computed, "reused": reused, "changed": changed}
     t2 = time.monotonic()
     state.stages["score"] = tasks.score(work, config)
     state.stage_seconds.update(ingest=round(t1 - t0, 2), screen=round(t2 - t1, 2))

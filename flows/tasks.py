@@ -110,6 +110,7 @@ def screen_clip(
     return {
         "clip_id": clip["clip_id"],
         "computed": computed,
+        "changed": pixels.changed,  # the file is no longer the ingested content: neither computed nor reused
         "passed": all(r.passed for r in results),
         "decoded_frames": pixels.decoded_frames,
     }

@@ -173,7 +173,7 @@ def screen_summary(result: ScreenResult, pixels: PixelRules | None = None) -> di
         "notes": list(result.notes),
     }
     if pixels is not None:
-        summary["pixel_rules"] = {"computed": pixels.computed, "reused": pixels.reused}
+        summary["pixel_rules"] = {"computed": pixels.computed, "reused": pixels.reused, "changed": pixels.changed}
     return summary
 
 

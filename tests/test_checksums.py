@@ -237,6 +237,11 @@ def test_a_clip_file_replaced_after_ingest_is_clip_changed_in_screening_and_extr
     assert row["reason"] == Reason.CLIP_CHANGED.value and row["path"] == str(path)
     assert str(path) in row["message"] and "vdv ingest" in row["message"]
     assert not tables.table_files(work, "pixel_rules")  # nothing stored: restoring the file screens it again
+    # the build's per-clip task says so too: neither computed nor reused (the flow's summary counts it apart)
+    from flows.tasks import screen_clip
+
+    done = screen_clip.fn(str(work), clip, {})
+    assert done["changed"] == 1 and not done["computed"] and not done["passed"] and not used
 
     # extraction of the clip (kept or not: --all) decodes nothing and writes no shard
     plan = extraction.plan_extraction(["brightness"], {})
