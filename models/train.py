@@ -40,9 +40,6 @@ from pipeline import modalities as registry
 
 log = logging.getLogger(__name__)
 
-SKELETON_MODELS = ("psgcn", "stgcn")
-SEQUENCE_MODELS = ("rtcn", "tcn", "lstm")
-
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -124,16 +121,16 @@ def build(config: TrainConfig, dims: dict[str, int], sections: dict | None = Non
     """The model a config asks for, from the run's model ``sections`` (the TOML mapping: its
     ``[psgcn]``, ``[rtcn]``, ``[multimodal]``, ... tables) with the training switches on top;
     ``dims`` gives each appearance stream's feature size."""
-    from models import MODELS, config_dict_shallow, model_config
+    from models.registry import build_with, model_config, taking
 
     kinds = [registry.get(m).stream for m in config.modalities]
-    if config.model in SKELETON_MODELS:
+    if config.model in taking("skeleton"):
         if kinds != ["skeleton"]:
             skeletons = registry.with_stream("skeleton")
             raise ValueError(f"{config.model} is a skeleton model; modalities must be one of {skeletons}")
         extra = {"downsample": config.downsample} if config.model == "psgcn" else {}
         cfg = model_config(config.model, sections, dropout=config.dropout, **extra)
-    elif config.model in SEQUENCE_MODELS:
+    elif config.model in taking("sequence"):
         if kinds != ["sequence"]:
             raise ValueError(f"{config.model} takes exactly one sequence modality, got {config.modalities}")
         extra = {"relational_pooling": config.relational_pooling} if config.model == "rtcn" else {}
@@ -156,9 +153,9 @@ def build(config: TrainConfig, dims: dict[str, int], sections: dict | None = Non
         raise ValueError("the SVR baseline has no network to train: fit it per track with vdv evaluate --model svr")
     else:
         raise ValueError(
-            f"unknown model {config.model!r}; one of {SKELETON_MODELS + SEQUENCE_MODELS + ('multimodal',)}"
+            f"unknown model {config.model!r}; one of {taking('skeleton') + taking('sequence') + taking('multimodal')}"
         )
-    return MODELS[config.model](**config_dict_shallow(cfg))
+    return build_with(config.model, cfg)
 
 
 def forward(model, batch: dict, config: TrainConfig, device) -> Outputs:

@@ -2,7 +2,8 @@
 
 - ``lint-imports`` (import-linter, contracts in ``pyproject.toml``): layers point down
   (``cli`` > ``flows`` > ``models`` > ``pipeline``) and no import circle between modules.
-- ``models`` imports only the listed ``pipeline`` modules.
+- ``models`` imports only the listed ``pipeline`` modules, and never (even through another
+  module) a stage that makes features or scores: the AQA-7 recipe that runs them is ``flows.sports``.
 - No function outside ``tests/`` and ``bench/`` is longer than 80 lines.
 """
 
@@ -23,14 +24,12 @@ MODELS_MAY_IMPORT = {
     "pipeline.config",
     "pipeline.decode",
     "pipeline.errors",
-    "pipeline.extraction",
     "pipeline.features",
     "pipeline.modalities",
     "pipeline.progress",
     "pipeline.skeleton",
     "pipeline.splits",
     "pipeline.tables",
-    "pipeline.virality",
 }
 
 
@@ -40,7 +39,7 @@ def test_import_contracts_hold():
         [str(lint), str(ROOT / "pyproject.toml")], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    assert "2 kept, 0 broken" in done.stdout
+    assert "3 kept, 0 broken" in done.stdout
 
 
 def test_models_import_only_the_listed_pipeline_modules():
