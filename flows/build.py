@@ -54,6 +54,7 @@ from flows.runners import (
 from pipeline import extraction, stages
 from pipeline import modalities as registry
 from pipeline.attempts import MAX_DEATHS, AttemptLedger
+from pipeline.batching import close_servers
 from pipeline.config import ConfigError
 from pipeline.decode import decoded_per_clip
 from pipeline.errors import disk_full
@@ -310,6 +311,7 @@ def run_rule_stages(
         if done.get("items"):
             state.one_pass[done["clip_id"]] = done["items"]
     state.stages["screen"] = tasks.screen(work, config, overrides, state.placement)
+    close_servers()  # the people counter's and the one-pass extraction's, in this process
     state.stages["screen"]["pixel_rules"] = {"computed": computed, "reused": reused}
     t2 = time.monotonic()
     state.stages["score"] = tasks.score(work, config)
