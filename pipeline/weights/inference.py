@@ -2,7 +2,7 @@
 extractors' and BlazePose's two), and the appearance extractors' one forward pass.
 
 This module, :mod:`~pipeline.weights.nets` and :mod:`~pipeline.weights.preprocess` are the code
-that computes appearance features (:data:`pipeline.weights.COMPUTE_MODULES`).
+that computes appearance features (:func:`pipeline.weights.compute_modules`).
 """
 
 from __future__ import annotations
