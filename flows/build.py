@@ -7,7 +7,7 @@ while its bytes, the ``[visual]`` settings and their code are unchanged (the che
 again every time), and a modality is skipped for a clip whose shard has the same identity
 (clip content hash, extractor code version, weights sha256, parameters, precision).
 
-Work layout (``README.md`` "Scale-out"): the flow's ``runner`` parameter decides where the
+Work layout (``docs/SCALE_OUT.md``): the flow's ``runner`` parameter decides where the
 per-clip tasks run, so a deployment chooses it per run like any other parameter. ``thread``
 (default) runs ``workers`` clips at once in this process, sharing one copy of each model;
 ``process`` a process pool; ``dask`` prefect-dask's ``DaskTaskRunner`` on a local cluster of

@@ -15,7 +15,7 @@ resume, evaluate and feedback all read it with :func:`models.load_checkpoint`.
 
 Profiles (``[train] profile``): ``paper`` (the default) is SPEC section 5 exactly. ``small-data``
 is for a few hundred clips or fewer, where the paper's settings learn too slowly to be useful
-within a short run (measured by ``bench/learning_check.py``, README "Learning check"): see
+within a short run (measured by ``bench/learning_check.py``, docs/RESULTS.md "Learning check"): see
 :data:`PROFILES`. A profile sets the fields left at the paper's default; a field set to another
 value in ``[train]`` or on the command line wins.
 """
@@ -87,7 +87,7 @@ class TrainConfig:
 
 
 # Named training profiles. "paper" is SPEC section 5. "small-data" is what the learning check
-# (bench/learning_check.py, README "Learning check") needed to learn a movement-structure score
+# (bench/learning_check.py, docs/RESULTS.md "Learning check") needed to learn a movement-structure score
 # from a few real clips within a short run: a 10x learning rate held constant (the paper halves
 # it every 10 epochs of 4,292 clips), batches of 32 (more ranking pairs per step) and no dropout
 # (with dropout 0.1, a run left the constant predictor anywhere from epoch 30 to never within
