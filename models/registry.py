@@ -57,7 +57,7 @@ class Model:
 
     @property
     def input_kind(self) -> str:
-        """ "skeleton", "sequence" or "multimodal" (the class's ``input_kind``)."""
+        """What the class takes: "skeleton", "sequence" or "multimodal" (its ``input_kind``)."""
         return self.cls.input_kind
 
     def build(self, **overrides: Any) -> nn.Module:
