@@ -17,7 +17,7 @@ Prints, in one invocation:
    level once the models are loaded, on a 60 s clip against a 10 s clip cut from the same video.
 
 ``--device cuda`` runs the same figures on a GPU (the naive script then runs on it too). Nothing
-here is asserted; the README quotes the figures.
+here is asserted; docs/RESULTS.md quotes the figures.
 
     python bench/bench_build.py                      # all four
     python bench/bench_build.py --only build --rounds 2

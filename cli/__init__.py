@@ -32,7 +32,7 @@ WORK_ACCESS = (None, "create", "update")
 EPILOG = """\
 A run keeps its tables under a work directory (--work, default ./work):
   clips/ rejections/ screening/ scores/ score_scale/ features/<modality>/
-See README.md for the raw layout, the tables and the configuration file.
+See docs/REFERENCE.md for the raw layout and the tables, README.md for the configuration file.
 """
 
 

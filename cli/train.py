@@ -220,7 +220,9 @@ def _sports(args) -> int:
 
         device = None if args.device in (None, "auto") else args.device
         plan = plan_extraction(train.modalities, cfg, untrained=args.untrained, device=device)
-        prep = sports.prepare_aqa7(args.root, args.work, plan, sports_config)
+        from flows.sports import prepare_aqa7
+
+        prep = prepare_aqa7(args.root, args.work, plan, sports_config)
         print(f"sports: {len(prep['train'])} train and {len(prep['test'])} test samples; {prep['rejected']} rejected")
     results = sports.train_sports(
         args.root, args.work, args.out, train, data, config=sports_config, per_class=args.per_class

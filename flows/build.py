@@ -7,7 +7,7 @@ while its bytes, the ``[visual]`` settings and their code are unchanged (the che
 again every time), and a modality is skipped for a clip whose shard has the same identity
 (clip content hash, extractor code version, weights sha256, parameters, precision).
 
-Work layout (``README.md`` "Scale-out"): the flow's ``runner`` parameter decides where the
+Work layout (``docs/SCALE_OUT.md``): the flow's ``runner`` parameter decides where the
 per-clip tasks run, so a deployment chooses it per run like any other parameter. ``thread``
 (default) runs ``workers`` clips at once in this process, sharing one copy of each model;
 ``process`` a process pool; ``dask`` prefect-dask's ``DaskTaskRunner`` on a local cluster of
@@ -54,6 +54,7 @@ from flows.runners import (
 from pipeline import extraction, stages
 from pipeline import modalities as registry
 from pipeline.attempts import MAX_DEATHS, AttemptLedger
+from pipeline.batching import close_servers
 from pipeline.config import ConfigError
 from pipeline.decode import decoded_per_clip
 from pipeline.errors import disk_full
@@ -311,6 +312,7 @@ def run_rule_stages(
         if done.get("items"):
             state.one_pass[done["clip_id"]] = done["items"]
     state.stages["screen"] = tasks.screen(work, config, overrides, state.placement)
+    close_servers()  # the people counter's and the one-pass extraction's, in this process
     state.stages["screen"]["pixel_rules"] = {"computed": computed, "reused": reused, "changed": changed}
     t2 = time.monotonic()
     state.stages["score"] = tasks.score(work, config)

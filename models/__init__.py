@@ -28,13 +28,12 @@ from pipeline.config import register_sections
 _EXPORTS: dict[str, str] = {
     **dict.fromkeys(
         (
-            "ARCHS",
-            "CONFIGS",
             "MODELS",
+            "Model",
             "build_from_config",
             "build_model",
+            "build_with",
             "config_dict",
-            "config_dict_shallow",
             "load_checkpoint",
             "model_config",
             "parameter_count",

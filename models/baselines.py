@@ -20,9 +20,9 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from models.fusion import average_fusion
-from models.units import StreamOutput, check_mask
+from models.units import StreamModel, StreamOutput
 
-__all__ = ["LSTMConfig", "LSTMRegressor", "SVRBaseline", "average_fusion", "build_lstm", "pool_sequence"]
+__all__ = ["LSTMConfig", "LSTMRegressor", "SVRBaseline", "average_fusion", "pool_sequence"]
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class LSTMConfig:
     dropout: float = 0.5  # between the recurrent layers and before the head
 
 
-class LSTMRegressor(nn.Module):
+class LSTMRegressor(StreamModel):
     """Feature sequence -> virality score with a 2-layer LSTM.
 
     Input: ``x`` (N, T, D), ``mask`` (N, T) bool or None. Invalid frames are zeroed and the
@@ -44,10 +44,10 @@ class LSTMRegressor(nn.Module):
 
     arch = "lstm"
     input_kind = "sequence"
+    title = "LSTM"
 
     def __init__(self, config: LSTMConfig):
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         self.lstm = nn.LSTM(
             config.input_dim,
             config.hidden,
@@ -59,26 +59,16 @@ class LSTMRegressor(nn.Module):
         self.feature_dim = config.hidden
         self.head = nn.Linear(config.hidden, 1)
 
-    def shared_parameters(self) -> list[nn.Parameter]:
-        return list(self.head.parameters())
-
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> StreamOutput:
-        N, T, D = x.shape
-        if D != self.config.input_dim:
-            raise ValueError(f"LSTM expects (N, T, {self.config.input_dim}), got {tuple(x.shape)}")
-        mask = check_mask(mask, N, T, x.device)
+        mask = self.frame_mask(x, mask)
         x = x * mask[:, :, None].to(x.dtype)
         # length = last valid frame + 1 (at least 1, so an empty sequence reads one zero frame)
-        steps = torch.arange(1, T + 1, device=x.device)
+        steps = torch.arange(1, x.shape[1] + 1, device=x.device)
         lengths = (mask * steps).amax(dim=1).clamp_min(1).cpu()
         packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         _, (h, _) = self.lstm(packed)
         feature = h[-1]
-        return StreamOutput(self.head(self.dropout(feature)).squeeze(1), feature)
-
-
-def build_lstm(**overrides) -> LSTMRegressor:
-    return LSTMRegressor(LSTMConfig(**overrides))
+        return self.scored(feature, self.dropout(feature))
 
 
 POOLINGS = ("mean", "std", "max")

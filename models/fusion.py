@@ -194,7 +194,3 @@ class MultiModalModel(nn.Module):
         self, inputs: dict[str, tuple[torch.Tensor, torch.Tensor | None]], present: torch.Tensor | None = None
     ) -> FusionOutput:
         return self.forward_streams(inputs, present)[0]
-
-
-def build_multimodal(**overrides) -> MultiModalModel:
-    return MultiModalModel(MultiModalConfig(**overrides))

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from models.graph import NUM_JOINTS, downsample_adjacency, pyramid
-from models.units import STGCNBlock, StreamOutput, check_mask, masked_mean
+from models.graph import downsample_adjacency, pyramid
+from models.units import SkeletonModel, STGCNBlock, StreamOutput, masked_mean
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class PSGCNConfig:
     learnable_edges: bool = True  # A = A_norm + B per block (paper section 4.1)
 
 
-class PSGCN(nn.Module):
+class PSGCN(SkeletonModel):
     """Skeleton sequence -> virality score.
 
     Input: ``x`` (N, C=3, T, V=16) joints in MPII order, ``mask`` (N, T) bool (True = a person
@@ -43,15 +43,12 @@ class PSGCN(nn.Module):
     """
 
     arch = "psgcn"
-    input_kind = "skeleton"
+    title = "PSGCN"
 
     def __init__(self, config: PSGCNConfig):
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         levels = pyramid(config.center)
         edge_mode = "add" if config.learnable_edges else "fixed"
-        # Normalise each joint's coordinates over the batch (ST-GCN's data_bn).
-        self.data_bn = nn.BatchNorm1d(config.in_channels * NUM_JOINTS)
         blocks = []
         c_in = config.in_channels
         level = 0
@@ -90,24 +87,10 @@ class PSGCN(nn.Module):
         """Vertex count after each block (16 ... 7 ... 4 with down-sampling)."""
         return [blk.gcn.v_out for blk in self.blocks]
 
-    def shared_parameters(self) -> list[nn.Parameter]:
-        """The last layer every loss term reaches (GradNorm's shared layer W)."""
-        return list(self.head.parameters())
-
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> StreamOutput:
-        N, C, T, V = x.shape
-        if C != self.config.in_channels or V != NUM_JOINTS:
-            raise ValueError(f"PSGCN expects (N, {self.config.in_channels}, T, {NUM_JOINTS}), got {tuple(x.shape)}")
-        mask = check_mask(mask, N, T, x.device)
-        frames = mask[:, None, :, None].to(x.dtype)
-        x = x * frames  # nothing of an invalid frame reaches the network
-        x = self.data_bn(x.permute(0, 3, 1, 2).reshape(N, V * C, T))
-        x = x.view(N, V, C, T).permute(0, 2, 3, 1) * frames
+        mask = self.frame_mask(x, mask)
+        x = self.normalised(x, mask)
         for block in self.blocks:
             x, mask = block(x, mask)
         feature = masked_mean(x.mean(dim=3), mask[:, None, :], dim=2)  # (N, C_out)
-        return StreamOutput(self.head(feature).squeeze(1), feature)
-
-
-def build_psgcn(**overrides) -> PSGCN:
-    return PSGCN(PSGCNConfig(**overrides))
+        return self.scored(feature)

@@ -1,6 +1,7 @@
 """The model registry and the one checkpoint format (paper section 4, SPEC section 5).
 
-Every model is registered by name in :data:`MODELS` and built with
+Every model is registered once, by name, in :data:`MODELS` (a :class:`Model` record: its class,
+its config dataclass, the config values its name implies) and built with
 ``build_model(name, **overrides)``, the overrides being fields of its config dataclass::
 
     model = build_model("psgcn", downsample=False)      # ablation: no graph down-sampling
@@ -23,49 +24,85 @@ model exactly; they hold plain tensors and Python values and load with ``weights
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from models.baselines import LSTMConfig, LSTMRegressor, build_lstm
-from models.fusion import MultiModalConfig, MultiModalModel, build_multimodal
-from models.psgcn import PSGCN, PSGCNConfig, build_psgcn
-from models.rtcn import RTCN, RTCNConfig, build_rtcn, build_tcn
-from models.stgcn import STGCN, STGCNConfig, build_stgcn
+from models.baselines import LSTMConfig, LSTMRegressor
+from models.fusion import MultiModalConfig, MultiModalModel
+from models.psgcn import PSGCN, PSGCNConfig
+from models.rtcn import RTCN, RTCNConfig
+from models.stgcn import STGCN, STGCNConfig
 
-# name -> builder(**config overrides). Baselines and ablations that are a switch of another
-# model's config (tcn = rtcn without relational pooling) get their own name where the paper
-# names them; the ablation switches themselves are config fields.
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "psgcn": build_psgcn,
-    "stgcn": build_stgcn,
-    "rtcn": build_rtcn,
-    "tcn": build_tcn,
-    "lstm": build_lstm,
-    "multimodal": build_multimodal,
+
+@dataclass(frozen=True)
+class Model:
+    """One registered model: its name (and ``[<name>]`` config section), the class it is built
+    from and the config dataclass that class takes.
+
+    ``defaults`` are the config values that make the name (TCN = RTCN without relational
+    pooling); ``nested`` the config sections whose tables fill a nested config field (the fused
+    model's skeleton stream reads ``[psgcn]``, its appearance streams ``[rtcn]``). A checkpoint
+    names the class by its ``arch``; the model whose name is that arch rebuilds it.
+    """
+
+    name: str
+    cls: type[nn.Module]
+    config: type
+    defaults: tuple[tuple[str, Any], ...] = ()
+    nested: tuple[tuple[str, type], ...] = ()
+
+    @property
+    def input_kind(self) -> str:
+        """What the class takes: "skeleton", "sequence" or "multimodal" (its ``input_kind``)."""
+        return self.cls.input_kind
+
+    def build(self, **overrides: Any) -> nn.Module:
+        """The model with its config's defaults, the name's ``defaults``, then ``overrides``."""
+        return self.cls(self.config(**{**dict(self.defaults), **_tuples(overrides)}))
+
+
+# One registration per model. Baselines and ablations that are a switch of another model's
+# config (tcn = rtcn without relational pooling) get their own name where the paper names them;
+# the ablation switches themselves are config fields.
+MODELS: dict[str, Model] = {
+    m.name: m
+    for m in (
+        Model("psgcn", PSGCN, PSGCNConfig),
+        Model("stgcn", STGCN, STGCNConfig),
+        Model("rtcn", RTCN, RTCNConfig),
+        Model("tcn", RTCN, RTCNConfig, defaults=(("relational_pooling", False),)),
+        Model("lstm", LSTMRegressor, LSTMConfig),
+        Model("multimodal", MultiModalModel, MultiModalConfig, nested=(("psgcn", PSGCNConfig), ("rtcn", RTCNConfig))),
+    )
 }
 
-# name -> config dataclass, for reading a model's [section] of a run's TOML file.
-CONFIGS: dict[str, type] = {
-    "psgcn": PSGCNConfig,
-    "stgcn": STGCNConfig,
-    "rtcn": RTCNConfig,
-    "tcn": RTCNConfig,
-    "lstm": LSTMConfig,
-    "multimodal": MultiModalConfig,
-}
 
-# arch -> (model class, config class): what a checkpoint is rebuilt from.
-ARCHS: dict[str, tuple[type[nn.Module], type]] = {
-    "psgcn": (PSGCN, PSGCNConfig),
-    "stgcn": (STGCN, STGCNConfig),
-    "rtcn": (RTCN, RTCNConfig),
-    "lstm": (LSTMRegressor, LSTMConfig),
-    "multimodal": (MultiModalModel, MultiModalConfig),
-}
+def registered(name: str) -> Model:
+    """The registration of model ``name``; an unknown name raises ValueError listing the known."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; registered: {sorted(MODELS)}")
+    return MODELS[name]
+
+
+def taking(input_kind: str) -> tuple[str, ...]:
+    """The names of the models whose input is ``input_kind``, in registration order."""
+    return tuple(n for n, m in MODELS.items() if m.input_kind == input_kind)
+
+
+def sections() -> dict[str, type]:
+    """config section -> config dataclass, one per registered model (``[psgcn]``, ``[tcn]``, ...)."""
+    return {n: m.config for n, m in MODELS.items()}
+
+
+def _architecture(arch: Any) -> Model | None:
+    """The registration that rebuilds a checkpoint of ``arch`` (the model named like its class's arch)."""
+    found = MODELS.get(arch) if isinstance(arch, str) else None
+    return found if found is not None and found.cls.arch == arch else None
+
 
 CHECKPOINT_VERSION = 2  # 2: one format for every model and for training (architecture, configs, states)
 
@@ -77,9 +114,7 @@ def _tuples(overrides: dict[str, Any]) -> dict[str, Any]:
 
 def build_model(name: str, **overrides: Any) -> nn.Module:
     """Build the registered model ``name`` with config fields ``overrides`` (unknown fields raise)."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; registered: {sorted(MODELS)}")
-    return MODELS[name](**_tuples(overrides))
+    return registered(name).build(**overrides)
 
 
 def model_config(name: str, config: dict[str, Any] | None = None, **overrides: Any) -> Any:
@@ -94,21 +129,19 @@ def model_config(name: str, config: dict[str, Any] | None = None, **overrides: A
     """
     from pipeline.config import ConfigError, stage_config
 
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; registered: {sorted(MODELS)}")
+    model = registered(name)
     config = config or {}
-    cls = CONFIGS[name]
+    cls = model.config
     values = dict(config.get(name, {}))
     stage_config(cls, {name: values}, name)  # validates the keys against the dataclass
-    if name == "multimodal":
-        for nested, nested_cls in (("psgcn", PSGCNConfig), ("rtcn", RTCNConfig)):
-            merged = dict(config.get(nested, {}))
-            stage_config(nested_cls, {nested: merged}, nested)
-            merged.update(values.get(nested, {}))
-            merged.update(overrides.pop(nested, None) or {})
-            values[nested] = _tuples(merged)
-    if name == "tcn":
-        values.setdefault("relational_pooling", False)  # TCN = RTCN without relational pooling
+    for nested, nested_cls in model.nested:
+        merged = dict(config.get(nested, {}))
+        stage_config(nested_cls, {nested: merged}, nested)
+        merged.update(values.get(nested, {}))
+        merged.update(overrides.pop(nested, None) or {})
+        values[nested] = _tuples(merged)
+    for key, value in model.defaults:
+        values.setdefault(key, value)
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return cls(**_tuples(values))
@@ -125,13 +158,12 @@ def build_from_config(
     """
     if section is not None and section != name:
         config = {**(config or {}), name: dict((config or {}).get(section, {}))}
-    cfg = model_config(name, config, **overrides)
-    return MODELS[name](**config_dict_shallow(cfg))
+    return build_with(name, model_config(name, config, **overrides))
 
 
-def config_dict_shallow(config: Any) -> dict[str, Any]:
-    """A config dataclass's fields, nested configs kept as they are."""
-    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+def build_with(name: str, config: Any) -> nn.Module:
+    """The registered model ``name`` built with the config dataclass ``config`` as it is."""
+    return registered(name).cls(config)
 
 
 def parameter_count(model: nn.Module, trainable_only: bool = False) -> int:
@@ -170,7 +202,7 @@ def save_checkpoint(
     from pipeline.tables import atomic_write
 
     arch = getattr(model, "arch", None)
-    if arch not in ARCHS:
+    if _architecture(arch) is None:
         raise ValueError(f"model {type(model).__name__} has no registered architecture")
     payload = {
         "version": CHECKPOINT_VERSION,
@@ -210,14 +242,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         ckpt = torch.load(Path(path), map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file is "not a checkpoint"
         raise ValueError(f"{path} is not a readable vdv model checkpoint: {err}") from err
-    if not isinstance(ckpt, dict) or ckpt.get("arch") not in ARCHS:
+    if not isinstance(ckpt, dict) or _architecture(ckpt.get("arch")) is None:
         raise ValueError(f"{path} is not a vdv model checkpoint")
     if ckpt.get("version") != CHECKPOINT_VERSION:
         raise ValueError(f"{path}: checkpoint format {ckpt.get('version')}, this code reads {CHECKPOINT_VERSION}")
     ckpt = upgrade_checkpoint(ckpt)
-    model_cls, config_cls = ARCHS[ckpt["arch"]]
-    config = config_cls(**_tuples(ckpt["config"]))
-    model = model_cls(config)
+    rebuilt = _architecture(ckpt["arch"])
+    model = rebuilt.cls(rebuilt.config(**_tuples(ckpt["config"])))
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
     return model.to(map_location), ckpt

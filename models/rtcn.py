@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.units import StreamOutput, check_mask, masked_mean
+from models.units import StreamModel, StreamOutput, masked_mean
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ class RelationalPooling(nn.Module):
         return o.transpose(1, 2), mask
 
 
-class RTCN(nn.Module):
+class RTCN(StreamModel):
     """Appearance feature sequence -> virality score.
 
     Input: ``x`` (N, T, D) frame features, ``mask`` (N, T) bool (True = valid frame, e.g. a face
@@ -98,10 +98,10 @@ class RTCN(nn.Module):
 
     arch = "rtcn"
     input_kind = "sequence"
+    title = "RTCN"
 
     def __init__(self, config: RTCNConfig):
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         self.reduce = nn.Conv1d(config.input_dim, config.channels[0], 1)
         blocks, pools = [], {}
         c_in = config.channels[0]
@@ -115,28 +115,12 @@ class RTCN(nn.Module):
         self.feature_dim = c_in
         self.head = nn.Linear(c_in, 1)
 
-    def shared_parameters(self) -> list[nn.Parameter]:
-        return list(self.head.parameters())
-
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> StreamOutput:
-        N, T, D = x.shape
-        if D != self.config.input_dim:
-            raise ValueError(f"RTCN expects (N, T, {self.config.input_dim}), got {tuple(x.shape)}")
-        mask = check_mask(mask, N, T, x.device)
+        mask = self.frame_mask(x, mask)
         x = self.reduce(x.transpose(1, 2) * mask[:, None, :].to(x.dtype))
         for i, block in enumerate(self.blocks):
             x = block(x, mask)
             if str(i) in self.pools:
                 x, mask = self.pools[str(i)](x, mask)
         feature = masked_mean(x, mask[:, None, :], dim=2)
-        return StreamOutput(self.head(feature).squeeze(1), feature)
-
-
-def build_rtcn(**overrides) -> RTCN:
-    return RTCN(RTCNConfig(**overrides))
-
-
-def build_tcn(**overrides) -> RTCN:
-    """The TCN baseline: RTCN's depth and widths without relational pooling (paper section 5.1)."""
-    overrides.setdefault("relational_pooling", False)
-    return RTCN(RTCNConfig(**overrides))
+        return self.scored(feature)

@@ -2,7 +2,7 @@
 
 ``[train]`` (:class:`models.train.TrainConfig`), ``[data]`` (:class:`models.data.DataConfig`),
 ``[sports]`` (:class:`models.sports.SportsConfig`) and one section per registered model, named
-by the model (``[psgcn]``, ``[rtcn]``, ... :data:`models.registry.CONFIGS`). ``models``
+by the model (``[psgcn]``, ``[rtcn]``, ... :func:`models.registry.sections`). ``models``
 registers this mapping by name, so it is imported (with torch) only for a configuration file
 that has a section no pipeline stage reads.
 """
@@ -10,8 +10,8 @@ that has a section no pipeline stage reads.
 from __future__ import annotations
 
 from models.data import DataConfig
-from models.registry import CONFIGS
+from models.registry import sections
 from models.sports import SportsConfig
 from models.train import TrainConfig
 
-SECTIONS: dict[str, type] = {"train": TrainConfig, "data": DataConfig, "sports": SportsConfig, **CONFIGS}
+SECTIONS: dict[str, type] = {"train": TrainConfig, "data": DataConfig, "sports": SportsConfig, **sections()}

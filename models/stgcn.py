@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from models.graph import NUM_JOINTS, mpii_graph
-from models.units import STGCNBlock, StreamOutput, check_mask, masked_mean
+from models.graph import mpii_graph
+from models.units import SkeletonModel, STGCNBlock, StreamOutput, masked_mean
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class STGCNConfig:
     edge_importance: bool = True  # ST-GCN's multiplicative edge weights
 
 
-class STGCN(nn.Module):
+class STGCN(SkeletonModel):
     """Skeleton sequence -> virality score.
 
     Input: ``x`` (N, C=3, T, V=16), ``mask`` (N, T) bool or None. Output: :class:`StreamOutput`
@@ -35,13 +35,11 @@ class STGCN(nn.Module):
     """
 
     arch = "stgcn"
-    input_kind = "skeleton"
+    title = "ST-GCN"
 
     def __init__(self, config: STGCNConfig):
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         adjacency = torch.from_numpy(mpii_graph(config.center).adjacency())
-        self.data_bn = nn.BatchNorm1d(config.in_channels * NUM_JOINTS)
         blocks = []
         c_in = config.in_channels
         for i, c_out in enumerate(config.channels):
@@ -64,22 +62,10 @@ class STGCN(nn.Module):
         self.feature_dim = c_in
         self.head = nn.Linear(c_in, 1)
 
-    def shared_parameters(self) -> list[nn.Parameter]:
-        return list(self.head.parameters())
-
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> StreamOutput:
-        N, C, T, V = x.shape
-        if C != self.config.in_channels or V != NUM_JOINTS:
-            raise ValueError(f"ST-GCN expects (N, {self.config.in_channels}, T, {NUM_JOINTS}), got {tuple(x.shape)}")
-        mask = check_mask(mask, N, T, x.device)
-        frames = mask[:, None, :, None].to(x.dtype)
-        x = self.data_bn((x * frames).permute(0, 3, 1, 2).reshape(N, V * C, T))
-        x = x.view(N, V, C, T).permute(0, 2, 3, 1) * frames
+        mask = self.frame_mask(x, mask)
+        x = self.normalised(x, mask)
         for block in self.blocks:
             x, mask = block(x, mask)
         feature = masked_mean(x.mean(dim=3), mask[:, None, :], dim=2)
-        return StreamOutput(self.head(feature).squeeze(1), feature)
-
-
-def build_stgcn(**overrides) -> STGCN:
-    return STGCN(STGCNConfig(**overrides))
+        return self.scored(feature)

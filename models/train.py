@@ -15,7 +15,7 @@ resume, evaluate and feedback all read it with :func:`models.load_checkpoint`.
 
 Profiles (``[train] profile``): ``paper`` (the default) is SPEC section 5 exactly. ``small-data``
 is for a few hundred clips or fewer, where the paper's settings learn too slowly to be useful
-within a short run (measured by ``bench/learning_check.py``, README "Learning check"): see
+within a short run (measured by ``bench/learning_check.py``, docs/RESULTS.md "Learning check"): see
 :data:`PROFILES`. A profile sets the fields left at the paper's default; a field set to another
 value in ``[train]`` or on the command line wins.
 """
@@ -39,9 +39,6 @@ from models.fusion import streams
 from pipeline import modalities as registry
 
 log = logging.getLogger(__name__)
-
-SKELETON_MODELS = ("psgcn", "stgcn")
-SEQUENCE_MODELS = ("rtcn", "tcn", "lstm")
 
 
 @dataclass(frozen=True)
@@ -90,7 +87,7 @@ class TrainConfig:
 
 
 # Named training profiles. "paper" is SPEC section 5. "small-data" is what the learning check
-# (bench/learning_check.py, README "Learning check") needed to learn a movement-structure score
+# (bench/learning_check.py, docs/RESULTS.md "Learning check") needed to learn a movement-structure score
 # from a few real clips within a short run: a 10x learning rate held constant (the paper halves
 # it every 10 epochs of 4,292 clips), batches of 32 (more ranking pairs per step) and no dropout
 # (with dropout 0.1, a run left the constant predictor anywhere from epoch 30 to never within
@@ -124,16 +121,16 @@ def build(config: TrainConfig, dims: dict[str, int], sections: dict | None = Non
     """The model a config asks for, from the run's model ``sections`` (the TOML mapping: its
     ``[psgcn]``, ``[rtcn]``, ``[multimodal]``, ... tables) with the training switches on top;
     ``dims`` gives each appearance stream's feature size."""
-    from models import MODELS, config_dict_shallow, model_config
+    from models.registry import build_with, model_config, taking
 
     kinds = [registry.get(m).stream for m in config.modalities]
-    if config.model in SKELETON_MODELS:
+    if config.model in taking("skeleton"):
         if kinds != ["skeleton"]:
             skeletons = registry.with_stream("skeleton")
             raise ValueError(f"{config.model} is a skeleton model; modalities must be one of {skeletons}")
         extra = {"downsample": config.downsample} if config.model == "psgcn" else {}
         cfg = model_config(config.model, sections, dropout=config.dropout, **extra)
-    elif config.model in SEQUENCE_MODELS:
+    elif config.model in taking("sequence"):
         if kinds != ["sequence"]:
             raise ValueError(f"{config.model} takes exactly one sequence modality, got {config.modalities}")
         extra = {"relational_pooling": config.relational_pooling} if config.model == "rtcn" else {}
@@ -156,9 +153,9 @@ def build(config: TrainConfig, dims: dict[str, int], sections: dict | None = Non
         raise ValueError("the SVR baseline has no network to train: fit it per track with vdv evaluate --model svr")
     else:
         raise ValueError(
-            f"unknown model {config.model!r}; one of {SKELETON_MODELS + SEQUENCE_MODELS + ('multimodal',)}"
+            f"unknown model {config.model!r}; one of {taking('skeleton') + taking('sequence') + taking('multimodal')}"
         )
-    return MODELS[config.model](**config_dict_shallow(cfg))
+    return build_with(config.model, cfg)
 
 
 def forward(model, batch: dict, config: TrainConfig, device) -> Outputs:

@@ -13,6 +13,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from models.graph import NUM_JOINTS
+
 
 class StreamOutput(NamedTuple):
     """What every stream model returns: ``score`` (N,) and the video-level ``feature`` (N, F)."""
@@ -155,3 +157,65 @@ class STGCNBlock(nn.Module):
             y = y + self.residual(r)
         y = self.relu(y) * out_mask[:, None, :, None].to(x.dtype)
         return y, out_mask
+
+
+class StreamModel(nn.Module):
+    """The base of every stream model: one input, a frame mask, a linear head to the score.
+
+    A subclass sets ``arch`` (its checkpoint name), ``input_kind`` ("skeleton": ``x`` (N, C, T, V)
+    with C = ``config.in_channels`` and V = ``joints``; "sequence": ``x`` (N, T, D) with
+    D = ``config.input_dim``) and ``title`` (its name in error messages), builds ``self.head``
+    (``nn.Linear(feature_dim, 1)``) and calls :meth:`frame_mask` first in ``forward``.
+    """
+
+    arch: str
+    input_kind: str
+    title: str
+    joints = NUM_JOINTS  # vertices of a skeleton input, in MPII order
+    head: nn.Linear
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+
+    def expected_shape(self) -> tuple[int | str, ...]:
+        """The input's shape, symbols for the sizes that may vary."""
+        if self.input_kind == "skeleton":
+            return ("N", self.config.in_channels, "T", self.joints)
+        return ("N", "T", self.config.input_dim)
+
+    def frame_mask(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Check ``x`` against :meth:`expected_shape` and return the frame mask (N, T) bool."""
+        expected = self.expected_shape()
+        if x.dim() != len(expected) or any(
+            isinstance(e, int) and e != s for e, s in zip(expected, x.shape, strict=True)
+        ):
+            shown = ", ".join(str(e) for e in expected)
+            raise ValueError(f"{self.title} expects ({shown}), got {tuple(x.shape)}")
+        return check_mask(mask, x.shape[0], x.shape[expected.index("T")], x.device)
+
+    def scored(self, feature: torch.Tensor, head_input: torch.Tensor | None = None) -> StreamOutput:
+        """The stream's output: the head's score of ``head_input`` (default ``feature``), and ``feature``."""
+        return StreamOutput(self.head(feature if head_input is None else head_input).squeeze(1), feature)
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The last layer every loss term reaches (GradNorm's shared layer W): the head."""
+        return list(self.head.parameters())
+
+
+class SkeletonModel(StreamModel):
+    """A stream model on joints: ``data_bn`` normalises each joint coordinate over the batch
+    (ST-GCN's input batch norm) and nothing of an invalid frame reaches the network."""
+
+    input_kind = "skeleton"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.data_bn = nn.BatchNorm1d(config.in_channels * self.joints)
+
+    def normalised(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``x`` (N, C, T, V) with invalid frames zeroed, batch-normalised per joint coordinate."""
+        N, C, T, V = x.shape
+        frames = mask[:, None, :, None].to(x.dtype)
+        x = self.data_bn((x * frames).permute(0, 3, 1, 2).reshape(N, V * C, T))
+        return x.view(N, V, C, T).permute(0, 2, 3, 1) * frames

@@ -45,6 +45,7 @@ from typing import Any
 
 from pipeline import checksums, modalities, tables
 from pipeline.attempts import MAX_DEATHS, AttemptLedger
+from pipeline.batching import close_servers
 from pipeline.config import ConfigError, section_config
 from pipeline.decode import DecodeParams, Sample, decode_pass
 from pipeline.errors import ClipError, Reason, disk_full, rejection_row
@@ -554,7 +555,8 @@ def run_extraction(
     each job is the keyword arguments of :func:`attempt_clip`, and it yields ``(clip, items)``
     per clip; the default runs them in this process, one after the other (``show_progress``
     False: without a progress bar). ``decode``: the ``[decode]`` section. ``confirm`` False: the
-    clips' ids are not their files' sha256 (:func:`extract_clip`).
+    clips' ids are not their files' sha256 (:func:`extract_clip`). The batch servers its clips
+    used in this process are closed at the end (:func:`pipeline.batching.close_servers`).
     """
     ledger = AttemptLedger.fresh(work)  # which clips a dead worker was on (pipeline.attempts)
     base = {"work": str(work), "plan": plan, "decode": dict(decode or {}), "force": force, "attempts": str(ledger.root)}
@@ -569,6 +571,7 @@ def run_extraction(
         items = [it for _, found in ran for it in found]
     finally:
         ledger.clear()
+        close_servers()  # the clips of this run are done with this process's batch servers
     order = {c["clip_id"]: i for i, c in enumerate(clips)}
     items.sort(key=lambda it: (order[it.clip_id], plan.modalities.index(it.modality)))
     record_rejections(work, items)

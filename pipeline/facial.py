@@ -47,6 +47,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from pipeline import decode
 from pipeline.config import section_config
 from pipeline.decode import DecodeParams, Sample, StreamInfo, check_grid
 from pipeline.errors import ClipError, Reason
@@ -158,7 +159,7 @@ def crop_vggface2(image: np.ndarray, box: np.ndarray, resize: int = 256, size: i
 
 class FacialExtractor(NetworkExtractor):
     name = "mtcnn-vggface2"
-    code = ("pipeline.facial", "pipeline.decode")
+    code = (decode,)
     fixed_precision = "float32"  # see step 4 of the module docstring
     config: FacialConfig
 

@@ -20,9 +20,11 @@ sha256 is recorded when it is written and checked whenever it is reused (:mod:`p
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Protocol
 
 import numpy as np
@@ -360,15 +362,16 @@ class NetworkExtractor(FeatureExtractor):
     precision (:func:`pipeline.runtime.place`) and to load the verified network.
 
     Subclasses set ``network`` (the registry name; a constructor may pass another), ``code``
-    (the modality's own modules) and, when the modality always runs its network in one
-    precision, ``fixed_precision``. The version is derived from ``code`` and the code that runs
-    the network (:data:`pipeline.weights.COMPUTE_MODULES`, :mod:`pipeline.runtime`), not from
+    (the modules beside the subclass's own that compute its features) and, when the modality
+    always runs its network in one precision, ``fixed_precision``. The version is derived from
+    the subclass's module, ``code`` and the code that runs the network
+    (:func:`pipeline.weights.compute_modules`, :mod:`pipeline.runtime`), not from
     the registry, cache or import code: what those produce is pinned by the weights' sha256 and
     the preprocessing the parameters record. ``config`` needs ``weights_dir`` and ``seed``.
     """
 
     network: str = ""  # name in pipeline.weights.registry.REGISTRY
-    code: tuple[str, ...] = ()  # the modality's own modules, e.g. ("pipeline.holistic", "pipeline.decode")
+    code: tuple[ModuleType, ...] = ()  # modules beside the subclass's own, e.g. (pipeline.decode,)
     fixed_precision: str | None = None  # the network's precision whatever the build's
 
     def __init__(
@@ -382,15 +385,17 @@ class NetworkExtractor(FeatureExtractor):
         precision: str | None = None,
         load: bool = True,
     ):
+        from pipeline import runtime
         from pipeline.runtime import place
-        from pipeline.weights import COMPUTE_MODULES
+        from pipeline.weights import compute_modules
         from pipeline.weights.registry import get_spec
 
         self.declare(record)
         self.config = config
         self.network = network or self.network
         self.device, self.precision = place(device, self.fixed_precision or precision)
-        self.version = code_version(*self.code, *COMPUTE_MODULES, "pipeline.runtime")
+        own = sys.modules[type(self).__module__]
+        self.version = code_version(own, *self.code, *compute_modules(), runtime)
         self.weights_spec = get_spec(self.network)
         self.loaded = load
         if load:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline import decode
 from pipeline.config import section_config
 from pipeline.decode import DecodeParams, Sample, StreamInfo, check_grid
 from pipeline.errors import ClipError, Reason
@@ -89,7 +90,7 @@ class _HolisticClip:
 class HolisticExtractor(NetworkExtractor):
     name = "tsn-r50-kinetics400"
     network = WEIGHTS
-    code = ("pipeline.holistic", "pipeline.decode")
+    code = (decode,)
     config: HolisticConfig
 
     def decode_params(self) -> DecodeParams:

@@ -51,10 +51,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from types import ModuleType
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
+from pipeline import decode, skeleton
 from pipeline.config import section_config
 from pipeline.decode import DecodeParams, Sample, StreamInfo, check_grid, target_size
 from pipeline.features import FeatureExtractor, FeatureSequence, Modality, PassShared, SharedRun
@@ -501,9 +503,7 @@ class PoseExtractor(FeatureExtractor):
         self.declare(MODALITY)
         self.config, self.loaded = config, load
         self.backend = resolve_backend(config.backend, device)
-        self.version = code_version(
-            "pipeline.pose", "pipeline.skeleton", "pipeline.decode", *backend_code(self.backend)
-        )
+        self.version = code_version(sys.modules[__name__], skeleton, decode, *backend_code(self.backend))
         if self.backend == "mediapipe":
             # mediapipe's BlazePose runs on the CPU in float32 whatever the build's device and precision
             if device not in (None, "cpu"):
@@ -637,10 +637,11 @@ MODALITY = Modality(
 )
 
 
-def backend_code(backend: str) -> tuple[str, ...]:
+def backend_code(backend: str) -> tuple[ModuleType, ...]:
     """The modules that compute a backend's landmarks, beyond this one (part of the code version)."""
-    from pipeline.weights import GRAPH_MODULES
-
     if backend == "torch":
-        return ("pipeline.blazepose.engine", "pipeline.blazepose.calculators", *GRAPH_MODULES)
+        from pipeline.blazepose import calculators, engine
+        from pipeline.weights import graph_modules
+
+        return (engine, calculators, *graph_modules())
     return ()

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import multiprocessing
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -43,9 +43,6 @@ class ProbeResult:
     has_audio: bool
     audio_codec: str | None
     content_signature: str | None = None  # perceptual hashes + duration, survives re-encoding (signature.py)
-
-    def as_row(self) -> dict:
-        return asdict(self)
 
 
 def _looks_like_mp4(path: str | Path) -> bool:

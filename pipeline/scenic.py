@@ -68,7 +68,7 @@ import cv2
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline import tables
+from pipeline import decode, tables, vibe
 from pipeline.config import section_config
 from pipeline.decode import DecodeParams, Sample, StreamInfo, check_grid, iter_samples, target_size
 from pipeline.errors import ClipError, Reason
@@ -341,17 +341,22 @@ def write_background_pngs(
 class ScenicExtractor(NetworkExtractor):
     name = "vibe-personmask-resnet18-places365"
     network = WEIGHTS
-    code = ("pipeline.scenic", "pipeline.vibe", "pipeline.decode", "pipeline.pose")
+    code = (vibe, decode)  # and pipeline.pose, added by the constructor
     config: ScenicConfig
 
     def __init__(self, config: ScenicConfig, **kwargs):
+        from pipeline import pose
         from pipeline.pose import backend_code, blazepose_sha256, resolve_backend, shared_networks
 
         device = kwargs.get("device")
         self.vibe_backend = resolve_vibe_backend(config.vibe_backend, device)
         # the code of the mask's backend and of the torch ViBe is part of the version
-        vibe_code = ("pipeline.vibe_torch",) if self.vibe_backend == "torch" else ()
-        self.code = type(self).code + backend_code(resolve_backend(config.mask_backend, device)) + vibe_code
+        vibe_code = ()
+        if self.vibe_backend == "torch":
+            from pipeline import vibe_torch
+
+            vibe_code = (vibe_torch,)
+        self.code = type(self).code + (pose,) + backend_code(resolve_backend(config.mask_backend, device)) + vibe_code
         super().__init__(MODALITY, config, **kwargs)
         self.mask = mask_track(config, self.device, self.precision)
         self.mask_weights = {}

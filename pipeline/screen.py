@@ -25,9 +25,11 @@ import dataclasses
 import hashlib
 import json
 import logging
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from pipeline import tables
@@ -44,17 +46,12 @@ STAGE = "screen"
 VisualScreen = Callable[[Mapping[str, Any]], list[RuleResult]]
 """``clip row -> rule results`` of the pixel rules (:class:`PixelRules`)."""
 
-PIXEL_RULE_MODULES = (
-    "pipeline.screen",
-    "pipeline.visual",
-    "pipeline.rules",
-    "pipeline.people",
-    "pipeline.motion",
-    "pipeline.pose",
-    "pipeline.skeleton",
-    "pipeline.decode",
-)
-"""The code the pixel rules' results depend on (part of their identity)."""
+
+def pixel_rule_modules() -> tuple[ModuleType, ...]:
+    """The code the pixel rules' results depend on (part of their identity)."""
+    from pipeline import decode, motion, people, pose, rules, skeleton, visual
+
+    return (sys.modules[__name__], visual, rules, people, motion, pose, skeleton, decode)
 
 
 @dataclass(frozen=True)
@@ -234,7 +231,7 @@ class PixelRules:
             {
                 "visual": dataclasses.asdict(self.config),
                 "pose": dataclasses.asdict(self.pose),
-                "code": code_version(*PIXEL_RULE_MODULES, *backend_code(self.pose.backend)),
+                "code": code_version(*pixel_rule_modules(), *backend_code(self.pose.backend)),
                 "thumbnails": self.thumbnails,
             }
         )

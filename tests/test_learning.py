@@ -172,8 +172,8 @@ def pose_sources(lc, tmp_path_factory) -> dict[str, np.ndarray]:
 def test_psgcn_learns_who_leads_on_held_out_clips(lc, pose_sources) -> None:
     """Fold 0 of the bench with the small-data profile and the bench's budget (160 epochs of 512
     windows): train on six real clips, score three clips it never saw (their pose runs and
-    keypoint files). Measured on this CPU: PSGCN 0.815, both baselines 0.000 (README "Learning
-    check"). This is seed 0, the first of the bench's three seeds of fold 0 (seeds 1 and 2: 0.825
+    keypoint files). Measured on this CPU: PSGCN 0.815, both baselines 0.000 (docs/RESULTS.md
+    "Learning check"). This is seed 0, the first of the bench's three seeds of fold 0 (seeds 1 and 2: 0.825
     and 0.821); a run with one torch thread is repeatable, so the test pins it. A smaller budget is
     not enough: PSGCN's held-out SRC rises between epochs 40 and 160 on every fold, so this test is
     slow (minutes)."""

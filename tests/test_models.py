@@ -460,3 +460,28 @@ def test_a_checkpoint_of_the_code_before_one_name_per_modality_still_loads():
     assert config.modalities == ("pose", "holistic", "facial", "scenic") and dims["pose"] == 48
     # the frames it trained with, now as seconds at each stream's default rate: the same frames
     assert [data_config.frames(m) for m in config.modalities] == [16, 16, 4, 4]
+
+
+@pytest.mark.parametrize("name", [n for n, m in MODELS.items() if m.input_kind != "multimodal"])
+def test_every_stream_model_checks_its_input_in_the_shared_prologue(name):
+    """One prologue (models.units.StreamModel) for every stream model: a wrong rank or width is
+    refused naming the expected layout, and the head is GradNorm's shared layer."""
+    from models.units import StreamModel
+
+    model = small(name)
+    assert isinstance(model, StreamModel)
+    assert model.shared_parameters() == list(model.head.parameters())
+    wrong = torch.zeros(1, 8) if model.input_kind == "sequence" else torch.zeros(1, 3, 8)  # one axis short
+    with pytest.raises(ValueError, match=rf"{model.title} expects \(N, "):
+        model(wrong)
+
+
+def test_one_registration_per_model_gives_every_view():
+    from models.registry import registered, sections, taking
+
+    assert taking("skeleton") == ("psgcn", "stgcn")
+    assert taking("sequence") == ("rtcn", "tcn", "lstm")
+    assert taking("multimodal") == ("multimodal",)
+    assert sections() == {n: registered(n).config for n in MODELS}
+    # a checkpoint of tcn names the rtcn class, which the rtcn registration rebuilds
+    assert build_model("tcn").arch == "rtcn" and registered("rtcn").cls is type(build_model("tcn"))

@@ -62,7 +62,7 @@ def speed(x):
         importlib.invalidate_caches()
         linecache.clearcache()
         code_version.cache_clear()
-        return code_version("vdv_prov_probe.stage")
+        return code_version(importlib.import_module("vdv_prov_probe.stage"))
 
     base = version(doc="Stage.", fdoc="Speed.", factor=2, comment="why")
     assert version(doc="Stage, reworded at length.", fdoc="Speed in m/s.", factor=2, comment="other") == base

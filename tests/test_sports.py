@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy.io import savemat
 
+from flows import sports as recipe
 from models import sports
 from models.data import ViralityDataset, open_source
 from pipeline import extraction, tables
@@ -42,7 +43,7 @@ def test_read_split_dedupes_and_reports(aqa: Path) -> None:
     assert [(s.class_index, s.sample) for s in samples] == [(1, 1), (1, 2), (6, 3)]
     assert samples[2].score == pytest.approx(101.6) and samples[2].class_name == "sync_diving_10m"
     assert [p["reason"] for p in problems] == ["no_clip"]  # class 2 sample 9 has no frames
-    frames = sports.frame_paths(samples[0])
+    frames = recipe.frame_paths(samples[0])
     assert frames[0].name == "img_00001.jpg" and len(frames) == 11
 
 
@@ -60,7 +61,7 @@ def test_prepare_writes_shards_scores_and_rejections(aqa: Path, tmp_path: Path, 
     opened = []
     real = extraction.decode_pass
     monkeypatch.setattr(extraction, "decode_pass", lambda *a, **k: opened.append(a[0]) or real(*a, **k))
-    prep = sports.prepare_aqa7(aqa, tmp_path, holistic_plan(holistic=HOLISTIC))
+    prep = recipe.prepare_aqa7(aqa, tmp_path, holistic_plan(holistic=HOLISTIC))
     # class 2's only train sample has no frames, so its test sample has no scale to be scored on
     assert len(prep["train"]) == 3 and len(prep["test"]) == 0 and prep["rejected"] == 2
     assert len(opened) == 4  # the extraction stage's loop: one decode pass per encoded sample
@@ -77,7 +78,7 @@ def test_prepare_writes_shards_scores_and_rejections(aqa: Path, tmp_path: Path, 
     ds = ViralityDataset(open_source(tmp_path), ("holistic",))
     item = ds[0]
     assert item["holistic"].shape == (256, 2048) and item["holistic_mask"].sum() == 11  # 11 frames at 25 fps
-    again = sports.prepare_aqa7(aqa, tmp_path, holistic_plan(holistic=HOLISTIC))
+    again = recipe.prepare_aqa7(aqa, tmp_path, holistic_plan(holistic=HOLISTIC))
     assert again == prep  # current shards are skipped, as in any build
 
 
@@ -106,7 +107,7 @@ def aqa_split4(tmp_path_factory) -> Path:
 def prepared(aqa_split4: Path, tmp_path_factory) -> tuple[Path, dict]:
     """The tree's samples through the real pose extractor (BlazePose) and a small untrained holistic one."""
     work = tmp_path_factory.mktemp("sports-work")
-    prep = sports.prepare_aqa7(aqa_split4, work, holistic_plan(pose={"max_side": 256}, holistic=HOLISTIC))
+    prep = recipe.prepare_aqa7(aqa_split4, work, holistic_plan(pose={"max_side": 256}, holistic=HOLISTIC))
     return work, prep
 
 

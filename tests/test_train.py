@@ -193,7 +193,7 @@ def test_small_data_profile_fills_only_default_fields() -> None:
     assert (paper.lr, paper.batch_size, paper.dropout) == (1e-4, 8, None)  # SPEC section 5
     small = train.TrainConfig(profile="small-data").resolved()
     assert small.lr == train.PROFILES["small-data"]["lr"] != 1e-4
-    # no dropout (README "Learning check"): 0.0 must reach the model, not fall back to its 0.5
+    # no dropout (docs/RESULTS.md "Learning check"): 0.0 must reach the model, not fall back to its 0.5
     skeleton = dataclasses.replace(small, model="psgcn", modalities=("pose",))
     assert small.dropout == 0.0 and train.build(skeleton, {}).config.dropout == 0.0
     mine = train.TrainConfig(profile="small-data", lr=3e-4).resolved()

@@ -68,15 +68,15 @@ class Networks:
     """The detector and the landmark network on one device and precision, loaded once."""
 
     def __init__(self, device: str = "cpu", precision: str = "float32", *, cache_dir=None):
-        from pipeline.blazepose.weights import load_network
+        from pipeline.weights.inference import load_model
 
         self.device = torch.device(device)
         self.precision = precision
         self.dtype = DTYPES[precision]
-        self.detector, self.detector_sha256 = load_network("blazepose_detector", self.device, self.dtype, cache_dir)
-        self.landmark, self.landmark_sha256 = load_network(
-            "blazepose_landmark_full", self.device, self.dtype, cache_dir
-        )
+        place = {"cache_dir": cache_dir, "device": self.device, "dtype": self.dtype}
+        self.detector, detector = load_model("blazepose_detector", **place)
+        self.landmark, landmark = load_model("blazepose_landmark_full", **place)
+        self.detector_sha256, self.landmark_sha256 = detector.sha256, landmark.sha256
         self.anchors = torch.from_numpy(calc.ssd_anchors()).to(self.device)
 
     def run(self, net: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:

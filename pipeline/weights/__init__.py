@@ -13,18 +13,27 @@ The networks of docs/BEHAVIOUR.md section 4 (holistic, facial, scenic; BlazePose
   graphs (in the mediapipe wheel) read without tensorflow and run as torch modules, for the
   torch pose backend (:mod:`pipeline.blazepose`).
 
-Only the modules in :data:`COMPUTE_MODULES` compute features: an appearance extractor's version
+Only the modules of :func:`compute_modules` compute features: an appearance extractor's version
 is derived from them (:class:`pipeline.features.NetworkExtractor`). The others decide which file
 is loaded and check it: what they produce is pinned by the weights' sha256, and the registry's
 preprocessing constants by the extractors' parameters, as far as those record them.
 """
 
-COMPUTE_MODULES = (
-    "pipeline.weights.preprocess",
-    "pipeline.weights.nets",
-    "pipeline.weights.inference",
-)
+from __future__ import annotations
 
-# the code that runs BlazePose's graphs: part of the torch pose backend's version
-# (pipeline.pose.backend_code), not of the appearance extractors'
-GRAPH_MODULES = ("pipeline.weights.graphnet",)
+from types import ModuleType
+
+
+def compute_modules() -> tuple[ModuleType, ...]:
+    """The modules that compute appearance features (part of those extractors' versions)."""
+    from pipeline.weights import inference, nets, preprocess
+
+    return (preprocess, nets, inference)
+
+
+def graph_modules() -> tuple[ModuleType, ...]:
+    """The code that runs BlazePose's graphs: part of the torch pose backend's version
+    (:func:`pipeline.pose.backend_code`), not of the appearance extractors'."""
+    from pipeline.weights import graphnet
+
+    return (graphnet,)

@@ -9,8 +9,8 @@ does not fit is ever written to the cache.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -19,10 +19,20 @@ from pipeline.errors import WeightsError
 if TYPE_CHECKING:
     import torch
 
-    from pipeline.weights.registry import ModelSpec
-
 # published object -> (state dict in the architecture's naming, dropped keys)
 Converted = tuple[dict[str, Any], list[str]]
+
+
+class Convertible(Protocol):
+    """What :func:`convert_checkpoint` needs of a network's description (a registry entry has it)."""
+
+    architecture: str  # named in the refusal
+
+    @property
+    def convert(self) -> Callable[[Any], Converted]: ...  # the publisher's key mapping
+
+    @property
+    def build(self) -> Callable[[], Any]: ...  # the architecture, whose state dict is the reference
 
 
 def _state_dict_of(obj: Any, *keys: str) -> Mapping[str, Any]:
@@ -173,7 +183,7 @@ def _to_tensor(key: str, value: Any) -> torch.Tensor:
     raise WeightsError(f"state dict entry {key!r} is a {type(value).__name__}, not a tensor")
 
 
-def convert_checkpoint(spec: ModelSpec, obj: Any) -> tuple[dict[str, torch.Tensor], list[str]]:
+def convert_checkpoint(spec: Convertible, obj: Any) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Convert a loaded published checkpoint of ``spec`` and check it fits the architecture exactly.
 
     Only the classifier head may be dropped; BatchNorm ``num_batches_tracked`` counters that old

@@ -75,8 +75,7 @@ class Op:
 class Graph:
     """A graph's operators in execution order, its float32 weights by parameter name, its I/O.
 
-    ``shapes`` gives every activation's shape in NCHW (4-D) or as TFLite has it (other ranks),
-    for a batch of one. ``outputs`` maps the file's output names (``Identity``, ``Identity_1``...)
+    ``outputs`` maps the file's output names (``Identity``, ``Identity_1``...)
     to activations. Parameters are named ``<op index>.weight`` and ``<op index>.bias``.
     """
 
@@ -85,7 +84,6 @@ class Graph:
     input: str
     input_shape: tuple[int, ...]
     outputs: dict[str, str]
-    shapes: dict[str, tuple[int, ...]]
 
     def architecture(self) -> dict:
         """Everything but the weights: what the network code rebuilds the module from."""
@@ -96,15 +94,6 @@ class Graph:
             "params": {k: list(v.shape) for k, v in self.params.items()},
             "ops": [op.as_dict() for op in self.ops],
         }
-
-
-def architecture_json(arch: dict) -> str:
-    """``arch`` as JSON with one operator per line, the form committed in ``pipeline/weights/graphs/``."""
-    import json
-
-    head = {k: v for k, v in arch.items() if k != "ops"}
-    lines = ",\n".join(json.dumps(op, sort_keys=True) for op in arch["ops"])
-    return json.dumps(head, sort_keys=True)[:-1] + ', "ops": [\n' + lines + "\n]}\n"
 
 
 def _opnames() -> dict[int, str]:
@@ -345,7 +334,5 @@ def read_graph(path_or_bytes: str | Path | bytes) -> Graph:
         made = _op(r, op, r.opnames[op.OpcodeIndex()], len(ops), params)
         if made is not None:
             ops.append(made)
-    used = {name for op in ops for name in (*op.inputs, op.output)}
-    shapes = {r.name(i): _nchw(r.shape(i)) for i in range(g.TensorsLength()) if r.name(i) in used}
     outputs = {r.tensor(g.Outputs(i)).Name().decode(): r.name(g.Outputs(i)) for i in range(g.OutputsLength())}
-    return Graph(ops, params, r.name(g.Inputs(0)), _nchw(r.shape(g.Inputs(0))), outputs, shapes)
+    return Graph(ops, params, r.name(g.Inputs(0)), _nchw(r.shape(g.Inputs(0))), outputs)

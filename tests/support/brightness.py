@@ -8,12 +8,14 @@ registers it, runs it through extraction, a release and a training step, and rem
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from pipeline import decode
 from pipeline.config import section_config
 from pipeline.decode import DecodeParams, Sample, StreamInfo
 from pipeline.errors import ClipError, Reason
@@ -36,7 +38,7 @@ class BrightnessExtractor(FeatureExtractor):
     def __init__(self, config: BrightnessConfig, *, load: bool = True):
         self.declare(MODALITY)
         self.config, self.loaded = config, load
-        self.version = code_version(__name__, "pipeline.decode")
+        self.version = code_version(sys.modules[__name__], decode)
 
     def decode_params(self) -> DecodeParams:
         return DecodeParams(fps=self.config.fps, max_side=self.config.max_side)
