@@ -154,6 +154,7 @@ def build_work(of: dict, config: dict, work: Path) -> None:
     import pyarrow.parquet as pq
 
     from pipeline import modalities, tables
+    from pipeline.checksums import write_shard
     from pipeline.features import FeatureSequence
     from pipeline.screen import PixelRules
 
@@ -170,7 +171,8 @@ def build_work(of: dict, config: dict, work: Path) -> None:
                 (thumbs / frame["file"]).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, thumbs / frame["file"])
         row = dict(t["pixel"], clip_id=cid, identity=pixels.identity(cid), results=json.dumps(results))
-        tables.write_table([row], tables.PIXEL_RULES, pixels.shard_path(cid))
+        target = pixels.shard_path(cid)  # written and recorded in the ledger as screening writes it
+        write_shard(work, target, tables.to_table([row], tables.PIXEL_RULES, where=str(target)))
         scale = np.float32(1 + (i + 1) * 1e-6)
         for m, shard in t["shards"].items():
             if (shard, m) not in sequences:
@@ -204,6 +206,8 @@ def synthesise(sizes: list[int], args) -> dict[int, Path]:
     ``<out>/pool``), so that clip ``i`` is the same files at every size."""
     from pipeline.sections import load_config
 
+    if args.reuse and all((args.out / f"n{n}" / "work").is_dir() for n in sizes):
+        return {n: args.out / f"n{n}" for n in sizes}  # measured again as they are (--reuse)
     templates = _templates(args.demo)
     pool = args.out / "pool"
     shutil.rmtree(args.out, ignore_errors=True)
@@ -224,9 +228,22 @@ def synthesise(sizes: list[int], args) -> dict[int, Path]:
                 link = target / "work" / path.relative_to(pool / "work")
                 link.parent.mkdir(parents=True, exist_ok=True)
                 os.link(path, link)
+        _ledger(pool / "work", target / "work")
         targets[n] = target
     shutil.rmtree(pool / "raw", ignore_errors=True)
     return targets
+
+
+def _ledger(pool: Path, work: Path) -> None:
+    """``work``'s checksum ledger: the pool's records of the shards linked into it (the others
+    dropped by :func:`pipeline.checksums.fold`, as a run drops the records of files that are gone)."""
+    from pipeline import checksums, tables
+
+    for path in tables.table_files(pool, checksums.TABLE):
+        copy = work / path.relative_to(pool)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, copy)
+    checksums.fold(work)
 
 
 def _clip_key(name: str) -> str:
@@ -391,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write JSON lines here")
     parser.add_argument("--stages", nargs="+", help=f"only these ({', '.join(STAGES)})")
     parser.add_argument("--clean", action="store_true", help="remove each size's directory once measured")
+    parser.add_argument("--reuse", action="store_true", help="measure the directories of an earlier run under --out")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--target", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
