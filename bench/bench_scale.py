@@ -2,7 +2,7 @@
 
     python bench/bench_scale.py 1000 4292 [--demo out/demo/work] [--json out/bench_scale.jsonl]
 
-For each size N (and 50, the baseline the growth is measured from) it builds an N-clip work
+For each size N (and ``--baseline``, 50 clips, the size the growth is measured from) it builds an N-clip work
 directory from the demo build's real outputs through the project's own writers, decoding no
 video: a raw layout of N small files with N metadata records (the demo's kept clips' records,
 each with its own video id, counts and uploader) and their probe results, each clip's pixel-rule
@@ -380,12 +380,12 @@ def run_stage(name: str, target: Path, args) -> dict:
 # -- growth and output ----------------------------------------------------------------------------
 
 
-def exponent(points: dict[int, float]) -> float | None:
-    """Least-squares slope of log(cost(N) - cost(50)) against log(N), over the sizes above 50."""
-    base = points.get(BASELINE)
+def exponent(points: dict[int, float], baseline: int = BASELINE) -> float | None:
+    """Least-squares slope of log(cost(N) - cost(baseline)) against log(N), over the sizes above it."""
+    base = points.get(baseline)
     xs, ys = [], []
     for n, cost in sorted(points.items()):
-        if n == BASELINE or base is None:
+        if n == baseline or base is None:
             continue
         if cost - base <= 0:
             return None
@@ -407,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "bench_scale")
     parser.add_argument("--json", type=Path, help="write JSON lines here")
     parser.add_argument("--stages", nargs="+", help=f"only these ({', '.join(STAGES)})")
+    parser.add_argument("--baseline", type=int, default=BASELINE, help="the size growth is measured from")
     parser.add_argument("--clean", action="store_true", help="remove each size's directory once measured")
     parser.add_argument("--reuse", action="store_true", help="measure the directories of an earlier run under --out")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -415,14 +416,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         child(args.child, args.target, args.config)
         return 0
-    if any(n < 1 for n in args.sizes):
+    if any(n < 1 for n in [*args.sizes, args.baseline]):
         parser.print_usage(sys.stderr)
         print("bench_scale.py: sizes are positive numbers of clips", file=sys.stderr)
         return 2
     if not (args.demo / "screening").is_dir():
         print(f"bench_scale.py: {args.demo} is not a built work directory; run `make demo` first", file=sys.stderr)
         return 2
-    return measure(sorted({BASELINE, *args.sizes}), args)
+    return measure(sorted({args.baseline, *args.sizes}), args)
 
 
 def measure(sizes: list[int], args) -> int:
@@ -455,11 +456,11 @@ def measure(sizes: list[int], args) -> int:
         if args.clean:
             shutil.rmtree(target, ignore_errors=True)
     print(
-        f"\n{'stage':<18}{'CPU exponent':>14}{'wall exponent':>15}  (sizes {', '.join(map(str, sizes))}; marginal cost over {BASELINE} clips)"
+        f"\n{'stage':<18}{'CPU exponent':>14}{'wall exponent':>15}  (sizes {', '.join(map(str, sizes))}; marginal cost over {args.baseline} clips)"
     )
     for name, by_size in results.items():
-        cpu = exponent({n: r["cpu_s"] for n, r in by_size.items()})
-        wall = exponent({n: r["wall_s"] for n, r in by_size.items()})
+        cpu = exponent({n: r["cpu_s"] for n, r in by_size.items()}, args.baseline)
+        wall = exponent({n: r["wall_s"] for n, r in by_size.items()}, args.baseline)
         fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
         print(f"{name:<18}{fmt(cpu):>14}{fmt(wall):>15}")
         if out:
