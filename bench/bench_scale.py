@@ -318,16 +318,22 @@ def _load_dataset(release_dir: Path, config: str, cache: Path) -> dict:
             if record.levelno >= logging.WARNING:
                 seen.append(record.getMessage()[:200])
 
+    from pipeline.release import card, read_card_header
+
+    # loaded as the card says (writer_batch_size for a config of one-clip rows)
+    (info,) = [i for i in read_card_header(release_dir / "README.md")["dataset_info"] if i["config_name"] == config]
+    options = card.load_options(info)
     logging.getLogger("datasets").addHandler(Catch())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ds = datasets.load_dataset(str(release_dir), config, cache_dir=str(cache))
+        ds = datasets.load_dataset(str(release_dir), config, cache_dir=str(cache), **options)
     seen += [str(w.message)[:200] for w in caught]
     out = {
         "rows": {s: d.num_rows for s, d in ds.items()},
         "num_bytes": {s: d.info.splits[s].num_bytes for s, d in ds.items()},
         "cache_bytes": sum(p.stat().st_size for p in cache.rglob("*") if p.is_file()),
         "warnings": seen,
+        "options": options,
     }
     del ds
     shutil.rmtree(cache, ignore_errors=True)

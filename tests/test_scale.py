@@ -172,16 +172,22 @@ def test_bench_scale_fits_the_growth_of_the_marginal_cost() -> None:
     assert exponent({50: 1.0, 1000: 1.0, 4292: 2.0}) is None  # no marginal cost at 1000: no fit
 
 
-def test_the_card_shows_streaming_for_a_config_too_large_to_load_whole() -> None:
+def test_the_card_loads_one_clip_rows_with_a_small_writer_batch_and_shows_streaming_when_large() -> None:
     from pipeline.release import card
 
-    lines = card._loading(
-        [
-            {"config_name": "holistic", "dataset_size": card.STREAMING_BYTES + 1},
-            {"config_name": "pose", "dataset_size": card.STREAMING_BYTES},
-        ]
-    )
+    def info(name: str, rows: int, row_bytes: int) -> dict:
+        splits = [{"name": "train", "num_examples": rows - rows // 5}, {"name": "test", "num_examples": rows // 5}]
+        return {"config_name": name, "dataset_size": rows * row_bytes, "splits": splits}
+
+    infos = [info("holistic", 4292, 2_200_000), info("pose", 4292, 60_000), info("small", 40, 1_100_000)]
+    lines = card._loading(infos)
     (holistic,) = [line for line in lines if line.startswith("| holistic")]
     (pose,) = [line for line in lines if line.startswith("| pose")]
-    assert 'load_dataset("<this directory>", "holistic", streaming=True)' in holistic
-    assert "streaming" not in pose and "4.0 GiB" in pose
+    (small,) = [line for line in lines if line.startswith("| small")]
+    # 2.2 MB rows: one clip a row group, read by datasets one row at a time
+    assert '`load_dataset("<this directory>", "holistic", writer_batch_size=16)`' in holistic
+    assert 'load_dataset("<this directory>", "holistic", streaming=True)' in holistic  # 8.8 GiB
+    assert "8.8 GiB" in holistic
+    assert pose.endswith('| `load_dataset("<this directory>", "pose")` |')  # 60 KB rows, 0.24 GiB
+    assert "writer_batch_size=16" in small and "streaming" not in small  # 42 MiB of 1.1 MB rows
+    assert card.load_options(infos[1]) == {} and card.load_options(infos[0]) == {"writer_batch_size": 16}
