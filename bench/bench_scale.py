@@ -18,7 +18,8 @@ It then times, each in a child process of its own (its peak RSS is its own):
 ``ingest`` (``pipeline.stages.run_ingest`` with the probe results given, as the build flow
 does), ``screen`` (pixel rules reused from their shards), ``score``, ``release``
 (``package_release``), ``verify`` (``verify_release``), ``report``, ``datasets:<config>``
-(``datasets.load_dataset`` of each config of the release, into an empty cache removed after;
+(``datasets.load_dataset`` of each config of the release with the options its card shows, into an
+empty cache removed after;
 warnings counted) and ``loader:release`` / ``loader:work`` (one epoch of ``vdv train``'s loader
 over every scored clip, all four streams, no model). It prints wall and CPU seconds and peak
 RSS per stage and size, then each stage's growth exponent between the sizes given: the slope of
