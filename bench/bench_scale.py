@@ -2,7 +2,7 @@
 
     python bench/bench_scale.py 1000 4292 [--demo out/demo/work] [--json out/bench_scale.jsonl]
 
-For each size N (and 50, the baseline the growth is measured from) it builds an N-clip work
+For each size N (and ``--baseline``, 50 clips, the size the growth is measured from) it builds an N-clip work
 directory from the demo build's real outputs through the project's own writers, decoding no
 video: a raw layout of N small files with N metadata records (the demo's kept clips' records,
 each with its own video id, counts and uploader) and their probe results, each clip's pixel-rule
@@ -18,7 +18,8 @@ It then times, each in a child process of its own (its peak RSS is its own):
 ``ingest`` (``pipeline.stages.run_ingest`` with the probe results given, as the build flow
 does), ``screen`` (pixel rules reused from their shards), ``score``, ``release``
 (``package_release``), ``verify`` (``verify_release``), ``report``, ``datasets:<config>``
-(``datasets.load_dataset`` of each config of the release, into an empty cache removed after;
+(``datasets.load_dataset`` of each config of the release with the options its card shows, into an
+empty cache removed after;
 warnings counted) and ``loader:release`` / ``loader:work`` (one epoch of ``vdv train``'s loader
 over every scored clip, all four streams, no model). It prints wall and CPU seconds and peak
 RSS per stage and size, then each stage's growth exponent between the sizes given: the slope of
@@ -154,6 +155,7 @@ def build_work(of: dict, config: dict, work: Path) -> None:
     import pyarrow.parquet as pq
 
     from pipeline import modalities, tables
+    from pipeline.checksums import write_shard
     from pipeline.features import FeatureSequence
     from pipeline.screen import PixelRules
 
@@ -170,7 +172,8 @@ def build_work(of: dict, config: dict, work: Path) -> None:
                 (thumbs / frame["file"]).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, thumbs / frame["file"])
         row = dict(t["pixel"], clip_id=cid, identity=pixels.identity(cid), results=json.dumps(results))
-        tables.write_table([row], tables.PIXEL_RULES, pixels.shard_path(cid))
+        target = pixels.shard_path(cid)  # written and recorded in the ledger as screening writes it
+        write_shard(work, target, tables.to_table([row], tables.PIXEL_RULES, where=str(target)))
         scale = np.float32(1 + (i + 1) * 1e-6)
         for m, shard in t["shards"].items():
             if (shard, m) not in sequences:
@@ -204,6 +207,8 @@ def synthesise(sizes: list[int], args) -> dict[int, Path]:
     ``<out>/pool``), so that clip ``i`` is the same files at every size."""
     from pipeline.sections import load_config
 
+    if args.reuse and all((args.out / f"n{n}" / "work").is_dir() for n in sizes):
+        return {n: args.out / f"n{n}" for n in sizes}  # measured again as they are (--reuse)
     templates = _templates(args.demo)
     pool = args.out / "pool"
     shutil.rmtree(args.out, ignore_errors=True)
@@ -224,9 +229,22 @@ def synthesise(sizes: list[int], args) -> dict[int, Path]:
                 link = target / "work" / path.relative_to(pool / "work")
                 link.parent.mkdir(parents=True, exist_ok=True)
                 os.link(path, link)
+        _ledger(pool / "work", target / "work")
         targets[n] = target
     shutil.rmtree(pool / "raw", ignore_errors=True)
     return targets
+
+
+def _ledger(pool: Path, work: Path) -> None:
+    """``work``'s checksum ledger: the pool's records of the shards linked into it (the others
+    dropped by :func:`pipeline.checksums.fold`, as a run drops the records of files that are gone)."""
+    from pipeline import checksums, tables
+
+    for path in tables.table_files(pool, checksums.TABLE):
+        copy = work / path.relative_to(pool)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, copy)
+    checksums.fold(work)
 
 
 def _clip_key(name: str) -> str:
@@ -301,16 +319,22 @@ def _load_dataset(release_dir: Path, config: str, cache: Path) -> dict:
             if record.levelno >= logging.WARNING:
                 seen.append(record.getMessage()[:200])
 
+    from pipeline.release import card, read_card_header
+
+    # loaded as the card says (writer_batch_size for a config of one-clip rows)
+    (info,) = [i for i in read_card_header(release_dir / "README.md")["dataset_info"] if i["config_name"] == config]
+    options = card.load_options(info)
     logging.getLogger("datasets").addHandler(Catch())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ds = datasets.load_dataset(str(release_dir), config, cache_dir=str(cache))
+        ds = datasets.load_dataset(str(release_dir), config, cache_dir=str(cache), **options)
     seen += [str(w.message)[:200] for w in caught]
     out = {
         "rows": {s: d.num_rows for s, d in ds.items()},
         "num_bytes": {s: d.info.splits[s].num_bytes for s, d in ds.items()},
         "cache_bytes": sum(p.stat().st_size for p in cache.rglob("*") if p.is_file()),
         "warnings": seen,
+        "options": options,
     }
     del ds
     shutil.rmtree(cache, ignore_errors=True)
@@ -363,12 +387,12 @@ def run_stage(name: str, target: Path, args) -> dict:
 # -- growth and output ----------------------------------------------------------------------------
 
 
-def exponent(points: dict[int, float]) -> float | None:
-    """Least-squares slope of log(cost(N) - cost(50)) against log(N), over the sizes above 50."""
-    base = points.get(BASELINE)
+def exponent(points: dict[int, float], baseline: int = BASELINE) -> float | None:
+    """Least-squares slope of log(cost(N) - cost(baseline)) against log(N), over the sizes above it."""
+    base = points.get(baseline)
     xs, ys = [], []
     for n, cost in sorted(points.items()):
-        if n == BASELINE or base is None:
+        if n == baseline or base is None:
             continue
         if cost - base <= 0:
             return None
@@ -390,21 +414,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "bench_scale")
     parser.add_argument("--json", type=Path, help="write JSON lines here")
     parser.add_argument("--stages", nargs="+", help=f"only these ({', '.join(STAGES)})")
+    parser.add_argument("--baseline", type=int, default=BASELINE, help="the size growth is measured from")
     parser.add_argument("--clean", action="store_true", help="remove each size's directory once measured")
+    parser.add_argument("--reuse", action="store_true", help="measure the directories of an earlier run under --out")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--target", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         child(args.child, args.target, args.config)
         return 0
-    if any(n < 1 for n in args.sizes):
+    if any(n < 1 for n in [*args.sizes, args.baseline]):
         parser.print_usage(sys.stderr)
         print("bench_scale.py: sizes are positive numbers of clips", file=sys.stderr)
         return 2
     if not (args.demo / "screening").is_dir():
         print(f"bench_scale.py: {args.demo} is not a built work directory; run `make demo` first", file=sys.stderr)
         return 2
-    return measure(sorted({BASELINE, *args.sizes}), args)
+    return measure(sorted({args.baseline, *args.sizes}), args)
 
 
 def measure(sizes: list[int], args) -> int:
@@ -437,11 +463,11 @@ def measure(sizes: list[int], args) -> int:
         if args.clean:
             shutil.rmtree(target, ignore_errors=True)
     print(
-        f"\n{'stage':<18}{'CPU exponent':>14}{'wall exponent':>15}  (sizes {', '.join(map(str, sizes))}; marginal cost over {BASELINE} clips)"
+        f"\n{'stage':<18}{'CPU exponent':>14}{'wall exponent':>15}  (sizes {', '.join(map(str, sizes))}; marginal cost over {args.baseline} clips)"
     )
     for name, by_size in results.items():
-        cpu = exponent({n: r["cpu_s"] for n, r in by_size.items()})
-        wall = exponent({n: r["wall_s"] for n, r in by_size.items()})
+        cpu = exponent({n: r["cpu_s"] for n, r in by_size.items()}, args.baseline)
+        wall = exponent({n: r["wall_s"] for n, r in by_size.items()}, args.baseline)
         fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
         print(f"{name:<18}{fmt(cpu):>14}{fmt(wall):>15}")
         if out:

@@ -124,10 +124,13 @@ def sample_indices(length: int, frames: int) -> np.ndarray:
 def fix_length(features: np.ndarray, valid: np.ndarray, frames: int) -> tuple[np.ndarray, np.ndarray]:
     """Uniformly sample or zero-pad ``features`` (L, ...) to ``frames``; return (features, mask)."""
     idx = sample_indices(len(features), frames)
-    out = np.zeros((frames, *features.shape[1:]), dtype=np.float32)
     mask = np.zeros(frames, dtype=bool)
-    out[: len(idx)] = features[idx]
     mask[: len(idx)] = valid[idx]
+    if len(idx) == frames:  # one gather into a new array (a long clip's only copy)
+        out = np.asarray(features[idx], dtype=np.float32)
+    else:  # a short clip: all of it, then zeros
+        out = np.zeros((frames, *features.shape[1:]), dtype=np.float32)
+        out[: len(idx)] = features
     out[~mask] = 0.0
     return out, mask
 
@@ -176,13 +179,17 @@ class ClipRecord:
 _READ_COLUMNS = ["clip_id", "valid", "features"]  # what a stream needs of a row; never the provenance text
 
 
-def _row_arrays(table: pa.Table, i: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(features (L, D) float32, valid (L,) bool) of row ``i`` without Python lists."""
-    row = table.column("features")[i].values  # FixedSizeListArray of the row's samples
-    dim = row.type.list_size
-    arr = row.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, dim)
-    valid = np.asarray(table.column("valid")[i].values.to_numpy(zero_copy_only=False), dtype=bool)
-    return arr, valid
+def _rows(table: pa.Table) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Every row of a feature table as (features (L, D) float32, valid (L,) bool), decoded for all
+    rows at once: one float array and one bool array for the table, each row a view of them."""
+    features = table.column("features").combine_chunks()  # list<fixed_size_list<float, D>>
+    samples = features.values  # the rows' samples, in order (a FixedSizeListArray)
+    dim = samples.type.list_size
+    flat = samples.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, dim)
+    valid = table.column("valid").combine_chunks()
+    flags = np.asarray(valid.values.to_numpy(zero_copy_only=False), dtype=bool)
+    starts, stops = features.offsets.to_numpy(), valid.offsets.to_numpy()
+    return [(flat[starts[r] : starts[r + 1]], flags[stops[r] : stops[r + 1]]) for r in range(table.num_rows)]
 
 
 def _fps(table: pa.Table) -> float | None:
@@ -203,12 +210,23 @@ def _check_feature_file(path: Path, schema: pa.Schema, modality: str) -> None:
             raise tables.SchemaMismatch(f"{path}: column {column!r} is {schema.field(column).type}")
 
 
+class ShardNotVerified(tables.SchemaMismatch):
+    """A feature shard whose bytes are not the ones its writer recorded in the work directory's
+    checksum ledger (:mod:`pipeline.checksums`), or that has no record: training refuses it."""
+
+
 class WorkDirSource:
     """Feature shards and scores of a pipeline work directory.
 
     A read opens the clip's shard once and decodes only the columns a stream needs
     (``clip_id``, ``valid``, ``features``), after checking the table's name, version and types
     from the footer: the provenance text is never decoded.
+
+    Each shard is checked against the work directory's checksum ledger before its first use in a
+    process (:func:`pipeline.checksums.check_shard`: its sha256 against the sum its writer
+    recorded), and read from the very bytes that were hashed; a shard that differs or has no
+    record is :class:`ShardNotVerified`, naming the file. A shard is hashed once per process (the
+    set of checked shards is not pickled: a worker process checks again).
     """
 
     def __init__(self, work: str | Path):
@@ -216,6 +234,28 @@ class WorkDirSource:
 
         self.work = Path(work)
         self._shards = {m: current_shards(self.work, m) for m in registry.names()}
+        self._verified: set[Path] = set()
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_verified": set()}
+
+    def _open(self, path: Path, modality: str) -> pq.ParquetFile:
+        """The shard ``path``, checked against the ledger on its first use in this process."""
+        from pipeline.checksums import check_shard
+
+        source: Path | pa.BufferReader = path
+        if path not in self._verified:
+            check = check_shard(self.work, path, keep=True)
+            if not check.ok:
+                raise ShardNotVerified(f"{check.why()}; training refuses it: run `vdv extract` to write it again")
+            self._verified.add(path)
+            source = pa.BufferReader(check.data)
+        try:
+            shard = pq.ParquetFile(source)
+            _check_feature_file(path, shard.schema_arrow, modality)
+        except (OSError, KeyError, pa.ArrowInvalid) as err:
+            raise tables.SchemaMismatch(f"{path}: not a readable feature shard ({err})") from err
+        return shard
 
     def records(self) -> list[ClipRecord]:
         scores = tables.read_table(self.work, tables.SCORES)
@@ -238,24 +278,24 @@ class WorkDirSource:
 
     def rate(self, modality: str) -> float | None:
         """Samples per second of ``modality``'s grid, from one of its shards (None: it has none)."""
-        shards = self._shards[registry.canonical(modality)]
-        return _fps(pq.read_table(next(iter(shards.values())), columns=["fps"])) if shards else None
+        modality = registry.canonical(modality)
+        shards = self._shards[modality]
+        return _fps(self._open(next(iter(shards.values())), modality).read(columns=["fps"])) if shards else None
 
     def load(self, modality: str, clip_id: str) -> tuple[np.ndarray, np.ndarray] | None:
         modality = registry.canonical(modality)
         path = self._shards[modality].get(clip_id[:16])
         if path is None:
             return None
+        shard = self._open(path, modality)
         try:
-            shard = pq.ParquetFile(path)
-            _check_feature_file(path, shard.schema_arrow, modality)
-            table = shard.read(columns=_READ_COLUMNS)
-        except (OSError, KeyError, pa.ArrowInvalid) as err:
+            table = shard.read(columns=_READ_COLUMNS, use_threads=False)
+        except (OSError, pa.ArrowInvalid) as err:
             raise tables.SchemaMismatch(f"{path}: not a readable feature shard ({err})") from err
         ids = table.column("clip_id").to_pylist()
         if clip_id not in ids:
             return None  # a 16-character prefix collision: not this clip's shard
-        return _row_arrays(table, ids.index(clip_id))
+        return _rows(table)[ids.index(clip_id)]
 
 
 class ReleaseSource:
@@ -264,10 +304,12 @@ class ReleaseSource:
     The per-modality files hold many clips each, so an index of (file, row group, row) per clip is
     built from the ``clip_id`` column alone. Each file is opened once (its footer parsed once, not
     on every read) and a clip's row group is read on demand with only the columns a stream needs.
-    A release puts up to about 1 MiB of clips in a row group (docs/SCALE.md): the row groups read
-    are kept, most recently used first, up to :attr:`CACHE_BYTES` decoded, so a row group of many
-    small clips (pose, facial, scenic) is decoded about once per epoch whatever the clips' order.
-    Open files and the cache are not pickled: a worker process opens its own.
+    A release puts up to about 1 MiB of clips in a row group (docs/SCALE.md): a row group of
+    several clips (pose, facial, scenic) is decoded into one array per column and kept, most
+    recently used first, up to :attr:`CACHE_BYTES`, so it is decoded about once per epoch whatever
+    the clips' order; a row group of one clip (holistic) is decoded, handed over and let go, never
+    kept (keeping clips that are read once per epoch only makes every decode fault in fresh memory:
+    twice the CPU). Open files and the cache are not pickled: a worker process opens its own.
     """
 
     CACHE_BYTES = 512 << 20
@@ -276,7 +318,7 @@ class ReleaseSource:
         self.release = Path(release)
         self._index: dict[str, dict[str, tuple[Path, int, int]]] = {}
         self._files: dict[Path, pq.ParquetFile] = {}
-        self._cache: dict[tuple[Path, int], pa.Table] = {}
+        self._cache: dict[tuple[Path, int], list[tuple[np.ndarray, np.ndarray]]] = {}
         self._cached_bytes = 0
         for record in registry.registered():
             index: dict[str, tuple[Path, int, int]] = {}
@@ -330,23 +372,25 @@ class ReleaseSource:
         path, rg, _ = next(iter(index.values()))
         return _fps(self._file(path).read_row_group(rg, columns=["fps"]))
 
-    def _row_group(self, path: Path, rg: int) -> pa.Table:
+    def _row_group(self, path: Path, rg: int) -> list[tuple[np.ndarray, np.ndarray]]:
         key = (path, rg)
-        table = self._cache.pop(key, None)
-        if table is None:
-            table = self._file(path).read_row_group(rg, columns=_READ_COLUMNS)
-            self._cached_bytes += table.nbytes
-        self._cache[key] = table  # most recently used last
+        rows = self._cache.pop(key, None)
+        if rows is None:
+            rows = _rows(self._file(path).read_row_group(rg, columns=_READ_COLUMNS, use_threads=False))
+            if len(rows) == 1:
+                return rows  # one clip: read once an epoch, not worth keeping
+            self._cached_bytes += sum(f.nbytes + v.nbytes for f, v in rows)
+        self._cache[key] = rows  # most recently used last
         while self._cached_bytes > self.CACHE_BYTES and len(self._cache) > 1:
-            self._cached_bytes -= self._cache.pop(next(iter(self._cache))).nbytes
-        return table
+            self._cached_bytes -= sum(f.nbytes + v.nbytes for f, v in self._cache.pop(next(iter(self._cache))))
+        return rows
 
     def load(self, modality: str, clip_id: str) -> tuple[np.ndarray, np.ndarray] | None:
         where = self._index[registry.canonical(modality)].get(clip_id)
         if where is None:
             return None
         path, rg, row = where
-        return _row_arrays(self._row_group(path, rg), row)
+        return self._row_group(path, rg)[row]
 
 
 def track_splits(source: WorkDirSource | ReleaseSource) -> dict[str, dict[str, str]]:

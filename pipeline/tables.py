@@ -422,17 +422,18 @@ def read_file(path: str | os.PathLike, spec: TableSpec, *, data: bytes | None = 
     """Read one Parquet file, checking its table name, version and schema (``data``: the file's
     bytes, already read and checked by the caller; ``path`` then only names it)."""
     path = Path(path)
-    source = path if data is None else pa.BufferReader(data)
-    try:
-        meta = pq.read_schema(source).metadata or {}
+    try:  # one open, its footer parsed once (pq.read_table's dataset layer costs ~3 ms a file)
+        parquet = pq.ParquetFile(path if data is None else pa.BufferReader(data))
     except (OSError, pa.ArrowInvalid) as err:
         raise SchemaMismatch(f"{path}: not a readable Parquet file ({err})") from err
-    name = meta.get(b"vdv.table", b"?").decode()
-    version = meta.get(b"vdv.schema_version", b"?").decode()
-    if name != spec.name or version != str(spec.version):
-        raise SchemaMismatch(f"{path}: holds table {name!r} v{version}, expected {spec.name!r} v{spec.version}")
-    source = path if data is None else pa.BufferReader(data)
-    return to_table(pq.read_table(source), spec, where=str(path))
+    with parquet:
+        meta = parquet.schema_arrow.metadata or {}
+        name = meta.get(b"vdv.table", b"?").decode()
+        version = meta.get(b"vdv.schema_version", b"?").decode()
+        if name != spec.name or version != str(spec.version):
+            raise SchemaMismatch(f"{path}: holds table {name!r} v{version}, expected {spec.name!r} v{spec.version}")
+        table = parquet.read()
+    return to_table(table, spec, where=str(path))
 
 
 def table_files(root: str | os.PathLike, table: str) -> list[Path]:

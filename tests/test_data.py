@@ -194,3 +194,39 @@ def test_old_data_configs_in_frames_read_as_seconds() -> None:
 def test_unknown_modality_is_an_error(work: Path) -> None:
     with pytest.raises(ValueError, match="unknown modality 'audio'"):
         data.ViralityDataset(data.open_source(work), ("audio",))
+
+
+def test_a_work_directory_shard_is_checked_against_the_ledger_once_and_refused_when_it_differs(
+    work: Path, monkeypatch
+) -> None:
+    from pipeline import checksums
+
+    hashed: list[Path] = []
+    real_check = checksums.check_shard
+
+    def counting(root, path, **kw):
+        hashed.append(Path(path))
+        return real_check(root, path, **kw)
+
+    monkeypatch.setattr(checksums, "check_shard", counting)
+    source = data.WorkDirSource(work)
+    first = source.load("holistic", "a" * 64)
+    again = source.load("holistic", "a" * 64)
+    assert np.array_equal(first[0], again[0]) and first[0].shape == (120, 2048)
+    shard = current_shards(work, "holistic")["a" * 16]
+    assert hashed.count(shard) == 1  # hashed before its first use, not on every read
+
+    # the same bytes with one float changed, written in place: not what its writer recorded
+    table = pq.read_table(shard)
+    features = table.column("features").to_pylist()
+    features[0][0][0] += 1.0
+    changed = table.set_column(table.schema.get_field_index("features"), "features", [features])
+    pq.write_table(changed.cast(table.schema), shard, compression="zstd")
+    with pytest.raises(data.ShardNotVerified, match=str(shard)):
+        data.WorkDirSource(work).load("holistic", "a" * 64)
+    # a shard with no record (its writer stopped before recording it) is refused too
+    pose = current_shards(work, "pose")["b" * 16]
+    unrecorded = pose.with_name(pose.name.replace("b" * 16, "c" * 16))
+    unrecorded.write_bytes(pose.read_bytes())
+    with pytest.raises(data.ShardNotVerified, match="no checksum was recorded"):
+        data.WorkDirSource(work).load("pose", "c" * 64)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -129,43 +128,66 @@ def test_the_report_lists_the_picture_folder_once(tmp_path: Path, monkeypatch) -
     assert len(listed) == 1 + len({c[:2] for c in clips})
 
 
-@pytest.mark.slow
-def test_bench_scale_runs_at_50_clips(tmp_path: Path) -> None:
-    """The benchmark end to end at its baseline size, on the demo build's outputs."""
-    demo = ROOT / "out" / "demo" / "work"
-    if not (demo / "screening").is_dir():
-        pytest.skip("needs a built demo (make demo): the benchmark copies its real outputs")
-    out = tmp_path / "bench"
-    stages = ["ingest", "screen", "score", "release", "verify", "loader:release"]
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench_scale.py"), "--out", str(out), "--json", str(tmp_path / "b.jsonl")]
-        + ["--stages", *stages],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=1800,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+def test_bench_scale_builds_and_measures_a_work_directory_from_a_built_one(tmp_path: Path) -> None:
+    """The benchmark end to end at a small size, from a built work directory of two real clips
+    (tests/support/scale_demo.py): it synthesises the clips (pixel-rule and feature shards
+    recorded in the ledger, so that screening reuses them), runs the stages in child processes
+    and writes their figures."""
     import json
 
+    from tests.support import scale_demo
+
+    demo, raw, pairing, config = scale_demo.build(tmp_path / "demo")
+    stages = ["ingest", "screen", "score"]
+    sys.path.insert(0, str(ROOT / "bench"))
+    import bench_scale
+
+    # the synthesis runs here (its imports shared with the build above), each stage in a child
+    code = bench_scale.main(
+        ["--baseline", "6", "--out", str(tmp_path / "bench"), "--json", str(tmp_path / "b.jsonl")]
+        + ["--demo", str(demo), "--raw", str(raw), "--pairing", str(pairing), "--config", str(config)]
+        + ["--stages", *stages]
+    )
+    assert code == 0
     lines = [json.loads(line) for line in (tmp_path / "b.jsonl").read_text().splitlines()]
     by_stage = {line["stage"]: line for line in lines if "clips" in line}
     assert set(by_stage) == set(stages)
-    assert by_stage["ingest"]["clips"] == 50 and by_stage["screen"]["kept"] == 50
-    assert by_stage["verify"]["ok"] is True and by_stage["loader:release"]["clips"] == 50
+    assert by_stage["ingest"]["clips"] == 6 and by_stage["ingest"]["rejected"] == 0
+    # every synthetic clip kept from its recorded pixel-rule shard: no video decoded
+    assert by_stage["screen"]["kept"] == 6 and by_stage["screen"]["pixel_rules_computed"] == 0
+    assert by_stage["score"]["scored"] == 6
     assert all(line["cpu_s"] > 0 and line["rss_mib"] > 0 for line in by_stage.values())
+    work = tmp_path / "bench" / "n6" / "work"
+    assert len(list((work / "features" / "holistic").glob("*.parquet"))) == 6
 
 
-def test_the_card_shows_streaming_for_a_config_too_large_to_load_whole() -> None:
+def test_bench_scale_fits_the_growth_of_the_marginal_cost() -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bench_scale import exponent
+
+    # cost = 2 + 0.01 * N**1.5 at 50, 1000 and 4292 clips: the start-up (2) does not flatten it
+    points = {n: 2 + 0.01 * n**1.5 for n in (50, 1000, 4292)}
+    # log(4292**1.5 - 50**1.5) - log(1000**1.5 - 50**1.5), over log(4292) - log(1000): 1.5069
+    assert exponent(points) == pytest.approx(1.5069, abs=1e-3)
+    assert exponent({50: 1.0, 1000: 1.0, 4292: 2.0}) is None  # no marginal cost at 1000: no fit
+
+
+def test_the_card_loads_one_clip_rows_with_a_small_writer_batch_and_shows_streaming_when_large() -> None:
     from pipeline.release import card
 
-    lines = card._loading(
-        [
-            {"config_name": "holistic", "dataset_size": card.STREAMING_BYTES + 1},
-            {"config_name": "pose", "dataset_size": card.STREAMING_BYTES},
-        ]
-    )
+    def info(name: str, rows: int, row_bytes: int) -> dict:
+        splits = [{"name": "train", "num_examples": rows - rows // 5}, {"name": "test", "num_examples": rows // 5}]
+        return {"config_name": name, "dataset_size": rows * row_bytes, "splits": splits}
+
+    infos = [info("holistic", 4292, 2_200_000), info("pose", 4292, 60_000), info("small", 40, 1_100_000)]
+    lines = card._loading(infos)
     (holistic,) = [line for line in lines if line.startswith("| holistic")]
     (pose,) = [line for line in lines if line.startswith("| pose")]
-    assert 'load_dataset("<this directory>", "holistic", streaming=True)' in holistic
-    assert "streaming" not in pose and "4.0 GiB" in pose
+    (small,) = [line for line in lines if line.startswith("| small")]
+    # 2.2 MB rows: one clip a row group, read by datasets one row at a time
+    assert '`load_dataset("<this directory>", "holistic", writer_batch_size=16)`' in holistic
+    assert 'load_dataset("<this directory>", "holistic", streaming=True)' in holistic  # 8.8 GiB
+    assert "8.8 GiB" in holistic
+    assert pose.endswith('| `load_dataset("<this directory>", "pose")` |')  # 60 KB rows, 0.24 GiB
+    assert "writer_batch_size=16" in small and "streaming" not in small  # 42 MiB of 1.1 MB rows
+    assert card.load_options(infos[1]) == {} and card.load_options(infos[0]) == {"writer_batch_size": 16}

@@ -16,9 +16,15 @@ from pipeline.release.layout import SCORES_CONFIG
 LICENSE_NAME = "vdv-research-use"  # license_name of a `license: other` card (Hugging Face card metadata)
 LICENSE_LINK = "README.md#license"  # the card's own License section holds the terms
 BAR = "\u2588"  # a full block: one unit of a text histogram bar
-# a config whose data takes more than this in memory is shown loaded with streaming=True:
+# a config whose data takes more than this in memory is shown loaded with streaming=True too:
 # load_dataset writes the whole config into an Arrow cache of that size and maps it (docs/SCALE.md)
 STREAMING_BYTES = 4 << 30
+# rows of at least this many bytes are row groups of one clip each (pipeline.release.shards), which
+# load_dataset reads as batches of one row and buffers until it holds writer_batch_size of them
+# (1,000 by default: 3 GB of holistic clips, 7.7 GiB at the peak at VDV's size); the card says to
+# load such a config with WRITER_BATCH_ROWS (docs/SCALE.md)
+ONE_CLIP_ROW_BYTES = 1 << 20
+WRITER_BATCH_ROWS = 16
 
 
 def dataset_card(
@@ -165,22 +171,37 @@ def _configs_and_tracks(manifest: Mapping, configs: Mapping[str, dict]) -> list[
     return lines + [""]
 
 
+def load_options(info: Mapping) -> dict:
+    """Keyword arguments of ``datasets.load_dataset`` for a config of the card's ``dataset_info``:
+    ``writer_batch_size`` where its rows are of one clip a row group (see
+    :data:`ONE_CLIP_ROW_BYTES`), so that the load holds at most that many rows in memory."""
+    rows = sum(split["num_examples"] for split in info.get("splits", []))
+    if rows and info["dataset_size"] / rows >= ONE_CLIP_ROW_BYTES:
+        return {"writer_batch_size": WRITER_BATCH_ROWS}
+    return {}
+
+
 def _loading(infos: Sequence[Mapping]) -> list[str]:
-    """How to load each config with ``datasets``: its size once loaded, and streaming above
-    :data:`STREAMING_BYTES`."""
+    """How to load each config with ``datasets``: its size once loaded, the options that keep the
+    load's memory small (:func:`load_options`), and streaming above :data:`STREAMING_BYTES`."""
     lines = [
         "## Loading",
         "",
-        "`load_dataset` converts a config into an Arrow cache of its in-memory size before use; a config "
-        f"over {STREAMING_BYTES / 2**30:.0f} GiB is best streamed (one row group at a time):",
+        "`load_dataset` converts a config into an Arrow cache of its in-memory size before use (on disk, "
+        "memory-mapped); a config of large rows is loaded with a small `writer_batch_size` so that the "
+        f"conversion holds only a few rows in memory, and one over {STREAMING_BYTES / 2**30:.0f} GiB can "
+        "also be streamed (one row group at a time, no cache):",
         "",
         "| config | in memory | load with |",
         "|---|---|---|",
     ]
     for info in infos:
         name, size = info["config_name"], info["dataset_size"]
-        streaming = ", streaming=True" if size > STREAMING_BYTES else ""
-        lines.append(f'| {name} | {_size(size)} | `load_dataset("<this directory>", "{name}"{streaming})` |')
+        options = "".join(f", {k}={v}" for k, v in load_options(info).items())
+        call = f'`load_dataset("<this directory>", "{name}"{options})`'
+        if size > STREAMING_BYTES:
+            call += f' or `load_dataset("<this directory>", "{name}", streaming=True)`'
+        lines.append(f"| {name} | {_size(size)} | {call} |")
     return lines + [""]
 
 
