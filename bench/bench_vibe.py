@@ -49,6 +49,8 @@ def build(module, config: dict, device: str | None):
 def previous_backgrounds(frames, params, window: int = 120, hop: int = 12) -> int:
     """The previous design, for its cost: a fresh ViBe model per window (from the window's first
     frame), the image being the mean of the model's samples at the window's end."""
+    import numpy as np
+
     from pipeline.vibe import ViBe
 
     models, images = {}, 0
@@ -59,7 +61,7 @@ def previous_backgrounds(frames, params, window: int = 120, hop: int = 12) -> in
             if start != index:
                 model.apply(frame)
         if (index + 1) % hop == 0:
-            models[max(0, index - window + 1)].background()
+            np.rint(models[max(0, index - window + 1)].samples.mean(axis=1, dtype=np.float32)).astype(np.uint8)
             images += 1
         for start in [s for s in models if s + window - 1 <= index]:
             del models[start]
