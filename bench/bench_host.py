@@ -17,7 +17,8 @@ Prints:
    run: wall seconds per grid frame and their ratio (target: this checkout no slower).
 3. ``host``: the BlazePose step (tracking, with the mask) and the ViBe step at batch 64 on real
    frames, in a process per checkout: CPU microseconds per frame outside the networks and ATen
-   operations per frame outside them (each one a kernel launch of a few microseconds on a GPU).
+   operations per frame outside them (each one a kernel launch of a few microseconds on a GPU);
+   numpy's ViBe (``vibe numpy``) on the same frames, one model per clip, for the CPU ratio.
    On the CPU the time outside the networks includes the arithmetic a GPU would do; the
    operation count is what stays on the host there.
 
@@ -107,7 +108,7 @@ def host_figures(batch: int, steps: int) -> dict:
     from pipeline.blazepose.engine import Networks, PoseEngine, TrackOptions
     from pipeline.decode import DecodeParams, iter_samples, target_size
     from pipeline.scenic import ScenicConfig, background_size, resized
-    from pipeline.vibe import ViBeParams
+    from pipeline.vibe import ViBe, ViBeParams
     from pipeline.vibe_torch import ViBeBank
 
     spec = __import__("importlib.util").util.spec_from_file_location("hw", ROOT / "pipeline" / "hostwaits.py")
@@ -141,9 +142,11 @@ def host_figures(batch: int, steps: int) -> dict:
     bank = ViBeBank(ViBeParams(), 0, "cpu")
     vslots = [bank.open() for _ in range(batch)]
     bank.step(vslots, [(s[0], m) for s, m in zip(small, masks, strict=True)])  # initialisation
+    models = [ViBe(s[0], ViBeParams(), seed=0, exclude=m) for s, m in zip(small, masks, strict=True)]
     for name, run in (
         ("pose+mask", lambda i: engine.step(slots, [r[i] for r in rows], mask_size)),
         ("vibe", lambda i: bank.step(vslots, [(s[i], m) for s, m in zip(small, masks, strict=True)])),
+        ("vibe numpy", lambda i: [v.apply(s[i], m) for v, s, m in zip(models, small, masks, strict=True)]),
     ):
         run(0)  # warm-up (the pose step detects here)
         in_nets[0], start = 0.0, time.perf_counter()
@@ -217,7 +220,7 @@ def main() -> None:
             cmd += ["--batch", str(args.batch), "--steps", str(args.steps)]
             subprocess.run(cmd, cwd=tree, env=env, check=True)
             figures = json.loads(out.read_text())
-            for name in ("pose+mask", "vibe"):
+            for name in ("pose+mask", "vibe", "vibe numpy"):
                 f = figures[name]
                 print(
                     f"host {label:9s} {name:9s} batch {args.batch}: {f['us_outside_networks']:8.0f} us per frame outside "

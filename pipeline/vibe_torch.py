@@ -9,27 +9,40 @@ samples, and one of a random 8-neighbour's, each with probability ``1 / subsampl
 than ``reset_share`` of the free pixels in the foreground re-initialises the model.
 
 No host waits. :meth:`ViBeBank.step` advances one frame of every clip of the step with one
-fixed sequence of tensor operations per frame size: every decision is made densely for every
-pixel with ``where`` (no boolean-mask indexing, no ``nonzero``, no value read on the host), the
-frames and masks of a size group go up in one copy (their rows, first-frame flags and draw keys in
-a second, small one), and the foreground masks and reset counts of the whole step come down in one.
-Built for a GPU: the update is dense (every sample of every pixel passes through ``where``), so on
-the CPU numpy's sparse :class:`pipeline.vibe.ViBe` is much faster and stays the default there
-(docs/GPU_NODE.md). A clip's model lives in a row of its frame size's pool.
+fixed sequence of tensor operations per frame size: every decision is made for every pixel with
+``where`` and scatters to fixed places (no boolean-mask indexing, no ``nonzero``, no value read on
+the host); the frames and masks of a size group go up in one copy (their rows and first-frame
+flags in a second, small one), and the foreground masks and reset counts of the whole step come
+down in one. A clip's model lives in a row of its frame size's pool; the rows of a step that are
+consecutive in the pool (a lone clip, or clips that opened together) are updated in place.
 
-Randomness is counter-based: every draw is a 32-bit integer hash (:func:`_mix`, integer ``torch``
-operations only, so identical on every device) of the clip's seed and frame index, the pixel
-and the draw's number. A clip's draws depend on nothing else (not its row, not the clips that
-share its steps), so its foregrounds are bit-identical alone or batched (``tests/test_vibe.py``).
-They are not numpy's draws: the two backends' images differ pixel by pixel while being equally
-good (``tests/test_scenic.py`` measures both against a known background and with a person
-detector).
+Layout and arithmetic (the CPU pays for every pass, a GPU for every launch): a sample is one
+int32, the four bytes R, G, B and one ignored, so the redraws, the initialisation and the
+updates move one element per sample; the matching runs on those bytes in uint8 (channel
+distances capped at ``3 * radius + 1``, so their sum fits a byte); a pixel's own update and its
+propagation are scatters of one value per pixel into a row's flat samples, where the pixels
+that do not write aim at a sink column after the samples, so no ``where`` over every sample is
+needed. On this CPU the torch ViBe is faster per frame than numpy's (docs/GPU_NODE.md).
 
-Deterministic writes: a pixel's own update and the redraws write only into that pixel, so they
-are ``where``s. Neighbour propagation can aim several pixels at one sample of one pixel (two
-neighbours, or a border pixel whose clamped target is a pixel another one also picked); the
-winner is defined, not left to a scatter's order: the source with the largest pixel index wins
-(a ``scatter_reduce`` with ``amax`` over ``source index << 24 | RGB``, which no order changes).
+Randomness: each frame size has fixed random tables (32-bit integer hashes, :func:`_mix`, of the
+bank's seed, the size, the row and the pixel, made with integer ``torch`` operations, so identical
+on every device): per pixel, the own update's flag (probability ``1 / subsampling``) and slot, the
+propagation's flag, direction and slot, and each sample's picked 8-neighbour (for the
+initialisation, redraws and resets). A clip's frame reads them at an offset along the pixels
+that is a hash of the clip's seed and frame index (:func:`frame_key`, made on the host), so a
+pixel's draws change from frame to frame and a clip's draws depend on nothing else (not its row,
+not the clips that share its steps): its foregrounds are bit-identical alone or batched
+(``tests/test_vibe.py``). Draws of one frame are independent across pixels; a pixel's draws at two
+frames are another pixel's at the offsets' difference, a correlation no rule of ViBe sees. They
+are not numpy's draws: the two backends' images differ pixel by pixel while being equally good
+(``tests/test_scenic.py`` measures both against a known background and against numpy's own
+spread over seeds).
+
+Deterministic writes: a pixel's own update writes only into that pixel. Neighbour propagation can
+aim several pixels at one sample of one pixel (two neighbours, or a border pixel whose clamped
+target is a pixel another one also picked); the winner is defined, not left to a scatter's order:
+the source with the largest pixel index wins (a ``scatter_reduce`` with ``amax`` of the source
+index over the target places, which no order changes; the losers aim at the sink).
 """
 
 from __future__ import annotations
@@ -43,8 +56,6 @@ from pipeline.vibe import NEIGHBOURS, ViBeParams, is_background, scene_changed
 
 _M32 = 0xFFFFFFFF
 _MIX = 0x45D9F3B  # below 2**31: a 32-bit value times it fits int64 without overflow
-_PICK_BITS = 3  # an 8-neighbour pick
-_PICKS_PER_HASH = 10  # 10 x 3 bits of one 32-bit hash
 _UNIT_BITS = 12  # a uniform draw in [0, 1) with 1/4096 resolution (the update probability)
 _SLOT_BITS = 10  # a sample slot: (10 random bits * n_samples) >> 10
 
