@@ -17,7 +17,8 @@ Prints:
    run: wall seconds per grid frame and their ratio (target: this checkout no slower).
 3. ``host``: the BlazePose step (tracking, with the mask) and the ViBe step at batch 64 on real
    frames, in a process per checkout: CPU microseconds per frame outside the networks and ATen
-   operations per frame outside them (each one a kernel launch of a few microseconds on a GPU).
+   operations per frame outside them (each one a kernel launch of a few microseconds on a GPU);
+   numpy's ViBe (``vibe numpy``) on the same frames, one model per clip, for the CPU ratio.
    On the CPU the time outside the networks includes the arithmetic a GPU would do; the
    operation count is what stays on the host there.
 
@@ -40,7 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from bench_build import BUILD_CLIPS, CONFIG, SUPPORT, raw_layout, reference_tree  # noqa: E402
 
-COMPONENTS = ("pixel rules", "pose+mask", "vibe", "other")
+COMPONENTS = ("pixel rules", "pose+mask", "vibe", "other", "loading")
+PER_FRAME = COMPONENTS[:4]  # "loading": BlazePose's network loads, once per process and precision
 TORCH = """[pose]
 backend = "torch"
 [scenic]
@@ -88,14 +90,15 @@ def read_waits(path: Path) -> tuple[Counter, int, dict]:
 
 
 def print_waits(label: str, counts: Counter, frames: int) -> None:
-    total = sum(counts.values())
+    total = sum(v for (c, _), v in counts.items() if c in PER_FRAME)
     parts = []
     for component in COMPONENTS:
         n = sum(v for (c, _), v in counts.items() if c == component)
         kinds = ", ".join(f"{k} {v / frames:.2f}" for (c, k), v in sorted(counts.items()) if c == component)
         parts.append(f"{component} {n / frames:.2f}" + (f" ({kinds})" if kinds else ""))
     print(
-        f"waits {label:9s}: {total / max(frames, 1):6.2f} per grid frame over {frames} grid frames: " + "; ".join(parts)
+        f"waits {label:9s}: {total / max(frames, 1):6.2f} per grid frame over {frames} grid frames (loading "
+        f"apart): " + "; ".join(parts)
     )
 
 
@@ -107,7 +110,7 @@ def host_figures(batch: int, steps: int) -> dict:
     from pipeline.blazepose.engine import Networks, PoseEngine, TrackOptions
     from pipeline.decode import DecodeParams, iter_samples, target_size
     from pipeline.scenic import ScenicConfig, background_size, resized
-    from pipeline.vibe import ViBeParams
+    from pipeline.vibe import ViBe, ViBeParams
     from pipeline.vibe_torch import ViBeBank
 
     spec = __import__("importlib.util").util.spec_from_file_location("hw", ROOT / "pipeline" / "hostwaits.py")
@@ -141,9 +144,11 @@ def host_figures(batch: int, steps: int) -> dict:
     bank = ViBeBank(ViBeParams(), 0, "cpu")
     vslots = [bank.open() for _ in range(batch)]
     bank.step(vslots, [(s[0], m) for s, m in zip(small, masks, strict=True)])  # initialisation
+    models = [ViBe(s[0], ViBeParams(), seed=0, exclude=m) for s, m in zip(small, masks, strict=True)]
     for name, run in (
         ("pose+mask", lambda i: engine.step(slots, [r[i] for r in rows], mask_size)),
         ("vibe", lambda i: bank.step(vslots, [(s[i], m) for s, m in zip(small, masks, strict=True)])),
+        ("vibe numpy", lambda i: [v.apply(s[i], m) for v, s, m in zip(models, small, masks, strict=True)]),
     ):
         run(0)  # warm-up (the pose step detects here)
         in_nets[0], start = 0.0, time.perf_counter()
@@ -169,6 +174,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="+", choices=["waits", "timing", "host"], default=["waits", "timing", "host"])
     parser.add_argument("--ref", default="95d487e", help="the reference commit (default %(default)s)")
+    parser.add_argument(
+        "--checkouts", choices=["both", "this", "reference"], default="both", help="which checkouts to run"
+    )
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=4, help="host: steps timed after a warm-up (default 4)")
     parser.add_argument("--scratch", default=None, help="a directory for the builds (default: a temporary one)")
@@ -179,8 +187,11 @@ def main() -> None:
         return
     scratch = Path(args.scratch or tempfile.mkdtemp(prefix="bench-host-"))
     scratch.mkdir(parents=True, exist_ok=True)
-    ref = reference_tree(args.ref, scratch)
-    trees = (("reference", ref), ("this", ROOT))
+    trees = []
+    if args.checkouts in ("both", "reference"):
+        trees.append(("reference", reference_tree(args.ref, scratch)))
+    if args.checkouts in ("both", "this"):
+        trees.append(("this", ROOT))
     raw, pairing = raw_layout(scratch / "build", BUILD_CLIPS)
     config = scratch / "build" / "config.toml"
     config.write_text(CONFIG.format(screen="", extra=TORCH))
@@ -201,9 +212,8 @@ def main() -> None:
             walls[label] = build(tree, raw, pairing, config, scratch / "build" / f"work-{label}", None)
             per = f", {1000 * walls[label] / frames[label]:.1f} ms per grid frame" if label in frames else ""
             print(f"timing {label:9s}: build {walls[label]:.1f} s{per}", flush=True)
-        print(
-            f"timing: this checkout's build takes {walls['this'] / walls['reference']:.2f}x the reference's wall time"
-        )
+        if len(walls) == 2:
+            print(f"timing: this checkout's build takes {walls['this'] / walls['reference']:.2f}x the reference's")
     if "host" in args.only:
         for label, tree in trees:
             out = scratch / f"host-{label}.json"
@@ -212,7 +222,7 @@ def main() -> None:
             cmd += ["--batch", str(args.batch), "--steps", str(args.steps)]
             subprocess.run(cmd, cwd=tree, env=env, check=True)
             figures = json.loads(out.read_text())
-            for name in ("pose+mask", "vibe"):
+            for name in ("pose+mask", "vibe", "vibe numpy"):
                 f = figures[name]
                 print(
                     f"host {label:9s} {name:9s} batch {args.batch}: {f['us_outside_networks']:8.0f} us per frame outside "

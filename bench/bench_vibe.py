@@ -2,6 +2,7 @@
 against the published preprocessing, and the scenic and facial extractors end to end.
 
     python bench/bench_vibe.py [--clip PATH] [--seconds S] [--device cpu|cuda] [--out out/bench_vibe] [--vibe-only]
+    python bench/bench_vibe.py --against 95d487e [--batch 16] [--rounds 3]   # the torch ViBe's CPU ratio
 
 Prints:
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import sys
 import time
 from pathlib import Path
 
@@ -49,6 +51,8 @@ def build(module, config: dict, device: str | None):
 def previous_backgrounds(frames, params, window: int = 120, hop: int = 12) -> int:
     """The previous design, for its cost: a fresh ViBe model per window (from the window's first
     frame), the image being the mean of the model's samples at the window's end."""
+    import numpy as np
+
     from pipeline.vibe import ViBe
 
     models, images = {}, 0
@@ -59,7 +63,7 @@ def previous_backgrounds(frames, params, window: int = 120, hop: int = 12) -> in
             if start != index:
                 model.apply(frame)
         if (index + 1) % hop == 0:
-            models[max(0, index - window + 1)].background()
+            np.rint(models[max(0, index - window + 1)].samples.mean(axis=1, dtype=np.float32)).astype(np.uint8)
             images += 1
         for start in [s for s in models if s + window - 1 <= index]:
             del models[start]
@@ -99,6 +103,74 @@ def geometry_errors(seconds: float) -> list[tuple[str, float, float, float]]:
     return out
 
 
+def against_reference(ref: str, batch: int, steps: int, rounds: int) -> None:
+    """numpy's ViBe, this checkout's torch ViBe and ``ref``'s torch ViBe (its
+    ``pipeline/vibe_torch.py``, read with ``git show`` and imported beside this one: it needs only
+    :class:`pipeline.vibe.ViBeParams`) on the same real frames, ``batch`` clips a step on the CPU,
+    interleaved round by round in one process, so that the ratios see the same machine load."""
+    import importlib.util
+    import statistics
+    import subprocess
+    import tempfile
+
+    import numpy as np
+
+    from pipeline.decode import DecodeParams, iter_samples
+    from pipeline.scenic import ScenicConfig, background_size, resized
+    from pipeline.vibe import ViBe, ViBeParams
+    from pipeline.vibe_torch import ViBeBank
+
+    root = Path(__file__).resolve().parents[1]
+    source = subprocess.run(
+        ["git", "show", f"{ref}:pipeline/vibe_torch.py"], cwd=root, check=True, capture_output=True, text=True
+    ).stdout
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as fh:
+        fh.write(source)
+    spec = importlib.util.spec_from_file_location("reference_vibe_torch", fh.name)
+    reference = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = reference  # its dataclasses look their module up
+    spec.loader.exec_module(reference)
+    names = ("musepose_dance.mp4", "hybrik_taiji.mp4", "stgcn_ta_chi.mp4", "stgcn_clean_and_jerk.mp4")
+    n = 1 + steps * rounds
+    grid = DecodeParams(fps=25.0, max_side=640, end_s=n / 25.0)
+    config = ScenicConfig()
+    clips = []
+    for name in names:
+        frames = [s.image for s in iter_samples(CLIPS / name, grid)][:n]
+        clips.append([resized(f, background_size(f, config)) for f in frames])
+    rows = [clips[i % len(clips)] for i in range(batch)]
+    masks = [np.zeros(r[0].shape[:2], dtype=bool) for r in rows]
+    params = ViBeParams()
+    this, ref_bank = ViBeBank(params, 0, "cpu"), reference.ViBeBank(params, 0, "cpu")
+    slots = {id(b): [b.open() for _ in rows] for b in (this, ref_bank)}
+    models = [ViBe(r[0], params, seed=0, exclude=m) for r, m in zip(rows, masks, strict=True)]
+    for b in (this, ref_bank):
+        b.step(slots[id(b)], [(r[0], m) for r, m in zip(rows, masks, strict=True)])
+    runs = {
+        "numpy": lambda i: [v.apply(r[i], m) for v, r, m in zip(models, rows, masks, strict=True)],
+        "torch": lambda i: this.step(slots[id(this)], [(r[i], m) for r, m in zip(rows, masks, strict=True)]),
+        f"torch@{ref}": lambda i: ref_bank.step(
+            slots[id(ref_bank)], [(r[i], m) for r, m in zip(rows, masks, strict=True)]
+        ),
+    }
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for round_ in range(rounds):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            for i in range(1 + round_ * steps, 1 + (round_ + 1) * steps):
+                run(i)
+            times[name].append((time.perf_counter() - start) / (steps * batch))
+        print(f"round {round_}: " + ", ".join(f"{k} {1000 * v[-1]:.1f} ms/frame" for k, v in times.items()), flush=True)
+    sizes = sorted({r[0].shape[:2] for r in rows})
+    ratio = [t / r for t, r in zip(times["torch"], times[f"torch@{ref}"], strict=True)]
+    to_numpy = [t / r for t, r in zip(times["torch"], times["numpy"], strict=True)]
+    print(
+        f"ViBe at batch {batch} ({len(names)} real clips, sizes {sizes}, no person mask), median over {rounds} rounds: "
+        f"torch / torch@{ref} {statistics.median(ratio):.2f}x (rounds {', '.join(f'{r:.2f}' for r in ratio)}), "
+        f"torch / numpy {statistics.median(to_numpy):.2f}x"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clip", default=str(CLIPS / "hybrik_taiji.mp4"))
@@ -107,7 +179,15 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     parser.add_argument("--out", default="out/bench_vibe", help="directory for the background PNGs")
     parser.add_argument("--vibe-only", action="store_true", help="stop after the ViBe figures")
+    parser.add_argument(
+        "--against", metavar="REF", default=None, help="only: ViBe against REF's torch ViBe, interleaved (e.g. 95d487e)"
+    )
+    parser.add_argument("--batch", type=int, default=16, help="--against: clips a step (default %(default)s)")
+    parser.add_argument("--rounds", type=int, default=3, help="--against: rounds (default %(default)s)")
     args = parser.parse_args()
+    if args.against:
+        against_reference(args.against, args.batch, 2, args.rounds)
+        return
 
     import numpy as np
     import torch

@@ -68,7 +68,7 @@ run is reproducible.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -220,16 +220,6 @@ class ViBe:
         self.samples[:, slot, ny, nx] = planes[:, ys, xs]
         return ~background
 
-    def background(self) -> np.ndarray:
-        """Per-pixel mean of the samples, (H, W, 3) uint8 (a view of the model, not a window image)."""
-        mean = self.samples.mean(axis=1, dtype=np.float32)
-        return np.ascontiguousarray(np.rint(mean).astype(np.uint8).transpose(1, 2, 0))
-
-
-def window_ends(n_frames: int, hop: int = 12) -> list[int]:
-    """Indices of the frames that close a window: ``hop - 1``, ``2 hop - 1``, ... below ``n_frames``."""
-    return list(range(hop - 1, n_frames, hop))
-
 
 @dataclass(frozen=True)
 class WindowImage:
@@ -329,25 +319,6 @@ class WindowBackgrounds:
         if share > 0.0:
             image = cv2.inpaint(image, holes.astype(np.uint8), self.inpaint_radius, cv2.INPAINT_TELEA)
         return np.ascontiguousarray(image), share
-
-
-def window_backgrounds(
-    frames: Iterable[np.ndarray],
-    masks: Iterable[np.ndarray | None] | None = None,
-    *,
-    window: int = 120,
-    hop: int = 12,
-    params: ViBeParams = ViBeParams(),
-    seed: int = 0,
-) -> Iterator[WindowImage]:
-    """Every window's :class:`WindowImage` of ``frames`` with their person ``masks`` (None: none)."""
-    windows = WindowBackgrounds(window=window, hop=hop, params=params, seed=seed)
-    frames = iter(frames)
-    masks = iter(masks) if masks is not None else None
-    for frame in frames:
-        out = windows.push(frame, next(masks) if masks is not None else None)
-        if out is not None:
-            yield out
 
 
 def write_backgrounds(images: Iterable[tuple[float, np.ndarray]], directory: str | Path, stem: str) -> list[Path]:

@@ -9,27 +9,40 @@ samples, and one of a random 8-neighbour's, each with probability ``1 / subsampl
 than ``reset_share`` of the free pixels in the foreground re-initialises the model.
 
 No host waits. :meth:`ViBeBank.step` advances one frame of every clip of the step with one
-fixed sequence of tensor operations per frame size: every decision is made densely for every
-pixel with ``where`` (no boolean-mask indexing, no ``nonzero``, no value read on the host), the
-frames and masks of a size group go up in one copy (their rows, first-frame flags and draw keys in
-a second, small one), and the foreground masks and reset counts of the whole step come down in one.
-Built for a GPU: the update is dense (every sample of every pixel passes through ``where``), so on
-the CPU numpy's sparse :class:`pipeline.vibe.ViBe` is much faster and stays the default there
-(docs/GPU_NODE.md). A clip's model lives in a row of its frame size's pool.
+fixed sequence of tensor operations per frame size: every decision is made for every pixel with
+``where`` and scatters to fixed places (no boolean-mask indexing, no ``nonzero``, no value read on
+the host); the frames and masks of a size group go up in one copy (their rows and first-frame
+flags in a second, small one), and the foreground masks and reset counts of the whole step come
+down in one. A clip's model lives in a row of its frame size's pool; the rows of a step that are
+consecutive in the pool (a lone clip, or clips that opened together) are updated in place.
 
-Randomness is counter-based: every draw is a 32-bit integer hash (:func:`_mix`, integer ``torch``
-operations only, so identical on every device) of the clip's seed and frame index, the pixel
-and the draw's number. A clip's draws depend on nothing else (not its row, not the clips that
-share its steps), so its foregrounds are bit-identical alone or batched (``tests/test_vibe.py``).
-They are not numpy's draws: the two backends' images differ pixel by pixel while being equally
-good (``tests/test_scenic.py`` measures both against a known background and with a person
-detector).
+Layout and arithmetic (the CPU pays for every pass, a GPU for every launch): a sample is one
+int32, the four bytes R, G, B and one ignored, so the redraws, the initialisation and the
+updates move one element per sample; the matching runs on those bytes in uint8 (channel
+distances capped at ``3 * radius + 1``, so their sum fits a byte); a pixel's own update and its
+propagation are scatters of one value per pixel into a row's flat samples, where the pixels
+that do not write aim at a sink column after the samples, so no ``where`` over every sample is
+needed. On this CPU the torch ViBe is faster per frame than numpy's (docs/GPU_NODE.md).
 
-Deterministic writes: a pixel's own update and the redraws write only into that pixel, so they
-are ``where``s. Neighbour propagation can aim several pixels at one sample of one pixel (two
-neighbours, or a border pixel whose clamped target is a pixel another one also picked); the
-winner is defined, not left to a scatter's order: the source with the largest pixel index wins
-(a ``scatter_reduce`` with ``amax`` over ``source index << 24 | RGB``, which no order changes).
+Randomness: each frame size has fixed random tables (32-bit integer hashes, :func:`_mix`, of the
+bank's seed, the size, the row and the pixel, made with integer ``torch`` operations, so identical
+on every device): per pixel, the own update's flag (probability ``1 / subsampling``) and slot, the
+propagation's flag, direction and slot, and each sample's picked 8-neighbour (for the
+initialisation, redraws and resets). A clip's frame reads them at an offset along the pixels
+that is a hash of the clip's seed and frame index (:func:`frame_key`, made on the host), so a
+pixel's draws change from frame to frame and a clip's draws depend on nothing else (not its row,
+not the clips that share its steps): its foregrounds are bit-identical alone or batched
+(``tests/test_vibe.py``). Draws of one frame are independent across pixels; a pixel's draws at two
+frames are another pixel's at the offsets' difference, a correlation no rule of ViBe sees. They
+are not numpy's draws: the two backends' images differ pixel by pixel while being equally good
+(``tests/test_scenic.py`` measures both against a known background and against numpy's own
+spread over seeds).
+
+Deterministic writes: a pixel's own update writes only into that pixel. Neighbour propagation can
+aim several pixels at one sample of one pixel (two neighbours, or a border pixel whose clamped
+target is a pixel another one also picked); the winner is defined, not left to a scatter's order:
+the source with the largest pixel index wins (a ``scatter_reduce`` with ``amax`` of the source
+index over the target places, which no order changes; the losers aim at the sink).
 """
 
 from __future__ import annotations
@@ -43,8 +56,6 @@ from pipeline.vibe import NEIGHBOURS, ViBeParams, is_background, scene_changed
 
 _M32 = 0xFFFFFFFF
 _MIX = 0x45D9F3B  # below 2**31: a 32-bit value times it fits int64 without overflow
-_PICK_BITS = 3  # an 8-neighbour pick
-_PICKS_PER_HASH = 10  # 10 x 3 bits of one 32-bit hash
 _UNIT_BITS = 12  # a uniform draw in [0, 1) with 1/4096 resolution (the update probability)
 _SLOT_BITS = 10  # a sample slot: (10 random bits * n_samples) >> 10
 
@@ -71,14 +82,26 @@ def frame_key(seed: int, frame: int) -> int:
 
 @dataclass
 class _Pool:
-    """The models of the clips of one frame size: rows of ``samples`` (R, 3, N, H, W) uint8,
-    ``untrusted`` (R, H*W) bool (samples taken under the person mask) and ``resets`` (R,)."""
+    """The models of the clips of one frame size: rows of ``samples`` (R, N*H*W + 1) int32, each a
+    pixel's four bytes R, G, B and one ignored (the last column is a sink that writes which do not
+    happen go to, never read), ``untrusted``
+    (R, H*W) bool (samples taken under the person mask) and ``resets`` (R,); and the size's fixed
+    tables: ``neighbours``, ``padding`` and the random tables ``draws`` and ``picks`` (each twice over
+    along the pixels, so that a window of one frame's draws is a slice)."""
 
     samples: torch.Tensor
     untrusted: torch.Tensor
     resets: torch.Tensor
     neighbours: torch.Tensor  # (H*W, 8) int64: the flat index of each pixel's clamped 8-neighbours
+    padding: torch.Tensor  # ((H+2)*(W+2),) int64: the frame's pixel at each place of its edge-padded copy
+    draws: torch.Tensor  # (_ROWS, 2*H*W) int16: the updates' draws (module docstring)
+    picks: torch.Tensor  # (N, 2*H*W) int32: each sample's picked neighbour, as an offset in the padded frame
     free: list[int] = field(default_factory=list)
+
+
+# rows of a pool's random table (then one row per sample: the padded offset of its picked neighbour)
+_OWN, _OWN_SLOT, _SPREAD, _DIRECTION, _SPREAD_SLOT = range(5)
+_ROWS = 5
 
 
 @dataclass
@@ -113,7 +136,9 @@ class ViBeBank:
         """One clip's model (3, N, H, W) uint8 (a view of its pool's row)."""
         clip = self.clips[slot]
         h, w = clip.size
-        return self.pools[clip.size].samples[clip.row].view(3, self.params.n_samples, h, w)
+        n = self.params.n_samples
+        rgbx = self.pools[clip.size].samples[clip.row, : n * h * w].view(torch.uint8).view(n, h, w, 4)
+        return rgbx[..., :3].permute(3, 0, 1, 2)
 
     # -- one step ----------------------------------------------------------------------------
 
@@ -127,7 +152,12 @@ class ViBeBank:
             groups.setdefault(tuple(frame.shape[:2]), []).append(i)
         order, parts = [], []
         for size, idx in groups.items():
-            parts.append(self._step_group(size, [slots[i] for i in idx], [items[i] for i in idx]))
+            pool, rows, first = self._rows(size, [slots[i] for i in idx])
+            # the group in its rows' order: consecutive rows are a view of the pool, no copy
+            by_row = sorted(range(len(idx)), key=rows.__getitem__)
+            idx = [idx[k] for k in by_row]
+            rows, first = [rows[k] for k in by_row], [first[k] for k in by_row]
+            parts.append(self._step_group(size, pool, rows, first, [slots[i] for i in idx], [items[i] for i in idx]))
             order.extend(idx)
         packed = torch.cat(parts).cpu().numpy()  # the step's one download
         out: list[tuple[np.ndarray, int] | None] = [None] * len(slots)
@@ -150,6 +180,7 @@ class ViBeBank:
             if clip.size is None:
                 if not pool.free:
                     self._grow(pool, max(8, len(pool.resets)))
+                pool.free.sort()  # the lowest free row: a step's rows stay consecutive where they can
                 clip.size, clip.row = size, pool.free.pop(0)
             elif clip.size != size:
                 raise ValueError(f"frame size {size} differs from the model's {clip.size}")
@@ -164,14 +195,37 @@ class ViBeBank:
         offsets = torch.tensor(NEIGHBOURS, device=dev)
         ny = (ys.reshape(-1, 1) + offsets[:, 0]).clamp(0, h - 1)
         nx = (xs.reshape(-1, 1) + offsets[:, 1]).clamp(0, w - 1)
+        py = (torch.arange(h + 2, device=dev) - 1).clamp(0, h - 1)
+        px = (torch.arange(w + 2, device=dev) - 1).clamp(0, w - 1)
+        draws, picks = self._tables(h, w)
         pool = _Pool(
-            samples=torch.zeros((0, 3 * n, h * w), dtype=torch.uint8, device=dev),
+            samples=torch.zeros((0, n * h * w + 1), dtype=torch.int32, device=dev),
             untrusted=torch.zeros((0, h * w), dtype=torch.bool, device=dev),
             resets=torch.zeros(0, dtype=torch.int64, device=dev),
             neighbours=ny * w + nx,
+            padding=(py[:, None] * w + px[None, :]).reshape(-1),
+            draws=draws,
+            picks=picks,
         )
         self.pools[size] = pool
         return pool
+
+    def _tables(self, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The size's random table (module docstring): per pixel column, the own update's flag and
+        slot, the propagation's flag, direction and slot, and each sample's picked neighbour as an
+        offset in the edge-padded frame; hashes of (seed, size, row, column)."""
+        p, dev, hw = self.params, self.device, h * w
+        rows = _ROWS + p.n_samples  # the updates' draws, then one row per sample
+        counter = torch.arange(rows * hw, device=dev, dtype=torch.int64).view(rows, hw)
+        bits = _mix(_mix(counter ^ _mix_int(_mix_int(self.seed) ^ _mix_int(h * 65536 + w))))
+        unit = (bits & ((1 << _UNIT_BITS) - 1)) * p.subsampling >> _UNIT_BITS == 0
+        slot = ((bits >> _UNIT_BITS) & ((1 << _SLOT_BITS) - 1)) * p.n_samples >> _SLOT_BITS
+        offsets = torch.tensor([dy * (w + 2) + dx for dy, dx in NEIGHBOURS], device=dev)
+        table = torch.empty((_ROWS, hw), dtype=torch.int16, device=dev)
+        table[_OWN], table[_OWN_SLOT] = unit[_OWN], slot[_OWN_SLOT]
+        table[_SPREAD], table[_SPREAD_SLOT] = unit[_SPREAD], slot[_SPREAD_SLOT]
+        table[_DIRECTION] = bits[_DIRECTION] & 7
+        return table.repeat(1, 2), offsets[bits[_ROWS:] & 7].to(torch.int32).repeat(1, 2)
 
     @staticmethod
     def _grow(pool: _Pool, extra: int) -> None:
@@ -181,124 +235,123 @@ class ViBeBank:
         pool.resets = torch.cat([pool.resets, pool.resets.new_zeros(extra)])
         pool.free.extend(range(start, start + extra))
 
-    def _upload(self, items, rows, first, keys) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """A size group's frames (g, 3, H*W) uint8 and masks (g, H*W) bool in one copy, and its
-        rows, first-frame flags and draw keys (g,) in another."""
+    def _upload(self, items, rows, first) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A size group's frames and masks in one copy: the pixels (g, H*W) int32 (bytes R, G, B and
+        the mask) and the masks (g, H*W) bool; its rows and first-frame flags (g,) in another."""
         pixels = np.stack([np.concatenate([f, np.asarray(m, dtype=np.uint8)[..., None]], axis=-1) for f, m in items])
-        meta = torch.tensor([rows, [int(f) for f in first], keys], dtype=torch.int64)
+        meta = torch.tensor([rows, [int(f) for f in first]], dtype=torch.int64)
         cuda = self.device.type == "cuda"
         host = torch.from_numpy(pixels)
         if cuda:
             host, meta = host.pin_memory(), meta.pin_memory()
-        up = host.to(self.device, non_blocking=cuda).flatten(1, 2).transpose(1, 2)  # (g, 4, H*W)
+        up = host.to(self.device, non_blocking=cuda).flatten(1, 2)  # (g, H*W, 4) uint8
         meta = meta.to(self.device, non_blocking=cuda)
-        return up[:, :3], up[:, 3].bool(), meta
+        return up.view(torch.int32).squeeze(2), up[..., 3].bool(), meta
 
-    def _step_group(self, size: tuple[int, int], slots: list[int], items) -> torch.Tensor:
-        """Advance the clips of one frame size; returns their packed output (foreground bytes, then
-        the reset count's 8 bytes, per clip) on the device."""
-        p = self.params
-        pool, rows, first = self._rows(size, slots)
+    def draws(self, size: tuple[int, int], keys: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The random tables' window of each frame key: the updates' draws (g, _ROWS, H*W) int16
+        and the picks (g, N, H*W) int32, slices of the size's tables at an offset that is a hash
+        of the key (made on the host: no wait)."""
+        pool = self.pools.get(size) or self._new_pool(size)
+        hw = size[0] * size[1]
+        return (
+            torch.stack([pool.draws[:, k % hw : k % hw + hw] for k in keys]),
+            torch.stack([pool.picks[:, k % hw : k % hw + hw] for k in keys]),
+        )
+
+    def _step_group(self, size, pool: _Pool, rows: list[int], first: list[bool], slots: list[int], items):
+        """Advance the clips of one frame size (in rows ``rows`` of ``pool``); returns their packed
+        output (foreground bytes, then the reset count's 8 bytes, per clip) on the device."""
+        p, n = self.params, self.params.n_samples
         keys = []
         for slot in slots:
             clip = self.clips[slot]
             keys.append(frame_key(self.seed, clip.frames))
             clip.frames += 1
-        frame, exclude, meta = self._upload(items, rows, first, keys)
-        row, is_first, key = meta[0], meta[1].bool(), meta[2]
+        frame, exclude, meta = self._upload(items, rows, first)
+        row, is_first = meta[0], meta[1].bool()
         g, hw = exclude.shape
-        n = p.n_samples
-        samples = pool.samples.index_select(0, row).view(g, 3, n, hw)
-        untrusted = pool.untrusted.index_select(0, row)
-        draws = self._draws(key, hw)
+        consecutive = rows == list(range(rows[0], rows[0] + g))  # known on the host: no wait
+        if consecutive:  # the pool's rows themselves, updated in place
+            store = pool.samples.narrow(0, rows[0], g)
+            untrusted = pool.untrusted.narrow(0, rows[0], g)
+        else:
+            store = pool.samples.index_select(0, row)
+            untrusted = pool.untrusted.index_select(0, row)
+        samples = store[:, : n * hw].view(g, n, hw)  # (store: the clips' models and the sink)
+        draws, picks = self.draws(size, keys)
 
         # initialisation, redraws and resets all take the same draw from this frame's neighbourhood
-        drawn = self._neighbour_values(frame, pool.neighbours, draws["picks"])
+        drawn = self._neighbour_values(frame, pool.padding, picks, size)
         redraw = (untrusted & ~exclude) | is_first[:, None]
-        samples = torch.where(redraw[:, None, None], drawn, samples)
+        torch.where(redraw[:, None], drawn, samples, out=samples)
         untrusted = torch.where(is_first[:, None], exclude, untrusted & exclude)
         background = is_background(self._matches(samples, frame), p)
         free = ~exclude
         reset = scene_changed((~background & free).sum(dim=1), free.sum(dim=1), p) & ~is_first
-        samples = torch.where(reset[:, None, None, None], drawn, samples)
         untrusted = torch.where(reset[:, None], exclude, untrusted)
         updatable = background & free & ~(reset | is_first)[:, None]
-        samples = self._own_update(samples, frame, updatable & draws["own"], draws["own_slot"])
-        samples = self._propagate(samples, frame, exclude, updatable & draws["spread"], draws, pool.neighbours)
+        pixel = torch.arange(hw, device=self.device)
+        sink = n * hw
+        # a drawn background pixel replaces its own sample: one write per pixel, distinct places
+        own = torch.where(updatable & draws[:, _OWN].bool(), draws[:, _OWN_SLOT].long() * hw + pixel, sink)
+        store.scatter_(1, own, frame)
+        store.scatter_(1, self._propagation(draws, updatable, exclude, pool.neighbours, sink), frame)
+        torch.where(reset[:, None, None], drawn, samples, out=samples)
 
-        pool.samples.index_copy_(0, row, samples.view(g, 3 * n, hw))
-        pool.untrusted.index_copy_(0, row, untrusted)
+        if consecutive:
+            pool.untrusted.narrow(0, rows[0], g).copy_(untrusted)
+        else:
+            pool.samples.index_copy_(0, row, store)
+            pool.untrusted.index_copy_(0, row, untrusted)
         resets = pool.resets.index_select(0, row) + reset.long()
         pool.resets.index_copy_(0, row, resets)
         foreground = (~background & ~(reset | is_first)[:, None]).to(torch.uint8)
         count_bytes = resets.view(torch.uint8).view(g, 8)
         return torch.cat([foreground, count_bytes], dim=1).reshape(-1)
 
-    def _draws(self, key: torch.Tensor, hw: int) -> dict[str, torch.Tensor]:
-        """Every random decision of a frame, per clip and pixel, from hashes of (key, pixel, draw)."""
-        p = self.params
-        pick_hashes = -(-p.n_samples // _PICKS_PER_HASH)
-        per_pixel = pick_hashes + 2
-        counter = torch.arange(hw, device=self.device, dtype=torch.int64)[None, :, None] * per_pixel
-        counter = counter + torch.arange(per_pixel, device=self.device, dtype=torch.int64)
-        h = _mix(_mix(counter ^ key[:, None, None])).permute(2, 0, 1).contiguous()  # (per_pixel, g, HW)
-        picks = torch.stack(  # (g, N, HW) uint8, one sample at a time (an int64 (g, N, HW) is large)
-            [
-                ((h[i // _PICKS_PER_HASH] >> (_PICK_BITS * (i % _PICKS_PER_HASH))) & 7).to(torch.uint8)
-                for i in range(p.n_samples)
-            ],
-            dim=1,
-        )
-        unit = (1 << _UNIT_BITS) - 1
-        slot = (1 << _SLOT_BITS) - 1
-        own, spread = h[pick_hashes], h[pick_hashes + 1]
-        return {
-            "picks": picks,
-            "own": ((own & unit) * p.subsampling) >> _UNIT_BITS == 0,
-            "own_slot": (((own >> _UNIT_BITS) & slot) * p.n_samples) >> _SLOT_BITS,
-            "spread": ((spread & unit) * p.subsampling) >> _UNIT_BITS == 0,
-            "direction": (spread >> _UNIT_BITS) & 7,
-            "spread_slot": (((spread >> (_UNIT_BITS + _PICK_BITS)) & slot) * p.n_samples) >> _SLOT_BITS,
-        }
-
     @staticmethod
-    def _neighbour_values(frame: torch.Tensor, neighbours: torch.Tensor, picks: torch.Tensor) -> torch.Tensor:
-        """Each sample's value from its picked 8-neighbour: (g, 3, N, HW) uint8, one gather."""
-        g, _, hw = frame.shape
+    def _neighbour_values(frame, padding, picks, size) -> torch.Tensor:
+        """Each sample's value from its picked 8-neighbour: (g, N, HW) int32, one gather from the
+        edge-padded frame (the same values as clamping to the border)."""
+        g, hw = frame.shape
         n = picks.shape[1]
-        index = neighbours.reshape(-1)[torch.arange(hw, device=frame.device) * 8 + picks]  # (g, N, HW) int64
-        return frame[:, :, None, :].expand(g, 3, n, hw).gather(3, index[:, None].expand(g, 3, n, hw))
+        h, w = size
+        padded = frame.index_select(1, padding)  # (g, (H+2)*(W+2))
+        dev = frame.device
+        inner = (torch.arange(h, device=dev, dtype=torch.int32)[:, None] + 1) * (w + 2) + 1
+        centre = (inner + torch.arange(w, device=dev, dtype=torch.int32)).reshape(-1)  # each pixel's padded place
+        clip = torch.arange(g, device=dev, dtype=torch.int32)[:, None, None] * padded.shape[1]
+        index = picks.add_(centre).add_(clip)  # (g, N, HW) int32 places in all the padded frames, in place
+        return padded.reshape(-1).index_select(0, index.reshape(-1)).view(g, n, hw)
 
     def _matches(self, samples: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
-        """Samples within L1 distance ``3 * radius`` of each pixel: (g, HW), channel by channel."""
-        distance = None
-        for c in range(3):
-            d = (samples[:, c].to(torch.int16) - frame[:, c, None].to(torch.int16)).abs_()
-            distance = d if distance is None else distance.add_(d)
-        return (distance <= 3 * self.params.radius).sum(dim=1)
+        """Samples within L1 distance ``3 * radius`` of each pixel: (g, HW) uint8, in uint8 on the
+        four bytes of each value at once: each channel's distance ``max - min`` capped at
+        ``3 * radius + 1`` (a capped channel alone puts the sum over the threshold, and three capped
+        ones stay below 256), then the sum of the R, G and B bytes."""
+        cap = 3 * self.params.radius + 1
+        g, n, hw = samples.shape
+        s = samples.view(torch.uint8).view(g, n, hw, 4)
+        f = frame.view(torch.uint8).view(g, 1, hw, 4)
+        d = torch.maximum(s, f).sub_(torch.minimum(s, f)).clamp_max_(cap)
+        distance = (d[..., 0] + d[..., 1]).add_(d[..., 2])
+        return (distance < cap).view(torch.uint8).sum(dim=1, dtype=torch.uint8)
 
-    def _own_update(self, samples, frame, write, slot) -> torch.Tensor:
-        """A drawn background pixel replaces its sample ``slot`` by its value."""
-        n = self.params.n_samples
-        hit = (torch.arange(n, device=self.device)[None, :, None] == slot[:, None, :]) & write[:, None, :]
-        return torch.where(hit[:, None], frame[:, :, None, :], samples)
-
-    def _propagate(self, samples, frame, exclude, write, draws, neighbours) -> torch.Tensor:
-        """A drawn background pixel writes its value into sample ``spread_slot`` of its picked
-        8-neighbour, unless the person covers that neighbour; colliding writes: the largest source
-        pixel index wins (module docstring)."""
-        g, _, n, hw = samples.shape
+    def _propagation(self, draws, updatable, exclude, neighbours, sink) -> torch.Tensor:
+        """Where each pixel's propagated write goes (flat place in its clip's samples, or ``sink``):
+        a drawn background pixel writes its value into sample ``spread_slot`` of its picked
+        8-neighbour, unless the person covers that neighbour; of the writes aimed at one place, the
+        largest source pixel index wins (module docstring), the others go to the sink."""
+        g, hw = updatable.shape
         pixel = torch.arange(hw, device=self.device)
-        target = neighbours.reshape(-1)[pixel * 8 + draws["direction"]]  # (g, HW)
-        rgb = frame.long()
-        value = (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]
-        key = torch.where(write, ((pixel + 1) << 24) | value, torch.zeros_like(value))
-        best = torch.zeros((g, n * hw), dtype=torch.int64, device=self.device)
-        best.scatter_reduce_(1, draws["spread_slot"] * hw + target, key, reduce="amax")
-        best = best.view(g, n, hw)
-        hit = (best > 0) & ~exclude[:, None, :]
-        written = torch.stack([(best >> 16) & 255, (best >> 8) & 255, best & 255], dim=1).to(torch.uint8)
-        return torch.where(hit[:, None], written, samples)
+        target = neighbours.reshape(-1)[pixel * 8 + draws[:, _DIRECTION]]  # (g, HW)
+        write = updatable & draws[:, _SPREAD].bool() & ~exclude.gather(1, target)
+        place = torch.where(write, draws[:, _SPREAD_SLOT].long() * hw + target, sink)
+        source = (pixel + 1).to(torch.int32).expand(g, hw)
+        best = torch.empty((g, sink + 1), dtype=torch.int32, device=self.device)  # read only where written
+        best.scatter_reduce_(1, place, source, reduce="amax", include_self=False)
+        return torch.where(best.gather(1, place) == source, place, sink)
 
 
 class TorchViBe:

@@ -109,3 +109,38 @@ def test_a_blazepose_step_waits_only_for_its_one_download(nets):
     static = PoseEngine(nets, TrackOptions(static=True))
     rows = [static.open() for _ in range(2)]
     assert _counted_steps(static.step, [(rows, [dancer[0], empty])]) == [ONE_DOWNLOAD]
+
+
+def test_the_scenic_path_waits_once_a_frame_in_each_step_and_nowhere_else(monkeypatch):
+    """The whole scenic path of a real clip on the torch path (1 s of stgcn_ta_chi, 25 grid frames
+    at a 64 px grid, the mask by torch BlazePose, the torch ViBe): one download a frame in the
+    tracking BlazePose step, one in ViBe's, and the scene network's one download a batch of
+    images; no wait outside the steps (the mask's resize and dilation, the windows, the glue), so a
+    per-frame ``.item()`` or ``.cpu()`` that comes back fails here. BlazePose's network loads
+    (weights read into tensors, once per load, not per frame) are counted apart. The process's
+    batch servers are made afresh inside the count, so their threads are counted too."""
+    from pipeline import batching, scenic
+
+    waits = HostWaits()
+
+    def counted(method, component):
+        def run(self, *args, **kwargs):
+            with waits.component(component):
+                return method(self, *args, **kwargs)
+
+        return run
+
+    monkeypatch.setattr(batching, "_SERVERS", {})
+    monkeypatch.setattr(ViBeBank, "step", counted(ViBeBank.step, "vibe"))
+    monkeypatch.setattr(PoseEngine, "step", counted(PoseEngine.step, "pose+mask"))
+    monkeypatch.setattr(Networks, "__init__", counted(Networks.__init__, "loading"))
+    waits.install()  # this thread and every thread started from here on (the servers')
+    try:
+        config = {"end_s": 1.0, "short_side": 64, "vibe_backend": "torch", "mask_backend": "torch"}
+        extractor = scenic.build_extractor(config, untrained=True, device="cpu")
+        seq = extractor.compute(SHARED_CLIPS / "stgcn_ta_chi.mp4", "0" * 64)
+    finally:
+        waits.uninstall()
+    per_frame = {key: n for key, n in waits.counts.items() if key[0] != "loading"}
+    assert len(seq.timestamps) == 2  # windows ending at grid frames 11 and 23
+    assert per_frame == {("vibe", "download"): 25, ("pose+mask", "download"): 25, ("other", "download"): 1}

@@ -105,8 +105,8 @@ def _mae(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> float:
 @pytest.mark.parametrize("vibe", ["numpy", "torch"])
 def test_background_matches_the_true_scene_inside_the_dancers_region(composite, vibe):
     """The torch ViBe's images are as good as numpy's: within 10 % of its error (measured with its
-    hash draws: 11.46-11.60 against numpy's 11.45-11.57 grey levels, 3.66-3.72 against 3.65-3.68
-    where the scene was ever visible)."""
+    hashed tables: 11.62-11.83 against numpy's 11.45-11.57 grey levels, at most 2.3 % more, a margin
+    of 7.5 points; 3.74-3.92 against 3.65-3.68 where the scene was ever visible)."""
     found = _windows(composite, 0, vibe)
     numpy_images = _windows(composite, 0) if vibe == "torch" else found
     frames, truth, covered = composite["frames"], np.stack(composite["truth"]), composite["covered"]
@@ -124,7 +124,8 @@ def test_background_matches_the_true_scene_inside_the_dancers_region(composite, 
         previous = ViBe(frames[end - 119], seed=(0, end - 119))
         for frame in frames[end - 118 : end + 1]:
             previous.apply(frame)
-        before = _mae(previous.background(), plate, region)
+        mean = np.rint(previous.samples.mean(axis=1, dtype=np.float32)).astype(np.uint8).transpose(1, 2, 0)
+        before = _mae(mean, plate, region)
         # measured: error 11.5-11.6 (3.7 where the scene was ever visible, 25.5 where the dancer
         # stood all window long and the image is inpainted); untouched frames 52-53; previous 49-52
         print(
@@ -161,60 +162,110 @@ def _people(image: np.ndarray, detector) -> int:
     return len(find_people(big, detector))
 
 
-@functools.cache
-def _real_clip_backgrounds(vibe: str) -> tuple[int, int, int]:
-    """(images, images the detector finds a person in, frames it finds the dancer in) over the
-    first 6 s of three single-dancer clips, as the build runs scenic by default (the mask on the
-    640 px pose grid, ViBe at 256 px), with ``vibe``'s ViBe; checks the static scene on the way."""
-    from pipeline.pose import BlazePose
+REAL_CLIPS = ("stgcn_ta_chi.mp4", "musepose_dance.mp4", "hybrik_taiji.mp4")
 
-    detector = BlazePose(static=True)
+
+@functools.cache
+def _real_clip_inputs() -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+    """The first 6 s of three single-dancer clips as the build runs scenic by default: each grid
+    frame resized to the background size (256 px) with its person mask (made on the 640 px pose
+    grid), ``(frame, mask)`` per frame, per clip; made once for every ViBe run below."""
     config = scenic.ScenicConfig(end_s=6.0)
-    size = config.short_side
-    with_person = shown = images = 0
-    for name in ("stgcn_ta_chi.mp4", "musepose_dance.mp4", "hybrik_taiji.mp4"):
-        scene = scenic.SceneBackgrounds(config, vibe_device="cpu" if vibe == "torch" else None)
-        masks = []
+    out = {}
+    for name in REAL_CLIPS:
+        masks, frames = scenic.PersonMasks(config), []
         for sample in iter_samples(CLIPS / name, scenic.decode_params(config)):
             assert max(sample.image.shape[:2]) <= 640
-            out = scene.push(sample.image, sample.index)
-            masks.append(scene.last_person)
-            if out is None:
+            size = scenic.background_size(sample.image, config)
+            frames.append((scenic.resized(sample.image, size), masks.mask(sample.image, size, sample.index)))
+        masks.close()
+        out[name] = frames
+    return out
+
+
+@functools.cache
+def _real_clip_backgrounds(vibe: str, seed: int = 0) -> dict[str, list]:
+    """The window images (:class:`pipeline.vibe.WindowImage`) of :func:`_real_clip_inputs`, per
+    clip, with ``vibe``'s ViBe (numpy, or torch on the CPU) and ``seed``; checks on the way that
+    the static scene, away from every person mask of the window, stays close to the frame."""
+    from pipeline.vibe_torch import vibe_model
+
+    config = scenic.ScenicConfig(end_s=6.0)
+    size = config.short_side
+    out = {}
+    for name, frames in _real_clip_inputs().items():
+        model = vibe_model(config.vibe_params(), seed, "cpu") if vibe == "torch" else None
+        windows = WindowBackgrounds(params=config.vibe_params(), seed=seed, model=model)
+        images = []
+        for i, (frame, mask) in enumerate(frames):
+            got = windows.push(frame, mask)
+            if got is None:
                 continue
-            frame = scenic.resized(sample.image, scenic.background_size(sample.image, config))
-            assert min(frame.shape[:2]) == size and out.image.shape == frame.shape
-            images += 1
-            with_person += _people(out.image, detector) > 0
-            shown += _people(frame, detector) > 0  # the detector does see the dancer here
-            # static scene content: pixels farther than 10 % of the short side from every
-            # person mask of the window stay close to the frame
-            union = np.stack(masks[max(0, out.end - 119) :]).any(0).astype(np.uint8)
+            assert min(frame.shape[:2]) == size and got.image.shape == frame.shape
+            union = np.stack([m for _, m in frames[max(0, i - 119) : i + 1]]).any(0).astype(np.uint8)
             away = cv2.distanceTransform(1 - union, cv2.DIST_L2, 5) > 0.1 * size
             assert away.mean() > 0.15
             # measured at 256 px: at most 7.5 (hybrik_taiji; musepose_dance's burned-in lyrics 4.3)
-            assert _mae(out.image, frame, away) < 12, name
-        scene.close()
-    detector.close()
-    return images, with_person, shown
+            assert _mae(got.image, frame, away) < 12, name
+            images.append(got)
+        windows.close()
+        out[name] = images
+    return out
+
+
+def _images_apart(a: dict[str, list], b: dict[str, list]) -> float:
+    """Mean absolute difference (grey levels) between two runs' window images, over every image."""
+    return float(
+        np.mean(
+            [
+                _mae(x.image, y.image, np.ones(x.image.shape[:2], bool))
+                for n in a
+                for x, y in zip(a[n], b[n], strict=True)
+            ]
+        )
+    )
 
 
 @pytest.mark.slow  # about 30 s a backend: three clips, 6 s each, at the default size, plus the detector
 @pytest.mark.parametrize("vibe", ["numpy", "torch"])
 def test_real_clips_background_images_show_no_person_and_keep_the_scene(vibe):
-    images, with_person, shown = _real_clip_backgrounds(vibe)
+    """The detector finds a person in at most 10 % of the background images, with either ViBe.
+
+    The two ViBe backends are one rule set (pipeline.vibe) with different random draws: numpy's
+    generator draws per pixel where the rules need it; the torch ViBe reads tables of hashed draws
+    at a per-frame offset, so that a GPU draws with no host wait. They cannot give equal images,
+    and a count of detections, a few images out of 36, flips on any pixel: BlazePose's detections
+    here are of the scene (a crouching body in musepose_dance's painted bush), so one image more
+    or less is a different draw, not a worse model. The principled comparison is with numpy's own
+    variation: the torch images lie about as far from numpy's (seed 0) as numpy's with another
+    seed do (measured: 0.046 grey levels against numpy's 0.038, 1.21 times; bound 1.5 times, a
+    margin of 24 %). Detections: numpy 2 of 36, torch 0 of 36 (the earlier hash-draw torch ViBe 3)."""
+    from pipeline.pose import BlazePose
+
+    detector = BlazePose(static=True)
+    images = with_person = shown = 0
+    backgrounds = _real_clip_backgrounds(vibe)
+    for name, frames in _real_clip_inputs().items():
+        for got in backgrounds[name]:
+            images += 1
+            with_person += _people(got.image, detector) > 0
+            shown += _people(frames[got.end][0], detector) > 0  # the detector does see the dancer here
+    detector.close()
     print(f"{vibe}: a person in {with_person} of {images} background images; the dancer in {shown} frames")
     assert images == 36
     assert shown >= 0.9 * images  # measured 36 of 36
-    # measured 2 of 36 with the mask on the 640 px pose grid (1 of 36 with it on the 256 px grid,
-    # 0 of 36 at 128; the previous design: a person in every image). Both are the detector's, not
-    # a leftover of the dancer: BlazePose sees a crouching body in musepose_dance's painted bush,
+    # measured 2 of 36 (numpy) with the mask on the 640 px pose grid (1 of 36 with it on the 256 px
+    # grid, 0 of 36 at 128; the previous design: a person in every image). Both are the detector's,
+    # not a leftover of the dancer: BlazePose sees a crouching body in musepose_dance's painted bush,
     # bottom left (windows ending at frames 107 and 131), with 32 % of its landmarks in the region
     # the dancer covered during the window; on that clip's first 20 s it does so on 6 of 25 images.
     assert with_person <= 0.1 * images, with_person
     if vibe == "torch":
-        # close to numpy's: measured 3 (hash draws) against numpy's 2; the earlier generator-based
-        # torch ViBe had 2. Within 10 % of a count of 2 leaves no image, so one image is allowed
-        assert with_person <= _real_clip_backgrounds("numpy")[1] + 1
+        reference = _real_clip_backgrounds("numpy")
+        spread = _images_apart(_real_clip_backgrounds("numpy", seed=1), reference)
+        apart = _images_apart(backgrounds, reference)
+        print(f"torch against numpy: {apart:.3f} grey levels; numpy seed 1 against seed 0: {spread:.3f}")
+        assert apart <= 1.5 * spread, (apart, spread)
 
 
 def test_moving_camera_does_not_crash_the_extractor():

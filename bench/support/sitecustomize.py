@@ -26,7 +26,8 @@ if _log:
 # Host waits (bench/bench_host.py): with $VDV_BENCH_HOSTWAITS set, the counter of
 # $VDV_BENCH_HOSTWAITS_CODE (this checkout's pipeline/hostwaits.py, loaded by path so that a build
 # of another checkout is counted the same way) counts in every thread of the process, each step of
-# BlazePose and ViBe under its component's name, and writes the counts there (JSON) at exit.
+# BlazePose and ViBe under its component's name (BlazePose's network loads under "loading": once
+# per load, not per frame), and writes the counts there (JSON) at exit.
 _waits_out = os.environ.get("VDV_BENCH_HOSTWAITS")
 if _waits_out:
     import atexit
@@ -51,9 +52,20 @@ if _waits_out:
 
         cls.step = step
 
+    def _wrap_load(cls):
+        real = cls.__init__
+
+        def init(self, *args, **kwargs):
+            with _counter.component("loading"):  # once per network load, not per frame
+                real(self, *args, **kwargs)
+
+        cls.__init__ = init
+
     try:
-        from pipeline.blazepose.engine import PoseEngine
+        from pipeline.blazepose.engine import Networks, PoseEngine
         from pipeline.vibe_torch import ViBeBank
+
+        _wrap_load(Networks)
 
         _wrap(ViBeBank, "vibe", "vibe_rows")
         _static = lambda engine: engine.options.static  # noqa: E731
