@@ -134,8 +134,10 @@ class ExtractionPlan:
         from pipeline.placement import resolve_placement
 
         chosen = modalities.ordered(wanted)
-        placement = placement or resolve_placement(config, device, precision)
-        sections, _ = modalities.resolved_sections(chosen, config, placement=placement)
+        placement = placement or resolve_placement(
+            config, device, precision, backends=modalities.backend_settings(config)
+        )
+        sections = modalities.resolved_sections(chosen, config, placement=placement)
         return cls(
             chosen,
             json.dumps(sections, sort_keys=True),
@@ -245,6 +247,8 @@ def _warn_unshared(extractors: Mapping[str, FeatureExtractor]) -> None:
     for modality, extractor in extractors.items():
         run = extractor.shared_run()
         if run is not None:
+            if run.kind not in modalities.get(modality).shares:
+                raise RuntimeError(f"the {modality} extractor shares a {run.kind} run its record does not declare")
             runs.setdefault(run.kind, {})[modality] = run
     for kind, users in runs.items():
         keys = {run.key for run in users.values()}
@@ -460,7 +464,9 @@ def plan_extraction(
     section = extract_config(config)
     decode_config(config)  # a bad [decode] section fails here, not in every clip
     try:
-        placement = placement or resolve_placement(config, device, precision)
+        placement = placement or resolve_placement(
+            config, device, precision, backends=modalities.backend_settings(config)
+        )
     except ValueError as err:
         raise ConfigError(str(err)) from err
     threads = section.threads or (threads_per_task(in_flight) if in_flight else None)

@@ -50,11 +50,11 @@ PIXEL_RULE_MODULES = (
     "pipeline.rules",
     "pipeline.people",
     "pipeline.motion",
-    "pipeline.pose",
     "pipeline.skeleton",
     "pipeline.decode",
 )
-"""The code the pixel rules' results depend on (part of their identity)."""
+"""The code the pixel rules' results depend on (part of their identity), with the people counter's
+BlazePose backend's (:func:`pipeline.blazepose.backends.backend_code`)."""
 
 
 @dataclass(frozen=True)
@@ -218,8 +218,8 @@ class PixelRules:
         placement: Placement | None = None,
     ):
         from pipeline import visual
+        from pipeline.blazepose.backends import backend_code
         from pipeline.config import stage_config
-        from pipeline.pose import backend_code
         from pipeline.provenance import canonical_json, code_version
 
         self.config = stage_config(visual.VisualConfig, dict(config or {}), "visual")
@@ -233,7 +233,7 @@ class PixelRules:
         self._fingerprint = canonical_json(
             {
                 "visual": dataclasses.asdict(self.config),
-                "pose": dataclasses.asdict(self.pose),
+                "people_counter": dataclasses.asdict(self.pose),
                 "code": code_version(*PIXEL_RULE_MODULES, *backend_code(self.pose.backend)),
                 "thumbnails": self.thumbnails,
             }

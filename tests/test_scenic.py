@@ -37,7 +37,7 @@ SIZE = 128  # grid short side of the checks on real footage
 
 @pytest.fixture(scope="module")
 def extractor():
-    return scenic.build_extractor({"end_s": 2.0, "short_side": SIZE}, untrained=True, device="cpu")
+    return scenic.MODALITY.build({"end_s": 2.0, "short_side": SIZE}, untrained=True, device="cpu")
 
 
 # -- ground truth: a real dancer over a real empty scene -------------------------------------------
@@ -166,9 +166,10 @@ def _real_clip_backgrounds(vibe: str) -> tuple[int, int, int]:
     """(images, images the detector finds a person in, frames it finds the dancer in) over the
     first 6 s of three single-dancer clips, as the build runs scenic by default (the mask on the
     640 px pose grid, ViBe at 256 px), with ``vibe``'s ViBe; checks the static scene on the way."""
-    from pipeline.pose import BlazePose
+    from pipeline.blazepose.backends import BlazePose
+    from pipeline.blazepose.settings import TrackOptions
 
-    detector = BlazePose(static=True)
+    detector = BlazePose(TrackOptions(static=True))
     config = scenic.ScenicConfig(end_s=6.0)
     size = config.short_side
     with_person = shown = images = 0
@@ -225,7 +226,7 @@ def test_moving_camera_does_not_crash_the_extractor():
     from pipeline.decode import stream_info
 
     path = CLIPS / "trackanything_test-sample2_cat.mp4"
-    ex = scenic.build_extractor({"end_s": 2.0, "short_side": 96}, untrained=True, device="cpu")
+    ex = scenic.MODALITY.build({"end_s": 2.0, "short_side": 96}, untrained=True, device="cpu")
     clip = ex.consumer("e" * 64)
     try:
         for sample in iter_samples(path, ex.decode_params()):
@@ -269,23 +270,23 @@ def test_shard_has_one_sample_every_12_frames_with_provenance(extractor, tmp_pat
 
 def test_person_mask_parameters_are_part_of_the_identity(extractor):
     for change in ({"mask_threshold": 0.6}, {"mask_dilate": 0.05}, {"inpaint_radius": 3}, {"reset_share": 0.7}):
-        other = scenic.build_extractor({"end_s": 2.0, "short_side": SIZE, **change}, untrained=True, device="cpu")
+        other = scenic.MODALITY.build({"end_s": 2.0, "short_side": SIZE, **change}, untrained=True, device="cpu")
         assert other.identity("b" * 64) != extractor.identity("b" * 64), change
 
 
 def test_deterministic_and_seeded():
-    one = scenic.build_extractor({"end_s": 1.0, "short_side": 96}, untrained=True, device="cpu")
+    one = scenic.MODALITY.build({"end_s": 1.0, "short_side": 96}, untrained=True, device="cpu")
     a = one.compute(MOONWALK, "b" * 64)
     b = one.compute(MOONWALK, "b" * 64)
     np.testing.assert_array_equal(a.features, b.features)
-    other = scenic.build_extractor({"end_s": 1.0, "short_side": 96, "seed": 1}, untrained=True, device="cpu")
+    other = scenic.MODALITY.build({"end_s": 1.0, "short_side": 96, "seed": 1}, untrained=True, device="cpu")
     assert not np.array_equal(other.compute(MOONWALK, "b" * 64).features, a.features)
     assert other.identity("b" * 64) != one.identity("b" * 64)
 
 
 def test_save_backgrounds_writes_pngs_and_their_inpainted_share(tmp_path):
     out = tmp_path / "png"
-    ex = scenic.build_extractor(
+    ex = scenic.MODALITY.build(
         {"end_s": 1.0, "short_side": SIZE, "save_backgrounds": str(out)}, untrained=True, device="cpu"
     )
     seq = ex.compute(MOONWALK, "c" * 64)
@@ -306,7 +307,7 @@ def test_save_backgrounds_writes_pngs_and_their_inpainted_share(tmp_path):
 
 
 def test_clip_shorter_than_one_window_is_a_recorded_rejection():
-    ex = scenic.build_extractor({"end_s": 0.3, "short_side": 96}, untrained=True, device="cpu")
+    ex = scenic.MODALITY.build({"end_s": 0.3, "short_side": 96}, untrained=True, device="cpu")
     with pytest.raises(ClipError) as err:
         ex.compute(MOONWALK, "d" * 64)
     assert err.value.reason is Reason.TOO_SHORT and err.value.clip_id == "d" * 64
@@ -314,7 +315,7 @@ def test_clip_shorter_than_one_window_is_a_recorded_rejection():
 
 def test_configuration_is_checked():
     with pytest.raises(ConfigError):
-        scenic.build_extractor({"windw": 100}, untrained=True, device="cpu")
+        scenic.MODALITY.build({"windw": 100}, untrained=True, device="cpu")
     with pytest.raises(ValueError):
         scenic.ScenicConfig(hop=24, window=12)
     with pytest.raises(ValueError):

@@ -26,5 +26,5 @@ COMPUTE_MODULES = (
 )
 
 # the code that runs BlazePose's graphs: part of the torch pose backend's version
-# (pipeline.pose.backend_code), not of the appearance extractors'
+# (pipeline.blazepose.backends.backend_code), not of the appearance extractors'
 GRAPH_MODULES = ("pipeline.weights.graphnet",)
