@@ -15,7 +15,7 @@ Five choices decide where every network of a build runs and in what precision:
   barely faster for these depthwise networks and falls below the agreement target; mediapipe's
   BlazePose always runs in float32 on the CPU.
 
-:func:`resolve_placement` is the one function that makes these choices. A build calls it once,
+:func:`resolve_placement` makes these choices (by the rules of :func:`placed`). A build calls it once,
 hands the value to the pixel rules (the people counter, :func:`pipeline.visual.counter_settings`)
 and to extraction (:class:`pipeline.extraction.ExtractionPlan`), and records it in the work
 directory (``<work>/placement/placement.current.parquet``, table ``placement``,
