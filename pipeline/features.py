@@ -75,9 +75,9 @@ class Modality:
     stream sees, so that the frames it gets follow a change of rate (``[data] seconds``).
     :meth:`build` makes the extractor from the section: ``extractor(config, *, untrained, device,
     precision, load)`` with the section's dataclass. ``weights`` describes networks the weights
-registry does not know yet (:func:`pipeline.weights.registry.add_spec`). ``placed`` names the keys the build's placement
-    resolves, ``shares`` the per-clip runs (:class:`SharedRun` kinds) its extractor may share with
-    other modalities in one pass.
+    registry does not know yet (:func:`pipeline.weights.registry.add_spec`). ``placed`` names the
+    keys the build's placement resolves, ``shares`` the per-clip runs (:class:`SharedRun` kinds)
+    its extractor may share with other modalities in one pass.
     """
 
     name: str  # shard table, config section, CLI argument, release config and model stream
