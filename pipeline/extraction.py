@@ -259,7 +259,7 @@ def _warn_unshared(extractors: Mapping[str, FeatureExtractor]) -> None:
                 "twice" if len(keys) == 2 else f"{len(keys)} times",
                 " and ".join(users),
                 "; ".join(f"{m}: {run.key}" for m, run in users.items()),
-                next(iter(users.values())).hint,
+                "; ".join(dict.fromkeys(run.hint for run in users.values())),
             )
 
 

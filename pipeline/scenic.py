@@ -91,6 +91,10 @@ log = logging.getLogger(__name__)
 
 WEIGHTS = "resnet18_places365"
 MASK_MODEL = "mediapipe-blazepose-full-segmentation"
+TRACK_HINT = (
+    "set [scenic] mask_max_side to [pose] max_side (and the same fps, no end_s, the same detection and "
+    "tracking confidences) so that pose and scenic's person mask share one BlazePose run"
+)
 
 
 @dataclass(frozen=True)
@@ -360,7 +364,7 @@ class ScenicExtractor(NetworkExtractor):
 
     def shared_run(self) -> SharedRun:
         """The person mask's tracking BlazePose on this grid (as pose's)."""
-        return blazepose_track.shared_run(self.decode_params(), self.mask)
+        return blazepose_track.shared_run(self.decode_params(), self.mask, TRACK_HINT)
 
     def params(self) -> dict:
         c, pre = self.config, self.weights_spec.preprocess

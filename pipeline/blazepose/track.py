@@ -80,9 +80,10 @@ class PoseTrack:
             self._pose = None
 
 
-def shared_run(grid: DecodeParams, settings: TrackSettings) -> SharedRun:
-    """What a tracking modality's extractor shares: the track on ``grid`` with ``settings``."""
-    return SharedRun(KIND, (grid, settings), HINT)
+def shared_run(grid: DecodeParams, settings: TrackSettings, hint: str = HINT) -> SharedRun:
+    """What a tracking modality's extractor shares: the track on ``grid`` with ``settings``
+    (``hint``: what to set so that it does, when the modality knows better than :data:`HINT`)."""
+    return SharedRun(KIND, (grid, settings), hint)
 
 
 def pose_track(
