@@ -80,7 +80,7 @@ def _count_opens():
 def inner(way: str, clips: list[dict]) -> dict:
     """One way (ref | two | one) over ``clips``, in this process: frames decoded per clip, kept or not."""
     counts = _count_opens()
-    from pipeline import extraction
+    from pipeline import extraction, modalities
     from pipeline.screen import PixelRules
 
     work = tempfile.mkdtemp(prefix=f"vdv-bench-decode-{way}-")
@@ -90,7 +90,8 @@ def inner(way: str, clips: list[dict]) -> dict:
     else:
         from pipeline.placement import resolve_placement
 
-        plan = extraction.plan_extraction(["pose"], config, placement=resolve_placement(config, "cpu", "float32"))
+        placement = resolve_placement(config, "cpu", "float32", backends=modalities.backend_settings(config))
+        plan = extraction.plan_extraction(["pose"], config, placement=placement)
     out, own = {}, {}
     for clip in clips:
         if way == "one":

@@ -70,7 +70,7 @@ def run_one(modality: str, clips: list[str], device: str | None) -> dict:
     module = importlib.import_module(f"pipeline.{modality}")
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t = time.perf_counter()
-    extractor = module.build_extractor(None, untrained=True, device=device)
+    extractor = module.MODALITY.build(None, untrained=True, device=device)
     load_s = time.perf_counter() - t
     cuda = extractor.device.startswith("cuda")
     if cuda:

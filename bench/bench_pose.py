@@ -44,9 +44,9 @@ def _measure(kind: str, clip: str, fps: float, max_side: int, queue) -> None:
     path = CLIPS / f"{clip}.mp4"
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if kind == "pose":
-        from pipeline.pose import build_extractor
+        from pipeline.pose import MODALITY
 
-        extractor = build_extractor({"fps": fps, "max_side": max_side})
+        extractor = MODALITY.build({"fps": fps, "max_side": max_side})
         extractor.compute(CLIPS / "tfjs_pose_1.mp4", "warm-up")  # model load outside the timing
         baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         start = time.perf_counter()
@@ -142,19 +142,20 @@ def _backend_run(backend: str, precision: str, together: bool, clips, fps, max_s
     total = sum(len(f) for f in frames.values())
     profile = None
     if backend == "mediapipe":
-        from pipeline.pose import BlazePose
+        from pipeline.blazepose.backends import BlazePose
 
-        with BlazePose(static=False) as warm:
+        with BlazePose() as warm:
             warm.process(frames[clips[0]][0])
         start = time.perf_counter()
         for clip in clips:
-            with BlazePose(static=False) as pose:
+            with BlazePose() as pose:
                 for image in frames[clip]:
                     pose.process(image)
         elapsed = time.perf_counter() - start
     else:
         from pipeline.blazepose import calculators as calc
-        from pipeline.blazepose.engine import Networks, PoseEngine, TrackOptions
+        from pipeline.blazepose.engine import Networks, PoseEngine
+        from pipeline.blazepose.settings import TrackOptions
 
         nets = Networks(device, precision)
         warm = PoseEngine(nets, TrackOptions())
@@ -242,7 +243,8 @@ def backends(args) -> None:
 def batch(args) -> None:
     import torch
 
-    from pipeline.blazepose.engine import Networks, PoseEngine, TrackOptions
+    from pipeline.blazepose.engine import Networks, PoseEngine
+    from pipeline.blazepose.settings import TrackOptions
 
     torch.set_num_threads(args.threads)
     frames = _frames(args.backend_clips, args.fps, args.max_side, limit=args.steps + 10)

@@ -180,7 +180,7 @@ def build_work(of: dict, config: dict, work: Path) -> None:
                 table = pq.read_table(shard)
                 prov = table.slice(0, 1).to_pylist()[0]
                 if m not in writers:
-                    section = modalities.resolved_sections([m], config, prov["device"])[0][m]
+                    section = modalities.resolved_sections([m], config, prov["device"])[m]
                     writers[m] = modalities.describe(
                         m, section, untrained=prov["untrained"], device=prov["device"], precision=prov["precision"]
                     )

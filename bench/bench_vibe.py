@@ -43,9 +43,9 @@ def build(module, config: dict, device: str | None):
     from pipeline.errors import WeightsError
 
     try:
-        return module.build_extractor(config, device=device)
+        return module.MODALITY.build(config, device=device)
     except WeightsError:
-        return module.build_extractor(config, untrained=True, device=device)
+        return module.MODALITY.build(config, untrained=True, device=device)
 
 
 def previous_backgrounds(frames, params, window: int = 120, hop: int = 12) -> int:

@@ -436,9 +436,9 @@ def extract_sources(work: Path, clips=CLIPS, min_frames: int = 60) -> dict[str, 
     """Skeletons of the real clips by ``pipeline.pose`` (cached in ``work``), normalised, the
     longest run of frames with a person."""
     from models.data import WorkDirSource
-    from pipeline.pose import PoseConfig, build_extractor
+    from pipeline.pose import MODALITY, PoseConfig
 
-    extractor = build_extractor(PoseConfig(max_side=320))
+    extractor = MODALITY.build(PoseConfig(max_side=320))
     out = {}
     for name in clips:
         path = SHARED / "clips" / f"{name}.mp4"

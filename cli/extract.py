@@ -79,7 +79,7 @@ def run(args) -> int:
 
 
 def _extract(args) -> int:
-    from pipeline import extraction
+    from pipeline import extraction, modalities
     from pipeline.placement import checked_placement, write_placement
     from pipeline.runtime import check_device
     from pipeline.sections import load_config
@@ -89,7 +89,9 @@ def _extract(args) -> int:
     if args.device:
         check_device(args.device, "--device")  # before any extractor is built, naming the option
     # the flags win; the work directory's recorded placement fills in what they leave open
-    placement = checked_placement(work, config, args.device, args.precision)
+    placement = checked_placement(
+        work, config, args.device, args.precision, backends=modalities.backend_settings(config)
+    )
     plan = extraction.plan_extraction(args.modalities, config, untrained=args.untrained, placement=placement)
     try:
         extractors = extraction.load_extractors(plan)

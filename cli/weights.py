@@ -6,11 +6,17 @@ import argparse
 
 
 def register(subparsers, parent: argparse.ArgumentParser) -> None:
+    from pipeline import modalities
+    from pipeline.blazepose.backends import NETWORKS
+
+    own = [m.name for m in modalities.registered() if set(m.networks) - set(NETWORKS)]
+    listed = " and ".join([", ".join(own[:-1]), own[-1]] if len(own) > 1 else own)
     parser = subparsers.add_parser(
         "weights",
         help="list, fetch, import and verify pre-trained weights",
         description=(
-            "Pre-trained weights of the holistic, facial and scenic extractors and of BlazePose's torch backend. The cache "
+            f"Pre-trained weights of the {listed} extractors and of BlazePose's torch "
+            "backend. The cache "
             "($VDV_WEIGHTS_DIR, else ~/.cache/vdv/weights) holds tensors only; each file's sha256 is "
             "recorded at fetch/import time and checked on every load."
         ),

@@ -405,7 +405,9 @@ def open_run(
     if device:
         check_device(device, "device")
     # a build decides afresh; a reextract's work directory fills in what the flags leave open
-    placement = checked_placement(work, config, device, precision, recorded=kind != "build")
+    placement = checked_placement(
+        work, config, device, precision, backends=registry.backend_settings(config), recorded=kind != "build"
+    )
     if runner == "dask" and dask_address:
         check_scheduler(dask_address)
     prepare(work, label="work")  # made if missing, and writable: else one error naming it
@@ -454,9 +456,9 @@ def _layout(runner, workers, threads_per_worker, dask_address, config, placement
     """The clips in flight (:func:`flows.runners.resolve_layout`): on CUDA, enough per process to
     fill ``[pose] max_batch`` unless the parameters say otherwise; a layout that would step one
     clip per forward on CUDA is said once."""
-    from pipeline.pose import PoseConfig
+    from pipeline import pose
 
-    max_batch = int(dict(config.get("pose", {}) or {}).get("max_batch", PoseConfig.max_batch))
+    max_batch = pose.MODALITY.section(config.get(pose.MODALITY.name)).max_batch
     layout = resolve_layout(
         runner, workers, threads_per_worker, device=placement.device, max_batch=max_batch, remote=bool(dask_address)
     )

@@ -135,8 +135,10 @@ class ExtractionPlan:
         from pipeline.placement import resolve_placement
 
         chosen = modalities.ordered(wanted)
-        placement = placement or resolve_placement(config, device, precision)
-        sections, _ = modalities.resolved_sections(chosen, config, placement=placement)
+        placement = placement or resolve_placement(
+            config, device, precision, backends=modalities.backend_settings(config)
+        )
+        sections = modalities.resolved_sections(chosen, config, placement=placement)
         return cls(
             chosen,
             json.dumps(sections, sort_keys=True),
@@ -246,6 +248,8 @@ def _warn_unshared(extractors: Mapping[str, FeatureExtractor]) -> None:
     for modality, extractor in extractors.items():
         run = extractor.shared_run()
         if run is not None:
+            if run.kind not in modalities.get(modality).shares:
+                raise RuntimeError(f"the {modality} extractor shares a {run.kind} run its record does not declare")
             runs.setdefault(run.kind, {})[modality] = run
     for kind, users in runs.items():
         keys = {run.key for run in users.values()}
@@ -256,7 +260,7 @@ def _warn_unshared(extractors: Mapping[str, FeatureExtractor]) -> None:
                 "twice" if len(keys) == 2 else f"{len(keys)} times",
                 " and ".join(users),
                 "; ".join(f"{m}: {run.key}" for m, run in users.items()),
-                next(iter(users.values())).hint,
+                "; ".join(dict.fromkeys(run.hint for run in users.values())),
             )
 
 
@@ -461,7 +465,9 @@ def plan_extraction(
     section = extract_config(config)
     decode_config(config)  # a bad [decode] section fails here, not in every clip
     try:
-        placement = placement or resolve_placement(config, device, precision)
+        placement = placement or resolve_placement(
+            config, device, precision, backends=modalities.backend_settings(config)
+        )
     except ValueError as err:
         raise ConfigError(str(err)) from err
     threads = section.threads or (threads_per_task(in_flight) if in_flight else None)

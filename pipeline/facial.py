@@ -38,17 +38,14 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 
 from pipeline import decode
-from pipeline.config import section_config
 from pipeline.decode import DecodeParams, Sample, StreamInfo, check_grid
 from pipeline.errors import ClipError, Reason
 from pipeline.features import Batches, FeatureSequence, Modality, NetworkExtractor, PassShared
@@ -158,6 +155,12 @@ def crop_vggface2(image: np.ndarray, box: np.ndarray, resize: int = 256, size: i
 
 
 class FacialExtractor(NetworkExtractor):
+    """MTCNN faces embedded by ``[facial] model``. The embedding network's weights missing from the
+    cache are a :class:`~pipeline.errors.WeightsError` naming the fixing command, unless
+    ``untrained`` (explicit only) asks for seeded random weights; the MTCNN detector always uses
+    the weights shipped with facenet-pytorch. ``load=False`` describes it without loading either
+    network (its identity only)."""
+
     name = "mtcnn-vggface2"
     code = (decode,)
     fixed_precision = "float32"  # see step 4 of the module docstring
@@ -307,30 +310,11 @@ class _FacialClip:
         pass
 
 
-def build_extractor(
-    config: FacialConfig | Mapping[str, Any] | None = None,
-    *,
-    untrained: bool = False,
-    device: str | None = None,
-    precision: str | None = None,
-    load: bool = True,
-) -> FacialExtractor:
-    """The facial extractor from the ``[facial]`` section (a mapping) or a :class:`FacialConfig`.
-
-    Raises :class:`~pipeline.errors.WeightsError` naming the fixing command when the embedding
-    network's weights are not in the cache, unless ``untrained`` (explicit only) asks for seeded
-    random weights. The MTCNN detector always uses the weights shipped with facenet-pytorch.
-    ``load=False`` describes it without loading either network (its identity only).
-    """
-    config = section_config(FacialConfig, config, "facial")
-    return FacialExtractor(config, untrained=untrained, device=device, precision=precision, load=load)
-
-
 MODALITY = Modality(
     name="facial",
     dim=MODELS[FacialConfig.model],  # the default network's; the shard's width follows [facial] model
     config=FacialConfig,
-    build=build_extractor,
+    extractor=FacialExtractor,
     rate=lambda c: c.fps,
     span_s=32 / 3,  # 32 samples at 3 fps
     networks=tuple(MODELS),

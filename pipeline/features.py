@@ -52,6 +52,21 @@ class Preview:
 
 
 @dataclass(frozen=True)
+class Placed:
+    """A key of a modality's section that the build's placement (:class:`pipeline.placement.Placement`)
+    resolves: the section's ``auto`` (or no value) becomes the placement's ``field``.
+
+    ``decides``: the section's value is the setting the placement resolves that field from (at most
+    one record decides a field); otherwise the key only follows the placement's value, which is
+    how a modality that shares another's per-clip run takes that run's backend (scenic's person
+    mask follows the pose backend)."""
+
+    key: str  # the section's key, e.g. "backend"
+    field: str  # the Placement field, e.g. "pose_backend"
+    decides: bool = True
+
+
+@dataclass(frozen=True)
 class Modality:
     """One feature modality, declared once: its module's ``MODALITY``, listed in :mod:`pipeline.modalities`.
 
@@ -60,18 +75,26 @@ class Modality:
     models' stream. ``dim`` and ``rate`` fix the shard's vector width and time grid (the extractor
     takes its ``modality`` and ``dim`` from the record), ``span_s`` the seconds of a clip a model
     stream sees, so that the frames it gets follow a change of rate (``[data] seconds``).
+    :meth:`build` makes the extractor from the section: ``extractor(config, *, untrained, device,
+    precision, load)`` with the section's dataclass. ``weights`` describes networks the weights
+    registry does not know yet (:func:`pipeline.weights.registry.add_spec`). ``placed`` names the
+    keys the build's placement resolves, ``shares`` the per-clip runs (:class:`SharedRun` kinds)
+    its extractor may share with other modalities in one pass.
     """
 
     name: str  # shard table, config section, CLI argument, release config and model stream
     dim: int  # per-sample vector width with the default configuration
     config: type  # frozen dataclass of the [name] section, with documented defaults
-    build: Callable[..., FeatureExtractor]  # build(section, *, untrained, device, precision, load) -> extractor
+    extractor: Callable[..., FeatureExtractor]  # extractor(config, *, untrained, device, precision, load)
     rate: Callable[[Any], float]  # samples per second of the shard's rows, from the section's dataclass
     span_s: float  # seconds of a clip a model stream sees, unless [data] seconds says otherwise
     networks: tuple[str, ...] = ()  # names in pipeline.weights.registry its extractor may load
+    weights: tuple[Any, ...] = ()  # ModelSpecs of networks only it brings (added to the weights registry with it)
     stream: str = "sequence"  # the model stream that reads it (STREAM_KINDS)
     preview: Preview | None = None  # its picture for the report (FeatureSequence.preview), if any
     aliases: tuple[str, ...] = ()  # older names in checkpoints and releases (pose was the models' "skeletal")
+    placed: tuple[Placed, ...] = ()  # section keys the build's placement resolves
+    shares: tuple[str, ...] = ()  # SharedRun kinds its extractor may share in a pass, e.g. ("BlazePose",)
 
     def __post_init__(self):
         if self.stream not in STREAM_KINDS:
@@ -84,6 +107,21 @@ class Modality:
     def section(self, values: Mapping[str, Any] | Any | None = None) -> Any:
         """Its configuration dataclass from its own ``[name]`` table (a mapping), an instance, or None."""
         return section_config(self.config, values, self.name)
+
+    def build(
+        self,
+        values: Mapping[str, Any] | Any | None = None,
+        *,
+        untrained: bool = False,
+        device: str | None = None,
+        precision: str | None = None,
+        load: bool = True,
+    ) -> FeatureExtractor:
+        """Its extractor from its ``[name]`` section (a mapping, an instance or None). ``untrained``
+        (explicit only) runs a network's seeded random weights; ``device`` and ``precision`` are the
+        build's; ``load=False`` describes it without loading a network (its identity only)."""
+        config = self.section(values)
+        return self.extractor(config, untrained=untrained, device=device, precision=precision, load=load)
 
     def default_rate(self) -> float:
         """Samples per second with the default configuration."""
@@ -168,7 +206,7 @@ class PassShared:
     ``get(key, make)`` returns the object stored under ``key``, made by ``make()`` the first time.
     The key names everything that decides the object's output (the grid included), so only
     consumers that would compute the same thing share it: pose's landmarks and scenic's person
-    mask share one tracking BlazePose (:class:`pipeline.pose.PoseTrack`) on their common grid.
+    mask share one tracking BlazePose (:class:`pipeline.blazepose.track.PoseTrack`) on their common grid.
     Each consumer releases what it took in its ``close``; one instance lives for one pass.
     """
 

@@ -17,14 +17,11 @@ autocast when the build's precision is ``"bfloat16"`` (:mod:`pipeline.runtime`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from pipeline import decode
-from pipeline.config import section_config
 from pipeline.decode import DecodeParams, Sample, StreamInfo, check_grid
 from pipeline.errors import ClipError, Reason
 from pipeline.features import Batches, FeatureSequence, Modality, NetworkExtractor, PassShared
@@ -88,10 +85,18 @@ class _HolisticClip:
 
 
 class HolisticExtractor(NetworkExtractor):
+    """TSN ResNet-50 on the ``[holistic]`` grid. Its weights missing from the cache are a
+    :class:`~pipeline.errors.WeightsError` naming the fixing command, unless ``untrained``
+    (explicit only) asks for seeded random weights; ``load=False`` describes it without loading
+    the network (its identity only)."""
+
     name = "tsn-r50-kinetics400"
     network = WEIGHTS
     code = (decode,)
     config: HolisticConfig
+
+    def __init__(self, config: HolisticConfig, **kwargs):
+        super().__init__(MODALITY, config, **kwargs)
 
     def decode_params(self) -> DecodeParams:
         c = self.config
@@ -128,29 +133,11 @@ class HolisticExtractor(NetworkExtractor):
         return _HolisticClip(self, clip_id)
 
 
-def build_extractor(
-    config: HolisticConfig | Mapping[str, Any] | None = None,
-    *,
-    untrained: bool = False,
-    device: str | None = None,
-    precision: str | None = None,
-    load: bool = True,
-) -> HolisticExtractor:
-    """The holistic extractor from the ``[holistic]`` section (a mapping) or a :class:`HolisticConfig`.
-
-    Raises :class:`~pipeline.errors.WeightsError` naming the fixing command when the TSN weights
-    are not in the cache, unless ``untrained`` (explicit only) asks for seeded random weights.
-    ``load=False`` describes it without loading the network (its identity only).
-    """
-    config = section_config(HolisticConfig, config, "holistic")
-    return HolisticExtractor(MODALITY, config, untrained=untrained, device=device, precision=precision, load=load)
-
-
 MODALITY = Modality(
     name="holistic",
     dim=2048,  # TSN ResNet-50's pooled trunk (SPEC section 4)
     config=HolisticConfig,
-    build=build_extractor,
+    extractor=HolisticExtractor,
     rate=lambda c: c.fps,
     span_s=10.24,  # 256 samples at 25 fps, the middle of VDV's usual 5-15 s
     networks=(WEIGHTS,),

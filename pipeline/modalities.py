@@ -7,7 +7,11 @@ builders, config sections), the extraction loop, the shard schema (``dim``), the
 (``stream``, ``dim``, and the frames a stream sees from ``span_s`` and ``rate``). Adding a
 modality is one new module and one entry in :data:`BUILT_IN` (docs/ARCHITECTURE.md, "How to add a
 modality"); :func:`register` adds one at run time (a test's toy modality) and :func:`unregister`
-removes it.
+removes it. The registry builds every extractor from its record (:meth:`Modality.build
+<pipeline.features.Modality.build>`), reads the backend settings the build's placement resolves
+where the records declare them (:func:`backend_settings`, ``Modality.placed``) and fills them in
+each section (:func:`resolved_sections`); which modalities share a per-clip run (pose's landmarks
+and scenic's person mask: one tracking BlazePose) is the records' ``shares``.
 
 One name per modality in every layer: the name is the shard table, the ``[section]``, the release
 config and the model stream. The older names that checkpoints and releases still carry (the
@@ -21,7 +25,8 @@ from typing import Any
 
 from pipeline import facial, holistic, pose, scenic
 from pipeline.features import FeatureExtractor, Modality
-from pipeline.placement import Placement
+from pipeline.placement import Placement, placed
+from pipeline.weights.registry import add_spec, remove_spec
 
 BUILT_IN: tuple[Modality, ...] = (pose.MODALITY, holistic.MODALITY, facial.MODALITY, scenic.MODALITY)
 """The modalities every build knows, in the order they are reported (the paper's order of streams)."""
@@ -30,10 +35,17 @@ _REGISTRY: dict[str, Modality] = {}
 
 
 def register(record: Modality) -> Modality:
-    """Add ``record`` after the registered ones; its name and aliases must be new."""
+    """Add ``record`` after the registered ones; its name and aliases must be new, and so must the
+    placement settings it decides (one section decides each, ``Placed.decides``)."""
     taken = {record.name, *record.aliases} & ({*_REGISTRY} | {a for m in _REGISTRY.values() for a in m.aliases})
     if taken:
         raise ValueError(f"modality names {sorted(taken)} are already registered")
+    decided = {p.field for m in _REGISTRY.values() for p in m.placed if p.decides}
+    twice = {p.field for p in record.placed if p.decides} & decided
+    if twice:
+        raise ValueError(f"modality {record.name}: placement settings {sorted(twice)} are decided by another section")
+    for spec in record.weights:
+        add_spec(spec)
     _REGISTRY[record.name] = record
     return record
 
@@ -42,7 +54,9 @@ def unregister(name: str) -> None:
     """Remove a modality registered at run time (the built-in ones stay)."""
     if any(m.name == name for m in BUILT_IN):
         raise ValueError(f"{name} is a built-in modality")
-    _REGISTRY.pop(name, None)
+    record = _REGISTRY.pop(name, None)
+    for spec in record.weights if record else ():
+        remove_spec(spec.name)
 
 
 for _record in BUILT_IN:
@@ -85,33 +99,45 @@ def with_stream(kind: str) -> tuple[str, ...]:
     return tuple(m.name for m in _REGISTRY.values() if m.stream == kind)
 
 
+def backend_settings(config: Mapping[str, Any]) -> dict[str, str]:
+    """The configured setting of each backend a build's placement resolves (Placement field ->
+    setting, e.g. ``pose_backend`` -> ``[pose] backend``), read from the sections whose records
+    declare that they decide it; what no record decides stays ``auto``. A bad value is the
+    section's ``ValueError`` (the callers' ConfigError)."""
+    settings: dict[str, str] = {}
+    for record in _REGISTRY.values():
+        deciding = [p for p in record.placed if p.decides]
+        if deciding:
+            section = record.section(dict(config.get(record.name) or {}))
+            settings.update({p.field: str(getattr(section, p.key)) for p in deciding})
+    return settings
+
+
 def resolved_sections(
     modalities: Iterable[str],
     config: Mapping[str, Any],
     device: str | None = None,
     *,
     placement: Placement | None = None,
-) -> tuple[dict[str, dict], str]:
-    """Each modality's config section as a build of ``placement`` runs it, and the BlazePose backend.
+) -> dict[str, dict]:
+    """Each modality's config section as a build of ``placement`` runs it (without one: the
+    placement of ``device`` and the configured backends, :func:`backend_settings`).
 
-    ``[pose] backend`` comes resolved from the placement (:mod:`pipeline.placement`; without one,
-    by the same rule for ``device``) and is also the backend of scenic's person mask, unless
-    ``[scenic] mask_backend`` names one, so that pose and scenic share one BlazePose run; scenic's
-    ``vibe_backend`` is the placement's when the section leaves it to ``auto``. The release
+    Every key a record declares placed (``Modality.placed``) that the section leaves to ``auto``
+    (or unset) becomes the placement's value: ``[pose] backend`` the build's BlazePose backend,
+    scenic's ``vibe_backend`` its ViBe backend, and scenic's ``mask_backend``, which follows the
+    BlazePose backend, so that pose and scenic's person mask share one BlazePose run. The release
     resolves the same way to recompute identities.
     """
-    sections = {m: dict(config.get(m, {})) for m in modalities}
-    if placement is not None:
-        backend = placement.pose_backend
-    else:
-        backend = pose.resolve_backend(dict(config.get("pose", {})).get("backend", "auto"), device)
-    if "pose" in sections:
-        sections["pose"]["backend"] = backend
-    if "scenic" in sections:
-        sections["scenic"].setdefault("mask_backend", backend)
-        if placement is not None and sections["scenic"].get("vibe_backend", "auto") == "auto":
-            sections["scenic"]["vibe_backend"] = placement.vibe_backend
-    return sections, backend
+    placement = placement or placed(device, None, **backend_settings(config))
+    sections = {}
+    for name in modalities:
+        section = dict(config.get(name) or {})
+        for p in get(name).placed:
+            if section.get(p.key, "auto") == "auto":
+                section[p.key] = getattr(placement, p.field)
+        sections[name] = section
+    return sections
 
 
 def build(
@@ -124,8 +150,7 @@ def build(
     load: bool = True,
 ) -> FeatureExtractor:
     """The extractor of modality ``name`` from its config section (``load=False``: described only)."""
-    record = get(name)
-    return record.build(dict(section or {}), untrained=untrained, device=device, precision=precision, load=load)
+    return get(name).build(dict(section or {}), untrained=untrained, device=device, precision=precision, load=load)
 
 
 def describe(

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.pose import PoseEstimator
+from pipeline.blazepose.backends import PoseEstimator
 
 
 @dataclass(frozen=True)

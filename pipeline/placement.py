@@ -15,7 +15,7 @@ Five choices decide where every network of a build runs and in what precision:
   barely faster for these depthwise networks and falls below the agreement target; mediapipe's
   BlazePose always runs in float32 on the CPU.
 
-:func:`resolve_placement` is the one function that makes these choices. A build calls it once,
+:func:`resolve_placement` makes these choices (by the rules of :func:`placed`). A build calls it once,
 hands the value to the pixel rules (the people counter, :func:`pipeline.visual.counter_settings`)
 and to extraction (:class:`pipeline.extraction.ExtractionPlan`), and records it in the work
 directory (``<work>/placement/placement.current.parquet``, table ``placement``,
@@ -60,22 +60,14 @@ class Placement:
         return self.device.startswith("cuda")
 
 
-def pose_backend_for(setting: str, device: str) -> str:
-    """``[pose] backend`` (or ``[scenic] mask_backend``) on the resolved ``device``."""
-    if setting not in POSE_BACKENDS:
-        raise ValueError(f"[pose] backend must be one of {list(POSE_BACKENDS)}, got {setting!r}")
+def backend_for(setting: str, device: str, choices: tuple[str, ...] = POSE_BACKENDS) -> str:
+    """A backend setting (one of ``choices``: ``auto``, ``torch`` and the CPU one) on the resolved
+    ``device``: the one ``auto`` rule, torch on CUDA, else the CPU backend (the last of ``choices``)."""
+    if setting not in choices:
+        raise ValueError(f"backend must be one of {list(choices)}, got {setting!r}")
     if setting != "auto":
         return setting
-    return "torch" if device.startswith("cuda") else "mediapipe"
-
-
-def vibe_backend_for(setting: str, device: str) -> str:
-    """``[scenic] vibe_backend`` on the resolved ``device``."""
-    if setting not in VIBE_BACKENDS:
-        raise ValueError(f"[scenic] vibe_backend must be one of {list(VIBE_BACKENDS)}, got {setting!r}")
-    if setting != "auto":
-        return setting
-    return "torch" if device.startswith("cuda") else "numpy"
+    return "torch" if device.startswith("cuda") else choices[-1]
 
 
 def blazepose_precision_for(precision: str, device: str) -> str:
@@ -87,21 +79,42 @@ def _setting(config: Mapping[str, Any], section: str, key: str, default: str = "
     return str(dict(config.get(section, {}) or {}).get(key, default))
 
 
+def placed(
+    device: str | None, precision: str | None, *, pose_backend: str = "auto", vibe_backend: str = "auto"
+) -> Placement:
+    """The placement of ``device`` (None: CUDA when present, else the CPU) and ``precision``
+    (:func:`pipeline.runtime.resolve_precision`) with these backend settings, by the rules above."""
+    from pipeline.runtime import resolve_device, resolve_precision
+
+    device = resolve_device(device)
+    precision = resolve_precision(precision, device)
+    return Placement(
+        device=device,
+        precision=precision,
+        pose_backend=backend_for(pose_backend, device, POSE_BACKENDS),
+        vibe_backend=backend_for(vibe_backend, device, VIBE_BACKENDS),
+        blazepose_precision=blazepose_precision_for(precision, device),
+    )
+
+
 def resolve_placement(
     config: Mapping[str, Any] | None = None,
     device: str | None = None,
     precision: str | None = None,
     *,
+    backends: Mapping[str, str],
     recorded: Placement | None = None,
 ) -> Placement:
     """The placement of a run: ``device`` and ``precision`` as asked (None: not asked), else
     ``[extract] precision`` when it is not ``auto``, else the ``recorded`` placement of the work
-    directory, else resolved for this machine; the backends from the configuration on that device.
+    directory, else resolved for this machine; the backends on that device from their settings
+    (``backends``: Placement field -> setting, as the modality records declare where they are
+    configured, :func:`pipeline.modalities.backend_settings`).
 
     A device this machine lacks is a :class:`pipeline.runtime.DeviceError`; a precision it
     cannot run or an unknown backend a ``ValueError`` (the callers' ConfigError).
     """
-    from pipeline.runtime import DeviceError, check_device, resolve_device, resolve_precision
+    from pipeline.runtime import DeviceError, check_device
 
     config = dict(config or {})
     configured = _setting(config, "extract", "precision")
@@ -118,15 +131,7 @@ def resolve_placement(
             ) from None
         if precision is None:
             precision = recorded.precision
-    device = resolve_device(device)
-    precision = resolve_precision(precision, device)
-    return Placement(
-        device=device,
-        precision=precision,
-        pose_backend=pose_backend_for(_setting(config, "pose", "backend"), device),
-        vibe_backend=vibe_backend_for(_setting(config, "scenic", "vibe_backend"), device),
-        blazepose_precision=blazepose_precision_for(precision, device),
-    )
+    return placed(device, precision, **backends)
 
 
 def placement_path(work: str | Path) -> Path:
@@ -155,11 +160,16 @@ def read_placement(work: str | Path) -> Placement | None:
 
 
 def run_placement(
-    work: str | Path, config: Mapping[str, Any] | None, device: str | None, precision: str | None
+    work: str | Path,
+    config: Mapping[str, Any] | None,
+    device: str | None,
+    precision: str | None,
+    *,
+    backends: Mapping[str, str],
 ) -> Placement:
     """The placement a run on an existing ``work`` directory uses: :func:`resolve_placement` with
     the work directory's record filling in what the flags and the configuration leave open."""
-    return resolve_placement(config, device, precision, recorded=read_placement(work))
+    return resolve_placement(config, device, precision, backends=backends, recorded=read_placement(work))
 
 
 def checked_placement(
@@ -168,6 +178,7 @@ def checked_placement(
     device: str | None,
     precision: str | None,
     *,
+    backends: Mapping[str, str],
     recorded: bool = True,
 ) -> Placement:
     """A command's placement: :func:`run_placement` (``recorded``: the work directory's record fills
@@ -179,8 +190,8 @@ def checked_placement(
 
     try:
         if recorded:
-            return run_placement(work, config, device, precision)
-        return resolve_placement(config, device, precision)
+            return run_placement(work, config, device, precision, backends=backends)
+        return resolve_placement(config, device, precision, backends=backends)
     except (ConfigError, InputError):
         raise
     except ValueError as err:

@@ -6,7 +6,7 @@ and a time estimate. While it is open, log records of the console handlers go th
 it. The bar is shown only when its stream is a terminal and ``CI`` is not set to true: a
 scheduled run, a redirected log file or a CI job gets the log lines and no bar.
 
-    with progress(len(clips), "pose", unit="clip") as bar:
+    with progress(len(clips), "extract", unit="clip") as bar:
         for clip in clips:
             ...
             bar.update()

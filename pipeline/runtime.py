@@ -13,7 +13,7 @@ A build resolves the setting once (:func:`resolve_precision`) and hands the reso
 every extractor; it is part of each shard's identity and recorded in provenance, and whatever
 compares identities later (the release) uses the build's resolved value. On an AMX CPU,
 ResNet-50 at 224 px runs at about 52 frames/s in bf16 + channels_last against 14.5 in fp32
-NCHW (2 threads). MTCNN runs in float32; BlazePose picks its own (:func:`pipeline.pose.blazepose_place`).
+NCHW (2 threads). MTCNN runs in float32; BlazePose picks its own (:func:`pipeline.placement.blazepose_precision_for`).
 
 Threads: torch's intra-op pool is process-wide. When a process runs several clips at once (a
 thread-pool runner, or a Dask worker with several threads), :func:`configure_threads` gives

@@ -9,7 +9,7 @@ Background images (SPEC section 4 sampling; person masking is a choice beyond th
 On the shared 25 fps grid, one background image every 12 frames, each from the preceding
 120-frame window; the sample's timestamp is the grid time of the window's last frame. ViBe
 (the paper's component, published parameters) runs over the clip's frames, and every frame
-also gets a *person mask*: mediapipe BlazePose (the full model that :mod:`pipeline.pose` uses,
+also gets a *person mask*: BlazePose (the full model that :mod:`pipeline.pose` uses,
 shipped in the mediapipe wheel) with its segmentation output, thresholded at
 ``mask_threshold`` and dilated by ``mask_dilate`` of the frame's short side (segmentation edges
 are soft and limbs blur). A pixel of a window's image is the mean of its values over the
@@ -33,7 +33,7 @@ and the background images are at ``short_side`` = 256 pixels, resized from the g
 interpolation; the segmentation probabilities are resized before they are thresholded). 256 is
 the size the Places365 preprocessing resizes to, so the background image is never enlarged on
 its way to the network. Why the pose grid: when pose and scenic run in one pass they share one
-tracking BlazePose (:class:`pipeline.pose.PoseTrack`), so the model runs once per frame for both
+tracking BlazePose (:class:`pipeline.blazepose.track.PoseTrack`), so the model runs once per frame for both
 instead of twice (it is most of either modality's time). The mask is the same whether or not
 pose ran beside it: BlazePose's landmarks, and so its tracking, do not depend on whether the
 segmentation is on, and the mask's inputs are scenic's own grid and parameters.
@@ -59,28 +59,42 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 import pyarrow.parquet as pq
 
 from pipeline import decode, tables, vibe
-from pipeline.config import section_config
+from pipeline.blazepose import track as blazepose_track
+from pipeline.blazepose.backends import NETWORKS, backend_code, model_sha256, weights_sha256
+from pipeline.blazepose.settings import BACKENDS, TrackOptions, TrackSettings, track_settings
 from pipeline.decode import DecodeParams, Sample, StreamInfo, check_grid, iter_samples, target_size
 from pipeline.errors import ClipError, Reason
-from pipeline.features import Batches, FeatureSequence, Modality, NetworkExtractor, PassShared, Preview, SharedRun
+from pipeline.features import (
+    Batches,
+    FeatureSequence,
+    Modality,
+    NetworkExtractor,
+    PassShared,
+    Placed,
+    Preview,
+    SharedRun,
+)
+from pipeline.placement import VIBE_BACKENDS, placed
 from pipeline.vibe import ViBeParams, WindowBackgrounds, WindowImage, write_backgrounds
 from pipeline.weights.inference import infer
 
 log = logging.getLogger(__name__)
 
 WEIGHTS = "resnet18_places365"
-VIBE_BACKENDS = ("auto", "torch", "numpy")
 MASK_MODEL = "mediapipe-blazepose-full-segmentation"
+TRACK_HINT = (
+    "set [scenic] mask_max_side to [pose] max_side (and the same fps, no end_s, the same detection and "
+    "tracking confidences) so that pose and scenic's person mask share one BlazePose run"
+)
 
 
 @dataclass(frozen=True)
@@ -107,8 +121,8 @@ class ScenicConfig:
     mask_dilate: float = 0.02  # dilation radius, share of the frame's short side (soft edges, motion blur)
     mask_detection_confidence: float = 0.5  # BlazePose's person detector
     mask_tracking_confidence: float = 0.5  # below this BlazePose re-runs its detector
-    # BlazePose backend of the mask (pipeline.pose): auto | torch | mediapipe; a build sets it to
-    # [pose] backend, so that both share one run
+    # BlazePose backend of the mask (pipeline.blazepose): auto | torch | mediapipe; auto is the
+    # build's BlazePose backend ([pose] backend), so that both share one run
     mask_backend: str = "auto"
     inpaint_radius: int = 5  # cv2.inpaint neighbourhood (pixels) for pixels covered all window long
     seed: int = 0  # ViBe's random generator, and the initialisation of untrained weights
@@ -136,8 +150,6 @@ class ScenicConfig:
             raise ValueError(f"[scenic] mask_dilate must be in [0, 0.5), got {self.mask_dilate}")
         if self.inpaint_radius < 1:
             raise ValueError(f"[scenic] inpaint_radius must be at least 1, got {self.inpaint_radius}")
-        from pipeline.pose import BACKENDS
-
         if self.vibe_backend not in VIBE_BACKENDS:
             raise ValueError(f"[scenic] vibe_backend must be one of {list(VIBE_BACKENDS)}, got {self.vibe_backend!r}")
         if self.mask_backend not in BACKENDS:
@@ -147,16 +159,9 @@ class ScenicConfig:
     def vibe_params(self) -> ViBeParams:
         return ViBeParams(self.n_samples, self.radius, self.min_matches, self.subsampling, self.reset_share)
 
-
-def resolve_vibe_backend(backend: str, device: str | None) -> str:
-    """``[scenic] vibe_backend`` on ``device``: the rule of :func:`pipeline.placement.vibe_backend_for`
-    (``auto``: torch on CUDA, else numpy)."""
-    if backend != "auto":
-        return backend
-    from pipeline.placement import vibe_backend_for
-    from pipeline.runtime import resolve_device
-
-    return vibe_backend_for(backend, resolve_device(device))
+    def track_options(self) -> TrackOptions:
+        """The person mask's BlazePose: its own confidences, landmarks smoothed as pose's by default."""
+        return TrackOptions(self.mask_detection_confidence, self.mask_tracking_confidence)
 
 
 def decode_params(config: ScenicConfig) -> DecodeParams:
@@ -180,16 +185,11 @@ def resized(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
-def mask_track(config: ScenicConfig, device: str | None = None, precision: str | None = None):
-    """The settings of the person mask's tracking BlazePose on a build's ``device`` and ``precision``."""
-    from pipeline.pose import TrackSettings, blazepose_place, resolve_backend
-
-    backend = resolve_backend(config.mask_backend, device)
-    where = blazepose_place(device, precision) if backend == "torch" else ("cpu", "float32")
-    weights_dir = config.weights_dir if backend == "torch" else None
-    return TrackSettings(
-        1, config.mask_detection_confidence, config.mask_tracking_confidence, True, backend, *where, weights_dir
-    )
+def mask_track(config: ScenicConfig, device: str | None = None, precision: str | None = None) -> TrackSettings:
+    """The settings of the person mask's tracking BlazePose on a build's ``device`` and ``precision``
+    (``[scenic] mask_backend``; a build resolves its ``auto`` to the build's BlazePose backend)."""
+    placement = placed(device, precision, pose_backend=config.mask_backend)
+    return track_settings(config.track_options(), placement, config.weights_dir)
 
 
 def mask_params(config: ScenicConfig, settings=None, weights: dict | None = None) -> dict:
@@ -210,8 +210,6 @@ def mask_params(config: ScenicConfig, settings=None, weights: dict | None = None
         "resize": "segmentation probabilities to short_side (area), then thresholded and dilated",
     }
     if settings.backend == "mediapipe":
-        from pipeline.pose import model_sha256  # read-only use: the landmark model inside the wheel
-
         params["landmark_model_sha256"] = model_sha256()
     else:  # the torch networks' sha256 in the weights cache (no mediapipe needed)
         params.update(
@@ -229,16 +227,15 @@ class PersonMasks:
 
     ``mask(image, size)`` returns a (height, width) bool mask of the frame at ``size`` (default:
     the image's), thresholded and dilated; all False when BlazePose finds nobody. One instance
-    per clip (it tracks); ``track`` is the pass's shared :class:`~pipeline.pose.PoseTrack` on
+    per clip (it tracks); ``track`` is the pass's shared :class:`~pipeline.blazepose.track.PoseTrack` on
     this grid (a private one when None), ``key`` the grid sample's index; ``close()`` frees it.
     """
 
     def __init__(self, config: ScenicConfig, track=None):
-        from pipeline.pose import PoseTrack
-
         self.config = config
         if track is None:
-            track = PoseTrack(mask_track(config)).join(segmentation=True, mask_short_side=config.short_side)
+            track = blazepose_track.PoseTrack(mask_track(config))
+            track.join(segmentation=True, mask_short_side=config.short_side)
         self.track = track
         self._kernels: dict[tuple[int, int], np.ndarray | None] = {}
 
@@ -339,45 +336,39 @@ def write_background_pngs(
 
 
 class ScenicExtractor(NetworkExtractor):
+    """Person-masked ViBe backgrounds through ResNet-18 Places365. The Places365 weights missing from
+    the cache are a :class:`~pipeline.errors.WeightsError` naming the fixing command, unless
+    ``untrained`` (explicit only) asks for seeded random weights; ``load=False`` describes it
+    without loading a network (its identity only)."""
+
     name = "vibe-personmask-resnet18-places365"
     network = WEIGHTS
-    code = (vibe, decode)  # and pipeline.pose, added by the constructor
+    code = (vibe, decode)  # and this module, added by NetworkExtractor
     config: ScenicConfig
 
     def __init__(self, config: ScenicConfig, **kwargs):
-        from pipeline import pose
-        from pipeline.pose import backend_code, blazepose_sha256, resolve_backend, shared_networks
-
-        device = kwargs.get("device")
-        self.vibe_backend = resolve_vibe_backend(config.vibe_backend, device)
+        device, precision = kwargs.get("device"), kwargs.get("precision")
+        self.vibe_backend = placed(device, precision, vibe_backend=config.vibe_backend).vibe_backend
+        self.mask = mask_track(config, device, precision)
         # the code of the mask's backend and of the torch ViBe is part of the version
         vibe_code = ()
         if self.vibe_backend == "torch":
             from pipeline import vibe_torch
 
             vibe_code = (vibe_torch,)
-        self.code = type(self).code + (pose,) + backend_code(resolve_backend(config.mask_backend, device)) + vibe_code
+        self.code = type(self).code + backend_code(self.mask.backend) + vibe_code
         super().__init__(MODALITY, config, **kwargs)
-        self.mask = mask_track(config, self.device, self.precision)
         self.mask_weights = {}
-        if self.mask.backend == "torch" and self.loaded:
-            nets = shared_networks(self.mask.device, self.mask.precision, self.mask.weights_dir)
-            self.mask_weights = {"landmark_sha256": nets.landmark_sha256, "detector_sha256": nets.detector_sha256}
-        elif self.mask.backend == "torch":
-            landmark, detector = blazepose_sha256(self.mask.weights_dir)
+        if self.mask.backend == "torch":
+            landmark, detector = weights_sha256(self.mask, load=self.loaded)
             self.mask_weights = {"landmark_sha256": landmark, "detector_sha256": detector}
 
     def decode_params(self) -> DecodeParams:
         return decode_params(self.config)
 
-    def track_key(self):
-        """The grid and settings of the person mask's tracking BlazePose (as pose's ``track_key``)."""
-        return self.decode_params(), self.mask
-
     def shared_run(self) -> SharedRun:
-        from pipeline.pose import TRACK_HINT
-
-        return SharedRun("BlazePose", self.track_key(), TRACK_HINT)
+        """The person mask's tracking BlazePose on this grid (as pose's)."""
+        return blazepose_track.shared_run(self.decode_params(), self.mask, TRACK_HINT)
 
     def params(self) -> dict:
         c, pre = self.config, self.weights_spec.preprocess
@@ -431,11 +422,11 @@ class _ScenicClip:
     """One clip: person masks and ViBe over the grid frames, backgrounds batched through the network."""
 
     def __init__(self, extractor: ScenicExtractor, clip_id: str, shared: PassShared | None = None):
-        from pipeline.pose import pose_track
-
         self.extractor, self.clip_id = extractor, clip_id
         config = extractor.config
-        track = pose_track(shared, extractor.track_key(), segmentation=True, mask_short_side=config.short_side)
+        track = blazepose_track.pose_track(
+            shared, extractor.shared_run(), segmentation=True, mask_short_side=config.short_side
+        )
         vibe_device = extractor.device if extractor.vibe_backend == "torch" else None
         self.scene = SceneBackgrounds(config, track, vibe_device=vibe_device)
         self.times: list[float] = []
@@ -489,31 +480,16 @@ class _ScenicClip:
         self.scene.close()
 
 
-def build_extractor(
-    config: ScenicConfig | Mapping[str, Any] | None = None,
-    *,
-    untrained: bool = False,
-    device: str | None = None,
-    precision: str | None = None,
-    load: bool = True,
-) -> ScenicExtractor:
-    """The scenic extractor from the ``[scenic]`` section (a mapping) or a :class:`ScenicConfig`.
-
-    Raises :class:`~pipeline.errors.WeightsError` naming the fixing command when the Places365
-    weights are not in the cache, unless ``untrained`` (explicit only) asks for seeded random weights.
-    ``load=False`` describes it without loading a network (its identity only).
-    """
-    config = section_config(ScenicConfig, config, "scenic")
-    return ScenicExtractor(config, untrained=untrained, device=device, precision=precision, load=load)
-
-
 MODALITY = Modality(
     name="scenic",
     dim=512,  # ResNet-18's pooled trunk (SPEC section 4)
     config=ScenicConfig,
-    build=build_extractor,
+    extractor=ScenicExtractor,
     rate=lambda c: c.fps / c.hop,  # one background every `hop` grid frames
     span_s=15.36,  # 32 backgrounds, one every 12 frames at 25 fps
-    networks=(WEIGHTS, "blazepose_detector", "blazepose_landmark_full"),  # the mask's, on the torch backend
+    networks=(WEIGHTS, *NETWORKS),  # the mask's, on the torch backend
     preview=Preview("backgrounds", "scenic background (ViBe)"),  # one background image of each clip
+    # ViBe's backend is the build's; the mask's BlazePose follows the build's BlazePose backend
+    placed=(Placed("vibe_backend", "vibe_backend"), Placed("mask_backend", "pose_backend", decides=False)),
+    shares=(blazepose_track.KIND,),  # the mask's tracking BlazePose, with pose's on a common grid
 )

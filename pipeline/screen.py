@@ -48,10 +48,11 @@ VisualScreen = Callable[[Mapping[str, Any]], list[RuleResult]]
 
 
 def pixel_rule_modules() -> tuple[ModuleType, ...]:
-    """The code the pixel rules' results depend on (part of their identity)."""
-    from pipeline import decode, motion, people, pose, rules, skeleton, visual
+    """The code the pixel rules' results depend on (part of their identity), with the people
+    counter's BlazePose backend's (:func:`pipeline.blazepose.backends.backend_code`)."""
+    from pipeline import decode, motion, people, rules, skeleton, visual
 
-    return (sys.modules[__name__], visual, rules, people, motion, pose, skeleton, decode)
+    return (sys.modules[__name__], visual, rules, people, motion, skeleton, decode)
 
 
 @dataclass(frozen=True)
@@ -215,8 +216,8 @@ class PixelRules:
         placement: Placement | None = None,
     ):
         from pipeline import visual
+        from pipeline.blazepose.backends import backend_code
         from pipeline.config import stage_config
-        from pipeline.pose import backend_code
         from pipeline.provenance import canonical_json, code_version
 
         self.config = stage_config(visual.VisualConfig, dict(config or {}), "visual")
@@ -230,7 +231,7 @@ class PixelRules:
         self._fingerprint = canonical_json(
             {
                 "visual": dataclasses.asdict(self.config),
-                "pose": dataclasses.asdict(self.pose),
+                "people_counter": dataclasses.asdict(self.pose),
                 "code": code_version(*pixel_rule_modules(), *backend_code(self.pose.backend)),
                 "thumbnails": self.thumbnails,
             }

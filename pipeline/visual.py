@@ -30,6 +30,7 @@ of an exception, so a batch never stops on one clip. Thresholds were set on the 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -37,12 +38,13 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.blazepose.backends import open_blazepose
+from pipeline.blazepose.settings import TrackOptions, TrackSettings, track_settings
 from pipeline.decode import DecodeParams, claimed_duration, decode_pass
 from pipeline.errors import ClipError, Reason
 from pipeline.motion import MotionParams, PairMotion, composed_motion, pair_motion, prepare
 from pipeline.people import CountParams, Person, count_people, find_people_many
 from pipeline.placement import Placement
-from pipeline.pose import TrackSettings, open_blazepose
 from pipeline.rules import RuleResult
 from pipeline.skeleton import LIMBS, MPII_INDEX, blazepose_to_mpii
 
@@ -158,7 +160,7 @@ def analyse_frames(
     count_params, motion_params = config.count_params(), config.motion_params()
     analysis = VisualAnalysis()
     frames = list(frames)  # at most max_frames small frames: their people are found together
-    with open_blazepose(pose or TrackSettings(), static=True) as estimator:
+    with open_blazepose(_static(pose or TrackSettings())) as estimator:
         found = _people_of(frames, estimator, count_params)
     prev = None  # (time, prepared frame, boxes)
     for (t, image), people in zip(frames, found, strict=True):
@@ -434,23 +436,21 @@ def rule_thresholds(config: VisualConfig = VisualConfig()) -> dict[str, dict]:
 
 def counter_settings(config: dict | None = None, placement: Placement | None = None) -> TrackSettings:
     """The people counter's BlazePose in a run of ``placement`` (:mod:`pipeline.placement`; None:
-    resolved here from the configuration for this machine): its pose backend, and for the torch
-    backend its device and BlazePose precision, as extraction runs them."""
-    from pipeline.config import stage_config
+    resolved here from the configuration for this machine): static mode, its pose backend, and for
+    the torch backend its device, BlazePose precision and the pose section's weights cache, as
+    extraction runs them (:func:`pipeline.blazepose.settings.track_settings`)."""
+    from pipeline import modalities, pose
     from pipeline.placement import resolve_placement
-    from pipeline.pose import PoseConfig
 
     config = dict(config or {})
-    pose = stage_config(PoseConfig, config, "pose")
-    placement = placement or resolve_placement(config)
-    if placement.pose_backend != "torch":
-        return TrackSettings(backend=placement.pose_backend)
-    return TrackSettings(
-        backend="torch",
-        device=placement.device,
-        precision=placement.blazepose_precision,
-        weights_dir=pose.weights_dir,
-    )
+    section = pose.MODALITY.section(config.get(pose.MODALITY.name))
+    placement = placement or resolve_placement(config, backends=modalities.backend_settings(config))
+    return track_settings(TrackOptions(static=True), placement, section.weights_dir)
+
+
+def _static(pose: TrackSettings) -> TrackSettings:
+    """``pose`` in static mode: the counter masks people out and looks again at the same frame."""
+    return dataclasses.replace(pose, options=dataclasses.replace(pose.options, static=True))
 
 
 def counter_record(pose: TrackSettings) -> dict:

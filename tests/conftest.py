@@ -50,7 +50,7 @@ class _VisualAnalyses(dict):
         self.weights = weights
 
     def __missing__(self, key):
-        from pipeline.pose import TrackSettings
+        from pipeline.blazepose.settings import TrackSettings
         from pipeline.visual import VisualConfig, analyse_frames, sample_frames
 
         clip, backend = key

@@ -42,7 +42,7 @@ def real_skeletons() -> dict[str, tuple[np.ndarray, np.ndarray]]:
         from pipeline import pose
         from tests.support.keypoints import load_keypoint_file
 
-        extractor = pose.build_extractor({"max_side": 320})
+        extractor = pose.MODALITY.build({"max_side": 320})
         for name in POSE_CLIPS:
             seq = extractor.compute(SHARED / "clips" / f"{name}.mp4", name.ljust(64, "_"))
             _SKELETONS[name] = (np.asarray(seq.features, np.float32), np.asarray(seq.valid, bool))

@@ -67,7 +67,8 @@ def test_the_weights_converters_and_the_registry_never_import_each_other_even_fo
     graph = grimp.build_graph("pipeline", exclude_type_checking_imports=False)
     assert not graph.chain_exists(importer="pipeline.weights.registry", imported="pipeline.weights.convert")
     assert not graph.chain_exists(importer="pipeline.weights.convert", imported="pipeline.weights.registry")
-    assert {spec.checkpoint_format for spec in REGISTRY.values()} == set(CONVERTERS)
+    formats = {spec.checkpoint_format for spec in REGISTRY.values() if spec.checkpoint_format}
+    assert formats == set(CONVERTERS)
 
 
 def _long_functions(path: Path, root: Path = ROOT) -> list[str]:

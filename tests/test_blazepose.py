@@ -26,10 +26,11 @@ import pytest
 import torch
 
 from pipeline.blazepose import calculators as calc
-from pipeline.blazepose.engine import Networks, PoseEngine, TrackOptions
+from pipeline.blazepose.backends import BlazePose, model_path
+from pipeline.blazepose.engine import Networks, PoseEngine
+from pipeline.blazepose.settings import TrackOptions
 from pipeline.decode import DecodeParams, iter_samples, target_size
 from pipeline.errors import WeightsError
-from pipeline.pose import BlazePose, model_path
 from pipeline.scenic import resized
 from pipeline.weights import cache, fetch, registry
 from tests.conftest import ROOT, SHARED_CLIPS
@@ -96,12 +97,12 @@ def reference(frames):
     the mediapipe backend runs it: without the two options modules mp.solutions never imports."""
     import sys
 
-    from pipeline.pose import _OPTIONS_MEDIAPIPE_DROPS
+    from pipeline.blazepose.backends import _OPTIONS_MEDIAPIPE_DROPS
 
     assert not [m for m in _OPTIONS_MEDIAPIPE_DROPS if m in sys.modules], "a test imported them: mediapipe changed"
     out = {}
     for clip, images in frames.items():
-        with BlazePose(static=False, segmentation=True) as pose:
+        with BlazePose(TrackOptions(segmentation=True)) as pose:
             tracked = [pose.process(image) for image in images]
         out[clip] = [
             (t.landmarks, None if t.segmentation is None else resized(t.segmentation, _mask_size(im)))
@@ -353,11 +354,11 @@ def test_importing_an_options_module_changes_mediapipe_and_the_backend_says_so()
     code = """
 import logging, sys, numpy as np
 from pipeline.decode import DecodeParams, iter_samples
-from pipeline.pose import BlazePose
+from pipeline.blazepose.backends import BlazePose
 from tests.conftest import ROOT, SHARED_CLIPS
 frames = [s.image for s in iter_samples(SHARED_CLIPS / "stgcn_ta_chi.mp4", DecodeParams(fps=25, max_side=640)) if s.index < 12]
 def run():
-    with BlazePose(static=False) as pose:
+    with BlazePose() as pose:
         return [pose.process(f).landmarks for f in frames]
 plain = run()
 import mediapipe.calculators.util.refine_landmarks_from_heatmap_calculator_pb2

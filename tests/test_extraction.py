@@ -93,18 +93,18 @@ def test_shards_do_not_depend_on_which_modalities_shared_the_pass(tmp_path, back
 
 @pytest.mark.parametrize("backend", ["mediapipe", "torch"])
 def test_pose_and_scenic_on_one_grid_run_blazepose_once_per_frame(tmp_path, monkeypatch, backend, blazepose_weights):
-    from pipeline import pose
+    from pipeline.blazepose.backends import BlazePose
     from pipeline.blazepose.engine import PoseEngine
 
     runs: list[tuple[int, int]] = []
     if backend == "mediapipe":
-        real = pose.BlazePose.process
+        real = BlazePose.process
 
         def counting(self, image, mask_size=None):
             runs.append(image.shape[:2])
             return real(self, image, mask_size)
 
-        monkeypatch.setattr(pose.BlazePose, "process", counting)
+        monkeypatch.setattr(BlazePose, "process", counting)
     else:
         real = PoseEngine.step
 

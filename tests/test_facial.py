@@ -23,7 +23,7 @@ CLIPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clips"
 @pytest.fixture(scope="module")
 def extractor():
     # the first 4 s at 3 fps: 12 samples per clip keeps detection quick on a small CPU
-    return facial.build_extractor({"end_s": 4.0}, untrained=True, device="cpu")
+    return facial.MODALITY.build({"end_s": 4.0}, untrained=True, device="cpu")
 
 
 # Faces on "most" frames: at least 90 % of the samples (measured: 12/12 on both excerpts, and
@@ -53,7 +53,7 @@ def test_faces_found_where_there_are_faces(extractor, clip, least, most):
 def test_shard_provenance_and_skip(tmp_path):
     clip_id = "e" * 64
     path = CLIPS / "liveportrait_d18_face.mp4"
-    extractor = facial.build_extractor({"end_s": 1.5}, untrained=True, device="cpu")
+    extractor = facial.MODALITY.build({"end_s": 1.5}, untrained=True, device="cpu")
     shard, computed = extractor.extract_to(tmp_path, path, clip_id)
     assert computed and shard.parent == tmp_path / "features" / "facial"
     row = read_features(shard, "facial").to_pylist()[0]
@@ -73,10 +73,10 @@ def test_shard_provenance_and_skip(tmp_path):
 
 def test_deterministic_and_seeded():
     path = CLIPS / "musepose_dance.mp4"
-    short = facial.build_extractor({"end_s": 1.0}, untrained=True, device="cpu")
+    short = facial.MODALITY.build({"end_s": 1.0}, untrained=True, device="cpu")
     a, b = short.compute(path, "f" * 64), short.compute(path, "f" * 64)
     np.testing.assert_array_equal(a.features, b.features)
-    other = facial.build_extractor({"end_s": 1.0, "seed": 3}, untrained=True, device="cpu")
+    other = facial.MODALITY.build({"end_s": 1.0, "seed": 3}, untrained=True, device="cpu")
     c = other.compute(path, "f" * 64)
     np.testing.assert_array_equal(a.valid, c.valid)  # detection does not depend on the seed
     assert not np.array_equal(a.features, c.features)
@@ -84,7 +84,7 @@ def test_deterministic_and_seeded():
 
 
 def test_resnet50_option_gives_2048_d_shards(tmp_path):
-    ex = facial.build_extractor({"end_s": 0.7, "model": "resnet50_vggface2"}, untrained=True, device="cpu")
+    ex = facial.MODALITY.build({"end_s": 0.7, "model": "resnet50_vggface2"}, untrained=True, device="cpu")
     assert ex.dim == 2048 and ex.spec() == tables.feature_spec("facial", 2048)
     shard, _ = ex.extract_to(tmp_path, CLIPS / "liveportrait_d18_face.mp4", "9" * 64)
     row = read_features(shard, "facial", 2048).to_pylist()[0]
@@ -127,7 +127,7 @@ def test_crops_keep_the_published_geometry():
 
 def test_configuration_is_checked():
     with pytest.raises(ConfigError):
-        facial.build_extractor({"min_confidance": 0.5}, untrained=True, device="cpu")
+        facial.MODALITY.build({"min_confidance": 0.5}, untrained=True, device="cpu")
     with pytest.raises(ValueError):
         facial.FacialConfig(model="vgg16")
     with pytest.raises(ValueError):

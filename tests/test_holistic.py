@@ -25,7 +25,7 @@ SECONDS = 1.2
 
 @pytest.fixture(scope="module")
 def untrained():
-    return holistic.build_extractor({"end_s": SECONDS, "batch_size": 16}, untrained=True, device="cpu")
+    return holistic.MODALITY.build({"end_s": SECONDS, "batch_size": 16}, untrained=True, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +46,10 @@ def test_shape_grid_and_values(sequence):
 
 
 def test_deterministic_and_batch_independent(sequence):
-    again = holistic.build_extractor({"end_s": SECONDS, "batch_size": 7}, untrained=True, device="cpu")
+    again = holistic.MODALITY.build({"end_s": SECONDS, "batch_size": 7}, untrained=True, device="cpu")
     other = again.compute(CLIP, CLIP_ID)
     np.testing.assert_allclose(other.features, sequence.features, rtol=1e-4, atol=1e-4)
-    assert again.identity(CLIP_ID) != holistic.build_extractor({"end_s": 1.0}, untrained=True, device="cpu").identity(
+    assert again.identity(CLIP_ID) != holistic.MODALITY.build({"end_s": 1.0}, untrained=True, device="cpu").identity(
         CLIP_ID
     )
 
@@ -91,7 +91,7 @@ def test_preprocessing_matches_tsn():
 
 def test_missing_weights_are_a_clear_error(tmp_path):
     with pytest.raises(WeightsError, match="vdv weights fetch tsn_r50_kinetics400"):
-        holistic.build_extractor({"weights_dir": str(tmp_path)}, device="cpu")
+        holistic.MODALITY.build({"weights_dir": str(tmp_path)}, device="cpu")
 
 
 def test_imported_weights_are_used_and_recorded(tmp_path):
@@ -101,14 +101,14 @@ def test_imported_weights_are_used_and_recorded(tmp_path):
     write_published("tsn_r50_kinetics400", src, _reference("tsn_r50_kinetics400"))
     lock = fetch.import_weights("tsn_r50_kinetics400", src, cache_dir=tmp_path, allow_other_source=True)
     config = {"weights_dir": str(tmp_path), "end_s": 0.2}
-    trained = holistic.build_extractor(config, device="cpu")
+    trained = holistic.MODALITY.build(config, device="cpu")
     assert trained.weights_sha256 == lock["sha256"] and not trained.untrained
     assert "weights_seed" not in trained.params()
     seq = trained.compute(CLIP, CLIP_ID)
     assert seq.features.shape == (5, 2048)
-    random = holistic.build_extractor(config, untrained=True, device="cpu").compute(CLIP, CLIP_ID)
+    random = holistic.MODALITY.build(config, untrained=True, device="cpu").compute(CLIP, CLIP_ID)
     assert not np.allclose(seq.features, random.features)
-    assert trained.identity(CLIP_ID) != holistic.build_extractor(config, untrained=True, device="cpu").identity(CLIP_ID)
+    assert trained.identity(CLIP_ID) != holistic.MODALITY.build(config, untrained=True, device="cpu").identity(CLIP_ID)
 
 
 def test_bad_input_is_a_clip_error(untrained, tmp_path):
@@ -123,6 +123,6 @@ def test_config_is_validated():
     from pipeline.config import ConfigError
 
     with pytest.raises(ConfigError, match="unknown keys"):
-        holistic.build_extractor({"crop_size": 224}, untrained=True)
+        holistic.MODALITY.build({"crop_size": 224}, untrained=True)
     with pytest.raises(ValueError, match="crop"):
         holistic.HolisticConfig(short_side=200, crop=224)

@@ -137,7 +137,7 @@ def test_the_scenic_path_waits_once_a_frame_in_each_step_and_nowhere_else(monkey
     waits.install()  # this thread and every thread started from here on (the servers')
     try:
         config = {"end_s": 1.0, "short_side": 64, "vibe_backend": "torch", "mask_backend": "torch"}
-        extractor = scenic.build_extractor(config, untrained=True, device="cpu")
+        extractor = scenic.MODALITY.build(config, untrained=True, device="cpu")
         seq = extractor.compute(SHARED_CLIPS / "stgcn_ta_chi.mp4", "0" * 64)
     finally:
         waits.uninstall()

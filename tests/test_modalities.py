@@ -5,9 +5,10 @@ loading a network to the same identity, extract one real clip, write a shard who
 width are the record's and whose rate is its grid's, be read by :mod:`models.data` at the frames
 its span gives, and feed a fusion stream. A new modality gets these tests by being registered.
 
-The toy modality (``tests/support/brightness.py``: mean brightness at 1 fps) is one new module
-plus one registry entry; it goes through ``vdv extract``, a release and a training step, and is
-removed again.
+The toy modality (``tests/support/brightness.py``: mean brightness, a person found, a tiny network)
+is one new module plus one registry entry, with a configuration section, a network of its own in
+the weights registry and the tracking BlazePose it shares with pose; it goes through ``vdv
+extract``, a release and a training step, and is removed again.
 """
 
 from __future__ import annotations
@@ -123,13 +124,63 @@ def test_every_modality_extracts_a_real_clip_that_the_models_read(name: str, cli
 
 @pytest.fixture()
 def toy():
-    """The brightness modality registered for one test, then removed."""
+    """The brightness modality registered for one test, then removed (its network with it)."""
+    assert brightness.NETWORK not in REGISTRY
     modalities.register(brightness.MODALITY)
     try:
         yield brightness.MODALITY
     finally:
         modalities.unregister(brightness.MODALITY.name)
-    assert "brightness" not in modalities.names()
+    assert "brightness" not in modalities.names() and brightness.NETWORK not in REGISTRY
+
+
+def test_a_toy_modality_brings_its_section_network_and_shared_track(toy, clip, tmp_path, monkeypatch, caplog):
+    from pipeline.blazepose.backends import BlazePose
+    from pipeline.sections import load_config
+
+    # its section is known to the configuration, its network to the weights registry
+    config_file = tmp_path / "run.toml"
+    config_file.write_text("[brightness]\nfps = 25.0\nmax_side = 640\n")
+    config = load_config(config_file)
+    assert REGISTRY[brightness.NETWORK] is brightness.SPEC and brightness.NETWORK in toy.networks
+    # its BlazePose follows the build's backend, which [pose] alone decides
+    assert modalities.backend_settings({"pose": {"backend": "torch"}}) == {
+        "pose_backend": "torch",
+        "vibe_backend": "auto",
+    }
+    resolved = modalities.resolved_sections(["pose", "brightness"], {"pose": {"backend": "torch"}}, "cpu")
+    assert resolved["brightness"]["backend"] == resolved["pose"]["backend"] == "torch"
+
+    # on pose's grid the two share one tracking BlazePose: one run per grid frame, not two
+    runs: list[int] = []
+    real = BlazePose.process
+
+    def counting(self, image, mask_size=None):
+        runs.append(1)
+        return real(self, image, mask_size)
+
+    monkeypatch.setattr(BlazePose, "process", counting)
+    plan = extraction.plan_extraction(["pose", "brightness"], config, untrained=True, device="cpu", precision="float32")
+    extractors = extraction.load_extractors(plan)
+    assert extractors["pose"].shared_run() == extractors["brightness"].shared_run()
+    items = extraction.extract_clip({"clip_id": CLIP_ID, "path": str(clip)}, extractors, tmp_path, confirm=False)
+    assert [i.status for i in items] == ["computed", "computed"]
+    pose_row, toy_row = (
+        tables.read_file(p, tables.feature_spec(m, modalities.get(m).dim)).to_pylist()[0]
+        for m in ("pose", "brightness")
+        for p in tables.table_files(tmp_path, tables.feature_table(m))
+    )
+    frames = len(pose_row["timestamps"])
+    assert frames == 25 and len(runs) == frames and toy_row["timestamps"] == pose_row["timestamps"]
+    # the person it reports is the one pose found, frame by frame, from the same run
+    found = np.asarray(toy_row["features"], dtype=np.float32).reshape(frames, 3)[:, 1]
+    np.testing.assert_array_equal(found == 1.0, np.asarray(pose_row["valid"]))
+    assert found.any()
+
+    # on another grid it cannot share, and the build says so
+    other = extraction.plan_extraction(["pose", "brightness"], {}, untrained=True, device="cpu", precision="float32")
+    extraction.load_extractors(other)
+    assert "BlazePose runs twice per frame: pose and brightness" in caplog.text
 
 
 @pytest.mark.slow
@@ -146,23 +197,24 @@ def test_a_toy_modality_goes_through_extraction_release_and_training(toy, tmp_pa
     config = tmp_path / "run.toml"
     config.write_text("[brightness]\nfps = 2.0\n")
     assert load_config(config) == {"brightness": {"fps": 2.0}}
-    assert main(["extract", "brightness", "--all", "--work", str(work), "--config", str(config), "--no-progress"]) == 0
+    args = ["extract", "brightness", "--all", "--untrained", "--work", str(work), "--config", str(config)]
+    assert main([*args, "--no-progress"]) == 0
     assert "extract brightness: 5 computed" in capsys.readouterr().out
     shards = tables.table_files(work, "features/brightness")
-    assert len(shards) == 5 and all(shard_dim(p) == 1 for p in shards)
+    assert len(shards) == 5 and all(shard_dim(p) == 3 for p in shards)
 
     # the release takes the shards whose identity its configuration describes
-    run = release_stage(work, tmp_path / "release", load_config(config), salt="toy")
+    run = release_stage(work, tmp_path / "release", load_config(config), salt="toy", allow_untrained=True)
     assert run.checked.ok and sum(run.summary.counts["brightness"].values()) == 5
     manifest = json.loads((run.summary.path / "manifest.json").read_text())
     assert set(manifest["features"]["brightness"]["identities"]) == set(ids.values())
     with pytest.raises(Exception, match="stale"):  # another rate: other identities, so the shards are stale
-        release_stage(work, tmp_path / "other", {"brightness": {"fps": 1.0}}, salt="toy")
+        release_stage(work, tmp_path / "other", {"brightness": {"fps": 1.0}}, salt="toy", allow_untrained=True)
 
     # one training step of a fused model on it, from the release
     source = model_data.open_source(run.summary.path)
     ds = model_data.ViralityDataset(source, ("brightness",))
-    assert ds.frames == {"brightness": 16} and ds[0]["brightness"].shape == (16, 1)  # 8 s at 2 fps
+    assert ds.frames == {"brightness": 16} and ds[0]["brightness"].shape == (16, 3)  # 8 s at 2 fps
     cfg = TrainConfig(modalities=("brightness",), epochs=1, batch_size=8, device="cpu")
     result = fit(ds, cfg, sections=SMALL_STREAMS, out_dir=tmp_path / "run")
     assert len(result.history) == 1 and np.isfinite(result.history[0]["loss"])

@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.blazepose.backends import BlazePose
+from pipeline.blazepose.settings import TrackOptions
 from pipeline.decode import DecodeParams, iter_samples
 from pipeline.people import CountParams, count_people, find_people
-from pipeline.pose import BlazePose
 
 CLIPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clips"
 
@@ -22,7 +23,7 @@ def frame_at(name: str, t: float, max_side: int = 640) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def estimator():
-    with BlazePose(static=True) as est:
+    with BlazePose(TrackOptions(static=True)) as est:
         yield est
 
 

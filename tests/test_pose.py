@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.blazepose.backends import model_path, model_sha256
 from pipeline.config import ConfigError
 from pipeline.features import read_features
-from pipeline.pose import build_extractor, model_path, model_sha256
+from pipeline.pose import MODALITY
 from pipeline.provenance import sha256_file
 from pipeline.skeleton import DERIVED_SOURCES, MPII_INDEX, blazepose_to_mpii
 from tests.support.video import write_clip
@@ -84,21 +85,21 @@ def test_mapping_rejects_wrong_shape():
 def test_weights_identity_is_the_model_file():
     assert model_path().name == "pose_landmark_full.tflite"
     assert model_sha256() == sha256_file(model_path())
-    extractor = build_extractor()
+    extractor = MODALITY.build()
     assert extractor.weights_sha256 == model_sha256() and not extractor.untrained
     assert extractor.params()["fps"] == 25.0 and extractor.dim == 48
 
 
 def test_config_section_is_checked():
     with pytest.raises(ConfigError, match="fsp"):
-        build_extractor({"fsp": 30})
-    assert build_extractor({"fps": 30}).config.fps == 30
+        MODALITY.build({"fsp": 30})
+    assert MODALITY.build({"fps": 30}).config.fps == 30
 
 
 @pytest.fixture(scope="module")
 def tfjs_sequence():
     """tfjs_pose_1 on a 30 fps grid: one sample per native frame (120 frames, 576x576)."""
-    return build_extractor({"fps": 30.0}).compute(CLIPS / "tfjs_pose_1.mp4", "tfjs_pose_1")
+    return MODALITY.build({"fps": 30.0}).compute(CLIPS / "tfjs_pose_1.mp4", "tfjs_pose_1")
 
 
 def test_pck_against_independent_estimator(tfjs_sequence):
@@ -142,7 +143,7 @@ def person_then_nobody(tmp_path_factory):
 
 
 def test_frames_without_a_person_are_masked(person_then_nobody, tmp_path):
-    extractor = build_extractor({"fps": 10.0})
+    extractor = MODALITY.build({"fps": 10.0})
     shard, computed = extractor.extract_to(tmp_path, person_then_nobody, "c" * 64)
     assert computed and shard.exists()
     row = read_features(shard, "pose").to_pylist()[0]
@@ -163,7 +164,7 @@ def test_frames_without_a_person_are_masked(person_then_nobody, tmp_path):
 
 def test_coordinates_are_native_pixels_whatever_the_decode_size(tfjs_sequence):
     """The estimator may see a shrunk frame; the shard still speaks native pixels."""
-    small = build_extractor({"fps": 30.0, "max_side": 288}).compute(CLIPS / "tfjs_pose_1.mp4", "tfjs_pose_1")
+    small = MODALITY.build({"fps": 30.0, "max_side": 288}).compute(CLIPS / "tfjs_pose_1.mp4", "tfjs_pose_1")
     both = small.valid & tfjs_sequence.valid
     a = small.features.reshape(-1, 16, 3)[both][:, :, :2]
     b = tfjs_sequence.features.reshape(-1, 16, 3)[both][:, :, :2]
@@ -240,7 +241,7 @@ def test_rotated_clip_gives_upright_pixels(tmp_path):
     write_clip(rotated, [np.ascontiguousarray(np.rot90(image, 1)) for image in upright])  # stored turned left
     one = 1 << 16
     _set_display_matrix(rotated, 0, one, -one, 0)  # play it turned 90 degrees clockwise
-    extractor = build_extractor({"fps": 10.0})
+    extractor = MODALITY.build({"fps": 10.0})
     a = extractor.compute(plain, "plain")
     b = extractor.compute(rotated, "rotated")
     assert (a.frame_width, a.frame_height) == (b.frame_width, b.frame_height) == (448, 576)
@@ -256,7 +257,7 @@ def test_silencing_native_stderr_restores_it_when_blocks_overlap_across_threads(
     import os
     import threading
 
-    from pipeline.pose import _native_stderr_silenced
+    from pipeline.blazepose.backends import _native_stderr_silenced
 
     before = os.fstat(2)
     inside, release = threading.Barrier(3), threading.Event()
@@ -282,13 +283,14 @@ def test_landmarks_do_not_depend_on_the_segmentation():
     """Scenic's person mask shares pose's tracking BlazePose with the segmentation on; that must
     leave pose's landmarks bit for bit as they are with it off (so a pose shard never depends on
     whether scenic shared its pass)."""
+    from pipeline.blazepose.backends import BlazePose
+    from pipeline.blazepose.settings import TrackOptions
     from pipeline.decode import DecodeParams, iter_samples
-    from pipeline.pose import BlazePose
 
     frames = [s.image for s in iter_samples(CLIPS / "hybrik_taiji.mp4", DecodeParams(fps=25, max_side=640, end_s=3.0))]
     runs = {}
     for segmentation in (False, True):
-        with BlazePose(static=False, segmentation=segmentation) as pose:
+        with BlazePose(TrackOptions(segmentation=segmentation)) as pose:
             runs[segmentation] = [pose.process(f) for f in frames]
     assert all(r.segmentation is None for r in runs[False])
     masks = [r.segmentation for r in runs[True]]

@@ -55,8 +55,8 @@ def test_bf16_features_agree_with_fp32_on_real_frames(modality, size):
     import importlib
 
     module = importlib.import_module(f"pipeline.{modality}")
-    e32 = module.build_extractor({}, untrained=True, device="cpu", precision="float32")
-    e16 = module.build_extractor({}, untrained=True, device="cpu", precision="bfloat16")
+    e32 = module.MODALITY.build({}, untrained=True, device="cpu", precision="float32")
+    e16 = module.MODALITY.build({}, untrained=True, device="cpu", precision="bfloat16")
     assert (e32.precision, e16.precision) == ("float32", "bfloat16")
     assert e32.identity("c") != e16.identity("c")  # precision is part of a shard's identity
     images = _frames(16, size)
@@ -78,7 +78,7 @@ def test_facial_embedding_stays_float32_because_bf16_disagrees():
     from pipeline import facial
     from pipeline.weights import inference
 
-    e32 = facial.build_extractor({}, untrained=True, device="cpu", precision="bfloat16")
+    e32 = facial.MODALITY.build({}, untrained=True, device="cpu", precision="bfloat16")
     assert e32.precision == "float32"
     images = _frames(16, 160)
     x = lambda im: e32.weights_spec.preprocess.normalise(__import__("torch").from_numpy(im))  # noqa: E731

@@ -406,7 +406,7 @@ def test_identities_come_from_the_run_configuration(tmp_path):
     work = tmp_path / "work"
     clips = ["tfjs_pose_1.mp4", "controlvideo_moonwalk.mp4"]
     ids = make_work(work, clips=clips, modalities=())
-    extractor = pose.build_extractor({"max_side": 160})
+    extractor = pose.MODALITY.build({"max_side": 160})
     for name, cid in ids.items():
         extractor.extract_to(work, SHARED / "clips" / name, cid)
     summary = release.package_release(work, tmp_path / "a", salt="s", run_config={"pose": {"max_side": 160}})
@@ -467,14 +467,14 @@ def _extract_scenic(work: Path, ids: dict[str, str], untrained: bool):
 
 
 def _no_network_loads(monkeypatch) -> None:
-    from pipeline import pose
+    from pipeline.blazepose import backends
     from pipeline.weights import inference
 
     def refuse(*args, **kwargs):
         raise AssertionError("the release loaded a network")
 
     monkeypatch.setattr(inference, "load_model", refuse)
-    monkeypatch.setattr(pose, "shared_networks", refuse)
+    monkeypatch.setattr(backends, "shared_networks", refuse)
 
 
 def test_a_release_is_packaged_without_the_weights_cache(tmp_path, monkeypatch):

@@ -37,7 +37,7 @@ SIZE = 128  # grid short side of the checks on real footage
 
 @pytest.fixture(scope="module")
 def extractor():
-    return scenic.build_extractor({"end_s": 2.0, "short_side": SIZE}, untrained=True, device="cpu")
+    return scenic.MODALITY.build({"end_s": 2.0, "short_side": SIZE}, untrained=True, device="cpu")
 
 
 # -- ground truth: a real dancer over a real empty scene -------------------------------------------
@@ -240,9 +240,10 @@ def test_real_clips_background_images_show_no_person_and_keep_the_scene(vibe):
     variation: the torch images lie about as far from numpy's (seed 0) as numpy's with another
     seed do (measured: 0.046 grey levels against numpy's 0.038, 1.21 times; bound 1.5 times, a
     margin of 24 %). Detections: numpy 2 of 36, torch 0 of 36 (the earlier hash-draw torch ViBe 3)."""
-    from pipeline.pose import BlazePose
+    from pipeline.blazepose.backends import BlazePose
+    from pipeline.blazepose.settings import TrackOptions
 
-    detector = BlazePose(static=True)
+    detector = BlazePose(TrackOptions(static=True))
     images = with_person = shown = 0
     backgrounds = _real_clip_backgrounds(vibe)
     for name, frames in _real_clip_inputs().items():
@@ -276,7 +277,7 @@ def test_moving_camera_does_not_crash_the_extractor():
     from pipeline.decode import stream_info
 
     path = CLIPS / "trackanything_test-sample2_cat.mp4"
-    ex = scenic.build_extractor({"end_s": 2.0, "short_side": 96}, untrained=True, device="cpu")
+    ex = scenic.MODALITY.build({"end_s": 2.0, "short_side": 96}, untrained=True, device="cpu")
     clip = ex.consumer("e" * 64)
     try:
         for sample in iter_samples(path, ex.decode_params()):
@@ -320,23 +321,23 @@ def test_shard_has_one_sample_every_12_frames_with_provenance(extractor, tmp_pat
 
 def test_person_mask_parameters_are_part_of_the_identity(extractor):
     for change in ({"mask_threshold": 0.6}, {"mask_dilate": 0.05}, {"inpaint_radius": 3}, {"reset_share": 0.7}):
-        other = scenic.build_extractor({"end_s": 2.0, "short_side": SIZE, **change}, untrained=True, device="cpu")
+        other = scenic.MODALITY.build({"end_s": 2.0, "short_side": SIZE, **change}, untrained=True, device="cpu")
         assert other.identity("b" * 64) != extractor.identity("b" * 64), change
 
 
 def test_deterministic_and_seeded():
-    one = scenic.build_extractor({"end_s": 1.0, "short_side": 96}, untrained=True, device="cpu")
+    one = scenic.MODALITY.build({"end_s": 1.0, "short_side": 96}, untrained=True, device="cpu")
     a = one.compute(MOONWALK, "b" * 64)
     b = one.compute(MOONWALK, "b" * 64)
     np.testing.assert_array_equal(a.features, b.features)
-    other = scenic.build_extractor({"end_s": 1.0, "short_side": 96, "seed": 1}, untrained=True, device="cpu")
+    other = scenic.MODALITY.build({"end_s": 1.0, "short_side": 96, "seed": 1}, untrained=True, device="cpu")
     assert not np.array_equal(other.compute(MOONWALK, "b" * 64).features, a.features)
     assert other.identity("b" * 64) != one.identity("b" * 64)
 
 
 def test_save_backgrounds_writes_pngs_and_their_inpainted_share(tmp_path):
     out = tmp_path / "png"
-    ex = scenic.build_extractor(
+    ex = scenic.MODALITY.build(
         {"end_s": 1.0, "short_side": SIZE, "save_backgrounds": str(out)}, untrained=True, device="cpu"
     )
     seq = ex.compute(MOONWALK, "c" * 64)
@@ -357,7 +358,7 @@ def test_save_backgrounds_writes_pngs_and_their_inpainted_share(tmp_path):
 
 
 def test_clip_shorter_than_one_window_is_a_recorded_rejection():
-    ex = scenic.build_extractor({"end_s": 0.3, "short_side": 96}, untrained=True, device="cpu")
+    ex = scenic.MODALITY.build({"end_s": 0.3, "short_side": 96}, untrained=True, device="cpu")
     with pytest.raises(ClipError) as err:
         ex.compute(MOONWALK, "d" * 64)
     assert err.value.reason is Reason.TOO_SHORT and err.value.clip_id == "d" * 64
@@ -365,7 +366,7 @@ def test_clip_shorter_than_one_window_is_a_recorded_rejection():
 
 def test_configuration_is_checked():
     with pytest.raises(ConfigError):
-        scenic.build_extractor({"windw": 100}, untrained=True, device="cpu")
+        scenic.MODALITY.build({"windw": 100}, untrained=True, device="cpu")
     with pytest.raises(ValueError):
         scenic.ScenicConfig(hop=24, window=12)
     with pytest.raises(ValueError):

@@ -38,21 +38,11 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.blazepose import calculators as calc
+from pipeline.blazepose.settings import TRACKING, TrackOptions
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-@dataclass(frozen=True)
-class TrackOptions:
-    """What decides a track's output besides its frames (``mp.solutions.pose.Pose``'s arguments)."""
-
-    min_detection_confidence: float = 0.5
-    min_tracking_confidence: float = 0.5
-    smooth_landmarks: bool = True
-    static: bool = False  # detector on every frame, no smoothing
-    segmentation: bool = False
 
 
 @dataclass
@@ -93,7 +83,7 @@ class PoseEngine:
     """Tracking BlazePose for many clips (module docstring). Not thread-safe: one caller steps it
     (:class:`pipeline.batching.BatchServer` serialises the clips of a process)."""
 
-    def __init__(self, nets: Networks, options: TrackOptions = TrackOptions(), capacity: int = 8):
+    def __init__(self, nets: Networks, options: TrackOptions = TRACKING, capacity: int = 8):
         self.nets, self.options = nets, options
         self._free: list[int] = []
         self._used = 0

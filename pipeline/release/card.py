@@ -77,11 +77,14 @@ def hf_features(schema: pa.Schema) -> list[dict]:
 
 
 def _card_header(manifest: Mapping, configs: Mapping[str, dict], config: ReleaseConfig, root: Path | None) -> dict:
+    from pipeline.modalities import with_stream
+
     return {
         "license": config.license,
         **({"license_name": LICENSE_NAME, "license_link": LICENSE_LINK} if config.license == "other" else {}),
         "pretty_name": "VDV: viral dance videos",
-        "tags": ["video", "dance", "virality", "pose"] + (["untrained-features"] if manifest["untrained"] else []),
+        "tags": ["video", "dance", "virality", *with_stream("skeleton")]
+        + (["untrained-features"] if manifest["untrained"] else []),
         "configs": [
             {
                 "config_name": name,

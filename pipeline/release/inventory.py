@@ -87,7 +87,7 @@ def expected_extractors(
     from pipeline import modalities as registry
 
     out: dict[str, list] = {}
-    sections, _ = registry.resolved_sections(modalities, run_config or {}, device)
+    sections = registry.resolved_sections(modalities, run_config or {}, device)
     for modality in modalities:
         section = sections[modality]
         built, error = [], None

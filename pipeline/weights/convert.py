@@ -200,6 +200,8 @@ def convert_checkpoint(spec: Convertible, obj: Any) -> tuple[dict[str, torch.Ten
     """
     import torch
 
+    if not spec.checkpoint_format:
+        raise WeightsError(f"{spec.architecture} has no published checkpoint to convert (it runs untrained only)")
     if spec.checkpoint_format not in CONVERTERS:
         raise WeightsError(f"no converter for checkpoint format {spec.checkpoint_format!r} ({spec.architecture})")
     raw, dropped = CONVERTERS[spec.checkpoint_format](obj)

@@ -178,3 +178,17 @@ def get_spec(name: str) -> ModelSpec:
     if name not in REGISTRY:
         raise WeightsError(f"unknown weights {name!r}; known: {', '.join(REGISTRY)}")
     return REGISTRY[name]
+
+
+def add_spec(spec: ModelSpec) -> ModelSpec:
+    """Describe one more network (a modality registered at run time brings its own,
+    :func:`pipeline.modalities.register`); its name must be new."""
+    if spec.name in REGISTRY and REGISTRY[spec.name] is not spec:
+        raise ValueError(f"weights {spec.name!r} are already described")
+    REGISTRY[spec.name] = spec
+    return spec
+
+
+def remove_spec(name: str) -> None:
+    """Forget a network added by :func:`add_spec`."""
+    REGISTRY.pop(name, None)
