@@ -36,7 +36,7 @@ import numpy as np
 
 from pipeline import decode, skeleton
 from pipeline.blazepose import track as blazepose_track
-from pipeline.blazepose.backends import NETWORKS, BlazePose, TorchBlazePose, backend_code, weights_sha256
+from pipeline.blazepose.backends import NETWORKS, BlazePose, TorchBlazePose, weights_sha256
 from pipeline.blazepose.settings import BACKENDS, Batching, TrackOptions, track_settings
 from pipeline.decode import DecodeParams, Sample, StreamInfo, check_grid
 from pipeline.features import FeatureExtractor, FeatureSequence, Modality, PassShared, Placed, SharedRun
@@ -110,7 +110,9 @@ class PoseExtractor(FeatureExtractor):
             # mediapipe's BlazePose runs on the CPU in float32 whatever the build's device and precision
             log.warning("mediapipe BlazePose runs on the CPU; ignoring device %r", device)
         self.name = TorchBlazePose.name if self.backend == "torch" else BlazePose.name
-        self.version = code_version(sys.modules[__name__], skeleton, decode, *backend_code(self.backend))
+        self.version = code_version(
+            sys.modules[__name__], skeleton, decode, *blazepose_track.backend_code(self.backend)
+        )
         self.weights_sha256, self.detector_sha256 = weights_sha256(self.track, load=load)
 
     def decode_params(self) -> DecodeParams:

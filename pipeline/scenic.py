@@ -69,7 +69,7 @@ import pyarrow.parquet as pq
 
 from pipeline import decode, tables, vibe
 from pipeline.blazepose import track as blazepose_track
-from pipeline.blazepose.backends import NETWORKS, backend_code, model_sha256, weights_sha256
+from pipeline.blazepose.backends import NETWORKS, model_sha256, weights_sha256
 from pipeline.blazepose.settings import BACKENDS, TrackOptions, TrackSettings, track_settings
 from pipeline.decode import DecodeParams, Sample, StreamInfo, check_grid, iter_samples, target_size
 from pipeline.errors import ClipError, Reason
@@ -356,7 +356,7 @@ class ScenicExtractor(NetworkExtractor):
             from pipeline import vibe_torch
 
             vibe_code = (vibe_torch,)
-        self.code = type(self).code + backend_code(self.mask.backend) + vibe_code
+        self.code = type(self).code + blazepose_track.backend_code(self.mask.backend) + vibe_code
         super().__init__(MODALITY, config, **kwargs)
         self.mask_weights = {}
         if self.mask.backend == "torch":

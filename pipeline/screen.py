@@ -49,7 +49,7 @@ VisualScreen = Callable[[Mapping[str, Any]], list[RuleResult]]
 
 def pixel_rule_modules() -> tuple[ModuleType, ...]:
     """The code the pixel rules' results depend on (part of their identity), with the people
-    counter's BlazePose backend's (:func:`pipeline.blazepose.backends.backend_code`)."""
+    counter's BlazePose backend's (:func:`pipeline.blazepose.track.backend_code`)."""
     from pipeline import decode, motion, people, rules, skeleton, visual
 
     return (sys.modules[__name__], visual, rules, people, motion, skeleton, decode)
@@ -216,7 +216,7 @@ class PixelRules:
         placement: Placement | None = None,
     ):
         from pipeline import visual
-        from pipeline.blazepose.backends import backend_code
+        from pipeline.blazepose.track import backend_code
         from pipeline.config import stage_config
         from pipeline.provenance import canonical_json, code_version
 

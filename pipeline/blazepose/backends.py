@@ -31,7 +31,6 @@ import sys
 import threading
 from functools import cache
 from pathlib import Path
-from types import ModuleType
 from typing import NamedTuple, Protocol
 
 import numpy as np
@@ -269,19 +268,6 @@ def open_blazepose(settings: TrackSettings, batching: Batching = BATCHING) -> Bl
     if settings.backend != "mediapipe":
         raise ValueError(f"unknown BlazePose backend {settings.backend!r}")
     return BlazePose(settings.options)
-
-
-def backend_code(backend: str) -> tuple[ModuleType, ...]:
-    """The modules that compute a backend's landmarks (part of the code version of what uses them)."""
-    from pipeline.blazepose import settings, track
-    from pipeline.weights import graph_modules
-
-    own = (settings, sys.modules[__name__], track)
-    if backend == "torch":
-        from pipeline.blazepose import calculators, engine
-
-        return (*own, engine, calculators, *graph_modules())
-    return own
 
 
 _SILENCE_LOCK = threading.Lock()

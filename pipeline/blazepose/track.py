@@ -10,6 +10,8 @@ once per grid sample instead of twice. A modality declares that it takes part (i
 from __future__ import annotations
 
 import dataclasses
+import sys
+from types import ModuleType
 
 import numpy as np
 
@@ -100,3 +102,16 @@ def pose_track(
         return PoseTrack(settings, batching).join(segmentation=segmentation, mask_short_side=mask_short_side)
     track = shared.get((KIND, *run.key), lambda: PoseTrack(settings, batching))
     return track.join(segmentation=segmentation, mask_short_side=mask_short_side)
+
+
+def backend_code(backend: str) -> tuple[ModuleType, ...]:
+    """The modules that compute a backend's landmarks (part of the code version of what uses them)."""
+    from pipeline.blazepose import backends, settings
+    from pipeline.weights import graph_modules
+
+    own = (settings, backends, sys.modules[__name__])
+    if backend == "torch":
+        from pipeline.blazepose import calculators, engine
+
+        return (*own, engine, calculators, *graph_modules())
+    return own

@@ -33,7 +33,7 @@ def compute_modules() -> tuple[ModuleType, ...]:
 
 def graph_modules() -> tuple[ModuleType, ...]:
     """The code that runs BlazePose's graphs: part of the torch pose backend's version
-    (:func:`pipeline.blazepose.backends.backend_code`), not of the appearance extractors'."""
+    (:func:`pipeline.blazepose.track.backend_code`), not of the appearance extractors'."""
     from pipeline.weights import graphnet
 
     return (graphnet,)

@@ -19,7 +19,7 @@ import numpy as np
 
 from pipeline import decode
 from pipeline.blazepose import track as blazepose_track
-from pipeline.blazepose.backends import NETWORKS, backend_code, weights_sha256
+from pipeline.blazepose.backends import NETWORKS, weights_sha256
 from pipeline.blazepose.settings import BACKENDS, TrackOptions, track_settings
 from pipeline.decode import DecodeParams, Sample, StreamInfo
 from pipeline.errors import ClipError, Reason
@@ -78,7 +78,7 @@ class BrightnessExtractor(NetworkExtractor):
         where = placed(kwargs.get("device"), kwargs.get("precision"), pose_backend=config.backend)
         # pose's default options: with pose's grid the two share one track
         self.track = track_settings(TrackOptions(), where, config.weights_dir)
-        self.code = type(self).code + backend_code(self.track.backend)
+        self.code = type(self).code + blazepose_track.backend_code(self.track.backend)
         super().__init__(MODALITY, config, **kwargs)
         self.landmark_sha256 = weights_sha256(self.track, load=self.loaded)[0]
 
