@@ -215,9 +215,9 @@ def naive_holistic(clips: list[Path], device: str, fps: float = 25.0) -> tuple[i
 
 
 def bench_holistic(args) -> None:
-    from pipeline import extraction
-    from pipeline.provenance import sha256_file
-    from pipeline.runtime import resolve_device, resolve_precision
+    from pipeline.core.provenance import sha256_file
+    from pipeline.core.runtime import resolve_device, resolve_precision
+    from pipeline.extraction import stage as extraction
 
     device = resolve_device(args.device)
     clips = [SHARED / "clips" / c for c in BUILD_CLIPS[:3]]
@@ -230,7 +230,7 @@ def bench_holistic(args) -> None:
         n_fast = 0
         for path in clips:
             extraction.extract_clip({"clip_id": sha256_file(path), "path": str(path)}, extractors, work)
-            from pipeline.features import current_shards, read_features
+            from pipeline.modalities.features import current_shards, read_features
 
             shard = current_shards(work, "holistic")[sha256_file(path)[:16]]
             n_fast += len(read_features(shard, "holistic").column("timestamps")[0])
@@ -271,8 +271,8 @@ def bench_workers(args, scratch: Path) -> None:
 MEMORY_CHILD = r"""
 import json, resource, sys, time, threading
 sys.path.insert(0, sys.argv[1])
-from pipeline import extraction
-from pipeline.runtime import resolve_precision
+from pipeline.extraction import stage as extraction
+from pipeline.core.runtime import resolve_precision
 device = sys.argv[3] or "cpu"
 modalities = getattr(extraction, "MODALITIES", None) or ("pose", "holistic", "facial", "scenic")  # a tree with the registry has none
 plan = extraction.ExtractionPlan.make(modalities, {}, untrained=True, device=device, precision=resolve_precision("auto", device))

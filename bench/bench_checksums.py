@@ -1,4 +1,4 @@
-"""What the checksum ledger costs (pipeline/checksums.py), in seconds per 1,000 shards or clips.
+"""What the checksum ledger costs (pipeline/core/checksums.py), in seconds per 1,000 shards or clips.
 
 Shards of every built-in modality are synthesised for a clip of ``--seconds`` (VDV's clips are
 15 s on average; TikTok's limit was 60 s) at the modality's default rate and width, with random
@@ -30,7 +30,7 @@ CLIPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clips"
 
 
 def _writer(modality: str, dim: int):
-    from pipeline.features import FeatureExtractor
+    from pipeline.modalities.features import FeatureExtractor
 
     class Synthetic(FeatureExtractor):
         name, version = "bench-synthetic", "bench"
@@ -50,8 +50,9 @@ def _per_1000(seconds: float, n: int) -> float:
 def bench_modality(root: Path, modality: str, n: int, clip_s: float) -> dict:
     import pyarrow.parquet as pq
 
-    from pipeline import checksums, modalities, tables
-    from pipeline.features import FeatureSequence
+    from pipeline.core import checksums, tables
+    from pipeline.modalities import registry as modalities
+    from pipeline.modalities.features import FeatureSequence
 
     record = modalities.get(modality)
     rate = record.default_rate()
@@ -102,7 +103,7 @@ def bench_fold(root: Path, records: int) -> float:
     """Seconds to fold ``records`` records in segments of 1,000 rows (each names an existing file)."""
     from datetime import UTC, datetime
 
-    from pipeline import checksums, tables
+    from pipeline.core import checksums, tables
 
     work = root / "fold"
     files = []
@@ -135,7 +136,7 @@ def bench_fold(root: Path, records: int) -> float:
 
 def bench_segment(root: Path) -> dict[int, float]:
     """Seconds to record one row when this process's segment holds k rows."""
-    from pipeline import checksums
+    from pipeline.core import checksums
 
     work = root / "segment"
     work.mkdir()
@@ -163,8 +164,8 @@ def bench_segment(root: Path) -> dict[int, float]:
 
 def bench_clips(root: Path) -> tuple[float, float, float]:
     """(fast path s per 1,000 clips, hash s per clip, MB hashed per second) on the real clips."""
-    from pipeline import checksums
-    from pipeline.provenance import sha256_file
+    from pipeline.core import checksums
+    from pipeline.core.provenance import sha256_file
 
     work = root / "clips"
     clips = sorted(CLIPS.glob("*.mp4"))
@@ -194,7 +195,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from pipeline import modalities
+    from pipeline.modalities import registry as modalities
 
     with tempfile.TemporaryDirectory(prefix="bench-checksums-", dir=os.environ.get("TMPDIR")) as tmp:
         root = Path(tmp)

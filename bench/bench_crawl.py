@@ -33,8 +33,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from pipeline.probe import ProbeResult, probe
-from pipeline.signature import Signature, make_signature
+from pipeline.ingest.probe import ProbeResult, probe
+from pipeline.ingest.signature import Signature, make_signature
 from pipeline.stages import run_ingest
 
 CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
@@ -123,7 +123,7 @@ def pairwise_check(records) -> None:
     """The indexed pass against the pairwise one on the first records: CPU of each, same decisions."""
     from types import SimpleNamespace
 
-    from pipeline.ingest import near_duplicates
+    from pipeline.ingest.stage import near_duplicates
 
     t0 = datetime(2021, 1, 1, tzinfo=UTC)
     candidates = [

@@ -80,22 +80,23 @@ def _count_opens():
 def inner(way: str, clips: list[dict]) -> dict:
     """One way (ref | two | one) over ``clips``, in this process: frames decoded per clip, kept or not."""
     counts = _count_opens()
-    from pipeline import extraction, modalities
-    from pipeline.screen import PixelRules
+    from pipeline.extraction import stage as extraction
+    from pipeline.modalities import registry as modalities
+    from pipeline.screening.stage import PixelRules
 
     work = tempfile.mkdtemp(prefix=f"vdv-bench-decode-{way}-")
     config = {**CONFIG, "extract": {"one_pass": way == "one"}} if way != "ref" else CONFIG
     if way == "ref":
         plan = extraction.ExtractionPlan.make(["pose"], CONFIG, untrained=True, device="cpu", precision="float32")
     else:
-        from pipeline.placement import resolve_placement
+        from pipeline.core.placement import resolve_placement
 
         placement = resolve_placement(config, "cpu", "float32", backends=modalities.backend_settings(config))
         plan = extraction.plan_extraction(["pose"], config, placement=placement)
     out, own = {}, {}
     for clip in clips:
         if way == "one":
-            from pipeline.onepass import screen_and_extract
+            from pipeline.extraction.onepass import screen_and_extract
 
             done = screen_and_extract(work, clip, config, plan)
             kept, own[clip["clip_id"]] = bool(done["passed"]), done["decoded_frames"]
@@ -139,9 +140,9 @@ def seek_frames(path: str, times: list[float]) -> int:
 
 
 def _clips(names: list[str]) -> list[dict]:
-    from pipeline.probe import probe
-    from pipeline.provenance import sha256_file
-    from pipeline.visual import VisualConfig, sample_params
+    from pipeline.core.provenance import sha256_file
+    from pipeline.ingest.probe import probe
+    from pipeline.screening.visual import VisualConfig, sample_params
 
     out = []
     for name in names:

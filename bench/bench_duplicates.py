@@ -11,8 +11,8 @@ written with PyAV (H.264, at most 480 px) and then re-encoded four ways:
 - ``half_fps``: H.264 at half the frame rate;
 - ``h264_low``: H.264 at half size and 60 kbit/s.
 
-Everything is probed by the pipeline's own :func:`pipeline.probe.probe` and compared with
-:func:`pipeline.signature.near_duplicate`. It prints, per pair, the slice distances (bits of 64,
+Everything is probed by the pipeline's own :func:`pipeline.ingest.probe.probe` and compared with
+:func:`pipeline.ingest.signature.near_duplicate`. It prints, per pair, the slice distances (bits of 64,
 sorted) and the decision, then the margins of the rule: the largest "all slices but
 ``SPARE_SLICES``" distance among re-encodings (must stay at or under ``MAX_SLICE_BITS``) and the
 smallest among distinct takes (must stay above it).
@@ -37,8 +37,8 @@ from pathlib import Path
 import av
 import cv2
 
-from pipeline.probe import probe
-from pipeline.signature import MAX_SLICE_BITS, SPARE_SLICES, Signature, near_duplicate, slice_bits
+from pipeline.ingest.probe import probe
+from pipeline.ingest.signature import MAX_SLICE_BITS, SPARE_SLICES, Signature, near_duplicate, slice_bits
 
 CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
 MAX_SIDE = 480

@@ -67,7 +67,7 @@ def run_one(modality: str, clips: list[str], device: str | None) -> dict:
     """Child process: build the extractor, run it over the clips, report figures as JSON."""
     import torch
 
-    module = importlib.import_module(f"pipeline.{modality}")
+    module = importlib.import_module(f"pipeline.modalities.{modality}")
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t = time.perf_counter()
     extractor = module.MODALITY.build(None, untrained=True, device=device)
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             src = Path(name) if Path(name).exists() else DATA / name
             excerpts.append(str(cut_excerpt(src, Path(tmp) / f"{src.stem}.mp4", args.seconds)))
         for modality in args.modalities:
-            if importlib.util.find_spec(f"pipeline.{modality}") is None:
+            if importlib.util.find_spec(f"pipeline.modalities.{modality}") is None:
                 print(f"{modality}: skipped (pipeline/{modality}.py does not exist yet)")
                 continue
             cmd = [sys.executable, __file__, "--child", modality, "--excerpts", *excerpts]

@@ -10,7 +10,7 @@ Prints:
    ``[scenic] vibe_backend = "torch"`` on the CPU, per component: the pixel rules (the people
    counter's static BlazePose), pose with its mask (the tracking BlazePose steps) and ViBe, plus
    whatever else waits ("other"). A host wait is a device-to-host copy or an operation whose
-   output's shape depends on the data (:mod:`pipeline.hostwaits`, loaded from this checkout by
+   output's shape depends on the data (:mod:`pipeline.core.hostwaits`, loaded from this checkout by
    path into both builds, ``bench/support/sitecustomize.py``). Grid frames: the scenic grid's
    frames (25 fps), one ViBe row each. Target: at most 6 per grid frame.
 2. ``timing``: the same build without the counter, at this checkout and at the reference, in one
@@ -65,7 +65,7 @@ def build(tree: Path, raw: Path, pairing: Path, config: Path, work: Path, waits:
     if waits is not None:
         waits.unlink(missing_ok=True)
         env["VDV_BENCH_HOSTWAITS"] = str(waits)
-        env["VDV_BENCH_HOSTWAITS_CODE"] = str(ROOT / "pipeline" / "hostwaits.py")
+        env["VDV_BENCH_HOSTWAITS_CODE"] = str(ROOT / "pipeline" / "core" / "hostwaits.py")
     cmd = [sys.executable, "-m", "cli", "build", str(raw), "--pairing", str(pairing), "--config", str(config)]
     cmd += ["--work", str(work), "--untrained", "--device", "cpu", "--modalities", "pose", "scenic"]
     cmd += ["--runner", "thread", "--workers", "4"]
@@ -108,12 +108,12 @@ def host_figures(batch: int, steps: int) -> dict:
     import torch
 
     from pipeline.blazepose.engine import Networks, PoseEngine, TrackOptions
-    from pipeline.decode import DecodeParams, iter_samples, target_size
-    from pipeline.scenic import ScenicConfig, background_size, resized
-    from pipeline.vibe import ViBe, ViBeParams
-    from pipeline.vibe_torch import ViBeBank
+    from pipeline.core.decode import DecodeParams, iter_samples, target_size
+    from pipeline.modalities.scenic import ScenicConfig, background_size, resized
+    from pipeline.modalities.vibe import ViBe, ViBeParams
+    from pipeline.modalities.vibe_torch import ViBeBank
 
-    spec = __import__("importlib.util").util.spec_from_file_location("hw", ROOT / "pipeline" / "hostwaits.py")
+    spec = __import__("importlib.util").util.spec_from_file_location("hw", ROOT / "pipeline" / "core" / "hostwaits.py")
     hw = __import__("importlib.util").util.module_from_spec(spec)
     spec.loader.exec_module(hw)
     clips = Path(os.environ.get("VDV_BENCH_CLIPS", ROOT.parent / "shared" / "data" / "clips"))

@@ -2,9 +2,9 @@
 
 What the build's per-clip work does, without Prefect (which a bare GPU machine may not have):
 ``--clips-in-flight`` threads, as the thread runner's workers, each take the next clip, run the
-pixel rules (``pipeline.visual.screen_visual``) and then ``pipeline.extraction.extract_clip``
+pixel rules (``pipeline.screening.visual.screen_visual``) and then ``pipeline.extraction.stage.extract_clip``
 (every modality from one decode pass) on ``--device``. BlazePose (pose, the person mask) and ViBe
-run on the torch backends there, batched across the clips in flight (``pipeline.batching``);
+run on the torch backends there, batched across the clips in flight (``pipeline.core.batching``);
 holistic, facial and scenic's networks run untrained (random weights: the same work as trained
 ones). The real clips are used ``--copies`` times each, as distinct clips (ids differ), so that
 enough clips are in flight. Prints grid frames per second: frames of the 25 fps grid extracted,
@@ -52,9 +52,9 @@ def main() -> None:
 
     import torch
 
-    from pipeline.extraction import ExtractionPlan, extract_clip, load_extractors
-    from pipeline.runtime import place, threads_per_task
-    from pipeline.visual import VisualConfig, counter_settings, screen_visual
+    from pipeline.core.runtime import place, threads_per_task
+    from pipeline.extraction.stage import ExtractionPlan, extract_clip, load_extractors
+    from pipeline.screening.visual import VisualConfig, counter_settings, screen_visual
 
     device, precision = place(args.device, "auto")
     vibe = {"torch": "torch", "mediapipe": "numpy"}.get(args.backend, "auto")
@@ -95,7 +95,7 @@ def main() -> None:
                 screen_visual(clip["path"], clip["clip_id"], VisualConfig(), pose=pose)
             t1 = time.perf_counter()
             items = extract_clip(clip, extractors, work)
-            from pipeline.features import current_shards, read_features
+            from pipeline.modalities.features import current_shards, read_features
 
             shard = current_shards(work, "pose").get(clip["clip_id"][:16])
             n = len(read_features(shard, "pose").column("timestamps")[0]) if shard else 0

@@ -39,12 +39,12 @@ BACKEND_CLIPS = ["stgcn_ta_chi", "musepose_dance", "hybrik_taiji", "tfjs_pose_sq
 
 
 def _measure(kind: str, clip: str, fps: float, max_side: int, queue) -> None:
-    from pipeline.decode import DecodeParams, iter_samples
+    from pipeline.core.decode import DecodeParams, iter_samples
 
     path = CLIPS / f"{clip}.mp4"
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if kind == "pose":
-        from pipeline.pose import MODALITY
+        from pipeline.modalities.pose import MODALITY
 
         extractor = MODALITY.build({"fps": fps, "max_side": max_side})
         extractor.compute(CLIPS / "tfjs_pose_1.mp4", "warm-up")  # model load outside the timing
@@ -81,7 +81,7 @@ def _in_process(target, *args):
 
 
 def memory(args) -> None:
-    from pipeline.decode import source_fps
+    from pipeline.core.decode import source_fps
 
     print(f"grid {args.fps} fps, frames shrunk to {args.max_side} px; one process per measurement")
     print(f"{'clip':40s} {'what':6s} {'samples':>7s} {'s':>7s} {'fps':>7s} {'peak MiB':>9s} {'growth MiB':>10s}")
@@ -103,7 +103,7 @@ def memory(args) -> None:
 
 
 def _frames(clips, fps: float, max_side: int, limit: int | None = None) -> dict:
-    from pipeline.decode import DecodeParams, iter_samples
+    from pipeline.core.decode import DecodeParams, iter_samples
 
     grid = DecodeParams(fps=fps, max_side=max_side)
     return {

@@ -1,6 +1,6 @@
 """Probe time per real clip: duration, checks and content signature in one open and one pass.
 
-Prints, per clip, the wall time of :func:`pipeline.probe.probe` (best of ``--repeat`` runs),
+Prints, per clip, the wall time of :func:`pipeline.ingest.probe.probe` (best of ``--repeat`` runs),
 the container opens it made (``av.open`` calls, the scale-out budget counts them) and the
 decodable duration next to the frame count over the average rate.
 
@@ -25,7 +25,7 @@ def main() -> None:
 
     import av
 
-    from pipeline import probe as probe_module
+    from pipeline.ingest import probe as probe_module
 
     opens = []
     real_open = av.open

@@ -7,7 +7,7 @@ directory from the demo build's real outputs through the project's own writers, 
 video: a raw layout of N small files with N metadata records (the demo's kept clips' records,
 each with its own video id, counts and uploader) and their probe results, each clip's pixel-rule
 shard with its contact-sheet thumbnails, its feature shards of every modality written by the
-modality's own shard writer (:meth:`pipeline.features.FeatureExtractor.write`, the extractor
+modality's own shard writer (:meth:`pipeline.modalities.features.FeatureExtractor.write`, the extractor
 described as the run's configuration builds it) and its scenic background. Clip ``i`` copies
 kept demo clip ``i mod 5``; its feature values are the template's scaled by ``1 + (i + 1) * 1e-6``
 (every float's low bits differ, so compression and caches see no repetition, while zeros stay
@@ -55,7 +55,8 @@ STAGES = ("ingest", "screen", "score", "release", "verify", "report", "datasets"
 
 def _templates(demo: Path) -> list[dict]:
     """The demo's kept clips with everything a synthetic copy needs."""
-    from pipeline import modalities, tables
+    from pipeline.core import tables
+    from pipeline.modalities import registry as modalities
 
     clips = {r["clip_id"]: r for r in tables.read_table(demo, tables.CLIPS).to_pylist()}
     kept = sorted(r["clip_id"] for r in tables.read_table(demo, tables.SCREENING).to_pylist() if r["kept"])
@@ -117,7 +118,7 @@ def build_raw(templates: list[dict], demo_raw: Path, pairing: Path, n: int, targ
 
     import numpy as np
 
-    from pipeline.probe import ProbeResult
+    from pipeline.ingest.probe import ProbeResult
 
     paired = {row["file"]: row for row in csv.DictReader(pairing.open())}
     by_video = {row["video_id"]: row for row in paired.values()}
@@ -154,10 +155,11 @@ def build_work(of: dict, config: dict, work: Path) -> None:
     import numpy as np
     import pyarrow.parquet as pq
 
-    from pipeline import modalities, tables
-    from pipeline.checksums import write_shard
-    from pipeline.features import FeatureSequence
-    from pipeline.screen import PixelRules
+    from pipeline.core import tables
+    from pipeline.core.checksums import write_shard
+    from pipeline.modalities import registry as modalities
+    from pipeline.modalities.features import FeatureSequence
+    from pipeline.screening.stage import PixelRules
 
     pixels = PixelRules(config, work, thumbnails=True)
     thumbs = tables.thumbnails_dir(work)
@@ -237,8 +239,8 @@ def synthesise(sizes: list[int], args) -> dict[int, Path]:
 
 def _ledger(pool: Path, work: Path) -> None:
     """``work``'s checksum ledger: the pool's records of the shards linked into it (the others
-    dropped by :func:`pipeline.checksums.fold`, as a run drops the records of files that are gone)."""
-    from pipeline import checksums, tables
+    dropped by :func:`pipeline.core.checksums.fold`, as a run drops the records of files that are gone)."""
+    from pipeline.core import checksums, tables
 
     for path in tables.table_files(pool, checksums.TABLE):
         copy = work / path.relative_to(pool)
@@ -279,7 +281,7 @@ def _stage(name: str, target: Path, config_path: Path) -> dict:
 
         return {"scored": len(run_score(work, config).rows)}
     if name == "release":
-        from pipeline.config import stage_config
+        from pipeline.core.config import stage_config
         from pipeline.release import ReleaseConfig, package_release
 
         release = stage_config(ReleaseConfig, config, "release")
@@ -434,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def measure(sizes: list[int], args) -> int:
-    from pipeline import modalities
+    from pipeline.modalities import registry as modalities
     from pipeline.release.layout import SCORES_CONFIG
 
     stages = list(args.stages or STAGES)

@@ -40,7 +40,7 @@ def peak_rss_mib() -> float:
 
 
 def build(module, config: dict, device: str | None):
-    from pipeline.errors import WeightsError
+    from pipeline.core.errors import WeightsError
 
     try:
         return module.MODALITY.build(config, device=device)
@@ -53,7 +53,7 @@ def previous_backgrounds(frames, params, window: int = 120, hop: int = 12) -> in
     frame), the image being the mean of the model's samples at the window's end."""
     import numpy as np
 
-    from pipeline.vibe import ViBe
+    from pipeline.modalities.vibe import ViBe
 
     models, images = {}, 0
     for index, frame in enumerate(frames):
@@ -76,8 +76,8 @@ def geometry_errors(seconds: float) -> list[tuple[str, float, float, float]]:
     import cv2
     import numpy as np
 
-    from pipeline.decode import DecodeParams, iter_samples
-    from pipeline.scenic import places_input
+    from pipeline.core.decode import DecodeParams, iter_samples
+    from pipeline.modalities.scenic import places_input
 
     def previous(image):  # short side to 256 (aspect kept), centre 224
         h, w = image.shape[:2]
@@ -105,8 +105,8 @@ def geometry_errors(seconds: float) -> list[tuple[str, float, float, float]]:
 
 def against_reference(ref: str, batch: int, steps: int, rounds: int) -> None:
     """numpy's ViBe, this checkout's torch ViBe and ``ref``'s torch ViBe (its
-    ``pipeline/vibe_torch.py``, read with ``git show`` and imported beside this one: it needs only
-    :class:`pipeline.vibe.ViBeParams`) on the same real frames, ``batch`` clips a step on the CPU,
+    ``pipeline/modalities/vibe_torch.py``, read with ``git show`` and imported beside this one: it needs only
+    :class:`pipeline.modalities.vibe.ViBeParams`) on the same real frames, ``batch`` clips a step on the CPU,
     interleaved round by round in one process, so that the ratios see the same machine load."""
     import importlib.util
     import statistics
@@ -115,14 +115,18 @@ def against_reference(ref: str, batch: int, steps: int, rounds: int) -> None:
 
     import numpy as np
 
-    from pipeline.decode import DecodeParams, iter_samples
-    from pipeline.scenic import ScenicConfig, background_size, resized
-    from pipeline.vibe import ViBe, ViBeParams
-    from pipeline.vibe_torch import ViBeBank
+    from pipeline.core.decode import DecodeParams, iter_samples
+    from pipeline.modalities.scenic import ScenicConfig, background_size, resized
+    from pipeline.modalities.vibe import ViBe, ViBeParams
+    from pipeline.modalities.vibe_torch import ViBeBank
 
     root = Path(__file__).resolve().parents[1]
     source = subprocess.run(
-        ["git", "show", f"{ref}:pipeline/vibe_torch.py"], cwd=root, check=True, capture_output=True, text=True
+        ["git", "show", f"{ref}:pipeline/modalities/vibe_torch.py"],
+        cwd=root,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as fh:
         fh.write(source)
@@ -192,9 +196,9 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from pipeline import facial, scenic
-    from pipeline.decode import DecodeParams, iter_samples
-    from pipeline.vibe import ViBeParams, WindowBackgrounds, write_backgrounds
+    from pipeline.core.decode import DecodeParams, iter_samples
+    from pipeline.modalities import facial, scenic
+    from pipeline.modalities.vibe import ViBeParams, WindowBackgrounds, write_backgrounds
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     print(
@@ -237,8 +241,8 @@ def main() -> None:
         f"window means {1000 * vibe_s:.1f}; {w}x{h}, {len(found)} backgrounds, inpainted share mean "
         f"{np.mean(filled):.3f} max {np.max(filled):.3f})  peak RSS {peak_rss_mib():.0f} MiB"
     )
-    # the torch ViBe on the same frames and masks (pipeline.vibe_torch, through the batch server)
-    from pipeline.vibe_torch import vibe_model
+    # the torch ViBe on the same frames and masks (pipeline.modalities.vibe_torch, through the batch server)
+    from pipeline.modalities.vibe_torch import vibe_model
 
     windows = WindowBackgrounds(
         window=config.window,

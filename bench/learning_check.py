@@ -66,7 +66,7 @@ follows. Each run therefore also reports PSGCN's SRC on training windows (``psgc
 near 0 for a run that never left the plateau, high for one that learnt.
 
 Run: ``python bench/learning_check.py [--settings paper,small-data] [--epochs 40] [--seeds 3]``
-(extracts skeletons from the real clips in ``../shared/data/clips`` with ``pipeline.pose`` into
+(extracts skeletons from the real clips in ``../shared/data/clips`` with ``pipeline.modalities.pose`` into
 ``out/learning_check`` once, adds the real keypoint files of ``../shared/data/keypoints``, then
 trains ``--seeds`` PSGCNs per fold and setting; writes ``out/learning_check/results.json`` (per
 run, and the per-fold ``summary``) and ``results.png``).
@@ -433,10 +433,10 @@ def load_keypoint_sources(files=KEYPOINT_FILES) -> dict[str, np.ndarray]:
 
 
 def extract_sources(work: Path, clips=CLIPS, min_frames: int = 60) -> dict[str, np.ndarray]:
-    """Skeletons of the real clips by ``pipeline.pose`` (cached in ``work``), normalised, the
+    """Skeletons of the real clips by ``pipeline.modalities.pose`` (cached in ``work``), normalised, the
     longest run of frames with a person."""
     from models.data import WorkDirSource
-    from pipeline.pose import MODALITY, PoseConfig
+    from pipeline.modalities.pose import MODALITY, PoseConfig
 
     extractor = MODALITY.build(PoseConfig(max_side=320))
     out = {}

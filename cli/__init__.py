@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose + 1, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    from pipeline.workdir import remove_created
+    from pipeline.core.workdir import remove_created
 
     created: list = []  # the work directory, when this command made it
     code = _run(args, created)
@@ -84,21 +84,21 @@ def _run(args: argparse.Namespace, created: list) -> int:
 
     A command that writes the work directory says so in its parser's defaults (``work_access``,
     see :data:`WORK_ACCESS`); the directory is then made if the command may make it, and proven
-    writable, before the command runs (:func:`pipeline.workdir.prepare`). What this made is
+    writable, before the command runs (:func:`pipeline.core.workdir.prepare`). What this made is
     appended to ``created``.
     """
     from models import register_config
-    from pipeline.config import ConfigError
-    from pipeline.errors import DiskFull, InputError, WeightsError, disk_full
+    from pipeline.core.config import ConfigError
+    from pipeline.core.errors import DiskFull, InputError, WeightsError, disk_full
     from pipeline.sections import load_config
 
     register_config()  # the models' configuration sections ([train], [psgcn], ...), by a call
     from flows.runners import register_config as register_runner_config
 
     register_runner_config()  # the flows' [runner] section
-    from pipeline.lock import WorkDirLocked, WorkLock
-    from pipeline.tables import SchemaMismatch
-    from pipeline.workdir import prepare, remove_created
+    from pipeline.core.lock import WorkDirLocked, WorkLock
+    from pipeline.core.tables import SchemaMismatch
+    from pipeline.core.workdir import prepare, remove_created
 
     try:
         if getattr(args, "config", None):

@@ -14,7 +14,7 @@ import os
 import sys
 
 from cli.flows import load_flow, prefect_defaults, stoppable, temporary_server
-from pipeline import modalities as registry
+from pipeline.modalities import registry
 
 
 def _flow_options(parser: argparse.ArgumentParser) -> None:
@@ -140,7 +140,7 @@ def _add_reextract(subparsers, parent: argparse.ArgumentParser) -> None:
 def _runner(args) -> dict:
     """The flow parameters that choose where the per-clip tasks run."""
     if any(n is not None and n < 1 for n in (args.workers, args.threads_per_worker)):
-        from pipeline.config import ConfigError
+        from pipeline.core.config import ConfigError
 
         raise ConfigError("--workers and --threads-per-worker must be at least 1")
     return {
@@ -154,8 +154,8 @@ def _runner(args) -> dict:
 def _check_inputs(args) -> None:
     """Bad input fails here, in one line naming the option, before a flow run (and its logging)
     starts: the files, the raw directory, the runner's options, the device and the scheduler."""
-    from pipeline.config import ConfigError
-    from pipeline.ingest import check_raw_dir, read_pairing
+    from pipeline.core.config import ConfigError
+    from pipeline.ingest.stage import check_raw_dir, read_pairing
     from pipeline.sections import load_config
 
     load_config(args.config)
@@ -167,7 +167,7 @@ def _check_inputs(args) -> None:
     if getattr(args, "pairing", None):
         read_pairing(args.pairing)
     if getattr(args, "overrides", None):
-        from pipeline.screen import read_overrides
+        from pipeline.screening.stage import read_overrides
 
         try:
             read_overrides(args.overrides)
@@ -175,7 +175,7 @@ def _check_inputs(args) -> None:
             raise ConfigError(str(err)) from err
     # the slower checks last: torch's import, a connection to the scheduler
     if args.device:
-        from pipeline.runtime import check_device
+        from pipeline.core.runtime import check_device
 
         check_device(args.device, "--device")
     if args.dask_address:
@@ -219,7 +219,7 @@ def _run_flow(args, name: str, options: tuple[str, ...]) -> int:
     """
     prefect_defaults()  # set before anything the input checks import (load_flow sets them too)
     _check_inputs(args)
-    from pipeline.lock import WorkDirLocked
+    from pipeline.core.lock import WorkDirLocked
 
     try:
         return stoppable(f"{name}", lambda: _locked_flow(args, name, options))
@@ -231,7 +231,7 @@ def _run_flow(args, name: str, options: tuple[str, ...]) -> int:
 def _locked_flow(args, name: str, options: tuple[str, ...]) -> int:
     """The flow run under the work directory's lock, taken first (the flow joins it) so that a
     busy directory is refused at once, with the run's temporary Prefect server."""
-    from pipeline.lock import WorkLock
+    from pipeline.core.lock import WorkLock
 
     with WorkLock(args.work, f"vdv {name}", shared=True), temporary_server(args.work):
         flow = load_flow(name)

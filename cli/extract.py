@@ -16,7 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
-from pipeline import modalities as registry
+from pipeline.modalities import registry
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +55,14 @@ def register(subparsers, parent: argparse.ArgumentParser) -> None:
 
 def select_clips(work: Path, *, every: bool = False, paths: list[str] | None = None) -> list[dict]:
     """``clip_id``, ``path``, ``video_id`` of the clips to extract, in a stable order."""
-    from pipeline import tables
-    from pipeline.provenance import sha256_file
+    from pipeline.core import tables
+    from pipeline.core.provenance import sha256_file
     from pipeline.stages import kept_clips
 
     if paths:
         missing = [p for p in paths if not Path(p).is_file()]
         if missing:
-            from pipeline.config import ConfigError
+            from pipeline.core.config import ConfigError
 
             raise ConfigError(f"--clips: no such file: {', '.join(missing)}")
         return [{"clip_id": sha256_file(p), "path": str(p), "video_id": None} for p in paths]
@@ -79,9 +79,10 @@ def run(args) -> int:
 
 
 def _extract(args) -> int:
-    from pipeline import extraction, modalities
-    from pipeline.placement import checked_placement, write_placement
-    from pipeline.runtime import check_device
+    from pipeline.core.placement import checked_placement, write_placement
+    from pipeline.core.runtime import check_device
+    from pipeline.extraction import stage as extraction
+    from pipeline.modalities import registry as modalities
     from pipeline.sections import load_config
 
     work = Path(args.work)

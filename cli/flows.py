@@ -67,7 +67,7 @@ class _NoTraceback(logging.Filter):
 
 def _plain_expected_failures() -> None:
     from flows.build import BuildError
-    from pipeline.errors import DiskFull, InputError, WeightsError
+    from pipeline.core.errors import DiskFull, InputError, WeightsError
     from pipeline.release import ReleaseError
 
     expected = (BuildError, DiskFull, InputError, ReleaseError, WeightsError)
@@ -121,7 +121,7 @@ class TemporaryServer:
                 raise RuntimeError(f"the temporary Prefect server exited with code {self.proc.returncode}")
         else:
             raise RuntimeError("the temporary Prefect server found no free port in 5 tries")
-        from pipeline import stopping, tables
+        from pipeline.core import stopping, tables
 
         started = stopping.start_time(self.proc.pid)
         owner = {"host": socket.gethostname(), "pid": self.proc.pid, "started": started, "parent": os.getpid()}
@@ -129,7 +129,7 @@ class TemporaryServer:
         stopping.spare(self.proc.pid)
 
     def stop(self, grace_s: float = 5.0) -> None:
-        from pipeline import stopping
+        from pipeline.core import stopping
 
         if self.proc is not None:
             stopping.spare(None)
@@ -144,7 +144,7 @@ def stop_left_server(work: str | os.PathLike) -> int | None:
     that run is over): the process its record names by pid *and* start time, still running
     without the process that started it. A pid reused by another process is left alone. Returns
     the pid stopped, or None."""
-    from pipeline import stopping
+    from pipeline.core import stopping
 
     path = Path(work) / SERVER_RECORD
     try:
@@ -268,7 +268,7 @@ class _Stop:
 
     Two views of each signal: Python's handler (:meth:`handle`, in the main thread, between
     bytecodes; during a flow run Prefect's own SIGTERM handler comes first) raises
-    :class:`~pipeline.stopping.Stopped`; a watcher thread reads the signal numbers the
+    :class:`~pipeline.core.stopping.Stopped`; a watcher thread reads the signal numbers the
     interpreter writes to its wakeup descriptor the moment a signal arrives, whoever handles it
     and whatever the main thread is doing, and starts the timer of the forced stop (a second
     signal: the forced stop at once).
@@ -281,7 +281,7 @@ class _Stop:
         self._ending = threading.RLock()
 
     def handle(self, signum: int, _frame) -> None:
-        from pipeline.stopping import Stopped
+        from pipeline.core.stopping import Stopped
 
         if self.signum is not None:
             self.end(forced=True)  # a second signal: out at once
@@ -310,7 +310,7 @@ class _Stop:
     def end(self, *, forced: bool = False) -> None:
         """Stop every process this one started, clear the attempt marks, release the work
         directory's lock, stop the temporary server, say so in one line and exit (130 or 143)."""
-        from pipeline import attempts, lock, stopping
+        from pipeline.core import attempts, lock, stopping
 
         with self._ending:  # the main thread, the timer or the watcher: one of them ends the process
             logging.disable(logging.CRITICAL)  # the run's late complaints about what is being stopped
@@ -337,7 +337,7 @@ _server: TemporaryServer | None = None  # the running command's temporary server
 
 def stoppable(command: str, body):
     """``body()``, with Ctrl-C (SIGINT) and SIGTERM stopping it: the first signal raises
-    :class:`pipeline.stopping.Stopped` in the main thread, and the command ends within
+    :class:`pipeline.core.stopping.Stopped` in the main thread, and the command ends within
     :data:`STOP_GRACE_S` seconds with every process it started stopped, its clips in flight
     abandoned (their attempt marks cleared), the lock released, one line on stderr and exit code
     130 (SIGINT) or 143 (SIGTERM); a second signal ends it at once. A signal this process

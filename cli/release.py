@@ -55,8 +55,8 @@ def _release(args) -> int:
         return 2
     from pathlib import Path
 
+    from pipeline.core.workdir import prepare, remove_created
     from pipeline.release import NothingToRelease, ReleaseError, check_releasable
-    from pipeline.workdir import prepare, remove_created
 
     try:
         # before a flow starts: a work directory this run cannot write (its lock), or one with
@@ -85,7 +85,7 @@ def _release(args) -> int:
 def _locked_release(args) -> dict:
     """The release under the work directory's lock, taken first (the flow joins it): a busy
     directory is refused at once, before a temporary Prefect server starts."""
-    from pipeline.lock import WorkLock
+    from pipeline.core.lock import WorkLock
 
     with WorkLock(args.work, "vdv release", shared=True):
         return _package(args) if args.no_flow or args.allow_missing else _release_flow(args)
@@ -94,7 +94,7 @@ def _locked_release(args) -> dict:
 def _package(args) -> dict:
     """Package directly, without a flow run; the summary of the release, verified or not."""
     from flows.tasks import read_state
-    from pipeline.placement import recorded_place
+    from pipeline.core.placement import recorded_place
     from pipeline.release import release_stage
     from pipeline.sections import load_config
 

@@ -51,8 +51,8 @@ def _positive(text: str) -> int:
 def _report(args) -> int:
     import sys
 
+    from pipeline.core.tables import SchemaMismatch
     from pipeline.report import write_report
-    from pipeline.tables import SchemaMismatch
 
     if args.backgrounds_budget is not None:
         print("vdv report: --backgrounds-budget is no longer used (the report computes nothing)", file=sys.stderr)

@@ -6,7 +6,7 @@ import argparse
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from pipeline import tables
+from pipeline.core import tables
 from pipeline.sections import load_config
 
 # -- ingest ---------------------------------------------------------------------------------------
@@ -96,7 +96,7 @@ def summary_lines(work: str | Path) -> list[str]:
     for stage in sorted(by_stage):
         for reason, n in sorted(by_stage[stage].items()):
             lines.append(f"  {stage:<8} {reason:<24} {n:>5}")
-    from pipeline.ingest import metadata_problems
+    from pipeline.ingest.stage import metadata_problems
 
     lines += [f"  bad metadata: {line}" for line in metadata_problems(rejections)]
     if scores:

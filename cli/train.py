@@ -9,7 +9,7 @@ import json
 import sys
 
 # cheap (no torch): importing models also registers its configuration sections ([train], [data],
-# [sports], [psgcn], ...) with pipeline.config, so every command's check of --config knows them
+# [sports], [psgcn], ...) with pipeline.core.config, so every command's check of --config knows them
 from models.ablations import ablations
 
 
@@ -120,7 +120,7 @@ def _configs(args):
     """(TrainConfig, DataConfig, the whole TOML mapping for the model sections)."""
     from models.data import DataConfig
     from models.train import TrainConfig
-    from pipeline.config import stage_config
+    from pipeline.core.config import stage_config
     from pipeline.sections import load_config
 
     cfg = load_config(args.config)
@@ -207,7 +207,7 @@ def _feedback(args) -> int:
 @_usage_errors
 def _sports(args) -> int:
     from models import sports
-    from pipeline.config import stage_config
+    from pipeline.core.config import stage_config
 
     train, data, cfg = _configs(args)
     sports_config = stage_config(sports.SportsConfig, cfg, "sports")
@@ -216,7 +216,7 @@ def _sports(args) -> int:
 
         train = dataclasses.replace(train, modalities=sports.STREAMS)
     if not args.skip_extract:
-        from pipeline.extraction import plan_extraction
+        from pipeline.extraction.stage import plan_extraction
 
         device = None if args.device in (None, "auto") else args.device
         plan = plan_extraction(train.modalities, cfg, untrained=args.untrained, device=device)

@@ -6,8 +6,8 @@ import argparse
 
 
 def register(subparsers, parent: argparse.ArgumentParser) -> None:
-    from pipeline import modalities
     from pipeline.blazepose.backends import NETWORKS
+    from pipeline.modalities import registry as modalities
 
     own = [m.name for m in modalities.registered() if set(m.networks) - set(NETWORKS)]
     listed = " and ".join([", ".join(own[:-1]), own[-1]] if len(own) > 1 else own)
@@ -117,15 +117,15 @@ def _writable_cache(args) -> None:
     its path came from (--dir, $VDV_WEIGHTS_DIR or the default)."""
     import os
 
+    from pipeline.core.workdir import prepare
     from pipeline.weights.cache import ENV_DIR, weights_dir
-    from pipeline.workdir import prepare
 
     label = "--dir" if args.dir else f"${ENV_DIR}" if os.environ.get(ENV_DIR) else "the weights cache"
     prepare(weights_dir(args.dir), label=label)
 
 
 def _verify(args) -> int:
-    from pipeline.errors import WeightsError
+    from pipeline.core.errors import WeightsError
     from pipeline.weights.cache import status, verify_weights, weights_dir
     from pipeline.weights.registry import REGISTRY
 

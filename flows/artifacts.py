@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from uuid import UUID
 
-from pipeline import modalities as registry
+from pipeline.modalities import registry
 
 BRIDGED_LOGGERS = ("pipeline", "models")
 KINDS = ("build", "reextract", "release")

@@ -17,7 +17,7 @@ oversubscribe its cores. On CUDA the defaults hold ``[pose] max_batch`` clips in
 process so that batches fill (:func:`flows.runners.resolve_layout`). The stage tasks between the maps (ingest, screen, score, release) run
 in the flow's own process.
 
-The flow holds the work directory's lock (:mod:`pipeline.lock`) for its whole run, whether it
+The flow holds the work directory's lock (:mod:`pipeline.core.lock`) for its whole run, whether it
 was started by ``vdv`` or by a deployment; the sweep of temporary files left by a killed run
 happens once, under the lock.
 """
@@ -51,15 +51,16 @@ from flows.runners import (
     survivors,
     worker_silence_s,
 )
-from pipeline import extraction, stages
-from pipeline import modalities as registry
-from pipeline.attempts import MAX_DEATHS, AttemptLedger
-from pipeline.batching import close_servers
-from pipeline.config import ConfigError
-from pipeline.decode import decoded_per_clip
-from pipeline.errors import disk_full
-from pipeline.lock import WorkLock
-from pipeline.placement import Placement, checked_placement
+from pipeline import stages
+from pipeline.core.attempts import MAX_DEATHS, AttemptLedger
+from pipeline.core.batching import close_servers
+from pipeline.core.config import ConfigError
+from pipeline.core.decode import decoded_per_clip
+from pipeline.core.errors import disk_full
+from pipeline.core.lock import WorkLock
+from pipeline.core.placement import Placement, checked_placement
+from pipeline.extraction import stage as extraction
+from pipeline.modalities import registry
 from pipeline.sections import load_config
 
 
@@ -76,7 +77,7 @@ class BuildState:
     work: str
     config: dict[str, Any]  # the run's checked configuration file
     runner: Any = field(repr=False)  # the per-clip tasks' runner
-    placement: Placement = field(default_factory=Placement)  # resolved once (pipeline.placement), recorded in work
+    placement: Placement = field(default_factory=Placement)  # resolved once (pipeline.core.placement), recorded in work
     started: float = field(default_factory=time.monotonic)
     inputs: dict[str, Any] = field(default_factory=dict)  # what it was asked: raw_dir, runner, modalities, pid...
     stages: dict[str, dict] = field(default_factory=dict)  # ingest, screen, score: each stage's summary
@@ -85,7 +86,7 @@ class BuildState:
     plan: extraction.ExtractionPlan | None = None  # made before the pixel rules when they share the pass
     one_pass: dict[str, list[dict]] = field(default_factory=dict)  # clip_id -> items of its one pass
     decoded: dict[str, int] = field(default_factory=dict)  # clip_id -> frames this run decoded for it
-    decoding: dict | None = None  # pipeline.decode.decoded_per_clip over the kept clips
+    decoding: dict | None = None  # pipeline.core.decode.decoded_per_clip over the kept clips
     workers: list[str] = field(default_factory=list)  # the worker processes checked before mapping clips
     train: dict | None = None
     release: dict | None = None  # the release stage's record (pipeline.release.ReleaseRun.as_dict)
@@ -152,7 +153,7 @@ def extract_stage(
     untrained: bool,
     force: bool = False,
 ) -> None:
-    """The extraction stage of the kept clips (:func:`pipeline.extraction.run_extraction`), one
+    """The extraction stage of the kept clips (:func:`pipeline.extraction.stage.run_extraction`), one
     task per clip on the run's runner, on the run's placement, into ``state``.
 
     Raises :class:`BuildError` when the extractors cannot start or a task fails for a reason that
@@ -200,14 +201,14 @@ def make_plan(state: BuildState, modalities: Sequence[str], *, untrained: bool) 
 def _mapped_on(
     runner, plan: extraction.ExtractionPlan, failures: list[str], done: Mapping[str, list[dict]], silence_s: float
 ):
-    """``run_clips`` of :func:`pipeline.extraction.run_extraction`: one ``extract_clip`` task per
+    """``run_clips`` of :func:`pipeline.extraction.stage.run_extraction`: one ``extract_clip`` task per
     clip on ``runner``, results as they finish; the clips a broken process pool lost go to a
     fresh pool of the same size, until none is lost.
 
     A process pool whose worker dies is broken: every clip it held, the one the dead worker was
     on and the ones that waited, fails with ``BrokenProcessPool``, and it takes no more work. The
     attempt ledger knows the clip the worker died on (its mark outlived the process; the pool's
-    other workers clear theirs, :func:`pipeline.attempts.release_marks_on_sigterm`), so every lost
+    other workers clear theirs, :func:`pipeline.core.attempts.release_marks_on_sigterm`), so every lost
     clip is submitted again: a clip that only waited runs as if nothing happened, the clip a
     worker died on gets its next worker, and after :data:`MAX_DEATHS` its own task rejects it
     ``worker_died``. A pool that breaks with no clip's mark left behind (a worker dying outside
@@ -215,7 +216,7 @@ def _mapped_on(
     needs no rounds: its scheduler gives a dead worker's clips to others. Any other task failure
     is the run's: appended to ``failures``. Workers silent for ``silence_s`` seconds fail the
     run (:class:`~flows.runners.WorkersSilent`). A clip in ``done`` was extracted in its pixel
-    rules' pass (:mod:`pipeline.onepass`): its items are those.
+    rules' pass (:mod:`pipeline.extraction.onepass`): its items are those.
     """
 
     def run_clips(jobs: list[dict]):
@@ -279,7 +280,7 @@ def probe_clips(runner, raw_dir: str, config: Mapping[str, Any]) -> dict[str, di
 
     A file whose worker died is left out; ingest then probes it in this process.
     """
-    from pipeline.probe import close_idle_workers
+    from pipeline.ingest.probe import close_idle_workers
 
     futures = {
         runner.submit(tasks.probe_clip, {"path": path, "config": dict(config)}): path
@@ -321,7 +322,7 @@ def run_rule_stages(
 
 def _pixel_rule_tasks(state: BuildState, clips: list[dict]) -> dict:
     """One pixel-rule task per clip on the run's runner: the rules alone, or, with a plan made
-    for it (:mod:`pipeline.onepass`), the rules and the extraction from one decode pass."""
+    for it (:mod:`pipeline.extraction.onepass`), the rules and the extraction from one decode pass."""
     base = {"work": state.work, "config": dict(state.config)}
     if state.plan is None:
         return {
@@ -388,16 +389,16 @@ def open_run(
 
     Before any work: the configuration, the modalities, the device and the Dask scheduler are
     checked, each error naming the parameter, and the work directory is made if missing and
-    proven writable. The run's placement is resolved once (:mod:`pipeline.placement`: a build from
+    proven writable. The run's placement is resolved once (:mod:`pipeline.core.placement`: a build from
     its flags and configuration, a reextract with the work directory's record filling in what they
     leave open) and recorded in the work directory under the lock. The body runs under the work directory's lock with the per-clip task runner
     open and fills the state; the run is finished (:func:`finish_run`) when the body returns,
     with its wall time, and when a stage fails with a :class:`BuildError`, so the report says
     what happened.
     """
-    from pipeline.placement import write_placement
-    from pipeline.runtime import check_device
-    from pipeline.workdir import prepare
+    from pipeline.core.placement import write_placement
+    from pipeline.core.runtime import check_device
+    from pipeline.core.workdir import prepare
 
     artifacts.bridge_loggers()
     config = load_config(config_path)
@@ -456,7 +457,7 @@ def _layout(runner, workers, threads_per_worker, dask_address, config, placement
     """The clips in flight (:func:`flows.runners.resolve_layout`): on CUDA, enough per process to
     fill ``[pose] max_batch`` unless the parameters say otherwise; a layout that would step one
     clip per forward on CUDA is said once."""
-    from pipeline import pose
+    from pipeline.modalities import pose
 
     max_batch = pose.MODALITY.section(config.get(pose.MODALITY.name)).max_batch
     layout = resolve_layout(
@@ -493,7 +494,7 @@ def build(
 
     Parameters
     ----------
-    raw_dir: raw layout of ``pipeline.ingest``; work: the run's table directory;
+    raw_dir: raw layout of ``pipeline.ingest.stage``; work: the run's table directory;
     config_path: TOML with one section per stage; pairing: CSV pairing clip files with records
     (and challenges); overrides: reviewer override CSV for screening; crawl_time: crawl time of
     records that lack one; modalities: extractors to run; untrained: let extractors use seeded
@@ -521,7 +522,7 @@ def build(
         state.inputs.update(raw_dir=raw_dir, work=work, pid=os.getpid())
         state.inputs["partial_removed"] = extraction.sweep_partial_files(work)
         state.inputs["runner"] = {"name": runner, "workers": workers, "dask_address": dask_address}
-        from pipeline.onepass import one_pass_on
+        from pipeline.extraction.onepass import one_pass_on
 
         if one_pass_on(state.config, state.placement):  # screen and extract in one decode pass
             state.plan = make_plan(state, modalities, untrained=untrained)

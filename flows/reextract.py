@@ -13,8 +13,8 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.build import extract_stage, open_run, run_rule_stages
-from pipeline import extraction
-from pipeline import modalities as registry
+from pipeline.extraction import stage as extraction
+from pipeline.modalities import registry
 
 
 @flow(name="reextract")
@@ -40,7 +40,7 @@ def reextract(
 
     ``runner``, ``workers``, ``threads_per_worker`` and ``dask_address`` choose where the
     per-clip tasks run, as for the build flow. ``device`` and ``precision`` win over the placement
-    the work directory records (:mod:`pipeline.placement`), which fills in what they leave open.
+    the work directory records (:mod:`pipeline.core.placement`), which fills in what they leave open.
     """
     modalities = list(modalities or registry.names())
     frame = open_run(

@@ -5,11 +5,11 @@ from __future__ import annotations
 from prefect import flow
 
 from flows import artifacts, tasks
-from pipeline.lock import WorkLock
-from pipeline.placement import recorded_place
+from pipeline.core.lock import WorkLock
+from pipeline.core.placement import recorded_place
+from pipeline.core.workdir import prepare
 from pipeline.release import check_releasable
 from pipeline.sections import load_config
-from pipeline.workdir import prepare
 
 
 @flow(name="release")

@@ -8,7 +8,7 @@ The flow's ``runner`` parameter names the runner (``flows/build.py`` docstring):
 
 No wait on a worker is unbounded (:func:`as_completed`): a run waits as long as its workers show
 a sign of life (a task finishes, or a running clip's attempt mark is touched, every
-:data:`pipeline.attempts.BEAT_S` seconds), and fails with :class:`WorkersSilent` after
+:data:`pipeline.core.attempts.BEAT_S` seconds), and fails with :class:`WorkersSilent` after
 ``[runner] worker_silence_s`` seconds without one (a worker frozen, or none left to take the
 clips: a Dask nanny that could not restart its worker). A run stopped by a signal abandons its
 runner at once (:func:`abandon`): no clip in flight is waited for.
@@ -23,9 +23,9 @@ from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from pipeline.attempts import BEAT_S, MAX_DEATHS, AttemptLedger, release_marks_on_sigterm
-from pipeline.config import register_sections
-from pipeline.errors import InputError
+from pipeline.core.attempts import BEAT_S, MAX_DEATHS, AttemptLedger, release_marks_on_sigterm
+from pipeline.core.config import register_sections
+from pipeline.core.errors import InputError
 
 RUNNERS = ("thread", "process", "dask")
 SCHEDULER_TIMEOUT_S = 10.0  # the Dask handshake's budget in check_scheduler
@@ -91,7 +91,7 @@ def make_task_runner(
         from prefect_dask import DaskTaskRunner
 
         # Dask counts a worker's death against every task it held, queued ones too: only a
-        # backstop here, above the ledger's limit (pipeline.attempts); and a worker holds no
+        # backstop here, above the ledger's limit (pipeline.core.attempts); and a worker holds no
         # more clips than it has threads, so few wait in a queue that a death empties
         dask.config.set(
             {
@@ -140,7 +140,7 @@ def resolve_layout(
 
     On the CPU the defaults are :data:`DEFAULT_WORKERS` clips (or local Dask worker processes of
     one clip each). On CUDA the networks batch frames of the clips in flight in a process
-    (``pipeline.batching``), so the defaults hold ``max_batch`` (``[pose] max_batch``) clips in
+    (``pipeline.core.batching``), so the defaults hold ``max_batch`` (``[pose] max_batch``) clips in
     flight per process: a thread pool of ``max_batch`` workers, or one local Dask worker process
     (one GPU, one copy of the models) with ``max_batch`` threads. What the user gave is kept; a
     CUDA layout left with one clip per process (a process pool, ``--workers 1``,
@@ -245,7 +245,7 @@ def start_pool_worker(env: Mapping[str, str]) -> None:
     """Set up a process pool's worker when it starts: its environment (the flow's API, so that it
     starts no temporary Prefect server of its own), and its attempt marks cleared when the pool
     stops it (SIGTERM, sent to every worker when one dies), so that only the clip a worker died
-    on is blamed (:mod:`pipeline.attempts`)."""
+    on is blamed (:mod:`pipeline.core.attempts`)."""
     os.environ.update(env)
     release_marks_on_sigterm()
 
@@ -265,7 +265,7 @@ def flow_api_env() -> dict[str, str]:
 
 def worker_silence_s(config: Mapping) -> float:
     """``[runner] worker_silence_s`` of a run's configuration."""
-    from pipeline.config import stage_config
+    from pipeline.core.config import stage_config
 
     return stage_config(RunnerConfig, dict(config), "runner").worker_silence_s
 
@@ -300,7 +300,7 @@ def as_completed(futures: Mapping, desc: str, *, unit: str, silence_s: float, le
     Raises :class:`WorkersSilent` when ``silence_s`` seconds pass without a sign of life: no
     future finished and no attempt mark of ``ledger`` touched (see the module docstring).
     """
-    from pipeline.progress import progress
+    from pipeline.core.progress import progress
 
     finished: queue.SimpleQueue = queue.SimpleQueue()
     for future in futures:
@@ -361,7 +361,7 @@ def abandon(runner) -> None:
     thread pool's running ones are left to die with this process, and the worker processes of
     this process (a process pool's, a local Dask cluster's) are stopped. Prefect's own exit of
     the runner then has nothing left to wait for."""
-    from pipeline.stopping import descendants, stop_processes
+    from pipeline.core.stopping import descendants, stop_processes
 
     for event in list(getattr(runner, "_cancel_events", {}).values()):
         try:

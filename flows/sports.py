@@ -2,11 +2,11 @@
 
 A sample of AQA-7 / UNLV-Sports (read by :func:`models.sports.read_split`) becomes a clip: its
 frames are encoded (PyAV) into a temporary MP4 at ``fps`` and handed to the pipeline's own
-extraction stage (:func:`pipeline.extraction.run_extraction`: one decode pass per clip for every
+extraction stage (:func:`pipeline.extraction.stage.run_extraction`: one decode pass per clip for every
 modality, the attempt ledger, the extraction rejections), so a sports clip gets exactly the
 features, shards and provenance of a dance clip; its clip id is the sha256 of
 ``aqa7/<class>/<NNN>``. The scores, their scale and the sports rejections are written by the
-score stage's writer (:func:`pipeline.virality.write_scores`, stage ``sports``). Training and
+score stage's writer (:func:`pipeline.scoring.virality.write_scores`, stage ``sports``). Training and
 evaluation on what this prepares is :func:`models.sports.train_sports`.
 """
 
@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from models.sports import SportsConfig, SportsSample, class_scales, normalised_scores, read_split
-from pipeline import extraction
-from pipeline.errors import ClipError, Reason, rejection_row
-from pipeline.virality import ChallengeScale, ScoreResult, write_scores
+from pipeline.core.errors import ClipError, Reason, rejection_row
+from pipeline.extraction import stage as extraction
+from pipeline.scoring.virality import ChallengeScale, ScoreResult, write_scores
 
 SCALE_PARAMS = json.dumps({"score": "AQA-7 expert score", "scale": "per-class min-max over the Split_4 train samples"})
 
@@ -60,7 +60,7 @@ def prepare_aqa7(
 ) -> dict:
     """Extract the streams of every AQA-7 sample into ``work`` and write its scores and splits.
 
-    ``plan`` is the extraction plan of the streams (:func:`pipeline.extraction.plan_extraction`
+    ``plan`` is the extraction plan of the streams (:func:`pipeline.extraction.stage.plan_extraction`
     of ``pose`` and ``holistic``). Writes ``<work>/features/...`` shards and the extraction
     rejections (the extraction stage's), ``<work>/scores`` and ``score_scale`` (challenge = class
     name, raw score = expert score, score = per-class min-max on the train samples) and
@@ -151,7 +151,7 @@ def _class_scales(kept: Sequence[SportsSample]) -> dict[str, ChallengeScale]:
 
 
 def _score_rows(kept: Sequence[SportsSample], norm: dict[str, float]) -> list[dict]:
-    """Rows of the scores table (:data:`pipeline.tables.SCORES`): one per sample, class = challenge."""
+    """Rows of the scores table (:data:`pipeline.core.tables.SCORES`): one per sample, class = challenge."""
     train_scores: dict[int, set[float]] = {}
     for s in kept:
         if s.split == "train":

@@ -3,7 +3,7 @@
 Each task calls one ``pipeline`` function and returns a small, picklable summary (a dict) so that
 it can run in a thread, a process or on a Dask worker. The per-clip tasks (:func:`screen_clip`,
 :func:`extract_clip`) are the units a cluster spreads out: a Dask cluster of N workers keeps N
-workers busy, and a worker process loads each model once (``pipeline.extraction.load_extractors``
+workers busy, and a worker process loads each model once (``pipeline.extraction.stage.load_extractors``
 caches them per process) and reuses it for every clip it is given.
 
 Retries are set only where a failure can be transient I/O (reading the raw directory, writing
@@ -12,7 +12,7 @@ retry and is reported at once. One clip's failure is recorded as a rejection and
 go on; a failure of the run itself (missing weights, an import or device error) fails the task.
 
 Everything a task needs comes in as arguments (paths as strings, the configuration as a plain
-mapping, an :class:`~pipeline.extraction.ExtractionPlan`), never as live objects.
+mapping, an :class:`~pipeline.extraction.stage.ExtractionPlan`), never as live objects.
 """
 
 from __future__ import annotations
@@ -26,9 +26,11 @@ from typing import Any
 from prefect import task
 from prefect.logging import get_run_logger
 
-from pipeline import extraction, stages, tables
-from pipeline.extraction import ExtractionPlan
-from pipeline.placement import Placement
+from pipeline import stages
+from pipeline.core import tables
+from pipeline.core.placement import Placement
+from pipeline.extraction import stage as extraction
+from pipeline.extraction.stage import ExtractionPlan
 
 STATE_DIR = "flow_state"  # <work>/flow_state/: what the flows remember between runs (JSON)
 
@@ -43,7 +45,7 @@ def _log() -> logging.Logger | logging.LoggerAdapter:
 def transient_io(task, task_run, state) -> bool:
     """Retry condition: only an ``OSError`` (an NFS hiccup) is worth a retry; a full disk is
     not (it stops the run, with one line naming the directory)."""
-    from pipeline.errors import disk_full
+    from pipeline.core.errors import disk_full
 
     try:
         state.result()
@@ -58,18 +60,18 @@ def transient_io(task, task_run, state) -> bool:
 
 
 def clip_files(raw_dir: str, config: Mapping[str, Any]) -> list[str]:
-    """The clip files that ingest probes (``pipeline.ingest.clip_files``)."""
-    from pipeline import ingest as stage
-    from pipeline.config import stage_config
+    """The clip files that ingest probes (``pipeline.ingest.stage.clip_files``)."""
+    from pipeline.core.config import stage_config
+    from pipeline.ingest import stage
 
     return [str(p) for p in stage.clip_files(raw_dir, stage_config(stage.IngestConfig, dict(config), "ingest"))]
 
 
 @task(name="probe-clip", tags=["probe"])
 def probe_clip(path: str, config: Mapping[str, Any]) -> dict:
-    """One clip file's content id and probe (``pipeline.ingest.probe_file``), on any worker."""
-    from pipeline import ingest as stage
-    from pipeline.config import stage_config
+    """One clip file's content id and probe (``pipeline.ingest.stage.probe_file``), on any worker."""
+    from pipeline.core.config import stage_config
+    from pipeline.ingest import stage
 
     return stage.probe_file(path, stage_config(stage.IngestConfig, dict(config), "ingest"))
 
@@ -103,7 +105,7 @@ def screen_clip(
 ) -> dict:
     """The pixel rules of one clip, stored in its ``pixel_rules`` shard (reused while current),
     the people counter on the run's ``placement``."""
-    from pipeline.screen import PixelRules
+    from pipeline.screening.stage import PixelRules
 
     pixels = PixelRules(config, work, thumbnails=True, placement=placement)
     results, computed = pixels.run(clip)
@@ -119,8 +121,8 @@ def screen_clip(
 @task(name="pixel-rules-and-extract", tags=["screen", "extract"])
 def screen_extract_clip(work: str, clip: Mapping[str, Any], config: Mapping[str, Any], plan: ExtractionPlan) -> dict:
     """The pixel rules of one clip and, when they pass, its features, from one decode pass
-    (:func:`pipeline.onepass.screen_and_extract`)."""
-    from pipeline.onepass import screen_and_extract
+    (:func:`pipeline.extraction.onepass.screen_and_extract`)."""
+    from pipeline.extraction.onepass import screen_and_extract
 
     return screen_and_extract(work, clip, config, plan)
 
@@ -165,8 +167,8 @@ def check_worker(plan: ExtractionPlan) -> str:
 @task(name="extract-clip", tags=["extract"])
 def extract_clip(job: Mapping[str, Any]) -> list[dict]:
     """Every modality of one clip, from one decode pass, under the run's attempt ledger; one item
-    dict per modality. ``job``: the keyword arguments of :func:`pipeline.extraction.attempt_clip`
-    (work, clip, plan, decode, attempts, force), as :func:`pipeline.extraction.run_extraction`
+    dict per modality. ``job``: the keyword arguments of :func:`pipeline.extraction.stage.attempt_clip`
+    (work, clip, plan, decode, attempts, force), as :func:`pipeline.extraction.stage.run_extraction`
     hands them out."""
     return [it.as_dict() for it in extraction.attempt_clip(**job)]
 
@@ -179,7 +181,7 @@ def train(source: str, out_dir: str, config: Mapping[str, Any], track: str = "al
     """The training stage on a release or work directory (``models.train.train_track``)."""
     from models.data import open_source
     from models.train import TrainConfig, train_track
-    from pipeline.config import stage_config
+    from pipeline.core.config import stage_config
 
     cfg = stage_config(TrainConfig, dict(config), "train")
     # the model is built from the run's [psgcn] / [rtcn] / [multimodal] sections, as `vdv train` does

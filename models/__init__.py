@@ -13,7 +13,7 @@ cheap (no torch): the command line imports it while it builds its parser, to rea
 
 Configuration sections: ``[train]``, ``[data]``, ``[sports]`` and one per registered model
 (``[psgcn]``, ``[rtcn]``, ...) are the models' (:data:`models.sections.SECTIONS`).
-:func:`register_config` names them to :func:`pipeline.config.register_sections` (a call, made
+:func:`register_config` names them to :func:`pipeline.core.config.register_sections` (a call, made
 when this package is imported and again by the command line at start-up); they are imported
 (with torch) only when a configuration file has a section no pipeline stage reads.
 """
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.config import register_sections
+from pipeline.core.config import register_sections
 
 # public name -> the module that defines it
 _EXPORTS: dict[str, str] = {

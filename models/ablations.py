@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from pipeline import modalities as registry
+from pipeline.modalities import registry
 
 if TYPE_CHECKING:
     from models.train import TrainConfig

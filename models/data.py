@@ -3,17 +3,17 @@
 Sources
 -------
 - a work directory: ``<work>/features/<modality>/<modality>.<clip_id[:16]>.<identity[:12]>.parquet``
-  (one row per clip, see :mod:`pipeline.features`) and the scores in ``<work>/scores``
-  (:data:`pipeline.tables.SCORES`);
+  (one row per clip, see :mod:`pipeline.modalities.features`) and the scores in ``<work>/scores``
+  (:data:`pipeline.core.tables.SCORES`);
 - a release directory (:func:`pipeline.release.package_release`):
   ``<release>/data/<config>/{train,test}-*.parquet`` (same row layout, one Hugging Face config
   per modality) and the scores config ``<release>/data/scores/{train,test}-*.parquet``.
 
 Tracks (:func:`track_splits`): ``all`` and one ``challenge-<name>`` track per challenge, each a
-fixed train/test split: a release's stored splits, else the rule of :mod:`pipeline.splits`.
+fixed train/test split: a release's stored splits, else the rule of :mod:`pipeline.scoring.splits`.
 
 Streams are the registered modalities, named as the pipeline names them
-(:mod:`pipeline.modalities`: ``pose``, ``holistic``, ``facial``, ``scenic``, SPEC section 4); the
+(:mod:`pipeline.modalities.registry`: ``pose``, ``holistic``, ``facial``, ``scenic``, SPEC section 4); the
 models' older name ``skeletal`` for ``pose`` is still read (checkpoints, releases, options).
 
 Temporal sampling (documented choice)
@@ -55,10 +55,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import modalities as registry
-from pipeline import splits as split_rule
-from pipeline import tables
-from pipeline.skeleton import MPII_INDEX, NUM_JOINTS
+from pipeline.core import tables
+from pipeline.modalities import registry
+from pipeline.modalities.skeleton import MPII_INDEX, NUM_JOINTS
+from pipeline.scoring import splits as split_rule
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ def _fps(table: pa.Table) -> float | None:
 
 def _check_feature_file(path: Path, schema: pa.Schema, modality: str) -> None:
     """Refuse a file that is not a feature table of ``modality`` at the schema version this reads
-    (:func:`pipeline.tables.read_file`'s check, from the footer already read)."""
+    (:func:`pipeline.core.tables.read_file`'s check, from the footer already read)."""
     spec = tables.feature_spec(modality, schema.field("features").type.value_type.list_size)
     meta = schema.metadata or {}
     name = meta.get(b"vdv.table", b"?").decode()
@@ -212,7 +212,7 @@ def _check_feature_file(path: Path, schema: pa.Schema, modality: str) -> None:
 
 class ShardNotVerified(tables.SchemaMismatch):
     """A feature shard whose bytes are not the ones its writer recorded in the work directory's
-    checksum ledger (:mod:`pipeline.checksums`), or that has no record: training refuses it."""
+    checksum ledger (:mod:`pipeline.core.checksums`), or that has no record: training refuses it."""
 
 
 class WorkDirSource:
@@ -223,14 +223,14 @@ class WorkDirSource:
     from the footer: the provenance text is never decoded.
 
     Each shard is checked against the work directory's checksum ledger before its first use in a
-    process (:func:`pipeline.checksums.check_shard`: its sha256 against the sum its writer
+    process (:func:`pipeline.core.checksums.check_shard`: its sha256 against the sum its writer
     recorded), and read from the very bytes that were hashed; a shard that differs or has no
     record is :class:`ShardNotVerified`, naming the file. A shard is hashed once per process (the
     set of checked shards is not pickled: a worker process checks again).
     """
 
     def __init__(self, work: str | Path):
-        from pipeline.features import current_shards
+        from pipeline.modalities.features import current_shards
 
         self.work = Path(work)
         self._shards = {m: current_shards(self.work, m) for m in registry.names()}
@@ -241,7 +241,7 @@ class WorkDirSource:
 
     def _open(self, path: Path, modality: str) -> pq.ParquetFile:
         """The shard ``path``, checked against the ledger on its first use in this process."""
-        from pipeline.checksums import check_shard
+        from pipeline.core.checksums import check_shard
 
         source: Path | pa.BufferReader = path
         if path not in self._verified:
@@ -395,7 +395,7 @@ class ReleaseSource:
 
 def track_splits(source: WorkDirSource | ReleaseSource) -> dict[str, dict[str, str]]:
     """Track name -> (clip id -> train/test): a release's stored splits, else the SPEC rule
-    (:func:`pipeline.splits.all_tracks`)."""
+    (:func:`pipeline.scoring.splits.all_tracks`)."""
     if isinstance(source, ReleaseSource) and (source.release / "splits").is_dir():
         stored = {}
         for path in sorted((source.release / "splits").glob("*.parquet")):

@@ -1,7 +1,7 @@
 """Evaluation: Spearman rank correlation per track, and the paper's ablations (SPEC section 6).
 
 Tracks: ``all`` (every clip) and one ``challenge-<name>`` track per challenge, each a fixed 80/20
-split (:func:`models.data.track_splits`: :mod:`pipeline.splits`; a release's stored splits win). The paper's protocol trains one
+split (:func:`models.data.track_splits`: :mod:`pipeline.scoring.splits`; a release's stored splits win). The paper's protocol trains one
 model per track on its train side and reports SRC between predicted and true scores on its test
 side (paper section 5.1). :func:`run_protocol` does that for every requested ablation and writes
 ``results.json`` and ``results.md`` (a Markdown table, one row per ablation, one column per
@@ -34,7 +34,7 @@ import numpy as np
 from models.ablations import ablation_config
 from models.data import DataConfig, ViralityDataset, side_ids, track_split, track_splits, train_test_datasets
 from models.train import TrainConfig, fit, load_checkpoint, predict
-from pipeline import splits as split_rule
+from pipeline.scoring import splits as split_rule
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +225,7 @@ def markdown_table(results: dict) -> str:
 
 
 def write_results(results: dict, out: Path) -> None:
-    from pipeline.tables import atomic_write
+    from pipeline.core.tables import atomic_write
 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "results.json", lambda tmp: tmp.write_text(json.dumps(results, indent=2, sort_keys=True)))

@@ -29,8 +29,8 @@ import numpy as np
 
 from models import graph
 from models.data import NUM_JOINTS, normalize_skeleton
-from pipeline import modalities as registry
-from pipeline.tables import atomic_write
+from pipeline.core.tables import atomic_write
+from pipeline.modalities import registry
 
 JOINT_NAMES = tuple(name.replace("_", "-") for name in graph.JOINTS)  # plot labels
 BONES = graph.EDGES
@@ -143,7 +143,7 @@ def render(
     import av
     import cv2
 
-    from pipeline.decode import DecodeParams, iter_samples
+    from pipeline.core.decode import DecodeParams, iter_samples
 
     out.mkdir(parents=True, exist_ok=True)
     mag = np.linalg.norm(grad, axis=-1)
@@ -184,7 +184,7 @@ def render(
 
 
 def _native_width(video: str | Path) -> float:
-    from pipeline.decode import stream_info
+    from pipeline.core.decode import stream_info
 
     return float(stream_info(video).width)
 
@@ -228,7 +228,7 @@ def save_tips(out: Path, tips: dict[str, dict[str, np.ndarray]]) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pipeline.splits import challenge_track
+    from pipeline.scoring.splits import challenge_track
 
     out.mkdir(parents=True, exist_ok=True)
     written = []

@@ -20,7 +20,7 @@ from torch import nn
 from models.psgcn import PSGCN, PSGCNConfig
 from models.rtcn import RTCN, RTCNConfig
 from models.units import StreamOutput
-from pipeline import modalities as registry
+from pipeline.modalities import registry
 
 
 def streams() -> tuple[str, ...]:
@@ -110,7 +110,7 @@ def _as_config(value, cls):
 
 @dataclass(frozen=True)
 class MultiModalConfig:
-    # registered modalities (pipeline.modalities); drop one for the "w/o <stream>" ablations; sports: pose, holistic
+    # registered modalities (pipeline.modalities.registry); drop one for the "w/o <stream>" ablations; sports: pose, holistic
     streams: tuple[str, ...] = field(default_factory=streams)
     # per-sample width of each sequence stream (``dims = {facial = 2048}``); a stream not named has
     # its modality's (holistic 2,048, facial 512, scenic 512: SPEC section 4)

@@ -1,6 +1,6 @@
 """The MPII-16 skeleton graph and its pyramid.
 
-Joints and edges are those of :mod:`pipeline.skeleton` (the one place that owns the skeleton
+Joints and edges are those of :mod:`pipeline.modalities.skeleton` (the one place that owns the skeleton
 layout): joint order is SPEC section 4 (the order of the pose feature rows); edges follow the
 MPII definition (paper section 4.1, Fig. 4a). The spatial partition is ST-GCN's (Yan et al. 2018,
 used by paper eq. 3-4): the neighbourhood of a vertex (its 1-hop neighbours and itself) splits
@@ -39,12 +39,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.skeleton import EDGES, MPII_JOINTS
+from pipeline.modalities.skeleton import EDGES, MPII_JOINTS
 
 K_SUBSETS = 3  # root, centripetal, centrifugal
 
 # SPEC section 4, MPII order, and the MPII limbs (paper Fig. 4a) as index pairs:
-# pipeline.skeleton defines both, with the pose rows they index (joint-major).
+# pipeline.modalities.skeleton defines both, with the pose rows they index (joint-major).
 JOINTS: tuple[str, ...] = MPII_JOINTS
 NUM_JOINTS = len(JOINTS)
 

@@ -125,9 +125,9 @@ def model_config(name: str, config: dict[str, Any] | None = None, **overrides: A
     also takes its skeleton stream from ``[psgcn]`` and its appearance streams from ``[rtcn]``,
     a nested ``psgcn``/``rtcn`` table of ``[multimodal]`` winning key by key. ``overrides`` that
     are None are ignored; a dict override of a nested config is merged into it. Unknown keys
-    raise :class:`pipeline.config.ConfigError` naming the section.
+    raise :class:`pipeline.core.config.ConfigError` naming the section.
     """
-    from pipeline.config import ConfigError, stage_config
+    from pipeline.core.config import ConfigError, stage_config
 
     model = registered(name)
     config = config or {}
@@ -199,7 +199,7 @@ def save_checkpoint(
     ``optimizer``, ``scheduler``, ``gradnorm`` (:class:`models.losses.GradNorm`), ``epoch`` and
     ``step`` make it resumable; ``extra`` holds any other plain values (metrics, lineage).
     """
-    from pipeline.tables import atomic_write
+    from pipeline.core.tables import atomic_write
 
     arch = getattr(model, "arch", None)
     if _architecture(arch) is None:
@@ -260,7 +260,7 @@ def upgrade_checkpoint(ckpt: dict[str, Any]) -> dict[str, Any]:
     names, train config and dims) and gives the fused model's widths as ``holistic_dim``,
     ``facial_dim`` and ``scenic_dim``; they are read as ``pose`` and ``dims``. A current
     checkpoint comes back unchanged."""
-    from pipeline import modalities as registry
+    from pipeline.modalities import registry
 
     def known(name: str) -> str | None:
         try:

@@ -1,4 +1,4 @@
-"""The configuration sections the models read, for :func:`pipeline.config.register_sections`.
+"""The configuration sections the models read, for :func:`pipeline.core.config.register_sections`.
 
 ``[train]`` (:class:`models.train.TrainConfig`), ``[data]`` (:class:`models.data.DataConfig`),
 ``[sports]`` (:class:`models.sports.SportsConfig`) and one section per registered model, named

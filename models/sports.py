@@ -48,8 +48,8 @@ import numpy as np
 from models.data import DataConfig, WorkDirSource, train_test_datasets
 from models.evaluate import spearman
 from models.train import TrainConfig, fit, predict
-from pipeline import tables
-from pipeline.errors import Reason
+from pipeline.core import tables
+from pipeline.core.errors import Reason
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from models.data import DataConfig, ViralityDataset, side_ids, track_split
 from models.fusion import streams
-from pipeline import modalities as registry
+from pipeline.modalities import registry
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ def fit(
     """
     import torch
 
-    from pipeline.progress import track  # a bar with a rate and time left, on a terminal only
+    from pipeline.core.progress import track  # a bar with a rate and time left, on a terminal only
 
     config = config.resolved()
     if not (config.mse or config.ranking):

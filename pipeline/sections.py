@@ -10,12 +10,12 @@ One table per stage, named by the stage::
 
 ``load_config(path)`` returns the parsed mapping after :func:`check_config` has checked it
 whole: a section no stage reads (``[scren]``) and a value a stage refuses (``[holistic] crop =
-300`` with ``short_side = 256``) are a :class:`~pipeline.config.ConfigError` naming the file, the
+300`` with ``short_side = 256``) are a :class:`~pipeline.core.config.ConfigError` naming the file, the
 section and the value before any work starts, whichever command reads the file.
 
 The sections are the rule stages' (:func:`stage_sections`), one per registered modality (its
-record's ``config``, :mod:`pipeline.modalities`) and those the layers above register with
-:func:`pipeline.config.register_sections` (the models' ``[train]``, ``[psgcn]``, ...). The stage
+record's ``config``, :mod:`pipeline.modalities.registry`) and those the layers above register with
+:func:`pipeline.core.config.register_sections` (the models' ``[train]``, ``[psgcn]``, ...). The stage
 modules are imported when a file is checked, not when this module is.
 """
 
@@ -27,19 +27,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import ConfigError, registered_sections, stage_config
-from pipeline.textfiles import TextFileError, read_text
+from pipeline.core.config import ConfigError, registered_sections, stage_config
+from pipeline.core.textfiles import TextFileError, read_text
 
 
 def stage_sections() -> dict[str, type]:
     """section -> dataclass of every pipeline stage, the modalities' included."""
-    from pipeline import modalities
-    from pipeline.extraction import DecodeConfig, ExtractConfig
-    from pipeline.ingest import IngestConfig
+    from pipeline.extraction.stage import DecodeConfig, ExtractConfig
+    from pipeline.ingest.stage import IngestConfig
+    from pipeline.modalities import registry as modalities
     from pipeline.release import ReleaseConfig
-    from pipeline.screen import ScreenConfig
-    from pipeline.virality import ScoreConfig
-    from pipeline.visual import VisualConfig
+    from pipeline.scoring.virality import ScoreConfig
+    from pipeline.screening.stage import ScreenConfig
+    from pipeline.screening.visual import VisualConfig
 
     sections = {"ingest": IngestConfig, "screen": ScreenConfig, "visual": VisualConfig, "score": ScoreConfig}
     sections.update({m.name: m.config for m in modalities.registered()})

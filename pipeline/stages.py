@@ -6,10 +6,10 @@ pixel rules) over its workers, and neither repeats the stage. Each driver takes 
 configuration mapping (a checked ``--config`` file) plus the stage's overrides, writes the stage's
 tables under ``work`` and returns the stage's result; ``*_summary`` turns a result into the
 small, JSON-able dict the flows record and the command line prints. Bad input (a pairing or
-override file, a crawl time) is an :class:`~pipeline.errors.InputError` or a
-:class:`~pipeline.config.ConfigError` naming it.
+override file, a crawl time) is an :class:`~pipeline.core.errors.InputError` or a
+:class:`~pipeline.core.config.ConfigError` naming it.
 
-The extraction driver is :func:`pipeline.extraction.run_extraction`; the release's is
+The extraction driver is :func:`pipeline.extraction.stage.run_extraction`; the release's is
 :func:`pipeline.release.release_stage`.
 """
 
@@ -20,13 +20,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipeline import tables
-from pipeline.config import ConfigError, stage_config
-from pipeline.errors import InputError
-from pipeline.ingest import IngestConfig, IngestResult, prepare_clips, read_pairing
-from pipeline.placement import Placement
-from pipeline.screen import PixelRules, ScreenConfig, ScreenResult, read_overrides, screen_clips
-from pipeline.virality import ScoreConfig, ScoreResult, read_scale, score_clips
+from pipeline.core import tables
+from pipeline.core.config import ConfigError, stage_config
+from pipeline.core.errors import InputError
+from pipeline.core.placement import Placement
+from pipeline.ingest.stage import IngestConfig, IngestResult, prepare_clips, read_pairing
+from pipeline.scoring.virality import ScoreConfig, ScoreResult, read_scale, score_clips
+from pipeline.screening.stage import PixelRules, ScreenConfig, ScreenResult, read_overrides, screen_clips
 
 
 def stage_section(cls: type, config: Mapping[str, Any] | None, section: str, **overrides: Any) -> Any:
@@ -64,14 +64,14 @@ def run_ingest(
     override_file: str | Path | None = None,
     **overrides: Any,
 ) -> IngestResult:
-    """``clips`` and the ingest rejections of ``raw_dir`` (:func:`pipeline.ingest.prepare_clips`).
+    """``clips`` and the ingest rejections of ``raw_dir`` (:func:`pipeline.ingest.stage.prepare_clips`).
 
     ``pairing``: a pairing CSV; ``crawl_time``: the ``--crawl-time`` option (wins over ``[ingest]
     crawl_time``); ``probed``: files already probed elsewhere, by path; ``override_file``: the
     reviewer override CSV of screening (its ``keep`` admits a clip ingest judged a duplicate);
     ``overrides``: fields of ``[ingest]`` given on the command line.
     """
-    from pipeline.metadata import parse_time
+    from pipeline.ingest.metadata import parse_time
 
     cfg = stage_section(IngestConfig, config, "ingest", **overrides)
     decisions = _read_override_file(override_file)
@@ -91,7 +91,7 @@ def run_ingest(
 
 
 def _read_override_file(path: str | Path | None) -> dict | None:
-    """The reviewer override CSV (:func:`pipeline.screen.read_overrides`); a bad one is a ConfigError."""
+    """The reviewer override CSV (:func:`pipeline.screening.stage.read_overrides`); a bad one is a ConfigError."""
     try:
         return read_overrides(path) if path else None
     except InputError:
@@ -129,7 +129,7 @@ def pixel_rules(
 
 def pixel_rule_clips(work: str | Path, config: Mapping[str, Any] | None) -> list[dict]:
     """The clips whose pixel rules must run: they pass every cheap rule and the rules are on."""
-    from pipeline.screen import needs_pixels
+    from pipeline.screening.stage import needs_pixels
 
     cfg = stage_section(ScreenConfig, config, "screen")
     if not cfg.visual:
@@ -146,7 +146,7 @@ def run_screen(
     placement: Placement | None = None,
     **settings: Any,
 ) -> ScreenResult:
-    """``screening`` and the screen rejections of the ``clips`` table (:func:`pipeline.screen.screen_clips`).
+    """``screening`` and the screen rejections of the ``clips`` table (:func:`pipeline.screening.stage.screen_clips`).
 
     The cheap rules run again; the pixel rules come from their per-clip shards, computed here for
     a clip that has none (``pixels``: the run's :func:`pixel_rules`, made here when None and the
@@ -191,7 +191,7 @@ def run_score(
     work: str | Path, config: Mapping[str, Any] | None = None, *, scale: str | Path | None = None
 ) -> ScoreResult:
     """``scores``, ``score_scale`` and the score rejections of the kept clips
-    (:func:`pipeline.virality.score_clips`), on a scale fitted on them or on the stored ``scale``."""
+    (:func:`pipeline.scoring.virality.score_clips`), on a scale fitted on them or on the stored ``scale``."""
     cfg = stage_section(ScoreConfig, config, "score")
     clips = require_table(work, tables.CLIPS, "ingest")
     kept = [row["clip_id"] for row in require_table(work, tables.SCREENING, "screen") if row["kept"]]

@@ -51,7 +51,7 @@ class _VisualAnalyses(dict):
 
     def __missing__(self, key):
         from pipeline.blazepose.settings import TrackSettings
-        from pipeline.visual import VisualConfig, analyse_frames, sample_frames
+        from pipeline.screening.visual import VisualConfig, analyse_frames, sample_frames
 
         clip, backend = key
         pose = TrackSettings(backend=backend, weights_dir=str(self.weights) if backend == "torch" else None)

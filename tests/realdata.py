@@ -36,10 +36,10 @@ _RELEASES: dict[str, Path] = {}
 
 
 def real_skeletons() -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Source name -> (pose rows (L, 48), valid (L,)): BlazePose on the real clips (pipeline.pose,
+    """Source name -> (pose rows (L, 48), valid (L,)): BlazePose on the real clips (pipeline.modalities.pose,
     320 px) and the real keypoint files (tests.support.keypoints.load_keypoint_file)."""
     if not _SKELETONS:
-        from pipeline import pose
+        from pipeline.modalities import pose
         from tests.support.keypoints import load_keypoint_file
 
         extractor = pose.MODALITY.build({"max_side": 320})
@@ -70,8 +70,9 @@ def build_release(root: Path) -> Path:
     key = str(root)
     if key in _RELEASES:
         return _RELEASES[key]
-    from pipeline import tables, virality
+    from pipeline.core import tables
     from pipeline.release import package_release
+    from pipeline.scoring import virality
     from tests.support.shards import ArrayShardWriter, write_stream
 
     work = root / "work"

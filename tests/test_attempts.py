@@ -1,4 +1,4 @@
-"""The attempt ledger: a mark outlives only a process that died (``pipeline/attempts.py``)."""
+"""The attempt ledger: a mark outlives only a process that died (``pipeline/core/attempts.py``)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import textwrap
 import pytest
 
 from flows import tasks
-from pipeline.attempts import MAX_DEATHS, AttemptLedger
-from pipeline.extraction import ExtractionPlan
+from pipeline.core.attempts import MAX_DEATHS, AttemptLedger
+from pipeline.extraction.stage import ExtractionPlan
 
 
 def _die_during(root, clip_id: str, worker: str) -> None:
@@ -19,7 +19,7 @@ def _die_during(root, clip_id: str, worker: str) -> None:
     code = textwrap.dedent(
         f"""
         import os
-        from pipeline.attempts import AttemptLedger
+        from pipeline.core.attempts import AttemptLedger
         with AttemptLedger({str(root)!r}).attempt({clip_id!r}, {worker!r}):
             os._exit(137)
         """
@@ -71,7 +71,7 @@ def _in_flight_until_stopped(root, clip_id: str, stop: signal.Signals) -> int:
     code = textwrap.dedent(
         f"""
         import sys, time
-        from pipeline.attempts import AttemptLedger, release_marks_on_sigterm
+        from pipeline.core.attempts import AttemptLedger, release_marks_on_sigterm
         release_marks_on_sigterm()
         with AttemptLedger({str(root)!r}).attempt({clip_id!r}, "node:1"):
             print("in flight", flush=True)

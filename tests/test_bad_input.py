@@ -21,12 +21,12 @@ from conftest import SCRAPER_SAMPLE, SHARED_CLIPS
 
 import models  # noqa: F401 - registers the models' configuration sections
 from cli import main
-from pipeline.config import ConfigError
-from pipeline.errors import ClipError, InputError, Reason
-from pipeline.ingest import IngestConfig, load_records, prepare_clips, read_pairing
-from pipeline.metadata import read_metadata_file
-from pipeline.probe import probe
-from pipeline.screen import read_overrides
+from pipeline.core.config import ConfigError
+from pipeline.core.errors import ClipError, InputError, Reason
+from pipeline.ingest.metadata import read_metadata_file
+from pipeline.ingest.probe import probe
+from pipeline.ingest.stage import IngestConfig, load_records, prepare_clips, read_pairing
+from pipeline.screening.stage import read_overrides
 from pipeline.sections import load_config
 
 SAMPLE = json.loads(SCRAPER_SAMPLE.read_text())
@@ -99,7 +99,7 @@ def test_equal_crawl_times_with_conflicting_counts_warn_naming_both_files(make_r
             "b_1609948309033.json": json.dumps([other, same]),
         },
     )
-    with caplog.at_level(logging.WARNING, logger="pipeline.ingest"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.ingest.stage"):
         found, _ = load_records(raw, None)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1, warnings  # the record with equal counts in both files is no conflict

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from pipeline import batching
-from pipeline.batching import BatchServer, close_servers, shared_server
-from pipeline.extraction import ExtractionPlan, run_extraction
+from pipeline.core import batching
+from pipeline.core.batching import BatchServer, close_servers, shared_server
+from pipeline.extraction.stage import ExtractionPlan, run_extraction
 
 WAIT_S = 30.0  # generous: a loaded 2-core machine may be slow to schedule the worker thread
 

@@ -29,9 +29,9 @@ from pipeline.blazepose import calculators as calc
 from pipeline.blazepose.backends import BlazePose, model_path
 from pipeline.blazepose.engine import Networks, PoseEngine
 from pipeline.blazepose.settings import TrackOptions
-from pipeline.decode import DecodeParams, iter_samples, target_size
-from pipeline.errors import WeightsError
-from pipeline.scenic import resized
+from pipeline.core.decode import DecodeParams, iter_samples, target_size
+from pipeline.core.errors import WeightsError
+from pipeline.modalities.scenic import resized
 from pipeline.weights import cache, fetch, registry
 from tests.conftest import ROOT, SHARED_CLIPS
 
@@ -353,7 +353,7 @@ def test_importing_an_options_module_changes_mediapipe_and_the_backend_says_so()
 
     code = """
 import logging, sys, numpy as np
-from pipeline.decode import DecodeParams, iter_samples
+from pipeline.core.decode import DecodeParams, iter_samples
 from pipeline.blazepose.backends import BlazePose
 from tests.conftest import ROOT, SHARED_CLIPS
 frames = [s.image for s in iter_samples(SHARED_CLIPS / "stgcn_ta_chi.mp4", DecodeParams(fps=25, max_side=640)) if s.index < 12]

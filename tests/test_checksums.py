@@ -22,9 +22,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import checksums, extraction, modalities, release, stages, tables
-from pipeline.errors import Reason
-from pipeline.provenance import sha256_file
+from pipeline import release, stages
+from pipeline.core import checksums, tables
+from pipeline.core.errors import Reason
+from pipeline.core.provenance import sha256_file
+from pipeline.extraction import stage as extraction
+from pipeline.modalities import registry as modalities
 from tests.support import brightness
 from tests.test_release import SHARED, colour_extractors, make_work
 
@@ -168,7 +171,7 @@ def test_vdv_extract_computes_a_damaged_shard_again_and_vdv_release_names_it_fir
     assert all(f"clip {prefix}" in line for prefix in by_name.values()) and "brightness: 2 kept clip(s)" in line
     assert f"vdv reextract --work {work} --modalities brightness" in line
 
-    with _warnings("pipeline.extraction") as records:
+    with _warnings("pipeline.extraction.stage") as records:
         assert _vdv(*extract) == 0
     assert "extract brightness: 2 computed, 0 skipped" in capsys.readouterr().out
     warned = " ".join(r.getMessage() for r in records)
@@ -180,9 +183,9 @@ def test_vdv_extract_computes_a_damaged_shard_again_and_vdv_release_names_it_fir
 
 
 def test_a_damaged_pixel_rule_shard_is_computed_again(tmp_path, monkeypatch):
-    from pipeline import visual
-    from pipeline.rules import RuleResult
-    from pipeline.screen import PixelRules
+    from pipeline.screening import visual
+    from pipeline.screening.rules import RuleResult
+    from pipeline.screening.stage import PixelRules
 
     calls = []
 
@@ -196,7 +199,7 @@ def test_a_damaged_pixel_rule_shard_is_computed_again(tmp_path, monkeypatch):
     assert PixelRules({}, tmp_path).run(clip)[1] and not PixelRules({}, tmp_path).run(clip)[1]
     (shard,) = sorted((tmp_path / "pixel_rules").rglob("*.parquet"))  # fanned out by clip id
     os.truncate(shard, 40)
-    with _warnings("pipeline.screen") as records:
+    with _warnings("pipeline.screening.stage") as records:
         results, computed = PixelRules({}, tmp_path).run(clip)
     assert computed and results[0].details == {"people": 1} and len(calls) == 2
     assert any(str(shard) in r.getMessage() for r in records)
@@ -215,7 +218,7 @@ def _swapped_raw(tmp_path: Path) -> tuple[Path, dict]:
 
 
 def test_a_clip_file_replaced_after_ingest_is_clip_changed_in_screening_and_extraction(toy, tmp_path, monkeypatch):
-    from pipeline import visual
+    from pipeline.screening import visual
 
     work = tmp_path / "work"
     path, clip = _swapped_raw(tmp_path)

@@ -8,7 +8,7 @@ import pytest
 from conftest import DEMO, SHARED
 
 from cli import build_parser, main
-from pipeline import tables
+from pipeline.core import tables
 
 STAGE_COMMANDS = ("ingest", "screen", "score", "summary")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from conftest import SHARED_CLIPS
 
-from pipeline import visual
+from pipeline.screening import visual
 
 CLIP = SHARED_CLIPS / "liveportrait_d18_face.mp4"  # 7 s, one face: upper body not visible
 
@@ -25,7 +25,7 @@ def test_thumbnails_do_not_change_the_rules_and_a_bad_directory_is_recorded(tmp_
     with_sheet = visual.screen_visual(CLIP, "c" * 64, config, thumbnails=tmp_path / "thumbs")
     assert _without_sheet(plain) == _without_sheet(with_sheet)
     sheet = next(r for r in with_sheet if r.rule == "one_dancer").details["contact_sheet"]
-    # fanned out by clip id (pipeline.tables.thumbnail_name): thumbs/cc/cccccccccccccccc.fNN.jpg
+    # fanned out by clip id (pipeline.core.tables.thumbnail_name): thumbs/cc/cccccccccccccccc.fNN.jpg
     files = sorted(p.relative_to(tmp_path / "thumbs").as_posix() for p in (tmp_path / "thumbs").rglob("*.jpg"))
     assert files == sorted(f["file"] for f in sheet["frames"]) and 2 <= len(files) <= 6
     assert all(f.startswith("cc/cccccccccccccccc.f") for f in files)

@@ -21,8 +21,9 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import write_sample_run
 
-from pipeline import release, tables
-from pipeline.provenance import sha256_file
+from pipeline import release
+from pipeline.core import tables
+from pipeline.core.provenance import sha256_file
 from tests.support.runs import sample_clips, small_config
 
 pytestmark = pytest.mark.slow

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 from conftest import write_sample_run
 
-from pipeline import release, tables
-from pipeline.features import current_shards
+from pipeline import release
+from pipeline.core import tables
+from pipeline.modalities.features import current_shards
 from tests.support.runs import SAMPLE_CLIPS, small_config
 
 pytestmark = pytest.mark.slow

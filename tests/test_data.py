@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from models import data
-from pipeline import tables
-from pipeline.features import current_shards, read_features
+from pipeline.core import tables
+from pipeline.modalities.features import current_shards, read_features
 from tests import realdata
 from tests.support.keypoints import load_keypoint_file
 from tests.support.shards import write_stream
@@ -199,7 +199,7 @@ def test_unknown_modality_is_an_error(work: Path) -> None:
 def test_a_work_directory_shard_is_checked_against_the_ledger_once_and_refused_when_it_differs(
     work: Path, monkeypatch
 ) -> None:
-    from pipeline import checksums
+    from pipeline.core import checksums
 
     hashed: list[Path] = []
     real_check = checksums.check_shard

@@ -1,4 +1,4 @@
-"""The streaming decoder of pipeline.decode: grid rule, repeats, determinism, rotation, memory."""
+"""The streaming decoder of pipeline.core.decode: grid rule, repeats, determinism, rotation, memory."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import av
 import numpy as np
 import pytest
 
-from pipeline.decode import DecodeParams, decode_pass, grid_times, iter_samples, stream_info
-from pipeline.errors import ClipError, Reason
+from pipeline.core.decode import DecodeParams, decode_pass, grid_times, iter_samples, stream_info
+from pipeline.core.errors import ClipError, Reason
 from tests.support.video import write_clip
 
 CLIPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clips"

@@ -15,9 +15,8 @@ from test_signature import _row, reencode
 
 from cli import main
 from flows import tasks
-from pipeline import tables
-from pipeline.ingest import IngestConfig, near_duplicates, prepare_clips, probe_file
-from pipeline.signature import (
+from pipeline.core import tables
+from pipeline.ingest.signature import (
     BAND_BITS,
     BANDS,
     MAX_SLICE_BITS,
@@ -27,6 +26,7 @@ from pipeline.signature import (
     make_signature,
     near_duplicate,
 )
+from pipeline.ingest.stage import IngestConfig, near_duplicates, prepare_clips, probe_file
 
 
 def _spread_flips(h: int, n: int, rng: random.Random) -> int:

@@ -12,7 +12,7 @@ from scipy.stats import spearmanr
 
 from cli import main
 from models import ablations, data, evaluate, train
-from pipeline import modalities
+from pipeline.modalities import registry as modalities
 from tests import realdata
 from tests.test_train import make_work
 

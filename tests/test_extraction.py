@@ -1,4 +1,4 @@
-"""The per-clip extraction loop of pipeline.extraction on real clips: one decode pass feeds every
+"""The per-clip extraction loop of pipeline.extraction.stage on real clips: one decode pass feeds every
 modality, identities do not depend on which modalities ran together, a bad clip is a rejection."""
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import extraction, tables
-from pipeline.extraction import ExtractionPlan, extract_clip, load_extractors
-from pipeline.features import read_features
-from pipeline.provenance import sha256_file
+from pipeline.core import tables
+from pipeline.core.provenance import sha256_file
+from pipeline.extraction import stage as extraction
+from pipeline.extraction.stage import ExtractionPlan, extract_clip, load_extractors
+from pipeline.modalities.features import read_features
 
 CLIPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clips"
 # small grids keep this within seconds; the code path is the build's
@@ -192,7 +193,7 @@ def test_decode_budget_counts_only_the_decoder(tmp_path):
 
 
 def test_missing_weights_fail_the_worker_check_not_the_clips(tmp_path, monkeypatch):
-    from pipeline.errors import WeightsError
+    from pipeline.core.errors import WeightsError
 
     monkeypatch.setenv("VDV_WEIGHTS_DIR", str(tmp_path / "empty"))
     plan = ExtractionPlan.make(["holistic"], CONFIG, untrained=False, device="cpu", precision="float32")

@@ -1,4 +1,4 @@
-"""Facial features (pipeline.facial): MTCNN on real clips, face following, crops, shards.
+"""Facial features (pipeline.modalities.facial): MTCNN on real clips, face following, crops, shards.
 
 The MTCNN weights ship with facenet-pytorch, so detection is checked on real footage. The
 embedding network's weights cannot be fetched in the test environment: it is seeded and
@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import facial, tables
-from pipeline.config import ConfigError
-from pipeline.features import read_features
+from pipeline.core import tables
+from pipeline.core.config import ConfigError
+from pipeline.modalities import facial
+from pipeline.modalities.features import read_features
 
 CLIPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clips"
 

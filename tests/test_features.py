@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.errors import ClipError, Reason
-from pipeline.features import FeatureExtractor, FeatureSequence, current_shards, read_features
+from pipeline.core.errors import ClipError, Reason
+from pipeline.modalities.features import FeatureExtractor, FeatureSequence, current_shards, read_features
 
 CLIP = "ab" * 32
 

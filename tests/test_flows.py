@@ -26,8 +26,8 @@ from flows.build import build  # noqa: E402
 from flows.reextract import reextract  # noqa: E402
 from flows.runners import make_task_runner  # noqa: E402
 from pipeline import modalities, release, tables  # noqa: E402
-from pipeline.features import current_shards  # noqa: E402
-from pipeline.provenance import sha256_file  # noqa: E402
+from pipeline.core.provenance import sha256_file  # noqa: E402
+from pipeline.modalities.features import current_shards  # noqa: E402
 from tests.support.runs import sample_clips, small_config
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -55,7 +55,7 @@ def prefect_harness():
 
 
 def test_extract_clip_task_records_a_bad_clip_and_goes_on(tmp_path):
-    from pipeline.extraction import ExtractionPlan
+    from pipeline.extraction.stage import ExtractionPlan
 
     work = tmp_path / "work"
     bad = tmp_path / "not_a_video.mp4"
@@ -169,7 +169,7 @@ def test_build_end_to_end(built):
 
 def test_a_kept_clip_is_opened_at_most_three_times_in_a_whole_build(built, tmp_path):
     """probe (in its child process), pixel rules, and one extraction pass for four modalities."""
-    from pipeline.probe import probe
+    from pipeline.ingest.probe import probe
 
     root, kwargs, report = built
     opened = Counter(json.loads((root / "opens.json").read_text()))
@@ -310,8 +310,8 @@ def test_two_flows_on_one_work_directory_the_second_fails_fast_naming_the_first(
     import threading
     import time
 
-    from pipeline import extraction
-    from pipeline.lock import LOCK_NAME, WorkDirLocked
+    from pipeline.core.lock import LOCK_NAME, WorkDirLocked
+    from pipeline.extraction import stage as extraction
 
     root, kwargs, _ = built
     lock = Path(kwargs["work"]) / LOCK_NAME
@@ -358,8 +358,8 @@ def test_device_and_precision_flags_reach_the_pixel_rules(prefect_harness, tmp_p
     import torch
 
     from flows.build import open_run, run_rule_stages
-    from pipeline.placement import Placement, read_placement
-    from pipeline.runtime import resolve_device
+    from pipeline.core.placement import Placement, read_placement
+    from pipeline.core.runtime import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU node, as far as the rules go
     assert resolve_device(None) == "cuda"  # where the counter ran before, whatever the flags

@@ -20,10 +20,11 @@ from test_release import CLIPS, colour_extractors, make_work
 import models  # noqa: F401 - registers the models' configuration sections
 from cli import main
 from flows import tasks
-from pipeline import release, tables
-from pipeline.errors import DiskFull
+from pipeline import release
+from pipeline.core import tables
+from pipeline.core.errors import DiskFull
 from pipeline.release.package import sweep_stale
-from pipeline.screen import _run_visual
+from pipeline.screening.stage import _run_visual
 from tests.support.full_disk import FullDisk
 from tests.support.runs import sample_clips, small_config
 
@@ -51,7 +52,7 @@ def test_a_full_disk_stops_extract_in_one_line_blames_no_clip_and_a_rerun_contin
     full_disk.fill(leave_bytes=12 * 1024)  # the lock and the attempt's mark fit (a page each), the shard not
     assert main(["extract", "pose", *common]) == 1
     line = _one_line(capsys.readouterr().err)
-    # the shard, or its checksum record after it (pipeline.checksums), is what did not fit
+    # the shard, or its checksum record after it (pipeline.core.checksums), is what did not fit
     assert re.match(
         rf"vdv extract: error: no space left on the device of {re.escape(str(work))}/(features/pose \(writing pose\.|checksums \(writing checksums\.)",
         line,

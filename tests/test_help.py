@@ -42,8 +42,8 @@ def test_help_stands_alone(argv, capsys):
 
 
 def test_screen_help_names_each_rule_and_its_threshold(capsys):
-    from pipeline.screen import ScreenConfig
-    from pipeline.visual import VisualConfig
+    from pipeline.screening.stage import ScreenConfig
+    from pipeline.screening.visual import VisualConfig
 
     text = " ".join(help_text(["screen"], capsys).split())
     for rule in ("followers", "duration", "one_dancer", "upper_body_visible", "camera_motion"):

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import holistic
-from pipeline.decode import grid_times
-from pipeline.errors import ClipError, Reason, WeightsError
-from pipeline.features import read_features
-from pipeline.runtime import resolve_precision
+from pipeline.core.decode import grid_times
+from pipeline.core.errors import ClipError, Reason, WeightsError
+from pipeline.core.runtime import resolve_precision
+from pipeline.modalities import holistic
+from pipeline.modalities.features import read_features
 from pipeline.weights import fetch, registry
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -120,7 +120,7 @@ def test_bad_input_is_a_clip_error(untrained, tmp_path):
 
 
 def test_config_is_validated():
-    from pipeline.config import ConfigError
+    from pipeline.core.config import ConfigError
 
     with pytest.raises(ConfigError, match="unknown keys"):
         holistic.MODALITY.build({"crop_size": 224}, untrained=True)

@@ -1,4 +1,4 @@
-"""Host waits of the torch path (pipeline.hostwaits): the counter sees every kind, and the ViBe
+"""Host waits of the torch path (pipeline.core.hostwaits): the counter sees every kind, and the ViBe
 and BlazePose steps wait for the host once a step (their one download), whatever their clips do."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from pipeline.blazepose.engine import Networks, PoseEngine, TrackOptions
-from pipeline.decode import DecodeParams, iter_samples, target_size
-from pipeline.hostwaits import HostWaits
-from pipeline.vibe import ViBeParams
-from pipeline.vibe_torch import ViBeBank
+from pipeline.core.decode import DecodeParams, iter_samples, target_size
+from pipeline.core.hostwaits import HostWaits
+from pipeline.modalities.vibe import ViBeParams
+from pipeline.modalities.vibe_torch import ViBeBank
 from tests.conftest import SHARED_CLIPS
 
 ONE_DOWNLOAD = {("step", "download"): 1}
@@ -119,7 +119,8 @@ def test_the_scenic_path_waits_once_a_frame_in_each_step_and_nowhere_else(monkey
     per-frame ``.item()`` or ``.cpu()`` that comes back fails here. BlazePose's network loads
     (weights read into tensors, once per load, not per frame) are counted apart. The process's
     batch servers are made afresh inside the count, so their threads are counted too."""
-    from pipeline import batching, scenic
+    from pipeline.core import batching
+    from pipeline.modalities import scenic
 
     waits = HostWaits()
 

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 import pytest
 from conftest import DEMO, SAMPLE_CRAWL_TIME, SCRAPER_SAMPLE, SHARED_CLIPS
 
-from pipeline import tables
-from pipeline.errors import InputError
-from pipeline.ingest import IngestConfig, Pairing, prepare_clips, read_pairing
+from pipeline.core import tables
+from pipeline.core.errors import InputError
+from pipeline.ingest.stage import IngestConfig, Pairing, prepare_clips, read_pairing
 
 # sha256 of the real clips (../shared/data/SOURCES.md)
 TA_CHI_SHA = "0a65dcd054bd8539aa6af91f8cfdf00c43a33cdf8eae74210b186da1cfd243c7"
@@ -189,7 +189,8 @@ def test_demo_pairing_pairs_every_shared_clip_with_a_distinct_real_record():
 
 
 def test_probes_made_elsewhere_give_the_same_manifest_and_are_not_repeated(messy_raw, monkeypatch):
-    from pipeline import ingest, probe
+    from pipeline.ingest import probe
+    from pipeline.ingest import stage as ingest
 
     alone = prepare_clips(messy_raw)
     files = ingest.clip_files(messy_raw)

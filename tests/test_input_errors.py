@@ -13,9 +13,9 @@ from conftest import DEMO, ROOT, SCRAPER_SAMPLE, SHARED, SHARED_CLIPS
 
 import models  # noqa: F401 - registers the models' configuration sections ([psgcn], [train], ...)
 from cli import main
-from pipeline.config import ConfigError
-from pipeline.errors import InputError
-from pipeline.ingest import read_pairing
+from pipeline.core.config import ConfigError
+from pipeline.core.errors import InputError
+from pipeline.ingest.stage import read_pairing
 from pipeline.sections import load_config
 
 # every command that reads --config; none gets as far as touching its inputs
@@ -190,7 +190,7 @@ def test_a_table_of_an_older_schema_version_is_one_line(tmp_path, capsys):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipeline import tables
+    from pipeline.core import tables
 
     work = tmp_path / "work"
     old = tables.CLIPS.schema.remove(tables.CLIPS.schema.get_field_index("content_signature"))

@@ -1,5 +1,5 @@
 """The import layering at run time: the models need no extraction library, and the models'
-configuration sections reach pipeline.config by registration (the static import rules are
+configuration sections reach pipeline.core.config by registration (the static import rules are
 tests/test_architecture.py's)."""
 
 from __future__ import annotations
@@ -42,12 +42,12 @@ def test_the_pipeline_names_no_module_to_import_by_a_string():
         text=True,
         cwd=ROOT,
     ).stdout.split()
-    assert sorted(found) == ["pipeline/provenance.py", "pipeline/unpickle.py"]
+    assert sorted(found) == ["pipeline/core/provenance.py", "pipeline/core/unpickle.py"]
 
 
 def test_model_sections_are_known_once_models_registers_them(tmp_path):
     import models
-    from pipeline.config import ConfigError
+    from pipeline.core.config import ConfigError
     from pipeline.sections import known_sections, load_config
 
     models.register_config()  # what `vdv` and the flows do at start-up
@@ -62,7 +62,7 @@ def test_model_sections_are_known_once_models_registers_them(tmp_path):
 
 
 def test_a_stage_section_cannot_be_registered_by_another_layer(monkeypatch):
-    from pipeline import config
+    from pipeline.core import config
     from pipeline.sections import known_sections
 
     monkeypatch.setattr(config, "_registered", {})

@@ -164,7 +164,7 @@ def test_folds_hold_out_whole_clips(lc, sources) -> None:
 
 @pytest.fixture(scope="module")
 def pose_sources(lc, tmp_path_factory) -> dict[str, np.ndarray]:
-    """BlazePose skeletons of the real clips of the bench (pipeline.pose) and the keypoint files."""
+    """BlazePose skeletons of the real clips of the bench (pipeline.modalities.pose) and the keypoint files."""
     return {**lc.extract_sources(tmp_path_factory.mktemp("learning-check")), **lc.load_keypoint_sources()}
 
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from pipeline.lock import LOCK_NAME, WorkDirLocked, WorkLock
+from pipeline.core.lock import LOCK_NAME, WorkDirLocked, WorkLock
 
 
 def test_second_holder_fails_fast_naming_the_owner(tmp_path):

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 from conftest import SAMPLE_CRAWL_TIME, SAMPLE_FOLLOWERS, SCRAPER_SAMPLE
 
-from pipeline.errors import ClipError, Reason
-from pipeline.metadata import (
+from pipeline.core.errors import ClipError, Reason
+from pipeline.ingest.metadata import (
     GENERIC_HASHTAGS,
     MetadataRecord,
     check_record,

@@ -1,6 +1,6 @@
 """The modality registry's contract, checked for every registered modality, and a toy sixth one.
 
-Every record of :mod:`pipeline.modalities` must: build with ``--untrained``, be described without
+Every record of :mod:`pipeline.modalities.registry` must: build with ``--untrained``, be described without
 loading a network to the same identity, extract one real clip, write a shard whose schema and
 width are the record's and whose rate is its grid's, be read by :mod:`models.data` at the frames
 its span gives, and feed a fusion stream. A new modality gets these tests by being registered.
@@ -22,9 +22,11 @@ import torch
 
 from models import data as model_data
 from models.fusion import MultiModalConfig, MultiModalModel
-from pipeline import extraction, modalities, tables
-from pipeline.decode import DecodeParams, iter_samples
-from pipeline.features import FeatureExtractor, shard_dim
+from pipeline.core import tables
+from pipeline.core.decode import DecodeParams, iter_samples
+from pipeline.extraction import stage as extraction
+from pipeline.modalities import registry as modalities
+from pipeline.modalities.features import FeatureExtractor, shard_dim
 from pipeline.weights.registry import REGISTRY
 from tests.support import brightness
 

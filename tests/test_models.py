@@ -23,7 +23,7 @@ from models import (
     save_checkpoint,
 )
 from models.fusion import FusionOutput
-from pipeline import modalities
+from pipeline.modalities import registry as modalities
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SQUATS = SHARED / "keypoints" / "tfjs_pose_squats.full.json"  # 65 frames x 33 BlazePose landmarks (x, y, z)
@@ -50,7 +50,7 @@ def real_skeletons(t: int = 16) -> torch.Tensor:
     Coordinates are centred on the pelvis and scaled by the frame height (1280 px); the third
     channel is a confidence of 1 (the file carries depth, not confidence).
     """
-    from pipeline.skeleton import blazepose_to_mpii
+    from pipeline.modalities.skeleton import blazepose_to_mpii
 
     frames = np.asarray(json.loads(SQUATS.read_text()), dtype=np.float64)
     frames[:, :, 2] = 1.0
@@ -413,7 +413,7 @@ def test_vdv_models_prints_every_model_with_its_parameter_count():
 def test_models_are_configured_from_the_run_configuration(tmp_path):
     from cli import main
     from models import build_from_config
-    from pipeline.config import ConfigError
+    from pipeline.core.config import ConfigError
     from pipeline.sections import load_config
 
     path = tmp_path / "run.toml"

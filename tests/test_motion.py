@@ -1,4 +1,4 @@
-"""Camera motion and shot cuts on sequences built from real frames (pipeline.motion, pipeline.visual)."""
+"""Camera motion and shot cuts on sequences built from real frames (pipeline.screening.motion, pipeline.screening.visual)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.decode import DecodeParams, iter_samples
-from pipeline.errors import Reason
-from pipeline.motion import PairMotion, hist_distance, pair_motion, prepare
-from pipeline.visual import VisualConfig, analyse_frames, rule_camera_motion, sample_frames
+from pipeline.core.decode import DecodeParams, iter_samples
+from pipeline.core.errors import Reason
+from pipeline.screening.motion import PairMotion, hist_distance, pair_motion, prepare
+from pipeline.screening.visual import VisualConfig, analyse_frames, rule_camera_motion, sample_frames
 from tests.support.video import write_clip
 
 CLIPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clips"
@@ -120,7 +120,7 @@ def test_real_moving_camera_is_rejected():
 @pytest.fixture(scope="module")
 def static_frames():
     """hybrik_taiji (static camera) as screening samples it: 24 frames over 17 s."""
-    from pipeline.visual import sample_frames
+    from pipeline.screening.visual import sample_frames
 
     return list(sample_frames(CLIPS / "hybrik_taiji.mp4", "hybrik_taiji", CONFIG))
 

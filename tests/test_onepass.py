@@ -1,6 +1,6 @@
-"""Screening and extraction in one decode pass (pipeline/onepass.py): the same pixel-rule results
+"""Screening and extraction in one decode pass (pipeline/extraction/onepass.py): the same pixel-rule results
 as a pass of their own, features written only for a clip the rules keep, and each clip decoded
-once (frames out of the codec, pipeline/decode.py's counter)."""
+once (frames out of the codec, pipeline/core/decode.py's counter)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import extraction
-from pipeline.onepass import one_pass_on, screen_and_extract
-from pipeline.placement import Placement
-from pipeline.probe import probe
-from pipeline.provenance import sha256_file
-from pipeline.screen import PixelRules
+from pipeline.core.placement import Placement
+from pipeline.core.provenance import sha256_file
+from pipeline.extraction import stage as extraction
+from pipeline.extraction.onepass import one_pass_on, screen_and_extract
+from pipeline.ingest.probe import probe
+from pipeline.screening.stage import PixelRules
 from tests.realdata import SHARED
 
 # few sampled frames and a small pose grid: the point is the pass, not the thresholds
@@ -77,7 +77,7 @@ def test_one_pass_is_on_with_cuda_unless_configured():
 
 
 def test_the_build_report_says_decoded_frames_per_kept_clip():
-    from pipeline.decode import decoded_per_clip
+    from pipeline.core.decode import decoded_per_clip
     from pipeline.report.render import decoding_html
 
     clips = [

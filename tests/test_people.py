@@ -1,4 +1,4 @@
-"""Counting people on single real frames with the iterative masked search of pipeline.people."""
+"""Counting people on single real frames with the iterative masked search of pipeline.screening.people."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 
 from pipeline.blazepose.backends import BlazePose
 from pipeline.blazepose.settings import TrackOptions
-from pipeline.decode import DecodeParams, iter_samples
-from pipeline.people import CountParams, count_people, find_people
+from pipeline.core.decode import DecodeParams, iter_samples
+from pipeline.screening.people import CountParams, count_people, find_people
 
 CLIPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clips"
 

@@ -1,15 +1,15 @@
-"""One placement per run (pipeline/placement.py): the rules, the record in the work directory and
+"""One placement per run (pipeline/core/placement.py): the rules, the record in the work directory and
 what reads it back. The flags reaching the pixel rules through a build: tests/test_flows.py."""
 
 from __future__ import annotations
 
 import pytest
 
-from pipeline import modalities
-from pipeline import placement as pl
-from pipeline.extraction import plan_extraction
-from pipeline.runtime import DeviceError
-from pipeline.visual import counter_settings
+from pipeline.core import placement as pl
+from pipeline.core.runtime import DeviceError
+from pipeline.extraction.stage import plan_extraction
+from pipeline.modalities import registry as modalities
+from pipeline.screening.visual import counter_settings
 
 
 def test_the_rules_on_a_resolved_device():
@@ -90,7 +90,7 @@ def test_one_clip_per_forward_on_cuda_is_said(runner, workers, threads, fix):
 
 def test_the_default_cuda_layout_fits_the_host_memory_of_a_node():
     from flows.runners import resolve_layout
-    from pipeline.decode import host_bytes_in_flight
+    from pipeline.core.decode import host_bytes_in_flight
 
     per_process = resolve_layout("thread", None, None, device="cuda", max_batch=64).per_process
     one = host_bytes_in_flight(1)

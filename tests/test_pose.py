@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from pipeline.blazepose.backends import model_path, model_sha256
-from pipeline.config import ConfigError
-from pipeline.features import read_features
-from pipeline.pose import MODALITY
-from pipeline.provenance import sha256_file
-from pipeline.skeleton import DERIVED_SOURCES, MPII_INDEX, blazepose_to_mpii
+from pipeline.core.config import ConfigError
+from pipeline.core.provenance import sha256_file
+from pipeline.modalities.features import read_features
+from pipeline.modalities.pose import MODALITY
+from pipeline.modalities.skeleton import DERIVED_SOURCES, MPII_INDEX, blazepose_to_mpii
 from tests.support.video import write_clip
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -133,7 +133,7 @@ def test_pck_against_independent_estimator(tfjs_sequence):
 @pytest.fixture(scope="module")
 def person_then_nobody(tmp_path_factory):
     """10 real frames of a dancer, then 10 empty frames: a clip where the person leaves."""
-    from pipeline.decode import DecodeParams, iter_samples
+    from pipeline.core.decode import DecodeParams, iter_samples
 
     dancer = [s.image for s in iter_samples(CLIPS / "tfjs_pose_1.mp4", DecodeParams(fps=10, end_s=1.0))]
     empty = [np.full_like(dancer[0], 128) for _ in range(10)]
@@ -175,10 +175,10 @@ def test_coordinates_are_native_pixels_whatever_the_decode_size(tfjs_sequence):
 def test_cli_extracts_kept_clips_and_records_failures(tmp_path, capsys):
     """``vdv extract pose``: kept clips only, a missing file recorded as a rejection, re-runs skip."""
     from cli import main
-    from pipeline import tables
+    from pipeline.core import tables
 
     work = tmp_path / "work"
-    from pipeline.provenance import sha256_file
+    from pipeline.core.provenance import sha256_file
 
     # the kept clip's id is its file's sha256, as ingest records it (extraction confirms the file)
     good, missing, dropped = sha256_file(CLIPS / "tfjs_pose_1.mp4"), "b" * 64, "c" * 64
@@ -233,7 +233,7 @@ def _set_display_matrix(path: Path, a: int, b: int, c: int, d: int) -> None:
 
 def test_rotated_clip_gives_upright_pixels(tmp_path):
     """A clip stored sideways with a 90 degree display matrix gives the skeleton of the upright clip."""
-    from pipeline.decode import DecodeParams, iter_samples
+    from pipeline.core.decode import DecodeParams, iter_samples
 
     upright = [s.image[:, 64:512] for s in iter_samples(CLIPS / "tfjs_pose_1.mp4", DecodeParams(fps=10, end_s=1.0))]
     plain, rotated = tmp_path / "plain.mp4", tmp_path / "rotated.mp4"
@@ -285,7 +285,7 @@ def test_landmarks_do_not_depend_on_the_segmentation():
     whether scenic shared its pass)."""
     from pipeline.blazepose.backends import BlazePose
     from pipeline.blazepose.settings import TrackOptions
-    from pipeline.decode import DecodeParams, iter_samples
+    from pipeline.core.decode import DecodeParams, iter_samples
 
     frames = [s.image for s in iter_samples(CLIPS / "hybrik_taiji.mp4", DecodeParams(fps=25, max_side=640, end_s=3.0))]
     runs = {}

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.decode import DecodeParams, iter_samples
-from pipeline.runtime import cpu_has_bf16, resolve_precision
+from pipeline.core.decode import DecodeParams, iter_samples
+from pipeline.core.runtime import cpu_has_bf16, resolve_precision
 
 CLIP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clips" / "musepose_dance.mp4"
 
@@ -54,7 +54,7 @@ def _agreement(embed32, embed16, images) -> tuple[float, float]:
 def test_bf16_features_agree_with_fp32_on_real_frames(modality, size):
     import importlib
 
-    module = importlib.import_module(f"pipeline.{modality}")
+    module = importlib.import_module(f"pipeline.modalities.{modality}")
     e32 = module.MODALITY.build({}, untrained=True, device="cpu", precision="float32")
     e16 = module.MODALITY.build({}, untrained=True, device="cpu", precision="bfloat16")
     assert (e32.precision, e16.precision) == ("float32", "bfloat16")
@@ -75,7 +75,7 @@ def test_auto_is_bf16_on_this_cpu_and_float32_is_honoured():
 
 def test_facial_embedding_stays_float32_because_bf16_disagrees():
     """The VGGFace2 embedder in bf16 fails the agreement rule, so facial runs it in float32."""
-    from pipeline import facial
+    from pipeline.modalities import facial
     from pipeline.weights import inference
 
     e32 = facial.MODALITY.build({}, untrained=True, device="cpu", precision="bfloat16")

@@ -8,8 +8,8 @@ import time
 import pytest
 from conftest import SHARED_CLIPS
 
-from pipeline.errors import ClipError, Reason
-from pipeline.probe import ProbeWorker, probe
+from pipeline.core.errors import ClipError, Reason
+from pipeline.ingest.probe import ProbeWorker, probe
 
 
 def test_probe_real_clip_exact_figures():
@@ -144,7 +144,7 @@ def _encode(path, frames: int, *, rate=25, bframes: int = 3, size=(160, 120), co
 def test_duration_is_exact_with_b_frames(tmp_path, frames, rate, bframes, expected):
     from fractions import Fraction
 
-    from pipeline.screen import ScreenConfig, duration_rule
+    from pipeline.screening.stage import ScreenConfig, duration_rule
 
     path = _encode(tmp_path / "clip.mp4", frames, rate=Fraction(rate), bframes=bframes)
     result = probe(path)

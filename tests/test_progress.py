@@ -7,7 +7,7 @@ import io
 import logging
 import re
 
-from pipeline.progress import progress, progress_enabled, track
+from pipeline.core.progress import progress, progress_enabled, track
 
 
 class Terminal(io.StringIO):

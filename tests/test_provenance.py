@@ -6,9 +6,9 @@ import importlib
 import linecache
 import sys
 
-from pipeline.provenance import code_fingerprint, code_version
+from pipeline.core.provenance import code_fingerprint, code_version
 
-ROOT_DECODE = "pipeline/decode.py"
+ROOT_DECODE = "pipeline/core/decode.py"
 
 
 def _real_source(root) -> str:

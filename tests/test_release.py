@@ -19,11 +19,13 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import modalities as registry
-from pipeline import release, splits, tables
-from pipeline.decode import DecodeParams, iter_samples
-from pipeline.features import FeatureExtractor, FeatureSequence
-from pipeline.provenance import sha256_file
+from pipeline import release
+from pipeline.core import tables
+from pipeline.core.decode import DecodeParams, iter_samples
+from pipeline.core.provenance import sha256_file
+from pipeline.modalities import registry
+from pipeline.modalities.features import FeatureExtractor, FeatureSequence
+from pipeline.scoring import splits
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CLIPS = [
@@ -401,7 +403,7 @@ def test_a_clip_with_no_shard_and_no_rejection_refuses(tmp_path):
 def test_identities_come_from_the_run_configuration(tmp_path):
     """Real BlazePose shards made with `[pose] max_side = 160` are current for that configuration
     and stale for another one (what a release built from the new configuration would compute)."""
-    from pipeline import pose
+    from pipeline.modalities import pose
 
     work = tmp_path / "work"
     clips = ["tfjs_pose_1.mp4", "controlvideo_moonwalk.mp4"]
@@ -457,7 +459,7 @@ SCENIC_SMALL = {"scenic": {"end_s": 1.0, "short_side": 48, "mask_max_side": 256}
 
 
 def _extract_scenic(work: Path, ids: dict[str, str], untrained: bool):
-    from pipeline import extraction
+    from pipeline.extraction import stage as extraction
 
     plan = extraction.plan_extraction(["scenic"], SCENIC_SMALL, untrained=untrained, device="cpu", precision="float32")
     clips = [{"clip_id": cid, "path": str(SHARED / "clips" / name)} for name, cid in ids.items()]

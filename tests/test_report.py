@@ -22,10 +22,14 @@ from conftest import write_sample_run
 from PIL import Image
 
 from cli import main as vdv
-from pipeline import extraction, report, screen, tables, visual
-from pipeline.ingest import IngestConfig, prepare_clips, read_pairing
+from pipeline import report
+from pipeline.core import tables
+from pipeline.extraction import stage as extraction
+from pipeline.ingest.stage import IngestConfig, prepare_clips, read_pairing
 from pipeline.report import render
-from pipeline.virality import score_clips
+from pipeline.scoring.virality import score_clips
+from pipeline.screening import stage as screen
+from pipeline.screening import visual
 
 CLIPS = {
     # records of the real metadata sample, as data/demo/pairing.csv pairs them
@@ -336,7 +340,7 @@ def test_the_report_reads_and_computes_nothing(built, monkeypatch):
     extraction left. A kept clip whose background extraction did not save has none on its card."""
     import shutil
 
-    from pipeline import decode
+    from pipeline.core import decode
 
     def refuse(*args, **kwargs):
         raise AssertionError("the report decoded a clip")

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import tables
+from pipeline.core import tables
 from pipeline.release import read_card_header
 from pipeline.release.shards import ROW_GROUP_BYTES
 from tests.support import epoch
@@ -83,7 +83,7 @@ def test_the_card_sizes_are_what_load_dataset_reports(built, caplog) -> None:
 
 
 def test_pictures_fan_out_by_clip_id_and_old_flat_ones_are_still_found(tmp_path: Path) -> None:
-    from pipeline.extraction import _write_preview
+    from pipeline.extraction.stage import _write_preview
 
     clip = "ab" + "c" * 62
     flat = tables.preview_dir(tmp_path, "backgrounds") / f"{clip[:16]}.0001000ms.png"

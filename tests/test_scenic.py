@@ -1,4 +1,4 @@
-"""Scenic features (pipeline.scenic): background images without the dancer, then ResNet-18 Places365.
+"""Scenic features (pipeline.modalities.scenic): background images without the dancer, then ResNet-18 Places365.
 
 Real weights cannot be fetched in the test environment: the network is seeded and untrained,
 and the tests check shapes, provenance and determinism of the network part, while the
@@ -22,13 +22,14 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import scenic, tables
-from pipeline.config import ConfigError
-from pipeline.decode import DecodeParams, iter_samples
-from pipeline.errors import ClipError, Reason
-from pipeline.features import read_features
-from pipeline.runtime import resolve_precision
-from pipeline.vibe import ViBe, ViBeParams, WindowBackgrounds
+from pipeline.core import tables
+from pipeline.core.config import ConfigError
+from pipeline.core.decode import DecodeParams, iter_samples
+from pipeline.core.errors import ClipError, Reason
+from pipeline.core.runtime import resolve_precision
+from pipeline.modalities import scenic
+from pipeline.modalities.features import read_features
+from pipeline.modalities.vibe import ViBe, ViBeParams, WindowBackgrounds
 
 CLIPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clips"
 MOONWALK = CLIPS / "controlvideo_moonwalk.mp4"
@@ -84,7 +85,7 @@ def composite():
 def _windows(composite, first: int, vibe: str = "numpy") -> dict[int, np.ndarray]:
     """Window images by absolute end frame, the clip starting at frame ``first``; ``vibe`` names
     the ViBe implementation (numpy, or torch on the CPU)."""
-    from pipeline.vibe_torch import vibe_model
+    from pipeline.modalities.vibe_torch import vibe_model
 
     model = vibe_model(ViBeParams(), 0, "cpu") if vibe == "torch" else None
     windows, out = WindowBackgrounds(model=model), {}
@@ -154,7 +155,7 @@ def test_background_does_not_depend_on_where_the_window_starts(composite):
 
 
 def _people(image: np.ndarray, detector) -> int:
-    from pipeline.people import find_people
+    from pipeline.screening.people import find_people
 
     h, w = image.shape[:2]
     scale = 480 / max(h, w)  # the detector sees a 480 px long side, as in the issue's measurement
@@ -185,10 +186,10 @@ def _real_clip_inputs() -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
 
 @functools.cache
 def _real_clip_backgrounds(vibe: str, seed: int = 0) -> dict[str, list]:
-    """The window images (:class:`pipeline.vibe.WindowImage`) of :func:`_real_clip_inputs`, per
+    """The window images (:class:`pipeline.modalities.vibe.WindowImage`) of :func:`_real_clip_inputs`, per
     clip, with ``vibe``'s ViBe (numpy, or torch on the CPU) and ``seed``; checks on the way that
     the static scene, away from every person mask of the window, stays close to the frame."""
-    from pipeline.vibe_torch import vibe_model
+    from pipeline.modalities.vibe_torch import vibe_model
 
     config = scenic.ScenicConfig(end_s=6.0)
     size = config.short_side
@@ -231,7 +232,7 @@ def _images_apart(a: dict[str, list], b: dict[str, list]) -> float:
 def test_real_clips_background_images_show_no_person_and_keep_the_scene(vibe):
     """The detector finds a person in at most 10 % of the background images, with either ViBe.
 
-    The two ViBe backends are one rule set (pipeline.vibe) with different random draws: numpy's
+    The two ViBe backends are one rule set (pipeline.modalities.vibe) with different random draws: numpy's
     generator draws per pixel where the rules need it; the torch ViBe reads tables of hashed draws
     at a per-frame offset, so that a GPU draws with no host wait. They cannot give equal images,
     and a count of detections, a few images out of 36, flips on any pixel: BlazePose's detections
@@ -274,7 +275,7 @@ def test_moving_camera_does_not_crash_the_extractor():
     # re-initialises on the global change and the extractor still returns finite features.
     # Measured at 128 px, first 5 s: outside the person mask at most 0.078 of the pixels are
     # foreground on the five demo clips that screening keeps, median 0.55 here (reset at 0.5)
-    from pipeline.decode import stream_info
+    from pipeline.core.decode import stream_info
 
     path = CLIPS / "trackanything_test-sample2_cat.mp4"
     ex = scenic.MODALITY.build({"end_s": 2.0, "short_side": 96}, untrained=True, device="cpu")

@@ -7,12 +7,12 @@ import json
 import pytest
 from conftest import ROOT, SAMPLE_FOLLOWERS, SCRAPER_SAMPLE, SHARED_CLIPS
 
-from pipeline import tables
-from pipeline.config import stage_config
-from pipeline.errors import ClipError, Reason
-from pipeline.ingest import IngestConfig, prepare_clips
-from pipeline.rules import RuleResult
-from pipeline.screen import Override, ScreenConfig, read_overrides, screen_clip, screen_clips
+from pipeline.core import tables
+from pipeline.core.config import stage_config
+from pipeline.core.errors import ClipError, Reason
+from pipeline.ingest.stage import IngestConfig, prepare_clips
+from pipeline.screening.rules import RuleResult
+from pipeline.screening.stage import Override, ScreenConfig, read_overrides, screen_clip, screen_clips
 
 
 def _clip(clip_id="c" * 64, video_id="v1", followers=500, duration=10.0, path="/x/v1.mp4"):
@@ -166,8 +166,8 @@ def test_screening_tables_written(tmp_path):
 def test_pixel_rules_are_stored_per_clip_and_reused_while_clip_settings_and_code_are_unchanged(tmp_path):
     from pathlib import Path
 
-    from pipeline.provenance import sha256_file
-    from pipeline.screen import PixelRules
+    from pipeline.core.provenance import sha256_file
+    from pipeline.screening.stage import PixelRules
 
     path = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clips" / "tfjs_pose_1.mp4"
     clip = {"clip_id": sha256_file(path), "path": str(path), "duration_s": 4.0}

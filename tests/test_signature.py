@@ -10,9 +10,8 @@ import av
 import pytest
 from conftest import SHARED_CLIPS
 
-from pipeline.ingest import IngestConfig, prepare_clips
-from pipeline.probe import probe
-from pipeline.signature import (
+from pipeline.ingest.probe import probe
+from pipeline.ingest.signature import (
     MAX_SLICE_BITS,
     SIGNATURE_VERSION,
     SLICES,
@@ -21,6 +20,7 @@ from pipeline.signature import (
     near_duplicate,
     slice_bits,
 )
+from pipeline.ingest.stage import IngestConfig, prepare_clips
 
 FAST = {"libx264": {"preset": "ultrafast"}, "libvpx-vp9": {"deadline": "realtime", "cpu-used": "8"}}
 

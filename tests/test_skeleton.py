@@ -1,11 +1,11 @@
-"""The neutral skeleton module (pipeline/skeleton.py): joints, limbs, estimator mappings."""
+"""The neutral skeleton module (pipeline/modalities/skeleton.py): joints, limbs, estimator mappings."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pipeline import skeleton
+from pipeline.modalities import skeleton
 
 
 def test_limbs_and_edges_name_the_same_mpii_joints():

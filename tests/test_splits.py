@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import splits
+from pipeline.scoring import splits
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -12,8 +12,9 @@ from scipy.io import savemat
 from flows import sports as recipe
 from models import sports
 from models.data import ViralityDataset, open_source
-from pipeline import extraction, tables
-from pipeline.decode import DecodeParams, iter_samples
+from pipeline.core import tables
+from pipeline.core.decode import DecodeParams, iter_samples
+from pipeline.extraction import stage as extraction
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -21,10 +21,10 @@ import pytest
 from conftest import write_sample_run
 
 from cli.flows import SERVER_RECORD, stop_left_server
-from pipeline.attempts import DIRNAME
-from pipeline.lock import LOCK_NAME, WorkLock
-from pipeline.provenance import sha256_file
-from pipeline.stopping import start_time
+from pipeline.core.attempts import DIRNAME
+from pipeline.core.lock import LOCK_NAME, WorkLock
+from pipeline.core.provenance import sha256_file
+from pipeline.core.stopping import start_time
 from tests.support.runs import sample_clips, small_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -200,8 +200,8 @@ _STUCK = """
 import subprocess, sys, time
 import cli.flows
 from cli.flows import stoppable
-from pipeline.attempts import AttemptLedger
-from pipeline.lock import WorkLock
+from pipeline.core.attempts import AttemptLedger
+from pipeline.core.lock import WorkLock
 
 work = sys.argv[1]
 cli.flows.STOP_GRACE_S = float(sys.argv[2])
@@ -263,7 +263,7 @@ def test_the_silence_bound_is_checked_with_the_configuration(tmp_path):
     """``[runner] worker_silence_s`` shorter than three heartbeats of a running clip would fail
     healthy runs: refused when the file is loaded, naming the key."""
     from flows.runners import register_config
-    from pipeline.config import ConfigError
+    from pipeline.core.config import ConfigError
     from pipeline.sections import load_config
 
     register_config()

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import tables
-from pipeline.tables import SchemaMismatch
+from pipeline.core import tables
+from pipeline.core.tables import SchemaMismatch
 
 
 def _rejection(**kw):

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from models import data, train
-from pipeline import tables
+from pipeline.core import tables
 from tests import realdata
 from tests.support.keypoints import load_keypoint_file
 from tests.support.shards import write_stream
@@ -182,7 +182,7 @@ def test_model_sections_are_trained_and_restored(work: Path, tmp_path: Path) -> 
     )
     assert mm.config.psgcn.channels == (8, 16, 24) and mm.config.rtcn.heads == 2
     assert mm.config.fusion_hidden == 7 and mm.config.dims == {"holistic": 64}
-    from pipeline.config import ConfigError
+    from pipeline.core.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"\[psgcn\]"):
         train.build(cfg, {}, {"psgcn": {"chanels": [8, 8, 8]}})

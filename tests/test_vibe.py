@@ -1,16 +1,16 @@
-"""ViBe (pipeline.vibe): the published rules, vectorised, seeded; person masking; windows of SPEC section 4."""
+"""ViBe (pipeline.modalities.vibe): the published rules, vectorised, seeded; person masking; windows of SPEC section 4."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pipeline.vibe import NEIGHBOURS, ViBe, ViBeParams, WindowBackgrounds, write_backgrounds
-from pipeline.vibe_torch import _DIRECTION, ViBeBank, frame_key, vibe_model
+from pipeline.modalities.vibe import NEIGHBOURS, ViBe, ViBeParams, WindowBackgrounds, write_backgrounds
+from pipeline.modalities.vibe_torch import _DIRECTION, ViBeBank, frame_key, vibe_model
 
 
 class TorchModel:
-    """The torch ViBe (pipeline.vibe_torch) behind numpy ViBe's interface, on its own bank."""
+    """The torch ViBe (pipeline.modalities.vibe_torch) behind numpy ViBe's interface, on its own bank."""
 
     def __init__(self, first, params: ViBeParams | None = None, seed=0, exclude=None):
         self.bank = ViBeBank(params or ViBeParams(), seed if isinstance(seed, int) else 0, "cpu")

@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from conftest import SAMPLE_CRAWL_TIME, SCRAPER_SAMPLE
 
-from pipeline import tables
-from pipeline.config import ConfigError
-from pipeline.metadata import read_metadata_file
-from pipeline.virality import (
+from pipeline.core import tables
+from pipeline.core.config import ConfigError
+from pipeline.ingest.metadata import read_metadata_file
+from pipeline.scoring.virality import (
     ChallengeScale,
     ScoreConfig,
     existing_days,

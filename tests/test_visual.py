@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import ConfigError, stage_config
-from pipeline.errors import Reason
-from pipeline.visual import (
+from pipeline.core.config import ConfigError, stage_config
+from pipeline.core.errors import Reason
+from pipeline.screening.visual import (
     VisualConfig,
     apply_rules,
     rule_camera_motion,

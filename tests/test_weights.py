@@ -21,8 +21,8 @@ import pytest
 import torch
 
 from cli import main as vdv
-from pipeline import unpickle
-from pipeline.errors import WeightsError
+from pipeline.core import unpickle
+from pipeline.core.errors import WeightsError
 from pipeline.weights import cache, convert, fetch, inference, registry
 
 # -- published layouts ---------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import pytest
 from test_weights import _reference, write_published
 
 from cli import main as vdv
-from pipeline.errors import WeightsError
+from pipeline.core.errors import WeightsError
 from pipeline.weights import cache, fetch, registry
 
 NAME = "resnet18_places365"

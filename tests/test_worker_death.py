@@ -7,7 +7,7 @@ be rejected ``worker_died``, while the other clips are computed and the build su
 
 With one worker, the clips submitted after the doomed one wait in the queue of the worker that
 dies, both times. Dask counts those deaths against them too, so this is also the test that a clip
-which only waited behind the doomed one is not blamed for it (``pipeline/attempts.py``).
+which only waited behind the doomed one is not blamed for it (``pipeline/core/attempts.py``).
 
 The process runner: a pool whose worker dies fails every clip it held. The test kills the worker
 process that works on one chosen clip (SIGKILL, as the kernel's out-of-memory killer does), found
@@ -29,10 +29,10 @@ from pathlib import Path
 import pytest
 from conftest import write_sample_run
 
-from pipeline import tables
-from pipeline.attempts import DIRNAME, MAX_DEATHS
-from pipeline.features import current_shards
-from pipeline.provenance import sha256_file
+from pipeline.core import tables
+from pipeline.core.attempts import DIRNAME, MAX_DEATHS
+from pipeline.core.provenance import sha256_file
+from pipeline.modalities.features import current_shards
 from tests.support.runs import sample_clips, small_config
 
 pytestmark = pytest.mark.slow

@@ -24,7 +24,7 @@ if _log:
         pass
 
 # Host waits (bench/bench_host.py): with $VDV_BENCH_HOSTWAITS set, the counter of
-# $VDV_BENCH_HOSTWAITS_CODE (this checkout's pipeline/hostwaits.py, loaded by path so that a build
+# $VDV_BENCH_HOSTWAITS_CODE (this checkout's pipeline/core/hostwaits.py, loaded by path so that a build
 # of another checkout is counted the same way) counts in every thread of the process, each step of
 # BlazePose and ViBe under its component's name (BlazePose's network loads under "loading": once
 # per load, not per frame), and writes the counts there (JSON) at exit.
@@ -63,7 +63,7 @@ if _waits_out:
 
     try:
         from pipeline.blazepose.engine import Networks, PoseEngine
-        from pipeline.vibe_torch import ViBeBank
+        from pipeline.modalities.vibe_torch import ViBeBank
 
         _wrap_load(Networks)
 

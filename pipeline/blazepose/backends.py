@@ -5,14 +5,14 @@ landmarks of the most prominent person as a ``(33, 3)`` array of (x, y, confiden
 that image, or ``None`` when it finds nobody. The estimator is BlazePose (``model_complexity=1``:
 the "full" landmark model, which ships inside the mediapipe wheel, so extraction works offline),
 with two backends that run the same graph (``[pose] backend``, resolved by the build's
-:class:`~pipeline.placement.Placement`):
+:class:`~pipeline.core.placement.Placement`):
 
 - ``mediapipe``: mediapipe 0.10.21's legacy solution (``mp.solutions.pose``), one frame at a time
   on the CPU (:class:`BlazePose`);
 - ``torch``: the same two networks and tracking graph in torch (:mod:`pipeline.blazepose.engine`),
   on the build's device, batched across the clips in flight in a process (:class:`TorchBlazePose`);
 - ``auto`` (default): ``torch`` where the build's device is CUDA, ``mediapipe`` on the CPU, where
-  mediapipe is faster (``bench/bench_pose.py``); the rule is :func:`pipeline.placement.backend_for`.
+  mediapipe is faster (``bench/bench_pose.py``); the rule is :func:`pipeline.core.placement.backend_for`.
 
 :func:`open_blazepose` is the one way to build one from :class:`~pipeline.blazepose.settings.TrackSettings`
 (pose, scenic's person mask and the people counter). On the real clips the torch backend agrees
@@ -36,7 +36,7 @@ from typing import NamedTuple, Protocol
 import numpy as np
 
 from pipeline.blazepose.settings import BATCHING, TRACKING, Batching, TrackOptions, TrackSettings
-from pipeline.provenance import sha256_file
+from pipeline.core.provenance import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ class TorchBlazePose:
 
     ``settings.options.static`` runs a private engine (the detector on every call), as the people
     counter needs. In tracking mode each instance is one clip's slot on the process's shared engine
-    (:mod:`pipeline.batching`): clips tracked at once in this process share each
+    (:mod:`pipeline.core.batching`): clips tracked at once in this process share each
     forward, and a clip's landmarks do not depend on which others shared it.
     """
 
@@ -243,8 +243,8 @@ class TorchBlazePose:
 def _pose_server(nets, options: TrackOptions, batching: Batching):
     """The process's batch server of tracking engines with ``options`` on ``nets`` (the process's
     networks for one device, precision and cache: :func:`shared_networks`)."""
-    from pipeline.batching import BatchServer, shared_server
     from pipeline.blazepose.engine import PoseEngine
+    from pipeline.core.batching import BatchServer, shared_server
 
     def make():
         engine = PoseEngine(nets, options, capacity=batching.max_batch)

@@ -44,7 +44,7 @@ NUM_LANDMARKS = 39  # TensorsToLandmarksCalculator: 33 pose + 2 auxiliary + 4 un
 # pose graph except this one's, segmentation smoothing's and VisibilityCopy's, so those run on
 # their defaults (measured: median landmark error 0.25 % of the torso with 9, 0.72 % with 7;
 # importing refine_landmarks_from_heatmap_calculator_pb2 first makes mediapipe's output move by
-# up to 4.8 px, tests/test_blazepose.py). The mediapipe backend runs exactly that (pipeline.pose).
+# up to 4.8 px, tests/test_blazepose.py). The mediapipe backend runs exactly that (pipeline.modalities.pose).
 HEATMAP_KERNEL = 9
 HEATMAP_MIN_CONFIDENCE = 0.5  # min_confidence_to_refine (the option's default)
 

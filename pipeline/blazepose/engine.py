@@ -23,7 +23,7 @@ the detector runs only on the rows that need it, and the crops are continuous in
 (``tests/test_blazepose.py`` checks 1e-4 px whatever the batch). ``static=True`` is mediapipe's
 static image mode (the detector on every frame, no filters), which the people counter uses.
 
-Device and precision are the caller's (:func:`pipeline.runtime.place`); frames are uploaded as
+Device and precision are the caller's (:func:`pipeline.core.runtime.place`); frames are uploaded as
 uint8 and every crop is made on the device.
 """
 
@@ -81,7 +81,7 @@ class Networks:
 
 class PoseEngine:
     """Tracking BlazePose for many clips (module docstring). Not thread-safe: one caller steps it
-    (:class:`pipeline.batching.BatchServer` serialises the clips of a process)."""
+    (:class:`pipeline.core.batching.BatchServer` serialises the clips of a process)."""
 
     def __init__(self, nets: Networks, options: TrackOptions = TRACKING, capacity: int = 8):
         self.nets, self.options = nets, options

@@ -3,7 +3,7 @@
 :class:`TrackOptions` is what decides the graph's output besides its frames (``mp.solutions.pose.Pose``'s
 arguments: the two confidences, landmark smoothing, static mode, segmentation); :class:`TrackSettings`
 adds where it runs (backend, device, precision, weights cache). :func:`track_settings` is the one place
-that builds it, from the options and a build's :class:`~pipeline.placement.Placement`: the torch
+that builds it, from the options and a build's :class:`~pipeline.core.placement.Placement`: the torch
 backend runs on the placement's device in its BlazePose precision, mediapipe's on the CPU in float32
 with the model inside its wheel. Pose's landmarks, scenic's person mask and the people counter all
 build their settings here, so a track that two of them could share has one key.
@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipeline.placement import POSE_BACKENDS, Placement
+from pipeline.core.placement import POSE_BACKENDS, Placement
 
-BACKENDS = POSE_BACKENDS  # auto | torch | mediapipe (pipeline.placement)
+BACKENDS = POSE_BACKENDS  # auto | torch | mediapipe (pipeline.core.placement)
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,7 @@ import numpy as np
 
 from pipeline.blazepose.backends import BlazePose, TorchBlazePose, Tracked, open_blazepose
 from pipeline.blazepose.settings import BATCHING, Batching, TrackSettings
-from pipeline.decode import DecodeParams, target_size
-from pipeline.features import PassShared, SharedRun
+from pipeline.core.decode import DecodeParams, PassShared, SharedRun, target_size
 
 KIND = "BlazePose"  # the per-clip run the tracking modalities share (SharedRun.kind, Modality.shares)
 HINT = (
@@ -38,7 +37,7 @@ class PoseTrack:
     depends on the other. ``process(image, key)`` returns the result of the last call again when
     ``key`` (the grid sample's index) repeats. The graph is closed when the last consumer leaves
     (:meth:`leave`). ``mask_short_side`` (scenic's): the torch backend warps the mask straight to
-    the image's size at that short side (:func:`pipeline.decode.target_size`); mediapipe's mask has
+    the image's size at that short side (:func:`pipeline.core.decode.target_size`); mediapipe's mask has
     the image's size.
     """
 

@@ -77,7 +77,7 @@ def hf_features(schema: pa.Schema) -> list[dict]:
 
 
 def _card_header(manifest: Mapping, configs: Mapping[str, dict], config: ReleaseConfig, root: Path | None) -> dict:
-    from pipeline.modalities import with_stream
+    from pipeline.modalities.registry import with_stream
 
     return {
         "license": config.license,

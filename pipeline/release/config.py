@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline import splits
+from pipeline.scoring import splits
 
 
 class ReleaseError(RuntimeError):

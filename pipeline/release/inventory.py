@@ -2,11 +2,11 @@
 
 A shard is current when its identity is one that the extractors the run's configuration builds
 compute for its clip. Those identities come from the extractors as described by the registry
-(:func:`pipeline.modalities.describe`: configuration, code version, the weights' recorded sha256,
+(:func:`pipeline.modalities.registry.describe`: configuration, code version, the weights' recorded sha256,
 precision), so no network is loaded: a release only copies shards. Each kept clip of a modality
 has a current shard, or is ``rejected`` (its extraction failed and was recorded), ``stale``
 (only shards of another identity), ``damaged`` (its current shard is not the file its writer
-recorded: altered, truncated or never recorded, :mod:`pipeline.checksums`) or ``missing`` (none at all).
+recorded: altered, truncated or never recorded, :mod:`pipeline.core.checksums`) or ``missing`` (none at all).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import checksums, tables
-from pipeline.errors import WeightsError
+from pipeline.core import checksums, tables
+from pipeline.core.errors import WeightsError
 from pipeline.release.config import ReleaseError
 
 _PROVENANCE_COLUMNS = [
@@ -78,13 +78,13 @@ def expected_extractors(
 ) -> dict[str, list]:
     """modality -> the extractors the run's configuration builds, whose identities a shard must match.
 
-    The extractors are described, not loaded (:func:`pipeline.modalities.describe`). With real
+    The extractors are described, not loaded (:func:`pipeline.modalities.registry.describe`). With real
     weights in the cache that is the trained extractor; with ``allow_untrained`` the seeded random
     one counts too (a build run with ``--untrained``; with ``work`` given, only when the weights
     are missing or ``work`` holds untrained shards). Missing or changed weights without
     ``allow_untrained`` are a :class:`ReleaseError` naming the modality and the fix.
     """
-    from pipeline import modalities as registry
+    from pipeline.modalities import registry
 
     out: dict[str, list] = {}
     sections = registry.resolved_sections(modalities, run_config or {}, device)
@@ -152,7 +152,7 @@ def _current_shard(
 ) -> tuple[Shard, int] | None:
     """The current one of a clip's shards (newest first) and its vector width, or None.
 
-    The shard must be the file its writer recorded (its sha256, :mod:`pipeline.checksums`);
+    The shard must be the file its writer recorded (its sha256, :mod:`pipeline.core.checksums`);
     one that is not (altered, truncated, or never recorded) goes to ``inv.damaged``."""
     if extractors is None:
         wanted = None

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from pipeline import splits, tables
+from pipeline.core import tables
+from pipeline.scoring import splits
 
 SCORES_CONFIG = "scores"
 RELEASE_FORMAT = 1  # version of this layout, recorded in the manifest

@@ -11,7 +11,7 @@ from dataclasses import asdict
 
 import pyarrow as pa
 
-from pipeline.provenance import run_lineage
+from pipeline.core.provenance import run_lineage
 from pipeline.release.config import ReleaseConfig
 from pipeline.release.inventory import Inventory, Shard
 from pipeline.release.layout import RELEASE_FORMAT, schema_signature
@@ -102,7 +102,7 @@ def _split_rule(config: ReleaseConfig) -> str:
         "order by sha256(track + clip_id), fill train to "
         f"{config.train_fraction:.0%}"
         + (" by uploader group" if config.group_by_uploader else " clip by clip (uploader grouping off)")
-        + " (pipeline/splits.py)"
+        + " (pipeline/scoring/splits.py)"
     )
 
 

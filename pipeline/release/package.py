@@ -17,9 +17,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline import modalities as registry
-from pipeline import splits, tables
-from pipeline.provenance import sha256_file
+from pipeline.core import tables
+from pipeline.core.provenance import sha256_file
+from pipeline.modalities import registry
 from pipeline.release.card import dataset_card
 from pipeline.release.config import NothingToRelease, ReleaseConfig, ReleaseError
 from pipeline.release.inventory import Inventory, Shard, expected_extractors, feature_inventories
@@ -28,6 +28,7 @@ from pipeline.release.manifest import build_manifest, feature_entries
 from pipeline.release.policy import assign_tracks, check_complete, left_out_notes, split_notes, untrained_modalities
 from pipeline.release.privacy import released_scores, resolve_salt
 from pipeline.release.shards import STATISTICS, SplitSource, write_config
+from pipeline.scoring import splits
 
 log = logging.getLogger(__name__)
 _DEFAULT_CONFIG = ReleaseConfig()  # frozen, so one shared default is safe

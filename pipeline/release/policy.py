@@ -8,9 +8,9 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
-from pipeline import splits
 from pipeline.release.config import ReleaseConfig, ReleaseError
 from pipeline.release.inventory import Inventory
+from pipeline.scoring import splits
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ UNTRAINED_WARNING = (
 def assign_tracks(
     challenge_of: Mapping[str, str], uploader_of: Mapping[str, str | None], config: ReleaseConfig
 ) -> dict[str, dict[str, str]]:
-    """track -> clip id -> split, by the split rule of ``pipeline/splits.py``."""
+    """track -> clip id -> split, by the split rule of ``pipeline/scoring/splits.py``."""
     groups = uploader_of if config.group_by_uploader else None
     return splits.all_tracks(challenge_of, groups, config.train_fraction)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipeline import tables
+from pipeline.core import tables
 from pipeline.release.config import ReleaseError
 from pipeline.release.layout import RELEASE_SCORES
 

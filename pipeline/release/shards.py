@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import tables
+from pipeline.core import tables
 from pipeline.release.layout import shard_name
 
 ROW_GROUP_BYTES = 1 << 20  # uncompressed bytes a row group collects before it is written

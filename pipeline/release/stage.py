@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.config import stage_config
+from pipeline.core.config import stage_config
 from pipeline.release.config import ReleaseConfig
 from pipeline.release.package import ReleaseSummary, package_release
 from pipeline.release.verify import VerifyResult, verify_release

@@ -14,11 +14,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from pipeline import splits, tables
-from pipeline.provenance import sha256_file
+from pipeline.core import tables
+from pipeline.core.provenance import sha256_file
 from pipeline.release.card import read_card_header
 from pipeline.release.layout import RELEASE_SPLIT, SCORES_CONFIG, schema_signature
 from pipeline.release.privacy import FORBIDDEN_COLUMNS
+from pipeline.scoring import splits
 
 
 @dataclass

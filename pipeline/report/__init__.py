@@ -12,13 +12,13 @@ opens from disk). It computes no feature and decodes no clip:
   the clip cards, ``page_size`` to a page, so 4,292 clips stay quick to open and can be filtered
   by decision or reason;
 - ``thumbs/``: the contact-sheet thumbnails that screening wrote while it decoded the clip
-  (``pipeline.visual.screen_visual(..., thumbnails=tables.thumbnails_dir(work))``), the detected
+  (``pipeline.screening.visual.screen_visual(..., thumbnails=tables.thumbnails_dir(work))``), the detected
   skeletons drawn on them;
 - each modality's pictures, where its record has a preview (scenic: ``backgrounds/``, one
   background image of each clip, written by the extraction pass that computed its features);
 - ``img/``: the score histograms, drawn here.
 
-The folders are named with the work directory's layout (:mod:`pipeline.tables`).
+The folders are named with the work directory's layout (:mod:`pipeline.core.tables`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import logging
 import os
 from pathlib import Path
 
-from pipeline import tables
+from pipeline.core import tables
 from pipeline.report.gather import WorkTables, read_work
 from pipeline.report.render import (
     PAGE_SIZE,

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline import modalities, tables
+from pipeline.core import tables
+from pipeline.modalities import registry as modalities
 
 log = logging.getLogger(__name__)
 

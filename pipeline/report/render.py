@@ -23,7 +23,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline import modalities, tables
+from pipeline.core import tables
+from pipeline.modalities import registry as modalities
 from pipeline.report.gather import WorkTables
 
 THUMBS_DIR = tables.THUMBS_DIR
@@ -368,7 +369,7 @@ def extraction_html(data: WorkTables) -> str:
 
 
 def decoding_html(run: dict) -> str:
-    """Decoded frames per kept clip in the run (``decoding`` of its report, pipeline.decode.decoded_per_clip)."""
+    """Decoded frames per kept clip in the run (``decoding`` of its report, pipeline.core.decode.decoded_per_clip)."""
     d = run.get("decoding") or {}
     if not d.get("clips"):
         return ""

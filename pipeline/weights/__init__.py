@@ -14,7 +14,7 @@ The networks of docs/BEHAVIOUR.md section 4 (holistic, facial, scenic; BlazePose
   torch pose backend (:mod:`pipeline.blazepose`).
 
 Only the modules of :func:`compute_modules` compute features: an appearance extractor's version
-is derived from them (:class:`pipeline.features.NetworkExtractor`). The others decide which file
+is derived from them (:class:`pipeline.modalities.features.NetworkExtractor`). The others decide which file
 is loaded and check it: what they produce is pinned by the weights' sha256, and the registry's
 preprocessing constants by the extractors' parameters, as far as those record them.
 """

@@ -11,7 +11,7 @@
   states about the *source* file instead (``source_sha256``, the full digest or the prefix that
   OpenMMLab embeds in its file names), and ``fetch``/``import`` check that when it is known.
 
-A missing or mismatching file raises :class:`~pipeline.errors.WeightsError` whose message names
+A missing or mismatching file raises :class:`~pipeline.core.errors.WeightsError` whose message names
 the command that fixes it. ``untrained=True`` (explicit only) gives seeded random weights and
 the sha256 ``"untrained"``, which every feature row then records.
 """
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import WeightsError
-from pipeline.provenance import UNTRAINED, sha256_file
+from pipeline.core.errors import WeightsError
+from pipeline.core.provenance import UNTRAINED, sha256_file
 from pipeline.weights.registry import ModelSpec, get_spec
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from pipeline.errors import WeightsError
+from pipeline.core.errors import WeightsError
 
 if TYPE_CHECKING:
     import torch

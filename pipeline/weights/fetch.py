@@ -1,7 +1,7 @@
 """Published checkpoints into the cache: reading them safely, importing, downloading.
 
 Published checkpoints are read with ``torch.load(weights_only=True)`` where the format allows it,
-else through :mod:`pipeline.unpickle` (a restricted unpickler that rebuilds tensors and arrays,
+else through :mod:`pipeline.core.unpickle` (a restricted unpickler that rebuilds tensors and arrays,
 stubs training metadata and refuses every other global), then converted by a per-model key
 mapping (:mod:`pipeline.weights.convert`, documented on each converter) and checked against the
 real architecture before anything is written. ``fetch`` and ``import`` check the published
@@ -19,9 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import WeightsError
-from pipeline.provenance import sha256_file
-from pipeline.tables import atomic_write
+from pipeline.core.errors import WeightsError
+from pipeline.core.provenance import sha256_file
+from pipeline.core.tables import atomic_write
 from pipeline.weights.cache import cached_file, lock_file, weights_dir
 from pipeline.weights.convert import convert_checkpoint
 from pipeline.weights.registry import get_spec
@@ -34,7 +34,7 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
 
     torch zip files and legacy torch files go through ``torch.load(weights_only=True)`` first;
     when that refuses (mmengine objects, numpy arrays) they go through ``torch.load`` with the
-    restricted :mod:`pipeline.unpickle`. Anything else is read as a plain pickle (the VGGFace2
+    restricted :mod:`pipeline.core.unpickle`. Anything else is read as a plain pickle (the VGGFace2
     ``.pkl``, written by Python 2, hence ``latin1``) through the same restricted unpickler.
 
     Every failure is one :class:`WeightsError` line with the reason: an empty file, a file that
@@ -45,7 +45,7 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
     import pickle
     import warnings
 
-    from pipeline import unpickle
+    from pipeline.core import unpickle
 
     path = Path(path)
     if not path.is_file():
@@ -73,7 +73,7 @@ def _load(path: Path) -> Any:
 
     import torch
 
-    from pipeline import unpickle
+    from pipeline.core import unpickle
 
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -206,12 +206,12 @@ def download_file(
     The sha256 is computed while the bytes arrive; when ``sha256_prefix`` is given and the digest
     does not start with it, the temporary file is removed and :class:`WeightsError` raised, so a
     bad download never appears under ``target``'s name. Returns the file's sha256. A progress bar
-    (bytes, rate, time left) is drawn on a terminal (:mod:`pipeline.progress`).
+    (bytes, rate, time left) is drawn on a terminal (:mod:`pipeline.core.progress`).
     """
     import hashlib
     import urllib.request
 
-    from pipeline.progress import progress
+    from pipeline.core.progress import progress
 
     target = Path(target)
     digest = hashlib.sha256()

@@ -73,7 +73,7 @@ def infer(model, x, precision: str):
     extractors share."""
     import torch
 
-    from pipeline.runtime import autocast
+    from pipeline.core.runtime import autocast
 
     if x.ndim == 4:
         x = x.contiguous(memory_format=torch.channels_last)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import WeightsError
+from pipeline.core.errors import WeightsError
 from pipeline.weights.nets import (
     build_blazepose_detector,
     build_blazepose_landmark_full,
@@ -182,7 +182,7 @@ def get_spec(name: str) -> ModelSpec:
 
 def add_spec(spec: ModelSpec) -> ModelSpec:
     """Describe one more network (a modality registered at run time brings its own,
-    :func:`pipeline.modalities.register`); its name must be new."""
+    :func:`pipeline.modalities.registry.register`); its name must be new."""
     if spec.name in REGISTRY and REGISTRY[spec.name] is not spec:
         raise ValueError(f"weights {spec.name!r} are already described")
     REGISTRY[spec.name] = spec

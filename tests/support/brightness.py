@@ -2,7 +2,7 @@
 and a tiny network's answer on the frame.
 
 It is the whole of what a new modality takes besides one registry entry
-(``pipeline.modalities.register(MODALITY)``, or a line in ``BUILT_IN``), with each thing a real
+(``pipeline.modalities.registry.register(MODALITY)``, or a line in ``BUILT_IN``), with each thing a real
 modality may need: a configuration section (``[brightness]``, its dataclass), a network of its
 own in the weights registry (the record's ``weights``: run from seeded random weights here), the
 placement's backend for its BlazePose (``placed``: it follows the build's, as scenic's mask does)
@@ -17,14 +17,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline import decode
 from pipeline.blazepose import track as blazepose_track
 from pipeline.blazepose.backends import NETWORKS, weights_sha256
 from pipeline.blazepose.settings import BACKENDS, TrackOptions, track_settings
-from pipeline.decode import DecodeParams, Sample, StreamInfo
-from pipeline.errors import ClipError, Reason
-from pipeline.features import FeatureSequence, Modality, NetworkExtractor, PassShared, Placed, SharedRun
-from pipeline.placement import placed
+from pipeline.core import decode
+from pipeline.core.decode import DecodeParams, PassShared, Sample, SharedRun, StreamInfo
+from pipeline.core.errors import ClipError, Reason
+from pipeline.core.placement import placed
+from pipeline.modalities.features import FeatureSequence, Modality, NetworkExtractor, Placed
 from pipeline.weights.preprocess import Preprocess
 from pipeline.weights.registry import ModelSpec
 

@@ -13,7 +13,7 @@ import signal
 
 
 def dask_setup(worker):
-    from pipeline import extraction
+    from pipeline.extraction import stage as extraction
 
     target = os.environ["VDV_TEST_DIE_ON_CLIP"]
     extract = extraction.extract_clip

@@ -40,8 +40,9 @@ def _clip_rows(i: int, rng: np.random.Generator, skeletons: list[np.ndarray]) ->
 
 def build(root: Path) -> tuple[Path, Path]:
     """``root/work`` and its release (returned as (work, release directory))."""
-    from pipeline import tables, virality
+    from pipeline.core import tables
     from pipeline.release import package_release
+    from pipeline.scoring import virality
     from tests.support.keypoints import load_keypoint_file
     from tests.support.shards import ArrayShardWriter, write_stream
 

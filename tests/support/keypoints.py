@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.skeleton import BLAZEPOSE_LANDMARKS, BLAZEPOSE_OF_COCO, COCO17, coco17_to_mpii
+from pipeline.modalities.skeleton import BLAZEPOSE_LANDMARKS, BLAZEPOSE_OF_COCO, COCO17, coco17_to_mpii
 
 
 def load_keypoint_file(path: str | Path) -> np.ndarray:

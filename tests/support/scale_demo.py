@@ -8,7 +8,7 @@ feature shards of every modality. :func:`build` makes that from the real sample 
   metadata sample, with their real video ids in ``pairing.csv``; ``clips`` is written by the real
   ingest stage (probing the files);
 - the pixel rules are *not* run (they decode the video): each clip's shard holds a passing result
-  of each of the three pixel rules, written through :meth:`pipeline.screen.PixelRules.store`, and
+  of each of the three pixel rules, written through :meth:`pipeline.screening.stage.PixelRules.store`, and
   ``screening`` is written by the real screen stage reusing them (the cheap rules are real);
 - the feature shards are written by the pipeline's shard writer at each modality's real width:
   pose rows from the real tfjs keypoint files, seeded random holistic, facial and scenic
@@ -33,9 +33,9 @@ PIXEL_RULES = ("one_dancer", "upper_body_visible", "camera_motion")
 
 def build(root: Path) -> tuple[Path, Path, Path, Path]:
     """(work directory, raw directory, pairing file, config file) under ``root``."""
-    from pipeline import modalities
-    from pipeline.rules import RuleResult
-    from pipeline.screen import PixelRules
+    from pipeline.modalities import registry as modalities
+    from pipeline.screening.rules import RuleResult
+    from pipeline.screening.stage import PixelRules
     from pipeline.sections import load_config
     from pipeline.stages import run_ingest, run_screen
     from tests.support.keypoints import load_keypoint_file

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import checksums, modalities
-from pipeline.features import FeatureExtractor, FeatureSequence
+from pipeline.core import checksums
+from pipeline.modalities import registry as modalities
+from pipeline.modalities.features import FeatureExtractor, FeatureSequence
 
 
 class ArrayShardWriter(FeatureExtractor):

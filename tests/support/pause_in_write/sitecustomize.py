@@ -2,7 +2,7 @@
 
 Put this directory on ``PYTHONPATH`` of a child process. When ``$VDV_TEST_PAUSE_IN_WRITE`` names
 a marker file, the first ``os.replace`` whose destination contains ``$VDV_TEST_PAUSE_MATCH``
-writes its source (the hidden temporary file of ``pipeline.tables.atomic_write``) to the marker
+writes its source (the hidden temporary file of ``pipeline.core.tables.atomic_write``) to the marker
 and sleeps for ``$VDV_TEST_PAUSE_SECONDS`` (default 120) before renaming.
 """
 

@@ -1,0 +1,1 @@
+"""What every stage stands on: configuration, tables, errors, the work directory, devices."""

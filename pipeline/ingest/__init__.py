@@ -1,0 +1,1 @@
+"""Ingest: raw clips and metadata become the ``clips`` manifest and ``rejections``."""

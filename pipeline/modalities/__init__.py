@@ -1,0 +1,1 @@
+"""The feature modalities (pose, holistic, facial, scenic), their registry and shared parts."""

@@ -1,0 +1,1 @@
+"""Scoring: virality scores and the fixed evaluation splits."""

@@ -1,0 +1,1 @@
+"""Screening: which ingested clips enter the dataset (cheap rules, then pixel rules)."""
