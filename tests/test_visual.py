@@ -7,6 +7,7 @@ cached analysis. Rules are applied to every named clip whatever its duration.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -48,9 +49,26 @@ def analyses(visual_analyses):
 
 
 ALL_CLIPS = sorted(p.stem for p in CLIPS.glob("*.mp4"))
+# Every outcome of the pixel rules, at every frame shape of the sample: two single dancers that
+# pass (340x256 and portrait 720x1280), two scenes of several people (a borderline second person
+# in a 1768x994 frame, two people in portrait 1080x1920), a face filling a square frame and a
+# runner whose upper body leaves it (upper_body_not_visible), a cat on a hand-held camera
+# (no_dancer, camera_motion) and a road with a shot cut (no_dancer, shot_cut). The torch backend
+# costs about four times mediapipe's CPU time here, so the other eleven clips, which repeat these
+# outcomes at longer durations (up to 139 s), run with VDV_TEST_ALL_CLIPS=1 (measured: all 19 alike).
+AGREEMENT_CLIPS = [
+    "stgcn_ta_chi",
+    "tfjs_pose_squats",
+    "sports2d_demo",
+    "mmhuman3d_multi_person_demo",
+    "liveportrait_d18_face",
+    "tokenflow_woman-running",
+    "trackanything_test-sample2_cat",
+    "intel_car-detection",
+]
 
 
-@pytest.mark.parametrize("clip", ALL_CLIPS)
+@pytest.mark.parametrize("clip", ALL_CLIPS if os.environ.get("VDV_TEST_ALL_CLIPS") else AGREEMENT_CLIPS)
 def test_both_backends_screen_every_clip_alike(visual_analyses, clip):
     """Each pixel rule passes or fails, for the same reasons, whichever BlazePose backend counts
     the people and finds the main person (per-frame counts may differ by a frame or two: on
