@@ -181,18 +181,7 @@ def write_shard(work: str | os.PathLike, path: str | os.PathLike, table: pa.Tabl
         written.update(sha256=sha256_file(tmp), size=tmp.stat().st_size)
 
     target = tables.atomic_write(path, write)
-    row = {
-        "kind": SHARD,
-        "path": _relative(work, target),
-        "sha256": written["sha256"],
-        "size": written["size"],
-        "mtime_ns": None,
-        "ctime_ns": None,
-        "inode": None,
-        "recorded": _now(),
-        "writer": _writer(),
-    }
-    _record(work, [row])
+    _record(work, [_row(SHARD, _relative(work, target), written["sha256"], (written["size"], None, None, None))])
     return target
 
 
@@ -257,6 +246,23 @@ def _sha256(data: bytes) -> str:
 # -- clip files -------------------------------------------------------------------------------------
 
 
+def _row(kind: str, path: str, sha256: str, stat: tuple) -> dict:
+    """One ledger record: ``stat`` is (size, mtime_ns, ctime_ns, inode); a shard records its size
+    only (it is hashed on every use), a clip file its whole stat key (the fast path)."""
+    size, mtime, ctime, inode = stat
+    return {
+        "kind": kind,
+        "path": path,
+        "sha256": sha256,
+        "size": size,
+        "mtime_ns": mtime,
+        "ctime_ns": ctime,
+        "inode": inode,
+        "recorded": _now(),
+        "writer": _writer(),
+    }
+
+
 def _stat_key(st: os.stat_result) -> tuple:
     # an inode number can use all 64 bits (some network file systems); the column is a signed int64
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino & (2**63 - 1))
@@ -279,19 +285,7 @@ def clip_sha256(work: str | os.PathLike | None, path: str | os.PathLike) -> str:
     digest = sha256_file(where)
     after = os.stat(where)
     if work is not None and _stat_key(after) == before:  # not changed while it was read
-        size, mtime, ctime, inode = before
-        row = {
-            "kind": CLIP,
-            "path": where,
-            "sha256": digest,
-            "size": size,
-            "mtime_ns": mtime,
-            "ctime_ns": ctime,
-            "inode": inode,
-            "recorded": _now(),
-            "writer": _writer(),
-        }
-        _record(work, [row])
+        _record(work, [_row(CLIP, where, digest, before)])
     return digest
 
 
