@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import tables  # noqa: E402
+from pipeline.core import tables  # noqa: E402
 from pipeline.core.tables import REPORT_DIR, THUMBS_DIR  # noqa: E402
 from pipeline.report import write_report  # noqa: E402
 

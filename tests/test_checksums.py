@@ -155,7 +155,8 @@ def _vdv(*args: str) -> int:
 def test_vdv_extract_computes_a_damaged_shard_again_and_vdv_release_names_it_first(toy, tmp_path, capsys):
     work = tmp_path / "work"
     ids = make_work(work, clips=TWO, modalities=())
-    extract = ["extract", "brightness", "--all", "--work", str(work), "--no-progress"]
+    # the toy's network has no published weights: it runs untrained, and the release allows it
+    extract = ["extract", "brightness", "--all", "--untrained", "--work", str(work), "--no-progress"]
     assert _vdv(*extract) == 0
     assert "extract brightness: 2 computed" in capsys.readouterr().out
     (first, second) = (tables.table_files(work, "features/brightness")[i] for i in (0, 1))
@@ -164,7 +165,7 @@ def test_vdv_extract_computes_a_damaged_shard_again_and_vdv_release_names_it_fir
     os.truncate(second, second.stat().st_size // 2)
 
     out = tmp_path / "release"
-    assert _vdv("release", "--work", str(work), "--out", str(out), "--no-flow", "--salt", "s") == 1
+    assert _vdv("release", "--work", str(work), "--out", str(out), "--no-flow", "--salt", "s", "--allow-untrained") == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err and "magic bytes" not in err
     (line,) = [x for x in err.splitlines() if x.startswith("vdv release:")]
@@ -178,7 +179,7 @@ def test_vdv_extract_computes_a_damaged_shard_again_and_vdv_release_names_it_fir
     assert str(first) in warned and str(second) in warned and "computed again" in warned
     assert _vdv(*extract) == 0
     assert "extract brightness: 0 computed, 2 skipped" in capsys.readouterr().out  # the ledger agrees with itself
-    assert _vdv("release", "--work", str(work), "--out", str(out), "--no-flow", "--salt", "s") == 0
+    assert _vdv("release", "--work", str(work), "--out", str(out), "--no-flow", "--salt", "s", "--allow-untrained") == 0
     assert "(verified)" in capsys.readouterr().out and len(ids) == 2
 
 
@@ -247,7 +248,7 @@ def test_a_clip_file_replaced_after_ingest_is_clip_changed_in_screening_and_extr
     assert done["changed"] == 1 and not done["computed"] and not done["passed"] and not used
 
     # extraction of the clip (kept or not: --all) decodes nothing and writes no shard
-    plan = extraction.plan_extraction(["brightness"], {})
+    plan = extraction.plan_extraction(["brightness"], {}, untrained=True)
     run = extraction.run_extraction(work, [clip], plan, show_progress=False)
     (item,) = run.items
     assert item.status == extraction.REJECTED and item.reason == "clip_changed" and str(path) in item.message

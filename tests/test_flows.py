@@ -25,8 +25,10 @@ from flows import tasks  # noqa: E402
 from flows.build import build  # noqa: E402
 from flows.reextract import reextract  # noqa: E402
 from flows.runners import make_task_runner  # noqa: E402
-from pipeline import modalities, release, tables  # noqa: E402
+from pipeline import release  # noqa: E402
+from pipeline.core import tables  # noqa: E402
 from pipeline.core.provenance import sha256_file  # noqa: E402
+from pipeline.modalities import registry as modalities  # noqa: E402
 from pipeline.modalities.features import current_shards  # noqa: E402
 from tests.support.runs import sample_clips, small_config
 

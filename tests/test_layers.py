@@ -28,7 +28,7 @@ def test_the_models_import_neither_the_decoder_nor_the_pose_estimator():
 def test_the_pipeline_imports_no_layer_above_it():
     # reading and checking a configuration file with a model section goes through the
     # registration of the models package (a call), not through an import of it by the pipeline
-    statement = "from pipeline import sections, skeleton; sections.known_sections()"
+    statement = "from pipeline import sections; from pipeline.modalities import skeleton; sections.known_sections()"
     assert _loaded_after(statement, ("models", "flows", "cli", "torch")) == []
 
 
