@@ -148,7 +148,7 @@ def test_build_end_to_end(built):
     root, _, report = built
     assert report["ingest"]["clips"] == 3
     assert report["screen"]["kept"] == 3 and report["screen"]["screened"] == 3
-    assert report["screen"]["pixel_rules"] == {"computed": 3, "reused": 0}
+    assert report["screen"]["pixel_rules"] == {"computed": 3, "reused": 0, "changed": 0}
     assert report["score"]["scored"] == 3
     items = report["items"]  # one per clip and modality, with the process that did it
     assert sorted((i["modality"], i["status"]) for i in items) == sorted(
@@ -202,7 +202,7 @@ def test_second_build_does_no_extraction_work(built):
     }
     second = build(**kwargs)
     assert second["extract_totals"] == {"computed": 0, "skipped": 12, "failed": 0}
-    assert second["screen"]["pixel_rules"] == {"computed": 0, "reused": 3}
+    assert second["screen"]["pixel_rules"] == {"computed": 0, "reused": 3, "changed": 0}
     after = {
         m: {p.name: p.stat().st_mtime_ns for p in (root / "work" / "features" / m).glob("*.parquet")}
         for m in MODALITIES
@@ -303,9 +303,13 @@ def test_screening_follows_changed_metadata_without_rerunning_pixel_rules(built,
     report = reextract(config_path=str(config), **common)
     assert report["screen"]["kept"] == 0  # the sample's creator has 398,700 followers
     assert report["screen"]["reasons"] == {"too_many_followers": 3}
-    assert report["screen"]["pixel_rules"] == {"computed": 0, "reused": 0}  # not run: a cheap rule failed
+    assert report["screen"]["pixel_rules"] == {"computed": 0, "reused": 0, "changed": 0}  # not run: a cheap rule failed
     report = reextract(config_path=kwargs["config_path"], **common)
-    assert report["screen"]["kept"] == 3 and report["screen"]["pixel_rules"] == {"computed": 0, "reused": 3}
+    assert report["screen"]["kept"] == 3 and report["screen"]["pixel_rules"] == {
+        "computed": 0,
+        "reused": 3,
+        "changed": 0,
+    }
 
 
 def test_two_flows_on_one_work_directory_the_second_fails_fast_naming_the_first(built, monkeypatch):
