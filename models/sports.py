@@ -50,6 +50,7 @@ from models.evaluate import spearman
 from models.train import TrainConfig, fit, predict
 from pipeline.core import tables
 from pipeline.core.errors import Reason
+from pipeline.modalities import holistic, pose
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,8 @@ SPLIT_FILES = {
     "train": ("split_4_train_list.mat", "consolidated_train_list"),
     "test": ("split_4_test_list.mat", "consolidated_test_list"),
 }
-STREAMS: tuple[str, ...] = ("pose", "holistic")  # the skeleton and holistic streams only (SPEC section 8)
+# the skeleton and holistic streams only (SPEC section 8), named by their records
+STREAMS: tuple[str, ...] = (pose.MODALITY.name, holistic.MODALITY.name)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,8 @@ MODELS_MAY_IMPORT = {
     "pipeline.core.decode",
     "pipeline.core.errors",
     "pipeline.modalities.features",
+    "pipeline.modalities.holistic",  # the sports benchmark's streams, named by their records
+    "pipeline.modalities.pose",
     "pipeline.modalities.registry",
     "pipeline.core.progress",
     "pipeline.modalities.skeleton",
