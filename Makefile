@@ -26,7 +26,7 @@ demo: $(STAMP)
 # two processes, one test file each at a time, one torch thread each: the 2-core CPU is shared
 # without OpenMP threads waiting on each other (about 25 minutes here with nothing else running)
 test: $(STAMP)
-	OMP_NUM_THREADS=1 $(VENV)/bin/python -m pytest -n 2 --dist loadfile
+	OMP_NUM_THREADS=1 $(VENV)/bin/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -21,6 +21,19 @@ SAMPLE_FOLLOWERS = 398_700  # the sample's only creator
 DEMO = ROOT / "data" / "demo"
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Longest test files first (seconds of a full run, tests/support/file_seconds.py), each
+    file's tests in their own order: the two workers of ``make test`` then end together instead
+    of one running a long file alone at the end."""
+    from tests.support.file_seconds import load
+
+    seconds = load()
+    first = {}
+    for i, item in enumerate(items):
+        first.setdefault(item.location[0], i)
+    items.sort(key=lambda item: (-seconds.get(item.location[0], 0.0), first[item.location[0]]))
+
+
 @pytest.fixture(scope="session")
 def shared() -> Path:
     """``../shared/data`` beside the repository (clips/, keypoints/, metadata/)."""

@@ -4,8 +4,9 @@ These tests pin what the task guarantees: the follower limbs replay the leader's
 mirrored and late; the two score levels are the same window played forwards and backwards, so
 they hold the same multiset of frames and the same speeds, and per-frame or pooled statistics
 (the per-frame baseline, motion energy) cannot tell them apart; folds hold out whole source
-clips. The learning test is fold 0 of the bench: PSGCN (the small-data profile) trained on real
-skeletons of six clips and scored on three it never saw, next to the per-frame baseline.
+clips. The learning test is fold 0 of the bench at a smaller budget: PSGCN (the small-data
+profile, narrower) trained on real skeletons of six clips and scored on three it never saw, next
+to the per-frame baseline.
 """
 
 from __future__ import annotations
@@ -168,19 +169,26 @@ def pose_sources(lc, tmp_path_factory) -> dict[str, np.ndarray]:
     return {**lc.extract_sources(tmp_path_factory.mktemp("learning-check")), **lc.load_keypoint_sources()}
 
 
+# The test's budget: fold 0 of the bench with the small-data profile, PSGCN at half the bench's
+# widths (an eighth of the paper's) for 110 epochs of 512 windows: a quarter of the bench's CPU.
+TEST_CHANNELS = (8, 16, 32)
+TEST_EPOCHS = 110
+
+
 @pytest.mark.slow
 def test_psgcn_learns_who_leads_on_held_out_clips(lc, pose_sources) -> None:
-    """Fold 0 of the bench with the small-data profile and the bench's budget (160 epochs of 512
-    windows): train on six real clips, score three clips it never saw (their pose runs and
-    keypoint files). Measured on this CPU: PSGCN 0.815, both baselines 0.000 (docs/RESULTS.md
-    "Learning check"). This is seed 0, the first of the bench's three seeds of fold 0 (seeds 1 and 2: 0.825
-    and 0.821); a run with one torch thread is repeatable, so the test pins it. A smaller budget is
-    not enough: PSGCN's held-out SRC rises between epochs 40 and 160 on every fold, so this test is
-    slow (minutes)."""
+    """Train PSGCN on six real clips, score three clips it never saw (their pose runs and keypoint
+    files), next to the two baselines. The bench's budget (widths 16, 32, 64; 160 epochs) costs
+    about 11 minutes of one core, so the test trains a narrower PSGCN for fewer epochs: measured
+    on this CPU, seed 0 scores 0.838 (0.652 at 80 epochs, 0.698 at 100); both baselines 0.000.
+    Seed 2 gets there too (0.64 at 70 epochs); seed 1 is still on the plateau at 120 epochs in
+    this narrow network (docs/RESULTS.md "Learning check": every run starts on a plateau where
+    PSGCN predicts one value; the bench's wider network leaves it on all three seeds). The test
+    pins seed 0: a run with one torch thread is repeatable, and a broken model, loss or graph
+    stays on the plateau (SRC near 0, the bound is 0.5)."""
     held = lc.folds_of(pose_sources, 3)[0]
     assert held == ["stgcn_clean_and_jerk", "tfjs_pose_1", "tfjs_pose_squats"]
-    cfg = lc.Training(settings="small-data", seed=0, threads=1)
-    assert cfg.epochs == 160
+    cfg = lc.Training(settings="small-data", seed=0, threads=1, channels=TEST_CHANNELS, epochs=TEST_EPOCHS)
     res = lc.run_fold(pose_sources, held, lc.Task(), cfg)
     print({k: res[k] for k in ("psgcn_src", "psgcn_src_per_source", "per_frame_svr_src", "svr_energy_src")})
     assert len(res["train_sources"]) == 6 and not set(map(lc.clip_of, res["train_sources"])) & set(held)
