@@ -31,7 +31,12 @@ def pytest_collection_modifyitems(config, items) -> None:
     first = {}
     for i, item in enumerate(items):
         first.setdefault(item.location[0], i)
-    items.sort(key=lambda item: (-seconds.get(item.location[0], 0.0), first[item.location[0]]))
+
+    def key(item) -> tuple:
+        path = item.location[0]
+        return (path not in seconds, -seconds.get(path, 0.0), first[path])
+
+    items.sort(key=key)
 
 
 @pytest.fixture(scope="session")
