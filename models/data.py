@@ -57,7 +57,6 @@ import pyarrow.parquet as pq
 
 from models import decoded
 from pipeline.core import tables
-from pipeline.core.provenance import sha256_file
 from pipeline.modalities import registry
 from pipeline.modalities.skeleton import MPII_INDEX, NUM_JOINTS
 from pipeline.scoring import splits as split_rule
@@ -447,7 +446,7 @@ class ReleaseSource:
         entry = self.cache.open(sha256, self._clips[path])
         if entry is None:
             before = path.stat()
-            if sha256_file(path) != sha256:
+            if decoded.file_sha256(path) != sha256:
                 raise ShardNotVerified(
                     f"{path}: its bytes are not the ones SHA256SUMS lists (sha256 {sha256[:12]}); "
                     "training refuses it: run `vdv release verify`"
