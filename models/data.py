@@ -308,7 +308,7 @@ class WorkDirSource:
     def _cached(self, sha256: str, clip_id: str) -> tuple[np.ndarray, np.ndarray] | None | bool:
         """The clip's rows from the decoded copy of the shard of ``sha256``: None when the shard
         does not hold the clip, False when there is no usable copy."""
-        entry = self.cache.open(sha256)
+        entry = self.cache.open(sha256, whole=True)
         if entry is None:
             return False
         try:

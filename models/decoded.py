@@ -84,10 +84,16 @@ def checksum(valid: np.ndarray, features: np.ndarray) -> int:
 class CacheFile:
     """One validated cache file, open for reads of its clips by position."""
 
-    def __init__(self, path: Path, sha256: str, clip_ids: Sequence[str] | None = None):
+    def __init__(self, path: Path, sha256: str, clip_ids: Sequence[str] | None = None, *, whole: bool = False):
+        """``whole``: read the file into memory in one read (a copy of one clip: its batch is
+        nearly all of it), else read each batch when asked for."""
         self.path = path
-        try:
+        if whole:  # an OSError here (no copy, a folder that cannot be read) is the caller's
+            with open(path, "rb") as fh:
+                self._file = pa.BufferReader(pa.py_buffer(fh.read()))
+        else:
             self._file = pa.OSFile(str(path), "r")
+        try:
             self._reader = pa.ipc.open_file(self._file)
             schema = self._reader.schema
         except (OSError, pa.ArrowInvalid) as err:
@@ -110,7 +116,7 @@ class CacheFile:
             raise CacheCorrupt(f"{self.path}: columns {schema.names} differ from {SPEC.name}'s")
         if meta.get(b"vdv.source_sha256") != sha256.encode():
             raise CacheCorrupt(f"{self.path}: decoded from other bytes than sha256 {sha256[:12]}")
-        ids = meta.get(b"vdv.clip_ids", b"").decode().split("\n")
+        ids = meta.get(b"vdv.clip_ids", b"").decode(errors="replace").split("\n")
         if len(ids) != self._reader.num_record_batches or (clip_ids is not None and list(clip_ids) != ids):
             raise CacheCorrupt(f"{self.path}: its clips are not the source file's")
         self.clip_ids = ids
@@ -130,6 +136,7 @@ class CacheFile:
             raise CacheCorrupt(f"{self.path}: clip {position} unreadable ({err})") from err
         if (
             clip_id != self.clip_ids[position]
+            or dim < 1
             or features.size != dim * len(valid)
             or checksum(valid, features) != expected
         ):
@@ -154,21 +161,25 @@ class DecodedCache:
     def path(self, sha256: str) -> Path:
         return self.root / sha256[:2] / f"{sha256}.arrow"
 
-    def open(self, sha256: str, clip_ids: Sequence[str] | None = None) -> CacheFile | None:
+    def open(self, sha256: str, clip_ids: Sequence[str] | None = None, *, whole: bool = False) -> CacheFile | None:
         """The decoded copy of the source file of ``sha256`` (whose clips are ``clip_ids``, when
-        known), checked; None when there is none or it failed a check (then it is removed)."""
+        known), checked; None when there is none or it failed a check (then it is removed).
+        ``whole``: see :class:`CacheFile`."""
         path = self.path(sha256)
-        if not path.is_file():
-            return None
         try:
-            return CacheFile(path, sha256, clip_ids)
+            return CacheFile(path, sha256, clip_ids, whole=whole)
+        except OSError:  # none, or none that can be opened
+            return None
         except CacheCorrupt as err:
             self.discard(path, err)
             return None
 
     def discard(self, path: Path, why: object) -> None:
         log.warning("decoded cache: %s; removed, rebuilt from its source", why)
-        path.unlink(missing_ok=True)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as err:  # a folder that cannot be written: the copy is not used all the same
+            log.warning("decoded cache: cannot remove %s (%s)", path, err)
 
     def write(self, sha256: str, clip_ids: Sequence[str], rows: Iterable[tuple[np.ndarray, np.ndarray]]) -> Path | None:
         """Write the decoded copy of the source file of ``sha256``, whose clips are ``clip_ids``,
