@@ -232,9 +232,9 @@ class WorkDirSource:
     With a decoded cache (:mod:`models.decoded`; ``cache``: its folder, None: the default one,
     False: none), a shard's rows are decoded once, the first time its verified bytes are read by
     any process, and read back from the cache named by that sha256 after; each process still
-    hashes each shard once, to know which sha256 it holds. A copy is written only from the bytes
-    just hashed (a shard with no usable copy after its first read in a process is decoded from
-    the file, as without a cache).
+    hashes each shard once, to know which sha256 it holds. A copy is written only from bytes just
+    hashed (a shard read with no usable copy is hashed again to write one; where the cache
+    cannot be written, it is decoded from the file as without a cache).
     """
 
     def __init__(self, work: str | Path, cache: str | Path | bool | None = None):
@@ -333,6 +333,8 @@ class WorkDirSource:
             got = self._cached(self._digests[path], clip_id)
             if got is not False:
                 return got
+            if data is None and self.cache.writable:  # verified earlier (rate(), a damaged copy): again
+                data = self._verify(path)
         ids, rows = self._decode(path, modality, data)
         if data is not None:  # decoded from the very bytes just verified: their copy is written
             self.cache.write(self._digests[path], ids, rows)

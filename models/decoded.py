@@ -158,6 +158,11 @@ class DecodedCache:
         self._folders: set[Path] = set()  # made already
         self._mode = 0o666 & ~tables.current_umask()  # what open() gives a new file
 
+    @property
+    def writable(self) -> bool:
+        """False once a write failed in this process (no more are tried)."""
+        return not self._write_failed
+
     def path(self, sha256: str) -> Path:
         return self.root / sha256[:2] / f"{sha256}.arrow"
 
