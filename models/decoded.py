@@ -8,8 +8,8 @@ decodes every clip again. The first time a process reads a feature file whose by
 IPC file per source file (:data:`pipeline.core.tables.DECODED_FEATURES`: uncompressed, one record
 batch per clip), named by the verified sha256: ``<cache>/<sha256[:2]>/<sha256>.arrow``. Later
 reads, by this process or any later one, read a clip's record batch alone (a positioned read
-into memory of its own, never a memory map: mapped pages would count toward the resident size)
-and take its arrays as they are.
+into memory of its own, or the whole copy of a one-clip shard in one read; never a memory map:
+mapped pages would count toward the resident size) and take its arrays as they are.
 
 A source file whose bytes change has another sha256, so it never meets the decoded copy of its
 old bytes. A cache file is checked before use: its table name, schema version and column types,
