@@ -447,7 +447,7 @@ class ReleaseSource:
         cannot be written (the file is then decoded as without a cache)."""
         sha256 = self._sums[path]
         entry = self.cache.open(sha256, self._clips[path])
-        if entry is None:
+        if entry is None and self.cache.writable:  # else: decoded as without a cache
             before = path.stat()
             if decoded.file_sha256(path) != sha256:
                 raise ShardNotVerified(
