@@ -20,8 +20,10 @@ does), ``screen`` (pixel rules reused from their shards), ``score``, ``release``
 (``package_release``), ``verify`` (``verify_release``), ``report``, ``datasets:<config>``
 (``datasets.load_dataset`` of each config of the release with the options its card shows, into an
 empty cache removed after;
-warnings counted) and ``loader:release`` / ``loader:work`` (one epoch of ``vdv train``'s loader
-over every scored clip, all four streams, no model). It prints wall and CPU seconds and peak
+warnings counted) and ``loader:release`` / ``loader:work`` (``--epochs`` epochs, one by
+default, of ``vdv train``'s loader over every scored clip, all four streams, no model; clips
+per CPU second of each epoch; its decoded cache, :mod:`models.decoded`, in
+``<out>/n<N>/decoded-<release|work>``, emptied first unless ``--warm-cache``). It prints wall and CPU seconds and peak
 RSS per stage and size, then each stage's growth exponent between the sizes given: the slope of
 log(CPU seconds at N minus CPU seconds at 50) against log(N), so start-up does not flatten it.
 ``--json FILE`` writes the same as JSON lines. The directories are kept under ``--out`` (sizes:
@@ -303,7 +305,7 @@ def _stage(name: str, target: Path, config_path: Path) -> dict:
     if name.startswith("datasets:"):
         return _load_dataset(release_dir, name.split(":", 1)[1], target / "hf-cache")
     if name.startswith("loader:"):
-        return _epoch(release_dir if name == "loader:release" else work)
+        return _epoch(release_dir if name == "loader:release" else work, int(os.environ.get("BENCH_EPOCHS", "1")))
     raise ValueError(f"unknown stage {name}")
 
 
@@ -343,18 +345,35 @@ def _load_dataset(release_dir: Path, config: str, cache: Path) -> dict:
     return out
 
 
-def _epoch(source_path: Path) -> dict:
+def _epoch(source_path: Path, epochs: int = 1) -> dict:
+    """``epochs`` epochs of the loader: the set-up's CPU seconds (the source's index, the dataset's
+    probes, and with them the first reads, which may write the decoded cache) and clips per CPU
+    second of each epoch, the first one also counted with the set-up. Torch's and the set-up's
+    lazy imports, paid once a process, are paid before (two dummy items through the loader)."""
+    import numpy as np
+    import pandas  # noqa: F401  (imported by the set-up's table reads)
+    import pyarrow.dataset  # noqa: F401
+
     from models.data import ViralityDataset, open_source
     from models.train import TrainConfig, _make_loader
+    from pipeline.core import checksums  # noqa: F401
+    from pipeline.modalities import features  # noqa: F401
 
     config = TrainConfig().resolved()
+    for _ in _make_loader([{"x": np.zeros(2, np.float32)}] * 2, config, shuffle=True, seed=0):
+        pass
+    started = time.process_time()
     ds = ViralityDataset(open_source(source_path), config.modalities)
-    batches = iter(_make_loader(ds, config, shuffle=True, seed=config.seed))
-    clips = len(next(batches)["clip_id"])  # the first batch pays torch's lazy imports: not timed
-    started, first = time.process_time(), clips
-    clips += sum(len(batch["clip_id"]) for batch in batches)
-    cpu = time.process_time() - started
-    return {"clips": clips, "clips_per_cpu_s": round((clips - first) / cpu, 1) if cpu else None}
+    setup = time.process_time() - started
+    rates = []
+    for epoch in range(epochs):
+        started = time.process_time()
+        clips = sum(len(batch["clip_id"]) for batch in _make_loader(ds, config, shuffle=True, seed=config.seed + epoch))
+        cpu = time.process_time() - started
+        rates.append(round(clips / cpu, 1) if cpu else None)
+        if epoch == 0:
+            first = round(clips / (cpu + setup), 1)
+    return {"clips": clips, "clips_per_cpu_s": first, "setup_cpu_s": round(setup, 2), "epochs_clips_per_cpu_s": rates}
 
 
 def child(name: str, target: Path, config_path: Path) -> None:
@@ -377,6 +396,11 @@ def child(name: str, target: Path, config_path: Path) -> None:
 
 def run_stage(name: str, target: Path, args) -> dict:
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
+    if name.startswith("loader:"):  # the loader's decoded cache: the size's own, cold unless --warm-cache
+        cache = target / f"decoded-{name.split(':', 1)[1]}"
+        if not args.warm_cache:
+            shutil.rmtree(cache, ignore_errors=True)
+        env.update(VDV_DECODED_CACHE=str(cache), BENCH_EPOCHS=str(args.epochs))
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--target", str(target)]
     cmd += ["--config", str(args.config)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -419,15 +443,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", type=int, default=BASELINE, help="the size growth is measured from")
     parser.add_argument("--clean", action="store_true", help="remove each size's directory once measured")
     parser.add_argument("--reuse", action="store_true", help="measure the directories of an earlier run under --out")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs of each loader stage (each one's rate printed)")
+    parser.add_argument(
+        "--warm-cache", action="store_true", help="keep the loader's decoded cache of an earlier run (--reuse)"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--target", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         child(args.child, args.target, args.config)
         return 0
-    if any(n < 1 for n in [*args.sizes, args.baseline]):
+    if any(n < 1 for n in [*args.sizes, args.baseline, args.epochs]):
         parser.print_usage(sys.stderr)
-        print("bench_scale.py: sizes are positive numbers of clips", file=sys.stderr)
+        print("bench_scale.py: sizes and --epochs are positive numbers", file=sys.stderr)
         return 2
     if not (args.demo / "screening").is_dir():
         print(f"bench_scale.py: {args.demo} is not a built work directory; run `make demo` first", file=sys.stderr)

@@ -55,6 +55,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from models import decoded
 from pipeline.core import tables
 from pipeline.modalities import registry
 from pipeline.modalities.skeleton import MPII_INDEX, NUM_JOINTS
@@ -227,29 +228,42 @@ class WorkDirSource:
     recorded), and read from the very bytes that were hashed; a shard that differs or has no
     record is :class:`ShardNotVerified`, naming the file. A shard is hashed once per process (the
     set of checked shards is not pickled: a worker process checks again).
+
+    With a decoded cache (:mod:`models.decoded`; ``cache``: its folder, None: the default one,
+    False: none), a shard's rows are decoded once, the first time its verified bytes are read by
+    any process, and read back from the cache named by that sha256 after; each process still
+    hashes each shard once, to know which sha256 it holds. A copy is written only from bytes just
+    hashed (a shard read with no usable copy is hashed again to write one; where the cache
+    cannot be written, it is decoded from the file as without a cache).
     """
 
-    def __init__(self, work: str | Path):
+    def __init__(self, work: str | Path, cache: str | Path | bool | None = None):
         from pipeline.modalities.features import current_shards
 
         self.work = Path(work)
         self._shards = {m: current_shards(self.work, m) for m in registry.names()}
-        self._verified: set[Path] = set()
+        self._digests: dict[Path, str] = {}  # shard -> the sha256 it was verified at in this process
+        self.cache = decoded.from_option(cache)
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_verified": set()}
+        return {**self.__dict__, "_digests": {}}
 
-    def _open(self, path: Path, modality: str) -> pq.ParquetFile:
-        """The shard ``path``, checked against the ledger on its first use in this process."""
+    def _verify(self, path: Path) -> bytes:
+        """The bytes of the shard ``path``, checked against the ledger; records their sha256."""
         from pipeline.core.checksums import check_shard
 
-        source: Path | pa.BufferReader = path
-        if path not in self._verified:
-            check = check_shard(self.work, path, keep=True)
-            if not check.ok:
-                raise ShardNotVerified(f"{check.why()}; training refuses it: run `vdv extract` to write it again")
-            self._verified.add(path)
-            source = pa.BufferReader(check.data)
+        check = check_shard(self.work, path, keep=True)
+        if not check.ok:
+            raise ShardNotVerified(f"{check.why()}; training refuses it: run `vdv extract` to write it again")
+        self._digests[path] = check.sha256
+        return check.data
+
+    def _open(self, path: Path, modality: str, data: bytes | None = None) -> pq.ParquetFile:
+        """The shard ``path`` (from ``data``, its verified bytes, when given), checked against the
+        ledger on its first use in this process."""
+        if data is None and path not in self._digests:
+            data = self._verify(path)
+        source: Path | pa.BufferReader = path if data is None else pa.BufferReader(data)
         try:
             shard = pq.ParquetFile(source)
             _check_feature_file(path, shard.schema_arrow, modality)
@@ -282,20 +296,51 @@ class WorkDirSource:
         shards = self._shards[modality]
         return _fps(self._open(next(iter(shards.values())), modality).read(columns=["fps"])) if shards else None
 
+    def _decode(self, path: Path, modality: str, data: bytes | None) -> tuple[list[str], list]:
+        """The shard's clip ids and rows (:func:`_rows`), decoded."""
+        shard = self._open(path, modality, data)
+        try:
+            table = shard.read(columns=_READ_COLUMNS, use_threads=False)
+        except (OSError, pa.ArrowInvalid) as err:
+            raise tables.SchemaMismatch(f"{path}: not a readable feature shard ({err})") from err
+        return table.column("clip_id").to_pylist(), _rows(table)
+
+    def _cached(self, sha256: str, clip_id: str) -> tuple[np.ndarray, np.ndarray] | None | bool:
+        """The clip's rows from the decoded copy of the shard of ``sha256``: None when the shard
+        does not hold the clip, False when there is no usable copy."""
+        entry = self.cache.open(sha256, whole=True)
+        if entry is None:
+            return False
+        try:
+            if clip_id not in entry.clip_ids:
+                return None
+            return entry.read(entry.clip_ids.index(clip_id))
+        except decoded.CacheCorrupt as err:
+            self.cache.discard(entry.path, err)
+            return False
+        finally:
+            entry.close()
+
     def load(self, modality: str, clip_id: str) -> tuple[np.ndarray, np.ndarray] | None:
         modality = registry.canonical(modality)
         path = self._shards[modality].get(clip_id[:16])
         if path is None:
             return None
-        shard = self._open(path, modality)
-        try:
-            table = shard.read(columns=_READ_COLUMNS, use_threads=False)
-        except (OSError, pa.ArrowInvalid) as err:
-            raise tables.SchemaMismatch(f"{path}: not a readable feature shard ({err})") from err
-        ids = table.column("clip_id").to_pylist()
+        data = None
+        if self.cache is not None:
+            if path not in self._digests:
+                data = self._verify(path)
+            got = self._cached(self._digests[path], clip_id)
+            if got is not False:
+                return got
+            if data is None and self.cache.writable:  # verified earlier (rate(), a damaged copy): again
+                data = self._verify(path)
+        ids, rows = self._decode(path, modality, data)
+        if data is not None:  # decoded from the very bytes just verified: their copy is written
+            self.cache.write(self._digests[path], ids, rows)
         if clip_id not in ids:
             return None  # a 16-character prefix collision: not this clip's shard
-        return _rows(table)[ids.index(clip_id)]
+        return rows[ids.index(clip_id)]
 
 
 class ReleaseSource:
@@ -310,30 +355,42 @@ class ReleaseSource:
     the clips' order; a row group of one clip (holistic) is decoded, handed over and let go, never
     kept (keeping clips that are read once per epoch only makes every decode fault in fresh memory:
     twice the CPU). Open files and the cache are not pickled: a worker process opens its own.
+
+    With a decoded cache (:mod:`models.decoded`; ``cache``: its folder, None: the default one,
+    False: none), the first read of a clip of a file listed in the release's ``SHA256SUMS``
+    hashes the file, refuses it (:class:`ShardNotVerified`) when its sha256 is not the listed
+    one, decodes all of it, one row group at a time, into the cache named by that sum, and every
+    clip of the file is read back from there after, in this process and later ones.
     """
 
     CACHE_BYTES = 512 << 20
 
-    def __init__(self, release: str | Path):
+    def __init__(self, release: str | Path, cache: str | Path | bool | None = None):
         self.release = Path(release)
-        self._index: dict[str, dict[str, tuple[Path, int, int]]] = {}
+        self._index: dict[str, dict[str, tuple[Path, int, int, int]]] = {}
         self._files: dict[Path, pq.ParquetFile] = {}
         self._cache: dict[tuple[Path, int], list[tuple[np.ndarray, np.ndarray]]] = {}
         self._cached_bytes = 0
+        self._clips: dict[Path, list[str]] = {}  # file -> its clip ids in row order
         for record in registry.registered():
-            index: dict[str, tuple[Path, int, int]] = {}
+            index: dict[str, tuple[Path, int, int, int]] = {}
             # a release names each config by its modality; older ones may use an alias ("skeletal")
             for name in (record.name, *record.aliases):
                 for path in sorted((self.release / "data" / name).glob("*.parquet")):
                     meta = self._file(path)
+                    clips = self._clips[path] = []
                     for rg in range(meta.num_row_groups):
                         ids = meta.read_row_group(rg, columns=["clip_id"]).column("clip_id").to_pylist()
                         for row, cid in enumerate(ids):
-                            index[cid] = (path, rg, row)
+                            index[cid] = (path, rg, row, len(clips))
+                            clips.append(cid)
             self._index[record.name] = index
+        self.cache = decoded.from_option(cache)
+        self._sums = _release_sums(self.release) if self.cache is not None else {}
+        self._decoded: dict[Path, decoded.CacheFile] = {}
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_files": {}, "_cache": {}, "_cached_bytes": 0}
+        return {**self.__dict__, "_files": {}, "_cache": {}, "_cached_bytes": 0, "_decoded": {}}
 
     def _file(self, path: Path) -> pq.ParquetFile:
         opened = self._files.get(path)
@@ -369,7 +426,7 @@ class ReleaseSource:
         index = self._index[registry.canonical(modality)]
         if not index:
             return None
-        path, rg, _ = next(iter(index.values()))
+        path, rg, _, _ = next(iter(index.values()))
         return _fps(self._file(path).read_row_group(rg, columns=["fps"]))
 
     def _row_group(self, path: Path, rg: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -385,12 +442,72 @@ class ReleaseSource:
             self._cached_bytes -= sum(f.nbytes + v.nbytes for f, v in self._cache.pop(next(iter(self._cache))))
         return rows
 
+    def _decoded_file(self, path: Path) -> decoded.CacheFile | None:
+        """The checked decoded copy of ``path``, written first when there is none; None when it
+        cannot be written (the file is then decoded as without a cache)."""
+        sha256 = self._sums[path]
+        entry = self.cache.open(sha256, self._clips[path])
+        if entry is None and self.cache.writable:  # else: decoded as without a cache
+            before = path.stat()
+            if decoded.file_sha256(path) != sha256:
+                raise ShardNotVerified(
+                    f"{path}: its bytes are not the ones SHA256SUMS lists (sha256 {sha256[:12]}); "
+                    "training refuses it: run `vdv release verify`"
+                )
+            meta = self._file(path)
+            rows = (
+                row
+                for rg in range(meta.num_row_groups)
+                for row in _rows(meta.read_row_group(rg, columns=_READ_COLUMNS, use_threads=False))
+            )
+            self.cache.write(sha256, self._clips[path], rows)
+            after = path.stat()
+            if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+                self.cache.discard(self.cache.path(sha256), f"{path} changed while it was decoded")
+            entry = self.cache.open(sha256, self._clips[path])
+        if entry is None:
+            self._sums.pop(path)
+        else:
+            self._decoded[path] = entry
+        return entry
+
+    def _from_cache(self, path: Path, position: int) -> tuple[np.ndarray, np.ndarray] | None:
+        for _ in range(2):  # a copy that fails its check is removed and written again, once
+            entry = self._decoded.get(path) or self._decoded_file(path)
+            if entry is None:
+                return None
+            try:
+                return entry.read(position)
+            except decoded.CacheCorrupt as err:
+                entry.close()
+                del self._decoded[path]
+                self.cache.discard(entry.path, err)
+        return None
+
     def load(self, modality: str, clip_id: str) -> tuple[np.ndarray, np.ndarray] | None:
         where = self._index[registry.canonical(modality)].get(clip_id)
         if where is None:
             return None
-        path, rg, row = where
+        path, rg, row, position = where
+        if path in self._sums:
+            got = self._from_cache(path, position)
+            if got is not None:
+                return got
         return self._row_group(path, rg)[row]
+
+
+def _release_sums(release: Path) -> dict[Path, str]:
+    """File -> sha256 as the release's ``SHA256SUMS`` lists them (none: an empty mapping)."""
+    try:
+        text = (release / "SHA256SUMS").read_text()
+    except FileNotFoundError:
+        return {}
+    sums = {}
+    for line in text.splitlines():
+        digest, _, rel = line.partition("  ")
+        if len(digest) == 64 and rel:
+            sums[release / rel] = digest
+    return sums
 
 
 def track_splits(source: WorkDirSource | ReleaseSource) -> dict[str, dict[str, str]]:
@@ -422,13 +539,14 @@ def side_ids(split: dict[str, str], side: str) -> list[str]:
     return [c for c, s in split.items() if s == side]
 
 
-def open_source(path: str | Path) -> WorkDirSource | ReleaseSource:
+def open_source(path: str | Path, cache: str | Path | bool | None = None) -> WorkDirSource | ReleaseSource:
     """A release when ``path/data`` exists, else a work directory; one without scored clips is a
-    ValueError that says which stage to run."""
+    ValueError that says which stage to run. ``cache``: the decoded cache's folder (None: the
+    default, :func:`models.decoded.default_dir`; False: none)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
-    source = ReleaseSource(path) if (path / "data").is_dir() else WorkDirSource(path)
+    source = ReleaseSource(path, cache) if (path / "data").is_dir() else WorkDirSource(path, cache)
     if not source.records():
         raise ValueError(f"{path} has no scored clips: run `vdv build` (or ingest, screen and score) first")
     return source
@@ -443,7 +561,7 @@ class ViralityDataset:
     Item: ``{"clip_id", "challenge", "score" (float32), "stream_mask" (M,) bool,
     "<modality>" array, "<modality>_mask" (T_m,) bool}`` for each modality in ``modalities``
     (default: every registered one): a skeleton stream ``(3, T, 16)``, a sequence stream
-    ``(T, D)``. ``default_collate`` batches it. :attr:`frames` gives each stream's ``T``,
+    ``(T, D)``. :func:`collate` (or ``default_collate``) batches it. :attr:`frames` gives each stream's ``T``,
     :attr:`dims` each stream's ``D``.
 
     Clips without any present stream are left out and listed in :attr:`skipped` with the reason,
@@ -539,6 +657,25 @@ class ViralityDataset:
             present.append(bool(mask.any()))
         item["stream_mask"] = np.array(present, dtype=bool)
         return item
+
+
+def collate(items: list[dict]) -> dict:
+    """``torch.utils.data.default_collate`` of :class:`ViralityDataset` items, the same tensors
+    bit for bit: in the main process each array field is stacked by numpy into one array that the
+    tensor then shares (half the CPU of ``torch.stack`` over one tensor per item, docs/SCALE.md);
+    in a loader's worker process, ``default_collate`` itself (it stacks into shared memory)."""
+    import torch
+    from torch.utils.data import default_collate, get_worker_info
+
+    if get_worker_info() is not None or not items or not isinstance(items[0], dict):
+        return default_collate(items)
+    out = {}
+    for key, first in items[0].items():
+        if isinstance(first, np.ndarray) and first.dtype.kind in "biuf":
+            out[key] = torch.from_numpy(np.stack([item[key] for item in items]))
+        else:
+            out[key] = default_collate([item[key] for item in items])
+    return out
 
 
 def train_test_datasets(

@@ -34,7 +34,7 @@ from typing import IO, Any, NamedTuple
 
 import numpy as np
 
-from models.data import DataConfig, ViralityDataset, side_ids, track_split
+from models.data import DataConfig, ViralityDataset, collate, side_ids, track_split
 from models.fusion import streams
 from pipeline.modalities import registry
 
@@ -223,7 +223,13 @@ def _make_loader(ds, config: TrainConfig, shuffle: bool, seed: int):
     g = torch.Generator()
     g.manual_seed(seed)
     return DataLoader(
-        ds, batch_size=config.batch_size, shuffle=shuffle, generator=g, num_workers=config.num_workers, drop_last=False
+        ds,
+        batch_size=config.batch_size,
+        shuffle=shuffle,
+        generator=g,
+        num_workers=config.num_workers,
+        drop_last=False,
+        collate_fn=collate,
     )
 
 

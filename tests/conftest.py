@@ -47,6 +47,20 @@ def shared() -> Path:
     return SHARED
 
 
+@pytest.fixture(scope="session", autouse=True)
+def decoded_cache(tmp_path_factory):
+    """The training loader's decoded cache (models/decoded.py) in a folder of the session, for
+    every test and the processes they start: never ``~/.cache``."""
+    folder = tmp_path_factory.mktemp("decoded-cache")
+    before = os.environ.get("VDV_DECODED_CACHE")
+    os.environ["VDV_DECODED_CACHE"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("VDV_DECODED_CACHE", None)
+    else:
+        os.environ["VDV_DECODED_CACHE"] = before
+
+
 @pytest.fixture(scope="session")
 def blazepose_weights(tmp_path_factory) -> Path:
     """A weights cache holding the torch backend's two BlazePose networks, imported once from

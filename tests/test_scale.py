@@ -4,6 +4,7 @@ out by clip id and the report lists each folder once (docs/SCALE.md)."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
@@ -191,3 +192,63 @@ def test_the_card_loads_one_clip_rows_with_a_small_writer_batch_and_shows_stream
     assert pose.endswith('| `load_dataset("<this directory>", "pose")` |')  # 60 KB rows, 0.24 GiB
     assert "writer_batch_size=16" in small and "streaming" not in small  # 42 MiB of 1.1 MB rows
     assert card.load_options(infos[1]) == {} and card.load_options(infos[0]) == {"writer_batch_size": 16}
+
+
+@pytest.mark.parametrize("side", ["work", "release"])
+def test_an_epoch_from_a_cold_then_a_warm_decoded_cache_yields_the_reference_batches(
+    built: tuple[Path, Path], side: str, tmp_path: Path, monkeypatch
+) -> None:
+    """The decoded cache (models/decoded.py) written by one epoch and read by the next process's
+    epoch: both give the batches of commit 95d487e, and the warm one decodes no Parquet at all."""
+    from models import data
+
+    work, release = built
+    path = work if side == "work" else release
+    monkeypatch.setenv("VDV_DECODED_CACHE", str(tmp_path / "decoded"))
+    assert epoch.epoch_digest(path) == (GOLDEN[side], 40)  # cold: decodes and writes
+    written = {p: p.stat().st_ino for p in (tmp_path / "decoded").rglob("*.arrow")}
+    # one copy per source file read, named by its sha256: the release's four feature configs'
+    # train files, or the work directory's shards of the train side's clips
+    if side == "release":
+        sources = [p for p in release.glob("data/*/train-*.parquet") if p.parent.name != "scores"]
+    else:
+        from pipeline.modalities.features import current_shards
+
+        train = {cid[:16] for cid in data.side_ids(data.track_split(data.open_source(work), "all"), "train")}
+        sources = [p for m in data.registry.names() for k, p in current_shards(work, m).items() if k in train]
+    assert len(sources) >= 4
+    assert {p.stem for p in written} == {hashlib.sha256(p.read_bytes()).hexdigest() for p in sources}
+    monkeypatch.setattr(data, "_rows", lambda table: pytest.fail("a warm epoch decoded a Parquet row group"))
+    assert epoch.epoch_digest(path) == (GOLDEN[side], 40)  # warm: a new source reads the copies
+    assert {p: p.stat().st_ino for p in (tmp_path / "decoded").rglob("*.arrow")} == written  # none rewritten
+
+
+def test_a_release_file_is_decoded_from_the_bytes_sha256sums_lists_and_a_damaged_copy_is_rebuilt(
+    built: tuple[Path, Path], tmp_path: Path, caplog
+) -> None:
+    import shutil
+
+    from models import data, decoded
+
+    _, built_release = built
+    release = tmp_path / "release"
+    shutil.copytree(built_release, release)
+    cache = decoded.DecodedCache(tmp_path / "decoded")
+    clip = pq.read_table(next(release.glob("data/holistic/train-*.parquet")), columns=["clip_id"])["clip_id"][3]
+    plain = data.ReleaseSource(release, cache=False).load("holistic", clip.as_py())
+    assert np.array_equal(data.ReleaseSource(release, cache=cache).load("holistic", clip.as_py())[0], plain[0])
+    (copy,) = (tmp_path / "decoded").rglob("*.arrow")  # the one file of that clip, all its clips decoded
+    good = copy.read_bytes()
+    at = good.find(plain[0][2].tobytes()) + 6  # one bit of one of the clip's floats
+    copy.write_bytes(good[:at] + bytes([good[at] ^ 0x04]) + good[at + 1 :])
+    with caplog.at_level(logging.WARNING, logger="models.decoded"):
+        got = data.ReleaseSource(release, cache=cache).load("holistic", clip.as_py())
+    assert np.array_equal(got[0], plain[0]) and np.array_equal(got[1], plain[1])
+    assert "fails its checksum" in caplog.text and copy.read_bytes() == good  # rebuilt
+    # a file whose bytes are not those SHA256SUMS lists is refused, not decoded into the cache
+    sums = (release / "SHA256SUMS").read_text()
+    listed = copy.stem
+    (release / "SHA256SUMS").write_text(sums.replace(listed, "0" * 64))
+    with pytest.raises(data.ShardNotVerified, match="not the ones SHA256SUMS lists"):
+        data.ReleaseSource(release, cache=cache).load("holistic", clip.as_py())
+    assert [p.stem for p in (tmp_path / "decoded").rglob("*.arrow")] == [listed]

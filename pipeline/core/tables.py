@@ -196,6 +196,23 @@ pixel-rule shard's sha256 recorded when it is written, and each clip file's sha2
 it was hashed at. ``<work>/checksums/checksums.000000.parquet`` (folded) plus one segment per
 writing process, ``checksums.w-<host>-<pid>-<token>.parquet``, folded at the next run's start."""
 
+DECODED_FEATURES = _spec(
+    "decoded_features",
+    1,
+    [
+        pa.field("clip_id", pa.string(), nullable=False),
+        pa.field("dim", pa.int32(), nullable=False),  # the width of a sample
+        pa.field("valid", pa.list_(pa.uint8()), nullable=False),  # one byte a sample: 1 valid, 0 not
+        pa.field("features", pa.list_(pa.float32()), nullable=False),  # samples x dim, sample-major
+        pa.field("checksum", pa.uint64(), nullable=False),  # of valid and features (models/decoded.py)
+    ],
+)
+"""The training loader's decoded copy of one verified feature file (:mod:`models.decoded`): an
+uncompressed Arrow IPC file, one record batch of one row per clip in the source file's row order,
+``<cache>/<sha256[:2]>/<sha256>.arrow`` named by the source file's sha256; its schema metadata
+adds ``vdv.source_sha256`` and ``vdv.clip_ids`` (newline-joined). Not Parquet: a clip is read
+back by its record batch alone, with no decoding."""
+
 # -- feature shards -----------------------------------------------------------------------------
 
 FEATURE_SCHEMA_VERSION = 1
