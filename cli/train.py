@@ -19,7 +19,18 @@ def register(subparsers, parent: argparse.ArgumentParser) -> None:
 
 
 def _add_train(subparsers, parent: argparse.ArgumentParser) -> None:
-    p = subparsers.add_parser("train", parents=[parent], help="train a virality model on a track's train split")
+    p = subparsers.add_parser(
+        "train",
+        parents=[parent],
+        help="train a virality model on a track's train split",
+        description=(
+            "Train a virality model on a track's train split. The first epoch decodes each feature file "
+            "once, after checking it against its recorded sha256, into a decoded cache that later epochs "
+            "and runs read back: $VDV_DECODED_CACHE (off turns it off), else $XDG_CACHE_HOME/vdv/decoded "
+            "or ~/.cache/vdv/decoded. It takes about the features' size in float32 (9-14 GB for VDV's "
+            "4,292 clips); remove the folder to clear it (docs/SCALE.md)."
+        ),
+    )
     p.add_argument("--source", help="work directory or release directory with features and scores (default: --work)")
     p.add_argument("--out", required=True, metavar="DIR", help="run directory: checkpoint.pt, train_log.jsonl")
     p.add_argument(

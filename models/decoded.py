@@ -155,6 +155,7 @@ class DecodedCache:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
         self._write_failed = False
+        self._announced = False  # the folder named in the log, once a process
         self._folders: set[Path] = set()  # made already
         self._mode = 0o666 & ~tables.current_umask()  # what open() gives a new file
 
@@ -203,6 +204,14 @@ class DecodedCache:
             _write_file(Path(tmp), sha256, clip_ids, rows)
             os.chmod(tmp, self._mode)
             os.replace(tmp, target)
+            if not self._announced:
+                self._announced = True
+                log.info(
+                    "decoded cache: decoded copies of the feature files go to %s (%s=off turns it off; "
+                    "remove the folder to clear it)",
+                    self.root,
+                    ENV,
+                )
             return target
         except BaseException as err:
             if tmp is not None:

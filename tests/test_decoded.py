@@ -34,13 +34,18 @@ def _same(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) ->
     return a[0].dtype == b[0].dtype == np.float32 and np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
 
 
-def test_a_shard_is_decoded_once_and_read_back_from_its_copy(work: Path, tmp_path: Path, monkeypatch) -> None:
+def test_a_shard_is_decoded_once_and_read_back_from_its_copy(work: Path, tmp_path: Path, monkeypatch, caplog) -> None:
     cache = tmp_path / "cache"
     plain = data.WorkDirSource(work, cache=False).load("holistic", CLIP)
     assert not cache.exists()
-    first = data.WorkDirSource(work, cache=cache).load("holistic", CLIP)
-    sha = _sha(current_shards(work, "holistic")[CLIP[:16]])
-    assert [p.relative_to(cache).as_posix() for p in cache.rglob("*.arrow")] == [f"{sha[:2]}/{sha}.arrow"]
+    with caplog.at_level(logging.INFO, logger="models.decoded"):
+        source = data.WorkDirSource(work, cache=cache)
+        first = source.load("holistic", CLIP)
+        sha = _sha(current_shards(work, "holistic")[CLIP[:16]])
+        assert [p.relative_to(cache).as_posix() for p in cache.rglob("*.arrow")] == [f"{sha[:2]}/{sha}.arrow"]
+        source.load("holistic", OTHER)  # a second copy written: the folder is named once a process
+    assert len(list(cache.rglob("*.arrow"))) == 2
+    assert caplog.text.count(f"decoded copies of the feature files go to {cache}") == 1
     monkeypatch.setattr(data, "_rows", lambda table: pytest.fail("decoded the shard again"))
     again = data.WorkDirSource(work, cache=cache).load("holistic", CLIP)
     assert _same(first, plain) and _same(again, plain)
