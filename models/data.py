@@ -57,6 +57,7 @@ import pyarrow.parquet as pq
 
 from models import decoded
 from pipeline.core import tables
+from pipeline.core.provenance import sha256_file
 from pipeline.modalities import registry
 from pipeline.modalities.skeleton import MPII_INDEX, NUM_JOINTS
 from pipeline.scoring import splits as split_rule
@@ -449,7 +450,7 @@ class ReleaseSource:
         entry = self.cache.open(sha256, self._clips[path])
         if entry is None and self.cache.writable:  # else: decoded as without a cache
             before = path.stat()
-            if decoded.file_sha256(path) != sha256:
+            if sha256_file(path) != sha256:
                 raise ShardNotVerified(
                     f"{path}: its bytes are not the ones SHA256SUMS lists (sha256 {sha256[:12]}); "
                     "training refuses it: run `vdv release verify`"
@@ -498,16 +499,13 @@ class ReleaseSource:
 
 def _release_sums(release: Path) -> dict[Path, str]:
     """File -> sha256 as the release's ``SHA256SUMS`` lists them (none: an empty mapping)."""
+    from pipeline.core.checksums import read_sha256sums
+
     try:
-        text = (release / "SHA256SUMS").read_text()
+        listed = read_sha256sums(release / "SHA256SUMS")
     except FileNotFoundError:
         return {}
-    sums = {}
-    for line in text.splitlines():
-        digest, _, rel = line.partition("  ")
-        if len(digest) == 64 and rel:
-            sums[release / rel] = digest
-    return sums
+    return {release / rel: digest for rel, digest in listed.items() if len(digest) == 64 and rel}
 
 
 def track_splits(source: WorkDirSource | ReleaseSource) -> dict[str, dict[str, str]]:

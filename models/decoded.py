@@ -28,7 +28,6 @@ decoding.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
@@ -58,15 +57,6 @@ def default_dir() -> Path | None:
         return None if value.strip().lower() in ("", "off", "none", "0") else Path(value).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "vdv" / "decoded"
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """The sha256 of a file's bytes, read a MiB at a time."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def checksum(valid: np.ndarray, features: np.ndarray) -> int:

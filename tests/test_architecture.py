@@ -31,6 +31,7 @@ MODELS_MAY_IMPORT = {
     "pipeline.modalities.pose",
     "pipeline.modalities.registry",
     "pipeline.core.progress",
+    "pipeline.core.provenance",  # the sha256 of a release file before its decoded copy
     "pipeline.modalities.skeleton",
     "pipeline.scoring.splits",
     "pipeline.core.tables",

@@ -237,6 +237,16 @@ def check_shard(work: str | os.PathLike, path: str | os.PathLike, *, keep: bool 
     return ShardCheck(path, "differs" if sums else "unrecorded", digest)
 
 
+def read_sha256sums(path: str | os.PathLike) -> dict[str, str]:
+    """A ``SHA256SUMS`` file (``sha256sum -c`` format, as a release lists its files): relative
+    path -> digest, every line as it is listed. FileNotFoundError when there is none."""
+    listed = {}
+    for line in Path(path).read_text().splitlines():
+        digest, _, rel = line.partition("  ")
+        listed[rel] = digest
+    return listed
+
+
 def _sha256(data: bytes) -> str:
     import hashlib
 

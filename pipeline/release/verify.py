@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from pipeline.core import tables
+from pipeline.core.checksums import read_sha256sums
 from pipeline.core.provenance import sha256_file
 from pipeline.release.card import read_card_header
 from pipeline.release.layout import RELEASE_SPLIT, SCORES_CONFIG, schema_signature
@@ -79,10 +80,7 @@ def _check_checksums(root: Path, problems: list[str]) -> bool:
     if not sums_path.is_file():
         problems.append("SHA256SUMS is missing")
         return False
-    listed = {}
-    for line in sums_path.read_text().splitlines():
-        digest, _, rel = line.partition("  ")
-        listed[rel] = digest
+    listed = read_sha256sums(sums_path)
     present = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()} - {"SHA256SUMS"}
     for rel in sorted(present - set(listed)):
         problems.append(f"{rel}: not listed in SHA256SUMS")
