@@ -39,6 +39,25 @@ def pytest_collection_modifyitems(config, items) -> None:
     items.sort(key=key)
 
 
+@pytest.fixture(autouse=True)
+def prefect_console_on_a_live_stream():
+    """Prefect's console log handlers keep the stream they were made with. Made during a test that
+    captured stderr, that stream is closed once the test ends, and a later test's Prefect log line
+    becomes a "Logging error" traceback in its stderr: point such handlers at today's stderr."""
+    import logging
+    import sys
+
+    if "prefect.logging.handlers" in sys.modules:
+        from prefect.logging.handlers import PrefectConsoleHandler
+
+        loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+        for handler in (h for lg in loggers for h in getattr(lg, "handlers", ())):
+            if isinstance(handler, PrefectConsoleHandler) and getattr(handler.stream, "closed", False):
+                handler.stream = sys.stderr  # not setStream: it flushes the closed one
+                handler.console.file = sys.stderr
+    yield
+
+
 @pytest.fixture(scope="session")
 def shared() -> Path:
     """``../shared/data`` beside the repository (clips/, keypoints/, metadata/)."""
