@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +20,12 @@ SCRAPER_SAMPLE = SHARED / "metadata" / "tiktok_scraper_sample.json"
 SAMPLE_CRAWL_TIME = datetime.fromtimestamp(1609948309.033, tz=UTC)
 SAMPLE_FOLLOWERS = 398_700  # the sample's only creator
 DEMO = ROOT / "data" / "demo"
+
+# Prefect reads these when it first loads its settings: its state stays out of the home directory,
+# and no test reaches a server the person running the tests has configured
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="vdv-prefect-"))
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.pop("PREFECT_API_URL", None)
 
 
 def pytest_collection_modifyitems(config, items) -> None:
@@ -56,6 +63,19 @@ def prefect_console_on_a_live_stream():
                 handler.stream = sys.stderr  # not setStream: it flushes the closed one
                 handler.console.file = sys.stderr
     yield
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> str:
+    """The API address of this test process's temporary Prefect server, the one its own flows
+    run against. A test that starts a build as a subprocess, and is not about the temporary
+    server's own life (tests/test_stopping.py is), points it here (``runs.child_env``) instead of
+    paying a server start of its own (about 20 s on two cores)."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()  # the process's default server: started once, stopped at exit
+    server.start(timeout=180)
+    return server.api_url
 
 
 @pytest.fixture(scope="session")

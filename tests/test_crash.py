@@ -1,10 +1,10 @@
 """Crash safety: SIGKILL the build while a feature shard is being written, then build again.
 
-The build runs as a subprocess (``python -m cli build``) in its own process group, so the
-kill takes its temporary Prefect server with it. ``tests/support/pause_in_write`` goes on the
-child's ``PYTHONPATH``: when the destination of a rename matches ``VDV_TEST_PAUSE_MATCH`` it
-writes the temporary file's name to the marker and sleeps before the rename, so the kill lands
-mid-write.
+The build runs as a subprocess (``python -m cli build``) in its own process group, against the
+test process's Prefect server (what becomes of a killed build's own temporary server is
+tests/test_stopping.py's). ``tests/support/pause_in_write`` goes on the child's ``PYTHONPATH``:
+when the destination of a rename matches ``VDV_TEST_PAUSE_MATCH`` it writes the temporary file's
+name to the marker and sleeps before the rename, so the kill lands mid-write.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from conftest import write_sample_run
 from pipeline import release
 from pipeline.core import tables
 from pipeline.core.provenance import sha256_file
-from tests.support.runs import sample_clips, small_config
+from tests.support.runs import child_env, sample_clips, small_config
 
 pytestmark = pytest.mark.slow
 
@@ -60,23 +60,17 @@ def setup_run(root: Path) -> list[str]:
     ]
 
 
-def env_for(root: Path, **extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(root / "prefect"), PREFECT_LOGGING_LEVEL="WARNING", **extra)
-    if "VDV_TEST_PAUSE_IN_WRITE" in extra:
-        paths = [str(ROOT / "tests" / "support" / "pause_in_write"), env.get("PYTHONPATH", "")]
-        env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-    return env
-
-
-def test_sigkill_mid_write_then_rebuild(tmp_path):
+def test_sigkill_mid_write_then_rebuild(tmp_path, prefect_server):
     command = setup_run(tmp_path)
     ids = sorted(sha256_file(SHARED / "clips" / name) for name in CLIPS)
     marker = tmp_path / "in_write"
     # one clip at a time, longest first: stgcn_ta_chi (10 s, ids[0]), then tfjs_pose_1 (4 s,
     # ids[1]); let the first shard land, pause in the second
-    env = env_for(
-        tmp_path, VDV_TEST_PAUSE_IN_WRITE=str(marker), VDV_TEST_PAUSE_MATCH=f"features/pose/pose.{ids[1][:16]}"
+    env = child_env(
+        tmp_path,
+        prefect_server,
+        VDV_TEST_PAUSE_IN_WRITE=str(marker),
+        VDV_TEST_PAUSE_MATCH=f"features/pose/pose.{ids[1][:16]}",
     )
     proc = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
@@ -91,7 +85,7 @@ def test_sigkill_mid_write_then_rebuild(tmp_path):
         tmp_file = Path(marker.read_text())
         assert tmp_file.exists() and tmp_file.name.startswith(".")  # the write is in progress
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the build and its temporary server
+        os.killpg(proc.pid, signal.SIGKILL)  # the build and every process it started
         proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
     pose_dir = tmp_path / "work" / "features" / "pose"
@@ -100,7 +94,9 @@ def test_sigkill_mid_write_then_rebuild(tmp_path):
     assert tmp_file.exists()  # the partial file is hidden, not renamed into place
     assert not (tmp_path / "release").exists()
 
-    done = subprocess.run(command, cwd=ROOT, env=env_for(tmp_path), capture_output=True, text=True, timeout=400)
+    done = subprocess.run(
+        command, cwd=ROOT, env=child_env(tmp_path, prefect_server), capture_output=True, text=True, timeout=400
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(done.stdout[done.stdout.index("{") :])
     pose = report["extract"]["pose"]

@@ -10,7 +10,6 @@ worker per modality).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ from conftest import write_sample_run
 from pipeline import release
 from pipeline.core import tables
 from pipeline.modalities.features import current_shards
-from tests.support.runs import SAMPLE_CLIPS, small_config
+from tests.support.runs import SAMPLE_CLIPS, child_env, small_config
 
 pytestmark = pytest.mark.slow
 
@@ -30,10 +29,9 @@ CLIPS = dict(SAMPLE_CLIPS)
 CONFIG = small_config("pose", "scenic", "release")
 
 
-def test_build_on_a_local_dask_cluster_of_two_processes(tmp_path):
+def test_build_on_a_local_dask_cluster_of_two_processes(tmp_path, prefect_server):
     raw, pairing, config = write_sample_run(tmp_path, CLIPS, CONFIG)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_LOGGING_LEVEL="WARNING")
+    env = child_env(tmp_path, prefect_server)
     command = [
         sys.executable, "-m", "cli", "build", str(raw),
         "--pairing", str(pairing), "--config", str(config),

@@ -1,35 +1,27 @@
-"""The Prefect flows on short real clips: tasks through ``.fn``, one end-to-end build under
-``prefect_test_harness``, incremental rebuilds and a parameter change that recomputes one
-modality only."""
+"""The Prefect flows on short real clips: tasks through ``.fn``, one end-to-end build against the
+test process's temporary Prefect server, incremental rebuilds and a parameter change that
+recomputes one modality only."""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 
 import av
 import pyarrow.parquet as pq
 import pytest
+from conftest import write_sample_run
 
-# Prefect reads these when it first loads its settings: keep its state out of the home directory
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="vdv-prefect-"))
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-os.environ.pop("PREFECT_API_URL", None)
-
-from conftest import write_sample_run  # noqa: E402
-
-from flows import tasks  # noqa: E402
-from flows.build import build  # noqa: E402
-from flows.reextract import reextract  # noqa: E402
-from flows.runners import make_task_runner  # noqa: E402
-from pipeline import release  # noqa: E402
-from pipeline.core import tables  # noqa: E402
-from pipeline.core.provenance import sha256_file  # noqa: E402
-from pipeline.modalities import registry as modalities  # noqa: E402
-from pipeline.modalities.features import current_shards  # noqa: E402
+from flows import tasks
+from flows.build import build
+from flows.reextract import reextract
+from flows.runners import make_task_runner
+from pipeline import release
+from pipeline.core import tables
+from pipeline.core.provenance import sha256_file
+from pipeline.modalities import registry as modalities
+from pipeline.modalities.features import current_shards
 from tests.support.runs import sample_clips, small_config
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -46,11 +38,9 @@ def config_text(*, visual: bool = True, pose_fps: float = 5.0) -> str:
 
 
 @pytest.fixture(scope="session")
-def prefect_harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+def prefect_harness(prefect_server):
+    """The flows run in this process, against its temporary server (conftest.py)."""
+    return prefect_server
 
 
 # -- tasks through .fn ----------------------------------------------------------------------------

@@ -25,19 +25,15 @@ from pipeline.core.attempts import DIRNAME
 from pipeline.core.lock import LOCK_NAME, WorkLock
 from pipeline.core.provenance import sha256_file
 from pipeline.core.stopping import start_time
-from tests.support.runs import sample_clips, small_config
+from tests.support.runs import child_env, sample_clips, small_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIP = "tfjs_pose_1.mp4"  # the shortest sample clip (4 s)
 
 
 def _env(root: Path, **extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DASK_"))}
-    env.update(PREFECT_HOME=str(root / "prefect"), PREFECT_LOGGING_LEVEL="WARNING", **extra)
-    if "VDV_TEST_PAUSE_IN_WRITE" in extra:
-        paths = [str(ROOT / "tests" / "support" / "pause_in_write"), env.get("PYTHONPATH", "")]
-        env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-    return env
+    """No Prefect server given: each build starts its temporary one, whose end these tests check."""
+    return child_env(root, **extra)
 
 
 def _build(root: Path, config: str = small_config("pose"), *extra: str) -> list[str]:

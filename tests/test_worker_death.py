@@ -33,7 +33,7 @@ from pipeline.core import tables
 from pipeline.core.attempts import DIRNAME, MAX_DEATHS
 from pipeline.core.provenance import sha256_file
 from pipeline.modalities.features import current_shards
-from tests.support.runs import sample_clips, small_config
+from tests.support.runs import child_env, sample_clips, small_config
 
 pytestmark = pytest.mark.slow
 
@@ -45,13 +45,12 @@ DOOMED = "stgcn_clean_and_jerk.mp4"
 CONFIG = small_config("pose") + "\n[runner]\nworker_silence_s = 300\n"
 
 
-def test_a_clip_whose_worker_dies_is_retried_once_then_rejected(tmp_path):
+def test_a_clip_whose_worker_dies_is_retried_once_then_rejected(tmp_path, prefect_server):
     raw, pairing, config = write_sample_run(tmp_path, CLIPS, CONFIG)
     deaths = tmp_path / "deaths.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DASK_"))}
-    env.update(
-        PREFECT_HOME=str(tmp_path / "prefect"),
-        PREFECT_LOGGING_LEVEL="WARNING",
+    env = child_env(
+        tmp_path,
+        prefect_server,
         DASK_DISTRIBUTED__WORKER__PRELOAD=json.dumps([str(ROOT / "tests" / "support" / "die_on_clip.py")]),
         VDV_TEST_DIE_ON_CLIP=DOOMED,
         VDV_TEST_DIE_LOG=str(deaths),
@@ -105,12 +104,11 @@ def _kill_workers_on(attempts: Path, stop: threading.Event, killed: list[int]) -
         time.sleep(0.01)
 
 
-def test_process_runner_blames_only_the_clip_a_killed_worker_was_on(tmp_path):
+def test_process_runner_blames_only_the_clip_a_killed_worker_was_on(tmp_path, prefect_server):
     raw, pairing, config = write_sample_run(tmp_path, POOL_CLIPS, CONFIG)
     work = tmp_path / "work"
     doomed_id = sha256_file(raw / "clips" / POOL_DOOMED)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DASK_"))}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_LOGGING_LEVEL="WARNING")
+    env = child_env(tmp_path, prefect_server)
     command = [
         sys.executable, "-m", "cli", "build", str(raw),
         "--pairing", str(pairing), "--config", str(config), "--work", str(work), "--modalities", "pose",
@@ -143,17 +141,16 @@ def test_process_runner_blames_only_the_clip_a_killed_worker_was_on(tmp_path):
     assert not (work / DIRNAME).exists()
 
 
-def test_a_build_whose_worker_freezes_fails_instead_of_hanging(tmp_path):
+def test_a_build_whose_worker_freezes_fails_instead_of_hanging(tmp_path, prefect_server):
     """A Dask worker that freezes on a clip (SIGSTOP: its nanny sees it alive, the scheduler waits
     minutes for its heartbeat) holds the build's wait; after ``[runner] worker_silence_s`` without
     a sign of life the build fails with one line, and stops the frozen worker on its way out."""
     config = small_config("pose") + "\n[runner]\nworker_silence_s = 20\n"
     raw, pairing, config_path = write_sample_run(tmp_path, sample_clips("tfjs_pose_1.mp4"), config)
     frozen = tmp_path / "frozen.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DASK_"))}
-    env.update(
-        PREFECT_HOME=str(tmp_path / "prefect"),
-        PREFECT_LOGGING_LEVEL="WARNING",
+    env = child_env(
+        tmp_path,
+        prefect_server,
         DASK_DISTRIBUTED__WORKER__PRELOAD=json.dumps([str(ROOT / "tests" / "support" / "die_on_clip.py")]),
         VDV_TEST_DIE_ON_CLIP="tfjs_pose_1.mp4",
         VDV_TEST_DIE_HOW="freeze",

@@ -7,6 +7,11 @@ SPEC's rates and sizes.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
 # file -> (video id in the crawler sample, challenge); two static single-person clips (Kinetics),
 # the rendered dancer and a runner
 SAMPLE_CLIPS: dict[str, tuple[str, str]] = {
@@ -45,3 +50,19 @@ def small_config(*sections: str, visual: str = "false", pose_fps: str = "5.0") -
     parts = [_HEAD.format(visual=visual)]
     parts += [f"[{name}]\n{_SECTIONS[name].format(pose_fps=pose_fps)}\n" for name in sections]
     return "\n".join(parts)
+
+
+def child_env(root: Path, api_url: str | None = None, **extra: str) -> dict[str, str]:
+    """The environment of a ``vdv`` command a test starts: this process's, less its Prefect and
+    Dask settings, with Prefect's state under ``root/prefect``. ``api_url`` points it at a
+    running Prefect server (conftest's ``prefect_server``); without it the command starts a
+    temporary server of its own, as a user's first run does. ``VDV_TEST_PAUSE_IN_WRITE`` in
+    ``extra`` puts ``tests/support/pause_in_write`` on its ``PYTHONPATH``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DASK_"))}
+    env.update(PREFECT_HOME=str(root / "prefect"), PREFECT_LOGGING_LEVEL="WARNING", **extra)
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    if "VDV_TEST_PAUSE_IN_WRITE" in extra:
+        paths = [str(ROOT / "tests" / "support" / "pause_in_write"), env.get("PYTHONPATH", "")]
+        env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    return env
