@@ -1,9 +1,11 @@
 """Prefect artifacts and the logging bridge, on a real local Prefect server (127.0.0.1).
 
-A tiny flow, run in its own process against the server, calls ``flows.artifacts`` on a report
-shaped like the one ``flows.build`` returns (taken from a real demo build) and logs through the
-``pipeline.*`` and ``models.*`` loggers, one record inside a task and one in the flow. The test
-then reads the artifacts and the logs back through Prefect's client. The row builders are also
+The server is the test process's own temporary one (conftest's ``prefect_server``: the server a
+build starts for itself; tests/test_deploy.py runs ``prefect server start``). A tiny flow, run in
+its own process against the server, calls ``flows.artifacts`` on a report shaped like the one
+``flows.build`` returns (taken from a real demo build) and logs through the ``pipeline.*`` and
+``models.*`` loggers, one record inside a task and one in the flow. The test then reads the
+artifacts and the logs back through Prefect's client. The row builders are also
 checked without a server.
 """
 
@@ -18,10 +20,9 @@ from pathlib import Path
 import pytest
 
 from flows import artifacts
-from tests.support.prefect_server import free_port, kill_group, server_env, start_server
+from tests.support.runs import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
-PREFECT = str(Path(sys.executable).with_name("prefect"))
 
 # the keys and values of a real `make demo` build report (flow_state/build_report.json), trimmed
 REPORT = {
@@ -113,7 +114,7 @@ def test_rows_from_a_build_report():
 
 @pytest.mark.server
 @pytest.mark.slow
-def test_artifacts_and_logs_reach_a_local_server(tmp_path):
+def test_artifacts_and_logs_reach_a_local_server(tmp_path, prefect_server):
     from prefect.client.orchestration import SyncPrefectClient
     from prefect.client.schemas.filters import (
         ArtifactFilter,
@@ -122,55 +123,48 @@ def test_artifacts_and_logs_reach_a_local_server(tmp_path):
         LogFilterFlowRunId,
     )
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    env = server_env(tmp_path, port)
+    url = prefect_server
+    env = child_env(tmp_path, url, PREFECT_LOGGING_LEVEL="INFO")
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed in finally
-    server = start_server(port, cwd=tmp_path, env=env, log=log)
-    try:
-        script = tmp_path / "tiny_flow.py"
-        script.write_text(FLOW)
-        done = subprocess.run(
-            [sys.executable, str(script), json.dumps(REPORT)],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stderr[-3000:]
-        flow_run_id = next(line.split()[1] for line in done.stdout.splitlines() if line.startswith("FLOW_RUN"))
+    script = tmp_path / "tiny_flow.py"
+    script.write_text(FLOW)
+    done = subprocess.run(
+        [sys.executable, str(script), json.dumps(REPORT)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    flow_run_id = next(line.split()[1] for line in done.stdout.splitlines() if line.startswith("FLOW_RUN"))
 
-        with SyncPrefectClient(api=url) as client:
-            found = client.read_artifacts(
-                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
-            )
-            logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
-        by_key = {a.key: a for a in found}
-        assert set(by_key) == {
-            "build-summary",
-            "build-screening",
-            "build-extraction",
-            "build-release",
-            "release-summary",
-            "release-release",
-        }
-        assert by_key["build-summary"].type == "markdown"
-        assert "5 kept, 14 rejected" in by_key["build-summary"].data
-        assert "UNTRAINED" in by_key["release-summary"].data
-        screening = json.loads(by_key["build-screening"].data)
-        assert {r["reason"]: r["clips"] for r in screening} == {**REPORT["screen"]["reasons"], "(kept)": 5}
-        extraction = {r["modality"]: r for r in json.loads(by_key["build-extraction"].data)}
-        for modality, s in REPORT["extract"].items():
-            assert (extraction[modality]["computed"], extraction[modality]["skipped"]) == (
-                s["computed"],
-                s["skipped"],
-            )
-        release_table = json.loads(by_key["build-release"].data)
-        assert {r["config"]: (r["train"], r["test"]) for r in release_table} == {"scores": (4, 1), "pose": (4, 1)}
-        # the pipeline's and the models' loggers reached the run logs, from a task and from the flow
-        messages = {(entry.name, entry.message) for entry in logs}
-        assert ("pipeline.release", "release: features of scenic come from UNTRAINED weights") in messages
-        assert ("models.data", "pose: 2 kept clip(s) have no shard and are skipped") in messages
-        task_logged = [e for e in logs if e.name == "pipeline.release"]
-        assert task_logged[0].task_run_id is not None
-    finally:
-        kill_group(server)
-        log.close()
+    with SyncPrefectClient(api=url) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+    by_key = {a.key: a for a in found}
+    assert set(by_key) == {
+        "build-summary",
+        "build-screening",
+        "build-extraction",
+        "build-release",
+        "release-summary",
+        "release-release",
+    }
+    assert by_key["build-summary"].type == "markdown"
+    assert "5 kept, 14 rejected" in by_key["build-summary"].data
+    assert "UNTRAINED" in by_key["release-summary"].data
+    screening = json.loads(by_key["build-screening"].data)
+    assert {r["reason"]: r["clips"] for r in screening} == {**REPORT["screen"]["reasons"], "(kept)": 5}
+    extraction = {r["modality"]: r for r in json.loads(by_key["build-extraction"].data)}
+    for modality, s in REPORT["extract"].items():
+        assert (extraction[modality]["computed"], extraction[modality]["skipped"]) == (
+            s["computed"],
+            s["skipped"],
+        )
+    release_table = json.loads(by_key["build-release"].data)
+    assert {r["config"]: (r["train"], r["test"]) for r in release_table} == {"scores": (4, 1), "pose": (4, 1)}
+    # the pipeline's and the models' loggers reached the run logs, from a task and from the flow
+    messages = {(entry.name, entry.message) for entry in logs}
+    assert ("pipeline.release", "release: features of scenic come from UNTRAINED weights") in messages
+    assert ("models.data", "pose: 2 kept clip(s) have no shard and are skipped") in messages
+    task_logged = [e for e in logs if e.name == "pipeline.release"]
+    assert task_logged[0].task_run_id is not None

@@ -59,7 +59,7 @@ def child_env(root: Path, api_url: str | None = None, **extra: str) -> dict[str,
     temporary server of its own, as a user's first run does. ``VDV_TEST_PAUSE_IN_WRITE`` in
     ``extra`` puts ``tests/support/pause_in_write`` on its ``PYTHONPATH``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DASK_"))}
-    env.update(PREFECT_HOME=str(root / "prefect"), PREFECT_LOGGING_LEVEL="WARNING", **extra)
+    env.update({"PREFECT_HOME": str(root / "prefect"), "PREFECT_LOGGING_LEVEL": "WARNING", **extra})
     if api_url:
         env["PREFECT_API_URL"] = api_url
     if "VDV_TEST_PAUSE_IN_WRITE" in extra:
