@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test lint bench
 
-# uv installs the same pins as pip in about 30 s instead of about 3 minutes (torch's CUDA build is
+# uv installs the same pins as pip in 43 s (an empty uv cache) instead of 198 s (torch's CUDA build is
 # 5.5 GB unpacked); pip's own configuration is not read by uv, so the machine's local indexes, where
 # present, are named here, and PyPI stays the fallback for every package. uv compiles no bytecode:
 # each module is compiled on its first import and kept, which PYTHONDONTWRITEBYTECODE would forbid
