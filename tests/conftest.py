@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import csv
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -21,9 +23,12 @@ SAMPLE_CRAWL_TIME = datetime.fromtimestamp(1609948309.033, tz=UTC)
 SAMPLE_FOLLOWERS = 398_700  # the sample's only creator
 DEMO = ROOT / "data" / "demo"
 
-# Prefect reads these when it first loads its settings: its state stays out of the home directory,
-# and no test reaches a server the person running the tests has configured
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="vdv-prefect-"))
+# Prefect reads these when it first loads its settings: each test process (pytest-xdist's workers
+# inherit the controller's environment) keeps its state, its temporary server's database included,
+# in a folder of its own, removed at exit, and no test reaches a server the person running the tests
+# has configured
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="vdv-prefect-")
+atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)  # after the server stops
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.pop("PREFECT_API_URL", None)
 

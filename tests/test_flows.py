@@ -37,12 +37,6 @@ def config_text(*, visual: bool = True, pose_fps: float = 5.0) -> str:
     return CONFIG.format(visual=str(visual).lower(), pose_fps=pose_fps)
 
 
-@pytest.fixture(scope="session")
-def prefect_harness(prefect_server):
-    """The flows run in this process, against its temporary server (conftest.py)."""
-    return prefect_server
-
-
 # -- tasks through .fn ----------------------------------------------------------------------------
 
 
@@ -106,7 +100,7 @@ def test_per_clip_tasks_and_retries_only_for_io():
 
 
 @pytest.fixture(scope="module")
-def built(prefect_harness, tmp_path_factory):
+def built(prefect_server, tmp_path_factory):
     root = tmp_path_factory.mktemp("flow")
     raw, pairing, config = write_sample_run(root, CLIPS, config_text())
     kwargs = dict(
@@ -348,7 +342,7 @@ def test_two_flows_on_one_work_directory_the_second_fails_fast_naming_the_first(
 
 
 @pytest.mark.slow
-def test_device_and_precision_flags_reach_the_pixel_rules(prefect_harness, tmp_path, monkeypatch):
+def test_device_and_precision_flags_reach_the_pixel_rules(prefect_server, tmp_path, monkeypatch):
     """``vdv build --device cpu --precision float32`` on a machine where torch finds a GPU: the
     people counter runs mediapipe's BlazePose on the CPU, as extraction does, not torch on CUDA."""
     import torch

@@ -17,6 +17,7 @@ from pipeline.core.config import ConfigError
 from pipeline.core.errors import InputError
 from pipeline.ingest.stage import read_pairing
 from pipeline.sections import load_config
+from tests.support.runs import child_env
 
 # every command that reads --config; none gets as far as touching its inputs
 COMMANDS = [
@@ -528,9 +529,9 @@ def test_every_command_meets_bad_set_up_without_a_traceback(command, unwritable,
     words, parser = next((w, p) for w, p in _leaf_commands() if " ".join(w) == command)
     base = [sys.executable, "-m", "cli", *words, *_required_arguments(parser, tmp_path)]
     closed = f"http://127.0.0.1:{_closed_port()}"  # `weights fetch` must not reach the network
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DASK_"))}
-    env.update(
-        PREFECT_HOME=str(tmp_path / "prefect"),
+    env = child_env(
+        tmp_path,
+        PREFECT_LOGGING_LEVEL="INFO",  # Prefect's default: every line it would print is seen
         VDV_WEIGHTS_DIR=str(unwritable / "vdv-weights"),
         http_proxy=closed,
         https_proxy=closed,

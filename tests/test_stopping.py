@@ -29,11 +29,7 @@ from tests.support.runs import child_env, sample_clips, small_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIP = "tfjs_pose_1.mp4"  # the shortest sample clip (4 s)
-
-
-def _env(root: Path, **extra: str) -> dict:
-    """No Prefect server given: each build starts its temporary one, whose end these tests check."""
-    return child_env(root, **extra)
+# child_env is given no Prefect server: each build starts its temporary one, whose end is checked
 
 
 def _build(root: Path, config: str = small_config("pose"), *extra: str) -> list[str]:
@@ -87,7 +83,9 @@ def _stop_in_extraction(tmp_path: Path, signum: int) -> None:
     command = _build(tmp_path)
     clip_id = sha256_file(tmp_path / "raw" / "clips" / CLIP)
     marker = tmp_path / "in_write"
-    env = _env(tmp_path, VDV_TEST_PAUSE_IN_WRITE=str(marker), VDV_TEST_PAUSE_MATCH=f"features/pose/pose.{clip_id[:16]}")
+    env = child_env(
+        tmp_path, VDV_TEST_PAUSE_IN_WRITE=str(marker), VDV_TEST_PAUSE_MATCH=f"features/pose/pose.{clip_id[:16]}"
+    )
     proc = _start(command, env)
     work = tmp_path / "work"
     try:
@@ -132,7 +130,7 @@ def test_sigterm_stops_a_build_in_extraction(tmp_path):
 @pytest.mark.slow
 def test_a_killed_builds_temporary_server_dies_with_it(tmp_path):
     """SIGKILL cannot be caught: the kernel kills the server when the build dies."""
-    proc = _start(_build(tmp_path), _env(tmp_path))
+    proc = _start(_build(tmp_path), child_env(tmp_path))
     record = tmp_path / "work" / SERVER_RECORD
     try:
         _wait_for(record, proc)
@@ -181,7 +179,7 @@ def test_a_busy_work_directory_is_refused_at_once(tmp_path, command):
     if command == "reextract":
         args = [sys.executable, "-m", "cli", "reextract", "--work", str(tmp_path / "work"), "--modalities", "pose"]
     with WorkLock(tmp_path / "work", "vdv build"):
-        done = subprocess.run(args, cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+        done = subprocess.run(args, cwd=ROOT, env=child_env(tmp_path), capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stderr[-3000:]
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"vdv {command}: error: work directory "), done.stderr[-3000:]
