@@ -28,7 +28,8 @@ def _add_train(subparsers, parent: argparse.ArgumentParser) -> None:
             "once, after checking it against its recorded sha256, into a decoded cache that later epochs "
             "and runs read back: $VDV_DECODED_CACHE (off turns it off), else $XDG_CACHE_HOME/vdv/decoded "
             "or ~/.cache/vdv/decoded. It takes about the features' size in float32 (9-14 GB for VDV's "
-            "4,292 clips); remove the folder to clear it (docs/SCALE.md)."
+            "4,292 clips), at most $VDV_DECODED_CACHE_MAX_GB GiB (default 32; the least recently read "
+            "copies go first); remove the folder to clear it (docs/SCALE.md)."
         ),
     )
     p.add_argument("--source", help="work directory or release directory with features and scores (default: --work)")

@@ -24,13 +24,23 @@ Where it lives: ``$VDV_DECODED_CACHE`` when set (``off`` turns the cache off), e
 ``$XDG_CACHE_HOME/vdv/decoded`` or ``~/.cache/vdv/decoded``. Clearing it is removing that folder.
 A cache that cannot be written (a read-only or full disk) is logged once and the loader goes on
 decoding.
+
+How large it grows: at most ``$VDV_DECODED_CACHE_MAX_GB`` GiB (default 32: the copies of two
+VDV-sized sources, docs/SCALE.md). Each feature file that is extracted again or released again
+has new bytes, so a new copy, and the old copy is never read again: after its first write, and
+after every tenth of the cap written, a process removes the least recently read copies (a read
+marks its copy's mtime, at most once an hour) until they take 80 % of the cap, and the temporary
+files of writes killed more than a day ago. A copy removed while another process reads it stays
+readable by that process (POSIX); one removed before a read is written again from its source.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -42,6 +52,11 @@ from pipeline.core import tables
 log = logging.getLogger(__name__)
 
 ENV = "VDV_DECODED_CACHE"
+MAX_ENV = "VDV_DECODED_CACHE_MAX_GB"
+DEFAULT_MAX_GB = 32.0
+STALE_TMP_S = 24 * 3600  # a temporary file this old is a killed write's (a copy is written in seconds)
+TOUCH_AFTER_S = 3600  # a read marks its copy as recent when its mtime is older than this
+TIDY_TO = 0.8  # an over-full cache is brought down to this fraction of its cap
 SPEC = tables.DECODED_FEATURES
 _SCHEMA = SPEC.with_metadata()
 
@@ -57,6 +72,21 @@ def default_dir() -> Path | None:
         return None if value.strip().lower() in ("", "off", "none", "0") else Path(value).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "vdv" / "decoded"
+
+
+def max_bytes() -> int:
+    """The cache's cap in bytes: ``$VDV_DECODED_CACHE_MAX_GB`` GiB, else :data:`DEFAULT_MAX_GB`;
+    ValueError, naming the variable, for anything but a positive number."""
+    value = os.environ.get(MAX_ENV, "").strip()
+    if not value:
+        return int(DEFAULT_MAX_GB * 2**30)
+    try:
+        gib = float(value)
+    except ValueError:
+        gib = math.nan
+    if not (math.isfinite(gib) and gib > 0):
+        raise ValueError(f"${MAX_ENV} must be a positive number of GiB, got {value!r}")
+    return max(1, int(gib * 2**30))
 
 
 def checksum(valid: np.ndarray, features: np.ndarray) -> int:
@@ -142,12 +172,16 @@ class CacheFile:
 class DecodedCache:
     """The cache folder: opens a verified source file's decoded copy, or writes it."""
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, cap: int | None = None):
+        """``cap``: the most bytes its copies take (None: :func:`max_bytes`)."""
         self.root = Path(root)
+        self.cap = max_bytes() if cap is None else cap
         self._write_failed = False
         self._announced = False  # the folder named in the log, once a process
         self._folders: set[Path] = set()  # made already
         self._mode = 0o666 & ~tables.current_umask()  # what open() gives a new file
+        self._unswept = self.cap  # bytes written since the last tidy (the first write tidies)
+        self._warned_full = False
 
     @property
     def writable(self) -> bool:
@@ -163,12 +197,71 @@ class DecodedCache:
         ``whole``: see :class:`CacheFile`."""
         path = self.path(sha256)
         try:
-            return CacheFile(path, sha256, clip_ids, whole=whole)
+            entry = CacheFile(path, sha256, clip_ids, whole=whole)
         except OSError:  # none, or none that can be opened
             return None
         except CacheCorrupt as err:
             self.discard(path, err)
             return None
+        try:  # read recently: the last to go when the cache is over its cap
+            if time.time() - os.stat(path).st_mtime > TOUCH_AFTER_S:
+                os.utime(path)
+        except OSError:
+            pass  # a cache of another user's, or removed meanwhile: the copy is read all the same
+        return entry
+
+    def tidy(self) -> int:
+        """Remove temporary files of writes killed over :data:`STALE_TMP_S` ago and, when the copies
+        take more than :attr:`cap`, the least recently read ones until they take :data:`TIDY_TO` of
+        it; returns the number of copies removed."""
+        self._unswept = 0
+        now = time.time()
+        copies, total = [], 0
+        try:
+            folders = [entry.path for entry in os.scandir(self.root) if entry.is_dir(follow_symlinks=False)]
+        except OSError:
+            return 0
+        for folder in folders:
+            try:
+                entries = list(os.scandir(folder))
+            except OSError:
+                continue
+            for entry in entries:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                    if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+                        if now - st.st_mtime > STALE_TMP_S:
+                            os.unlink(entry.path)
+                    elif entry.name.endswith(".arrow"):
+                        copies.append((st.st_mtime, entry.path, st.st_size))
+                        total += st.st_size
+                except OSError:
+                    continue  # gone meanwhile (another process tidied), or not ours to remove
+        if total <= self.cap:
+            return 0
+        held, removed = total, 0
+        for _, path, size in sorted(copies):
+            if total <= self.cap * TIDY_TO:
+                break
+            try:
+                os.unlink(path)
+            except OSError:
+                continue
+            total -= size
+            removed += 1
+        gib = 2**30
+        log.log(
+            logging.INFO if self._warned_full else logging.WARNING,
+            "decoded cache: %s held %.1f GiB, over its cap of %.1f GiB ($%s): removed the %d least recently "
+            "read copies. A source whose decoded features exceed the cap is decoded again every epoch",
+            self.root,
+            held / gib,
+            self.cap / gib,
+            MAX_ENV,
+            removed,
+        )
+        self._warned_full = True
+        return removed
 
     def discard(self, path: Path, why: object) -> None:
         log.warning("decoded cache: %s; removed, rebuilt from its source", why)
@@ -193,7 +286,10 @@ class DecodedCache:
             os.close(fd)
             _write_file(Path(tmp), sha256, clip_ids, rows)
             os.chmod(tmp, self._mode)
+            self._unswept += os.stat(tmp).st_size
             os.replace(tmp, target)
+            if self._unswept >= self.cap // 10:  # the copy just written is the most recent: kept
+                self.tidy()
             if not self._announced:
                 self._announced = True
                 log.info(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +107,57 @@ def test_a_cache_that_cannot_be_written_is_logged_once_and_reading_goes_on(work:
         for cid in (CLIP, OTHER):
             assert _same(source.load("holistic", cid), plain.load("holistic", cid))
     assert caplog.text.count("cannot write") == 1
+
+
+def test_an_over_full_cache_loses_its_least_recently_read_copies_and_killed_writes(tmp_path: Path, caplog) -> None:
+    rng = np.random.default_rng(8)
+    clips = ["c" * 64, "d" * 64, "e" * 64]
+    work = tmp_path / "work"
+    for cid in clips:  # three copies of one size
+        write_stream(work, "holistic", cid, rng.normal(size=(60, 256)), np.ones(60, bool))
+    root = tmp_path / "cache"
+    first, second, third = clips
+    data.WorkDirSource(work, cache=decoded.DecodedCache(root)).load("holistic", first)
+    data.WorkDirSource(work, cache=decoded.DecodedCache(root)).load("holistic", second)
+    a, b = sorted(root.rglob("*.arrow"), key=lambda p: p.stat().st_mtime_ns)
+    size = a.stat().st_size
+    assert b.stat().st_size == size
+    hour = decoded.TOUCH_AFTER_S
+    now = time.time()
+    os.utime(a, (now - 3 * hour, now - 3 * hour))  # the first copy written, then read again lately
+    os.utime(b, (now - 2 * hour, now - 2 * hour))
+    plain = data.WorkDirSource(work, cache=False)
+    assert _same(
+        data.WorkDirSource(work, cache=decoded.DecodedCache(root)).load("holistic", first),
+        plain.load("holistic", first),
+    )
+    assert a.stat().st_mtime > now - hour  # the read marked it recent
+    # a write killed two days ago, and one in flight now in another process
+    stale, fresh = a.parent / f".{a.name}.k1ll3d.tmp", b.parent / f".{b.name}.1nfl1t.tmp"
+    for tmp in (stale, fresh):
+        tmp.write_bytes(b"partial")
+    os.utime(stale, (now - 2 * decoded.STALE_TMP_S, now - 2 * decoded.STALE_TMP_S))
+    # room for two and a half copies: the third copy's write removes the least recently read one
+    cache = decoded.DecodedCache(root, cap=int(2.5 * size))
+    with caplog.at_level(logging.WARNING, logger="models.decoded"):
+        data.WorkDirSource(work, cache=cache).load("holistic", third)
+    assert "over its cap" in caplog.text and decoded.MAX_ENV in caplog.text
+    assert not stale.exists() and fresh.exists()
+    left = set(root.rglob("*.arrow"))
+    assert a in left and b not in left and len(left) == 2  # the third one written after the tidy
+    # the removed copy is written again from its shard when next read, with the same values
+    assert _same(data.WorkDirSource(work, cache=cache).load("holistic", second), plain.load("holistic", second))
+    assert b.is_file()
+
+
+@pytest.mark.parametrize("value", ["lots", "0", "-3", "nan", "inf"])
+def test_a_cap_that_is_not_a_positive_number_is_refused_naming_the_variable(
+    value: str, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv(decoded.MAX_ENV, value)
+    with pytest.raises(ValueError, match=r"\$VDV_DECODED_CACHE_MAX_GB must be a positive number"):
+        decoded.from_option(tmp_path / "cache")
+    monkeypatch.setenv(decoded.MAX_ENV, "0.5")
+    assert decoded.from_option(tmp_path / "cache").cap == 2**29
+    monkeypatch.delenv(decoded.MAX_ENV)
+    assert decoded.from_option(tmp_path / "cache").cap == 32 * 2**30
