@@ -39,6 +39,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
@@ -59,6 +60,10 @@ TOUCH_AFTER_S = 3600  # a read marks its copy as recent when its mtime is older 
 TIDY_TO = 0.8  # an over-full cache is brought down to this fraction of its cap
 SPEC = tables.DECODED_FEATURES
 _SCHEMA = SPEC.with_metadata()
+# the names the cache gives (a tidy touches nothing else, whatever folder the cache is pointed at)
+_FOLDER = re.compile(r"[0-9a-f]{2}")
+_COPY = re.compile(r"[0-9a-f]{64}\.arrow")
+_TEMPORARY = re.compile(r"\.[0-9a-f]{64}\.arrow\..+\.tmp")
 
 
 class CacheCorrupt(ValueError):
@@ -218,7 +223,11 @@ class DecodedCache:
         now = time.time()
         copies, total = [], 0
         try:
-            folders = [entry.path for entry in os.scandir(self.root) if entry.is_dir(follow_symlinks=False)]
+            folders = [
+                entry.path
+                for entry in os.scandir(self.root)
+                if _FOLDER.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)
+            ]
         except OSError:
             return 0
         for folder in folders:
@@ -228,11 +237,11 @@ class DecodedCache:
                 continue
             for entry in entries:
                 try:
-                    st = entry.stat(follow_symlinks=False)
-                    if entry.name.startswith(".") and entry.name.endswith(".tmp"):
-                        if now - st.st_mtime > STALE_TMP_S:
+                    if _TEMPORARY.fullmatch(entry.name):
+                        if now - entry.stat(follow_symlinks=False).st_mtime > STALE_TMP_S:
                             os.unlink(entry.path)
-                    elif entry.name.endswith(".arrow"):
+                    elif _COPY.fullmatch(entry.name):
+                        st = entry.stat(follow_symlinks=False)
                         copies.append((st.st_mtime, entry.path, st.st_size))
                         total += st.st_size
                 except OSError:

@@ -136,14 +136,20 @@ def test_an_over_full_cache_loses_its_least_recently_read_copies_and_killed_writ
     stale, fresh = a.parent / f".{a.name}.k1ll3d.tmp", b.parent / f".{b.name}.1nfl1t.tmp"
     for tmp in (stale, fresh):
         tmp.write_bytes(b"partial")
-    os.utime(stale, (now - 2 * decoded.STALE_TMP_S, now - 2 * decoded.STALE_TMP_S))
+    # files the cache did not name, older than anything: never touched (a cache pointed at a shared folder)
+    foreign = [a.parent / "train-00000.arrow", a.parent / ".notes.tmp", root / "hf" / f"{a.stem}.arrow"]
+    for path in foreign:
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"x" * size)
+    for path in [stale, *foreign]:
+        os.utime(path, (now - 2 * decoded.STALE_TMP_S, now - 2 * decoded.STALE_TMP_S))
     # room for two and a half copies: the third copy's write removes the least recently read one
     cache = decoded.DecodedCache(root, cap=int(2.5 * size))
     with caplog.at_level(logging.WARNING, logger="models.decoded"):
         data.WorkDirSource(work, cache=cache).load("holistic", third)
     assert "over its cap" in caplog.text and decoded.MAX_ENV in caplog.text
-    assert not stale.exists() and fresh.exists()
-    left = set(root.rglob("*.arrow"))
+    assert not stale.exists() and fresh.exists() and all(path.exists() for path in foreign)
+    left = set(root.rglob("*.arrow")) - set(foreign)
     assert a in left and b not in left and len(left) == 2  # the third one written after the tidy
     # the removed copy is written again from its shard when next read, with the same values
     assert _same(data.WorkDirSource(work, cache=cache).load("holistic", second), plain.load("holistic", second))
