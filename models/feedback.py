@@ -62,8 +62,9 @@ def guidance(model, x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray
     model.eval()
     param = next(model.parameters())
     device = param.device
-    inp = torch.as_tensor(x, dtype=param.dtype, device=device)[None].requires_grad_(True)
-    m = None if mask is None else torch.as_tensor(mask, dtype=torch.bool, device=device)[None]
+    # copies: the arrays may be read-only views of the loader's decoded cache (models.decoded)
+    inp = torch.tensor(np.asarray(x), dtype=param.dtype, device=device)[None].requires_grad_(True)
+    m = None if mask is None else torch.tensor(np.asarray(mask, dtype=bool), device=device)[None]
     out = model(inp, m)
     score = out.score if hasattr(out, "score") else out
     (grad,) = torch.autograd.grad(score.sum(), inp)
