@@ -185,12 +185,15 @@ def publish_artifacts(report: Mapping[str, Any], kind: str = "build") -> dict[st
     """Create the summary and table artifacts of ``report`` in the current flow run; artifact key -> id.
 
     Tables that would be empty (no screening in a re-extraction without ``raw_dir``, no release)
-    are not created.
+    are not created. Outside a flow or task run (a stage driven directly) none is: there is no
+    run to attach them to, and Prefect deprecates artifacts without one.
     """
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     if kind not in KINDS:
         raise ValueError(f"unknown report kind {kind!r}; known: {list(KINDS)}")
+    if not _in_run():
+        return {}
     created = {}
     key = f"{kind}-summary"
     created[key] = create_markdown_artifact(
@@ -212,9 +215,14 @@ class _InRun(logging.Filter):
     """Pass only records emitted inside a Prefect flow or task run (others have no run to go to)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from prefect.context import FlowRunContext, TaskRunContext
+        return _in_run()
 
-        return FlowRunContext.get() is not None or TaskRunContext.get() is not None
+
+def _in_run() -> bool:
+    """Whether this code runs inside a Prefect flow or task run."""
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    return FlowRunContext.get() is not None or TaskRunContext.get() is not None
 
 
 def bridge_loggers(names: Iterable[str] = BRIDGED_LOGGERS) -> list[logging.Logger]:

@@ -168,3 +168,10 @@ def test_artifacts_and_logs_reach_a_local_server(tmp_path, prefect_server):
     assert ("models.data", "pose: 2 kept clip(s) have no shard and are skipped") in messages
     task_logged = [e for e in logs if e.name == "pipeline.release"]
     assert task_logged[0].task_run_id is not None
+
+
+def test_a_stage_driven_outside_a_flow_publishes_no_artifact(prefect_server, recwarn):
+    """Prefect deprecates artifacts without a run: a stage driven directly (``open_run`` as a
+    library call, as tests and scripts do) creates none and warns of nothing."""
+    assert artifacts.publish_artifacts(REPORT, "build") == {}
+    assert not [w for w in recwarn if issubclass(w.category, FutureWarning)]
