@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core import tables
+from pipeline.core.checksums import batched_clip_records
 from pipeline.core.config import ConfigError, stage_config
 from pipeline.core.errors import InputError
 from pipeline.core.placement import Placement
@@ -158,7 +159,8 @@ def run_screen(
     decisions = _read_override_file(overrides)
     if cfg.visual and pixels is None:
         pixels = pixel_rules(config, work, placement, **settings)
-    return screen_clips(clips, cfg, overrides=decisions, visual=pixels if cfg.visual else None, output_dir=work)
+    with batched_clip_records():  # thousands of clip files confirmed in a row: their records written in batches
+        return screen_clips(clips, cfg, overrides=decisions, visual=pixels if cfg.visual else None, output_dir=work)
 
 
 def screen_summary(result: ScreenResult, pixels: PixelRules | None = None) -> dict:

@@ -279,6 +279,40 @@ def test_a_changed_stat_forces_a_hash_and_an_unchanged_one_does_not(tmp_path, mo
     assert err.value.reason is Reason.CLIP_CHANGED and len(hashed) == 2
 
 
+def test_clip_records_of_a_batch_are_written_a_batch_at_a_time_and_at_its_end(tmp_path, monkeypatch):
+    """Screening confirms thousands of clip files in a row (``stages.run_screen``): inside
+    ``batched_clip_records`` the process rewrites its ledger segment once a ``CLIP_BATCH`` and at
+    the block's end, not once a clip; outside one, at once. Every record is known to the process
+    from the start, and a refresh never reads back the segment the process wrote itself."""
+    monkeypatch.setattr(checksums, "CLIP_BATCH", 4)
+    work = tmp_path / "work"
+    files = []
+    for i in range(11):
+        path = tmp_path / "raw" / f"clip{i}.mp4"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(os.urandom(2048))
+        files.append(path)
+    writes, hashed, reads = [], [], []
+    write_table, read_file, sha = tables.write_table, tables.read_file, checksums.sha256_file
+    monkeypatch.setattr(tables, "write_table", lambda rows, *a: writes.append(len(rows)) or write_table(rows, *a))
+    monkeypatch.setattr(tables, "read_file", lambda path, *a, **k: reads.append(Path(path)) or read_file(path, *a, **k))
+    monkeypatch.setattr(checksums, "sha256_file", lambda p, *a: hashed.append(p) or sha(p, *a))
+    with checksums.batched_clip_records():
+        for path in files[:10]:
+            checksums.clip_sha256(work, path)
+        assert writes == [4, 8]  # two batches written, two records held
+        for path in files[:10]:
+            checksums.clip_sha256(work, path)  # held or written, known: no second hash
+        assert len(hashed) == 10
+    assert writes == [4, 8, 10]  # the held ones at the block's end
+    checksums.clip_sha256(work, files[10])
+    assert writes == [4, 8, 10, 11]  # outside a block: at once
+    (segment,) = tables.table_files(work, checksums.TABLE)
+    assert sum(r["kind"] == checksums.CLIP for r in read_file(segment, tables.CHECKSUMS).to_pylist()) == 11
+    checksums._known(checksums._root(work)).refresh()
+    assert segment not in reads  # this process's own segment: its rows are known already
+
+
 _WRITER = """
 import sys
 import numpy as np

@@ -17,8 +17,10 @@ unchanged the recorded sum stands, and any change forces a new hash. A file whos
 Concurrency. Shards are written by threads, process pools and Dask workers at once, on one
 machine or several that share the work directory. No writer ever rewrites another's file: each
 process appends its records to its own segment, ``checksums.w-<host>-<pid>-<token>.parquet``,
-rewritten atomically (:func:`pipeline.core.tables.write_table`) after each record and capped at
-:data:`SEGMENT_ROWS` rows (then a new segment begins), so no lock is needed, on any file system.
+rewritten atomically (:func:`pipeline.core.tables.write_table`) after each record (clip records
+made inside :func:`batched_clip_records`, as screening makes them: :data:`CLIP_BATCH` at a time)
+and capped at :data:`SEGMENT_ROWS` rows (then a new segment begins), so no lock is needed, on any
+file system.
 :func:`fold` merges the segments into ``checksums.000000.parquet`` at the start of a run that
 holds the work directory's lock (:func:`pipeline.extraction.stage.sweep_partial_files`), dropping the
 records of files that are gone; the folder then holds the folded table and the segments of the
@@ -28,11 +30,14 @@ processes of one run. Readers read every file of the table and keep what they re
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import os
 import secrets
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +56,16 @@ SEGMENT_ROWS = 256
 """Rows of one process's segment before it starts another: the rewrite after each record stays
 short (docs/INTEGRITY.md), and a run of 17,000 shards leaves about 70 segments in all (plus one
 per process), folded into one table by the next run."""
+
+CLIP_BATCH = 64
+"""Within :func:`batched_clip_records`, clip records a process holds before it writes them. A
+record lost with its process only means that clip file is hashed again; a shard's record is
+written at once (without it the shard is not current)."""
+
+CLIP_REFRESH_S = 1.0
+"""A clip file whose stat this process does not know reads the ledger's new records first, at
+most once in this many seconds (each read lists the ledger's files): a clip recorded meanwhile by
+another process is at worst hashed again."""
 
 SHARD, CLIP = "shard", "clip"
 
@@ -74,6 +89,7 @@ class _Known:
         self.files: dict[str, tuple] = {}  # file name -> the stat it was read at
         self.shards: dict[str, set[str]] = {}  # relative path -> recorded sums
         self.clips: dict[str, dict[tuple, str]] = {}  # absolute path -> {(size, mtime, ctime, inode): sum}
+        self.refreshed = -math.inf  # time.monotonic() of the last refresh
 
     def add(self, rows) -> None:
         for row in rows:
@@ -83,8 +99,14 @@ class _Known:
                 stat = (row["size"], row["mtime_ns"], row["ctime_ns"], row["inode"])
                 self.clips.setdefault(row["path"], {})[stat] = row["sha256"]
 
+    def saw(self, path: Path) -> None:
+        """Note the ledger file ``path`` as read at its present state (this process wrote it)."""
+        st = path.stat()
+        self.files[path.name] = (st.st_ino, st.st_size, st.st_mtime_ns)
+
     def refresh(self) -> None:
         """Read the ledger's files that are new or changed since this process last read them."""
+        self.refreshed = time.monotonic()
         for path in tables.table_files(self.root, TABLE):
             try:
                 st = path.stat()
@@ -114,14 +136,18 @@ class _Segment:
     path: Path
     rows: list[dict]
     pid: int
+    unwritten: int = 0  # the last rows, not in the file yet (clip records held by a batch)
+    written: bool = False  # the file exists (a segment is written at its first shard record)
 
 
 _SEGMENTS: dict[str, _Segment] = {}
+_BATCHES = 0  # open batched_clip_records() blocks in this process
 
 
 def _reset_after_fork() -> None:
-    global _LOCK
+    global _LOCK, _BATCHES
     _LOCK = threading.Lock()  # a fork while another thread held it must not leave it held
+    _BATCHES = 0  # a block of the parent's is not the child's: its records are written at once
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
@@ -142,21 +168,48 @@ def _segment_path(root: str) -> Path:
     return tables.shard_path(root, TABLE, f"w-{host}-{os.getpid()}-{secrets.token_hex(4)}")
 
 
-def _record(work: str | os.PathLike, rows: list[dict]) -> None:
-    """Append ``rows`` to this process's segment of ``work``'s ledger (rewritten atomically)."""
+def _record(work: str | os.PathLike, rows: list[dict], *, hold: bool = False) -> None:
+    """Append ``rows`` to this process's segment of ``work``'s ledger (rewritten atomically);
+    ``hold``: clip records, which a :func:`batched_clip_records` block writes :data:`CLIP_BATCH`
+    at a time."""
     root = _root(work)
     with _LOCK:
         seg = _SEGMENTS.get(root)
-        if (
-            seg is None
-            or seg.pid != os.getpid()
-            or len(seg.rows) >= SEGMENT_ROWS
-            or (seg.rows and not seg.path.exists())  # folded into the table by a later run
-        ):
+        if seg is None or seg.pid != os.getpid():
             seg = _SEGMENTS[root] = _Segment(_segment_path(root), [], os.getpid())
+        elif len(seg.rows) >= SEGMENT_ROWS or (seg.written and not seg.path.exists()):  # full, or folded
+            held = seg.rows[len(seg.rows) - seg.unwritten :]  # a folded segment's held rows go on
+            seg = _SEGMENTS[root] = _Segment(_segment_path(root), held, os.getpid(), len(held))
         seg.rows.extend(rows)
-        tables.write_table(seg.rows, tables.CHECKSUMS, seg.path)
-        _known(root).add(rows)
+        seg.unwritten += len(rows)
+        known = _known(root)
+        known.add(rows)
+        if not (hold and _BATCHES) or seg.unwritten >= CLIP_BATCH or len(seg.rows) >= SEGMENT_ROWS:
+            _write_segment(seg, known)
+
+
+def _write_segment(seg: _Segment, known: _Known) -> None:
+    tables.write_table(seg.rows, tables.CHECKSUMS, seg.path)
+    seg.unwritten, seg.written = 0, True
+    known.saw(seg.path)  # its rows are known already: a refresh need not read this segment again
+
+
+@contextlib.contextmanager
+def batched_clip_records():
+    """Within the block, this process writes the clip records it makes :data:`CLIP_BATCH` at a
+    time, and the rest at its end, instead of rewriting its segment after each one: screening
+    confirms thousands of clip files in a row (docs/INTEGRITY.md)."""
+    global _BATCHES
+    with _LOCK:
+        _BATCHES += 1
+    try:
+        yield
+    finally:
+        with _LOCK:
+            _BATCHES -= 1
+            for root, seg in _SEGMENTS.items():
+                if seg.unwritten and seg.pid == os.getpid():
+                    _write_segment(seg, _known(root))
 
 
 def _relative(work: str | os.PathLike, path: str | os.PathLike) -> str:
@@ -287,7 +340,7 @@ def clip_sha256(work: str | os.PathLike | None, path: str | os.PathLike) -> str:
         root = _root(work)
         with _LOCK:
             known = _known(root)
-            if before not in known.clips.get(where, {}):
+            if before not in known.clips.get(where, {}) and time.monotonic() - known.refreshed >= CLIP_REFRESH_S:
                 known.refresh()
             found = known.clips.get(where, {}).get(before)
         if found is not None:
@@ -295,7 +348,7 @@ def clip_sha256(work: str | os.PathLike | None, path: str | os.PathLike) -> str:
     digest = sha256_file(where)
     after = os.stat(where)
     if work is not None and _stat_key(after) == before:  # not changed while it was read
-        _record(work, [_row(CLIP, where, digest, before)])
+        _record(work, [_row(CLIP, where, digest, before)], hold=True)
     return digest
 
 
