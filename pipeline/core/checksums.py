@@ -137,7 +137,7 @@ class _Segment:
     rows: list[dict]
     pid: int
     unwritten: int = 0  # the last rows, not in the file yet (clip records held by a batch)
-    written: bool = False  # the file exists (a segment is written at its first shard record)
+    written: bool = False  # the file exists (written at least once)
 
 
 _SEGMENTS: dict[str, _Segment] = {}
