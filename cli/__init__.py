@@ -124,6 +124,11 @@ def _run(args: argparse.Namespace, created: list) -> int:
             with WorkLock(args.work, f"vdv {writes}"):
                 return int(args.func(args) or 0)
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        # Ctrl-C in a command without the flows' own stop (cli.flows.stoppable): one line, no traceback
+        note = getattr(args, "stop_note", None)
+        print(f"vdv {args.command}: stopped by Ctrl-C" + (f"; {note}" if note else ""), file=sys.stderr)
+        return 130
     except WorkDirLocked as err:
         print(f"vdv {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 1

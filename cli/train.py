@@ -48,7 +48,12 @@ def _add_train(subparsers, parent: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", help="auto (CUDA when present), cpu, cuda")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
-    p.set_defaults(func=_train, output_dirs=("out",))
+    p.set_defaults(
+        func=_train,
+        output_dirs=("out",),
+        # a checkpoint is written atomically after each epoch: Ctrl-C never leaves half of one
+        stop_note="--out keeps the checkpoint of the last finished epoch, if any; --resume continues from it",
+    )
 
 
 def _add_evaluate(subparsers, parent: argparse.ArgumentParser) -> None:

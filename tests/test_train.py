@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,8 @@ from tests import realdata
 from tests.support.keypoints import load_keypoint_file
 from tests.support.shards import write_stream
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
 KEYPOINTS = SHARED / "keypoints"
 
 
@@ -222,3 +224,39 @@ def test_train_and_resume_from_a_packaged_release(release: Path, tmp_path: Path,
 
     assert main(["train", "--source", str(release), "--out", str(tmp_path / "x"), "--track", "nope"]) == 2
     assert "unknown track" in capsys.readouterr().err
+
+
+def test_ctrl_c_stops_vdv_train_with_one_line_and_keeps_a_whole_checkpoint(work: Path, tmp_path: Path) -> None:
+    """Started in a process group of its own with SIGINT at its default disposition (a shell's
+    background job would ignore it), stopped after its second epoch."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from models.train import load_checkpoint
+
+    out, log = tmp_path / "run", tmp_path / "stderr.txt"
+    command = [sys.executable, "-m", "cli", "train", "--source", str(work), "--out", str(out)]
+    command += ["--model", "psgcn", "--modalities", "pose", "--epochs", "100000"]
+    env = {**os.environ, "VDV_DECODED_CACHE": str(tmp_path / "cache")}
+    with open(log, "w") as err:
+        proc = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 300
+            while "epoch 2:" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert proc.poll() is None, log.read_text()
+            os.killpg(proc.pid, signal.SIGINT)
+            assert proc.wait(timeout=120) == 130
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    text = log.read_text()
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
+    assert text.strip().splitlines()[-1].startswith("vdv train: stopped by Ctrl-C; --out keeps the checkpoint")
+    model, *_ = load_checkpoint(out / "checkpoint.pt", "cpu")  # a whole checkpoint, not half of one
+    assert model is not None
