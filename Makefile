@@ -35,7 +35,7 @@ demo: $(STAMP)
 		--work out/demo/work --release-out out/demo/release --untrained --allow-untrained
 
 # two processes, one test file each at a time, one torch thread each: the 2-core CPU is shared
-# without OpenMP threads waiting on each other (15 to 19 minutes here with nothing else running)
+# without OpenMP threads waiting on each other (about 10 minutes here with nothing else running)
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(VENV)/bin/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 

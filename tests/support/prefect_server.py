@@ -40,16 +40,10 @@ def kill_group(proc: subprocess.Popen) -> None:
 
 
 def server_env(home: Path, port: int, **extra: str) -> dict[str, str]:
-    """This process's environment without its Prefect settings, pointed at the server on ``port``
-    with its state under ``home/prefect``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(
-        PREFECT_HOME=str(home / "prefect"),
-        PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        **extra,
-    )
-    return env
+    """:func:`tests.support.runs.child_env` pointed at the server on ``port``, without analytics."""
+    from tests.support.runs import child_env
+
+    return child_env(home, f"http://127.0.0.1:{port}/api", PREFECT_SERVER_ANALYTICS_ENABLED="false", **extra)
 
 
 def start_server(port: int, *, cwd: Path, env: dict, log: IO, timeout_s: float = 180) -> subprocess.Popen:
