@@ -226,7 +226,8 @@ def test_real_static_cameras_stay_well_inside_the_composed_limits(name):
 
 # -- a slow pan in a portrait frame ---------------------------------------------------------------
 
-PORTRAIT_PAN = 0.25  # of the window's width, over 13 s
+PORTRAIT_PAN = 0.25  # of the window's width, over the clip's 13 s
+PAN_FPS, PAN_FRAMES = 5, 65  # 65 frames at 5 fps: the window's offset is linear in time over 12.8 s
 
 
 def _diagonal_share(pairs: list[PairMotion]) -> float:
@@ -245,34 +246,57 @@ def _diagonal_share(pairs: list[PairMotion]) -> float:
     return worst
 
 
-@pytest.fixture(scope="module")
-def portrait_pan(tmp_path_factory):
-    """A TikTok-shaped clip: a 9:16 window (404 x 720) of hybrik_taiji (1280 x 720, static
-    camera) sliding right by a quarter of its width over 13 s, encoded with PyAV at 5 fps and
-    screened as any clip is (24 samples)."""
-    real = [s.image for s in iter_samples(CLIPS / "hybrik_taiji.mp4", DecodeParams(fps=5.0, end_s=13.0))]
-    height = real[0].shape[0]
+def _portrait_window(images: list[np.ndarray], path: Path) -> Path:
+    """A TikTok-shaped clip: a 9:16 window (404 x 720) of 1280 x 720 frames sliding right by
+    ``PORTRAIT_PAN`` of its width, one step a frame, encoded with PyAV at ``PAN_FPS``."""
+    height = images[0].shape[0]
     window = round(height * 9 / 16) // 2 * 2  # even, for yuv420p
     travel = PORTRAIT_PAN * window
     frames = []
-    for i, image in enumerate(real):
-        x = round(travel * i / (len(real) - 1))
+    for i, image in enumerate(images):
+        x = round(travel * i / (len(images) - 1))
         frames.append(np.ascontiguousarray(image[:, x : x + window]))
-    path = tmp_path_factory.mktemp("portrait") / "portrait_pan.mp4"
-    write_clip(path, frames, fps=5)
-    return analyse_frames(sample_frames(path, "portrait_pan", CONFIG), CONFIG)
+    write_clip(path, frames, fps=PAN_FPS)
+    return path
 
 
-def test_slow_pan_in_a_portrait_frame_is_rejected(portrait_pan):
+@pytest.fixture(scope="module")
+def portrait_pan(tmp_path_factory):
+    """The camera pans across a still scene: one real frame of hybrik_taiji, dancer included, seen
+    through the sliding window. Everything in view moves together, so the pan the clip holds is
+    known exactly, whatever the people counter finds; screened as any clip is (24 samples)."""
+    still = next(iter_samples(CLIPS / "hybrik_taiji.mp4", DecodeParams(fps=1.0, start_s=6.0, end_s=7.0))).image
+    path = _portrait_window([still] * PAN_FRAMES, tmp_path_factory.mktemp("portrait") / "still_pan.mp4")
+    return analyse_frames(sample_frames(path, "still_pan", CONFIG), CONFIG)
+
+
+def test_slow_pan_in_a_portrait_frame_is_measured_per_axis_and_rejected(portrait_pan):
     """In a 9:16 frame the diagonal is twice the width, so a pan that leaves three quarters of
-    the first view measured 0.13 of the diagonal and was kept; per axis it is a quarter of the
-    width, above the limit of a fifth."""
+    the first view measured 0.12 of the diagonal and was kept (limit 0.15); per axis it is a
+    quarter of the width, above the limit of a fifth."""
     assert portrait_pan.sizes[0] == (360, 640)  # screened as a portrait clip, longer side 640
     result = rule_camera_motion(portrait_pan, CONFIG)
     details = result.details
+    assert details["measured_pairs"] == details["pairs"] == 23, details
     assert details["moving_share"] <= CONFIG.max_moving_share, details  # slow between samples
-    assert _diagonal_share(portrait_pan.pairs) <= 0.15  # the previous measure kept it (0.13)
-    assert details["composed_shift_x"] == pytest.approx(PORTRAIT_PAN, abs=0.03), details
-    assert details["composed_shift_y"] < 0.03, details
+    # the pan up to the last sample: the window's offset is linear in time over (65 - 1) / 5 s;
+    # the decoder's choice of frame for a sample time moves this by at most one step (0.004)
+    expected = PORTRAIT_PAN * portrait_pan.times[-1] / ((PAN_FRAMES - 1) / PAN_FPS)
+    assert details["composed_shift_x"] == pytest.approx(expected, abs=0.01), details
+    assert details["composed_shift_y"] < 0.01, details
+    assert details["composed_scale_change"] < 0.01 and details["composed_rotation_deg"] < 0.5, details
+    assert _diagonal_share(portrait_pan.pairs) <= 0.13  # the previous measure kept it
     assert details["composed_shift"] == details["composed_shift_x"] > CONFIG.max_composed_shift
     assert result.reasons == [Reason.CAMERA_MOTION], details
+
+
+def test_slow_pan_over_a_dancing_scene_is_rejected(tmp_path):
+    """The same pan over the moving video: the dancer's own motion is kept out of the estimate
+    only where the people counter finds him, and what it finds differs between CPUs (its float
+    kernels do), so only the rejection is checked here. Measured: 0.263 and 0.283 of the width
+    on two machines, 0.25-0.27 with the people's boxes moved by up to 3 px."""
+    real = [s.image for s in iter_samples(CLIPS / "hybrik_taiji.mp4", DecodeParams(fps=PAN_FPS, end_s=13.0))]
+    assert len(real) == PAN_FRAMES
+    path = _portrait_window(real, tmp_path / "portrait_pan.mp4")
+    result = rule_camera_motion(analyse_frames(sample_frames(path, "portrait_pan", CONFIG), CONFIG), CONFIG)
+    assert result.reasons == [Reason.CAMERA_MOTION], result.details
