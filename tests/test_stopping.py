@@ -190,6 +190,10 @@ def test_a_busy_work_directory_is_refused_at_once(tmp_path, command):
 # A command whose orderly stop never comes: its body swallows the first signal's exception and
 # waits on, holding the lock, an attempt mark and a child process (what a run stuck in a worker
 # looks like from the signal's side).
+_DEAF_CHILD = (
+    "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); print('up', flush=True); time.sleep(300)"
+)
+
 _STUCK = """
 import subprocess, sys, time
 import cli.flows
@@ -198,13 +202,17 @@ from pipeline.core.attempts import AttemptLedger
 from pipeline.core.lock import WorkLock
 
 work = sys.argv[1]
+DEAF_CHILD = sys.argv[3]
 cli.flows.STOP_GRACE_S = float(sys.argv[2])
 
 def body():
     with WorkLock(work, "vdv build", shared=True):
         ledger = AttemptLedger.fresh(work)
         with ledger.attempt("c" * 64, "test:1"):
-            child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+            # a child that ignores SIGINT, so only the forced stop ends it; it says when it is up
+            # (a SIGINT that reaches a Python still starting prints "Fatal Python error")
+            child = subprocess.Popen([sys.executable, "-c", DEAF_CHILD], stdout=subprocess.PIPE, text=True)
+            assert child.stdout.readline().strip() == "up"
             told = False
             while True:
                 try:  # the pid is told inside the try: a signal right after it is swallowed too
@@ -230,7 +238,7 @@ def test_a_stuck_stop_is_forced_and_a_second_ctrl_c_exits_at_once(tmp_path, seco
     work.mkdir()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     grace = 600.0 if second else STOP_GRACE_S
-    proc = _start([sys.executable, "-c", _STUCK, str(work), str(grace)], env)
+    proc = _start([sys.executable, "-c", _STUCK, str(work), str(grace), _DEAF_CHILD], env)
     try:
         child = int(proc.stdout.readline())
         assert (work / LOCK_NAME).exists() and list((work / DIRNAME).glob("*/*.attempt"))
