@@ -292,9 +292,9 @@ def test_slow_pan_in_a_portrait_frame_is_measured_per_axis_and_rejected(portrait
 
 def test_slow_pan_over_a_dancing_scene_is_rejected(tmp_path):
     """The same pan over the moving video: the dancer's own motion is kept out of the estimate
-    only where the people counter finds him, and what it finds differs between CPUs (its float
-    kernels do), so only the rejection is checked here. Measured: 0.263 and 0.283 of the width
-    on two machines, 0.25-0.27 with the people's boxes moved by up to 3 px."""
+    only where the people counter finds him, and what it finds can differ between machines, so
+    only the rejection is checked here. Measured: 0.263 and 0.283 of the width on two machines,
+    0.25-0.27 with the people's boxes moved by up to 3 px (limit 0.2)."""
     real = [s.image for s in iter_samples(CLIPS / "hybrik_taiji.mp4", DecodeParams(fps=PAN_FPS, end_s=13.0))]
     assert len(real) == PAN_FRAMES
     path = _portrait_window(real, tmp_path / "portrait_pan.mp4")
